@@ -1,0 +1,44 @@
+"""What a path service gets when it is built from its config."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geonode import __version__
+
+
+@dataclass
+class NodeInfo:
+    """Facts about the running node, shown by the ``nodeinfo`` service."""
+
+    version: str = __version__
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    title: str | None = None
+    # Filled in by the node once routers exist: callable returning the live session count.
+    session_count: Any = None
+
+
+@dataclass
+class BuildContext:
+    config_dir: Path
+    json_path: str
+    router: Any = None
+    transport_options: dict = field(default_factory=dict)
+    node: NodeInfo = field(default_factory=NodeInfo)
+    tls: bool = False
+
+    def child(self, key: str) -> BuildContext:
+        """The context for a nested path, with its JSON path extended."""
+        return BuildContext(
+            config_dir=self.config_dir,
+            json_path=f"{self.json_path}.{key}",
+            router=self.router,
+            transport_options=self.transport_options,
+            node=self.node,
+            tls=self.tls,
+        )
