@@ -1,0 +1,88 @@
+"""Node configuration: read a Crossbar v2 ``node.json`` / ``.yaml``, validate, substitute env vars.
+
+``load(path) -> Config`` raises ``ConfigError`` whose ``errors`` are short lines, each starting
+with the JSON path of the offending key (``workers[0].transports[0].paths.api.module: ...``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geonode.config.environ import substitute
+
+
+class ConfigError(Exception):
+    """A config that geonode cannot run; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[str] | str):
+        if isinstance(errors, str):
+            errors = [errors]
+        self.errors: list[str] = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass
+class Config:
+    path: Path
+    dir: Path
+    data: dict
+
+    @property
+    def workers(self) -> list[dict]:
+        return self.data.get("workers", [])
+
+
+def read(path: str | Path) -> Any:
+    """Parse the file (JSON, or YAML for .yaml/.yml) without validating it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config file: {e}") from None
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+
+
+def validate(data: Any, config_dir: Path) -> list[str]:
+    """Every problem in an already-substituted config, as path-named lines."""
+    from geonode.config.schema import validate as schema_validate
+
+    return schema_validate(data, config_dir)
+
+
+def load(path: str | Path) -> Config:
+    """Read, substitute and validate a node config; raise ``ConfigError`` listing every problem."""
+    p = Path(path).resolve()
+    raw = read(p)
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level): the config must be an object (a JSON dict)")
+    data, errors = substitute(raw)
+    errors += validate(data, p.parent)
+    if errors:
+        raise ConfigError(errors)
+    return Config(path=p, dir=p.parent, data=data)
+
+
+def check(path: str | Path) -> list[str]:
+    """``[]`` when the config at ``path`` is good, else every error (path-named)."""
+    try:
+        load(path)
+    except ConfigError as e:
+        return e.errors
+    return []

@@ -1,0 +1,60 @@
+"""``${VAR}`` / ``$VAR`` substitution from the environment, as Crossbar does it.
+
+Crossbar reads ``"$VAR"`` (a whole string) for endpoint ports and ``"${VAR}"`` inside any string
+(tickets, secrets). geonode accepts both forms in any string value. A variable that is not set is
+an error naming the key's JSON path and the variable, never a silent empty string.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_WHOLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def join_path(parent: str, key: str | int) -> str:
+    """``workers[0]`` + ``transports`` → ``workers[0].transports``; ints become ``[i]``."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else str(key)
+
+
+def _substitute_str(value: str, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
+    whole = _WHOLE.match(value)
+    if whole:
+        name = whole.group(1)
+        if name not in env:
+            errors.append(f"{path}: environment variable '{name}' is not set")
+            return value
+        return env[name]
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in env:
+            errors.append(f"{path}: environment variable '{name}' is not set")
+            return m.group(0)
+        return env[name]
+
+    return _BRACED.sub(repl, value)
+
+
+def substitute(data: Any, env: Mapping[str, str] | None = None, path: str = "",
+               errors: list[str] | None = None) -> tuple[Any, list[str]]:
+    """Return ``(data with variables replaced, errors)``; ``data`` itself is not modified."""
+    env = os.environ if env is None else env
+    errors = [] if errors is None else errors
+
+    def walk(obj: Any, p: str) -> Any:
+        if isinstance(obj, str):
+            return _substitute_str(obj, p, env, errors) if "$" in obj else obj
+        if isinstance(obj, list):
+            return [walk(x, join_path(p, i)) for i, x in enumerate(obj)]
+        if isinstance(obj, dict):
+            return {k: walk(v, join_path(p, k)) for k, v in obj.items()}
+        return obj
+
+    return walk(data, path), errors
