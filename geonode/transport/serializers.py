@@ -1,0 +1,269 @@
+"""WAMP serializers shared by every transport: one instance per type and framing.
+
+autobahn's ``Message.serialize(obj_serializer)`` caches the bytes per serializer *instance*,
+so a message the router sends to many peers (an EVENT to every subscriber) is marshalled and
+encoded once per serializer type only if all transports use the same instances: they come
+from :data:`SERIALIZERS` / :func:`get` here, never constructed per connection.
+
+autobahn's JSON decoder runs the pure-Python scanner (to catch its ``"\\u0000"`` base64 binary
+convention while parsing); it costs ~4x the C decoder. Here the C decoder parses and the
+binary convention is applied by a walk only when the payload contains an escaped NUL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import txaio
+
+txaio.use_asyncio()  # autobahn.wamp.serializer needs a txaio framework picked before import
+
+from autobahn.wamp import message as _message  # noqa: E402
+from autobahn.wamp.exception import ProtocolError  # noqa: E402
+from autobahn.wamp.serializer import Serializer as _AutobahnSerializer  # noqa: E402
+
+__all__ = ["ProtocolError", "WampSerializer", "SERIALIZERS", "available", "get",
+           "by_subprotocol", "by_rawsocket_id", "subprotocols"]
+
+# MESSAGE_TYPE -> message class, as autobahn's own serializers dispatch.
+MESSAGE_CLASSES: dict[int, type] = dict(_AutobahnSerializer.MESSAGE_TYPE_MAP)
+
+_BATCH_SEP = "\x18"  # WAMP JSON batching: each message followed by ASCII "cancel"
+_LEN = struct.Struct("!L")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return "\x00" + base64.b64encode(bytes(obj)).decode("ascii")
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                default=_json_default).encode
+_json_decode = json.JSONDecoder().decode
+
+
+def _unbinary(obj: Any) -> Any:
+    """Turn ``"\\x00<base64>"`` strings back into bytes (WAMP JSON binary convention)."""
+    if isinstance(obj, str):
+        if obj and obj[0] == "\x00":
+            return base64.b64decode(obj[1:])
+        return obj
+    if isinstance(obj, list):
+        return [_unbinary(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _unbinary(v) for k, v in obj.items()}
+    return obj
+
+
+class _ObjectSerializer:
+    """Encodes one raw WAMP message (a list) to its wire form; the cache key for autobahn.
+
+    ``NAME`` must not be ``"flatbuffers"`` (autobahn's Message.serialize looks at it).
+    """
+
+    NAME = ""
+    BINARY = True
+
+    def __init__(self, batched: bool) -> None:
+        self._batched = batched
+
+    def serialize(self, obj: Any) -> bytes | str:
+        raise NotImplementedError
+
+    def unserialize(self, payload: bytes | str) -> list:
+        raise NotImplementedError
+
+
+class _JsonObjectSerializer(_ObjectSerializer):
+    NAME = "json"
+    BINARY = False
+
+    def serialize(self, obj: Any) -> str:
+        s = _json_encode(obj)
+        return s + _BATCH_SEP if self._batched else s
+
+    def unserialize(self, payload: bytes | str) -> list:
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            payload = bytes(payload).decode("utf-8")
+        chunks = [c for c in payload.split(_BATCH_SEP) if c] if self._batched else [payload]
+        if not chunks:
+            raise ValueError("empty batch")
+        out = [_json_decode(c) for c in chunks]
+        if "\\u0000" in payload:
+            out = [_unbinary(x) for x in out]
+        return out
+
+
+class _BinaryObjectSerializer(_ObjectSerializer):
+    """Binary formats: batches are 4-byte big-endian length prefixed messages."""
+
+    _dumps: Callable[[Any], bytes]
+    _loads: Callable[[bytes], Any]
+
+    def serialize(self, obj: Any) -> bytes:
+        data = self._dumps(obj)
+        return _LEN.pack(len(data)) + data if self._batched else data
+
+    def unserialize(self, payload: bytes | str) -> list:
+        if isinstance(payload, str):
+            raise ValueError(f"{self.NAME} needs binary messages, got text")
+        if not self._batched:
+            return [self._loads(payload)]
+        out, i, n = [], 0, len(payload)
+        view = memoryview(payload)
+        while i < n:
+            if i + 4 > n:
+                raise ValueError("truncated batch length prefix")
+            (size,) = _LEN.unpack_from(payload, i)
+            if i + 4 + size > n:
+                raise ValueError("truncated batch item")
+            out.append(self._loads(bytes(view[i + 4:i + 4 + size])))
+            i += 4 + size
+        if not out:
+            raise ValueError("empty batch")
+        return out
+
+
+def _msgpack_pair() -> tuple[Callable, Callable] | None:
+    try:
+        import msgpack
+    except ImportError:
+        return None
+    packer_opts = {"use_bin_type": True}
+    return (lambda o: msgpack.packb(o, **packer_opts),
+            lambda b: msgpack.unpackb(b, raw=False))
+
+
+def _cbor_pair() -> tuple[Callable, Callable] | None:
+    try:
+        import cbor2
+    except ImportError:
+        return None
+    return cbor2.dumps, cbor2.loads
+
+
+def _ubjson_pair() -> tuple[Callable, Callable] | None:
+    # autobahn (and so Crossbar and autobahn-python clients) speak "ubjson" through bjdata,
+    # whose integers are not byte-compatible with py-ubjson: use the same library or none.
+    try:
+        import bjdata
+    except ImportError:
+        return None
+    return bjdata.dumpb, bjdata.loadb
+
+
+class WampSerializer:
+    """One WAMP serializer (``json``, ``msgpack.batched``…) as the transports use it."""
+
+    def __init__(self, name: str, obj: _ObjectSerializer, rawsocket_id: int,
+                 batched: bool) -> None:
+        self.name = name                       # "json" / "json.batched"
+        self.subprotocol = f"wamp.2.{name}"
+        self.binary = obj.BINARY
+        self.batched = batched
+        self.rawsocket_id = rawsocket_id       # RawSocket handshake serializer number
+        self.obj = obj                         # key of autobahn's per-message cache
+
+    def serialize(self, msg: Any) -> bytes | str:
+        """The wire form of ``msg`` (str for JSON = text frame). Cached on the message."""
+        return msg.serialize(self.obj)
+
+    def join(self, payloads: list) -> bytes | str:
+        """Several serialized messages as one transport message (batched serializers)."""
+        return ("" if not self.binary else b"").join(payloads)
+
+    def unserialize(self, payload: bytes | str) -> list:
+        """Parse one transport message into autobahn messages; ProtocolError when invalid."""
+        try:
+            raws = self.obj.unserialize(payload)
+        except Exception as e:
+            raise ProtocolError(f"invalid {self.name} payload: {type(e).__name__}: {e}") from None
+        msgs = []
+        for raw in raws:
+            if type(raw) is not list or not raw:
+                raise ProtocolError("a WAMP message must be a non-empty list")
+            cls = MESSAGE_CLASSES.get(raw[0]) if type(raw[0]) is int else None
+            if cls is None:
+                raise ProtocolError(f"invalid WAMP message type {raw[0]!r}")
+            try:
+                msgs.append(cls.parse(raw))
+            except ProtocolError:
+                raise
+            except Exception as e:
+                raise ProtocolError(f"invalid {cls.__name__.upper()}: {type(e).__name__}: {e}") from None
+        return msgs
+
+    def __repr__(self) -> str:
+        return f"<WampSerializer {self.name}>"
+
+
+def _build() -> dict[str, WampSerializer]:
+    table: dict[str, WampSerializer] = {}
+    json_pair = (_json_encode, _json_decode)
+    kinds: Iterable[tuple[str, int, Any]] = (
+        ("json", 1, json_pair),
+        ("msgpack", 2, _msgpack_pair()),
+        ("cbor", 3, _cbor_pair()),
+        ("ubjson", 4, _ubjson_pair()),
+    )
+    for name, rs_id, pair in kinds:
+        if pair is None:
+            continue
+        for batched in (False, True):
+            if name == "json":
+                obj: _ObjectSerializer = _JsonObjectSerializer(batched)
+            else:
+                cls = type(f"_{name.capitalize()}ObjectSerializer", (_BinaryObjectSerializer,),
+                           {"NAME": name, "_dumps": staticmethod(pair[0]),
+                            "_loads": staticmethod(pair[1])})
+                obj = cls(batched)
+            full = f"{name}.batched" if batched else name
+            table[full] = WampSerializer(full, obj, rs_id, batched)
+    return table
+
+
+#: every available serializer by name ("json", "json.batched", "msgpack", ...)
+SERIALIZERS: dict[str, WampSerializer] = _build()
+
+#: the base names Crossbar accepts in a transport's ``serializers`` list
+KNOWN = ("json", "msgpack", "cbor", "ubjson")
+
+
+def available() -> list[str]:
+    """Base names of the serializers installed here, in Crossbar's preference order."""
+    return [n for n in ("cbor", "msgpack", "ubjson", "json") if n in SERIALIZERS]
+
+
+def get(name: str) -> WampSerializer:
+    return SERIALIZERS[name]
+
+
+def subprotocols(names: Iterable[str]) -> list[str]:
+    """WebSocket subprotocols for configured base names (each plain and batched)."""
+    out = []
+    for n in names:
+        out.append(SERIALIZERS[n].subprotocol)
+        out.append(SERIALIZERS[f"{n}.batched"].subprotocol)
+    return out
+
+
+def by_subprotocol(subprotocol: str) -> WampSerializer | None:
+    if subprotocol and subprotocol.startswith("wamp.2."):
+        return SERIALIZERS.get(subprotocol[7:])
+    return None
+
+
+def by_rawsocket_id(serializer_id: int) -> WampSerializer | None:
+    for s in SERIALIZERS.values():
+        if s.rawsocket_id == serializer_id and not s.batched:
+            return s
+    return None
+
+
+# Keep autobahn's module import explicit for readers: message classes come from there.
+Message = _message.Message
