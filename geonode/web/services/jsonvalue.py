@@ -1,0 +1,59 @@
+"""``json`` path service: a fixed JSON value, serialized once when the node starts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from geonode.config import ConfigError
+from geonode.web.context import BuildContext
+
+_NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
+             ("Pragma", "no-cache"), ("Expires", "0")]
+
+
+
+def _plain(start_response, status: str, text: str, headers: list) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))] + headers)
+    return [body]
+
+
+def build(cfg: dict, ctx: BuildContext):
+    """The WSGI app for a ``json`` path."""
+    if "value" not in cfg:
+        raise ConfigError(f"{ctx.json_path}.value: required")
+    options = cfg.get("options") or {}
+    if options.get("prettify", False):
+        text = json.dumps(cfg["value"], indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    else:
+        text = json.dumps(cfg["value"], separators=(",", ":"), ensure_ascii=False)
+    body = text.encode("utf-8")
+    extra: list[tuple[str, str]] = []
+    if options.get("allow_cross_origin", True):
+        extra.append(("Access-Control-Allow-Origin", "*"))
+    if options.get("discourage_caching", False):
+        extra += _NO_CACHE
+    headers = [("Content-Type", "application/json; charset=utf-8"),
+               ("Content-Length", str(len(body)))] + extra
+    preflight = [("Allow", "GET, HEAD, OPTIONS")] + extra
+    if options.get("allow_cross_origin", True):
+        preflight += [("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
+                      ("Access-Control-Max-Age", "86400")]
+
+    def app(environ: dict, start_response) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "GET":
+            start_response("200 OK", list(headers))
+            return [body]
+        if method == "HEAD":
+            start_response("200 OK", list(headers))
+            return []
+        if method == "OPTIONS":
+            start_response("204 No Content", list(preflight))
+            return []
+        return _plain(start_response, "405 Method Not Allowed",
+                      f"method {method} not allowed here", [("Allow", "GET, HEAD, OPTIONS")])
+
+    return app

@@ -1,0 +1,322 @@
+"""``static`` path service: files from a directory or a package resource.
+
+Path safety is the whole point of this module: the request path is decoded once (the server
+already percent-decoded it, so ``%252e`` stays the literal ``%2e``), split into segments, and any
+``..``, backslash, NUL or drive-like segment is refused before the file system is touched. The
+joined path is then resolved (symlinks included) and must still lie inside the resolved root,
+so a symlink pointing outside is never followed.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.resources
+import mimetypes
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
+
+from geonode.config import ConfigError
+from geonode.web.context import BuildContext
+
+CHUNK = 64 * 1024
+INDEX_FILES = ("index.html", "index.htm")
+DEFAULT_CACHE_TIMEOUT = 43200
+_ALLOW = [("Allow", "GET, HEAD")]
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+               "xz": "application/x-xz", "br": "application/octet-stream",
+               "compress": "application/x-compress"}
+
+
+
+def _error(start_response, status: str, text: str, headers: list | None = None,
+           head: bool = False) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))] + (headers or []))
+    return [] if head else [body]
+
+
+class FileIter:
+    """Streams ``length`` bytes of an open file in 64 KiB chunks; closes it when done."""
+
+    def __init__(self, f, length: int) -> None:
+        self.f = f
+        self.remaining = length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.remaining <= 0:
+            self.close()
+            raise StopIteration
+        data = self.f.read(min(CHUNK, self.remaining))
+        if not data:
+            # The file shrank under us: end here, the server notices the short body.
+            self.close()
+            raise StopIteration
+        self.remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _segments(path_info: str) -> list[str] | int:
+    """Safe path segments of PATH_INFO, or an HTTP status code when the path is refused."""
+    try:
+        # PEP 3333: PATH_INFO is the raw bytes as latin-1; file names are UTF-8.
+        path = path_info.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return 400
+    if "\x00" in path:
+        return 400
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == ".." or "\\" in seg or (len(seg) >= 2 and seg[1] == ":" and os.sep == "\\"):
+            return 404
+        out.append(seg)
+    return out
+
+
+def _inside(root: str, candidate: str) -> bool:
+    return candidate == root or candidate.startswith(root + os.sep)
+
+
+class StaticApp:
+    def __init__(self, root: Path, options: dict) -> None:
+        self.root = os.path.realpath(root)
+        self.listing = bool(options.get("enable_directory_listing", False))
+        self.cache_timeout = options.get("cache_timeout", DEFAULT_CACHE_TIMEOUT)
+        self.mime_types = {
+            ("." + k.lstrip(".")).lower(): v for k, v in (options.get("mime_types") or {}).items()
+        }
+        self.default_file = options.get("default_file")
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    def _resolve(self, segments: list[str]) -> str | None:
+        """The real path for these segments, or None when it is missing or escapes the root."""
+        real = os.path.realpath(os.path.join(self.root, *segments))
+        if not _inside(self.root, real) or not os.path.exists(real):
+            return None
+        return real
+
+    def _default(self) -> str | None:
+        if not self.default_file:
+            return None
+        segs = _segments(self.default_file)
+        if isinstance(segs, int):
+            return None
+        real = self._resolve(segs)
+        return real if real and os.path.isfile(real) else None
+
+    # -- WSGI ---------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            return _error(start_response, "405 Method Not Allowed",
+                          f"method {method} not allowed here", _ALLOW)
+        segs = _segments(environ.get("PATH_INFO", ""))
+        if isinstance(segs, int):
+            if segs == 400:
+                return _error(start_response, "400 Bad Request", "bad path", head=head)
+            return _error(start_response, "404 Not Found", "not found", head=head)
+
+        real = self._resolve(segs)
+        if real is not None and os.path.isdir(real):
+            if not environ.get("PATH_INFO", "").endswith("/"):
+                return self._slash_redirect(environ, segs, start_response)
+            for name in INDEX_FILES:
+                index = os.path.join(real, name)
+                if os.path.isfile(index):
+                    return self._file(environ, start_response, index, head)
+            if self.listing:
+                return self._list(environ, start_response, real, segs, head)
+            real = None
+            if segs:
+                # An existing directory without index is not a "missing name" for the SPA
+                # fallback: answer 404 unless it is the root.
+                return _error(start_response, "404 Not Found", "not found", head=head)
+        if real is None or not os.path.isfile(real):
+            real = self._default()
+            if real is None:
+                return _error(start_response, "404 Not Found", "not found", head=head)
+        return self._file(environ, start_response, real, head)
+
+    def _slash_redirect(self, environ: dict, segs: list[str], start_response):
+        # Built from the cleaned segments: a path like "//evil.example" must never become a
+        # protocol-relative Location.
+        location = environ.get("SCRIPT_NAME", "").rstrip("/") + "/"
+        if segs:
+            location += "/".join(quote(s.encode("utf-8"), safe="") for s in segs) + "/"
+        if environ.get("QUERY_STRING"):
+            location += "?" + environ["QUERY_STRING"]
+        return _error(start_response, "301 Moved Permanently", "moved to " + location,
+                      [("Location", location)], head=environ.get("REQUEST_METHOD") == "HEAD")
+
+    def _content_type(self, path: str) -> str:
+        ext = os.path.splitext(path)[1].lower()
+        if ext in self.mime_types:
+            return self.mime_types[ext]
+        ctype, encoding = mimetypes.guess_type(path, strict=False)
+        if encoding:
+            # Serving foo.txt.gz as Content-Encoding would make clients unpack it silently.
+            return _COMPRESSED.get(encoding, "application/octet-stream")
+        if ctype is None:
+            return "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
+            return ctype + "; charset=utf-8"
+        return ctype
+
+    def _cache_headers(self) -> list[tuple[str, str]]:
+        if self.cache_timeout is None:
+            return []
+        t = int(self.cache_timeout)
+        return [("Cache-Control", f"public, max-age={t}"), ("Expires", http_date(time.time() + t))]
+
+    def _file(self, environ: dict, start_response, path: str, head: bool):
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by FileIter or below
+        except OSError:
+            return _error(start_response, "404 Not Found", "not found", head=head)
+        try:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                f.close()
+                return _error(start_response, "404 Not Found", "not found", head=head)
+            size = st.st_size
+            etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+            mtime = int(st.st_mtime)
+            headers = [("ETag", etag), ("Last-Modified", http_date(mtime)),
+                       ("Accept-Ranges", "bytes")] + self._cache_headers()
+
+            if self._not_modified(environ, etag, mtime):
+                f.close()
+                start_response("304 Not Modified", headers)
+                return []
+
+            ctype = self._content_type(path)
+            start, length, status = 0, size, "200 OK"
+            rng = self._range(environ, etag, mtime)
+            if rng is not None:
+                bounds = rng.range_for_length(size) if len(rng.ranges) == 1 else None
+                if len(rng.ranges) == 1 and bounds is None:
+                    f.close()
+                    return _error(start_response, "416 Range Not Satisfiable",
+                                  "range not satisfiable",
+                                  [("Content-Range", f"bytes */{size}")] + headers, head=head)
+                if bounds is not None:
+                    start, end = bounds
+                    length = end - start
+                    status = "206 Partial Content"
+                    headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+            headers += [("Content-Type", ctype), ("Content-Length", str(length))]
+            start_response(status, headers)
+            if head or length == 0:
+                f.close()
+                return []
+            if start:
+                f.seek(start)
+            return FileIter(f, length)
+        except BaseException:
+            f.close()
+            raise
+
+    @staticmethod
+    def _not_modified(environ: dict, etag: str, mtime: int) -> bool:
+        inm = environ.get("HTTP_IF_NONE_MATCH")
+        if inm is not None:
+            # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+            return parse_etags(inm).contains_weak(etag.strip('"'))
+        ims = parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+        return ims is not None and mtime <= int(ims.timestamp())
+
+    @staticmethod
+    def _range(environ: dict, etag: str, mtime: int) -> Any:
+        if environ.get("REQUEST_METHOD") != "GET" or "HTTP_RANGE" not in environ:
+            return None
+        if_range = environ.get("HTTP_IF_RANGE")
+        if if_range:
+            date = parse_date(if_range)
+            if date is not None:
+                if int(date.timestamp()) != mtime:
+                    return None
+            elif if_range.strip() != etag:
+                return None
+        # Malformed or non-byte ranges are ignored: the whole file is the answer.
+        return parse_range_header(environ["HTTP_RANGE"])
+
+    def _list(self, environ: dict, start_response, real: str, segs: list[str], head: bool):
+        try:
+            names = sorted(os.listdir(real))
+        except OSError:
+            return _error(start_response, "404 Not Found", "not found", head=head)
+        title = html.escape("/" + "/".join(segs) + ("/" if segs else ""))
+        rows = [] if not segs else ['<li><a href="../">../</a></li>']
+        for name in names:
+            full = os.path.join(real, name)
+            # Entries whose target lies outside the root are not shown (nor served).
+            target = os.path.realpath(full)
+            if not _inside(self.root, target):
+                continue
+            suffix = "/" if os.path.isdir(target) else ""
+            href = quote(name.encode("utf-8", "surrogateescape"), safe="") + suffix
+            rows.append(f'<li><a href="{html.escape(href)}">{html.escape(name + suffix)}</a></li>')
+        body = (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"
+            + "\n".join(rows) + "\n</ul></body></html>\n"
+        ).encode("utf-8", "surrogateescape")
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                  ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-cache")])
+        return [] if head else [body]
+
+
+def _root(cfg: dict, ctx: BuildContext) -> Path:
+    directory = cfg.get("directory")
+    package = cfg.get("package")
+    if directory is not None and package is not None:
+        raise ConfigError(
+            f"{ctx.json_path}: give either 'directory' or 'package'+'resource', not both")
+    if directory is not None:
+        root = Path(ctx.config_dir, directory)
+        if not root.is_dir():
+            raise ConfigError(
+                f"{ctx.json_path}.directory: {str(root)!r} is not a directory")
+        return root
+    if package is None:
+        raise ConfigError(f"{ctx.json_path}: 'directory' or 'package'+'resource' required")
+    resource = cfg.get("resource")
+    if resource is None:
+        raise ConfigError(f"{ctx.json_path}.resource: required with 'package'")
+    try:
+        ref = importlib.resources.files(package).joinpath(resource)
+    except (ImportError, TypeError) as e:
+        raise ConfigError(
+            f"{ctx.json_path}.package: cannot import {package!r}: {e}") from None
+    root = Path(str(ref))
+    if not isinstance(ref, Path) and not root.is_dir():
+        raise ConfigError(
+            f"{ctx.json_path}.package: {package!r} is not installed as plain files")
+    if not root.is_dir():
+        raise ConfigError(
+            f"{ctx.json_path}.resource: {resource!r} is not a folder in package {package!r}")
+    return root
+
+
+def build(cfg: dict, ctx: BuildContext) -> StaticApp:
+    """The WSGI app serving a ``static`` path."""
+    return StaticApp(_root(cfg, ctx), cfg.get("options") or {})
