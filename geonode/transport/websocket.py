@@ -1,0 +1,258 @@
+"""WampWebSocketPeer: the router's Peer over one ``geonode.websocket.WebSocket``.
+
+Reading happens in the connection's own greenlet (``run``); writing never happens in the
+caller of ``send`` (usually the router, busy delivering to many peers): messages are serialized
+right away (autobahn caches the bytes on the message, per shared serializer) and queued, and a
+short-lived writer greenlet flushes everything queued with one ``send_many`` (or one frame for
+batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
+so a slow consumer costs bounded memory and never stalls the router.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from autobahn.wamp.message import Abort
+
+from geonode.transport.serializers import ProtocolError, WampSerializer
+
+log = logging.getLogger("geonode.transport")
+
+DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
+DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
+CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
+
+# WebSocket close codes used here
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+def peer_address(environ: dict) -> str:
+    """Crossbar-style peer string: ``tcp4:127.0.0.1:5555``, ``tcp6:[::1]:5555``, ``unix``."""
+    host = environ.get("REMOTE_ADDR") or ""
+    port = environ.get("REMOTE_PORT") or ""
+    if not host or not port:
+        return "unix" if host in ("", "unix") else f"tcp4:{host}"
+    if ":" in host:
+        return f"tcp6:[{host}]:{port}"
+    return f"tcp4:{host}:{port}"
+
+
+def http_headers(environ: dict) -> dict[str, str]:
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
+    """What the router (and ``wamp.session.get``) learns about this connection."""
+    return {
+        "type": "websocket",
+        "channel_type": "tls" if environ.get("wsgi.url_scheme") == "https" else "tcp",
+        "channel_framing": "websocket",
+        "channel_serializer": serializer.name,
+        "peer": peer_address(environ),
+        "is_server": True,
+        "http_headers_received": http_headers(environ),
+        "websocket_protocol": getattr(ws, "subprotocol", None) or serializer.subprotocol,
+        "websocket_extensions_in_use": list(getattr(ws, "extensions", None) or []),
+        "http_path": (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+    }
+
+
+class MessageQueuePeer:
+    """The transport-independent half: bounded queue, writer greenlet, detach-once.
+
+    Subclasses implement ``_write(items)`` (blocking write of serialized messages),
+    ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
+    """
+
+    def __init__(self, serializer: WampSerializer, details: dict,
+                 max_queue: int = DEFAULT_MAX_QUEUE,
+                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES) -> None:
+        self.serializer = serializer
+        self.transport_details = details
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.session: Any = None
+        self._queue: list = []
+        self._queued_bytes = 0
+        self._writer: gevent.Greenlet | None = None
+        self._closing: tuple[int, str] | None = None
+        self._dead = False        # nothing more is written (overflow, broken socket)
+        self._detached = False
+
+    # -- Peer contract ---------------------------------------------------------------
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` for the socket; never blocks. Over the bound the peer closes."""
+        if self._dead or self._closing is not None:
+            return
+        try:
+            data = self.serializer.serialize(msg)
+        except Exception as e:
+            # An unserializable payload is the sender's fault, but the receiver cannot get it:
+            # drop it, loudly, and keep the connection.
+            log.warning("%s: dropping unserializable %s: %s", self._who(),
+                        type(msg).__name__, e)
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes:
+            self._overflow()
+            return
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+
+    def close(self) -> None:
+        """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
+        self._close(CLOSE_NORMAL, "")
+
+    # -- internals -------------------------------------------------------------------
+    def _who(self) -> str:
+        sid = getattr(self.session, "session_id", None) or getattr(self.session, "id", None)
+        return f"session {sid} ({self.transport_details.get('peer')})"
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._closing is not None or self._dead:
+            return
+        self._closing = (code, reason)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        try:
+            while self._queue and not self._dead:
+                items, self._queue, self._queued_bytes = self._queue, [], 0
+                self._write(items)
+            if self._closing is not None and not self._dead:
+                self._dead = True
+                with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    self._shutdown(*self._closing)
+                    return
+                self._abort()
+        except Exception as e:  # the socket broke: the reader will see it and detach
+            if not self._dead:
+                log.info("%s: write failed: %s", self._who(), e)
+            self._dead = True
+            self._queue = []
+            self._abort()
+        finally:
+            self._writer = None
+
+    def _overflow(self) -> None:
+        log.warning("%s: outgoing queue over its bound (%d messages, %d bytes): closing",
+                    self._who(), len(self._queue), self._queued_bytes)
+        self._dead = True
+        self._queue, self._queued_bytes = [], 0
+        writer = self._writer
+        # The writer is stuck on a full socket; kill it and drop the connection from a fresh
+        # greenlet, so the router's send() returns at once.
+        gevent.spawn(self._kill_and_abort, writer)
+
+    def _kill_and_abort(self, writer: gevent.Greenlet | None) -> None:
+        if writer is not None:
+            writer.kill(block=False)
+        self._abort(CLOSE_POLICY, "outgoing queue overflow")
+
+    def _detach(self) -> None:
+        if self._detached:
+            return
+        self._detached = True
+        if self.session is not None:
+            try:
+                self.session.detach()
+            except Exception:
+                log.exception("%s: detach failed", self._who())
+
+    def _receive_payload(self, payload: bytes | str) -> bool:
+        """Hand one transport message to the session; False when the session must end."""
+        try:
+            msgs = self.serializer.unserialize(payload)
+        except ProtocolError as e:
+            log.warning("%s: protocol violation: %s", self._who(), e)
+            self.send(Abort("wamp.error.protocol_violation", message=str(e)[:200]))
+            self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
+            return False
+        for msg in msgs:
+            try:
+                self.session.receive(msg)
+            except Exception:
+                log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
+                self._close(CLOSE_INTERNAL, "internal error")
+                return False
+        return True
+
+    def _write(self, items: list) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
+        raise NotImplementedError
+
+
+class WampWebSocketPeer(MessageQueuePeer):
+    """Peer over a ``geonode.websocket.WebSocket``; ``run`` blocks for the connection's life."""
+
+    def __init__(self, ws: Any, serializer: WampSerializer, details: dict, **limits: int) -> None:
+        super().__init__(serializer, details, **limits)
+        self.ws = ws
+
+    def run(self, router: Any, auth_config: dict | None = None) -> None:
+        """Attach to ``router`` and pump incoming messages until the connection ends."""
+        if auth_config is None:
+            self.session = router.attach(self)
+        else:
+            self.session = router.attach(self, auth_config=auth_config)
+        ws = self.ws
+        try:
+            # Keep reading while closing: the WebSocket layer needs the peer's close frame.
+            while True:
+                payload = ws.receive()
+                if payload is None:
+                    break
+                if self._closing is None and not self._dead:
+                    self._receive_payload(payload)
+        except Exception as e:
+            if not self._dead:
+                log.info("%s: connection error: %s", self._who(), e)
+        finally:
+            self._detach()
+            # Let a closing writer flush (ABORT/GOODBYE) before the handler drops the socket.
+            writer = self._writer
+            if writer is not None:
+                writer.join(CLOSE_TIMEOUT)
+            if not getattr(ws, "closed", True):
+                self._abort(CLOSE_NORMAL, "")
+
+    def _write(self, items: list) -> None:
+        if self.serializer.batched:
+            self.ws.send(self.serializer.join(items))
+        elif len(items) == 1:
+            self.ws.send(items[0])
+        else:
+            self.ws.send_many(items)
+
+    def _shutdown(self, code: int, reason: str) -> None:
+        self.ws.close(code, reason)
+
+    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
+        abort = getattr(self.ws, "abort", None)
+        try:
+            if abort is not None:
+                abort()
+            else:
+                with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    self.ws.close(code, reason)
+        except Exception:
+            pass

@@ -1,0 +1,128 @@
+"""``websocket`` path service: WAMP v2 over WebSocket into the worker's router.
+
+The upgrade itself belongs to ``geonode.websocket`` (offered by geonode's pywsgi handler at
+``environ["geonode.websocket"]``); this service picks the serializer from the negotiated
+subprotocol and runs a ``WampWebSocketPeer`` for the connection's life in the request greenlet.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+
+from geonode import __version__
+from geonode.config import ConfigError
+from geonode.transport import serializers as ser
+from geonode.transport.websocket import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_BYTES,
+    WampWebSocketPeer,
+    transport_details,
+)
+from geonode.web.context import BuildContext
+from geonode.websocket import HandshakeError, WebSocketOptions
+
+# geonode's own options (not Crossbar's): the bound of a connection's outgoing queue.
+QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 426: "Upgrade Required", 500: "Internal Server Error",
+            501: "Not Implemented", 503: "Service Unavailable"}
+
+
+def configured_serializers(cfg: dict, json_path: str) -> list[str]:
+    """The base serializer names a transport config asks for (default: all installed)."""
+    names = cfg.get("serializers")
+    if names is None:
+        return ser.available()
+    errors = []
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
+                          f"serializer names ({', '.join(ser.KNOWN)})")
+    for i, name in enumerate(names):
+        if name not in ser.KNOWN:
+            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
+                          f"(known: {', '.join(ser.KNOWN)})")
+        elif name not in ser.SERIALIZERS:
+            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
+                          f"(installed: {', '.join(ser.available())})")
+    if errors:
+        raise ConfigError(errors)
+    return list(dict.fromkeys(names))
+
+
+def queue_limits(options: dict, json_path: str) -> dict[str, int]:
+    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
+    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
+    for key in QUEUE_OPTIONS:
+        if key in options:
+            value = options[key]
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
+            limits[key] = value
+    return limits
+
+
+def _respond(start_response, status: int, body: str, content_type: str = "text/plain",
+             headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = body.encode("utf-8")
+    start_response(f"{status} {_REASONS.get(status, 'Error')}",
+                   [("Content-Type", f"{content_type}; charset=utf-8"),
+                    ("Content-Length", str(len(data))), *(headers or [])])
+    return [data]
+
+
+def _status_page(names: list[str], protocols: list[str]) -> str:
+    items = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in protocols)
+    return (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>geonode WAMP endpoint"
+        "</title></head><body><h1>WAMP over WebSocket</h1>"
+        f"<p>This is a WAMP v2 endpoint of geonode {html.escape(__version__)}. Connect with a "
+        "WAMP client (e.g. autobahn) using one of these WebSocket subprotocols:</p>"
+        f"<ul>{items}</ul><p>Serializers: {html.escape(', '.join(names))}</p></body></html>"
+    )
+
+
+def build(cfg: dict, ctx: BuildContext):
+    """The WSGI app for a ``websocket`` path."""
+    json_path = ctx.json_path
+    router = ctx.router
+    if router is None:
+        raise ConfigError(f"{json_path}: a websocket path needs a router worker")
+    names = configured_serializers(cfg, json_path)
+    options_cfg = dict(cfg.get("options") or {})
+    limits = queue_limits(options_cfg, json_path)
+    for key in QUEUE_OPTIONS:
+        options_cfg.pop(key, None)
+    ws_options = WebSocketOptions.from_config(options_cfg)
+    protocols = ser.subprotocols(names)
+    fallback = ser.get("json" if "json" in names else names[0])
+    auth_config = cfg.get("auth")
+    page = _status_page(names, protocols)
+
+    def app(environ: dict, start_response) -> Iterable[bytes]:
+        upgrader = environ.get("geonode.websocket")
+        if upgrader is None:
+            if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
+                return _respond(start_response, 501,
+                                "This server cannot upgrade to WebSocket: WAMP needs geonode's "
+                                "own server (python -m geonode, or gunicorn with "
+                                "geonode.gunicorn.GeventWorker).\n")
+            method = environ.get("REQUEST_METHOD", "GET")
+            if method not in ("GET", "HEAD"):
+                return _respond(start_response, 405, f"method {method} not allowed here\n",
+                                headers=[("Allow", "GET, HEAD")])
+            body = _respond(start_response, 200, page, "text/html")
+            return [] if method == "HEAD" else body
+        try:
+            ws = upgrader.accept(subprotocols=protocols, options=ws_options)
+        except HandshakeError as e:
+            return _respond(start_response, e.status, e.message.rstrip("\n") + "\n",
+                            headers=list(e.headers))
+        serializer = ser.by_subprotocol(ws.subprotocol) or fallback
+        details = transport_details(environ, ws, serializer)
+        peer = WampWebSocketPeer(ws, serializer, details, **limits)
+        peer.run(router, auth_config)
+        return []
+
+    return app
