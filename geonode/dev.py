@@ -1,0 +1,371 @@
+"""The reloading dev server: ``geonode dev node.json`` / ``python -m geonode --reload node.json``.
+
+Two processes, the split werkzeug's reloader uses:
+
+* the *supervisor* (this module's ``main``) imports no app code and never monkey-patches. It
+  watches the files that make up the node (the config, ``.py`` files under the worker's
+  ``pythonpath`` entries and the WSGI modules' folders, every file of their ``templates``
+  folders) with watchdog's inotify observer, or werkzeug's stat reloader loop when watchdog is
+  not installed, and restarts the node on a change;
+* the *node* runs in a child process (``python -m geonode.dev --child``) in dev mode: debug
+  logging, ``display_tracebacks`` on for every web transport, so an exception in a view shows
+  its traceback in the browser.
+
+An edit that breaks the app (a syntax error) only kills the child: the supervisor keeps
+watching and starts a fresh node once the file is saved again. The old child has exited before
+the new one binds, and geonode's servers bind with SO_REUSEADDR, so the ports are free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("geonode.dev")
+
+#: editors save in several steps (write temp file, rename, chmod): restart once per burst
+DEBOUNCE = 0.05
+#: how long a stopping node may finish in-flight requests before it is killed
+STOP_GRACE = 0.5
+#: werkzeug's stat loop interval when watchdog is not installed
+STAT_INTERVAL = 0.3
+#: folders whose events never matter (caches, VCS, environments)
+IGNORED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".tox", ".nox", ".venv", "venv",
+                          ".pytest_cache", ".mypy_cache", ".ruff_cache", "node_modules"})
+
+
+@dataclass
+class WatchSpec:
+    """What to watch for one config: derived from the config text, no app is imported."""
+
+    config: Path
+    trees: set[Path] = field(default_factory=set)      # every .py below, recursively
+    folders: set[Path] = field(default_factory=set)    # .py files directly inside
+    templates: set[Path] = field(default_factory=set)  # every file below
+
+    def matches(self, path: str) -> bool:
+        p = Path(path)
+        if p == self.config:
+            return True
+        if any(part in IGNORED_DIRS for part in p.parts) or _is_editor_temp(p.name):
+            return False
+        if any(_is_under(p, t) for t in self.templates):
+            return True
+        if p.suffix != ".py":
+            return False
+        return p.parent in self.folders or any(_is_under(p, t) for t in self.trees)
+
+    def directories(self) -> list[tuple[Path, bool]]:
+        """(directory, recursive) pairs to hand to the observer, nested trees dropped."""
+        trees = {t for t in self.trees | self.templates if t.is_dir()}
+        trees = {t for t in trees if not any(o != t and _is_under(t, o) for o in trees)}
+        flat = {f for f in self.folders | {self.config.parent} if f.is_dir()}
+        flat = {f for f in flat if not any(_is_under(f, t) for t in trees)}
+        return sorted((d, True) for d in trees) + sorted((d, False) for d in flat)
+
+    def files(self) -> set[str]:
+        """Every matching file that exists now (for werkzeug's stat loop)."""
+        found = {str(self.config)}
+        for root, recursive in self.directories():
+            walker = os.walk(root) if recursive else [(str(root), [], os.listdir(root))]
+            for folder, dirs, names in walker:
+                dirs[:] = [d for d in dirs if d not in IGNORED_DIRS]
+                found.update(p for n in names if self.matches(p := os.path.join(folder, n)))
+        return found
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _is_editor_temp(name: str) -> bool:
+    return name.startswith((".", "#")) or name.endswith(("~", ".swp", ".swx", ".tmp"))
+
+
+def watch_spec(config_path: str | Path) -> WatchSpec:
+    """Read the config (just the JSON/YAML, unvalidated) and list what a change restarts."""
+    config = Path(config_path).resolve()
+    spec = WatchSpec(config=config)
+    try:
+        from geonode.config import read
+
+        data = read(config)
+    except Exception:  # a broken config: watch the file itself until it is fixed
+        return spec
+    if not isinstance(data, dict):
+        return spec
+    roots: list[Path] = []
+    for worker in data.get("workers") or []:
+        if not isinstance(worker, dict):
+            continue
+        for entry in (worker.get("options") or {}).get("pythonpath") or []:
+            if isinstance(entry, str):
+                roots.append((config.parent / entry).resolve())
+        for transport in worker.get("transports") or []:
+            if isinstance(transport, dict):
+                _wsgi_modules(transport.get("paths"), roots, spec)
+    spec.trees.update(roots)
+    for root in list(spec.trees) + list(spec.folders):
+        if (root / "templates").is_dir():
+            spec.templates.add(root / "templates")
+    return spec
+
+
+def _wsgi_modules(paths: object, roots: list[Path], spec: WatchSpec) -> None:
+    """Add the folder (or package tree) of every ``wsgi`` service's module to ``spec``."""
+    if not isinstance(paths, dict):
+        return
+    for service in paths.values():
+        if not isinstance(service, dict):
+            continue
+        if service.get("type") == "path":
+            _wsgi_modules(service.get("paths"), roots, spec)
+        module = service.get("module")
+        if service.get("type") != "wsgi" or not isinstance(module, str) or not module:
+            continue
+        # Locate the top-level module without importing (executing) anything of the app.
+        top = module.split(".")[0]
+        search = [str(r) for r in roots] + [str(spec.config.parent)]
+        found = importlib.machinery.PathFinder.find_spec(top, search)
+        if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+            continue
+        origin = Path(found.origin).resolve()
+        if found.submodule_search_locations:  # a package: its whole tree
+            spec.trees.add(origin.parent)
+        else:
+            spec.folders.add(origin.parent)
+
+
+class Watcher:
+    """Calls ``on_change(path)`` from a background thread when a watched file changes."""
+
+    def __init__(self, on_change) -> None:
+        self.on_change = on_change
+        self.spec: WatchSpec | None = None
+        self.kind = "watchdog"
+        try:
+            from watchdog.observers import Observer
+        except ImportError:
+            self.kind = "stat"
+            self._start_stat()
+        else:
+            self.observer = Observer()
+            self.observer.daemon = True
+            self.observer.start()
+            self.watches: list = []
+
+    def update(self, spec: WatchSpec) -> None:
+        """Watch what ``spec`` lists (again: the config may have changed its pythonpath)."""
+        self.spec = spec
+        if self.kind == "stat":
+            self.stat_loop.extra_files = spec.files()
+            self.stat_loop.mtimes = {}
+            self.stat_loop.run_step()  # new baseline
+            return
+        from watchdog.events import FileSystemEventHandler
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if event.event_type not in ("created", "deleted", "modified", "moved"):
+                    return  # opened/closed-no-write: the node reading its own files
+                if event.is_directory:
+                    return
+                for path in (event.src_path, getattr(event, "dest_path", "")):
+                    if path and watcher.spec is not None and watcher.spec.matches(os.fsdecode(path)):
+                        watcher.on_change(os.fsdecode(path))
+                        return
+
+        for w in self.watches:
+            self.observer.unschedule(w)
+        self.watches = []
+        handler = Handler()
+        for directory, recursive in spec.directories():
+            try:
+                self.watches.append(self.observer.schedule(handler, str(directory),
+                                                           recursive=recursive))
+            except OSError as e:
+                log.warning("cannot watch %s: %s", directory, e)
+        log.debug("watching (watchdog): %s",
+                  ", ".join(f"{d}{'/**' if r else '/*'}" for d, r in spec.directories()))
+
+    def _start_stat(self) -> None:
+        # werkzeug's own stat loop, run in a thread; its trigger_reload would sys.exit(3), ours
+        # records the new mtime (so the change fires once) and reports it.
+        from werkzeug._reloader import StatReloaderLoop
+
+        watcher = self
+
+        class Loop(StatReloaderLoop):
+            def trigger_reload(self, filename: str) -> None:
+                try:
+                    self.mtimes[filename] = os.stat(filename).st_mtime
+                except OSError:
+                    self.mtimes.pop(filename, None)
+                watcher.on_change(filename)
+
+        self.stat_loop = Loop(interval=STAT_INTERVAL)
+        self.stat_loop.__enter__()
+        threading.Thread(target=self.stat_loop.run, name="geonode-dev-stat", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.kind == "watchdog":
+            self.observer.stop()
+
+
+class Supervisor:
+    """Runs the node in a child process and restarts it when a watched file changes."""
+
+    def __init__(self, config_path: str, loglevel: str) -> None:
+        self.config_path = str(Path(config_path).resolve())
+        self.loglevel = loglevel
+        self.changed = threading.Event()
+        self.last_change = ""
+        self.child: subprocess.Popen | None = None
+        self.watcher = Watcher(self._on_change)
+
+    def _on_change(self, path: str) -> None:
+        self.last_change = path
+        self.changed.set()
+
+    def run(self) -> int:
+        self.watcher.update(watch_spec(self.config_path))
+        log.info("dev server: watching %s (%s); Ctrl-C to stop", self.config_path,
+                 self.watcher.kind)
+        self.start_child()
+        try:
+            while True:
+                self.changed.wait()
+                time.sleep(DEBOUNCE)
+                self.changed.clear()
+                log.info("change in %s: restarting the node", self.last_change)
+                self.stop_child()
+                # The config may name other folders now.
+                self.watcher.update(watch_spec(self.config_path))
+                self.start_child()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            self.stop_child()
+            self.watcher.stop()
+
+    def start_child(self) -> None:
+        cmd = [sys.executable, "-m", "geonode.dev", "--child", "--loglevel", self.loglevel,
+               self.config_path]
+        # Own session: a Ctrl-C reaches the supervisor only, which then stops the node in order.
+        self.child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+        threading.Thread(target=self._reap, args=(self.child,), daemon=True).start()
+
+    def _reap(self, child: subprocess.Popen) -> None:
+        # Tell the developer when the node died on its own (a broken edit, an import error):
+        # nothing restarts it until the next change.
+        code = child.wait()
+        if child is self.child:
+            log.error("the node exited (code %s); fix the error and save: it restarts on "
+                      "the next change", code)
+
+    def stop_child(self) -> None:
+        child, self.child = self.child, None
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the supervisor dies (Linux), never orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(config_path: str, loglevel: str = "debug") -> int:
+    """Run the dev server for ``config_path`` until SIGINT/SIGTERM; return the exit code."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        # The CLI monkey-patches before it dispatches; the supervisor needs real threads
+        # (watchdog's observer blocks in read()), so it continues in a clean interpreter.
+        # -P keeps the current folder off sys.path: nothing of the app gets imported here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-P", "-m", "geonode.dev",
+                                  "--loglevel", loglevel, config_path])
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    return Supervisor(config_path, loglevel).run()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _child_loglevel(loglevel: str) -> str:
+    # Dev mode logs at debug level unless asked to be quieter than the default.
+    return loglevel if loglevel in ("warning", "error") else "debug"
+
+
+def run_child(config_path: str, loglevel: str) -> int:
+    """The node, in dev mode (called in the child process, already monkey-patched)."""
+    from geonode import logs
+
+    logs.setup(_child_loglevel(loglevel))
+    from geonode.cli import prepare
+    from geonode.config import ConfigError, load
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as e:
+        print(f"error: {config_path}: the node config has {len(e.errors)} problem(s):",
+              file=sys.stderr)
+        for line in e.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    for worker in cfg.data.get("workers", []):
+        for transport in worker.get("transports", []):
+            if transport.get("type") == "web":
+                transport.setdefault("options", {})["display_tracebacks"] = True
+    prepare(cfg)
+    from geonode import node
+
+    return int(node.run(cfg) or 0)
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m geonode.dev")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loglevel", default="debug")
+    parser.add_argument("config")
+    args = parser.parse_args(argv)
+    if args.child:
+        from gevent import monkey
+
+        monkey.patch_all()
+        try:
+            return run_child(args.config, args.loglevel)
+        except KeyboardInterrupt:
+            return 0
+    from geonode import logs
+
+    logs.setup(args.loglevel)
+    return main(args.config, args.loglevel)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_cli())

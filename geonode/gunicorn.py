@@ -1,0 +1,85 @@
+"""A gunicorn worker class that serves a geonode node (or any WSGI app) the way geonode does.
+
+    gunicorn -k geonode.gunicorn.GeventWorker -b 127.0.0.1:8080 "geonode:load('node.json')"
+
+gunicorn keeps its process management, logging and graceful reload; this worker adds what
+``-k gevent`` lacks for a node: geonode's pywsgi handler (which offers the WebSocket upgrade
+to the node's ``websocket`` paths as ``environ["geonode.websocket"]``) and TCP_NODELAY on every
+accepted TCP connection (small WAMP frames must not wait for Nagle).
+
+The node is built by ``geonode.load()`` inside each worker, after gunicorn's gevent worker has
+monkey-patched and re-initialised the hub (gunicorn loads the app in the worker unless
+``--preload`` is given), so the router and its greenlets live in the worker process.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import gevent
+from gunicorn.workers import ggevent
+
+from geonode.web.handler import Handler
+
+# The option that will let several workers share one router does not exist yet; the warning
+# names the seam (geonode/router/state.py) it will plug into.
+MULTI_WORKER_WARNING = (
+    "geonode: %d gunicorn workers each build their own WAMP router: a WAMP client only sees "
+    "sessions, subscriptions and registrations of the worker it happened to connect to. "
+    "Run with -w 1 (scale the WSGI apps with their maxthreads instead) until a router "
+    "backplane shared by workers exists (planned: router worker option \"backplane\")."
+)
+
+PRELOAD_WARNING = (
+    "geonode: --preload builds the node in the gunicorn master before the workers fork; "
+    "its router would be shared by nobody. Drop --preload for geonode:load(...) apps."
+)
+
+
+class GunicornHandler(ggevent.PyWSGIHandler, Handler):
+    """gunicorn's access logging and environ keys on top of geonode's upgrade-aware handler."""
+
+
+class GunicornServer(ggevent.PyWSGIServer):
+    def handle(self, sock: Any, address: Any) -> None:
+        # gunicorn may also listen on a unix socket, where TCP options make no sense.
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # the peer may already be gone
+                pass
+        super().handle(sock, address)
+
+
+class GeventWorker(ggevent.GeventPyWSGIWorker):
+    """``-k geonode.gunicorn.GeventWorker``: gevent + TCP_NODELAY + WebSocket upgrades."""
+
+    server_class = GunicornServer
+    wsgi_handler = GunicornHandler
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        # Runs once in the master at start-up, so the warnings appear once, not per worker.
+        super_check = getattr(super(), "check_config", None)
+        if super_check is not None:
+            super_check(cfg, log)
+        if cfg.workers > 1 and _is_geonode_app(cfg):
+            log.warning(MULTI_WORKER_WARNING, cfg.workers)
+        if cfg.preload_app and _is_geonode_app(cfg):
+            log.warning(PRELOAD_WARNING)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        # Close the node's WAMP sessions now: open WebSockets would otherwise keep the worker
+        # busy until gunicorn's graceful_timeout runs out.
+        close = getattr(self.wsgi, "close", None)
+        if callable(close):
+            gevent.spawn(close)
+
+
+def _is_geonode_app(cfg: Any) -> bool:
+    """Whether gunicorn was told to serve a node (``geonode:load(...)``) rather than a plain app."""
+    # gunicorn keeps the positional APP_MODULE as default_proc_name, --wsgi-app as wsgi_app.
+    uri = cfg.wsgi_app or cfg.default_proc_name or ""
+    return "geonode:load" in str(uri).replace(" ", "")
