@@ -73,7 +73,9 @@ def load(path: str | Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("(top level): the config must be an object (a JSON dict)")
     data, errors = substitute(raw)
-    errors += validate(data, p.parent)
+    # A key whose variable is missing still holds "$VAR": its schema complaint would be noise.
+    unset = {e.split(": ", 1)[0] for e in errors}
+    errors += [e for e in validate(data, p.parent) if e.split(": ", 1)[0] not in unset]
     if errors:
         raise ConfigError(errors)
     return Config(path=p, dir=p.parent, data=data)

@@ -7,6 +7,7 @@ an error naming the key's JSON path and the variable, never a silent empty strin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -15,11 +16,22 @@ from typing import Any
 _BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WHOLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
+# Keys whose value is a number in the schema: a whole "$VAR" there becomes an int when the
+# variable holds digits (Crossbar does this for endpoint ports).
+INT_KEYS = frozenset({"port", "backlog", "forwarded_port", "external_port", "minthreads",
+                      "maxthreads", "user_timeout", "client_timeout", "hsts_max_age"})
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-$]+$")
+
 
 def join_path(parent: str, key: str | int) -> str:
-    """``workers[0]`` + ``transports`` → ``workers[0].transports``; ints become ``[i]``."""
+    """``workers[0]`` + ``transports`` → ``workers[0].transports``; ints become ``[i]``;
+    keys that are not plain words are quoted: ``paths["/"]``."""
     if isinstance(key, int):
         return f"{parent}[{key}]"
+    if not _PLAIN_KEY.match(str(key)):
+        return f"{parent}[{json.dumps(str(key))}]"
     return f"{parent}.{key}" if parent else str(key)
 
 
@@ -30,7 +42,11 @@ def _substitute_str(value: str, path: str, env: Mapping[str, str], errors: list[
         if name not in env:
             errors.append(f"{path}: environment variable '{name}' is not set")
             return value
-        return env[name]
+        found = env[name]
+        key = path.rsplit(".", 1)[-1]
+        if key in INT_KEYS and found.strip().isdigit():
+            return int(found)
+        return found
 
     def repl(m: re.Match) -> str:
         name = m.group(1)

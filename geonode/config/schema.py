@@ -1,17 +1,491 @@
-"""The Crossbar v2 node config schema (placeholder: version check only, full schema follows)."""
+"""The Crossbar.io v2 node config as a JSON Schema (Draft 2020-12), and its validation.
+
+Every object is closed (``additionalProperties: false``), so a typo is an error, not a silently
+ignored key. Where the Crossbar format has a ``type`` discriminator (workers, transports, path
+services, components, auth methods) the schema dispatches with ``if``/``then`` on that one key:
+each object is checked against exactly its own subschema, so errors are specific
+("'module' is required") instead of the noise ``oneOf`` produces. Types Crossbar has but geonode
+does not implement are rejected by name.
+
+``validate(data, config_dir)`` returns short lines, each led by the JSON path of the offending
+key, e.g. ``workers[0].transports[0].paths.api.module: 'module' is required``. Checks a schema
+cannot express (realm references, duplicate names, files that must exist) run afterwards.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from geonode.config.environ import join_path
+from geonode.web.services import SERVICES, UNSUPPORTED
+
+NOT_SUPPORTED = "is not supported by geonode"
+
+REALM_NAME = r"^[A-Za-z][A-Za-z0-9_\-@.]{2,254}$"  # autobahn's _URI_PAT_REALM_NAME
+ITEM_ID = r"^[a-z][a-z0-9_]{2,63}$"  # Crossbar's config item id
+WEB_PATH = r"^([A-Za-z0-9_\-]+|/)$"
+COOKIE_NAME = r"^[a-z][a-z0-9_]+$"
+SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
+
+WORKER_TYPES = ["router"]
+UNSUPPORTED_WORKERS = {
+    "container": "run components in a router worker's 'components' instead",
+    "guest": "run the program beside geonode",
+    "websocket-testee": "use a 'websocket-testee' path service on a web transport",
+    "proxy": "", "hostmonitor": "", "xbrmm": "", "marketplace": "",
+}
+TRANSPORT_TYPES = ["web", "rawsocket"]
+UNSUPPORTED_TRANSPORTS = {
+    "websocket": "use a 'web' transport with a 'websocket' path service",
+    "universal": "use a 'web' transport (it serves HTTP and WebSocket on one port)",
+    "mqtt": "", "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
+    "stream.testee": "",
+}
+COMPONENT_TYPES = ["class"]
+UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
+AUTH_METHODS = ["anonymous", "ticket", "wampcra", "cryptosign"]
+UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
+                    "anonymous-proxy": ""}
+
+_ANY = True
+
+
+def obj(properties: dict, required: Iterable[str] = (), **extra: Any) -> dict:
+    """A closed object schema."""
+    s: dict = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        s["required"] = list(required)
+    s.update(extra)
+    return s
+
+
+STR = {"type": "string"}
+BOOL = {"type": "boolean"}
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+STR_LIST = {"type": "array", "items": STR}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+MS = {"type": "integer", "minimum": 0}
+ID = {"type": "string", "pattern": ITEM_ID}
+
+
+def dispatch(kinds: dict[str, dict], known_label: str) -> dict:
+    """Object with a ``type`` key, each value of ``type`` checked against its own subschema.
+
+    The ``enum`` on ``type`` lists the known types; the error for any other value is turned into
+    "not supported by geonode" or "unknown ... type" by the error formatter.
+    """
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "enum": sorted(kinds), "x-kind": known_label}},
+        "allOf": [
+            {"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+             "then": sub}
+            for name, sub in kinds.items()
+        ],
+    }
+
+
+# --- endpoints (§2) -------------------------------------------------------------------------
+
+TLS = obj({
+    "key": STR, "certificate": STR, "chain_certificates": STR_LIST, "ca_certificates": STR_LIST,
+    "dhparam": STR, "ciphers": STR,
+}, required=["key", "certificate"])
+
+ENDPOINT = dispatch({
+    "tcp": obj({
+        "type": STR, "port": PORT, "interface": STR, "version": {"enum": [4, 6]},
+        "backlog": {"type": "integer", "minimum": 1, "maximum": 65535}, "shared": BOOL,
+        "user_timeout": {"type": "integer", "minimum": 0, "maximum": 65535}, "tls": TLS,
+    }, required=["port"]),
+    "unix": obj({"type": STR, "path": STR,
+                 "backlog": {"type": "integer", "minimum": 1, "maximum": 65535}},
+                required=["path"]),
+}, "endpoint")
+
+# --- authentication (§5) --------------------------------------------------------------------
+
+DYNAMIC_AUTH = obj({"type": STR, "authenticator": STR, "authenticator-realm": STR},
+                   required=["authenticator"])
+
+
+def auth_method(static: dict) -> dict:
+    return dispatch({"static": static, "dynamic": DYNAMIC_AUTH}, "authentication")
+
+
+AUTH = obj({
+    "anonymous": auth_method(obj({"type": STR, "role": STR, "authid": STR, "realm": STR})),
+    "ticket": auth_method(obj({
+        "type": STR,
+        "principals": {"type": "object", "additionalProperties": obj(
+            {"ticket": STR, "role": STR, "realm": STR}, required=["ticket"])},
+    }, required=["principals"])),
+    "wampcra": auth_method(obj({
+        "type": STR,
+        "users": {"type": "object", "additionalProperties": obj(
+            {"secret": STR, "role": STR, "realm": STR, "salt": STR,
+             "iterations": {"type": "integer", "minimum": 1},
+             "keylen": {"type": "integer", "minimum": 1}}, required=["secret"])},
+    }, required=["users"])),
+    "cryptosign": auth_method(obj({
+        "type": STR,
+        "principals": {"type": "object", "additionalProperties": obj(
+            {"authorized_keys": {"type": "array", "items": {"type": "string",
+                                                             "pattern": "^[0-9a-fA-F]{64}$"}},
+             "role": STR, "realm": STR}, required=["authorized_keys"])},
+    }, required=["principals"])),
+}, **{"x-kind": "auth"})
+
+# --- WebSocket (§5) ---------------------------------------------------------------------------
+
+WEBSOCKET_OPTIONS = obj({
+    "allowed_origins": STR_LIST, "allow_null_origin": BOOL, "external_port": PORT,
+    "enable_hybi10": BOOL, "enable_rfc6455": BOOL, "open_handshake_timeout": MS,
+    "close_handshake_timeout": MS, "enable_webstatus": BOOL, "validate_utf8": BOOL,
+    "mask_server_frames": BOOL, "require_masked_client_frames": BOOL, "apply_mask": BOOL,
+    "max_frame_size": {"type": "integer", "minimum": 0},
+    "max_message_size": {"type": "integer", "minimum": 0},
+    "auto_fragment_size": {"type": "integer", "minimum": 0}, "fail_by_drop": BOOL,
+    "echo_close_codereason": BOOL, "tcp_nodelay": BOOL, "auto_ping_interval": MS,
+    "auto_ping_timeout": MS, "auto_ping_size": {"type": "integer", "minimum": 12, "maximum": 125},
+    "auto_ping_restart_on_any_traffic": BOOL, "enable_flash_policy": BOOL, "flash_policy": _ANY,
+    "compression": {"type": "object"}, "require_websocket_subprotocol": BOOL,
+    "show_server_version": BOOL,
+})
+
+COOKIE = obj({
+    "name": {"type": "string", "pattern": COOKIE_NAME}, "length": {"type": "integer",
+                                                                   "minimum": 6, "maximum": 64},
+    "max_age": {"type": "integer", "minimum": 1, "maximum": 86400 * 360 * 10},
+    "store": {"type": "object"}, "secure": BOOL, "http_strict": BOOL,
+    "same_site": {"enum": ["Strict", "Lax", "None"]},
+})
+
+SERIALIZER_LIST = {"type": "array", "items": {"enum": SERIALIZERS}}
+
+# --- path services (§3, §4, §6) --------------------------------------------------------------
+
+BASE = {"id": ID, "type": STR}
+BRIDGE_OPTIONS = {
+    "debug": BOOL, "key": STR, "secret": STR, "require_tls": BOOL, "require_ip": STR_LIST,
+    "post_body_limit": {"type": "integer", "minimum": 0, "maximum": 2 ** 20},
+    "timestamp_delta_limit": {"type": "integer", "minimum": 0, "maximum": 86400},
+    # geonode: a bridge call that never answers ends with 504 after this many seconds.
+    "timeout": {"type": "number", "exclusiveMinimum": 0},
+}
+
+SERVICE_SCHEMAS: dict[str, dict] = {
+    "wsgi": obj({
+        **BASE, "module": STR, "object": STR,
+        "minthreads": {"type": "integer", "minimum": 0},
+        "maxthreads": {"type": "integer", "minimum": 1},
+        # geonode: false runs the app on the hub as greenlets (gevent-aware apps only).
+        "threads": BOOL,
+        # geonode: an in-process WAMP session for the app (geonode.wamp.session).
+        "wamp": obj({"realm": STR, "role": STR, "authid": STR}, required=["realm", "role"]),
+    }, required=["module", "object"]),
+    "websocket": obj({
+        **BASE, "serializers": SERIALIZER_LIST, "options": WEBSOCKET_OPTIONS, "auth": AUTH,
+        "cookie": COOKIE, "url": STR, "debug": BOOL,
+    }),
+    "websocket-testee": obj({**BASE, "options": WEBSOCKET_OPTIONS}),
+    "static": obj({
+        **BASE, "directory": STR, "package": STR, "resource": STR,
+        "options": obj({
+            "enable_directory_listing": BOOL,
+            "mime_types": {"type": "object", "additionalProperties": STR},
+            "cache_timeout": {"type": ["integer", "null"], "minimum": 0},
+            "default_file": STR,
+        }),
+    }),
+    "redirect": obj({**BASE, "url": STR}, required=["url"]),
+    "json": obj({**BASE, "value": _ANY, "options": obj({
+        "prettify": BOOL, "allow_cross_origin": BOOL, "discourage_caching": BOOL})},
+        required=["value"]),
+    "nodeinfo": obj(BASE),
+    "none": obj(BASE),
+    "path": obj({**BASE, "paths": {"$ref": "#/$defs/paths"}}, required=["paths"]),
+    "reverseproxy": obj({
+        **BASE, "host": STR, "port": PORT, "path": STR, "forwarded_port": PORT,
+        "forwarded_proto": {"enum": ["http", "https"]},
+    }, required=["host"]),
+    "publisher": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
+                     required=["realm", "role"]),
+    "caller": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
+                  required=["realm", "role"]),
+    "webhook": obj({**BASE, "realm": STR, "role": STR, "options": obj({
+        "debug": BOOL, "topic": STR, "success_response": STR, "error_response": STR,
+        "github_secret": STR,
+        "post_body_limit": {"type": "integer", "minimum": 0, "maximum": 2 ** 20},
+    }, required=["topic"])}, required=["realm", "role", "options"]),
+}
+
+
+def _service_schemas() -> dict[str, dict]:
+    # Every registered service must have a schema; a service added to the registry without one
+    # still validates its type and id (open object) rather than being rejected as unknown.
+    out = dict(SERVICE_SCHEMAS)
+    for name in SERVICES:
+        out.setdefault(name, {"type": "object", "properties": BASE})
+    return out
+
+
+PATHS = {
+    "type": "object",
+    "propertyNames": {"pattern": WEB_PATH},
+    "additionalProperties": {"$ref": "#/$defs/service"},
+}
+
+# --- transports -------------------------------------------------------------------------------
+
+WEB_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT, "paths": {"$ref": "#/$defs/paths"},
+    "options": obj({
+        "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
+        "hsts_max_age": {"type": "integer", "minimum": 0},
+        "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
+    }),
+}, required=["endpoint", "paths"])
+
+RAWSOCKET_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT, "serializers": SERIALIZER_LIST, "debug": BOOL,
+    "options": obj({"max_message_size": {"type": "integer", "minimum": 512,
+                                         "maximum": 64 * 1024 * 1024}}),
+    "auth": AUTH,
+}, required=["endpoint"])
+
+TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT}, "transport")
+
+# --- realms, roles (§5) -------------------------------------------------------------------------
+
+PERMISSION = obj({
+    "uri": STR, "match": {"enum": ["exact", "prefix", "wildcard"]},
+    "allow": obj({"call": BOOL, "register": BOOL, "publish": BOOL, "subscribe": BOOL}),
+    "disclose": obj({"caller": BOOL, "publisher": BOOL}),
+    "validate": {"type": "object"}, "cache": BOOL,
+}, required=["uri"])
+
+ROLE = obj({"id": STR, "name": STR, "permissions": {"type": "array", "items": PERMISSION},
+            "authorizer": STR, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
+           required=["name"])
+
+REALM = obj({
+    "id": STR, "name": {"type": "string", "pattern": REALM_NAME},
+    "roles": {"type": "array", "items": ROLE},
+    "options": obj({
+        "enable_meta_api": BOOL, "bridge_meta_api": BOOL,
+        "uri_check": {"enum": ["strict", "loose"]},
+        "event_dispatching_chunk_size": {"type": "integer", "minimum": 1},
+    }),
+    # event history (retained events), Crossbar's realm store
+    "store": {"type": "object"},
+}, required=["name"])
+
+COMPONENT = dispatch({
+    "class": obj({"id": STR, "type": STR, "classname": STR, "realm": STR, "role": STR,
+                  "extra": _ANY, "references": STR_LIST}, required=["classname", "realm"]),
+}, "component")
+
+# --- workers, top level (§1) ----------------------------------------------------------------
+
+WORKER_OPTIONS = obj({
+    "title": STR, "pythonpath": STR_LIST,
+    "env": obj({"inherit": {"type": ["boolean", "array"], "items": STR},
+                "vars": {"type": "object", "additionalProperties": STR}}),
+    "cpu_affinity": {"type": "array", "items": INT}, "expose_controller": BOOL,
+    "expose_shared": BOOL, "disabled": {"type": ["boolean", "string"]}, "extra": _ANY,
+    "python": STR,
+})
+
+ROUTER_WORKER = obj({
+    "id": ID, "type": STR, "options": WORKER_OPTIONS,
+    "realms": {"type": "array", "items": REALM},
+    "transports": {"type": "array", "items": TRANSPORT},
+    "components": {"type": "array", "items": COMPONENT},
+})
+
+WORKER = dispatch({"router": ROUTER_WORKER}, "worker")
+
+SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://geonode.invalid/node-config-v2.json",
+    "title": "geonode node configuration (Crossbar.io v2 format)",
+    **obj({
+        "$schema": STR,
+        "version": {"const": 2},
+        "controller": obj({
+            "id": ID,
+            "options": obj({
+                "title": STR,
+                "shutdown": {"type": ["string", "array"], "items": STR},
+                "enable_parallel_worker_start": BOOL,
+            }),
+        }),
+        "workers": {"type": "array", "items": WORKER},
+    }, required=["version"]),
+    "$defs": {
+        "paths": PATHS,
+        "service": dispatch(_service_schemas(), "service"),
+    },
+}
+
+_VALIDATOR = Draft202012Validator(SCHEMA)
+
+# --- error messages ---------------------------------------------------------------------------
+
+_UNSUPPORTED_BY_KIND: dict[str, dict[str, str]] = {
+    "worker": UNSUPPORTED_WORKERS,
+    "transport": UNSUPPORTED_TRANSPORTS,
+    "service": {name: "" for name in UNSUPPORTED},
+    "component": UNSUPPORTED_COMPONENTS,
+    "endpoint": {"twisted": "", "onion": "", "tor": ""},
+    "authentication": {"function": ""},
+}
+
+_PATTERN_HINTS = {
+    REALM_NAME: "a realm name starts with a letter and has 3-255 letters, digits or _ - @ .",
+    ITEM_ID: "an id is 3-64 lower-case letters, digits or '_', starting with a letter",
+    COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
+    "^[0-9a-fA-F]{64}$": "a public key is 64 hex digits",
+}
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _where(parts: Iterable[Any]) -> str:
+    p = ""
+    for part in parts:
+        p = join_path(p, part)
+    return p or "(top level)"
+
+
+def _format(err: ValidationError) -> list[tuple[str, str]]:
+    """``[(json path, message)]`` for one jsonschema error (one entry per unknown key)."""
+    where = list(err.absolute_path)
+    v = err.validator
+    inst = err.instance
+    schema = err.schema
+    if v == "required":
+        missing = re.match(r"'(.*)' is a required property", err.message)
+        key = missing.group(1) if missing else "?"
+        return [(_where([*where, key]), f"'{key}' is required")]
+    if v == "additionalProperties" and isinstance(inst, dict):
+        known = set(schema.get("properties", {}))
+        allowed = ", ".join(sorted(known - {"type"})) or "none"
+        out = []
+        for key in (k for k in inst if k not in known):
+            if schema.get("x-kind") == "auth":
+                if key in UNSUPPORTED_AUTH:
+                    out.append((_where([*where, key]),
+                                f"authentication method {key!r} {NOT_SUPPORTED} "
+                                f"(supported: {allowed})"))
+                else:
+                    out.append((_where([*where, key]),
+                                f"unknown authentication method {key!r} (known: {allowed})"))
+            else:
+                out.append((_where([*where, key]),
+                            f"unknown key {key!r} (allowed here: {allowed})"))
+        return out
+    if v == "pattern" and schema.get("pattern") == WEB_PATH:
+        # propertyNames on ``paths``: jsonschema reports at the object; name the bad key.
+        return [(_where([*where, inst]),
+                 f"invalid path {inst!r}: a path is '/' or one segment of letters, digits, "
+                 "'_' and '-' (nest deeper paths with a 'path' service)")]
+    return [_format_one(err, where, v, inst, schema)]
+
+
+def _format_one(err: ValidationError, where: list, v: str, inst: Any, schema: dict
+                ) -> tuple[str, str]:
+    if v == "enum" and where and where[-1] == "type" and "x-kind" in schema:
+        kind = schema["x-kind"]
+        hints = _UNSUPPORTED_BY_KIND.get(kind, {})
+        if inst in hints:
+            hint = f" ({hints[inst]})" if hints[inst] else ""
+            return _where(where), f"{kind} type {inst!r} {NOT_SUPPORTED}{hint}"
+        known = ", ".join(repr(x) for x in schema["enum"])
+        return _where(where), f"unknown {kind} type {inst!r} (known: {known})"
+    if v == "enum":
+        known = ", ".join(repr(x) for x in schema["enum"])
+        return _where(where), f"{inst!r} is not one of {known}"
+    if v == "type":
+        want = schema["type"]
+        want = want if isinstance(want, list) else [want]
+        names = " or ".join({"object": "an object", "array": "a list", "string": "a string",
+                             "boolean": "true/false", "integer": "an integer",
+                             "number": "a number", "null": "null"}.get(t, t) for t in want)
+        return _where(where), f"must be {names}, not {_json_type(inst)} ({_short(inst)})"
+    if v == "pattern":
+        hint = _PATTERN_HINTS.get(schema.get("pattern", ""), f"must match {err.validator_value}")
+        return _where(where), f"invalid value {inst!r}: {hint}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+        hi = schema.get("maximum")
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}" if "minimum" in schema else f"> {lo}"
+        return _where(where), f"{inst!r} is out of range ({rng})"
+    if v == "false":
+        return _where(where), "not allowed here"
+    return _where(where), err.message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _leaves(errors: Iterable[ValidationError]) -> Iterable[ValidationError]:
+    for e in errors:
+        if e.context:
+            yield from _leaves(e.context)
+        else:
+            yield e
+
+
+def schema_errors(data: Any) -> list[str]:
+    """Schema violations as ``path: message`` lines, one per problem, in document order."""
+    found: list[tuple[str, str, bool]] = []
+    for e in _leaves(_VALIDATOR.iter_errors(data)):
+        for where, msg in _format(e):
+            found.append((where, msg, e.validator == "type"))
+    # A value of the wrong type makes every other complaint about it (or inside it) noise.
+    wrong_type = {w for w, _, is_type in found if is_type}
+    out: list[str] = []
+    seen: set[str] = set()
+    for where, msg, is_type in found:
+        if not is_type and any(where == w or where.startswith(w + ".") or
+                               where.startswith(w + "[") for w in wrong_type):
+            continue
+        line = f"{where}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return out
+
 
 def validate(data: Any, config_dir: Path) -> list[str]:
-    errors: list[str] = []
+    """Every problem in a (substituted) config: schema first, then cross-checks."""
+    if not isinstance(data, dict):
+        return ["(top level): the config must be an object"]
     version = data.get("version")
     if version != 2:
-        if version == 1 or version is None:
-            errors.append("version: version 1 configs are not supported; geonode reads version 2")
-        else:
-            errors.append(f"version: must be 2, got {version!r}")
+        if version is None or version == 1:
+            return ["version: version 1 configs are not supported; geonode reads version 2"
+                    + ("" if version is not None else " (add \"version\": 2)")]
+        return [f"version: must be 2, not {version!r}"]
+    errors = schema_errors(data)
+    from geonode.config.semantic import semantic_errors
+
+    errors += semantic_errors(data, config_dir)
     return errors

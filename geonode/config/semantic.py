@@ -1,0 +1,147 @@
+"""Checks the JSON Schema cannot express: references between parts of the config, duplicate
+names, and files that must exist. Each error is led by the JSON path of the key at fault.
+
+Runs after the schema, on data that may still be partly invalid, so every access is guarded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geonode.config.environ import join_path
+
+_BRIDGES = ("publisher", "caller", "webhook")
+
+
+def _dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def semantic_errors(data: dict, config_dir: Path) -> list[str]:
+    errors: list[str] = []
+    listening: dict[tuple, str] = {}
+    for wi, worker in enumerate(_list(data.get("workers"))):
+        worker = _dict(worker)
+        if worker.get("type") != "router":
+            continue
+        wpath = f"workers[{wi}]"
+        realms = _check_realms(worker, wpath, errors)
+        for ti, transport in enumerate(_list(worker.get("transports"))):
+            tpath = f"{wpath}.transports[{ti}]"
+            transport = _dict(transport)
+            _check_endpoint(_dict(transport.get("endpoint")), f"{tpath}.endpoint", config_dir,
+                            listening, errors)
+            if transport.get("type") == "web":
+                _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
+                             config_dir, errors)
+        for ci, comp in enumerate(_list(worker.get("components"))):
+            comp = _dict(comp)
+            realm = comp.get("realm")
+            if isinstance(realm, str) and realm not in realms:
+                errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
+    return errors
+
+
+def _unknown_realm(path: str, realm: str, realms: dict) -> str:
+    have = ", ".join(repr(r) for r in realms) or "none"
+    return f"{path}: realm {realm!r} is not defined in this worker's realms (defined: {have})"
+
+
+def _check_realms(worker: dict, wpath: str, errors: list[str]) -> dict[str, str]:
+    """Realm name → its JSON path; duplicates and role conflicts reported."""
+    realms: dict[str, str] = {}
+    for ri, realm in enumerate(_list(worker.get("realms"))):
+        realm = _dict(realm)
+        rpath = f"{wpath}.realms[{ri}]"
+        name = realm.get("name")
+        if isinstance(name, str):
+            if name in realms:
+                errors.append(f"{rpath}.name: duplicate realm name {name!r} "
+                              f"(already defined at {realms[name]})")
+            else:
+                realms[name] = rpath
+        roles: dict[str, str] = {}
+        for oi, role in enumerate(_list(realm.get("roles"))):
+            role = _dict(role)
+            opath = f"{rpath}.roles[{oi}]"
+            rname = role.get("name")
+            if isinstance(rname, str):
+                if rname in roles:
+                    errors.append(f"{opath}.name: duplicate role name {rname!r} "
+                                  f"(already defined at {roles[rname]})")
+                else:
+                    roles[rname] = opath
+            if "permissions" in role and "authorizer" in role:
+                errors.append(f"{opath}: give either 'permissions' or 'authorizer', not both")
+    return realms
+
+
+def _check_file(path: str, value: Any, config_dir: Path, what: str, errors: list[str]) -> None:
+    if isinstance(value, str) and not (config_dir / value).is_file():
+        errors.append(f"{path}: {what} file {value!r} not found "
+                      f"(looked for {(config_dir / value).resolve()})")
+
+
+def _check_endpoint(ep: dict, epath: str, config_dir: Path, listening: dict, errors: list[str]
+                    ) -> None:
+    if ep.get("type") == "tcp":
+        port = ep.get("port")
+        key = ("tcp", ep.get("interface", ""), port)
+        if isinstance(port, int):
+            if key in listening:
+                errors.append(f"{epath}.port: port {port} is already used by {listening[key]}")
+            else:
+                listening[key] = epath
+        tls = _dict(ep.get("tls"))
+        for name, what in (("key", "TLS key"), ("certificate", "TLS certificate"),
+                           ("dhparam", "TLS dhparam")):
+            _check_file(f"{epath}.tls.{name}", tls.get(name), config_dir, what, errors)
+        for name in ("chain_certificates", "ca_certificates"):
+            for i, f in enumerate(_list(tls.get(name))):
+                _check_file(f"{epath}.tls.{name}[{i}]", f, config_dir, "certificate", errors)
+    elif ep.get("type") == "unix":
+        key = ("unix", ep.get("path"))
+        if isinstance(ep.get("path"), str):
+            if key in listening:
+                errors.append(f"{epath}.path: socket path is already used by {listening[key]}")
+            else:
+                listening[key] = epath
+
+
+def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
+                 errors: list[str]) -> None:
+    for key, svc in paths.items():
+        svc = _dict(svc)
+        spath = join_path(ppath, key)
+        kind = svc.get("type")
+        if kind == "path":
+            _check_paths(_dict(svc.get("paths")), f"{spath}.paths", realms, config_dir, errors)
+        elif kind == "wsgi":
+            lo, hi = svc.get("minthreads", 0), svc.get("maxthreads", 20)
+            if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+                errors.append(f"{spath}.minthreads: minthreads ({lo}) is more than "
+                              f"maxthreads ({hi})")
+            realm = _dict(svc.get("wamp")).get("realm")
+            if isinstance(realm, str) and realm not in realms:
+                errors.append(_unknown_realm(f"{spath}.wamp.realm", realm, realms))
+        elif kind in _BRIDGES:
+            realm = svc.get("realm")
+            if isinstance(realm, str) and realm not in realms:
+                errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
+        elif kind == "static":
+            has_dir = "directory" in svc
+            has_pkg = "package" in svc or "resource" in svc
+            if has_dir and has_pkg:
+                errors.append(f"{spath}: give either 'directory' or 'package' + 'resource', "
+                              "not both")
+            elif not has_dir and not ("package" in svc and "resource" in svc):
+                errors.append(f"{spath}: 'directory' (or 'package' + 'resource') is required")
+            directory = svc.get("directory")
+            if isinstance(directory, str) and not (config_dir / directory).is_dir():
+                errors.append(f"{spath}.directory: folder {directory!r} not found "
+                              f"(looked for {(config_dir / directory).resolve()})")
