@@ -256,7 +256,8 @@ class StaticApp:
             elif if_range.strip() != etag:
                 return None
         # Malformed or non-byte ranges are ignored: the whole file is the answer.
-        return parse_range_header(environ["HTTP_RANGE"])
+        rng = parse_range_header(environ["HTTP_RANGE"])
+        return rng if rng is not None and rng.units == "bytes" else None
 
     def _list(self, environ: dict, start_response, real: str, segs: list[str], head: bool):
         try:
