@@ -216,6 +216,8 @@ SERVICE_SCHEMAS: dict[str, dict] = {
     "reverseproxy": obj({
         **BASE, "host": STR, "port": PORT, "path": STR, "forwarded_port": PORT,
         "forwarded_proto": {"enum": ["http", "https"]},
+        # geonode: an upstream silent for this many seconds ends the request with 504.
+        "timeout": {"type": "number", "exclusiveMinimum": 0},
     }, required=["host"]),
     "publisher": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
                      required=["realm", "role"]),
