@@ -1,0 +1,285 @@
+"""The node: builds routers, web transports and components from a Config, runs, stops gracefully.
+
+Start-up order matters for "nothing left listening" on errors: first every app is built (user
+modules imported, routers created), then every endpoint is bound, then all start accepting. A
+failure in any step undoes what was done and ``run`` returns 1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from geonode.web.context import BuildContext, NodeInfo
+
+log = logging.getLogger("geonode.node")
+
+#: How long a shutdown waits for requests in flight before closing their connections.
+GRACE_SECONDS = 10.0
+
+try:
+    from geonode.config import ConfigError
+except ImportError:  # pragma: no cover - config lands separately
+    from geonode.web.wsgi_host import ConfigError  # type: ignore[assignment]
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), so "ready in" includes interpreter start."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Transport:
+    """One configured web transport before and after its endpoint is bound."""
+
+    def __init__(self, cfg: dict, json_path: str, app: Callable, tls: bool) -> None:
+        self.cfg = cfg
+        self.json_path = json_path
+        self.app = app
+        self.tls = tls
+        self.server: Any = None
+
+
+class Node:
+    """Everything one config describes, in one process."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.dir = Path(cfg.dir)
+        controller = cfg.data.get("controller") or {}
+        title = (controller.get("options") or {}).get("title")
+        self.info = NodeInfo(title=title)
+        self.routers: list[Any] = []
+        self.web: list[_Transport] = []
+        self.other_servers: list[tuple[str, Any]] = []  # (json_path, server) e.g. rawsocket
+        self.components: list[Any] = []
+        self._pending_components: list[tuple[Any, list, BuildContext]] = []
+        self._pending_other: list[tuple[str, dict, Any, BuildContext]] = []
+        self.info.session_count = self._session_count
+
+    # ---- build ------------------------------------------------------------------------
+    def _session_count(self) -> int:
+        total = 0
+        for r in self.routers:
+            count = getattr(r, "session_count", None)
+            if callable(count):
+                total += count()
+        return total
+
+    def _make_router(self, worker: dict, json_path: str) -> Any:
+        if not worker.get("realms") or not _module_exists("geonode.router"):
+            return None
+        try:
+            from geonode.router import Router
+        except ImportError:
+            return None
+        router = Router(worker, self.dir)
+        self.routers.append(router)
+        return router
+
+    def build(self) -> None:
+        """Build every router and app without binding anything (imports user code)."""
+        from geonode.web import dispatch, options
+
+        for wi, worker in enumerate(self.cfg.data.get("workers", [])):
+            wpath = f"workers[{wi}]"
+            if worker.get("type", "router") != "router":
+                raise ConfigError(f"{wpath}.type: worker type {worker.get('type')!r} "
+                                  "is not supported by geonode")
+            router = self._make_router(worker, wpath)
+            for ti, transport in enumerate(worker.get("transports", [])):
+                tpath = f"{wpath}.transports[{ti}]"
+                kind = transport.get("type")
+                endpoint = transport.get("endpoint") or {}
+                tls = bool(endpoint.get("tls"))
+                topts = transport.get("options") or {}
+                ctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.paths",
+                                   router=router, transport_options=topts, node=self.info,
+                                   tls=tls)
+                if kind == "web":
+                    app = dispatch.build_app(transport.get("paths") or {}, ctx)
+                    app = options.wrap(app, topts, tls=tls)
+                    self.web.append(_Transport(transport, tpath, app, tls))
+                elif kind == "rawsocket":
+                    self._pending_other.append((tpath, transport, router, ctx))
+                else:
+                    raise ConfigError(f"{tpath}.type: transport type {kind!r} "
+                                      "is not supported by geonode")
+            comps = worker.get("components") or []
+            if comps:
+                ctx = BuildContext(config_dir=self.dir, json_path=f"{wpath}.components",
+                                   router=router, node=self.info)
+                self._pending_components.append((router, comps, ctx))
+
+    def bind(self) -> None:
+        """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
+        from geonode.web.server import WebServer
+
+        try:
+            for t in self.web:
+                topts = t.cfg.get("options") or {}
+                t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
+                                     json_path=t.json_path,
+                                     client_timeout=topts.get("client_timeout"))
+            for tpath, transport, router, ctx in self._pending_other:
+                if transport.get("type") == "rawsocket":
+                    if not _module_exists("geonode.transport.rawsocket"):
+                        raise ConfigError(f"{tpath}: rawsocket transports are not available "
+                                          "in this build")
+                    from geonode.transport import rawsocket
+
+                    self.other_servers.append((tpath, rawsocket.serve(transport, router, ctx)))
+        except BaseException:
+            self.close_listeners()
+            raise
+
+    def start(self) -> None:
+        """Start accepting on every endpoint, then start components."""
+        for t in self.web:
+            t.server.start()
+        for _, server in self.other_servers:
+            server.start()
+        for t in self.web:
+            log.info("listening on %s (%s)", t.server.url, t.json_path)
+        for tpath, server in self.other_servers:
+            log.info("listening on %s (%s)", getattr(server, "url", server), tpath)
+        if self._pending_components and _module_exists("geonode.components"):
+            from geonode import components
+
+            for router, comps, ctx in self._pending_components:
+                handle = components.start(router, comps, ctx)
+                if handle is not None:
+                    self.components.append(handle)
+
+    # ---- stop -------------------------------------------------------------------------
+    def close_listeners(self) -> None:
+        for t in self.web:
+            if t.server is not None:
+                try:
+                    t.server.drain()
+                except Exception:
+                    log.debug("closing %s failed", t.json_path, exc_info=True)
+        for tpath, server in self.other_servers:
+            try:
+                server.stop(timeout=0) if _accepts_timeout(server) else server.close()
+            except Exception:
+                log.debug("closing %s failed", tpath, exc_info=True)
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """Stop accepting, let requests in flight finish (bounded), close routers and sockets."""
+        from geonode.web.server import wait_idle
+
+        self.close_listeners()
+        servers = [t.server for t in self.web if t.server is not None]
+        if not wait_idle(servers, grace):
+            log.warning("requests still running after %.0f s grace; closing them", grace)
+        for comp in self.components:
+            stop = getattr(comp, "stop", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception:
+                    log.warning("stopping a component failed", exc_info=True)
+        for router in self.routers:
+            try:
+                router.close()
+            except Exception:
+                log.warning("closing a router failed", exc_info=True)
+        for s in servers:
+            s.kill_connections()
+
+
+def _accepts_timeout(server: Any) -> bool:
+    import inspect
+
+    try:
+        return "timeout" in inspect.signature(server.stop).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def run(cfg: Any) -> int:
+    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
+    import gevent
+    from gevent.event import Event
+
+    from geonode.web.server import EndpointError
+
+    t0 = time.monotonic()
+    node = Node(cfg)
+    try:
+        node.build()
+        node.bind()
+        node.start()
+    except ConfigError as e:
+        node.stop(grace=0)
+        for line in e.errors:
+            log.error("%s", line)
+        return 1
+    except EndpointError as e:
+        node.stop(grace=0)
+        log.error("%s", e)
+        return 1
+    except Exception:
+        node.stop(grace=0)
+        log.exception("the node failed to start")
+        return 1
+    age = _process_age()
+    log.info("ready in %.2f s%s", time.monotonic() - t0,
+             f" ({age:.2f} s since process start)" if age is not None else "")
+
+    stopping = Event()
+
+    def on_signal(signum: int) -> None:
+        if not stopping.is_set():
+            log.info("received %s: stopping (grace %.0f s)", signal.Signals(signum).name,
+                     GRACE_SECONDS)
+            stopping.set()
+
+    handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
+    try:
+        stopping.wait()
+    finally:
+        for h in handlers:
+            h.cancel()
+    node.stop()
+    log.info("stopped")
+    return 0
+
+
+def load_app(path: str | Path) -> Callable:
+    """The WSGI app of the config's first web transport, routers built, nothing bound (gunicorn)."""
+    from geonode.cli import prepare
+    from geonode.config import load
+
+    cfg = load(path)
+    prepare(cfg)
+    node = Node(cfg)
+    node.build()
+    if not node.web:
+        raise ConfigError(f"{path}: the config has no web transport to serve")
+    _LOADED.append(node)  # keeps its routers and components alive with the app
+    return node.web[0].app
+
+
+_LOADED: list[Node] = []

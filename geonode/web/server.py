@@ -1,0 +1,257 @@
+"""WebServer: one gevent WSGIServer per web transport endpoint (tcp, tcp+tls, unix).
+
+Beyond pywsgi's defaults it sets ``TCP_NODELAY`` on every accepted TCP socket (without it a
+keep-alive response written in two sends waits ~40 ms for the client's delayed ACK), applies
+``client_timeout`` to each connection (idle keep-alive connections are closed), answers HEAD
+without a body, counts in-flight requests so a shutdown can let them finish, and never prints a
+traceback for a client's TLS or protocol mistakes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent import pywsgi
+from gevent.pool import Pool
+
+try:
+    from geonode.web.handler import Handler
+except ImportError:  # the websocket layer's handler is not there yet
+    from gevent.pywsgi import WSGIHandler as Handler
+
+log = logging.getLogger("geonode.web")
+
+
+class EndpointError(Exception):
+    """An endpoint cannot be opened (bad TLS files, port in use, ...)."""
+
+
+class ServerHandler(Handler):  # type: ignore[misc, valid-type]
+    """The connection handler: geonode's Handler plus HEAD, draining and request counting."""
+
+    def handle_one_response(self) -> None:
+        server = self.server
+        # A WebSocket lives as long as its session; the router closes those on shutdown, so
+        # only plain HTTP requests hold the shutdown back.
+        counted = self.environ.get("HTTP_UPGRADE", "").lower() != "websocket"
+        if counted:
+            server.in_flight += 1
+        try:
+            super().handle_one_response()
+        finally:
+            if counted:
+                server.in_flight -= 1
+            if server.draining:
+                self.close_connection = True
+
+    def finalize_headers(self) -> None:
+        super().finalize_headers()
+        if self.command == "HEAD":
+            # The headers describe the GET body; no body (and no terminating chunk) follows.
+            self.response_use_chunked = False
+
+    def _write(self, data: bytes) -> None:
+        if self.command == "HEAD":
+            return
+        super()._write(data)
+
+
+def _tls_context(tls: dict, base: Path, json_path: str) -> Any:
+    from gevent import ssl
+
+    def path(key: str, value: str) -> str:
+        p = (base / value).resolve()
+        if not p.is_file():
+            raise EndpointError(f"{json_path}.tls.{key}: file not found: {p}")
+        return str(p)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert = path("certificate", tls["certificate"])
+    key = path("key", tls["key"])
+    chain = [path(f"chain_certificates[{i}]", c)
+             for i, c in enumerate(tls.get("chain_certificates") or [])]
+    try:
+        if chain:
+            # load_cert_chain wants the leaf and its intermediates in one file.
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
+                for p in [cert, *chain]:
+                    f.write(Path(p).read_text().strip() + "\n")
+            try:
+                ctx.load_cert_chain(f.name, key)
+            finally:
+                os.unlink(f.name)
+        else:
+            ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as e:
+        raise EndpointError(f"{json_path}.tls: cannot load certificate/key ({cert}, {key}): {e}") from e
+    cas = tls.get("ca_certificates") or []
+    for i, ca in enumerate(cas):
+        try:
+            ctx.load_verify_locations(cafile=path(f"ca_certificates[{i}]", ca))
+        except ssl.SSLError as e:
+            raise EndpointError(f"{json_path}.tls.ca_certificates[{i}]: {e}") from e
+    if cas:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if tls.get("ciphers"):
+        try:
+            ctx.set_ciphers(tls["ciphers"])
+        except ssl.SSLError as e:
+            raise EndpointError(f"{json_path}.tls.ciphers: {e}") from e
+    if tls.get("dhparam"):
+        try:
+            ctx.load_dh_params(path("dhparam", tls["dhparam"]))
+        except (ssl.SSLError, OSError) as e:
+            raise EndpointError(f"{json_path}.tls.dhparam: {e}") from e
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _tcp_listener(endpoint: dict, json_path: str) -> tuple[socket.socket, str]:
+    from gevent import socket as gsocket
+
+    version = int(endpoint.get("version", 4))
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    interface = endpoint.get("interface") or ("::" if version == 6 else "0.0.0.0")
+    port = int(endpoint["port"])
+    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if endpoint.get("shared"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.listen(int(endpoint.get("backlog", 50)))
+    except OSError as e:
+        sock.close()
+        raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
+                            f"{e.strerror or e}") from e
+    sock.setblocking(False)
+    host = f"[{interface}]" if ":" in interface else interface
+    return sock, f"{host}:{sock.getsockname()[1]}"
+
+
+def _unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.socket, str]:
+    from gevent import socket as gsocket
+
+    path = (base / endpoint["path"]).absolute()
+    if path.exists():
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            raise EndpointError(f"{json_path}.path: {path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: a stale file left by a crashed node
+        else:
+            raise EndpointError(f"{json_path}.path: another process is listening on {path}")
+        finally:
+            probe.close()
+    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(int(endpoint.get("backlog", 50)))
+    except OSError as e:
+        sock.close()
+        raise EndpointError(f"{json_path}: cannot listen on unix socket {path}: "
+                            f"{e.strerror or e}") from e
+    sock.setblocking(False)
+    return sock, str(path)
+
+
+class WebServer(pywsgi.WSGIServer):
+    """A WSGI server for one web transport endpoint."""
+
+    handler_class = ServerHandler
+
+    def __init__(self, endpoint: dict, app: Callable, *, config_dir: Path, json_path: str,
+                 client_timeout: float | None = None) -> None:
+        self.endpoint_cfg = endpoint
+        self.json_path = json_path
+        self.client_timeout = client_timeout
+        self.in_flight = 0
+        self.draining = False
+        kind = endpoint.get("type", "tcp")
+        ssl_args: dict = {}
+        if kind == "unix":
+            listener, where = _unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
+            self.unix_path: str | None = where
+            self.url = f"http+unix://{where}"
+            self.is_tcp = False
+        else:
+            tls = endpoint.get("tls")
+            ctx = _tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
+            listener, where = _tcp_listener(endpoint, f"{json_path}.endpoint")
+            if ctx is not None:
+                ssl_args["ssl_context"] = ctx
+            self.unix_path = None
+            self.url = f"{'https' if tls else 'http'}://{where}"
+            self.is_tcp = True
+        self.tls = bool(ssl_args)
+        host, _, port = where.rpartition(":")
+        environ = {"SERVER_NAME": host.strip("[]") if self.is_tcp else "localhost",
+                   "SERVER_PORT": port if self.is_tcp else ""}
+        super().__init__(listener, app, spawn=Pool(), log=None,
+                         error_log=logging.getLogger("geonode.http"), environ=environ,
+                         **ssl_args)
+
+    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+        if self.is_tcp:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self.client_timeout:
+            sock.settimeout(self.client_timeout)
+        if not self.is_tcp:
+            address = ("unix", 0)  # pywsgi formats REMOTE_ADDR from a tuple
+        super().do_handle(sock, address)
+
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        try:
+            ssl_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except (OSError, ValueError) as e:
+            # A failed handshake (no client certificate, plain HTTP on the TLS port, a scanner)
+            # is the client's business: one debug line, no traceback.
+            log.debug("%s: TLS handshake with %s failed: %s", self.json_path, address, e)
+            client_socket.close()
+            return None
+        try:
+            return self.handle(ssl_socket, address)
+        finally:
+            ssl_socket.close()
+
+    def drain(self) -> None:
+        """Stop accepting; requests in flight go on, their connections close afterwards."""
+        self.draining = True
+        self.close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    log.debug("cannot remove %s: %s", self.unix_path, e)
+
+    def kill_connections(self, timeout: float = 1.0) -> None:
+        """Close whatever connections remain (idle keep-alive, requests past the grace)."""
+        if self.pool is not None:
+            self.pool.kill(block=True, timeout=timeout)
+
+
+def wait_idle(servers: list[WebServer], grace: float) -> bool:
+    """Wait until no server has a request in flight, at most ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while any(s.in_flight for s in servers):
+        if time.monotonic() >= deadline:
+            return False
+        gevent.sleep(0.02)
+    return True
