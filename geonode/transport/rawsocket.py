@@ -1,0 +1,271 @@
+"""WAMP over RawSocket (the WAMP spec's TCP/Unix framing), served by a gevent StreamServer.
+
+Handshake: the client sends 4 octets ``0x7F, (length exponent << 4 | serializer id), 0, 0``
+(the longest message it accepts is ``2 ** (9 + exponent)``; serializers 1 json, 2 msgpack,
+3 cbor, 4 ubjson); the server answers the same shape with its own exponent, or
+``0x7F, error << 4, 0, 0`` (1 serializer unsupported, 2 length unacceptable, 3 reserved bits
+used, 4 too many connections) and closes. Then every message is a frame: one octet whose low
+3 bits are the type (0 WAMP message, 1 ping, 2 pong; the rest reserved, zero) and a 24-bit
+big-endian payload length. A ping is answered with a pong carrying the same payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
+from gevent.server import StreamServer
+
+from geonode.config import ConfigError
+from geonode.transport import serializers as ser
+from geonode.transport.websocket import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_BYTES,
+    MessageQueuePeer,
+)
+
+log = logging.getLogger("geonode.transport")
+
+MAGIC = 0x7F
+FRAME_MESSAGE, FRAME_PING, FRAME_PONG = 0, 1, 2
+ERR_SERIALIZER, ERR_LENGTH, ERR_RESERVED, ERR_CONNECTIONS = 1, 2, 3, 4
+MAX_PAYLOAD = (1 << 24) - 1          # a 24-bit length field
+HANDSHAKE_TIMEOUT = 10.0             # seconds for the client's 4 octets
+RECV_SIZE = 65536
+
+
+def length_exponent(max_message_size: int) -> int:
+    """The handshake exponent announcing ``max_message_size`` (2**(9+e), e in 0..15)."""
+    size = max(512, min(int(max_message_size), 1 << 24))
+    return min(15, max(0, math.ceil(math.log2(size)) - 9))
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    n = len(payload)
+    return bytes((kind, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)) + payload
+
+
+def _peer_string(sock: socket.socket, address: Any) -> str:
+    if sock.family == socket.AF_INET:
+        return f"tcp4:{address[0]}:{address[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"tcp6:[{address[0]}]:{address[1]}"
+    return "unix"
+
+
+class RawSocketPeer(MessageQueuePeer):
+    """Peer over one accepted RawSocket connection; ``run`` blocks for its life."""
+
+    def __init__(self, sock: socket.socket, serializer: ser.WampSerializer, details: dict,
+                 max_receive: int, max_send: int, **limits: int) -> None:
+        super().__init__(serializer, details, **limits)
+        self.sock = sock
+        self.max_receive = max_receive
+        self.max_send = max_send
+        self._wlock = Semaphore()
+        self._closed = False
+
+    def run(self, router: Any, auth_config: dict | None = None,
+            initial: bytes = b"") -> None:
+        if auth_config is None:
+            self.session = router.attach(self)
+        else:
+            self.session = router.attach(self, auth_config=auth_config)
+        buf = bytearray(initial)
+        pos = 0
+        sock = self.sock
+        try:
+            while True:
+                # Parse every complete frame in the buffer before reading more.
+                while len(buf) - pos >= 4:
+                    kind = buf[pos]
+                    size = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+                    if kind > FRAME_PONG:
+                        raise _Violation(f"invalid frame type octet {kind:#04x}")
+                    if size > self.max_receive:
+                        raise _Violation(f"message of {size} bytes over the limit "
+                                         f"{self.max_receive}")
+                    if len(buf) - pos - 4 < size:
+                        break
+                    payload = bytes(buf[pos + 4:pos + 4 + size])
+                    pos += 4 + size
+                    if kind == FRAME_MESSAGE:
+                        if self._closing is None and not self._dead:
+                            if self.serializer.binary:
+                                self._receive_payload(payload)
+                            else:
+                                self._receive_payload(payload.decode("utf-8", "strict"))
+                    elif kind == FRAME_PING:
+                        self._write_raw(_frame(FRAME_PONG, payload))
+                if pos:
+                    del buf[:pos]
+                    pos = 0
+                chunk = sock.recv(RECV_SIZE)
+                if not chunk:
+                    break
+                buf += chunk
+        except _Violation as e:
+            log.warning("%s: protocol violation: %s", self._who(), e)
+        except UnicodeDecodeError:
+            log.warning("%s: protocol violation: JSON message is not UTF-8", self._who())
+        except OSError as e:
+            if not self._dead:
+                log.info("%s: connection error: %s", self._who(), e)
+        finally:
+            self._detach()
+            writer = self._writer
+            if writer is not None:
+                writer.join(5.0)
+            self._abort()
+
+    def _write_raw(self, data: bytes) -> None:
+        with self._wlock:
+            self.sock.sendall(data)
+
+    def _write(self, items: list) -> None:
+        frames = []
+        for item in items:
+            data = item.encode("utf-8") if isinstance(item, str) else item
+            if len(data) > self.max_send:
+                log.warning("%s: dropping a %d byte message: the client accepts at most %d",
+                            self._who(), len(data), self.max_send)
+                continue
+            frames.append(_frame(FRAME_MESSAGE, data))
+        if frames:
+            self._write_raw(b"".join(frames))
+
+    def _shutdown(self, code: int, reason: str) -> None:
+        # RawSocket has no close frame: half-close so the client reads what we sent, then EOF.
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _abort(self, code: int = 0, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _Violation(Exception):
+    pass
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _listener(endpoint: dict, config_dir: Path, json_path: str) -> socket.socket:
+    kind = endpoint.get("type", "tcp")
+    backlog = int(endpoint.get("backlog", 1024))
+    if kind == "tcp":
+        version = endpoint.get("version", 4)
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        interface = endpoint.get("interface", "::" if version == 6 else "0.0.0.0")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((interface, int(endpoint["port"])))
+        except OSError as e:
+            sock.close()
+            raise ConfigError(f"{json_path}.endpoint: cannot listen on "
+                              f"{interface}:{endpoint.get('port')}: {e}") from None
+    elif kind == "unix":
+        path = Path(endpoint["path"])
+        if not path.is_absolute():
+            path = config_dir / path
+        # A stale socket file from a previous run would make bind fail.
+        if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+        except OSError as e:
+            sock.close()
+            raise ConfigError(f"{json_path}.endpoint.path: cannot listen on {path}: {e}") from None
+    else:
+        raise ConfigError(f"{json_path}.endpoint.type: {kind!r} is not supported for rawsocket "
+                          "(tcp or unix)")
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
+    """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport."""
+    json_path = getattr(ctx, "json_path", "rawsocket")
+    config_dir = Path(getattr(ctx, "config_dir", "."))
+    names = transport_cfg.get("serializers") or [n for n in ("json", "msgpack", "cbor", "ubjson")
+                                                 if n in ser.SERIALIZERS]
+    allowed: dict[int, ser.WampSerializer] = {}
+    for i, name in enumerate(names):
+        if name not in ser.KNOWN or name not in ser.SERIALIZERS:
+            raise ConfigError(f"{json_path}.serializers[{i}]: unknown or uninstalled serializer "
+                              f"{name!r} (available: {', '.join(ser.available())})")
+        s = ser.get(name)
+        allowed[s.rawsocket_id] = s
+    options = transport_cfg.get("options") or {}
+    max_message_size = int(options.get("max_message_size", 1 << 24) or (1 << 24))
+    own_exp = length_exponent(max_message_size)
+    max_receive = min(max_message_size, MAX_PAYLOAD)
+    limits = {"max_queue": int(options.get("max_queue", DEFAULT_MAX_QUEUE)),
+              "max_queue_bytes": int(options.get("max_queue_bytes", DEFAULT_MAX_QUEUE_BYTES))}
+    auth_config = transport_cfg.get("auth")
+    endpoint = transport_cfg.get("endpoint") or {}
+    listener = _listener(endpoint, config_dir, json_path)
+    framing = "unix" if endpoint.get("type") == "unix" else "tcp"
+
+    def handle(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hello = b""
+        with gevent.Timeout(HANDSHAKE_TIMEOUT, False):
+            hello = _recv_exact(sock, 4)
+        if len(hello) < 4 or hello[0] != MAGIC:
+            sock.close()  # not a RawSocket client (or too slow): nothing to answer
+            return
+        ser_id, their_exp = hello[1] & 0x0F, hello[1] >> 4
+        error = 0
+        if hello[2] or hello[3]:
+            error = ERR_RESERVED
+        elif ser_id not in allowed:
+            error = ERR_SERIALIZER
+        if error:
+            try:
+                sock.sendall(bytes((MAGIC, error << 4, 0, 0)))
+            finally:
+                sock.close()
+            return
+        sock.sendall(bytes((MAGIC, (own_exp << 4) | ser_id, 0, 0)))
+        serializer = allowed[ser_id]
+        details = {
+            "type": "rawsocket",
+            "channel_type": framing,
+            "channel_framing": "rawsocket",
+            "channel_serializer": serializer.name,
+            "peer": _peer_string(sock, address),
+            "is_server": True,
+        }
+        peer = RawSocketPeer(sock, serializer, details, max_receive=max_receive,
+                             max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)
+        peer.run(router, auth_config)
+
+    server = StreamServer(listener, handle)
+    return server
