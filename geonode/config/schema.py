@@ -159,6 +159,9 @@ WEBSOCKET_OPTIONS = obj({
     "auto_ping_restart_on_any_traffic": BOOL, "enable_flash_policy": BOOL, "flash_policy": _ANY,
     "compression": {"type": "object"}, "require_websocket_subprotocol": BOOL,
     "show_server_version": BOOL,
+    # geonode: bound of a WAMP connection's outgoing queue (over it the connection is closed).
+    "max_queue": {"type": "integer", "minimum": 1},
+    "max_queue_bytes": {"type": "integer", "minimum": 1},
 })
 
 COOKIE = obj({
@@ -260,7 +263,9 @@ WEB_TRANSPORT = obj({
 RAWSOCKET_TRANSPORT = obj({
     "id": ID, "type": STR, "endpoint": ENDPOINT, "serializers": SERIALIZER_LIST, "debug": BOOL,
     "options": obj({"max_message_size": {"type": "integer", "minimum": 512,
-                                         "maximum": 64 * 1024 * 1024}}),
+                                         "maximum": 64 * 1024 * 1024},
+                    "max_queue": {"type": "integer", "minimum": 1},
+                    "max_queue_bytes": {"type": "integer", "minimum": 1}}),
     "auth": AUTH,
 }, required=["endpoint"])
 
