@@ -1,0 +1,166 @@
+"""The in-process WAMP session (geonode.wamp) against a stand-in router, in this process.
+
+The hub runs in the test's main thread; "worker threads" are real threads (the test process is
+not monkey-patched), so the hand-over path is the one a WSGI app's pool thread takes.
+End-to-end tests through the real router and a real node are in tests/test_bridge.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import gevent
+import pytest
+from _standin_router import StandinRouter
+
+from geonode import wamp
+from geonode.wamp import ApplicationError, CallResult, Session
+
+
+@pytest.fixture
+def router():
+    r = StandinRouter()
+    wamp.register_router(r)
+    yield r
+    wamp._routers.remove(r)
+
+
+def in_thread(fn, *args):
+    """Run fn in a real thread while the hub keeps running; return its result or raise."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 10
+    while t.is_alive() and time.monotonic() < deadline:
+        gevent.sleep(0.005)
+    t.join(0)
+    assert not t.is_alive(), "worker thread hung"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_publish_subscribe_from_threads(router):
+    sub = Session("realm1", "backend", router=router)
+    pub = Session("realm1", "backend", router=router)
+    got = []
+    in_thread(sub.subscribe, "com.example.topic", lambda *a, **kw: got.append((a, kw)))
+    assert in_thread(lambda: pub.publish("com.example.topic", 1, 2, x=3, acknowledge=True)) > 0
+    in_thread(pub.publish, "com.example.topic", "fire-and-forget")
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert got == [((1, 2), {"x": 3}), (("fire-and-forget",), {})]
+
+
+def test_handlers_run_on_pool_unless_on_hub(router):
+    s = Session("realm1", "backend", router=router)
+    hub_thread = threading.get_ident()
+    seen = {}
+
+    def blocking(name):
+        seen[name] = threading.get_ident()
+        time.sleep(0.05)  # a real blocking call: must not stall the hub
+
+    @wamp.on_hub
+    def greenlet_handler(name):
+        seen[name] = threading.get_ident()
+
+    s.subscribe("t.pool", blocking)
+    s.subscribe("t.hub", greenlet_handler)
+    p = Session("realm1", "other", router=router)
+    p.publish("t.pool", "pool")
+    p.publish("t.hub", "hub")
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert seen["hub"] == hub_thread
+    assert seen["pool"] != hub_thread
+
+
+def test_call_register_result_and_errors(router):
+    callee = Session("realm1", "backend", router=router)
+    caller = Session("realm1", "backend", router=router)
+
+    def add(a, b):
+        return a + b
+
+    def fail():
+        raise ApplicationError("com.example.bad", "nope", detail=1)
+
+    def multi():
+        return CallResult(1, 2, k="v")
+
+    callee.register("com.example.add", add)
+    callee.register("com.example.fail", fail)
+    callee.register("com.example.multi", multi)
+    callee.register("com.example.crash", lambda: 1 / 0)
+    assert in_thread(caller.call, "com.example.add", 2, 3) == 5
+    # also from a greenlet on the hub
+    assert caller.call("com.example.add", 20, 22) == 42
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(caller.call, "com.example.fail")
+    assert ei.value.error == "com.example.bad"
+    assert ei.value.args == ("nope",) and ei.value.kwargs == {"detail": 1}
+    res = in_thread(caller.call, "com.example.multi")
+    assert res.results == (1, 2) or list(res.results) == [1, 2]
+    assert res.kwresults == {"k": "v"}
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(caller.call, "com.example.crash")
+    assert ei.value.error == "wamp.error.runtime_error"
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(caller.call, "com.example.missing")
+    assert ei.value.error == "wamp.error.no_such_procedure"
+
+
+def test_call_timeout(router):
+    callee = Session("realm1", "backend", router=router)
+    caller = Session("realm1", "backend", router=router)
+    callee.register("com.example.slow", lambda: time.sleep(2))
+    t0 = time.monotonic()
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(lambda: caller.call("com.example.slow", timeout=0.2))
+    assert ei.value.error == "wamp.error.timeout"
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_permission_error_and_shared_session(router):
+    denied = Session("realm1", "denied", router=router)
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(lambda: denied.publish("com.example.x", acknowledge=True))
+    assert ei.value.error == "wamp.error.not_authorized"
+    assert wamp.session("realm1", "backend") is wamp.session("realm1", "backend")
+    assert wamp.session("realm1", "backend") is not wamp.session("realm1", "other")
+
+
+def test_environ_hook_sets_shared_session(router):
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.router = router
+    hook = wamp.environ_hook({"realm": "realm1", "role": "backend"}, ctx)
+    e1, e2 = {}, {}
+    hook(e1)
+    hook(e2)
+    assert e1["geonode.wamp"] is e2["geonode.wamp"] is wamp.session("realm1", "backend")
+    assert in_thread(lambda: e1["geonode.wamp"].publish("x.y", acknowledge=True)) > 0
+
+
+def test_leave_detaches(router):
+    s = Session("realm1", "backend", router=router)
+    s.publish("a.b", acknowledge=True)
+    assert s.joined
+    s.leave()
+    deadline = time.monotonic() + 5
+    while s.joined and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert not s.joined and router.detached >= 1
