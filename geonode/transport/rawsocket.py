@@ -268,4 +268,9 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
         peer.run(router, auth_config)
 
     server = StreamServer(listener, handle)
+    if endpoint.get("type") == "unix":
+        server.url = f"rawsocket+unix:{endpoint.get('path')}"
+    else:
+        host, port = listener.getsockname()[:2]
+        server.url = f"rawsocket://{host}:{port}"
     return server
