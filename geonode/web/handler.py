@@ -45,9 +45,16 @@ class Handler(WebSocketHandler):
     def run_application(self):
         # Never gevent-websocket's automatic upgrade: the app decides (and validates) itself.
         self.websocket_upgraded = False
+        upgrader = None
         if wants_upgrade(self.environ):
-            self.environ["geonode.websocket"] = Upgrader(self)
-        return WSGIHandler.run_application(self)
+            upgrader = self.environ["geonode.websocket"] = Upgrader(self)
+        try:
+            return WSGIHandler.run_application(self)
+        finally:
+            ws = upgrader.websocket if upgrader is not None else None
+            if ws is not None and not ws.closed:
+                # The app returned with its WebSocket still open: close it properly.
+                ws.close(1001, "going away")
 
     def start_response(self, status, headers, exc_info=None):
         if self.websocket_upgraded:

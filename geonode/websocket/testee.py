@@ -1,0 +1,58 @@
+"""``websocket-testee``: an echo endpoint on geonode's framing layer (Autobahn|Testsuite target).
+
+Accepts any subprotocol (the client's first offer) or none, negotiates permessage-deflate by
+default (``options.compression`` overrides it), and echoes every message with its type. A plain
+GET gets a short text page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geonode.websocket.handshake import HandshakeError
+from geonode.websocket.options import DeflateOptions, WebSocketOptions
+
+_PAGE = b"geonode websocket-testee: connect with a WebSocket client, every message is echoed.\n"
+
+
+def build(cfg: dict, ctx: Any):
+    """WSGI app for a ``{"type": "websocket-testee"}`` path."""
+    raw_options = dict(cfg.get("options") or {})
+    options = WebSocketOptions.from_config(raw_options)
+    if "compression" not in raw_options:
+        options.deflate = DeflateOptions()
+
+    def app(environ, start_response):
+        upgrader = environ.get("geonode.websocket")
+        if upgrader is None:
+            if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
+                start_response("501 Not Implemented", [("Content-Type", "text/plain")])
+                return [b"WebSocket upgrade needs geonode's web handler\n"]
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
+                                      ("Content-Length", str(len(_PAGE)))])
+            return [_PAGE]
+        try:
+            ws = upgrader.accept(None, options)
+        except HandshakeError as e:
+            body = (e.message + "\n").encode("utf-8")
+            start_response(f"{e.status} {_reason(e.status)}",
+                           [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))] + e.headers)
+            return [body]
+        receive, send = ws.receive, ws.send
+        while True:
+            msg = receive()
+            if msg is None:
+                break
+            send(msg)
+        return []
+
+    return app
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
