@@ -299,24 +299,37 @@ class Session:
         """Publish an event; with ``acknowledge=True`` wait for the router and return the
         publication id (errors raise ApplicationError). ``options`` may be an autobahn
         ``PublishOptions`` or a dict of PUBLISH options (``exclude_me``, ``eligible``, …)."""
+        return self.publish_with(topic, list(args) if args else None, kwargs or None,
+                                 options=options, acknowledge=acknowledge)
+
+    def publish_with(self, topic: str, args: list | None = None, kwargs: dict | None = None,
+                     options: Any = None, acknowledge: bool = False,
+                     timeout: float | None = DEFAULT_TIMEOUT) -> int | None:
+        """``publish`` with the payload given as values (no clash with option names)."""
         opts = _publish_options(options)
         acknowledge = bool(acknowledge or opts.pop("acknowledge", False))
         req = next(self._ids)
-        msg = message.Publish(req, topic, args=list(args) if args else None,
-                              kwargs=kwargs or None, acknowledge=acknowledge or None, **opts)
+        msg = message.Publish(req, topic, args=args or None, kwargs=kwargs or None,
+                              acknowledge=acknowledge or None, **opts)
         if not acknowledge:
             self._submit(msg)
             return None
-        return self._request(req, "publish", msg, DEFAULT_TIMEOUT, topic)
+        return self._request(req, "publish", msg, timeout, topic)
 
     def call(self, procedure: str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
              **kwargs: Any) -> Any:
         """Call a procedure and return its result (one value, or ``CallResult`` when it returns
         several values or keyword results). WAMP errors raise ApplicationError; no answer
         within ``timeout`` seconds raises ApplicationError("wamp.error.timeout")."""
+        res_args, res_kwargs = self.call_with(procedure, list(args) if args else None,
+                                              kwargs or None, timeout=timeout)
+        return _result_value(res_args, res_kwargs)
+
+    def call_with(self, procedure: str, args: list | None = None, kwargs: dict | None = None,
+                  timeout: float | None = DEFAULT_TIMEOUT) -> tuple[list, dict]:
+        """``call`` returning the raw result ``(args, kwargs)``."""
         req = next(self._ids)
-        msg = message.Call(req, procedure, args=list(args) if args else None,
-                           kwargs=kwargs or None)
+        msg = message.Call(req, procedure, args=args or None, kwargs=kwargs or None)
         return self._request(req, "call", msg, timeout, procedure)
 
     def subscribe(self, topic: str, handler: Callable, *, match: str | None = None,
@@ -585,7 +598,7 @@ class Session:
             return
         p = self._pending.pop(msg.request, None)
         if p is not None:
-            p[1].resolve(_result_value(msg.args, msg.kwargs))
+            p[1].resolve((list(msg.args or ()), dict(msg.kwargs or {})))
 
     def _on_event(self, msg: message.Event) -> None:
         for want in self._subs.get(msg.subscription, ()):

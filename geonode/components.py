@@ -1,0 +1,166 @@
+"""Router components: Crossbar's ``"components": [{"type": "class", ...}]`` on a router worker.
+
+A component is a plain Python class (geonode's API, not autobahn's async ApplicationSession)::
+
+    class Backend:
+        def __init__(self, config):          # config.realm, config.extra (the "extra" dict)
+            self.greeting = config.extra.get("greeting", "hello")
+
+        def on_join(self, session):          # a geonode.wamp.Session, joined
+            session.register("com.example.greet", self.greet)
+            session.subscribe("com.example.news", self.on_news)
+
+        def on_leave(self, session, reason): # optional
+            ...
+
+        def greet(self, name):               # runs on the session's thread pool
+            return f"{self.greeting}, {name}"
+
+``on_join`` runs in a greenlet on the hub: the session API waits cooperatively there. Procedures
+and handlers run on the session's own thread pool, so blocking code never stalls the router;
+gevent-aware ones opt in to run on the hub with ``session.register(..., on_hub=True)`` or the
+``@geonode.wamp.on_hub`` decorator. ``__init__`` may also take no argument.
+
+Config keys: ``classname`` (R, "package.module.Class"), ``realm`` (R), ``role`` (default
+"trusted": Crossbar's router-side components are trusted), ``id`` (the session's authid,
+default the class name), ``extra``. Crossbar's ``crossbar.bridge.rest.MessageForwarder`` and
+``crossbar.bridge.rest.RESTCallee`` are aliases for geonode's HTTP subscriber and HTTP callee.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from typing import Any
+
+from geonode import wamp
+
+log = logging.getLogger("geonode.components")
+
+ALIASES = {
+    "crossbar.bridge.rest.MessageForwarder": "geonode.bridge.forwarder.MessageForwarder",
+    "crossbar.bridge.rest.subscriber.MessageForwarder":
+        "geonode.bridge.forwarder.MessageForwarder",
+    "crossbar.bridge.rest.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
+    "crossbar.bridge.rest.callee.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
+}
+
+
+class ComponentConfig:
+    """What a component's ``__init__`` gets (the attributes of autobahn's ComponentConfig)."""
+
+    def __init__(self, realm: str, extra: Any, role: str, id: str) -> None:
+        self.realm = realm
+        self.extra = extra if extra is not None else {}
+        self.role = role
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"ComponentConfig(realm={self.realm!r}, role={self.role!r}, id={self.id!r})"
+
+
+def _config_error(msg: str) -> Exception:
+    try:
+        from geonode.config import ConfigError
+
+        return ConfigError([msg])
+    except ImportError:  # pragma: no cover - config package always exists in a full build
+        return ValueError(msg)
+
+
+def load_class(classname: str, json_path: str) -> type:
+    target = ALIASES.get(classname, classname)
+    module_name, _, attr = target.rpartition(".")
+    if not module_name:
+        raise _config_error(f"{json_path}.classname: {classname!r} is not 'package.module.Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise _config_error(f"{json_path}.classname: cannot import {module_name!r}: "
+                            f"{type(e).__name__}: {e}") from e
+    cls = getattr(module, attr, None)
+    if not isinstance(cls, type):
+        raise _config_error(f"{json_path}.classname: module {module_name!r} has no class {attr!r}")
+    if not callable(getattr(cls, "on_join", None)):
+        raise _config_error(f"{json_path}.classname: {classname} has no on_join(session) method "
+                            "(geonode components are plain classes, see geonode.components)")
+    return cls
+
+
+def _instantiate(cls: type, config: ComponentConfig) -> Any:
+    try:
+        params = [p for p in inspect.signature(cls).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        params = [None]
+    return cls(config) if params else cls()
+
+
+class Component:
+    """One running component: the user object and its session."""
+
+    def __init__(self, obj: Any, session: wamp.Session, json_path: str) -> None:
+        self.obj = obj
+        self.session = session
+        self.json_path = json_path
+        self._started = False
+        session.on_join.append(self._joined)
+        session.on_leave.append(self._left)
+
+    def _joined(self, session: wamp.Session) -> None:
+        # on_join runs once: after a re-join the session re-makes the component's
+        # subscriptions and registrations itself.
+        if self._started:
+            return
+        self._started = True
+        log.info("component %s joined %s as %s (session %s)", self.json_path, session.realm,
+                 session.authrole, session.session_id)
+        try:
+            self.obj.on_join(session)
+        except Exception:
+            log.exception("component %s: on_join failed", self.json_path)
+
+    def _left(self, session: wamp.Session, reason: str) -> None:
+        fn = getattr(self.obj, "on_leave", None)
+        if fn is not None:
+            fn(session, reason)
+
+
+class Components:
+    """The handle ``start`` returns: ``stop()`` makes every component's session leave."""
+
+    def __init__(self, items: list[Component]) -> None:
+        self.items = items
+
+    def stop(self) -> None:
+        for c in self.items:
+            try:
+                c.session.leave()
+            except Exception:
+                log.debug("component %s: leave failed", c.json_path, exc_info=True)
+
+
+def start(router: Any, components_cfg: list[dict], ctx: Any) -> Components:
+    """Instantiate every ``type: class`` component and join it to ``router`` (on the hub).
+
+    Classes are all imported before any starts, so a bad ``classname`` fails the whole list with
+    a config error naming its JSON path."""
+    wamp.register_router(router)
+    base = getattr(ctx, "json_path", "components")
+    prepared = []
+    for i, cfg in enumerate(components_cfg or []):
+        path = f"{base}[{i}]"
+        if cfg.get("type", "class") != "class":
+            raise _config_error(f"{path}.type: only 'class' components are supported by geonode")
+        prepared.append((path, cfg, load_class(cfg["classname"], path)))
+    items = []
+    for path, cfg, cls in prepared:
+        role = cfg.get("role", "trusted")
+        authid = cfg.get("id") or cfg["classname"].rpartition(".")[2]
+        config = ComponentConfig(cfg["realm"], cfg.get("extra"), role, authid)
+        obj = _instantiate(cls, config)
+        session = wamp.Session(cfg["realm"], role, authid, router=router, name=f"component:{path}")
+        items.append(Component(obj, session, path))
+        session._kick()
+    return Components(items)
