@@ -1,0 +1,65 @@
+"""The WAMP router core: realms, sessions, broker, dealer, auth. No sockets in here.
+
+Transports wrap a connection in a ``geonode.transport.peer.Peer`` and call
+``Router.attach(peer, auth_config=...)``; see docs/ARCHITECTURE.md "Router ↔ transport".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import txaio
+
+txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializers load
+
+from geonode.router.realm import Realm  # noqa: E402
+from geonode.router.session import RouterSession, install_handlers  # noqa: E402
+
+log = logging.getLogger("geonode.router")
+
+__all__ = ["Router", "RouterSession", "Realm"]
+
+
+class Router:
+    """One router worker: its realms by name, and every attached session."""
+
+    def __init__(self, worker_cfg: dict | None = None, config_dir: Path | None = None) -> None:
+        worker_cfg = worker_cfg or {}
+        self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
+        install_handlers()
+        self.realms: dict[str, Realm] = {}
+        for cfg in worker_cfg.get("realms", []) or []:
+            self.realms[cfg["name"]] = Realm(self, cfg)
+        self.sessions: set[RouterSession] = set()
+
+    def attach(self, peer: Any, auth_config: dict | None = None,
+               auth: dict | None = None) -> RouterSession:
+        """A new connection. ``auth_config`` is the transport's ``auth`` dict (None: anonymous
+        only); ``auth`` = {"authid", "authrole", "realm"?, "authextra"?} for in-process
+        sessions, which join without authentication."""
+        session = RouterSession(self, peer, auth_config=auth_config, auth=auth)
+        self.sessions.add(session)
+        return session
+
+    def detached(self, session: RouterSession) -> None:
+        self.sessions.discard(session)
+
+    def session_count(self) -> int:
+        return sum(len(r.sessions) for r in self.realms.values())
+
+    def call(self, realm: str, procedure: str, args: list, kwargs: dict | None = None,
+             timeout: float | None = None) -> Any:
+        """Call ``procedure`` on ``realm`` as the router (blocks the calling greenlet)."""
+        r = self.realms.get(realm)
+        if r is None:
+            from autobahn.wamp.exception import ApplicationError
+            raise ApplicationError("wamp.error.no_such_realm", f"no realm {realm!r}")
+        return r.service.call(procedure, args, kwargs, timeout=timeout)
+
+    def close(self) -> None:
+        """Node shutdown: GOODBYE every joined session and drop every connection."""
+        for s in list(self.sessions):
+            s.shutdown()
+        self.sessions.clear()

@@ -1,0 +1,30 @@
+"""WAMP-Anonymous: no credentials; static role or an authenticator decides the role."""
+
+from __future__ import annotations
+
+from autobahn.util import generate_serial_number
+
+from geonode.router.auth import Accept, PendingAuth
+
+
+class StaticAuth(PendingAuth):
+    method = "anonymous"
+
+    def hello(self, realm, msg):
+        self.realm = realm
+        # The client's authid is not trusted: anonymous sessions get a fresh one.
+        authid = self.cfg.get("authid") or generate_serial_number()
+        return Accept(realm, authid, self.cfg.get("role", "anonymous"), self.method, self.provider)
+
+
+class DynamicAuth(PendingAuth):
+    method = "anonymous"
+    blocking = True
+
+    def hello(self, realm, msg):
+        self.realm, self.hello_msg = realm, msg
+        try:
+            principal = self.call_authenticator(msg.authid, {})
+        except Exception as e:
+            return self.deny_from_error(e)
+        return self.accept_principal(principal, generate_serial_number())

@@ -1,0 +1,129 @@
+"""Broker: subscribe/unsubscribe/publish/event for one realm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.wamp import message as m
+
+from geonode.router import publishfilter
+from geonode.router.state import BrokerState, Subscription, new_id
+
+NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
+NOT_AUTHORIZED = "wamp.error.not_authorized"
+INVALID_URI = "wamp.error.invalid_uri"
+
+
+class Broker:
+    def __init__(self, realm: Any) -> None:
+        self.realm = realm
+        self.state = BrokerState()
+
+    # -- SUBSCRIBE ------------------------------------------------------------------------
+    def subscribe(self, session: Any, msg: m.Subscribe) -> None:
+        realm = self.realm
+        match = msg.match or "exact"
+        uri = msg.topic
+        if not realm.valid_uri(uri, match):
+            session.send(m.Error(m.Subscribe.MESSAGE_TYPE, msg.request, INVALID_URI,
+                                 [f"invalid topic URI {uri!r} for match {match!r}"]))
+            return
+        authz = realm.authorize(session, msg, uri, "subscribe", {"match": match})
+        if authz is None:
+            return
+        if not authz.allow:
+            session.send(m.Error(m.Subscribe.MESSAGE_TYPE, msg.request, NOT_AUTHORIZED,
+                                 [f"session is not authorized to subscribe to topic {uri!r}"]))
+            return
+        sub, created, is_new = self.state.subscribe(session, uri, match)
+        session.subscriptions[sub] = None
+        session.send(m.Subscribed(msg.request, sub.id))
+        if created:
+            realm.meta_event("wamp.subscription.on_create", [session.id, sub.details()])
+        if is_new:
+            realm.meta_event("wamp.subscription.on_subscribe", [session.id, sub.id])
+        if msg.get_retained:
+            for topic, retained in self.state.retained_for(sub):
+                pub = retained["publish"]
+                if publishfilter.receivers((session,), None, pub):
+                    session.send(self._event(sub, retained["publication"], pub, topic,
+                                             retained["disclose"], retained=True))
+
+    # -- UNSUBSCRIBE ----------------------------------------------------------------------
+    def unsubscribe(self, session: Any, msg: m.Unsubscribe) -> None:
+        sub = self.state.get(msg.subscription)
+        if sub is None or session not in sub.subscribers:
+            session.send(m.Error(m.Unsubscribe.MESSAGE_TYPE, msg.request, NO_SUCH_SUBSCRIPTION))
+            return
+        deleted = self._remove(session, sub)
+        session.send(m.Unsubscribed(msg.request))
+        self._meta_removed(session, sub, deleted)
+
+    def _remove(self, session: Any, sub: Subscription) -> bool:
+        session.subscriptions.pop(sub, None)
+        return self.state.unsubscribe(session, sub)
+
+    def _meta_removed(self, session: Any, sub: Subscription, deleted: bool) -> None:
+        self.realm.meta_event("wamp.subscription.on_unsubscribe", [session.id, sub.id])
+        if deleted:
+            self.realm.meta_event("wamp.subscription.on_delete", [session.id, sub.id])
+
+    def remove_subscriber(self, sub: Subscription, session: Any, reason: str | None) -> None:
+        """Subscription revocation (meta API): the router unsubscribes ``session``."""
+        deleted = self._remove(session, sub)
+        if session.feature("subscriber", "subscription_revocation"):
+            session.send(m.Unsubscribed(0, subscription=sub.id, reason=reason))
+        self._meta_removed(session, sub, deleted)
+
+    def detach(self, session: Any) -> None:
+        for sub in list(session.subscriptions):
+            deleted = self._remove(session, sub)
+            self._meta_removed(session, sub, deleted)
+
+    # -- PUBLISH --------------------------------------------------------------------------
+    def publish(self, session: Any, msg: m.Publish) -> None:
+        realm = self.realm
+        topic = msg.topic
+        ack = msg.acknowledge
+        if not realm.valid_uri(topic, "exact") or (
+                topic.startswith("wamp.") and session.role.name != "trusted"):
+            if ack:
+                session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, INVALID_URI,
+                                     [f"invalid topic URI {topic!r}"]))
+            return
+        authz = realm.authorize(session, msg, topic, "publish", {})
+        if authz is None:
+            return
+        if not authz.allow:
+            if ack:
+                session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, NOT_AUTHORIZED,
+                                     [f"session is not authorized to publish to topic {topic!r}"]))
+            return
+        publication = new_id()
+        disclose = (session.id, session.authid, session.authrole) if authz.disclose else None
+        for sub in self.state.matching(topic):
+            targets = publishfilter.receivers(sub.subscribers, session, msg)
+            if targets:
+                # One EVENT per subscription: every transport serializes it once per serializer.
+                event = self._event(sub, publication, msg, topic, disclose)
+                for target in targets:
+                    target.send(event)
+        if msg.retain:
+            self.state.retain(topic, {"publication": publication, "publish": msg,
+                                      "disclose": disclose})
+        if ack:
+            session.send(m.Published(msg.request, publication))
+
+    @staticmethod
+    def _event(sub: Subscription, publication: int, msg: m.Publish, topic: str,
+               disclose: tuple | None, retained: bool | None = None) -> m.Event:
+        ev = m.Event(sub.id, publication, args=msg.args, kwargs=msg.kwargs, payload=msg.payload,
+                     topic=topic if sub.match != "exact" else None, retained=retained,
+                     enc_algo=msg.enc_algo, enc_key=msg.enc_key,
+                     enc_serializer=msg.enc_serializer)
+        if disclose is not None:
+            ev.publisher, ev.publisher_authid, ev.publisher_authrole = disclose
+        return ev
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self.state.matching(topic))

@@ -1,0 +1,48 @@
+"""Black/white listing of event receivers (WAMP "subscriber black- and whitelisting")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FILTER_KEYS = ("exclude", "eligible", "exclude_authid", "eligible_authid",
+                "exclude_authrole", "eligible_authrole")
+
+
+def has_filter(publish: Any) -> bool:
+    return any(getattr(publish, k) is not None for k in _FILTER_KEYS)
+
+
+def receivers(subscribers, publisher: Any, publish: Any) -> list:
+    """The sessions among ``subscribers`` that get the event of ``publish`` from ``publisher``.
+
+    Whitelists intersect, blacklists subtract; the publisher itself is left out unless it
+    said ``exclude_me: false``.
+    """
+    exclude_me = publish.exclude_me is None or publish.exclude_me
+    if not has_filter(publish):
+        if exclude_me:
+            return [s for s in subscribers if s is not publisher]
+        return list(subscribers)
+
+    eligible = set(publish.eligible) if publish.eligible is not None else None
+    eligible_authid = set(publish.eligible_authid) if publish.eligible_authid is not None else None
+    eligible_authrole = (set(publish.eligible_authrole)
+                         if publish.eligible_authrole is not None else None)
+    exclude = set(publish.exclude or ())
+    exclude_authid = set(publish.exclude_authid or ())
+    exclude_authrole = set(publish.exclude_authrole or ())
+
+    out = []
+    for s in subscribers:
+        if exclude_me and s is publisher:
+            continue
+        if eligible is not None and s.id not in eligible:
+            continue
+        if eligible_authid is not None and s.authid not in eligible_authid:
+            continue
+        if eligible_authrole is not None and s.authrole not in eligible_authrole:
+            continue
+        if s.id in exclude or s.authid in exclude_authid or s.authrole in exclude_authrole:
+            continue
+        out.append(s)
+    return out

@@ -1,0 +1,201 @@
+"""Realm: its sessions, roles, broker, dealer, meta API and service session."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import gevent.event
+from autobahn.wamp import message as m
+from autobahn.wamp import role as r
+from autobahn.wamp.exception import ApplicationError
+
+from geonode.router.authorization import Authorization, build_roles
+from geonode.router.broker import Broker
+from geonode.router.dealer import Dealer
+from geonode.router.meta import PROCEDURES, MetaAPI
+from geonode.router.session import JOINED, RouterSession
+
+log = logging.getLogger("geonode.router")
+
+# URI rules (WAMP spec "URI Formats"): strict = lowercase letters, digits, "_" components;
+# loose = anything but whitespace, "." and "#". Prefix patterns may end in an empty
+# component, wildcard patterns may have empty components anywhere.
+_URI = {
+    ("strict", "exact"): re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]+)$"),
+    ("strict", "prefix"): re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]*)$"),
+    ("strict", "wildcard"): re.compile(r"^(([0-9a-z_]+\.)|\.)*([0-9a-z_]+)?$"),
+    ("loose", "exact"): re.compile(r"^([^\s.#]+\.)*([^\s.#]+)$"),
+    ("loose", "prefix"): re.compile(r"^([^\s.#]+\.)*([^\s.#]*)$"),
+    ("loose", "wildcard"): re.compile(r"^(([^\s.#]+\.)|\.)*([^\s.#]+)?$"),
+}
+
+
+def welcome_roles(meta: bool) -> dict:
+    """The features this router implements, announced in WELCOME (exactly these)."""
+    broker = r.RoleBrokerFeatures(
+        publisher_identification=True, pattern_based_subscription=True,
+        subscriber_blackwhite_listing=True, publisher_exclusion=True,
+        subscription_revocation=True, event_retention=True, payload_transparency=True,
+        session_meta_api=meta or None, subscription_meta_api=meta or None)
+    dealer = r.RoleDealerFeatures(
+        caller_identification=True, pattern_based_registration=True, shared_registration=True,
+        progressive_call_results=True, registration_revocation=True, call_canceling=True,
+        call_timeout=True, payload_transparency=True,
+        session_meta_api=meta or None, registration_meta_api=meta or None,
+        testament_meta_api=meta or None)
+    return {"broker": broker, "dealer": dealer}
+
+
+class _ServicePeer:
+    """The realm's own session's transport: answers land in the waiting greenlets."""
+
+    transport_details = {"type": "internal"}
+
+    def __init__(self) -> None:
+        self.pending: dict[int, gevent.event.AsyncResult] = {}
+
+    def send(self, msg: Any) -> None:
+        if isinstance(msg, (m.Result, m.Error)):
+            waiter = self.pending.pop(msg.request, None)
+            if waiter is None:
+                return
+            if isinstance(msg, m.Result):
+                args = msg.args or []
+                if msg.kwargs:
+                    waiter.set({"args": args, "kwargs": msg.kwargs})
+                else:
+                    waiter.set(args[0] if len(args) == 1 else (args or None))
+            else:
+                waiter.set_exception(ApplicationError(msg.error, *(msg.args or []),
+                                                      **(msg.kwargs or {})))
+
+    def close(self) -> None:
+        pass
+
+
+class ServiceSession(RouterSession):
+    """The router's own session on a realm (role ``trusted``): publishes meta events and
+    testaments, calls dynamic authenticators/authorizers."""
+
+    def __init__(self, router: Any, realm: Realm) -> None:
+        super().__init__(router, _ServicePeer(), internal=True)
+        self.id = 0
+        self.realm = realm
+        self.role = realm.roles["trusted"]
+        self.authid, self.authrole = "geonode", "trusted"
+        self.authmethod, self.authprovider = "trusted", "geonode"
+        self.state = JOINED
+
+    def call(self, procedure: str, args: list, kwargs: dict | None = None,
+             timeout: float | None = None) -> Any:
+        """Call a procedure on this realm and wait (blocks this greenlet only)."""
+        request = self.next_request_id()
+        waiter = gevent.event.AsyncResult()
+        self.peer.pending[request] = waiter
+        self.realm.dealer.call(self, m.Call(request, procedure, args=args, kwargs=kwargs))
+        try:
+            return waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            self.peer.pending.pop(request, None)
+            inv = self.calls.get(request)
+            if inv is not None:
+                self.realm.dealer.cancel(self, m.Cancel(request, mode="killnowait"))
+            raise ApplicationError("wamp.error.timeout", f"{procedure} did not answer") from None
+
+
+class Realm:
+    def __init__(self, router: Any, cfg: dict) -> None:
+        self.router = router
+        self.name: str = cfg["name"]
+        options = cfg.get("options", {}) or {}
+        self.meta_enabled = bool(options.get("enable_meta_api", True))
+        self.uri_check = options.get("uri_check", "strict")
+        if self.uri_check not in ("strict", "loose"):
+            raise ValueError(f"realm {self.name!r}: uri_check must be 'strict' or 'loose'")
+        self.roles = build_roles(cfg.get("roles", []) or [], self)
+        self.sessions: dict[int, RouterSession] = {}
+        self.broker = Broker(self)
+        self.dealer = Dealer(self)
+        self.meta = MetaAPI(self)
+        self.welcome_roles = welcome_roles(self.meta_enabled)
+        self.service = ServiceSession(router, self)
+
+    # -- membership -----------------------------------------------------------------------
+    def join(self, session: RouterSession) -> None:
+        self.sessions[session.id] = session
+        if not session.restricted:
+            self.meta_event("wamp.session.on_join", lambda: [session.details()])
+
+    def leave(self, session: RouterSession) -> None:
+        self.sessions.pop(session.id, None)
+        self.broker.detach(session)
+        self.dealer.detach(session)
+        for scope in ("detached", "destroyed"):
+            for pub in session.testaments.pop(scope, ()):
+                self.broker.publish(self.service, pub)
+        if not session.restricted:
+            self.meta_event("wamp.session.on_leave", [session.id])
+
+    def meta_event(self, topic: str, args: Any) -> None:
+        """Publish a meta event (``args`` may be a callable, built only if someone listens)."""
+        if not self.meta_enabled or not self.broker.has_subscribers(topic):
+            return
+        if callable(args):
+            args = args()
+        self.broker.publish(self.service, m.Publish(0, topic, args=args))
+
+    def meta_procedure(self, uri: str) -> str | None:
+        if self.meta_enabled and uri.startswith("wamp."):
+            return PROCEDURES.get(uri)
+        return None
+
+    # -- checks ---------------------------------------------------------------------------
+    def valid_uri(self, uri: Any, match: str) -> bool:
+        pat = _URI.get((self.uri_check, match))
+        return pat is not None and isinstance(uri, str) and pat.match(uri) is not None
+
+    def authorize(self, session: RouterSession, msg: Any, uri: str, action: str,
+                  options: dict) -> Authorization | None:
+        """The session's role's answer; None when the message was deferred to a greenlet
+        because a dynamic authorizer must be asked (the handler then just returns)."""
+        role = session.role
+        ans = role.authorize_now(session, uri, action, options)
+        if ans is not None:
+            return ans
+        if session.defer(msg):
+            return None
+        return role.authorize(session, uri, action, options)
+
+    # -- message handlers (called by RouterSession with the realm first) ------------------
+    def on_publish(self, session, msg):
+        self.broker.publish(session, msg)
+
+    def on_subscribe(self, session, msg):
+        self.broker.subscribe(session, msg)
+
+    def on_unsubscribe(self, session, msg):
+        self.broker.unsubscribe(session, msg)
+
+    def on_call(self, session, msg):
+        self.dealer.call(session, msg)
+
+    def on_cancel(self, session, msg):
+        self.dealer.cancel(session, msg)
+
+    def on_register(self, session, msg):
+        self.dealer.register(session, msg)
+
+    def on_unregister(self, session, msg):
+        self.dealer.unregister(session, msg)
+
+    def on_yield(self, session, msg):
+        self.dealer.yield_(session, msg)
+
+    def on_error(self, session, msg):
+        self.dealer.error(session, msg)
+
+    def close(self) -> None:
+        for s in list(self.sessions.values()):
+            s.shutdown()

@@ -1,0 +1,340 @@
+"""RouterSession: the per-connection WAMP state machine.
+
+    ESTABLISHING --HELLO--> [AUTHENTICATING --AUTHENTICATE-->] JOINED --GOODBYE--> ESTABLISHING
+         `--> ABORT (no realm / auth failed / protocol violation)
+
+The transport calls ``receive(msg)`` for each incoming message and ``detach()`` once when the
+connection goes. Work that must wait (dynamic authenticators, dynamic authorizers) runs in a
+greenlet of this session; later messages of the same session queue up behind it so their
+order is kept, while other sessions carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import gevent
+from autobahn.wamp import message as m
+
+from geonode.router.auth import (
+    METHODS,
+    NO_AUTH_METHOD,
+    NO_SUCH_REALM,
+    NO_SUCH_ROLE,
+    Accept,
+    Challenge,
+    Deny,
+    PendingAuth,
+    pending_auth,
+)
+from geonode.router.state import new_id
+
+log = logging.getLogger("geonode.router")
+
+ESTABLISHING, AUTHENTICATING, JOINED, CLOSING, CLOSED = range(5)
+PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
+# Messages a session may queue while one of its own earlier messages waits on an authorizer.
+BACKLOG_LIMIT = 1000
+GOODBYE_TIMEOUT = 5.0
+
+
+class RouterSession:
+    """One client connection's WAMP session (and, after GOODBYE, the next one on it)."""
+
+    def __init__(self, router: Any, peer: Any, auth_config: dict | None = None,
+                 auth: dict | None = None, internal: bool = False) -> None:
+        self.router = router
+        self.peer = peer
+        self.auth_config = auth_config
+        self.trusted_auth = auth
+        self.internal = internal
+        self.transport_details: dict = dict(getattr(peer, "transport_details", None) or {})
+        self.state = ESTABLISHING
+        self.id: int = 0
+        self.pending_id: int = 0
+        self.realm: Any = None
+        self.authid: str | None = None
+        self.authrole: str | None = None
+        self.authmethod: str | None = None
+        self.authprovider: str | None = None
+        self.authextra: dict | None = None
+        self.role: Any = None
+        self.client_roles: dict = {}
+        self._pending: PendingAuth | None = None
+        self._backlog: deque | None = None
+        self.in_worker = False
+        self._request_id = 0
+        self._goodbye_timer: Any = None
+        self._init_joined_state()
+
+    def _init_joined_state(self) -> None:
+        self.subscriptions: dict[Any, None] = {}
+        self.registrations: dict[Any, None] = {}
+        self.calls: dict[int, Any] = {}          # CALL.Request -> invocation (as caller)
+        self.invocations: dict[int, Any] = {}    # INVOCATION.Request -> invocation (as callee)
+        self.testaments: dict[str, list] = {}
+        self.authz_cache: dict = {}
+
+    # -- helpers used by realm/broker/dealer ----------------------------------------------
+    def send(self, msg: Any) -> None:
+        if self.state != CLOSED:
+            self.peer.send(msg)
+
+    def next_request_id(self) -> int:
+        # Session-scope ids for router-originated requests (INVOCATION); 2**53 wraps to 1.
+        self._request_id = self._request_id + 1 if self._request_id < 2**53 else 1
+        return self._request_id
+
+    def feature(self, role: str, name: str) -> bool:
+        return bool(getattr(self.client_roles.get(role), name, False))
+
+    def details(self) -> dict:
+        """Session details as the meta API and authorizers see them."""
+        return {"session": self.id, "realm": self.realm.name if self.realm else None,
+                "authid": self.authid, "authrole": self.authrole,
+                "authmethod": self.authmethod, "authprovider": self.authprovider,
+                "authextra": self.authextra, "transport": self.transport_details}
+
+    @property
+    def restricted(self) -> bool:
+        """The router's own and trusted sessions, left out of meta listings (as Crossbar does)."""
+        return self.internal or self.authrole == "trusted"
+
+    def __repr__(self) -> str:
+        return f"<RouterSession {self.id} {self.authid}/{self.authrole}>"
+
+    # -- transport entry points -----------------------------------------------------------
+    def receive(self, msg: Any) -> None:
+        """One message from the client (in the transport's greenlet)."""
+        if self.state == CLOSED:
+            return
+        if self._backlog is not None:
+            if len(self._backlog) >= BACKLOG_LIMIT:
+                self.protocol_violation("too many messages while waiting for an authorizer")
+                return
+            self._backlog.append(msg)
+            return
+        self._process(msg)
+
+    def defer(self, msg: Any) -> bool:
+        """Run ``msg`` (and everything queued after it) in a greenlet that may block.
+
+        Returns True when deferred; handlers call it before any side effect and return."""
+        if self.in_worker:
+            return False
+        self._backlog = deque([msg])
+        gevent.spawn(self._drain)
+        return True
+
+    def _drain(self) -> None:
+        self.in_worker = True
+        try:
+            while self._backlog and self.state != CLOSED:
+                self._process(self._backlog.popleft())
+        finally:
+            self.in_worker = False
+            self._backlog = None
+
+    def detach(self) -> None:
+        """The transport is gone (called exactly once by the transport)."""
+        if self.state == CLOSED:
+            return
+        self._leave_realm()
+        self.state = CLOSED
+        self._backlog = None
+        self.router.detached(self)
+
+    def protocol_violation(self, text: str) -> None:
+        """End this session for a malformed or out-of-order message (also for transports
+        that fail to parse a message)."""
+        if self.state == CLOSED:
+            return
+        log.warning("session %s (%s): protocol violation: %s", self.id or "-",
+                    self.transport_details.get("peer", "?"), text)
+        self.peer.send(m.Abort(PROTOCOL_VIOLATION, text))
+        self._leave_realm()
+        self.state = CLOSED
+        self.peer.close()
+
+    def kill(self, reason: str | None = None, message: str | None = None) -> None:
+        """Router-initiated end of session: GOODBYE now, state freed now."""
+        if self.state != JOINED:
+            return
+        self.peer.send(m.Goodbye(reason or "wamp.close.killed", message))
+        self._leave_realm()
+        self.state = CLOSING
+        # The client should answer GOODBYE; if it does not, drop the connection.
+        self._goodbye_timer = gevent.get_hub().loop.timer(GOODBYE_TIMEOUT)
+        self._goodbye_timer.start(self._close_transport)
+
+    def shutdown(self) -> None:
+        if self.state == JOINED:
+            self.peer.send(m.Goodbye("wamp.close.system_shutdown", "router is shutting down"))
+            self._leave_realm()
+        self.state = CLOSED
+        self.peer.close()
+
+    def _close_transport(self) -> None:
+        if self.state != CLOSED:
+            self.state = CLOSED
+            self.peer.close()
+
+    # -- state machine --------------------------------------------------------------------
+    def _process(self, msg: Any) -> None:
+        try:
+            state = self.state
+            if state == JOINED:
+                handler = _JOINED_HANDLERS.get(type(msg))
+                if handler is None:
+                    if isinstance(msg, m.Goodbye):
+                        self._on_goodbye(msg)
+                    else:
+                        self.protocol_violation(f"unexpected {type(msg).__name__} after WELCOME")
+                    return
+                handler(self.realm, self, msg)
+            elif state == ESTABLISHING:
+                if isinstance(msg, m.Hello):
+                    self._on_hello(msg)
+                elif isinstance(msg, m.Abort):
+                    self._close_transport()
+                else:
+                    self.protocol_violation(f"unexpected {type(msg).__name__} before HELLO")
+            elif state == AUTHENTICATING:
+                if isinstance(msg, m.Authenticate):
+                    self._on_authenticate(msg)
+                elif isinstance(msg, m.Abort):
+                    self._close_transport()
+                else:
+                    self.protocol_violation(f"unexpected {type(msg).__name__} while authenticating")
+            elif state == CLOSING:
+                if isinstance(msg, (m.Goodbye, m.Abort)):
+                    self._close_transport()
+        except Exception:
+            # A bug of ours must not take the node down; this session cannot be trusted anymore.
+            log.exception("session %s: error handling %s", self.id, type(msg).__name__)
+            self.protocol_violation(f"internal error handling {type(msg).__name__}")
+
+    def _abort(self, reason: str, message: str = "") -> None:
+        log.info("session %s (%s): ABORT %s %s", self.pending_id,
+                 self.transport_details.get("peer", "?"), reason, message)
+        self.peer.send(m.Abort(reason, message or None))
+        self._pending = None
+        self.state = ESTABLISHING
+        self._close_transport()
+
+    def _on_hello(self, msg: m.Hello) -> None:
+        if not self.pending_id:
+            self.pending_id = new_id()
+        realm_name = msg.realm
+        if self.trusted_auth is not None:
+            a = self.trusted_auth
+            self._accept(Accept(a.get("realm", realm_name), a.get("authid") or f"router-{self.pending_id}",
+                                a.get("authrole", "trusted"), "trusted", "geonode",
+                                a.get("authextra")), msg)
+            return
+        authmethods = msg.authmethods or ["anonymous"]
+        pending: PendingAuth | None = None
+        if not self.auth_config:
+            if "anonymous" not in authmethods:
+                self._abort(NO_AUTH_METHOD, f"cannot authenticate using any of {authmethods}")
+                return
+            pending = pending_auth("anonymous", {"type": "static", "role": "anonymous"}, self)
+        else:
+            for method in authmethods:
+                if method in METHODS and method in self.auth_config:
+                    pending = pending_auth(method, self.auth_config[method], self)
+                    break
+            if pending is None:
+                self._abort(NO_AUTH_METHOD, f"cannot authenticate using any of {authmethods}")
+                return
+        # A dynamic authenticator may pick the realm; otherwise it must exist up front.
+        if pending.provider == "static" and realm_name not in self.router.realms:
+            self._abort(NO_SUCH_REALM, f"no realm {realm_name!r} exists on this router")
+            return
+        if pending.blocking and self.defer(msg):
+            return
+        self._pending = pending
+        self._handle_auth_answer(pending.hello(realm_name, msg), msg)
+
+    def _on_authenticate(self, msg: m.Authenticate) -> None:
+        pending = self._pending
+        if pending.blocking and self.defer(msg):
+            return
+        self._handle_auth_answer(pending.authenticate(msg.signature, msg.extra), pending.hello_msg)
+
+    def _handle_auth_answer(self, answer: Any, hello: m.Hello) -> None:
+        if self.state == CLOSED:
+            return
+        if isinstance(answer, Challenge):
+            self.state = AUTHENTICATING
+            self.peer.send(m.Challenge(answer.method, answer.extra))
+        elif isinstance(answer, Accept):
+            self._accept(answer, hello)
+        else:
+            assert isinstance(answer, Deny)
+            self._abort(answer.reason, answer.message)
+
+    def _accept(self, a: Accept, hello: m.Hello) -> None:
+        self._pending = None
+        realm = self.router.realms.get(a.realm) if a.realm else None
+        if realm is None:
+            self._abort(NO_SUCH_REALM, f"no realm {a.realm!r} exists on this router")
+            return
+        role = realm.roles.get(a.authrole)
+        if role is None:
+            self._abort(NO_SUCH_ROLE, f"no role {a.authrole!r} on realm {a.realm!r}")
+            return
+        self.id = self.pending_id or new_id()
+        self.pending_id = 0
+        self.realm, self.role = realm, role
+        self.authid, self.authrole = a.authid, a.authrole
+        self.authmethod, self.authprovider, self.authextra = a.authmethod, a.authprovider, a.authextra
+        self.client_roles = hello.roles or {}
+        self._init_joined_state()
+        self.state = JOINED
+        self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
+                                 authrole=a.authrole, authmethod=a.authmethod,
+                                 authprovider=a.authprovider, authextra=a.authextra or {}))
+        realm.join(self)
+
+    def _on_goodbye(self, msg: m.Goodbye) -> None:
+        self.peer.send(m.Goodbye("wamp.close.goodbye_and_out"))
+        self._leave_realm()
+        # The transport stays open: the client may send a new HELLO or close it.
+        self.state = ESTABLISHING
+
+    def _leave_realm(self) -> None:
+        if self._goodbye_timer is not None:
+            self._goodbye_timer.close()
+            self._goodbye_timer = None
+        realm = self.realm
+        if realm is not None and self.state in (JOINED, CLOSING):
+            self.realm = None
+            self.state = CLOSING
+            realm.leave(self)
+            self._init_joined_state()
+
+
+def _handlers() -> dict:
+    from geonode.router import realm as r
+    return {
+        m.Publish: r.Realm.on_publish,
+        m.Subscribe: r.Realm.on_subscribe,
+        m.Unsubscribe: r.Realm.on_unsubscribe,
+        m.Call: r.Realm.on_call,
+        m.Cancel: r.Realm.on_cancel,
+        m.Register: r.Realm.on_register,
+        m.Unregister: r.Realm.on_unregister,
+        m.Yield: r.Realm.on_yield,
+        m.Error: r.Realm.on_error,
+    }
+
+
+_JOINED_HANDLERS: dict = {}
+
+
+def install_handlers() -> None:
+    if not _JOINED_HANDLERS:
+        _JOINED_HANDLERS.update(_handlers())

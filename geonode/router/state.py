@@ -1,0 +1,145 @@
+"""Broker and dealer state: the subscription and registration tables.
+
+Kept behind two small classes so a backplane (e.g. Redis, to share a realm between processes)
+can replace the in-memory tables later without touching the broker/dealer logic. Sessions are
+stored as objects; a backplane would keep ids and map them back to local sessions.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from geonode.router.matching import UriTable
+
+_rand = random.SystemRandom()
+
+
+def new_id() -> int:
+    """A random WAMP ID in [1, 2**53] (global scope: sessions, publications, subscriptions)."""
+    return _rand.randint(1, 2**53)
+
+
+def utcnow() -> str:
+    # Crossbar's "created" format, e.g. 2026-11-25T15:35:15.123Z
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Subscription:
+    __slots__ = ("id", "uri", "match", "created", "subscribers")
+
+    def __init__(self, uri: str, match: str) -> None:
+        self.id = new_id()
+        self.uri = uri
+        self.match = match
+        self.created = utcnow()
+        # session -> None; a dict keeps insertion order and O(1) removal
+        self.subscribers: dict[Any, None] = {}
+
+    def details(self) -> dict:
+        return {"id": self.id, "created": self.created, "uri": self.uri, "match": self.match}
+
+
+class Registration:
+    __slots__ = ("id", "uri", "match", "invoke", "created", "callees", "rr_index")
+
+    def __init__(self, uri: str, match: str, invoke: str) -> None:
+        self.id = new_id()
+        self.uri = uri
+        self.match = match
+        self.invoke = invoke
+        self.created = utcnow()
+        self.callees: list[Any] = []
+        self.rr_index = 0
+
+    def details(self) -> dict:
+        return {"id": self.id, "created": self.created, "uri": self.uri, "match": self.match,
+                "invoke": self.invoke}
+
+
+class BrokerState:
+    """In-memory subscriptions and retained events of one realm."""
+
+    def __init__(self) -> None:
+        self.table: UriTable[Subscription] = UriTable()
+        self.by_id: dict[int, Subscription] = {}
+        # topic -> the last retained publication (a dict the broker turns into an EVENT)
+        self.retained: dict[str, dict] = {}
+
+    def subscribe(self, session: Any, uri: str, match: str) -> tuple[Subscription, bool, bool]:
+        """Add ``session``; returns (subscription, created, newly_subscribed)."""
+        sub = self.table.get(uri, match)
+        created = sub is None
+        if sub is None:
+            sub = Subscription(uri, match)
+            self.table.add(uri, match, sub)
+            self.by_id[sub.id] = sub
+        is_new = session not in sub.subscribers
+        sub.subscribers[session] = None
+        return sub, created, is_new
+
+    def unsubscribe(self, session: Any, sub: Subscription) -> bool:
+        """Remove ``session``; returns True when the subscription is now gone."""
+        sub.subscribers.pop(session, None)
+        if sub.subscribers:
+            return False
+        self.table.remove(sub.uri, sub.match)
+        self.by_id.pop(sub.id, None)
+        return True
+
+    def get(self, sub_id: int) -> Subscription | None:
+        return self.by_id.get(sub_id)
+
+    def matching(self, topic: str) -> list[Subscription]:
+        return self.table.match_all(topic)
+
+    def retain(self, topic: str, event: dict) -> None:
+        self.retained[topic] = event
+
+    def retained_for(self, sub: Subscription) -> list[tuple[str, dict]]:
+        if sub.match == "exact":
+            ev = self.retained.get(sub.uri)
+            return [(sub.uri, ev)] if ev is not None else []
+        probe: UriTable[Subscription] = UriTable()
+        probe.add(sub.uri, sub.match, sub)
+        return [(t, ev) for t, ev in self.retained.items() if probe.match_all(t)]
+
+
+class DealerState:
+    """In-memory registrations of one realm."""
+
+    def __init__(self) -> None:
+        self.table: UriTable[Registration] = UriTable()
+        self.by_id: dict[int, Registration] = {}
+
+    def lookup(self, uri: str, match: str) -> Registration | None:
+        return self.table.get(uri, match)
+
+    def register(self, session: Any, uri: str, match: str, invoke: str) -> tuple[Registration, bool]:
+        """Add ``session`` as a callee (the caller checked invoke policy conflicts)."""
+        reg = self.table.get(uri, match)
+        created = reg is None
+        if reg is None:
+            reg = Registration(uri, match, invoke)
+            self.table.add(uri, match, reg)
+            self.by_id[reg.id] = reg
+        if session not in reg.callees:
+            reg.callees.append(session)
+        return reg, created
+
+    def unregister(self, session: Any, reg: Registration) -> bool:
+        """Remove ``session``; returns True when the registration is now gone."""
+        if session in reg.callees:
+            reg.callees.remove(session)
+        if reg.callees:
+            return False
+        self.table.remove(reg.uri, reg.match)
+        self.by_id.pop(reg.id, None)
+        return True
+
+    def get(self, reg_id: int) -> Registration | None:
+        return self.by_id.get(reg_id)
+
+    def best(self, procedure: str) -> Registration | None:
+        return self.table.best(procedure)
