@@ -1,0 +1,231 @@
+"""The ``geonode`` command line, run as a real subprocess: version, help, check, init, start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, free_port, geonode_cmd, launch
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+                      r"[\w.]+: ")
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 30,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(geonode_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=dict(os.environ, **(env or {})))
+
+
+def port_is_closed(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
+def test_version():
+    r = run("version")
+    assert r.returncode == 0
+    import autobahn
+    import gevent
+    import werkzeug  # noqa: F401
+
+    from geonode import __version__
+
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["geonode", __version__]
+    assert lines[1].startswith("Python") and sys.version.split()[0] in lines[1]
+    assert f"gevent    {gevent.__version__}" in r.stdout
+    assert f"autobahn  {autobahn.__version__}" in r.stdout
+    assert re.search(r"^werkzeug  \d+\.\d+", r.stdout, re.M)
+
+
+def test_console_script():
+    exe = Path(sys.executable).with_name("geonode")
+    if not exe.exists():
+        pytest.skip("geonode console script not installed next to this interpreter")
+    r = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("geonode")
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("start", "dev", "check", "init", "version"):
+        assert re.search(rf"^\s+{cmd}\s", r.stdout, re.M), r.stdout
+    r = run("start", "--help")
+    assert r.returncode == 0
+    assert "--loglevel" in r.stdout and "--reload" in r.stdout
+    assert "{debug,info,warning,error}" in r.stdout
+
+
+def test_bad_loglevel():
+    r = run("--loglevel", "loud", "node.json")
+    assert r.returncode == 2
+    assert "invalid choice: 'loud'" in r.stderr
+
+
+def test_check_ok_root_and_samples():
+    for rel in ("node.json", "samples/flask/node.json", "samples/django/node.json",
+                "samples/pyramid/node.json"):
+        r = run("check", rel, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"ok: {rel} looks good"
+
+
+def test_check_bad(tmp_path):
+    cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "port": 8080},
+        "paths": {"api": {"type": "wsgi", "object": "app"}, "x": {"type": "cgi"}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = run("check", str(p))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "workers[0].transports[0].paths.api.module: 'module' is required" in r.stderr
+    assert ("workers[0].transports[0].paths.x.type: service type 'cgi' is not supported "
+            "by geonode") in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_init_writes_a_starter_and_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "mynode"
+    r = run("init", str(target))
+    assert r.returncode == 0, r.stderr
+    for rel in ("node.json", "myapp.py", "templates/index.html", "static/style.css"):
+        assert (target / rel).is_file(), rel
+    assert run("check", str(target / "node.json")).returncode == 0
+    before = (target / "node.json").read_text()
+    (target / "node.json").write_text(before + " ")
+    r = run("init", str(target))
+    assert r.returncode == 1
+    assert "already exists" in r.stderr and "Traceback" not in r.stderr
+    assert (target / "node.json").read_text() == before + " "
+
+
+def test_init_default_dir_is_cwd(tmp_path):
+    r = run("init", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "node.json").is_file()
+
+
+def test_init_then_start(tmp_path):
+    """The starter node runs as written (only the port is changed) and serves all its parts."""
+    target = tmp_path / "starter"
+    assert run("init", str(target)).returncode == 0
+    cfg = json.loads((target / "node.json").read_text())
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
+    node = launch(cfg, target, args=("start",))
+    try:
+        r = requests.get(node.url + "/", timeout=5)
+        assert r.status_code == 200
+        assert "<h1>Hello from geonode</h1>" in r.text
+        r = requests.get(node.url + "/static/style.css", timeout=5)
+        assert r.status_code == 200 and "font-family" in r.text
+        assert requests.get(node.url + "/api/ping", timeout=5).json() == {"pong": True}
+    finally:
+        assert node.stop() == 0
+    # one line per event, timestamped
+    lines = [x for x in node.log().splitlines() if x and not x.startswith(" ")]
+    assert lines and all(LOG_LINE.match(x) for x in lines), node.log()
+
+
+def test_pythonpath_and_env_relative_to_config(tmp_path):
+    """``pythonpath`` entries resolve against the config's folder, not the working directory,
+    and ``options.env.vars`` reach the app through ``os.environ``."""
+    app_dir = tmp_path / "conf" / "src"
+    app_dir.mkdir(parents=True)
+    (app_dir / "envapp.py").write_text(
+        "import os\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [os.environ['GEONODE_GREETING'].encode()]\n")
+    port = free_port()
+    cfg = {"version": 2, "workers": [{
+        "type": "router",
+        "options": {"pythonpath": ["src"], "env": {"vars": {"GEONODE_GREETING": "hi there"}}},
+        "transports": [{"type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1",
+                                                    "port": port},
+                        "paths": {"/": {"type": "wsgi", "module": "envapp",
+                                        "object": "app"}}}]}]}
+    (tmp_path / "conf" / "node.json").write_text(json.dumps(cfg))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    from conftest import Node, wait_port
+
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(geonode_cmd("../conf/node.json"), cwd=elsewhere, stdout=log,
+                                stderr=subprocess.STDOUT)
+    node = Node(proc=proc, port=port, dir=tmp_path, log_path=log_path)
+    try:
+        wait_port(port, proc)
+        r = requests.get(node.url + "/", timeout=5)
+        assert r.status_code == 200 and r.text == "hi there"
+    finally:
+        node.stop()
+
+
+def test_start_bad_config_exits_1_and_listens_nowhere(tmp_path):
+    port = free_port()
+    cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+        "paths": {"/": {"type": "wsgi", "module": "m", "object": "app", "threadz": 3}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = run(str(p), timeout=30)
+    assert r.returncode == 1
+    assert "workers[0].transports[0].paths[\"/\"].threadz: unknown key 'threadz'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert port_is_closed(port)
+
+
+def test_start_missing_config_file(tmp_path):
+    r = run("start", str(tmp_path / "nothere.json"))
+    assert r.returncode == 1
+    assert "no such config file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_start_app_import_failure(tmp_path):
+    """A module that cannot be imported: exit 1, the message names the key and the module,
+    and nothing is left listening (the other transport's port is closed again too)."""
+    port, port2 = free_port(), free_port()
+    cfg = {"version": 2, "workers": [{"type": "router", "transports": [
+        {"type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port2},
+         "paths": {"/": {"type": "json", "value": 1}}},
+        {"type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port},
+         "paths": {"app": {"type": "wsgi", "module": "no_such_module_xyz",
+                           "object": "app"}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = run(str(p), timeout=30)
+    assert r.returncode == 1
+    assert "workers[0].transports[1].paths.app" in r.stderr
+    assert "no_such_module_xyz" in r.stderr
+    assert "sys.path" in r.stderr
+    assert port_is_closed(port) and port_is_closed(port2)
+
+
+def test_loglevel_debug_and_warning(tmp_path):
+    cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": "$PORT"},
+        "paths": {"/": {"type": "json", "value": {"ok": True}}}}]}]}
+    quiet = launch(cfg, tmp_path / "quiet", args=("--loglevel", "warning"))
+    loud = launch(cfg, tmp_path / "loud", args=("start", "--loglevel", "debug"))
+    try:
+        for node in (quiet, loud):
+            assert requests.get(node.url + "/", timeout=5).json() == {"ok": True}
+    finally:
+        quiet.stop()
+        loud.stop()
+    assert " INFO " not in quiet.log() and " DEBUG " not in quiet.log()
+    assert " INFO " in loud.log() or " DEBUG " in loud.log()
