@@ -16,7 +16,7 @@ from conftest import free_port, web_node
 # Set by tests, waited on by the upstream: proves bytes move before the whole body exists.
 STREAM_GO = threading.Event()
 BODY_HALF = threading.Event()
-BODY_REST = threading.Event()
+BIG = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -58,6 +58,15 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             return
         if self.path.startswith("/base/status/418"):
             return self._send(418, b"short and stout", {"X-Custom": "kept"})
+        if self.path.startswith("/base/badlen"):
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.send_header("Content-Length", "7")
+            self.end_headers()
+            self.wfile.write(b"1234567")
+            return
+        if self.path.startswith("/base/big"):
+            return self._send(200, BIG)
         if self.path.startswith("/base/silent"):
             time.sleep(3)
             return self._send(200, b"too late")
@@ -243,3 +252,17 @@ def test_concurrent_requests(node):
             assert requests.get(node.url + f"/up/n{i}", timeout=5).json()["path"] == f"/base/n{i}"
         STREAM_GO.set()
         assert b"".join(it) == b"second\n"
+
+
+def test_big_response_intact(node):
+    with requests.get(node.url + "/up/big", stream=True) as r:
+        assert int(r.headers["Content-Length"]) == len(BIG)
+        h = hashlib.sha256()
+        for chunk in r.iter_content(65536):
+            h.update(chunk)
+    assert h.hexdigest() == hashlib.sha256(BIG).hexdigest()
+
+
+def test_ambiguous_upstream_length_is_502(node):
+    r = requests.get(node.url + "/up/badlen")
+    assert r.status_code == 502 and "Content-Length" in r.text

@@ -55,6 +55,10 @@ def _plain(start_response, status: int, text: str, head: bool = False) -> list[b
     return [] if head else [body]
 
 
+def _clean(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ") if "\r" in value or "\n" in value else value
+
+
 def _connection_tokens(value: str | None) -> set[str]:
     return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
 
@@ -219,7 +223,8 @@ class ReverseProxy:
             name = key[5:].replace("_", "-").title()
             if name.lower() in drop or name.lower() in ("content-length", "content-type"):
                 continue
-            lines.append(f"{name}: {value}")
+            # obs-folded values arrive with line breaks: never forward those raw.
+            lines.append(f"{name}: {_clean(value)}")
         if environ.get("CONTENT_TYPE"):
             lines.append(f"Content-Type: {environ['CONTENT_TYPE']}")
         if body_mode == "length":
@@ -302,12 +307,19 @@ class ReverseProxy:
                       for k, v in headers)
         out = [(k, v) for k, v in headers if k.lower() not in drop
                and not (chunked and k.lower() == "content-length")]
-        clen = next((v for k, v in out if k.lower() == "content-length"), None)
+        lengths = {v.strip() for k, v in out if k.lower() == "content-length"}
+        if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
+            # Ambiguous framing is how responses get smuggled: refuse it.
+            sock.close()
+            log.warning("reverseproxy: %s:%s sent an invalid Content-Length", self.host, self.port)
+            return _plain(start_response, 502, "bad gateway: upstream sent an invalid "
+                          "Content-Length", head)
+        clen = next(iter(lengths), None)
         if head or code in (204, 304):
             mode, n = "none", 0
         elif chunked:
             mode, n = "chunked", 0
-        elif clen is not None and clen.isdigit():
+        elif clen is not None:
             mode, n = "length", int(clen)
         else:
             mode, n = "eof", 0

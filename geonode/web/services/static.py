@@ -229,6 +229,11 @@ class StaticApp:
                 return []
             if start:
                 f.seek(start)
+            if length <= CHUNK:
+                # Small files (the common case): one read, the file closed before any I/O.
+                data = f.read(length)
+                f.close()
+                return [data]
             return FileIter(f, length)
         except BaseException:
             f.close()
