@@ -20,6 +20,7 @@ import logging
 import sys
 import tempfile
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
@@ -123,34 +124,90 @@ def _simple_response(start_response: Callable, status: str, text: str,
     return [body]
 
 
+class _Channel:
+    """Thread → hub wake-ups for one request: a libev async watcher, reused across requests.
+
+    ``send()`` is safe from any thread and coalesces (a second send before the hub ran is
+    free), so a response whose chunks are all produced at once still wakes the hub once.
+    """
+
+    __slots__ = ("watcher", "waiter", "hub")
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.waiter: Any = None
+        self.watcher = hub.loop.async_()
+        self.watcher.start(self._fire)
+
+    def _fire(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            w.switch(None)
+
+    def wait(self) -> None:
+        """Block this greenlet until the next send (spurious wake-ups are possible)."""
+        from gevent.hub import Waiter
+
+        w = self.waiter = Waiter(self.hub)
+        try:
+            w.get()
+        finally:
+            self.waiter = None
+
+
 class _Call:
-    """One request's trip through the pool: what the app said and produced so far."""
+    """One request's trip through the pool.
 
-    __slots__ = ("status", "headers", "exc_info", "chunks", "iterator", "result", "error")
+    The worker thread appends body chunks to ``queue`` and ends it with one marker: ``_DONE``,
+    ``_ERROR`` (``error`` holds exc_info) or ``_HANDOFF`` (a long stream: the rest is pulled one
+    chunk per pool round trip, which bounds the memory a fast producer can fill).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("status", "headers", "exc_info", "queue", "send", "iterator", "result",
+                 "error", "cancelled", "headers_seen")
+
+    def __init__(self, send: Callable | None = None) -> None:
         self.status: str | None = None
         self.headers: list | None = None
         self.exc_info: Any = None
-        self.chunks: list[bytes] = []
+        self.queue: deque = deque()
+        self.send = send
         self.iterator: Any = None
         self.result: Any = None
         self.error: Any = None
+        self.cancelled = False
+        self.headers_seen = False
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
-        if exc_info is not None and self.iterator is not None:
+        if exc_info is not None and self.headers_seen:
             # Headers may already be on the wire: PEP 3333 says re-raise.
             raise exc_info[1].with_traceback(exc_info[2])
         self.status = status
         self.headers = headers
         self.exc_info = exc_info
-        return self.chunks.append
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's legacy ``write()``: queued like a yielded chunk."""
+        if data:
+            self.headers_seen = True
+            self.queue.append(data)
+            if self.send is not None:
+                self.send()
 
 
 def _close(result: Any) -> None:
     close = getattr(result, "close", None)
     if close is not None:
         close()
+
+
+_ERROR = object()
+_HANDOFF = object()
+# A stream pushes at most this much by itself before the hub takes over pulling.
+_PUSH_CHUNKS = 64
+_PUSH_BYTES = 1024 * 1024
 
 
 class WSGIHost:
@@ -163,9 +220,53 @@ class WSGIHost:
         self.display_tracebacks = display_tracebacks
         self.environ_hook = environ_hook
         self.name = name
+        self._channels: list[_Channel] = []
 
     # ---- runs on the pool -------------------------------------------------------------
+    def _produce(self, call: _Call, environ: dict) -> None:
+        """Call the app and iterate its response, pushing chunks to the hub as they come."""
+        q = call.queue
+        send = call.send
+        result = None
+        try:
+            if self.environ_hook is not None:
+                self.environ_hook(environ)
+            result = self.app(environ, call.start_response)
+            if type(result) is list or type(result) is tuple:
+                q.extend(result)
+            else:
+                it = iter(result)
+                chunks = size = 0
+                for chunk in it:
+                    if not chunk:
+                        continue
+                    call.headers_seen = True
+                    q.append(chunk)
+                    send()
+                    if call.cancelled:
+                        break
+                    chunks += 1
+                    size += len(chunk)
+                    if chunks >= _PUSH_CHUNKS or size >= _PUSH_BYTES:
+                        call.iterator, call.result = it, result
+                        q.append(_HANDOFF)
+                        send()
+                        return
+            result, r = None, result
+            _close(r)
+            q.append(_DONE)
+        except BaseException:  # noqa: B036 - even SystemExit in a view is that request's 500
+            call.error = sys.exc_info()
+            if result is not None:
+                try:
+                    _close(result)
+                except Exception:
+                    log.debug("close() after an app error failed", exc_info=True)
+            q.append(_ERROR)
+        send()
+
     def _begin(self, environ: dict) -> _Call:
+        """Greenlet mode: call the app here and pull up to the first non-empty chunk."""
         call = _Call()
         try:
             if self.environ_hook is not None:
@@ -173,7 +274,7 @@ class WSGIHost:
             result = self.app(environ, call.start_response)
             call.result = result
             if type(result) is list or type(result) is tuple:
-                call.chunks.extend(result)
+                call.queue.extend(result)
                 _close(result)
                 call.result = None
                 return call
@@ -182,38 +283,60 @@ class WSGIHost:
             # first non-empty chunk, or the end.
             for chunk in it:
                 if chunk:
-                    call.chunks.append(chunk)
+                    call.queue.append(chunk)
                     call.iterator = it
+                    call.headers_seen = True
                     return call
             _close(result)
             call.result = None
-        except BaseException:  # noqa: B036 - even SystemExit in a view is that request's 500
+        except BaseException:  # noqa: B036
             call.error = sys.exc_info()
             if call.result is not None:
                 try:
                     _close(call.result)
                 except Exception:
-                    pass
+                    log.debug("close() after an app error failed", exc_info=True)
                 call.result = None
         return call
 
     @staticmethod
     def _next(call: _Call) -> Any:
+        """The next non-empty chunk, ``_DONE`` (response closed) or ``_ERROR``."""
         try:
-            return next(call.iterator)
-        except StopIteration:
-            call.iterator = None
-            result, call.result = call.result, None
-            _close(result)
-            return _DONE
+            for chunk in call.iterator:
+                if chunk:
+                    return chunk
+        except BaseException:  # noqa: B036
+            call.error = sys.exc_info()
+            WSGIHost._finish(call)
+            return _ERROR
+        WSGIHost._finish(call)
+        return _DONE
 
     @staticmethod
     def _finish(call: _Call) -> None:
         result, call.result = call.result, None
         call.iterator = None
-        _close(result)
+        try:
+            _close(result)
+        except BaseException:  # noqa: B036
+            log.warning("close() of a WSGI response failed", exc_info=True)
 
     # ---- runs on the hub --------------------------------------------------------------
+    def _channel(self) -> _Channel:
+        if self._channels:
+            ch = self._channels.pop()
+            ch.watcher.ref = True
+            return ch
+        from gevent import get_hub
+
+        return _Channel(get_hub())
+
+    def _release(self, ch: _Channel) -> None:
+        # Idle watchers must not keep the loop alive.
+        ch.watcher.ref = False
+        self._channels.append(ch)
+
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
             spool_body(environ)
@@ -222,38 +345,86 @@ class WSGIHost:
                                     f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n")
         environ["wsgi.multithread"] = True
         environ["wsgi.multiprocess"] = False
-        call = self.pool.apply(self._begin, (environ,))
-        if call.error is not None:
+        ch = self._channel()
+        call = _Call(ch.watcher.send)
+        q = call.queue
+        task = self.pool.spawn(self._produce, call, environ)
+        try:
+            while not q:
+                ch.wait()
+        except BaseException:
+            # Killed while the app runs (shutdown past its grace): the thread finishes alone.
+            call.cancelled = True
+            raise
+        first = q.popleft()
+        if first is _ERROR:
+            self._release(ch)
             return self._error_page(environ, start_response, call.error)
         if call.status is None:
+            call.cancelled = True
+            if first is not _DONE:
+                task.wait()
+            self._release(ch)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
+        if first is _DONE:
+            self._release(ch)
+            start_response(call.status, call.headers, call.exc_info)
+            return []
+        if q and q[-1] is _DONE:
+            # The whole response is here already (the usual case): one list, Content-Length known.
+            q.pop()
+            chunks = [first, *q] if q else [first]
+            self._release(ch)
+            start_response(call.status, call.headers, call.exc_info)
+            return chunks
         start_response(call.status, call.headers, call.exc_info)
-        if call.iterator is None:
-            return call.chunks
-        return self._stream(call, environ)
+        return self._stream(call, ch, task, first, environ)
 
-    def _stream(self, call: _Call, environ: dict) -> Iterable[bytes]:
+    def _stream(self, call: _Call, ch: _Channel, task: Any, first: Any,
+                environ: dict) -> Iterable[bytes]:
+        q = call.queue
+        finished = False
         try:
-            yield from call.chunks
-            call.chunks = []
+            item = first
+            while item is not _HANDOFF:
+                if item is _DONE:
+                    finished = True
+                    return
+                if item is _ERROR:
+                    finished = True
+                    self._abort(environ, call.error)
+                yield item
+                while not q:
+                    ch.wait()
+                item = q.popleft()
+            # A long stream: pull it one chunk per round trip from now on.
             apply = self.pool.apply
             next_ = self._next
             while True:
                 chunk = apply(next_, (call,))
                 if chunk is _DONE:
+                    finished = True
                     return
-                if chunk:
-                    yield chunk
-        except Exception:
-            # Headers are already sent: all we can do is log and drop the connection
-            # (pywsgi closes it when iteration fails after the response started).
-            log.error("%s: error while streaming the response to %s %s", self.name,
-                      environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc_info=True)
-            raise _StreamAborted(errno.ECONNRESET, "response aborted by the application") from None
+                if chunk is _ERROR:
+                    finished = True
+                    self._abort(environ, call.error)
+                yield chunk
         finally:
-            if call.result is not None:
-                self.pool.apply(self._finish, (call,))
+            if not finished:
+                # The client went away (or the node is stopping): stop the producer.
+                call.cancelled = True
+                task.wait()
+                if call.result is not None:
+                    self.pool.apply(self._finish, (call,))
+            self._release(ch)
+
+    def _abort(self, environ: dict, exc_info: Any) -> None:
+        # Headers are already sent: all that is left is to log and drop the connection
+        # (pywsgi closes it quietly on a reset-type socket error).
+        log.error("%s: error while producing the response to %s %s", self.name,
+                  environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc_info=exc_info)
+        raise _StreamAborted(errno.ECONNRESET, "response aborted by the application")
 
     def _error_page(self, environ: dict, start_response: Callable, exc_info: Any) -> list[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
@@ -283,27 +454,25 @@ class GreenletHost(WSGIHost):
         if call.error is not None:
             return self._error_page(environ, start_response, call.error)
         if call.status is None:
+            self._finish(call)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
         start_response(call.status, call.headers, call.exc_info)
         if call.iterator is None:
-            return call.chunks
+            return list(call.queue)
         return self._stream_here(call, environ)
 
     def _stream_here(self, call: _Call, environ: dict) -> Iterable[bytes]:
         try:
-            yield from call.chunks
-            call.chunks = []
+            yield from call.queue
+            call.queue.clear()
             while True:
                 chunk = self._next(call)
                 if chunk is _DONE:
                     return
-                if chunk:
-                    yield chunk
-        except Exception:
-            log.error("%s: error while streaming the response to %s %s", self.name,
-                      environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc_info=True)
-            raise _StreamAborted(errno.ECONNRESET, "response aborted by the application") from None
+                if chunk is _ERROR:
+                    self._abort(environ, call.error)
+                yield chunk
         finally:
             if call.result is not None:
                 self._finish(call)
