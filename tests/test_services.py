@@ -29,7 +29,9 @@ def node(start_module_node):
             "away": {"type": "redirect", "url": "/elsewhere"},
         }},
     }
-    return start_module_node(web_node(paths))
+    cfg = web_node(paths)
+    cfg["controller"] = {"options": {"title": "<b>node & co</b>"}}
+    return start_module_node(cfg)
 
 
 def raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -105,6 +107,9 @@ def test_nodeinfo(node):
     assert str(node.proc.pid) in r.text
     assert re.search(r"uptime</th><td>\d", r.text)
     assert "gevent" in r.text and "Python" in r.text
+    assert re.search(r"sessions</th><td>\d+</td>", r.text)
+    # The title comes from the config: shown escaped, never as markup.
+    assert "&lt;b&gt;node &amp; co&lt;/b&gt;" in r.text and "<b>node" not in r.text
     assert requests.post(node.url + "/info").status_code == 405
     status, _, body = raw(node.port, b"HEAD /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200 and body == b""
