@@ -341,6 +341,9 @@ def run_child(config_path: str, loglevel: str) -> int:
         for transport in worker.get("transports", []):
             if transport.get("type") == "web":
                 transport.setdefault("options", {})["display_tracebacks"] = True
+    # Flask answers a view's exception with its own bare 500 unless in debug mode, where it
+    # lets it propagate to geonode's display_tracebacks page (the app's code is unchanged).
+    os.environ.setdefault("FLASK_DEBUG", "1")
     prepare(cfg)
     from geonode import node
 

@@ -1,0 +1,160 @@
+"""The reloading dev server (``geonode dev`` / ``--reload``): real processes, real edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port, wait_port
+
+APP = '''
+from flask import Flask, render_template
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def home():
+    return "version 1"
+
+
+@app.route("/page")
+def page():
+    return render_template("page.html")
+
+
+@app.route("/boom")
+def boom():
+    raise RuntimeError("kaboom in a view")
+'''
+
+
+def config(port: int) -> dict:
+    return {"version": 2, "controller": {}, "workers": [{
+        "type": "router",
+        "options": {"pythonpath": ["."]},
+        "transports": [{"type": "web",
+                        "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
+                        "paths": {"/": {"type": "wsgi", "module": "devapp", "object": "app"}}}],
+    }]}
+
+
+def write(path: Path, text: str) -> None:
+    # Like an editor: the new content, then the mtime moves on.
+    path.write_text(text)
+
+
+def wait_for(url: str, want: str, timeout: float = 15.0) -> str:
+    """Poll ``url`` (bounded) until its body contains ``want``; return the body."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            last = requests.get(url, timeout=2).text
+            if want in last:
+                return last
+        except requests.RequestException as e:
+            last = repr(e)
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never answered {want!r}; last: {last[:300]}")
+
+
+def wait_down(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"port {port} still open")
+
+
+@pytest.fixture
+def dev_node(tmp_path, request):
+    # Both spellings: ``geonode dev node.json`` (default) and ``python -m geonode --reload``.
+    args = getattr(request, "param", ("dev", "node.json"))
+    port = free_port()
+    (tmp_path / "devapp.py").write_text(APP)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "page.html").write_text("<p>template one</p>")
+    (tmp_path / "node.json").write_text(json.dumps(config(port)))
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "geonode", *args],
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        wait_port(port, proc)
+        yield proc, f"http://127.0.0.1:{port}", tmp_path, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_dev_server_reloads_survives_a_broken_edit_and_recovers(dev_node):
+    proc, url, d, log_path = dev_node
+    port = int(url.rsplit(":", 1)[1])
+    app = d / "devapp.py"
+    assert requests.get(url, timeout=5).text == "version 1"
+
+    # An edit of the app's code: the node restarts on the same port with the new code.
+    write(app, APP.replace("version 1", "version 2"))
+    wait_for(url, "version 2")
+
+    # A template edit restarts it too.
+    assert "template one" in requests.get(url + "/page", timeout=5).text
+    write(d / "templates" / "page.html", "<p>template two</p>")
+    wait_for(url + "/page", "template two")
+
+    # Dev mode shows a view's traceback in the browser.
+    r = requests.get(url + "/boom", timeout=5)
+    assert r.status_code == 500
+    assert "kaboom in a view" in r.text
+
+    # A syntax error: the node cannot start, the dev server (the watcher) stays up …
+    write(app, APP.replace("version 1", "version 3") + "\ndef broken(:\n")
+    deadline = time.monotonic() + 15
+    while "the node exited" not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = log_path.read_text()
+    assert "SyntaxError" in log and "devapp" in log, log
+    wait_down(port)
+    assert proc.poll() is None, log
+
+    # … and the node is back once the file is fixed.
+    write(app, APP.replace("version 1", "version 4"))
+    wait_for(url, "version 4")
+    assert proc.poll() is None
+
+    # Ctrl-C/SIGTERM on the dev server stops it and its node, nothing left listening.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    wait_down(port, timeout=5)
+
+
+@pytest.mark.parametrize("dev_node", [("--reload", "node.json")], indirect=True)
+def test_config_edit_restarts_with_the_new_config(dev_node):
+    proc, url, d, log_path = dev_node
+    cfg = json.loads((d / "node.json").read_text())
+    paths = cfg["workers"][0]["transports"][0]["paths"]
+    paths["info"] = {"type": "json", "value": {"edited": True}}
+    (d / "node.json").write_text(json.dumps(cfg))
+    body = wait_for(url + "/info", "edited")
+    assert json.loads(body) == {"edited": True}
+    assert proc.poll() is None
