@@ -15,6 +15,7 @@ monkey-patched and re-initialised the hub (gunicorn loads the app in the worker 
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 import gevent
@@ -73,9 +74,20 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         super().handle_exit(sig, frame)
         # Close the node's WAMP sessions now: open WebSockets would otherwise keep the worker
         # busy until gunicorn's graceful_timeout runs out.
+        gevent.spawn(self._close_node)
+
+    def _close_node(self) -> None:
         close = getattr(self.wsgi, "close", None)
         if callable(close):
-            gevent.spawn(close)
+            close()
+            return
+        # geonode.load() keeps the nodes it built (routers, components) in geonode.node.
+        node_module = sys.modules.get("geonode.node")
+        for node in getattr(node_module, "_LOADED", ()):
+            try:
+                node.stop(grace=0)
+            except Exception:
+                self.log.exception("closing the node failed")
 
 
 def _is_geonode_app(cfg: Any) -> bool:
