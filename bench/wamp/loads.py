@@ -1,0 +1,266 @@
+"""The load patterns of bench/wamp, each against one running router (host, port, path)."""
+
+from __future__ import annotations
+
+import selectors
+import statistics
+import time
+from dataclasses import dataclass
+
+from wire import Closed, Conn, frame
+
+REALM = "realm1"
+TOPIC = "com.bench.topic"
+PROC = "com.bench.echo"
+PAYLOAD = "hello from the bench, 40 bytes of text."
+
+
+@dataclass
+class Result:
+    rate: float          # messages per second (events delivered / calls completed)
+    client_cpu: float    # fraction of one core used by this (client) process
+    server_cpu: float    # fraction of one core used by the server process tree
+
+
+def _cpu_of(pids_fn) -> float:
+    total = 0
+    for pid in pids_fn():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime (ticks)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 100.0
+
+
+class Meter:
+    """Wall time, this process's CPU and the server's CPU between start() and stop()."""
+
+    def __init__(self, server_pids) -> None:
+        self.server_pids = server_pids
+
+    def start(self) -> None:
+        self.t0, self.c0, self.s0 = time.perf_counter(), time.process_time(), \
+            _cpu_of(self.server_pids)
+
+    def stop(self) -> tuple[float, float, float]:
+        dt = time.perf_counter() - self.t0
+        return dt, (time.process_time() - self.c0) / dt, (_cpu_of(self.server_pids) - self.s0) / dt
+
+
+def connect(addr: tuple[str, int, str], serializer: str) -> Conn:
+    c = Conn(*addr, serializer)
+    c.join(REALM)
+    return c
+
+
+def pubsub(addr, serializer: str, duration: float, server_pids, subscribers: int = 10,
+           window: int = 400, chunk: int = 50, warmup: float = 0.5) -> Result:
+    """Events delivered per second: one publisher, ``subscribers`` subscribers, no acks.
+
+    The publisher keeps at most ``window`` publications ahead of the slowest subscriber, so
+    the router is saturated but its queues stay far below any bound.
+    """
+    subs = [connect(addr, serializer) for _ in range(subscribers)]
+    for s in subs:
+        s.subscribe(TOPIC)
+    pub = connect(addr, serializer)
+    enc, op = pub.enc, pub.opcode
+    sel = selectors.DefaultSelector()
+    counts = [0] * subscribers
+    for i, s in enumerate(subs):
+        s.sock.setblocking(False)
+        sel.register(s.sock, selectors.EVENT_READ, i)
+    req = 1000
+    sent = 0
+    meter = Meter(server_pids)
+    t_warm = time.perf_counter() + warmup
+    t_end = t_warm + duration
+    measuring = False
+    base = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if not measuring and now >= t_warm:
+                measuring, base = True, sum(counts)
+                meter.start()
+            if now >= t_end:
+                break
+            can_send = sent - min(counts) < window
+            if can_send:
+                batch = b"".join(frame(enc([16, req + i, {}, TOPIC, [PAYLOAD]]), op)
+                                 for i in range(chunk))
+                req += chunk
+                pub.send_raw(batch)
+                sent += chunk
+            for key, _ in sel.select(0 if can_send else 0.05):
+                s = subs[key.data]
+                try:
+                    s._fill()
+                except BlockingIOError:
+                    continue
+                counts[key.data] += s.count_frames()
+        delivered = sum(counts) - base
+        dt, ccpu, scpu = meter.stop()
+    finally:
+        sel.close()
+        for c in [*subs, pub]:
+            c.close()
+    return Result(delivered / dt, ccpu, scpu)
+
+
+def rpc(addr, serializer: str, duration: float, server_pids, inflight: int = 50,
+        warmup: float = 0.5) -> Result:
+    """Calls completed per second with ``inflight`` outstanding calls (callee in this process)."""
+    callee = connect(addr, serializer)
+    callee.register(PROC)
+    caller = connect(addr, serializer)
+    enc, dec, op = caller.enc, caller.dec, caller.opcode
+    sel = selectors.DefaultSelector()
+    for c in (callee, caller):
+        c.sock.setblocking(False)
+    sel.register(callee.sock, selectors.EVENT_READ, callee)
+    sel.register(caller.sock, selectors.EVENT_READ, caller)
+    req = 1
+
+    def calls(n: int) -> bytes:
+        nonlocal req
+        out = b"".join(frame(enc([48, req + i, {}, PROC, [req + i]]), op) for i in range(n))
+        req += n
+        return out
+
+    caller.sock.setblocking(True)
+    caller.send_raw(calls(inflight))
+    caller.sock.setblocking(False)
+    done = 0
+    meter = Meter(server_pids)
+    t_warm = time.perf_counter() + warmup
+    t_end = t_warm + duration
+    measuring = False
+    base = 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if not measuring and now >= t_warm:
+                measuring, base = True, done
+                meter.start()
+            if now >= t_end:
+                break
+            for key, _ in sel.select(0.05):
+                c = key.data
+                try:
+                    c._fill()
+                except BlockingIOError:
+                    continue
+                payloads = c.frames()
+                if not payloads:
+                    continue
+                if c is callee:
+                    out = []
+                    for p in payloads:
+                        m = dec(p)
+                        if m[0] == 68:
+                            out.append(frame(enc([70, m[1], {}, m[4] if len(m) > 4 else []]),
+                                             op))
+                    _send_all(callee, b"".join(out))
+                else:
+                    n = sum(1 for p in payloads if dec(p)[0] == 50)
+                    done += n
+                    if n:
+                        _send_all(caller, calls(n))
+        completed = done - base
+        dt, ccpu, scpu = meter.stop()
+    finally:
+        sel.close()
+        callee.close()
+        caller.close()
+    return Result(completed / dt, ccpu, scpu)
+
+
+def _send_all(c: Conn, data: bytes) -> None:
+    c.sock.setblocking(True)
+    try:
+        c.sock.sendall(data)
+    finally:
+        c.sock.setblocking(False)
+
+
+def latency(addr, serializer: str, count: int = 2000) -> tuple[float, float]:
+    """Round trip of one call at a time (caller → router → callee → router → caller), ms."""
+    callee = connect(addr, serializer)
+    callee.register(PROC)
+    caller = connect(addr, serializer)
+    enc, op = caller.enc, caller.opcode
+    samples = []
+    try:
+        for i in range(count + 100):
+            t0 = time.perf_counter()
+            caller.send_raw(frame(enc([48, i + 1, {}, PROC, [i]]), op))
+            inv = callee.recv()
+            callee.send_raw(frame(enc([70, inv[1], {}, [i]]), op))
+            res = caller.recv()
+            if res[0] != 50:
+                raise RuntimeError(f"call failed: {res}")
+            if i >= 100:  # first calls warm caches
+                samples.append((time.perf_counter() - t0) * 1000)
+    finally:
+        callee.close()
+        caller.close()
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+def idle_sessions(addr, serializer: str, n: int, batch: int = 250) -> list[Conn]:
+    """Open ``n`` joined sessions, each subscribed to TOPIC, ``batch`` handshakes at a time."""
+    conns: list[Conn] = []
+    while len(conns) < n:
+        group = []
+        for _ in range(min(batch, n - len(conns))):
+            c = Conn(*addr, serializer, connect=False)
+            c.open()
+            group.append(c)
+        for c in group:
+            c.handshake_finish()
+            c.hello(REALM)
+        for c in group:
+            if c.recv()[0] != 2:
+                raise RuntimeError("not welcomed")
+            c.send([32, 1, {}, TOPIC])
+        for c in group:
+            if c.recv()[0] != 33:
+                raise RuntimeError("not subscribed")
+        conns.extend(group)
+    return conns
+
+
+def fanout(conns: list[Conn], publisher: Conn, timeout: float = 60.0) -> float:
+    """Seconds from one PUBLISH until every subscriber in ``conns`` has the EVENT."""
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    remaining = len(conns)
+    req = publisher.next_request() + 100
+    t0 = time.perf_counter()
+    publisher.send([16, req, {}, TOPIC, [PAYLOAD]])
+    deadline = t0 + timeout
+    try:
+        while remaining and time.perf_counter() < deadline:
+            for key, _ in sel.select(1.0):
+                c = key.data
+                try:
+                    c._fill()
+                except (BlockingIOError, Closed):
+                    continue
+                if c.count_frames():
+                    remaining -= 1
+                    sel.unregister(c.sock)
+        elapsed = time.perf_counter() - t0
+    finally:
+        sel.close()
+        for c in conns:
+            c.sock.setblocking(True)
+    if remaining:
+        raise RuntimeError(f"{remaining} subscribers got no event within {timeout}s")
+    return elapsed
