@@ -1,0 +1,136 @@
+"""In-process test clients for the router core: a real Router, a Peer that records messages.
+
+Every message the router sends is serialized and parsed back with autobahn's JSON serializer,
+so what the tests see is what a real client would receive.
+"""
+
+from __future__ import annotations
+
+import txaio
+
+txaio.use_asyncio()
+
+import gevent  # noqa: E402
+from autobahn.wamp import message as m  # noqa: E402
+from autobahn.wamp import role  # noqa: E402
+from autobahn.wamp.serializer import JsonSerializer  # noqa: E402
+
+from geonode.router import Router  # noqa: E402
+
+_ser = JsonSerializer()
+_client_ser = JsonSerializer()
+
+ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
+
+
+def realm(name="realm1", roles=None, **options):
+    cfg = {"name": name, "roles": roles if roles is not None else [
+        {"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": ALL}]}]}
+    if options:
+        cfg["options"] = options
+    return cfg
+
+
+def make_router(*realms) -> Router:
+    return Router({"realms": list(realms) or [realm()]}, None)
+
+
+class TestPeer:
+    __test__ = False
+
+    def __init__(self):
+        self.transport_details = {"type": "test", "peer": "test"}
+        self.messages: list = []
+        self.closed = False
+
+    def send(self, msg):
+        assert not self.closed, f"send after close: {msg}"
+        data, binary = _ser.serialize(msg)
+        self.messages.extend(_client_ser.unserialize(data, binary))
+
+    def close(self):
+        self.closed = True
+
+
+class Client:
+    """A WAMP client driven by hand: ``c.send(msg)``, ``c.take(m.Welcome)``."""
+
+    def __init__(self, router: Router, auth_config=None, auth=None):
+        self.router = router
+        self.peer = TestPeer()
+        self.session = router.attach(self.peer, auth_config=auth_config, auth=auth)
+        self.req = 0
+        self.id = None
+
+    def send(self, msg):
+        # Round-trip through the serializer, as a transport would deliver it.
+        data, binary = _client_ser.serialize(msg)
+        for parsed in JsonSerializer().unserialize(data, binary):
+            self.session.receive(parsed)
+        gevent.sleep(0)
+
+    def next(self) -> int:
+        self.req += 1
+        return self.req
+
+    @property
+    def messages(self):
+        return self.peer.messages
+
+    def take(self, cls=None):
+        for _ in range(50):
+            if self.peer.messages:
+                break
+            gevent.sleep(0.001)
+        assert self.peer.messages, f"no message (wanted {cls.__name__ if cls else 'any'})"
+        msg = self.peer.messages.pop(0)
+        if cls is not None:
+            assert isinstance(msg, cls), f"wanted {cls.__name__}, got {msg}"
+        return msg
+
+    def none(self):
+        gevent.sleep(0.001)
+        assert self.peer.messages == [], f"unexpected {self.peer.messages}"
+
+    def join(self, realm="realm1", authmethods=None, authid=None, authextra=None, roles=None):
+        self.send(m.Hello(realm, roles or dict(role.DEFAULT_CLIENT_ROLES),
+                          authmethods=authmethods, authid=authid, authextra=authextra))
+        msg = self.take()
+        if isinstance(msg, m.Welcome):
+            self.id = msg.session
+        return msg
+
+    def joined(self, **kw) -> Client:
+        msg = self.join(**kw)
+        assert isinstance(msg, m.Welcome), msg
+        return self
+
+    def subscribe(self, topic, **opts) -> int:
+        r = self.next()
+        self.send(m.Subscribe(r, topic, **opts))
+        return self.take(m.Subscribed).subscription
+
+    def register(self, proc, **opts) -> int:
+        r = self.next()
+        self.send(m.Register(r, proc, **opts))
+        return self.take(m.Registered).registration
+
+    def publish(self, topic, *args, **opts):
+        r = self.next()
+        self.send(m.Publish(r, topic, args=list(args) or None, **opts))
+        return r
+
+    def call(self, proc, *args, **opts):
+        r = self.next()
+        self.send(m.Call(r, proc, args=list(args) or None, **opts))
+        return r
+
+    def meta(self, proc, *args, **kwargs):
+        """Call a meta procedure and return its single result (or the ERROR)."""
+        r = self.next()
+        self.send(m.Call(r, proc, args=list(args) or None, kwargs=kwargs or None))
+        msg = self.take()
+        assert msg.request == r
+        if isinstance(msg, m.Result):
+            return msg.args[0] if msg.args else None
+        return msg
