@@ -228,7 +228,7 @@ SERVICE_SCHEMAS: dict[str, dict] = {
                   required=["realm", "role"]),
     "webhook": obj({**BASE, "realm": STR, "role": STR, "options": obj({
         "debug": BOOL, "topic": STR, "success_response": STR, "error_response": STR,
-        "github_secret": STR,
+        "github_secret": STR, "timeout": {"type": "number", "exclusiveMinimum": 0},
         "post_body_limit": {"type": "integer", "minimum": 0, "maximum": 2 ** 20},
     }, required=["topic"])}, required=["realm", "role", "options"]),
 }
