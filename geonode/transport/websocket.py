@@ -247,12 +247,16 @@ class WampWebSocketPeer(MessageQueuePeer):
         self.ws.close(code, reason)
 
     def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
-        abort = getattr(self.ws, "abort", None)
+        ws = self.ws
         try:
-            if abort is not None:
-                abort()
-            else:
-                with gevent.Timeout(CLOSE_TIMEOUT, False):
-                    self.ws.close(code, reason)
+            if not ws.closed:
+                # With the reader active this returns once the close frame is out; a full
+                # socket (slow reader) may block it, hence the timeout and the hard drop.
+                with gevent.Timeout(1.0, False):
+                    ws.close(code, reason)
+            if not ws.closed or code != CLOSE_NORMAL:
+                drop = getattr(ws, "abort", None) or getattr(ws, "_lost", None)
+                if drop is not None and code != CLOSE_NORMAL:
+                    drop()
         except Exception:
             pass
