@@ -16,6 +16,7 @@ from conftest import free_port, web_node
 # Set by tests, waited on by the upstream: proves bytes move before the whole body exists.
 STREAM_GO = threading.Event()
 BODY_HALF = threading.Event()
+DROPPED: list[str] = []
 BIG = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)
 
 
@@ -47,6 +48,15 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
     def do_GET(self):
+        if getattr(self, "drop_next", False):
+            # Armed by /base/arm: this connection dies without answering, like an upstream
+            # whose keep-alive timer ran out just as the proxy reused the connection.
+            DROPPED.append(self.path)
+            self.close_connection = True
+            return
+        if self.path.startswith("/base/ka") or self.path.startswith("/base/arm"):
+            self.drop_next = self.path.startswith("/base/arm")
+            return self._send(200, str(self.client_address[1]).encode())
         if self.path.startswith("/base/stream"):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -157,7 +167,7 @@ def test_hop_by_hop_headers_stripped_both_ways(node):
     h = {k.lower(): v for k, v in r.json()["headers"].items()}
     for name in ("x-private", "te", "proxy-authorization", "upgrade"):
         assert name not in h, name
-    assert h["connection"] == "close"  # the proxy's own, one request per upstream connection
+    assert "connection" not in h  # HTTP/1.1 keep-alive towards the upstream
     assert r.headers["X-Up"] == "1"
     assert "X-Hop" not in r.headers and "Keep-Alive" not in r.headers
 
@@ -266,3 +276,17 @@ def test_big_response_intact(node):
 def test_ambiguous_upstream_length_is_502(node):
     r = requests.get(node.url + "/up/badlen")
     assert r.status_code == 502 and "Content-Length" in r.text
+
+
+def test_upstream_connections_reused(node):
+    first = requests.get(node.url + "/up/ka").text
+    assert requests.get(node.url + "/up/ka").text == first
+    assert requests.get(node.url + "/up/ka").text == first
+
+
+def test_dead_pooled_connection_is_retried(node):
+    DROPPED.clear()
+    armed = requests.get(node.url + "/up/arm").text
+    r = requests.get(node.url + "/up/ka?after-arm")
+    assert r.status_code == 200 and r.text != armed
+    assert DROPPED == ["/base/ka?after-arm"]
