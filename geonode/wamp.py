@@ -36,6 +36,7 @@ re-join (e.g. after the router closed it).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
@@ -75,9 +76,18 @@ _LEAVE = object()
 
 
 def on_hub(fn: Callable) -> Callable:
-    """Mark a handler/endpoint as gevent-aware: it runs in a greenlet on the hub, not the pool."""
-    fn._geonode_on_hub = True
-    return fn
+    """Mark a handler/endpoint as gevent-aware: it runs in a greenlet on the hub, not the pool.
+    Works as a decorator (also on methods) and on bound methods."""
+    try:
+        fn._geonode_on_hub = True
+        return fn
+    except AttributeError:  # a bound method: mark a thin wrapper instead
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        wrapper._geonode_on_hub = True
+        return wrapper
 
 
 # -- the hub and the routers of this process ------------------------------------------------

@@ -1,0 +1,492 @@
+"""WSGI apps and the router both ways, over real sockets: one node (subprocess) with a Flask app
+using in-process WAMP, the HTTP bridge services, and router components (HTTP subscriber, HTTP
+callee, a user class); real autobahn-python clients; a real HTTP server in this test process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from _wampclient import SyncClient
+from autobahn.wamp.exception import ApplicationError
+from conftest import web_node
+
+from geonode.bridge.signing import sign_query
+
+ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
+
+FLASK_APP = '''
+import json
+
+from flask import Flask, jsonify, request
+
+import geonode.wamp
+from geonode.wamp import ApplicationError
+
+app = Flask("backend")
+restricted = Flask("restricted")
+
+# import time: the shared session for (realm1, backend, importtime), subscribed before the
+# router runs; made when the node starts
+received = []
+geonode.wamp.session("realm1", "backend", "importtime").subscribe(
+    "com.example.importtime", lambda v: received.append(v))
+
+
+def routes(a):
+    @a.route("/publish")
+    def publish():
+        s = request.environ["geonode.wamp"]
+        try:
+            pid = s.publish(request.args["topic"], request.args.get("value"), acknowledge=True)
+        except ApplicationError as e:
+            return jsonify(error=e.error), 500
+        return jsonify(id=pid)
+
+    @a.route("/call")
+    def call():
+        s = request.environ["geonode.wamp"]
+        try:
+            res = s.call(request.args["procedure"], *json.loads(request.args.get("args", "[]")),
+                         timeout=float(request.args.get("timeout", 5)))
+        except ApplicationError as e:
+            return jsonify(error=e.error, args=list(e.args)), 500
+        return jsonify(result=res)
+
+    @a.route("/received")
+    def got():
+        return jsonify(received)
+
+
+routes(app)
+routes(restricted)
+'''
+
+COMPONENT = '''
+import threading
+
+from gevent import monkey
+
+import geonode.wamp
+
+_get_ident = monkey.get_original("_thread", "get_ident")
+HUB = _get_ident()
+
+
+class Adder:
+    def __init__(self, config):
+        self.offset = config.extra.get("offset", 0)
+
+    def on_join(self, session):
+        session.register("com.example.comp.add", self.add)
+        session.register("com.example.comp.where", self.where)
+        session.register("com.example.comp.where_hub", geonode.wamp.on_hub(self.where))
+
+    def add(self, a, b):
+        return a + b + self.offset
+
+    def where(self):
+        return "hub" if _get_ident() == HUB else "pool"
+'''
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """The test's HTTP service: /events records forwarded events, /api/* echoes requests."""
+
+    events: queue.Queue = queue.Queue()
+
+    def log_message(self, *a):
+        pass
+
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _reply(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("X-Reply", "yes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self._body()
+        if self.path == "/events":
+            Recorder.events.put((self.headers.get("Content-Type"), json.loads(body)))
+            self._reply(200, b"ok", "text/plain")
+        else:
+            self._echo(body)
+
+    def do_GET(self):
+        self._echo(b"")
+
+    def _echo(self, body: bytes) -> None:
+        self._reply(201, json.dumps({"method": self.command, "path": self.path,
+                                     "body": body.decode(),
+                                     "x_test": self.headers.get("X-Test")}).encode())
+
+
+@pytest.fixture(scope="module")
+def http_service():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+
+
+SECRET = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def node(start_module_node, http_service):
+    realm = {"name": "realm1", "roles": [
+        {"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": ALL}]},
+        {"name": "backend", "permissions": [{"uri": "com.example.", "match": "prefix",
+                                             "allow": ALL}]},
+        {"name": "restricted", "permissions": [{"uri": "com.example.public", "match": "exact",
+                                                "allow": {"call": True}}]},
+    ]}
+    bridge = {"realm": "realm1", "role": "backend"}
+    paths = {
+        "ws": {"type": "websocket"},
+        "app": {"type": "wsgi", "module": "flaskapp", "object": "app",
+                "wamp": {"realm": "realm1", "role": "backend"}},
+        "app2": {"type": "wsgi", "module": "flaskapp", "object": "restricted",
+                 "wamp": {"realm": "realm1", "role": "restricted"}},
+        "pub": {"type": "publisher", **bridge},
+        "pubsigned": {"type": "publisher", **bridge,
+                      "options": {"key": "k1", "secret": SECRET, "timestamp_delta_limit": 60}},
+        "pubip": {"type": "publisher", **bridge, "options": {"require_ip": ["10.0.0.0/8"]}},
+        "pubtls": {"type": "publisher", **bridge, "options": {"require_tls": True}},
+        "publimit": {"type": "publisher", **bridge, "options": {"post_body_limit": 100}},
+        "call": {"type": "caller", **bridge, "options": {"timeout": 1}},
+        "hook": {"type": "webhook", **bridge, "options": {"topic": "com.example.hook"}},
+        "hookgh": {"type": "webhook", **bridge,
+                   "options": {"topic": "com.example.hookgh", "github_secret": SECRET,
+                               "success_response": "thanks"}},
+    }
+    components = [
+        {"type": "class", "classname": "crossbar.bridge.rest.MessageForwarder",
+         "realm": "realm1", "role": "backend",
+         "extra": {"subscriptions": [{"url": f"http://127.0.0.1:{http_service}/events",
+                                      "topic": "com.example.fwd"}],
+                   "expectedcode": 200}},
+        {"type": "class", "classname": "crossbar.bridge.rest.RESTCallee", "realm": "realm1",
+         "role": "backend",
+         "extra": {"procedure": "com.example.rest",
+                   "baseurl": f"http://127.0.0.1:{http_service}/api/"}},
+        {"type": "class", "classname": "comp.Adder", "realm": "realm1",
+         "extra": {"offset": 100}},
+    ]
+    cfg = web_node(paths, realms=[realm], worker_options={"pythonpath": ["."]},
+                   components=components)
+    n = start_module_node(cfg, files={"flaskapp.py": FLASK_APP, "comp.py": COMPONENT})
+    # components join right after the node listens
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            c = SyncClient(n.port)
+            try:
+                c.call("com.example.comp.add", 0, 0)
+                break
+            finally:
+                c.close()
+        except Exception:
+            time.sleep(0.1)
+    return n
+
+
+@pytest.fixture
+def client(node):
+    c = SyncClient(node.port)
+    yield c
+    c.close()
+
+
+def get_event(q: queue.Queue, timeout: float = 5.0):
+    return q.get(timeout=timeout)
+
+
+# -- in-process WAMP from a Flask view ----------------------------------------------------------
+
+def test_flask_view_publishes_autobahn_receives(node, client):
+    q = client.subscribe("com.example.news")
+    r = requests.get(f"{node.url}/app/publish", params={"topic": "com.example.news",
+                                                      "value": "hello"}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json()["id"], int)
+    assert get_event(q) == (["hello"], {})
+
+
+def test_flask_view_calls_autobahn_procedure(node, client):
+    client.register("com.example.add2", lambda a, b: a + b)
+
+    def fail():
+        raise ApplicationError("com.example.oops", "bad input")
+
+    client.register("com.example.fail2", fail)
+    r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.add2",
+                                                   "args": "[2, 3]"}, timeout=5)
+    assert r.status_code == 200 and r.json() == {"result": 5}
+    r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.fail2"},
+                     timeout=5)
+    assert r.status_code == 500
+    assert r.json() == {"error": "com.example.oops", "args": ["bad input"]}
+    r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.nothing"},
+                     timeout=5)
+    assert r.json()["error"] == "wamp.error.no_such_procedure"
+
+
+def test_flask_call_timeout(node, client):
+    import asyncio
+
+    async def slow():
+        await asyncio.sleep(3)
+        return "late"
+
+    client.register("com.example.slow1", slow)
+    t0 = time.monotonic()
+    r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.slow1",
+                                                   "timeout": "0.3"}, timeout=5)
+    assert r.status_code == 500 and r.json()["error"] == "wamp.error.timeout"
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_role_permissions_apply_to_inprocess_session(node, client):
+    client.register("com.example.public", lambda: "public ok")
+    q = client.subscribe("com.example.news2")
+    r = requests.get(f"{node.url}/app2/publish", params={"topic": "com.example.news2",
+                                                       "value": "x"}, timeout=5)
+    assert r.status_code == 500 and r.json()["error"] == "wamp.error.not_authorized"
+    r = requests.get(f"{node.url}/app2/call", params={"procedure": "com.example.public"},
+                     timeout=5)
+    assert r.json() == {"result": "public ok"}
+    r = requests.get(f"{node.url}/app2/call", params={"procedure": "com.example.comp.add",
+                                                    "args": "[1, 2]"}, timeout=5)
+    assert r.json()["error"] == "wamp.error.not_authorized"
+    assert q.empty()
+
+
+def test_import_time_subscription(node, client):
+    client.publish("com.example.importtime", 7)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        got = requests.get(f"{node.url}/app/received", timeout=5).json()
+        if got:
+            break
+        time.sleep(0.05)
+    assert got == [7]
+
+
+# -- HTTP bridge: publisher / caller -------------------------------------------------------------
+
+def check_common_headers(r: requests.Response) -> None:
+    assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert r.headers["Access-Control-Allow-Origin"] in ("*", "http://example.com")
+    assert r.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def post(node, path: str, body, **kw) -> requests.Response:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = kw.pop("headers", {"Content-Type": "application/json"})
+    r = requests.post(f"{node.url}/{path}", data=data, headers=headers, timeout=10, **kw)
+    check_common_headers(r)
+    return r
+
+
+def test_publisher_publishes(node, client):
+    q = client.subscribe("com.example.bridged")
+    r = post(node, "pub", {"topic": "com.example.bridged", "args": [1, "two"],
+                           "kwargs": {"three": 3}})
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert isinstance(r.json()["id"], int)
+    assert get_event(q) == ([1, "two"], {"three": 3})
+    r = requests.put(f"{node.url}/pub", json={"topic": "com.example.bridged"}, timeout=5)
+    assert r.status_code == 200
+    assert get_event(q) == ([], {})
+
+
+def test_publisher_wamp_error_is_200_with_error(node):
+    r = post(node, "pub", {"topic": "org.other.topic"})  # role backend: com.example.* only
+    assert r.status_code == 200
+    assert r.json()["error"] == "wamp.error.not_authorized"
+    assert set(r.json()) == {"error", "args", "kwargs"}
+
+
+def test_caller_calls(node, client):
+    client.register("com.example.mul", lambda a, b: a * b)
+    r = post(node, "call", {"procedure": "com.example.mul", "args": [6, 7]})
+    assert r.status_code == 200 and r.json() == {"args": [42], "kwargs": {}}
+
+    def boom():
+        raise ApplicationError("com.example.boom", "x", code=3)
+
+    client.register("com.example.boom", boom)
+    r = post(node, "call", {"procedure": "com.example.boom"})
+    assert r.status_code == 200
+    assert r.json() == {"error": "com.example.boom", "args": ["x"], "kwargs": {"code": 3}}
+
+
+def test_caller_timeout_504(node, client):
+    import asyncio
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    client.register("com.example.slow2", slow)
+    t0 = time.monotonic()
+    r = post(node, "call", {"procedure": "com.example.slow2"})
+    assert r.status_code == 504
+    assert r.json()["error"] == "wamp.error.timeout"
+    assert time.monotonic() - t0 < 4
+
+
+def test_component_procedure_via_caller(node):
+    r = post(node, "call", {"procedure": "com.example.comp.add", "args": [1, 2]})
+    assert r.json() == {"args": [103], "kwargs": {}}
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH"])
+def test_other_methods_405(node, method):
+    r = requests.request(method, f"{node.url}/pub", timeout=5)
+    assert r.status_code == 405
+    check_common_headers(r)
+    assert "error" in r.json()
+
+
+def test_options_200_with_allow_and_cors(node):
+    r = requests.options(f"{node.url}/call", headers={
+        "Origin": "http://example.com", "Access-Control-Request-Headers": "content-type"},
+        timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Allow"] == "POST,PUT,OPTIONS"
+    assert r.headers["Access-Control-Allow-Origin"] == "http://example.com"
+    assert r.headers["Access-Control-Allow-Headers"] == "content-type"
+    check_common_headers(r)
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b'{"topic": "com.example.x"}', "text/plain"),           # wrong content type
+    (b'{"topic": "com.example.x"}', "application/json; charset=latin-1"),
+    (b"not json", "application/json"),
+    (b'["com.example.x"]', "application/json"),               # not an object
+    (b'{"topic": "com.example.\xff"}', "application/json"),   # not UTF-8
+    (b'{"args": [1]}', "application/json"),                   # no topic
+    (b'{"topic": "com.example.x", "args": {"a": 1}}', "application/json"),  # args not a list
+])
+def test_bad_bodies_400(node, body, ctype):
+    r = post(node, "pub", body, headers={"Content-Type": ctype})
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"error", "args", "kwargs"}
+
+
+def test_body_limit_413(node):
+    r = post(node, "publimit", {"topic": "com.example.x", "args": ["y" * 200]})
+    assert r.status_code == 413
+    r = post(node, "publimit", {"topic": "com.example.x"})
+    assert r.status_code == 200
+
+
+def test_require_ip_and_tls_403(node):
+    assert post(node, "pubip", {"topic": "com.example.x"}).status_code == 403
+    assert post(node, "pubtls", {"topic": "com.example.x"}).status_code == 403
+
+
+def test_signed_requests(node, client):
+    q = client.subscribe("com.example.signed")
+    body = json.dumps({"topic": "com.example.signed", "args": ["ok"]}).encode()
+    # good
+    r = post(node, "pubsigned?" + sign_query("k1", SECRET, body), body)
+    assert r.status_code == 200, r.text
+    assert get_event(q) == (["ok"], {})
+    # unsigned → 400 (missing fields)
+    assert post(node, "pubsigned", body).status_code == 400
+    # wrong secret → 401
+    assert post(node, "pubsigned?" + sign_query("k1", "wrong", body), body).status_code == 401
+    # unknown key → 401
+    assert post(node, "pubsigned?" + sign_query("k2", SECRET, body), body).status_code == 401
+    # body changed after signing → 401
+    q_str = sign_query("k1", SECRET, body)
+    assert post(node, "pubsigned?" + q_str, body.replace(b"ok", b"ko")).status_code == 401
+    # timestamp outside the delta → 401
+    import datetime
+
+    old = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    assert post(node, "pubsigned?" + sign_query("k1", SECRET, body, now=old),
+                body).status_code == 401
+    # malformed seq → 400
+    bad = sign_query("k1", SECRET, body).replace("seq=1", "seq=x")
+    assert post(node, "pubsigned?" + bad, body).status_code == 400
+
+
+# -- webhook ---------------------------------------------------------------------------------------
+
+def test_webhook_publishes_raw_body_and_headers(node, client):
+    q = client.subscribe("com.example.hook")
+    r = requests.post(f"{node.url}/hook", data=b"raw text body",
+                      headers={"X-Custom": "v1", "Content-Type": "text/plain"}, timeout=5)
+    assert r.status_code == 202 and r.text == "OK"
+    check_common_headers(r)
+    (payload,), _ = get_event(q)
+    assert payload["body"] == "raw text body"
+    assert payload["headers"]["X-Custom"] == ["v1"]
+    assert payload["headers"]["Content-Type"] == ["text/plain"]
+
+
+def test_webhook_github_signature(node, client):
+    q = client.subscribe("com.example.hookgh")
+    body = b'{"zen": "Keep it logically awesome."}'
+    sig256 = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    sig1 = "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
+    r = requests.post(f"{node.url}/hookgh", data=body,
+                      headers={"X-Hub-Signature-256": sig256}, timeout=5)
+    assert r.status_code == 202 and r.text == "thanks"
+    assert get_event(q)[0][0]["body"] == body.decode()
+    r = requests.post(f"{node.url}/hookgh", data=body, headers={"X-Hub-Signature": sig1},
+                      timeout=5)
+    assert r.status_code == 202
+    r = requests.post(f"{node.url}/hookgh", data=body, timeout=5)
+    assert r.status_code == 400 and r.text == "NOT OK"
+    r = requests.post(f"{node.url}/hookgh", data=body,
+                      headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}, timeout=5)
+    assert r.status_code == 401 and r.text == "NOT OK"
+
+
+# -- the other direction: HTTP subscriber, HTTP callee, components ---------------------------------
+
+def test_forwarder_posts_events(node, client):
+    while not Recorder.events.empty():
+        Recorder.events.get_nowait()
+    client.publish("com.example.fwd", 1, "a", k="v")
+    ctype, body = Recorder.events.get(timeout=5)
+    assert ctype == "application/json"
+    assert body == {"args": [1, "a"], "kwargs": {"k": "v"}}
+
+
+def test_rest_callee(node, client):
+    res = client.call("com.example.rest", "POST", "items/7", body="payload",
+                      headers={"X-Test": ["1"]}, params={"q": "z"})
+    assert res["code"] == 201
+    assert res["headers"]["X-Reply"] == ["yes"]
+    echoed = json.loads(res["content"])
+    assert echoed == {"method": "POST", "path": "/api/items/7?q=z", "body": "payload",
+                      "x_test": "1"}
+    res = client.call("com.example.rest", "GET", "")
+    assert json.loads(res["content"])["path"] == "/api/"
+
+
+def test_component_procedures(node, client):
+    assert client.call("com.example.comp.add", 2, 3) == 105
+    assert client.call("com.example.comp.where") == "pool"
+    assert client.call("com.example.comp.where_hub") == "hub"
