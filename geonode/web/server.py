@@ -32,6 +32,26 @@ except ImportError:  # the websocket layer's handler is not there yet
 log = logging.getLogger("geonode.web")
 
 
+class _ErrorLog:
+    """pywsgi's error log (client mistakes, ``wsgi.errors``) as one log line per message."""
+
+    _log = logging.getLogger("geonode.http")
+
+    def write(self, msg: str) -> None:
+        msg = msg.strip()
+        if msg.startswith("<gevent.") and ">: " in msg:
+            msg = msg.split(">: ", 1)[1]  # pywsgi prefixes the socket's repr
+        if msg:
+            self._log.warning("%s", msg)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
 class EndpointError(Exception):
     """An endpoint cannot be opened (bad TLS files, port in use, ...)."""
 
@@ -201,7 +221,7 @@ class WebServer(pywsgi.WSGIServer):
         environ = {"SERVER_NAME": host.strip("[]") if self.is_tcp else "localhost",
                    "SERVER_PORT": port if self.is_tcp else ""}
         super().__init__(listener, app, spawn=Pool(), log=None,
-                         error_log=logging.getLogger("geonode.http"), environ=environ,
+                         error_log=_ErrorLog(), environ=environ,
                          **ssl_args)
 
     def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]

@@ -1,0 +1,289 @@
+"""The web transport over real sockets: routing, HTTP/1.1 details, options, endpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import pytest
+import requests
+from conftest import web_node
+
+APP = r'''
+import json
+import time
+
+def echo(environ, start_response):
+    body = json.dumps({"script": environ["SCRIPT_NAME"], "path": environ["PATH_INFO"],
+                       "query": environ["QUERY_STRING"], "tag": environ.get("TAG", "")}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+def tagged(tag):
+    def app(environ, start_response):
+        environ["TAG"] = tag
+        return echo(environ, start_response)
+    return app
+
+root = tagged("root")
+api = tagged("api")
+inner = tagged("inner")
+nested_root = tagged("nested-root")
+second = tagged("second")
+
+def chunked(environ, start_response):
+    # No Content-Length and a generator still producing: chunked transfer encoding.
+    # (A generator that is already finished when the hub looks gets a Content-Length.)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    def gen():
+        for i in range(5):
+            yield b"part%d;" % i
+            time.sleep(0.01)
+    return gen()
+'''
+
+
+def wsgi(obj: str) -> dict:
+    return {"type": "wsgi", "module": "webapp", "object": obj}
+
+
+@pytest.fixture(scope="module")
+def node(start_module_node):
+    cfg = web_node(
+        {
+            "/": wsgi("root"),
+            "api": wsgi("api"),
+            "chunked": wsgi("chunked"),
+            "nested": {"type": "path", "paths": {"/": wsgi("nested_root"),
+                                                 "inner": wsgi("inner")}},
+        },
+        options={"access_log": True, "hsts": True},
+        worker_options={"pythonpath": ["."]},
+    )
+    worker = cfg["workers"][0]
+    # A second TCP transport (with an idle timeout) and a unix socket transport, same process.
+    worker["transports"].append({
+        "type": "web",
+        "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
+        "paths": {"/": wsgi("second")},
+        "options": {"client_timeout": 1},
+    })
+    worker["transports"].append({
+        "type": "web",
+        "endpoint": {"type": "unix", "path": "web.sock"},
+        "paths": {"/": wsgi("second")},
+    })
+    return start_module_node(cfg, files={"webapp.py": APP}, nports=2)
+
+
+def get(node, path: str, **kw) -> requests.Response:
+    return requests.get(node.url + path, timeout=5, **kw)
+
+
+def raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if not read_until_close:
+            return s.recv(65536)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def read_response(s: socket.socket, buf: bytes = b"") -> tuple[bytes, dict, bytes, bytes]:
+    """Read exactly one Content-Length response from ``s``; return (status, headers, body, rest)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed mid-headers: {buf!r}"
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip()
+               for k, v in (ln.decode("latin-1").split(":", 1) for ln in lines[1:])}
+    n = int(headers.get("content-length", 0))
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        assert chunk
+        buf += chunk
+    return lines[0], headers, buf[:n], buf[n:]
+
+
+# ---- routing -------------------------------------------------------------------------------
+
+def test_root_gets_whole_path(node):
+    r = get(node, "/some/deep/page?x=1")
+    assert r.status_code == 200
+    assert r.json() == {"script": "", "path": "/some/deep/page", "query": "x=1", "tag": "root"}
+
+
+def test_root_exact(node):
+    assert get(node, "/").json()["path"] == "/"
+
+
+def test_explicit_path_beats_root(node):
+    r = get(node, "/api/users/7")
+    assert r.json() == {"script": "/api", "path": "/users/7", "query": "", "tag": "api"}
+    # A sibling that merely starts like "api" is the root's.
+    assert get(node, "/apix/1").json()["tag"] == "root"
+
+
+def test_nested_path(node):
+    assert get(node, "/nested/inner/a/b").json() == {
+        "script": "/nested/inner", "path": "/a/b", "query": "", "tag": "inner"}
+    assert get(node, "/nested/other").json() == {
+        "script": "/nested", "path": "/other", "query": "", "tag": "nested-root"}
+
+
+def test_404_names_the_path(start_node):
+    n = start_node(web_node({"api": {"type": "wsgi", "module": "webapp", "object": "api"}},
+                            worker_options={"pythonpath": ["."]}),
+                   files={"webapp.py": APP})
+    r = requests.get(n.url + "/nothing/here", timeout=5)
+    assert r.status_code == 404
+    assert "/nothing/here" in r.text
+    assert len(r.content) < 1000
+    assert requests.get(n.url + "/api/x", timeout=5).json()["tag"] == "api"
+
+
+# ---- HTTP/1.1 ------------------------------------------------------------------------------
+
+def test_keep_alive_two_requests_one_connection(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"GET /api/one HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body, rest = read_response(s)
+        assert status.startswith(b"HTTP/1.1 200")
+        assert json.loads(body)["path"] == "/one"
+        s.sendall(b"GET /api/two HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body, _ = read_response(s, rest)
+        assert json.loads(body)["path"] == "/two"
+
+
+def test_pipelined_requests(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, _, body1, rest = read_response(s)
+        _, _, body2, _ = read_response(s, rest)
+    assert json.loads(body1)["path"] == "/a"
+    assert json.loads(body2)["path"] == "/b"
+
+
+def test_chunked_response(node):
+    out = raw(node.port, b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.endswith(b"0\r\n\r\n")
+    # And a real client decodes it.
+    assert get(node, "/chunked").text == "part0;part1;part2;part3;part4;"
+
+
+def test_head_has_headers_but_no_body(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        s.sendall(b"GET /api/after HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        while buf.count(b"\r\n\r\n") < 2 or not buf.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk
+            buf += chunk
+    head1, _, rest = buf.partition(b"\r\n\r\n")
+    assert head1.startswith(b"HTTP/1.1 200")
+    # The very next bytes are the second response: the HEAD sent no body, no final chunk.
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:40]
+    assert b'"/after"' in rest
+
+
+def test_head_content_length_kept(node):
+    r = requests.head(node.url + "/api/x", timeout=5)
+    assert r.status_code == 200
+    assert int(r.headers["Content-Length"]) > 0
+    assert r.content == b""
+
+
+@pytest.mark.parametrize("line", [b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                                  b"GET / HTTP/1.1 extra\r\n\r\n",
+                                  b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+                                  b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+                                  b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"])
+def test_bad_request_gets_400(node, line):
+    out = raw(node.port, line)
+    assert out.startswith(b"HTTP/1.1 400"), out[:80]
+    assert get(node, "/api/ok").status_code == 200
+    assert "Traceback" not in node.log()
+
+
+def test_tcp_nodelay_keepalive_latency(node):
+    # Without TCP_NODELAY, keep-alive responses written in two sends stall ~40 ms each.
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rest = b""
+        t0 = time.perf_counter()
+        for _ in range(20):
+            s.sendall(b"GET /api/fast HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, _, _, rest = read_response(s, rest)
+        per_request = (time.perf_counter() - t0) / 20
+    assert per_request < 0.03, f"{per_request * 1000:.1f} ms per keep-alive request"
+
+
+# ---- options ---------------------------------------------------------------------------------
+
+def test_access_log_common_log_format(node):
+    get(node, "/api/logged?q=1")
+    pattern = re.compile(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                         r'"GET /api/logged\?q=1 HTTP/1\.1" 200 \d+')
+    deadline = time.monotonic() + 3
+    while not pattern.search(node.log()):
+        assert time.monotonic() < deadline, node.log()[-2000:]
+        time.sleep(0.05)
+    lines = [ln for ln in node.log().splitlines() if "/api/logged" in ln]
+    assert len(lines) == 1
+
+
+def test_no_hsts_without_tls(node):
+    assert "Strict-Transport-Security" not in get(node, "/").headers
+
+
+# ---- endpoints -------------------------------------------------------------------------------
+
+def test_second_tcp_transport(node):
+    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/x", timeout=5)
+    assert r.json()["tag"] == "second"
+
+
+def test_unix_socket_endpoint(node):
+    path = node.dir / "web.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"GET /via/unix HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body, _ = read_response(s)
+    assert status.startswith(b"HTTP/1.1 200")
+    assert json.loads(body) == {"script": "", "path": "/via/unix", "query": "", "tag": "second"}
+
+
+def test_listening_lines_logged(node):
+    log = node.log()
+    assert f"listening on http://127.0.0.1:{node.port} (workers[0].transports[0])" in log
+    assert f"listening on http://127.0.0.1:{node.ports[1]} (workers[0].transports[1])" in log
+    assert "(workers[0].transports[2])" in log
+    assert re.search(r"ready in \d+\.\d\d s", log)
+
+
+def test_client_timeout_closes_idle_connection(node):
+    with socket.create_connection(("127.0.0.1", node.ports[1]), timeout=5) as s:
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(s)
+        t0 = time.monotonic()
+        assert s.recv(1024) == b""  # the server closed the idle keep-alive connection
+        waited = time.monotonic() - t0
+    assert 0.5 < waited < 3.5
+    # The transport without client_timeout keeps idle connections open.
+    with socket.create_connection(("127.0.0.1", node.port), timeout=1.5) as s:
+        with pytest.raises(socket.timeout):
+            s.recv(1024)
