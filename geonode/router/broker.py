@@ -38,9 +38,12 @@ class Broker:
         sub, created, is_new = self.state.subscribe(session, uri, match)
         session.subscriptions[sub] = None
         session.send(m.Subscribed(msg.request, sub.id))
-        if created:
+        # No meta events about the meta API's own topics (as Crossbar).
+        if uri.startswith("wamp."):
+            pass
+        elif created:
             realm.meta_event("wamp.subscription.on_create", [session.id, sub.details()])
-        if is_new:
+        if is_new and not uri.startswith("wamp."):
             realm.meta_event("wamp.subscription.on_subscribe", [session.id, sub.id])
         if msg.get_retained:
             for topic, retained in self.state.retained_for(sub):
@@ -64,6 +67,8 @@ class Broker:
         return self.state.unsubscribe(session, sub)
 
     def _meta_removed(self, session: Any, sub: Subscription, deleted: bool) -> None:
+        if sub.uri.startswith("wamp."):
+            return
         self.realm.meta_event("wamp.subscription.on_unsubscribe", [session.id, sub.id])
         if deleted:
             self.realm.meta_event("wamp.subscription.on_delete", [session.id, sub.id])

@@ -89,6 +89,8 @@ class Dealer:
         reg, created = self.state.register(session, uri, match, invoke)
         session.registrations[reg] = None
         session.send(m.Registered(msg.request, reg.id))
+        if uri.startswith("wamp."):
+            return  # no meta events about the router's own URIs (as Crossbar)
         if created:
             realm.meta_event("wamp.registration.on_create", [session.id, reg.details()])
         realm.meta_event("wamp.registration.on_register", [session.id, reg.id])
@@ -108,6 +110,8 @@ class Dealer:
         return self.state.unregister(session, reg)
 
     def _meta_removed(self, session: Any, reg: Registration, deleted: bool) -> None:
+        if reg.uri.startswith("wamp."):
+            return
         self.realm.meta_event("wamp.registration.on_unregister", [session.id, reg.id])
         if deleted:
             self.realm.meta_event("wamp.registration.on_delete", [session.id, reg.id])
