@@ -22,7 +22,7 @@ def test_exact_prefix_wildcard_and_one_event_per_subscription():
     pub.publish("com.x.y", 1, 2)
     ea, eb, ec, eb2 = a.take(m.Event), b.take(m.Event), c.take(m.Event), b2.take(m.Event)
     assert (ea.subscription, ea.args, ea.topic) == (sa, [1, 2], None)
-    assert (eb.subscription, eb.topic) == (sb, "com.x.y")
+    assert (eb.subscription, eb.topic) == (eb2.subscription, "com.x.y") == (sb, "com.x.y")
     assert (ec.subscription, ec.topic) == (sc, "com.x.y")
     assert ea.publication == eb.publication == ec.publication
     pub.publish("com.x.z.w")
