@@ -59,9 +59,11 @@ class FileIter:
             raise StopIteration
         data = self.f.read(min(CHUNK, self.remaining))
         if not data:
-            # The file shrank under us: end here, the server notices the short body.
+            # The file shrank under us after Content-Length went out: failing makes the server
+            # drop the connection, so the client sees a truncated answer instead of a
+            # desynchronised keep-alive stream.
             self.close()
-            raise StopIteration
+            raise OSError("file shrank while being served")
         self.remaining -= len(data)
         return data
 
