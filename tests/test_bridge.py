@@ -179,7 +179,11 @@ def node(start_module_node, http_service):
         {"type": "class", "classname": "crossbar.bridge.rest.MessageForwarder",
          "realm": "realm1", "role": "backend",
          "extra": {"subscriptions": [{"url": f"http://127.0.0.1:{http_service}/events",
-                                      "topic": "com.example.fwd"}],
+                                      "topic": "com.example.fwd"},
+                                     {"url": f"http://127.0.0.1:{http_service}/wrongcode",
+                                      "topic": "com.example.fwdcode"},
+                                     {"url": "http://127.0.0.1:9/refused",
+                                      "topic": "com.example.fwdrefused"}],
                    "expectedcode": 200}},
         {"type": "class", "classname": "crossbar.bridge.rest.RESTCallee", "realm": "realm1",
          "role": "backend",
@@ -472,6 +476,21 @@ def test_forwarder_posts_events(node, client):
     ctype, body = Recorder.events.get(timeout=5)
     assert ctype == "application/json"
     assert body == {"args": [1, "a"], "kwargs": {"k": "v"}}
+
+
+def test_forwarder_failures_are_logged(node, client):
+    client.publish("com.example.fwdcode", 1)
+    client.publish("com.example.fwdrefused", 2)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        log = node.log()
+        if "returned 201, not the expected 200" in log and "127.0.0.1:9/refused" in log:
+            break
+        time.sleep(0.05)
+    assert "returned 201, not the expected 200" in log
+    assert "forwarding an event to http://127.0.0.1:9/refused failed" in log
+    # the node keeps serving
+    assert client.call("com.example.comp.add", 1, 1) == 102
 
 
 def test_rest_callee(node, client):

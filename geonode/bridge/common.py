@@ -115,7 +115,8 @@ class BridgeService:
             status, payload, ctype = self._handle(environ, body)
         except Deny as d:
             status, payload, ctype = d.status, self.deny_body(d), "application/json; charset=UTF-8"
-            log.info("%s %s: %d %s", self.kind, environ.get("PATH_INFO", ""), d.status, d.message)
+            log.info("%s %s%s: %d %s", self.kind, environ.get("SCRIPT_NAME", ""),
+                     environ.get("PATH_INFO", ""), d.status, d.message)
         headers += [("Content-Type", ctype), ("Content-Length", str(len(payload)))]
         start_response(_STATUS.get(status, f"{status} Error"), headers)
         return [payload]
