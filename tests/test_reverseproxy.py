@@ -290,3 +290,19 @@ def test_dead_pooled_connection_is_retried(node):
     r = requests.get(node.url + "/up/ka?after-arm")
     assert r.status_code == 200 and r.text != armed
     assert DROPPED == ["/base/ka?after-arm"]
+
+
+def test_expect_100_continue(node):
+    body = b"payload" * 1000
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+        s.sendall(b"POST /up/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = s.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100")
+        s.sendall(body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 201")
+    got = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert got["len"] == len(body)
