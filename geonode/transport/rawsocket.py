@@ -114,7 +114,7 @@ class RawSocketPeer(MessageQueuePeer):
         except _Violation as e:
             log.warning("%s: protocol violation: %s", self._who(), e)
         except UnicodeDecodeError:
-            log.warning("%s: protocol violation: JSON message is not UTF-8", self._who())
+            self._violation("JSON message is not UTF-8")
         except OSError as e:
             if not self._dead:
                 log.info("%s: connection error: %s", self._who(), e)

@@ -178,9 +178,7 @@ class MessageQueuePeer:
         try:
             msgs = self.serializer.unserialize(payload)
         except ProtocolError as e:
-            log.warning("%s: protocol violation: %s", self._who(), e)
-            self.send(Abort("wamp.error.protocol_violation", message=str(e)[:200]))
-            self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
+            self._violation(str(e)[:300])
             return False
         for msg in msgs:
             try:
@@ -190,6 +188,16 @@ class MessageQueuePeer:
                 self._close(CLOSE_INTERNAL, "internal error")
                 return False
         return True
+
+    def _violation(self, text: str) -> None:
+        """End only this session: ABORT (protocol_violation), one log line, close."""
+        violation = getattr(self.session, "protocol_violation", None)
+        if violation is not None:
+            violation(text)   # the router logs, sends ABORT, forgets the session, closes us
+        else:
+            log.warning("%s: protocol violation: %s", self._who(), text)
+            self.send(Abort("wamp.error.protocol_violation", message=text))
+        self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
 
     def _write(self, items: list) -> None:
         raise NotImplementedError

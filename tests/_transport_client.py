@@ -1,0 +1,128 @@
+"""autobahn-python (asyncio) clients for the transport tests: WebSocket or RawSocket, any
+serializer, plain or batched. Each test runs its own event loop with ``asyncio.run``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import txaio
+
+txaio.use_asyncio()
+
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
+from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
+from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp import serializer as S  # noqa: E402
+from autobahn.wamp.types import ComponentConfig  # noqa: E402
+
+CLASSES = {"json": S.JsonSerializer, "msgpack": S.MsgPackSerializer,
+           "cbor": S.CBORSerializer, "ubjson": S.UBJSONSerializer}
+
+#: every WebSocket serializer variant geonode must speak with autobahn-python
+WS_SERIALIZERS = ["json", "msgpack", "cbor", "ubjson",
+                  "json.batched", "msgpack.batched", "cbor.batched", "ubjson.batched"]
+
+
+def make_serializer(name: str):
+    base, _, batched = name.partition(".")
+    return CLASSES[base](batched=bool(batched))
+
+
+class Client(ApplicationSession):
+    """Resolves ``joined`` on WELCOME and ``left`` when the session ends."""
+
+    def __init__(self, config, joined, left):
+        super().__init__(config)
+        self._joined, self._left = joined, left
+
+    def onJoin(self, details):
+        if not self._joined.done():
+            self._joined.set_result(self)
+
+    def onLeave(self, details):
+        if not self._joined.done():
+            self._joined.set_exception(RuntimeError(f"left before joining: {details}"))
+        if not self._left.done():
+            self._left.set_result(details)
+        super().onLeave(details)
+
+    def onDisconnect(self):
+        if not self._left.done():
+            self._left.set_result(None)
+        if not self._joined.done():
+            self._joined.set_exception(RuntimeError("disconnected before joining"))
+
+
+async def _session(factory_maker, connect, realm: str, timeout: float):
+    loop = asyncio.get_running_loop()
+    joined, left = loop.create_future(), loop.create_future()
+    factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left))
+    await connect(factory)
+    session = await asyncio.wait_for(joined, timeout)
+    session.left = left
+    return session
+
+
+async def ws_session(port: int, serializer: str = "json", path: str = "ws",
+                     realm: str = "realm1", timeout: float = 10.0):
+    """A joined autobahn session over WebSocket (``session.left``: future of its end)."""
+    loop = asyncio.get_running_loop()
+    return await _session(
+        lambda mk: WampWebSocketClientFactory(mk, url=f"ws://127.0.0.1:{port}/{path}",
+                                              serializers=[make_serializer(serializer)]),
+        lambda f: loop.create_connection(f, "127.0.0.1", port), realm, timeout)
+
+
+async def rawsocket_session(serializer: str = "json", port: int | None = None,
+                            unix_path: str | None = None, realm: str = "realm1",
+                            timeout: float = 10.0):
+    """A joined autobahn session over RawSocket (TCP ``port`` or ``unix_path``)."""
+    loop = asyncio.get_running_loop()
+
+    def connect(f):
+        if unix_path is not None:
+            return loop.create_unix_connection(f, unix_path)
+        return loop.create_connection(f, "127.0.0.1", port)
+
+    return await _session(
+        lambda mk: WampRawSocketClientFactory(mk, serializer=make_serializer(serializer)),
+        connect, realm, timeout)
+
+
+async def exercise(a, b, tag: str = "") -> None:
+    """Register/call, subscribe/publish (acknowledged, binary payload) between two sessions."""
+    loop = asyncio.get_running_loop()
+    proc, topic = f"com.test.add{tag}", f"com.test.topic{tag}"
+    await a.register(lambda x, y, **kw: {"sum": x + y, "kw": kw}, proc)
+    got = loop.create_future()
+    await a.subscribe(lambda *args, **kwargs: got.done() or got.set_result((args, kwargs)),
+                      topic)
+    res = await b.call(proc, 2, 3, flag="ü")
+    assert res == {"sum": 5, "kw": {"flag": "ü"}}
+    from autobahn.wamp.types import PublishOptions
+    pub = await b.publish(topic, 1, "two", b"\x00\x01\xffbinary", {"n": [1.5, None, True]},
+                          color="green", options=PublishOptions(acknowledge=True))
+    assert pub.id
+    args, kwargs = await asyncio.wait_for(got, 5)
+    assert list(args) == [1, "two", b"\x00\x01\xffbinary", {"n": [1.5, None, True]}]
+    assert kwargs == {"color": "green"}
+
+
+def router_config(transports: list) -> dict:
+    """One router worker, realm1 where anonymous may do everything."""
+    return {"version": 2, "controller": {}, "workers": [{
+        "type": "router",
+        "realms": [{"name": "realm1", "roles": [{
+            "name": "anonymous",
+            "permissions": [{"uri": "", "match": "prefix",
+                             "allow": {"call": True, "register": True, "publish": True,
+                                       "subscribe": True},
+                             "disclose": {"caller": True, "publisher": True}, "cache": True}],
+        }]}],
+        "transports": transports,
+    }]}
+
+
+def web_transport(paths: dict, port: str = "$PORT") -> dict:
+    return {"type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
+            "paths": paths}

@@ -1,0 +1,262 @@
+"""WAMP over WebSocket: autobahn-python clients against a real node, every serializer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+import websocket  # websocket-client: a raw client that can misbehave on purpose
+from _transport_client import (
+    WS_SERIALIZERS,
+    exercise,
+    router_config,
+    web_transport,
+    ws_session,
+)
+
+PATHS = {
+    "ws": {"type": "websocket"},
+    "wsjson": {"type": "websocket", "serializers": ["json"]},
+}
+
+
+@pytest.fixture(scope="module")
+def node(start_module_node):
+    return start_module_node(router_config([web_transport(PATHS)]))
+
+
+def _run(coro, timeout: float = 30):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.mark.parametrize("serializer", WS_SERIALIZERS)
+def test_join_rpc_pubsub_each_serializer(node, serializer):
+    async def main():
+        a = await ws_session(node.port, serializer)
+        b = await ws_session(node.port, serializer)
+        await exercise(a, b, tag=serializer.replace(".", "_"))
+        info = await b.call("wamp.session.get", b._session_id)
+        transport = info["transport"]
+        assert transport["websocket_protocol"] == f"wamp.2.{serializer}"
+        assert transport["channel_serializer"] == serializer
+        assert transport["peer"].startswith("tcp4:127.0.0.1:")
+        assert "sec-websocket-key" in transport["http_headers_received"]
+        a.leave()
+        b.leave()
+        await asyncio.wait_for(a.left, 5)
+
+    _run(main())
+
+
+def test_one_event_many_serializers(node):
+    """One PUBLISH reaches subscribers on every serializer (each encodes the EVENT its way)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        subs = [await ws_session(node.port, s) for s in WS_SERIALIZERS]
+        futs = []
+        for s in subs:
+            f = loop.create_future()
+            futs.append(f)
+            await s.subscribe(lambda *a, _f=f, **k: _f.done() or _f.set_result((a, k)),
+                              "com.test.fanout")
+        pub = await ws_session(node.port, "json")
+        pub.publish("com.test.fanout", "x", b"\x01\x02", n=7)
+        for f in futs:
+            assert await asyncio.wait_for(f, 5) == (("x", b"\x01\x02"), {"n": 7})
+
+    _run(main())
+
+
+def test_sessions_are_detached_when_connections_go(node):
+    async def main():
+        watcher = await ws_session(node.port)
+        others = [await ws_session(node.port, s) for s in ("json", "msgpack", "cbor")]
+        ids = {o._session_id for o in others}
+        assert ids <= set(await watcher.call("wamp.session.list"))
+        for o in others[:2]:
+            o.leave()
+        others[2]._transport.close()   # no GOODBYE: the connection just goes
+        for _ in range(50):
+            if not ids & set(await watcher.call("wamp.session.list")):
+                break
+            await asyncio.sleep(0.1)
+        assert not ids & set(await watcher.call("wamp.session.list"))
+
+    _run(main())
+
+
+def _raw_ws(node, protocol: str = "wamp.2.json", path: str = "ws", **kw):
+    return websocket.create_connection(f"{node.ws_url}/{path}", subprotocols=[protocol],
+                                       timeout=10, **kw)
+
+
+HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}, "caller": {}}}])
+
+
+@pytest.mark.parametrize("protocol,payload", [
+    ("wamp.2.json", "this is not json"),
+    ("wamp.2.json", "[999, 1, {}]"),
+    ("wamp.2.json", '{"not": "a list"}'),
+    ("wamp.2.json", "[32, 1, {}, 42]"),
+    ("wamp.2.msgpack", "text frame where msgpack is binary"),
+    ("wamp.2.cbor", b"\xff\xfe\xfd"),
+])
+def test_malformed_message_ends_only_that_session(node, protocol, payload):
+    async def main():
+        loop = asyncio.get_running_loop()
+        callee = await ws_session(node.port)
+        await callee.register(lambda: "still here", "com.test.alive")
+
+        def misbehave():
+            ws = _raw_ws(node, protocol)
+            hello = json.loads(HELLO)
+            if protocol == "wamp.2.json":
+                ws.send(HELLO)
+            else:
+                import cbor2
+                import msgpack
+                enc = msgpack.packb if "msgpack" in protocol else cbor2.dumps
+                ws.send_binary(enc(hello))
+            ws.recv()                       # WELCOME
+            if isinstance(payload, bytes):
+                ws.send_binary(payload)
+            else:
+                ws.send(payload)
+            frames = []
+            try:
+                while True:
+                    opcode, data = ws.recv_data()
+                    frames.append((opcode, data))
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        break
+            except websocket.WebSocketConnectionClosedException:
+                pass
+            ws.close()
+            return frames
+
+        log_before = node.log().count("protocol violation")
+        frames = await loop.run_in_executor(None, misbehave)
+        # an ABORT (protocol_violation) then the close
+        assert frames and frames[-1][0] == websocket.ABNF.OPCODE_CLOSE
+        abort_seen = any(b"protocol_violation" in (d if isinstance(d, bytes) else d.encode())
+                         or b"protocol_violation" in _decode_any(d) for _, d in frames[:-1])
+        assert abort_seen, frames
+        other = await ws_session(node.port, "msgpack")
+        assert await other.call("com.test.alive") == "still here"
+        for _ in range(20):
+            if node.log().count("protocol violation") > log_before:
+                break
+            await asyncio.sleep(0.05)
+        assert node.log().count("protocol violation") == log_before + 1
+        callee.leave()
+        other.leave()
+
+    _run(main())
+
+
+def _decode_any(data: bytes) -> bytes:
+    import cbor2
+    import msgpack
+    for dec in (msgpack.unpackb, cbor2.loads):
+        try:
+            return repr(dec(data)).encode()
+        except Exception:
+            pass
+    return b""
+
+
+def _http(node, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_plain_get_shows_status_page(node):
+    reply = _http(node, b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        body = b""
+        while chunk := s.recv(65536):
+            body += chunk
+    assert b"text/html" in body and b"wamp.2.json" in body and b"wamp.2.msgpack" not in body
+
+
+def test_unconfigured_serializer_is_refused(node):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    reply = _http(node, (
+        "GET /wsjson HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: wamp.2.msgpack\r\n\r\n").encode())
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_subscriber_is_closed_not_buffered(start_node):
+    """A subscriber that never reads, a publisher flooding: the node stays responsive, the
+    slow session is closed when its queue passes the bound, memory stays bounded."""
+    paths = {"ws": {"type": "websocket", "options": {"max_queue": 200}}}
+    node = start_node(router_config([web_transport(paths)]))
+    payload = "x" * 4096
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        # The slow one: joins, subscribes, then never reads (tiny receive buffer).
+        slow = _raw_ws(node, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+        slow.send(HELLO)
+        json.loads(slow.recv())
+        slow.send(json.dumps([32, 1, {}, "com.test.flood"]))
+        assert json.loads(slow.recv())[0] == 33
+        rss_before = _rss_kb(node.proc.pid)
+        callee = await ws_session(node.port, "msgpack")
+        await callee.register(lambda: "pong", "com.test.ping")
+        pub = await ws_session(node.port, "json")
+        from autobahn.wamp.types import PublishOptions
+        t0 = time.monotonic()
+        for i in range(4000):     # ~16 MB for the slow subscriber
+            pub.publish("com.test.flood", i, payload)
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+        await pub.publish("com.test.flood", "last", options=PublishOptions(acknowledge=True))
+        assert await pub.call("com.test.ping") == "pong"
+        assert time.monotonic() - t0 < 20
+        for _ in range(100):
+            if "outgoing queue over its bound" in node.log():
+                break
+            await asyncio.sleep(0.1)
+        assert "outgoing queue over its bound" in node.log()
+        assert _rss_kb(node.proc.pid) - rss_before < 64 * 1024
+
+        def drain_slow():
+            # It gets what was in flight, then the connection ends.
+            slow.settimeout(10)
+            try:
+                while True:
+                    opcode, _ = slow.recv_data()
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        return True
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                return True
+            except Exception as e:  # noqa: BLE001
+                return e
+
+        assert await loop.run_in_executor(None, drain_slow) is True
+        assert await pub.call("com.test.ping") == "pong"
+
+    _run(main(), timeout=60)
