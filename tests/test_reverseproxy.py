@@ -75,6 +75,13 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"1234567")
             return
+        if self.path.startswith("/base/truncated"):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"only-this")
+            self.close_connection = True
+            return
         if self.path.startswith("/base/big"):
             return self._send(200, BIG)
         if self.path.startswith("/base/silent"):
@@ -306,3 +313,17 @@ def test_expect_100_continue(node):
     assert data.startswith(b"HTTP/1.1 201")
     got = json.loads(data.partition(b"\r\n\r\n")[2])
     assert got["len"] == len(body)
+
+
+def test_truncated_upstream_body_breaks_the_connection(node):
+    # Headers are already out when the upstream dies: the client must see a short body on a
+    # closed connection, never a "complete" response or a hang.
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+        s.sendall(b"GET /up/truncated HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 100000" in head
+    assert body == b"only-this"
+    assert requests.get(node.url + "/").json() == "alive"
