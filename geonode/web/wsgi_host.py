@@ -80,10 +80,17 @@ def spool_body(environ: dict) -> None:
         environ["wsgi.input"] = io.BytesIO()
         environ["wsgi.input_terminated"] = True
         return
-    src = environ["wsgi.input"]
+    try:
+        _spool(environ, environ["wsgi.input"], length, chunked)
+    except (OSError, ValueError) as e:
+        # pywsgi raises these for an early EOF or broken chunk framing: the client's fault.
+        raise BadRequestBody(f"unreadable request body: {e}") from None
+
+
+def _spool(environ: dict, src: Any, length: str | None, chunked: bool) -> None:
     if not chunked:
         try:
-            expected = int(length)
+            expected = int(length or "")
         except ValueError:
             raise BadRequestBody(f"invalid Content-Length {length!r}") from None
         if expected < 0:
@@ -98,17 +105,20 @@ def spool_body(environ: dict) -> None:
     else:
         expected = -1
     spool: Any = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)
-    total = 0
-    while expected < 0 or total < expected:
-        want = _READ_SIZE if expected < 0 else min(_READ_SIZE, expected - total)
-        data = src.read(want)
-        if not data:
-            break
-        spool.write(data)
-        total += len(data)
-    if expected >= 0 and total != expected:
+    try:
+        total = 0
+        while expected < 0 or total < expected:
+            want = _READ_SIZE if expected < 0 else min(_READ_SIZE, expected - total)
+            data = src.read(want)
+            if not data:
+                break
+            spool.write(data)
+            total += len(data)
+        if expected >= 0 and total != expected:
+            raise BadRequestBody("request body shorter than its Content-Length")
+    except BaseException:
         spool.close()
-        raise BadRequestBody("request body shorter than its Content-Length")
+        raise
     spool.seek(0)
     environ["wsgi.input"] = spool
     environ["wsgi.input_terminated"] = True
@@ -118,9 +128,10 @@ def spool_body(environ: dict) -> None:
 
 
 def _simple_response(start_response: Callable, status: str, text: str,
-                     content_type: str = "text/html; charset=utf-8") -> list[bytes]:
+                     extra: tuple = ()) -> list[bytes]:
     body = text.encode()
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    start_response(status, [("Content-Type", "text/html; charset=utf-8"),
+                            ("Content-Length", str(len(body))), *extra])
     return [body]
 
 
@@ -341,8 +352,10 @@ class WSGIHost:
         try:
             spool_body(environ)
         except BadRequestBody as e:
+            # The body's framing is unknown now: this connection cannot carry another request.
             return _simple_response(start_response, "400 Bad Request",
-                                    f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n")
+                                    f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n",
+                                    (("Connection", "close"),))
         environ["wsgi.multithread"] = True
         environ["wsgi.multiprocess"] = False
         ch = self._channel()

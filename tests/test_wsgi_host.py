@@ -1,0 +1,306 @@
+"""WSGI Host Service over real sockets: thread pool, uploads, streaming, errors, greenlet mode."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from conftest import web_node
+
+APP = r'''
+import hashlib
+import time
+
+from flask import Flask, Response, request
+from gevent.monkey import get_original
+
+# The node imports this module in its main (hub) thread; native ids tell threads apart even
+# under monkey-patching (where threading.current_thread() is per greenlet).
+native_ident = get_original("_thread", "get_ident")
+MAIN = native_ident()
+
+app = Flask(__name__)
+
+@app.route("/fast")
+def fast():
+    return "fast"
+
+@app.route("/sleep")
+def sleep():
+    time.sleep(1.0)  # a plain blocking call: must not stall the hub
+    return "slept"
+
+@app.route("/upload", methods=["POST", "PUT"])
+def upload():
+    data = request.get_data()
+    return {"n": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+@app.route("/stream")
+def stream():
+    def gen():
+        yield "first;"
+        time.sleep(1.0)  # iteration runs on the pool too
+        yield "second;"
+    return Response(gen(), mimetype="text/plain")
+
+@app.route("/big-stream")
+def big_stream():
+    # Longer than what a producer may queue on its own: exercises the hand-back path.
+    def gen():
+        for i in range(300):
+            yield (b"%06d" % i) * 1000
+    return Response(gen(), mimetype="application/octet-stream")
+
+@app.route("/thread")
+def thread():
+    return {"main": native_ident() == MAIN,
+            "multithread": request.environ["wsgi.multithread"],
+            "multiprocess": request.environ["wsgi.multiprocess"]}
+
+
+def boom(environ, start_response):
+    raise ValueError("secret-detail-42")
+
+
+def boom_midway(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    def gen():
+        yield b"partial;"
+        time.sleep(0.05)
+        raise RuntimeError("midway failure")
+    return gen()
+
+
+def green(environ, start_response):
+    import gevent
+    gevent.sleep(0.01)  # gevent-aware: cooperative sleep in the handler greenlet
+    body = repr((environ["wsgi.multithread"], native_ident() == MAIN)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def write_legacy(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written;")
+    return [b"returned;"]
+'''
+
+
+def wsgi(obj: str, **kw) -> dict:
+    return {"type": "wsgi", "module": "hostapp", "object": obj, **kw}
+
+
+@pytest.fixture(scope="module")
+def node(start_module_node):
+    paths = {"/": wsgi("app"), "boom": wsgi("boom"), "midway": wsgi("boom_midway"),
+             "green": wsgi("green", threads=False), "legacy": wsgi("write_legacy"),
+             "small": wsgi("app", maxthreads=2, minthreads=1)}
+    cfg = web_node(paths, worker_options={"pythonpath": ["."]})
+    cfg["workers"][0]["transports"].append({
+        "type": "web",
+        "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
+        "paths": {"/": wsgi("boom")},
+        "options": {"display_tracebacks": True},
+    })
+    return start_module_node(cfg, files={"hostapp.py": APP}, nports=2)
+
+
+def get(node, path: str, **kw) -> requests.Response:
+    return requests.get(node.url + path, timeout=10, **kw)
+
+
+def test_blocking_view_does_not_stall_others(node):
+    results: dict = {}
+
+    def slow():
+        t0 = time.monotonic()
+        results["slow"] = get(node, "/sleep").text
+        results["slow_t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    for _ in range(10):
+        assert get(node, "/fast").text == "fast"
+    fast_t = time.monotonic() - t0
+    th.join()
+    assert results["slow"] == "slept"
+    assert results["slow_t"] >= 0.95
+    assert fast_t < 0.8, f"10 fast requests took {fast_t:.2f}s while a view slept"
+
+
+def test_blocking_views_run_in_parallel(node):
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(get(node, "/sleep").text))
+               for _ in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == ["slept"] * 4
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_runs_on_a_pool_thread(node):
+    assert get(node, "/thread").json() == {"main": False, "multithread": True,
+                                          "multiprocess": False}
+
+
+def test_maxthreads_limits_concurrency(node):
+    # "small" has maxthreads 2: four 1-second views need two rounds.
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(get(node, "/small/sleep").text))
+               for _ in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    assert out == ["slept"] * 4
+    assert 1.9 < took < 3.5
+
+
+def test_multi_megabyte_upload(node):
+    data = os.urandom(5 * 1024 * 1024 + 123)
+    r = requests.post(node.url + "/upload", data=data, timeout=20)
+    assert r.json() == {"n": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_chunked_upload(node):
+    parts = [os.urandom(70_000) for _ in range(20)]
+    r = requests.put(node.url + "/upload", data=iter(parts), timeout=20)  # chunked encoding
+    whole = b"".join(parts)
+    assert r.json() == {"n": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+
+
+def test_small_upload_and_empty_body(node):
+    r = requests.post(node.url + "/upload", data=b"abc", timeout=5)
+    assert r.json()["n"] == 3
+    r = requests.post(node.url + "/upload", timeout=5)
+    assert r.json()["n"] == 0
+
+
+def test_truncated_body_gets_400(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nshort")
+        s.shutdown(socket.SHUT_WR)
+        out = s.recv(4096)
+    assert out.startswith(b"HTTP/1.1 400")
+    assert get(node, "/fast").text == "fast"
+
+
+def test_streaming_chunks_arrive_before_generator_finishes(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while b"first;" not in buf:
+            chunk = s.recv(4096)
+            assert chunk
+            buf += chunk
+        first_at = time.monotonic() - t0
+        # Meanwhile the node answers others: the generator's sleep is on the pool.
+        t1 = time.monotonic()
+        assert get(node, "/fast").text == "fast"
+        assert time.monotonic() - t1 < 0.5
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        done_at = time.monotonic() - t0
+    assert first_at < 0.7, first_at
+    assert done_at >= 0.95
+    assert b"second;" in buf and buf.rstrip().endswith(b"0")
+
+
+def test_long_stream_complete_and_in_order(node):
+    r = get(node, "/big-stream")
+    assert r.content == b"".join((b"%06d" % i) * 1000 for i in range(300))
+
+
+def test_app_exception_is_500_without_traceback(node):
+    r = get(node, "/boom/x")
+    assert r.status_code == 500
+    assert "secret-detail-42" not in r.text
+    assert "Traceback" not in r.text
+    assert len(r.content) < 1000
+    # Logged instead, and the node keeps serving.
+    assert get(node, "/fast").text == "fast"
+    deadline = time.monotonic() + 3
+    while "secret-detail-42" not in node.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "Traceback" in node.log()
+
+
+def test_display_tracebacks_shows_it(node):
+    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/", timeout=5)
+    assert r.status_code == 500
+    assert "secret-detail-42" in r.text
+    assert "Traceback" in r.text
+
+
+def test_exception_after_headers_closes_connection(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"GET /midway HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    assert buf.startswith(b"HTTP/1.1 200")
+    assert b"partial;" in buf
+    assert not buf.endswith(b"0\r\n\r\n")  # no clean end: the client can tell it broke
+    assert get(node, "/fast").text == "fast"
+
+
+def test_greenlet_mode(node):
+    assert get(node, "/green").text == "(False, True)"
+
+
+def test_legacy_write_callable(node):
+    assert get(node, "/legacy").text == "written;returned;"
+
+
+def test_head_on_flask(node):
+    r = requests.head(node.url + "/fast", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Length"] == "4"
+
+
+def test_import_failure_exits_1_naming_module(start_node):
+    cfg = web_node({"/": {"type": "wsgi", "module": "no_such_module_xyz", "object": "app"}})
+    n = start_node(cfg, wait=False)
+    assert n.proc.wait(20) == 1
+    out = n.log()
+    assert "no_such_module_xyz" in out
+    assert "sys.path" in out
+    assert "workers[0].transports[0].paths./.module" in out or \
+        "workers[0].transports[0].paths" in out
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", n.port), timeout=1).close()
+
+
+def test_error_at_import_and_missing_object(start_node):
+    cfg = web_node({"a": {"type": "wsgi", "module": "okmod", "object": "nothere"}},
+                   worker_options={"pythonpath": ["."]})
+    n = start_node(cfg, files={"okmod.py": "app = None\n"}, wait=False)
+    assert n.proc.wait(20) == 1
+    assert "nothere" in n.log() and "paths.a.object" in n.log()
+
+    cfg = web_node({"/": {"type": "wsgi", "module": "badmod", "object": "app"}},
+                   worker_options={"pythonpath": ["."]})
+    n = start_node(cfg, files={"badmod.py": "raise RuntimeError('broken at import')\n"},
+                   wait=False)
+    assert n.proc.wait(20) == 1
+    assert "broken at import" in n.log() and "badmod" in n.log()
