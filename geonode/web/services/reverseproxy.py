@@ -13,6 +13,7 @@ chunked), fully read, with nothing left over in our buffer.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -207,8 +208,11 @@ class _Body:
             self.done = True
         except UpstreamError as e:
             # Headers are out already: the only honest signal left is a broken connection.
-            log.warning("reverseproxy: response body aborted: %s", e)
-            raise
+            # ECONNRESET is the error the server closes on quietly (no traceback): the one
+            # log line is ours.
+            log.warning("reverseproxy: %s:%s: response body aborted: %s",
+                        self.proxy.host, self.proxy.port, e)
+            raise ConnectionResetError(errno.ECONNRESET, str(e)) from None
         finally:
             self.close()
 

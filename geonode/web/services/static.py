@@ -9,8 +9,10 @@ so a symlink pointing outside is never followed.
 
 from __future__ import annotations
 
+import errno
 import html
 import importlib.resources
+import logging
 import mimetypes
 import os
 import stat
@@ -24,6 +26,8 @@ from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 INDEX_FILES = ("index.html", "index.htm")
@@ -63,7 +67,9 @@ class FileIter:
             # drop the connection, so the client sees a truncated answer instead of a
             # desynchronised keep-alive stream.
             self.close()
-            raise OSError("file shrank while being served")
+            log.warning("static: %s shrank while being served", self.f.name)
+            # ECONNRESET: the server closes quietly on it; the log line above is the record.
+            raise ConnectionResetError(errno.ECONNRESET, "file shrank while being served")
         self.remaining -= len(data)
         return data
 
