@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import gevent
 from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
 
 from geonode.config import ConfigError
@@ -273,30 +274,36 @@ class StaticApp:
         return rng if rng is not None and rng.units == "bytes" else None
 
     def _list(self, environ: dict, start_response, real: str, segs: list[str], head: bool):
+        # A big folder means thousands of stat calls: done on the hub's thread pool so the
+        # other connections keep moving meanwhile.
+        body = gevent.get_hub().threadpool.apply(self._render_listing, (real, segs))
+        if body is None:
+            return _error(start_response, "404 Not Found", "not found", head=head)
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                  ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-cache")])
+        return [] if head else [body]
+
+    def _render_listing(self, real: str, segs: list[str]) -> bytes | None:
         try:
             names = sorted(os.listdir(real))
         except OSError:
-            return _error(start_response, "404 Not Found", "not found", head=head)
+            return None
         title = html.escape("/" + "/".join(segs) + ("/" if segs else ""))
         rows = [] if not segs else ['<li><a href="../">../</a></li>']
         for name in names:
-            full = os.path.join(real, name)
             # Entries whose target lies outside the root are not shown (nor served).
-            target = os.path.realpath(full)
+            target = os.path.realpath(os.path.join(real, name))
             if not _inside(self.root, target):
                 continue
             suffix = "/" if os.path.isdir(target) else ""
             href = quote(name.encode("utf-8", "surrogateescape"), safe="") + suffix
             rows.append(f'<li><a href="{html.escape(href)}">{html.escape(name + suffix)}</a></li>')
-        body = (
+        return (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"
             + "\n".join(rows) + "\n</ul></body></html>\n"
         ).encode("utf-8", "surrogateescape")
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                  ("Content-Length", str(len(body))),
-                                  ("Cache-Control", "no-cache")])
-        return [] if head else [body]
 
 
 def _root(cfg: dict, ctx: BuildContext) -> Path:
