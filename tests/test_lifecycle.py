@@ -1,0 +1,100 @@
+"""Node lifecycle: graceful SIGTERM/SIGINT, start-up failures leave nothing listening."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from conftest import web_node
+
+APP = r'''
+import time
+
+def slow(environ, start_response):
+    time.sleep(1.5)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"finished"]
+
+def fast(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"fast"]
+'''
+
+
+def config() -> dict:
+    return web_node({"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"},
+                     "slow": {"type": "wsgi", "module": "lifeapp", "object": "slow"}},
+                    worker_options={"pythonpath": ["."]})
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_lets_in_flight_request_finish(start_node, sig):
+    n = start_node(config(), files={"lifeapp.py": APP})
+    # An idle keep-alive connection must not hold the shutdown for the whole grace period.
+    idle = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while not buf.endswith(b"fast"):
+        chunk = idle.recv(4096)
+        assert chunk
+        buf += chunk
+    result: dict = {}
+
+    def slow():
+        r = requests.get(n.url + "/slow", timeout=10)
+        result["status"], result["text"] = r.status_code, r.text
+
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(0.4)  # the request is in the app now
+    t0 = time.monotonic()
+    n.proc.send_signal(sig)
+    time.sleep(0.3)
+    assert refused(n.port), "still accepting after the signal"
+    th.join()
+    assert result == {"status": 200, "text": "finished"}
+    assert n.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 5
+    assert idle.recv(4096) == b""  # the idle connection was closed
+    idle.close()
+    log = n.log()
+    assert "stopping" in log and "stopped" in log
+    assert "Traceback" not in log
+
+
+def test_bind_failure_stops_everything(start_node):
+    cfg = config()
+    worker = cfg["workers"][0]
+    # The second transport wants the first one's port: it cannot bind.
+    worker["transports"].append({
+        "type": "web", "endpoint": {"type": "tcp", "port": "$PORT", "interface": "127.0.0.1"},
+        "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}})
+    n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
+    assert n.proc.wait(20) == 1
+    log = n.log()
+    assert "workers[0].transports[1].endpoint" in log
+    assert str(n.port) in log
+    assert "listening on" not in log
+    assert refused(n.port)
+
+
+def test_bad_tls_file_names_key(start_node):
+    cfg = config()
+    cfg["workers"][0]["transports"][0]["endpoint"]["tls"] = {"key": "nope.key",
+                                                             "certificate": "nope.crt"}
+    n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
+    assert n.proc.wait(20) == 1
+    assert "workers[0].transports[0].endpoint.tls" in n.log()
+    assert refused(n.port)
