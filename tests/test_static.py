@@ -46,6 +46,8 @@ def node(start_module_node):
     os.symlink(n.dir / "secret.txt", www / "link-out")
     os.symlink(n.dir / "outside", www / "dir-out")
     os.symlink(www / "a.txt", www / "link-in")
+    (www / "trap").mkdir()
+    os.symlink(n.dir / "secret.txt", www / "trap" / "index.html")
     return n
 
 
@@ -258,6 +260,9 @@ TRAVERSALS = [
     "/spa/link-out",
     "/pkg/%2e%2e/%2e%2e/%2e%2e/secret.txt",
     "/./../secret.txt",
+    "/trap/",
+    "/trap/index.html",
+    "/list/trap/index.html",
     "http://127.0.0.1/../secret.txt",
 ]
 

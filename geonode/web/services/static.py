@@ -98,7 +98,8 @@ def _segments(path_info: str) -> list[str] | int:
 
 
 def _inside(root: str, candidate: str) -> bool:
-    return candidate == root or candidate.startswith(root + os.sep)
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    return candidate == root or candidate.startswith(prefix)
 
 
 class StaticApp:
@@ -148,8 +149,9 @@ class StaticApp:
             if not environ.get("PATH_INFO", "").endswith("/"):
                 return self._slash_redirect(environ, segs, start_response)
             for name in INDEX_FILES:
-                index = os.path.join(real, name)
-                if os.path.isfile(index):
+                # Resolved like any other name: an index symlinked outside is not served.
+                index = self._resolve([*segs, name])
+                if index is not None and os.path.isfile(index):
                     return self._file(environ, start_response, index, head)
             if self.listing:
                 return self._list(environ, start_response, real, segs, head)
@@ -167,7 +169,8 @@ class StaticApp:
     def _slash_redirect(self, environ: dict, segs: list[str], start_response):
         # Built from the cleaned segments: a path like "//evil.example" must never become a
         # protocol-relative Location.
-        location = environ.get("SCRIPT_NAME", "").rstrip("/") + "/"
+        mount = environ.get("SCRIPT_NAME", "").rstrip("/")
+        location = quote(mount.encode("latin-1"), safe="/") + "/"
         if segs:
             location += "/".join(quote(s.encode("utf-8"), safe="") for s in segs) + "/"
         if environ.get("QUERY_STRING"):
