@@ -158,3 +158,14 @@ def test_detach_frees_subscriptions():
     assert len(st.by_id) == 1 and len(st.table) == 1
     b.session.detach()
     assert not st.by_id and not len(st.table)
+
+
+def test_retained_events_are_bounded(monkeypatch):
+    from geonode.router import state
+    monkeypatch.setattr(state, "RETAINED_LIMIT", 3)
+    router, (p,) = _clients(1)
+    for i in range(5):
+        p.publish(f"ret.t{i}", i, retain=True)
+    p.publish("ret.t2", "again", retain=True)
+    retained = router.realms["realm1"].broker.state.retained
+    assert list(retained) == ["ret.t3", "ret.t4", "ret.t2"]

@@ -235,3 +235,16 @@ def test_duplicate_call_request_id_is_violation():
     caller.send(m.Call(1, "com.p"))
     caller.send(m.Call(1, "com.p"))
     assert caller.take(m.Abort).reason == "wamp.error.protocol_violation"
+
+
+def test_calls_in_flight_are_bounded(monkeypatch):
+    from geonode.router import dealer
+    monkeypatch.setattr(dealer, "MAX_CALLS_IN_FLIGHT", 2)
+    router, (caller, callee) = _clients(2)
+    callee.register("com.p")
+    caller.call("com.p")
+    caller.call("com.p")
+    r = caller.call("com.p")
+    e = caller.take(m.Error)
+    assert (e.request, e.error) == (r, "wamp.error.limit_exceeded")
+    assert len(caller.session.calls) == 2

@@ -382,3 +382,17 @@ def test_kill_goodbye_then_close_on_reply():
     b.send(m.Goodbye("wamp.close.goodbye_and_out"))
     assert b.peer.closed
     gevent.sleep(0)
+
+
+def test_session_leaving_while_authorizer_thinks_is_dropped():
+    roles = [{"name": "anonymous", "authorizer": "com.authorize"}]
+    router = make_router(realm(roles=roles))
+    backend = Client(router, auth={"authid": "b", "authrole": "trusted"}).joined()
+    backend.register("com.authorize")
+    c = Client(router).joined()
+    c.send(m.Subscribe(1, "com.a"))
+    c.session.detach()
+    _serve_authenticator(backend, lambda a: True)
+    gevent.sleep(0.01)
+    assert not router.realms["realm1"].broker.state.by_id
+    assert c.messages == []

@@ -19,6 +19,10 @@ INVALID_URI = "wamp.error.invalid_uri"
 INVALID_ARGUMENT = "wamp.error.invalid_argument"
 CANCELED = "wamp.error.canceled"
 TIMEOUT = "wamp.error.timeout"
+LIMIT_EXCEEDED = "wamp.error.limit_exceeded"
+# Pending calls are per-message state: bounded per caller so a session cannot pile up
+# unanswered calls without limit.
+MAX_CALLS_IN_FLIGHT = 10_000
 INVOKE_POLICIES = ("single", "roundrobin", "random", "first", "last")
 CANCEL_MODES = ("skip", "kill", "killnowait")
 
@@ -140,6 +144,10 @@ class Dealer:
             return
         if msg.request in session.calls:
             session.protocol_violation(f"CALL request id {msg.request} is already in flight")
+            return
+        if len(session.calls) >= MAX_CALLS_IN_FLIGHT:
+            session.send(m.Error(_CALL, msg.request, LIMIT_EXCEEDED,
+                                 [f"more than {MAX_CALLS_IN_FLIGHT} calls in flight"]))
             return
         meta = realm.meta_procedure(uri)
         if meta is not None:

@@ -166,7 +166,10 @@ class Realm:
             return ans
         if session.defer(msg):
             return None
-        return role.authorize(session, uri, action, options)
+        ans = role.authorize(session, uri, action, options)
+        if session.state != JOINED or session.realm is not self:
+            return None  # the session left while the authorizer was thinking: drop the message
+        return ans
 
     # -- message handlers (called by RouterSession with the realm first) ------------------
     def on_publish(self, session, msg):

@@ -15,6 +15,9 @@ from geonode.router.matching import UriTable
 
 _rand = random.SystemRandom()
 
+# Most topics with a retained event per realm.
+RETAINED_LIMIT = 10_000
+
 
 def new_id() -> int:
     """A random WAMP ID in [1, 2**53] (global scope: sessions, publications, subscriptions)."""
@@ -95,7 +98,12 @@ class BrokerState:
         return self.table.match_all(topic)
 
     def retain(self, topic: str, event: dict) -> None:
+        self.retained.pop(topic, None)
         self.retained[topic] = event
+        # Bounded: publishers retaining on ever new topics must not grow memory forever;
+        # the least recently retained topic goes first.
+        while len(self.retained) > RETAINED_LIMIT:
+            del self.retained[next(iter(self.retained))]
 
     def retained_for(self, sub: Subscription) -> list[tuple[str, dict]]:
         if sub.match == "exact":
