@@ -308,7 +308,9 @@ class Session:
                 **kwargs: Any) -> int | None:
         """Publish an event; with ``acknowledge=True`` wait for the router and return the
         publication id (errors raise ApplicationError). ``options`` may be an autobahn
-        ``PublishOptions`` or a dict of PUBLISH options (``exclude_me``, ``eligible``, …)."""
+        ``PublishOptions`` or a dict of PUBLISH options (``exclude_me``, ``eligible``, …).
+        Unlike autobahn, ``exclude_me`` defaults to False: the session is shared, so handlers
+        subscribed on it elsewhere in the process receive the event too."""
         return self.publish_with(topic, list(args) if args else None, kwargs or None,
                                  options=options, acknowledge=acknowledge)
 
@@ -318,6 +320,9 @@ class Session:
         """``publish`` with the payload given as values (no clash with option names)."""
         opts = _publish_options(options)
         acknowledge = bool(acknowledge or opts.pop("acknowledge", False))
+        # One session is shared by unrelated parts of a process (a view publishes, a module
+        # subscribed at import time): they should see each other's events.
+        opts.setdefault("exclude_me", False)
         req = next(self._ids)
         msg = message.Publish(req, topic, args=args or None, kwargs=kwargs or None,
                               acknowledge=acknowledge or None, **opts)

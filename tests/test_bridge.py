@@ -509,3 +509,54 @@ def test_component_procedures(node, client):
     assert client.call("com.example.comp.add", 2, 3) == 105
     assert client.call("com.example.comp.where") == "pool"
     assert client.call("com.example.comp.where_hub") == "hub"
+
+
+# -- the sample ------------------------------------------------------------------------------------
+
+def test_bridge_sample(tmp_path):
+    """samples/bridge/node.json (on a free port): Flask button → in-process publish seen by the
+    app's import-time subscription and forwarded back over HTTP; bridge caller → component and
+    RESTCallee → Flask."""
+    import shutil
+    import signal
+    import subprocess
+
+    from conftest import SAMPLES, free_port, geonode_cmd, wait_port
+
+    port = free_port()
+    shutil.copytree(SAMPLES / "bridge", tmp_path / "bridge")
+    cfg_path = tmp_path / "bridge" / "node.json"
+    cfg_path.write_text(cfg_path.read_text().replace("8080", str(port)))
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen(geonode_cmd(str(cfg_path)), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc)
+        url = f"http://127.0.0.1:{port}"
+        call = {"procedure": "com.example.greet", "args": ["you"]}
+        deadline = time.monotonic() + 5
+        while True:  # components join right after the node listens
+            r = requests.post(f"{url}/call", json=call, timeout=5)
+            if "error" not in r.json() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert r.json() == {"args": ["Hello, you!"], "kwargs": {}}
+        r = requests.post(f"{url}/call", json={"procedure": "com.example.flaskapi",
+                                               "args": ["GET", "status"]}, timeout=5)
+        res = r.json()["args"][0]
+        assert res["code"] == 200 and json.loads(res["content"])["name"] == "status"
+        assert requests.post(f"{url}/click", allow_redirects=False, timeout=5).status_code == 302
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            page = requests.get(url, timeout=5).text
+            if "subscription: 1" in page and "&#39;args&#39;: [1]" in page:
+                break
+            time.sleep(0.05)
+        assert "subscription: 1" in page          # import-time subscription saw the click
+        assert "&#39;args&#39;: [1]" in page      # the forwarder POSTed it back
+        assert "WebSocket" in requests.get(f"{url}/live/", timeout=5).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
