@@ -112,20 +112,35 @@ def _print_errors(config: str, errors: list[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
+# Worker options that mean something only for Crossbar's one-process-per-worker model.
+_IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
+
+
 def prepare(cfg) -> None:
     """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``."""
+    import logging
+
+    log = logging.getLogger("geonode.config")
     paths: list[str] = []
-    for worker in cfg.data.get("workers", []):
+    for wi, worker in enumerate(cfg.data.get("workers", [])):
         options = worker.get("options") or {}
-        for entry in options.get("pythonpath", []):
-            full = str((cfg.dir / entry).resolve())
-            if full not in paths:
-                paths.append(full)
+        for i, entry in enumerate(options.get("pythonpath", [])):
+            full = (cfg.dir / entry).resolve()
+            if not full.is_dir():
+                log.warning("workers[%d].options.pythonpath[%d]: %r is not a folder (%s)",
+                            wi, i, entry, full)
+            if str(full) not in paths:
+                paths.append(str(full))
         env = options.get("env") or {}
         for name, value in (env.get("vars") or {}).items():
             os.environ[name] = str(value)
+        for key in _IGNORED_OPTIONS:
+            if key in options:
+                log.debug("workers[%d].options.%s: ignored (geonode runs one process)", wi, key)
     # Prepend in config order: the first entry wins, as in Crossbar.
     sys.path[:0] = [p for p in paths if p not in sys.path]
+    if paths:
+        log.debug("python path: %s", paths)
 
 
 def _start(args: argparse.Namespace) -> int:

@@ -229,3 +229,13 @@ def test_loglevel_debug_and_warning(tmp_path):
         loud.stop()
     assert " INFO " not in quiet.log() and " DEBUG " not in quiet.log()
     assert " INFO " in loud.log() or " DEBUG " in loud.log()
+
+
+def test_check_accepts_a_crossbar_folder(tmp_path):
+    cbdir = tmp_path / ".crossbar"
+    cbdir.mkdir()
+    (cbdir / "config.json").write_text((ROOT / "samples" / "flask" / "node.json").read_text())
+    r = run("check", str(cbdir))
+    assert r.returncode == 0, r.stderr
+    r = run("check", str(tmp_path))
+    assert r.returncode == 1 and "a folder without a config file" in r.stderr

@@ -105,3 +105,15 @@ def test_root_node_json_serves_the_flask_sample(tmp_path, stopper):
     assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=5).text
     welcome = wamp_hello(node, "realm1")
     assert welcome[0] == 2
+
+
+def test_crossbar_layout_runs_unchanged(tmp_path, stopper):
+    """The seed's layout: the app beside ``.crossbar/config.json`` whose pythonpath is ".."."""
+    shutil.copytree(SAMPLES / "flask", tmp_path, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "node.json"))
+    cfg = json.loads((SAMPLES / "flask" / "node.json").read_text())
+    cfg["workers"][0]["options"]["pythonpath"] = [".."]
+    cfg["workers"][0]["transports"][0]["endpoint"].update(port="$PORT", interface="127.0.0.1")
+    node = launch(cfg, tmp_path / ".crossbar")
+    stopper(node)
+    assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=5).text

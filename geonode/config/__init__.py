@@ -66,9 +66,25 @@ def validate(data: Any, config_dir: Path) -> list[str]:
     return schema_validate(data, config_dir)
 
 
+# Looked for, in order, when the path given is a folder (Crossbar's ".crossbar" cbdir habit).
+CONFIG_NAMES = ("node.json", "node.yaml", "config.json", "config.yaml", "config.yml")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """The config file for ``path``: the file itself, or the first known name in a folder."""
+    p = Path(path).resolve()
+    if p.is_dir():
+        for name in CONFIG_NAMES:
+            if (p / name).is_file():
+                return p / name
+        raise ConfigError(f"{path}: a folder without a config file "
+                          f"(looked for {', '.join(CONFIG_NAMES)})")
+    return p
+
+
 def load(path: str | Path) -> Config:
     """Read, substitute and validate a node config; raise ``ConfigError`` listing every problem."""
-    p = Path(path).resolve()
+    p = resolve_path(path)
     raw = read(p)
     if not isinstance(raw, dict):
         raise ConfigError("(top level): the config must be an object (a JSON dict)")
