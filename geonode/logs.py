@@ -44,3 +44,5 @@ def setup(level: str | int = "info") -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
+    # Python warnings (deprecations in an app, gevent's monkey-patch notices) become events too.
+    logging.captureWarnings(True)
