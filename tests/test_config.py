@@ -202,6 +202,12 @@ BAD: list[tuple[str, object, str]] = [
     ("permission-allow", lambda c: worker(c)["realms"][0]["roles"][0]["permissions"][0][
         "allow"].update(call="yes"),
      "workers[0].realms[0].roles[0].permissions[0].allow.call: must be true/false"),
+    ("permission-uri", lambda c: worker(c)["realms"][0]["roles"][0]["permissions"][0].update(
+        uri="com.my app"),
+     "workers[0].realms[0].roles[0].permissions[0].uri: invalid value 'com.my app'"),
+    ("authorizer-uri", lambda c: worker(c)["realms"][0]["roles"].append(
+        {"name": "dyn", "authorizer": "com..auth"}),
+     "workers[0].realms[0].roles[1].authorizer: invalid value 'com..auth'"),
     ("component-function", lambda c: worker(c).update(
         components=[{"type": "function", "realm": "realm1", "callbacks": {}}]),
      "workers[0].components[0].type: component type 'function' is not supported by geonode"),

@@ -31,6 +31,8 @@ REALM_NAME = r"^[A-Za-z][A-Za-z0-9_\-@.]{2,254}$"  # autobahn's _URI_PAT_REALM_N
 ITEM_ID = r"^[a-z][a-z0-9_]{2,63}$"  # Crossbar's config item id
 WEB_PATH = r"^([A-Za-z0-9_\-]+|/)$"
 COOKIE_NAME = r"^[a-z][a-z0-9_]+$"
+URI_PATTERN = r"^(([^\s.#]+\.)|\.)*([^\s.#]+)?$"  # autobahn's loose URI, empty parts allowed
+PROCEDURE = r"^([^\s.#]+\.)*([^\s.#]+)$"  # autobahn's loose non-empty URI
 SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
 
 WORKER_TYPES = ["router"]
@@ -113,7 +115,9 @@ ENDPOINT = dispatch({
 
 # --- authentication (§5) --------------------------------------------------------------------
 
-DYNAMIC_AUTH = obj({"type": STR, "authenticator": STR, "authenticator-realm": STR},
+PROC = {"type": "string", "pattern": PROCEDURE}
+
+DYNAMIC_AUTH = obj({"type": STR, "authenticator": PROC, "authenticator-realm": STR},
                    required=["authenticator"])
 
 
@@ -274,14 +278,15 @@ TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT}, "
 # --- realms, roles (§5) -------------------------------------------------------------------------
 
 PERMISSION = obj({
-    "uri": STR, "match": {"enum": ["exact", "prefix", "wildcard"]},
+    "uri": {"type": "string", "pattern": URI_PATTERN},
+    "match": {"enum": ["exact", "prefix", "wildcard"]},
     "allow": obj({"call": BOOL, "register": BOOL, "publish": BOOL, "subscribe": BOOL}),
     "disclose": obj({"caller": BOOL, "publisher": BOOL}),
     "validate": {"type": "object"}, "cache": BOOL,
 }, required=["uri"])
 
 ROLE = obj({"id": STR, "name": STR, "permissions": {"type": "array", "items": PERMISSION},
-            "authorizer": STR, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
+            "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
            required=["name"])
 
 REALM = obj({
@@ -362,6 +367,8 @@ _PATTERN_HINTS = {
     ITEM_ID: "an id is 3-64 lower-case letters, digits or '_', starting with a letter",
     COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
     "^[0-9a-fA-F]{64}$": "a public key is 64 hex digits",
+    URI_PATTERN: "a URI pattern has dot-separated parts without spaces or '#'",
+    PROCEDURE: "a procedure URI has non-empty dot-separated parts without spaces or '#'",
 }
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
