@@ -111,15 +111,31 @@ class StaticApp:
             ("." + k.lstrip(".")).lower(): v for k, v in (options.get("mime_types") or {}).items()
         }
         self.default_file = options.get("default_file")
+        self._types: dict[str, str] = {}
 
     # -- resolution ---------------------------------------------------------------------------
 
-    def _resolve(self, segments: list[str]) -> str | None:
-        """The real path for these segments, or None when it is missing or escapes the root."""
-        real = os.path.realpath(os.path.join(self.root, *segments))
-        if not _inside(self.root, real) or not os.path.exists(real):
+    def _resolve(self, segments: list[str]) -> tuple[str, os.stat_result] | None:
+        """Real path and stat of these segments; None when missing or outside the root.
+
+        The root is already resolved and the segments hold no "..", "." or empty names, so
+        without symlinks the joined path is canonical: one lstat per segment proves it. A
+        symlink anywhere falls back to a full realpath and the containment check.
+        """
+        path = self.root
+        st = None
+        try:
+            for seg in segments:
+                path = os.path.join(path, seg)
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    real = os.path.realpath(os.path.join(self.root, *segments))
+                    if not _inside(self.root, real):
+                        return None
+                    return real, os.stat(real)
+            return path, st if st is not None else os.stat(path)
+        except (OSError, ValueError):
             return None
-        return real
 
     def _default(self) -> str | None:
         if not self.default_file:
@@ -127,8 +143,8 @@ class StaticApp:
         segs = _segments(self.default_file)
         if isinstance(segs, int):
             return None
-        real = self._resolve(segs)
-        return real if real and os.path.isfile(real) else None
+        found = self._resolve(segs)
+        return found[0] if found and stat.S_ISREG(found[1].st_mode) else None
 
     # -- WSGI ---------------------------------------------------------------------------------
 
@@ -144,27 +160,28 @@ class StaticApp:
                 return _error(start_response, "400 Bad Request", "bad path", head=head)
             return _error(start_response, "404 Not Found", "not found", head=head)
 
-        real = self._resolve(segs)
-        if real is not None and os.path.isdir(real):
+        found = self._resolve(segs)
+        if found is not None and stat.S_ISDIR(found[1].st_mode):
             if not environ.get("PATH_INFO", "").endswith("/"):
                 return self._slash_redirect(environ, segs, start_response)
             for name in INDEX_FILES:
                 # Resolved like any other name: an index symlinked outside is not served.
                 index = self._resolve([*segs, name])
-                if index is not None and os.path.isfile(index):
-                    return self._file(environ, start_response, index, head)
+                if index is not None and stat.S_ISREG(index[1].st_mode):
+                    return self._file(environ, start_response, index[0], head)
             if self.listing:
-                return self._list(environ, start_response, real, segs, head)
-            real = None
+                return self._list(environ, start_response, found[0], segs, head)
             if segs:
                 # An existing directory without index is not a "missing name" for the SPA
                 # fallback: answer 404 unless it is the root.
                 return _error(start_response, "404 Not Found", "not found", head=head)
-        if real is None or not os.path.isfile(real):
-            real = self._default()
-            if real is None:
-                return _error(start_response, "404 Not Found", "not found", head=head)
-        return self._file(environ, start_response, real, head)
+            found = None
+        if found is not None and stat.S_ISREG(found[1].st_mode):
+            return self._file(environ, start_response, found[0], head)
+        default = self._default()
+        if default is None:
+            return _error(start_response, "404 Not Found", "not found", head=head)
+        return self._file(environ, start_response, default, head)
 
     def _slash_redirect(self, environ: dict, segs: list[str], start_response):
         # Built from the cleaned segments: a path like "//evil.example" must never become a
@@ -179,6 +196,15 @@ class StaticApp:
                       [("Location", location)], head=environ.get("REQUEST_METHOD") == "HEAD")
 
     def _content_type(self, path: str) -> str:
+        ext = os.path.splitext(path)[1].lower()
+        ctype = self._types.get(ext)
+        if ctype is None:
+            ctype = self._guess_type(path)
+            if len(self._types) < 1024:  # bounded: extensions come from request paths
+                self._types[ext] = ctype
+        return ctype
+
+    def _guess_type(self, path: str) -> str:
         ext = os.path.splitext(path)[1].lower()
         if ext in self.mime_types:
             return self.mime_types[ext]
