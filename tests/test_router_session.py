@@ -396,3 +396,19 @@ def test_session_leaving_while_authorizer_thinks_is_dropped():
     gevent.sleep(0.01)
     assert not router.realms["realm1"].broker.state.by_id
     assert c.messages == []
+
+
+def test_every_ended_session_is_forgotten_on_detach():
+    router = make_router()
+    aborted = Client(router)
+    aborted.join(realm="nope")                      # ABORT, transport closed
+    violator = Client(router).joined()
+    violator.send(m.Hello("realm1", ROLES))         # protocol violation
+    killed = Client(router).joined()
+    admin = Client(router).joined()
+    admin.meta("wamp.session.kill", killed.id)
+    killed.send(m.Goodbye())
+    for c in (aborted, violator, killed, admin):
+        c.session.detach()
+        c.session.detach()  # idempotent
+    assert not router.sessions and router.session_count() == 0

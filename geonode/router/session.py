@@ -139,11 +139,12 @@ class RouterSession:
 
     def detach(self) -> None:
         """The transport is gone (called exactly once by the transport)."""
-        if self.state == CLOSED:
-            return
-        self._leave_realm()
-        self.state = CLOSED
+        if self.state != CLOSED:
+            self._leave_realm()
+            self.state = CLOSED
+        self._stop_goodbye_timer()
         self._backlog = None
+        self._pending = None
         self.router.detached(self)
 
     def protocol_violation(self, text: str) -> None:
@@ -176,7 +177,13 @@ class RouterSession:
         self.state = CLOSED
         self.peer.close()
 
+    def _stop_goodbye_timer(self) -> None:
+        if self._goodbye_timer is not None:
+            self._goodbye_timer.close()
+            self._goodbye_timer = None
+
     def _close_transport(self) -> None:
+        self._stop_goodbye_timer()
         if self.state != CLOSED:
             self.state = CLOSED
             self.peer.close()
@@ -306,9 +313,7 @@ class RouterSession:
         self.state = ESTABLISHING
 
     def _leave_realm(self) -> None:
-        if self._goodbye_timer is not None:
-            self._goodbye_timer.close()
-            self._goodbye_timer = None
+        self._stop_goodbye_timer()
         realm = self.realm
         if realm is not None and self.state in (JOINED, CLOSING):
             self.realm = None
