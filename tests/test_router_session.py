@@ -412,3 +412,23 @@ def test_every_ended_session_is_forgotten_on_detach():
         c.session.detach()
         c.session.detach()  # idempotent
     assert not router.sessions and router.session_count() == 0
+
+
+def test_callee_answers_overtake_a_message_waiting_for_the_authorizer():
+    roles = [{"name": "anonymous", "authorizer": "com.authorize"}]
+    router = make_router(realm(roles=roles))
+    backend = Client(router, auth={"authid": "b", "authrole": "trusted"}).joined()
+    backend.register("com.authorize")
+    caller = Client(router, auth={"authid": "c", "authrole": "trusted"}).joined()
+    worker = Client(router).joined()
+    worker.send(m.Register(1, "com.work"))
+    _serve_authenticator(backend, lambda a: True)
+    worker.take(m.Registered)
+    r = caller.call("com.work")
+    inv = worker.take(m.Invocation)
+    worker.send(m.Publish(2, "com.x", acknowledge=True))   # waits for the authorizer
+    worker.send(m.Yield(inv.request, args=["done"]))        # must not wait behind it
+    res = caller.take(m.Result)  # before the authorizer answered the PUBLISH
+    assert (res.request, res.args) == (r, ["done"])
+    _serve_authenticator(backend, lambda a: True)
+    assert isinstance(worker.take(), m.Published)

@@ -111,6 +111,11 @@ class RouterSession:
         if self.state == CLOSED:
             return
         if self._backlog is not None:
+            if type(msg) in _ANSWERS and self.state == JOINED:
+                # A callee's answers need no authorization and must not wait behind it: the
+                # awaited authorizer may be the very call this session is answering.
+                self._process(msg)
+                return
             if len(self._backlog) >= BACKLOG_LIMIT:
                 self.protocol_violation("too many messages while waiting for an authorizer")
                 return
@@ -338,6 +343,7 @@ def _handlers() -> dict:
 
 
 _JOINED_HANDLERS: dict = {}
+_ANSWERS = (m.Yield, m.Error)
 
 
 def install_handlers() -> None:
