@@ -407,3 +407,32 @@ def test_protocol_violation_ends_only_that_session(node, frames):
         await other.leave()
     run(main())
     assert node.proc.poll() is None
+
+
+def test_cancel_and_registration_revocation(node):
+    async def main():
+        caller, callee, admin = await connect(node), await connect(node), await connect(node)
+        interrupted = asyncio.get_running_loop().create_future()
+
+        async def slow():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                interrupted.set_result(True)
+                raise
+
+        reg = await callee.register(slow, "com.cancel.slow")
+        fut = asyncio.ensure_future(caller.call("com.cancel.slow"))
+        await asyncio.sleep(0.2)
+        fut.cancel()   # autobahn sends CANCEL; the router INTERRUPTs the callee
+        assert await asyncio.wait_for(interrupted, 5)
+        # revocation: the router unregisters the callee (UNREGISTERED with request 0)
+        await admin.call("wamp.registration.remove_callee", reg.id, callee._session_id)
+        await asyncio.sleep(0.2)
+        with pytest.raises(ApplicationError) as e:
+            await caller.call("com.cancel.slow")
+        assert e.value.error == "wamp.error.no_such_procedure"
+        assert callee.is_attached()   # the callee's session survived the revocation
+        for s in (caller, callee, admin):
+            await s.leave()
+    run(main())
