@@ -95,6 +95,7 @@ def test_index_and_file(node):
 def test_missing_is_404(node):
     assert requests.get(node.url + "/nope.txt").status_code == 404
     assert requests.get(node.url + "/a.txt/more").status_code == 404
+    assert requests.get(node.url + "/a.txt/").status_code == 404
     # An existing folder without index and without listing is not served.
     assert requests.get(node.url + "/sub/").status_code == 404
 

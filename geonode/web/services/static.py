@@ -176,7 +176,9 @@ class StaticApp:
                 # fallback: answer 404 unless it is the root.
                 return _error(start_response, "404 Not Found", "not found", head=head)
             found = None
-        if found is not None and stat.S_ISREG(found[1].st_mode):
+        # "a.txt/" names a folder that does not exist (the file system says ENOTDIR too).
+        if (found is not None and stat.S_ISREG(found[1].st_mode)
+                and not environ.get("PATH_INFO", "").endswith("/")):
             return self._file(environ, start_response, found[0], head)
         default = self._default()
         if default is None:
