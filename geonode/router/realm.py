@@ -111,7 +111,8 @@ class Realm:
         self.name: str = cfg["name"]
         options = cfg.get("options", {}) or {}
         self.meta_enabled = bool(options.get("enable_meta_api", True))
-        self.uri_check = options.get("uri_check", "strict")
+        # Crossbar's default is loose (its router factory), strict only when asked for.
+        self.uri_check = options.get("uri_check", "loose")
         if self.uri_check not in ("strict", "loose"):
             raise ValueError(f"realm {self.name!r}: uri_check must be 'strict' or 'loose'")
         self.roles = build_roles(cfg.get("roles", []) or [], self)
