@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
@@ -20,7 +20,7 @@ def _plain(start_response, status: str, text: str, headers: list) -> list[bytes]
     return [body]
 
 
-def build(cfg: dict, ctx: BuildContext):
+def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``json`` path."""
     if "value" not in cfg:
         raise ConfigError(f"{ctx.json_path}.value: required")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import gevent
 
@@ -30,7 +30,7 @@ def _sessions(node) -> str:
         return "n/a"
 
 
-def build(cfg: dict, ctx: BuildContext):
+def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``nodeinfo`` path."""
     node = ctx.node
 

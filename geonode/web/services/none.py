@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from geonode.web.context import BuildContext
 
@@ -15,6 +15,6 @@ def app(environ: dict, start_response) -> Iterable[bytes]:
     return [] if environ.get("REQUEST_METHOD") == "HEAD" else [_BODY]
 
 
-def build(cfg: dict, ctx: BuildContext):
+def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``none`` path."""
     return app

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
 
 
-def build(cfg: dict, ctx: BuildContext):
+def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``redirect`` path."""
     url = cfg.get("url")
     if not isinstance(url, str) or not url:

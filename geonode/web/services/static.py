@@ -39,7 +39,6 @@ _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                "compress": "application/x-compress"}
 
 
-
 def _error(start_response, status: str, text: str, headers: list | None = None,
            head: bool = False) -> list[bytes]:
     body = (text + "\n").encode()
