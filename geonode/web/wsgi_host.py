@@ -216,6 +216,32 @@ def _close(result: Any) -> None:
 
 _ERROR = object()
 _HANDOFF = object()
+_TERMINAL = (_DONE, _ERROR, _HANDOFF)
+
+
+class _NoResult:
+    """The pool's per-task result slot, unused: each request reports through its channel."""
+
+    __slots__ = ()
+
+    def set(self, value: Any) -> None:
+        pass
+
+    def handle_error(self, context: Any, exc_info: Any) -> None:
+        log.error("WSGI pool task failed", exc_info=exc_info)
+
+
+_NO_RESULT = _NoResult()
+
+
+def _drain(call: _Call, ch: _Channel) -> None:
+    """Wait (on the hub) until the request's producer thread is done with it."""
+    q = call.queue
+    while True:
+        while not q:
+            ch.wait()
+        if q.popleft() in _TERMINAL:
+            return
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
 _PUSH_BYTES = 1024 * 1024
@@ -334,6 +360,23 @@ class WSGIHost:
             log.warning("close() of a WSGI response failed", exc_info=True)
 
     # ---- runs on the hub --------------------------------------------------------------
+    def _submit(self, func: Callable, call: _Call, environ: dict) -> Any:
+        """Queue ``func(call, environ)`` for a pool thread.
+
+        ``ThreadPool.spawn`` builds an AsyncResult, a semaphore slot and a libev async watcher
+        per task; the request already has its own wake-up channel, so this feeds the pool's
+        task queue directly (what spawn does underneath) and only starts threads as needed.
+        Falls back to ``spawn`` on a gevent whose pool is shaped differently.
+        """
+        pool = self.pool
+        queue = getattr(pool, "task_queue", None)
+        if queue is None or not hasattr(queue, "unfinished_tasks"):
+            return pool.spawn(func, call, environ)
+        queue.put((func, (call, environ), {}, _NO_RESULT))
+        if queue.unfinished_tasks > pool.size < pool.maxsize:
+            pool.adjust()
+        return call
+
     def _channel(self) -> _Channel:
         if self._channels:
             ch = self._channels.pop()
@@ -361,7 +404,7 @@ class WSGIHost:
         ch = self._channel()
         call = _Call(ch.watcher.send)
         q = call.queue
-        task = self.pool.spawn(self._produce, call, environ)
+        self._submit(self._produce, call, environ)
         try:
             while not q:
                 ch.wait()
@@ -376,7 +419,7 @@ class WSGIHost:
         if call.status is None:
             call.cancelled = True
             if first is not _DONE:
-                task.wait()
+                _drain(call, ch)
             self._release(ch)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
@@ -392,10 +435,9 @@ class WSGIHost:
             start_response(call.status, call.headers, call.exc_info)
             return chunks
         start_response(call.status, call.headers, call.exc_info)
-        return self._stream(call, ch, task, first, environ)
+        return self._stream(call, ch, first, environ)
 
-    def _stream(self, call: _Call, ch: _Channel, task: Any, first: Any,
-                environ: dict) -> Iterable[bytes]:
+    def _stream(self, call: _Call, ch: _Channel, first: Any, environ: dict) -> Iterable[bytes]:
         q = call.queue
         finished = False
         try:
@@ -427,7 +469,8 @@ class WSGIHost:
             if not finished:
                 # The client went away (or the node is stopping): stop the producer.
                 call.cancelled = True
-                task.wait()
+                if item is not _HANDOFF:
+                    _drain(call, ch)
                 if call.result is not None:
                     self.pool.apply(self._finish, (call,))
             self._release(ch)
