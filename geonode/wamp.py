@@ -381,7 +381,10 @@ class Session:
         if out is None:
             if _hubref.loop is None:
                 raise ApplicationError(NO_ROUTER, "no WAMP router runs in this process yet")
-            out = self._out = Pump(self._outgoing, _hubref.loop, name=f"wamp:{self.name}")
+            with _sessions_lock:  # two threads' first use must not make two pumps
+                if self._out is None:
+                    self._out = Pump(self._outgoing, _hubref.loop, name=f"wamp:{self.name}")
+                out = self._out
         if _in_hub_thread():
             out.put(msg)
         else:
@@ -502,8 +505,14 @@ class Session:
             self._fail_all(ApplicationError(NO_ROUTER, "no WAMP router runs in this process"))
             return
         self._state = _JOINING
-        self._peer = InProcessPeer(self._incoming, self._peer_closed, _hubref.loop,
-                                   name=self.name)
+        peer: InProcessPeer | None = None
+
+        def closed() -> None:
+            # only the current peer's end counts (an old one may close after a re-join)
+            if peer is self._peer:
+                self._peer_closed()
+
+        peer = self._peer = InProcessPeer(self._incoming, closed, _hubref.loop, name=self.name)
         try:
             self._rs = router.attach(self._peer, auth={"authid": self.authid,
                                                        "authrole": self.authrole})
@@ -705,7 +714,7 @@ class Session:
         rs, self._rs = self._rs, None
         peer, self._peer = self._peer, None
         if peer is not None:
-            peer.closed = True
+            peer.discard()
         if rs is not None:
             try:
                 rs.detach()

@@ -164,3 +164,29 @@ def test_leave_detaches(router):
     while s.joined and time.monotonic() < deadline:
         gevent.sleep(0.01)
     assert not s.joined and router.detached >= 1
+
+
+def test_many_threads_at_once(router):
+    """8 threads × 100 calls and acknowledged publishes on one shared session, first use racing."""
+    callee = Session("realm1", "backend", router=router)
+    callee.register("com.example.echo", lambda x: x)
+    shared = Session("realm1", "backend", router=router)
+    results: list = []
+    errors: list = []
+
+    def worker(n):
+        try:
+            for i in range(100):
+                results.append(shared.call("com.example.echo", n * 1000 + i))
+                shared.publish("com.example.t", i, acknowledge=True)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        gevent.sleep(0.005)
+    assert not errors
+    assert sorted(results) == sorted(n * 1000 + i for n in range(8) for i in range(100))

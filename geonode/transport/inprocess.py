@@ -151,6 +151,11 @@ class InProcessPeer:
         self._pump.put(_CLOSED)
         self._pump.stop()
 
+    def discard(self) -> None:
+        """The client side is done with this peer: stop delivering, without ``on_close``."""
+        self.closed = True
+        self._pump.stop()
+
     def _deliver(self, msg: Any) -> None:
         # Messages queued before close() are still delivered (a GOODBYE, say).
         if msg is _CLOSED:
