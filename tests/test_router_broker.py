@@ -169,3 +169,16 @@ def test_retained_events_are_bounded(monkeypatch):
     p.publish("ret.t2", "again", retain=True)
     retained = router.realms["realm1"].broker.state.retained
     assert list(retained) == ["ret.t3", "ret.t4", "ret.t2"]
+
+
+def test_payload_passthru_and_abort_from_joined_client():
+    router, (p, s) = _clients(2)
+    sid = s.subscribe("e2e.t")
+    p.send(m.Publish(1, "e2e.t", payload=b"\x01opaque", enc_algo="cryptobox",
+                     enc_serializer="json", enc_key="k1"))
+    e = s.take(m.Event)
+    assert (e.subscription, e.payload, e.enc_algo, e.enc_key, e.args) == (
+        sid, b"\x01opaque", "cryptobox", "k1", None)
+    s.send(m.Abort("wamp.close.normal"))
+    assert s.peer.closed and s.messages == []
+    assert s.id not in router.realms["realm1"].sessions

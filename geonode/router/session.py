@@ -202,6 +202,10 @@ class RouterSession:
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
                         self._on_goodbye(msg)
+                    elif isinstance(msg, m.Abort):
+                        # The client gave up on the session: nothing to answer, just clean up.
+                        self._leave_realm()
+                        self._close_transport()
                     else:
                         self.protocol_violation(f"unexpected {type(msg).__name__} after WELCOME")
                     return
