@@ -78,7 +78,7 @@ BAD: list[tuple[str, object, str]] = [
     ("wsgi-no-module", lambda c: paths_of(c).update(api={"type": "wsgi", "object": "app"}),
      f"{T0}.paths.api.module: 'module' is required"),
     ("wsgi-typo", lambda c: paths_of(c)["/"].update(maxthread=4),
-     f'{T0}.paths["/"].maxthread: unknown key \'maxthread\''),
+     f'{T0}.paths["/"].maxthread: unknown key \'maxthread\' (did you mean \'maxthreads\'?'),
     ("wsgi-threads-type", lambda c: paths_of(c)["/"].update(maxthreads="many"),
      f'{T0}.paths["/"].maxthreads: must be an integer'),
     ("wsgi-min-over-max", lambda c: paths_of(c)["/"].update(minthreads=9, maxthreads=2),

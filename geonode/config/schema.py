@@ -14,6 +14,7 @@ cannot express (realm references, duplicate names, files that must exist) run af
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -410,8 +411,10 @@ def _format(err: ValidationError) -> list[tuple[str, str]]:
                     out.append((_where([*where, key]),
                                 f"unknown authentication method {key!r} (known: {allowed})"))
             else:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 out.append((_where([*where, key]),
-                            f"unknown key {key!r} (allowed here: {allowed})"))
+                            f"unknown key {key!r} ({hint}allowed here: {allowed})"))
         return out
     if v == "pattern" and schema.get("pattern") == WEB_PATH:
         # propertyNames on ``paths``: jsonschema reports at the object; name the bad key.
