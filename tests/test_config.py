@@ -91,6 +91,8 @@ BAD: list[tuple[str, object, str]] = [
      f"{T0}.paths.lp.type: service type 'longpoll' is not supported by geonode"),
     ("unknown-service", lambda c: paths_of(c).update(x={"type": "fancy"}),
      f"{T0}.paths.x.type: unknown service type 'fancy'"),
+    ("service-typo", lambda c: paths_of(c).update(x={"type": "wsgii"}),
+     f"{T0}.paths.x.type: unknown service type 'wsgii' (did you mean 'wsgi'?"),
     ("service-no-type", lambda c: paths_of(c).update(x={"url": "http://x"}),
      f"{T0}.paths.x.type: 'type' is required"),
     ("bad-path-key", lambda c: paths_of(c).update({"a/b": {"type": "none"}}),

@@ -433,7 +433,9 @@ def _format_one(err: ValidationError, where: list, v: str, inst: Any, schema: di
             hint = f" ({hints[inst]})" if hints[inst] else ""
             return _where(where), f"{kind} type {inst!r} {NOT_SUPPORTED}{hint}"
         known = ", ".join(repr(x) for x in schema["enum"])
-        return _where(where), f"unknown {kind} type {inst!r} (known: {known})"
+        close = difflib.get_close_matches(str(inst), schema["enum"], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return _where(where), f"unknown {kind} type {inst!r} ({hint}known: {known})"
     if v == "enum":
         known = ", ".join(repr(x) for x in schema["enum"])
         return _where(where), f"{inst!r} is not one of {known}"
