@@ -30,8 +30,9 @@ A call that gets no answer within ``timeout`` seconds (default ``DEFAULT_TIMEOUT
 (``killnowait``) when the router supports call canceling. ``publish`` and ``call`` before any
 router runs in this process raise ``ApplicationError("wamp.error.no_router")``; ``subscribe``
 and ``register`` made that early (import time) are remembered and made when the router starts
-(failures are then logged). Subscriptions and registrations are re-made if the session has to
-re-join (e.g. after the router closed it).
+(failures are then logged). Subscriptions and registrations are re-made when the session
+re-joins: on next use, or by itself (with back-off) when it has subscriptions or registrations
+and the router dropped it other than at shutdown.
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ class Session:
         self._wanted: list[_Want] = []
         self._backlog: list = []
         self._pending_wants: list[tuple[_Want, _Waiter | None]] = []
+        self._rejoins = 0
         self._inflight = 0
         self._canceled: set[int] = set()
         self._rs: Any = None
@@ -556,6 +558,7 @@ class Session:
             self._state = _IDLE
             self._detach()
             self._fail_all(ApplicationError(msg.reason, msg.message or ""))
+            self._schedule_rejoin(msg.reason)
         elif t is message.Goodbye:
             if not self._leaving:
                 self._rs.receive(message.Goodbye(reason=message.Goodbye.DEFAULT_REASON))
@@ -568,6 +571,7 @@ class Session:
         self.session_id = msg.session
         self.welcome = msg
         self._state = _JOINED
+        self._rejoins = 0
         for want in self._wanted:
             want.wamp_id = None
         self._subs.clear()
@@ -709,6 +713,18 @@ class Session:
         if was_joined:
             for fn in list(self.on_leave):
                 gevent.spawn(_guard, fn, self, reason)
+        self._schedule_rejoin(reason)
+
+    def _schedule_rejoin(self, reason: str) -> None:
+        # A session that only subscribes/registers (import time, components) is never "used"
+        # again, so it re-joins by itself when the router dropped it (killed, overflow) -- not
+        # at shutdown, and with back-off when the router keeps refusing.
+        if not self._wanted or reason == "wamp.close.system_shutdown" or self._rejoins >= 6:
+            return
+        delay = min(0.2 * 2 ** self._rejoins, 10.0)
+        self._rejoins += 1
+        log.info("%s: left (%s); re-joining in %.1f s", self.name, reason, delay)
+        gevent.spawn_later(delay, self._outgoing, _JOIN)
 
     def _detach(self) -> None:
         rs, self._rs = self._rs, None

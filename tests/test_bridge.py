@@ -292,6 +292,24 @@ def test_import_time_subscription(node, client):
     assert got == [7]
 
 
+def test_killed_session_rejoins_and_resubscribes(node, client):
+    killed = client.call("wamp.session.kill_by_authid", "importtime")
+    assert killed  # the Flask module's import-time session was there
+    deadline = time.monotonic() + 10
+    got: list = []
+    while time.monotonic() < deadline:
+        client.publish("com.example.importtime", 8)
+        got = requests.get(f"{node.url}/app/received", timeout=5).json()
+        if 8 in got:
+            break
+        time.sleep(0.2)
+    assert 8 in got
+    # and the view's session, killed too, re-joins on next use
+    client.call("wamp.session.kill_by_authid", "geonode-backend")
+    r = requests.get(f"{node.url}/app/publish", params={"topic": "com.example.x"}, timeout=5)
+    assert r.status_code == 200 and isinstance(r.json()["id"], int)
+
+
 # -- HTTP bridge: publisher / caller -------------------------------------------------------------
 
 def check_common_headers(r: requests.Response) -> None:
