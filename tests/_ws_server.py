@@ -4,7 +4,8 @@ Run as ``python tests/_ws_server.py PORT``. The query string drives ``accept()``
 ``protos=a,b`` (the subprotocols the server supports; absent: accept any), ``opts=<JSON>``
 (WebSocket options in Crossbar's format). Messages are echoed, except the text commands
 ``burst <greenlets> <threads> <count> <size>`` (concurrent sends, then ``done``) and
-``close <code>`` (server-initiated close).
+``close <code>`` (server-initiated close) and ``closelater <code>`` (close from another
+greenlet while the app greenlet is in ``receive()``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def app(environ, start_response):
             burst(ws, *map(int, msg.split()[1:]))
         elif isinstance(msg, str) and msg.startswith("close "):
             ws.close(int(msg.split()[1]), "server says bye")
+        elif isinstance(msg, str) and msg.startswith("closelater "):
+            # closed by another greenlet while this one waits in receive()
+            gevent.spawn_later(0.05, ws.close, int(msg.split()[1]), "later")
         else:
             ws.send(msg)
     return []

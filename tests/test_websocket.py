@@ -252,6 +252,16 @@ def test_subprotocol_client_order_wins(server):
     c.close()
 
 
+def test_open_handshake_timeout(server):
+    path = q(opts={"open_handshake_timeout": 200})
+    with socket.create_connection(("127.0.0.1", server), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\n".encode())
+        time.sleep(0.4)   # headers trickle in too slowly
+        s.sendall(f"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 408")
+
+
 def test_origin_checks(small):
     ok = Raw(small.port, headers={"Origin": "https://app.example.com"})
     assert ok.status == 101
@@ -358,6 +368,26 @@ def test_server_close_with_code(server):
     assert code == 4001 and reason == b"server says bye"
     c.send_frame(8, close_payload(4001))
     assert c.closed_by_server()
+    c.close()
+
+
+def test_close_from_other_greenlet_while_receiving(server):
+    c = Raw(server, q())
+    c.send_frame(1, b"closelater 4002")
+    code, reason = c.expect_close()
+    assert code == 4002 and reason == b"later"
+    c.send_frame(8, close_payload(4002))
+    assert c.closed_by_server()
+    c.close()
+
+
+def test_silent_peer_dropped_after_close_handshake_timeout(server):
+    c = Raw(server, q(opts={"close_handshake_timeout": 300}))
+    c.send_frame(1, b"closelater 1000")
+    assert c.expect_close()[0] == 1000
+    t0 = time.monotonic()
+    assert c.closed_by_server(timeout=5)     # we never answered the close
+    assert time.monotonic() - t0 < 3
     c.close()
 
 

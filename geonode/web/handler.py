@@ -12,6 +12,7 @@ more and closes the TCP connection when the app returns.
 from __future__ import annotations
 
 import socket
+import time
 
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
@@ -41,6 +42,12 @@ class Handler(WebSocketHandler):
     def handle(self):
         set_nodelay(self.socket)
         return super().handle()
+
+    def read_requestline(self):
+        line = super().read_requestline()
+        # The opening handshake clock (``open_handshake_timeout``) starts with the request line.
+        self.request_started = time.monotonic()
+        return line
 
     def run_application(self):
         # Never gevent-websocket's automatic upgrade: the app decides (and validates) itself.

@@ -73,6 +73,7 @@ class WebSocket:
         # auto ping
         self._pong = Event()
         self._ping_payload: bytes | None = None
+        self._rx_frames = 0     # frames received: liveness for auto_ping_restart_on_any_traffic
         self._pinger = None
         if opts.auto_ping_interval > 0:
             self._pinger = gevent.spawn(self._auto_ping)
@@ -179,6 +180,7 @@ class WebSocket:
         read = self._read_exact
         while True:
             b0, b1 = read(2)
+            self._rx_frames += 1
             fin = b0 & 0x80
             rsv1 = b0 & 0x40
             opcode = b0 & 0x0F
@@ -452,9 +454,12 @@ class WebSocket:
             if self.closed:
                 return
             self._pong.clear()
-            self._ping_payload = os.urandom(4)
+            self._ping_payload = os.urandom(self.options.auto_ping_size)
+            rx = self._rx_frames
             self._send_control(F.OP_PING, self._ping_payload)
             if timeout and not self._pong.wait(timeout):
+                if self.options.auto_ping_restart_on_any_traffic and self._rx_frames != rx:
+                    continue
                 if not self.closed:
                     # Peer silent: drop it, the reader sees the connection end.
                     self.close_code = F.CLOSE_ABNORMAL

@@ -86,7 +86,7 @@ class Upgrader:
     def __init__(self, handler: Any):
         self.handler = handler
         self.websocket: WebSocket | None = None
-        self.requested_at = time.monotonic()
+        self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
     def accept(self, subprotocols: list[str] | None = None,
                options: WebSocketOptions | None = None) -> WebSocket:

@@ -7,7 +7,7 @@ from typing import Any
 
 # Crossbar option names geonode accepts without acting on them (so configs stay portable).
 IGNORED_OPTIONS = frozenset({
-    "auto_fragment_size", "fail_by_drop", "echo_close_codereason", "auto_ping_size",
+    "auto_fragment_size", "fail_by_drop", "echo_close_codereason",
     "enable_webstatus", "mask_server_frames", "require_masked_client_frames", "apply_mask",
     "tcp_nodelay", "external_port", "show_server_version", "enable_flash_policy",
     "flash_policy", "server", "accept_all_origins", "trust_x_forwarded_for",
@@ -50,6 +50,8 @@ class WebSocketOptions:
     max_frame_size: int = 0          # bytes, 0 = unlimited (over it: close 1009)
     auto_ping_interval: int = 0      # ms, 0 = off
     auto_ping_timeout: int = 0       # ms, 0 = never time out waiting for the pong
+    auto_ping_size: int = 4          # bytes of random ping payload
+    auto_ping_restart_on_any_traffic: bool = False   # any frame received counts as a pong
     open_handshake_timeout: int = 0  # ms, 0 = off
     close_handshake_timeout: int = 1000  # ms
     validate_utf8: bool = True
@@ -71,6 +73,9 @@ class WebSocketOptions:
             max_frame_size=int(cfg.get("max_frame_size", 0) or 0),
             auto_ping_interval=int(cfg.get("auto_ping_interval", 0) or 0),
             auto_ping_timeout=int(cfg.get("auto_ping_timeout", 0) or 0),
+            auto_ping_size=max(1, min(125, int(cfg.get("auto_ping_size", 4) or 4))),
+            auto_ping_restart_on_any_traffic=bool(cfg.get("auto_ping_restart_on_any_traffic",
+                                                          False)),
             open_handshake_timeout=int(cfg.get("open_handshake_timeout", 0) or 0),
             close_handshake_timeout=int(cfg.get("close_handshake_timeout", 1000) or 0),
             validate_utf8=bool(cfg.get("validate_utf8", True)),
