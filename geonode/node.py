@@ -162,7 +162,7 @@ class Node:
         for t in self.web:
             log.info("listening on %s (%s)", t.server.url, t.json_path)
         for tpath, server in self.other_servers:
-            log.info("listening on %s (%s)", getattr(server, "url", server), tpath)
+            log.info("listening on %s (%s)", _server_url(server), tpath)
         if self._pending_components and _module_exists("geonode.components"):
             from geonode import components
 
@@ -181,7 +181,7 @@ class Node:
                     log.debug("closing %s failed", t.json_path, exc_info=True)
         for tpath, server in self.other_servers:
             try:
-                server.stop(timeout=0) if _accepts_timeout(server) else server.close()
+                server.close()  # stop accepting; its sessions end when the router closes
             except Exception:
                 log.debug("closing %s failed", tpath, exc_info=True)
 
@@ -207,15 +207,21 @@ class Node:
                 log.warning("closing a router failed", exc_info=True)
         for s in servers:
             s.kill_connections()
+        for tpath, server in self.other_servers:
+            try:
+                server.stop(timeout=1)
+            except Exception:
+                log.debug("stopping %s failed", tpath, exc_info=True)
 
 
-def _accepts_timeout(server: Any) -> bool:
-    import inspect
-
-    try:
-        return "timeout" in inspect.signature(server.stop).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
+def _server_url(server: Any) -> str:
+    address = getattr(server, "address", None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"rawsocket://{f'[{host}]' if ':' in host else host}:{address[1]}"
+    if address:
+        return f"rawsocket+unix://{address}"
+    return repr(server)
 
 
 def run(cfg: Any) -> int:
