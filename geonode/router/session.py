@@ -40,8 +40,32 @@ BACKLOG_LIMIT = 1000
 GOODBYE_TIMEOUT = 5.0
 
 
+_FEATURE_SETS: dict[frozenset, frozenset] = {}
+
+
+def client_features(roles: dict | None) -> frozenset:
+    """The (role, feature) pairs a client announced, as a shared frozenset: clients of one
+    library announce the same roles, so 10,000 sessions hold one set, not 10,000 role objects."""
+    pairs = frozenset(
+        (name, k) for name, obj in (roles or {}).items()
+        for k, v in getattr(obj, "__dict__", {}).items() if v is True and not k.startswith("_"))
+    shared = _FEATURE_SETS.get(pairs)
+    if shared is None:
+        if len(_FEATURE_SETS) < 256:   # bounded: odd clients just get their own set
+            _FEATURE_SETS[pairs] = pairs
+        shared = pairs
+    return shared
+
+
 class RouterSession:
     """One client connection's WAMP session (and, after GOODBYE, the next one on it)."""
+
+    __slots__ = ("router", "peer", "auth_config", "trusted_auth", "internal",
+                 "transport_details", "state", "id", "pending_id", "realm", "authid", "authrole",
+                 "authmethod", "authprovider", "authextra", "role", "client_roles", "_pending",
+                 "_backlog", "in_worker", "_request_id", "_goodbye_timer", "subscriptions",
+                 "registrations", "calls", "invocations", "testaments", "authz_cache",
+                 "__weakref__")
 
     def __init__(self, router: Any, peer: Any, auth_config: dict | None = None,
                  auth: dict | None = None, internal: bool = False) -> None:
@@ -50,7 +74,8 @@ class RouterSession:
         self.auth_config = auth_config
         self.trusted_auth = auth
         self.internal = internal
-        self.transport_details: dict = dict(getattr(peer, "transport_details", None) or {})
+        # The peer's own dict (not a copy): one per connection is enough.
+        self.transport_details: dict = getattr(peer, "transport_details", None) or {}
         self.state = ESTABLISHING
         self.id: int = 0
         self.pending_id: int = 0
@@ -61,7 +86,7 @@ class RouterSession:
         self.authprovider: str | None = None
         self.authextra: dict | None = None
         self.role: Any = None
-        self.client_roles: dict = {}
+        self.client_roles: frozenset = frozenset()
         self._pending: PendingAuth | None = None
         self._backlog: deque | None = None
         self.in_worker = False
@@ -88,7 +113,7 @@ class RouterSession:
         return self._request_id
 
     def feature(self, role: str, name: str) -> bool:
-        return bool(getattr(self.client_roles.get(role), name, False))
+        return (role, name) in self.client_roles
 
     def details(self) -> dict:
         """Session details as the meta API and authorizers see them."""
@@ -307,7 +332,7 @@ class RouterSession:
         self.realm, self.role = realm, role
         self.authid, self.authrole = a.authid, a.authrole
         self.authmethod, self.authprovider, self.authextra = a.authmethod, a.authprovider, a.authextra
-        self.client_roles = hello.roles or {}
+        self.client_roles = client_features(hello.roles)
         self._init_joined_state()
         self.state = JOINED
         self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
