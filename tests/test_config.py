@@ -323,6 +323,20 @@ def test_env_substitution(tmp_path):
     assert "s3cr3t" not in p.read_text()
 
 
+def test_dollar_in_user_data_is_data(tmp_path):
+    """A json value or component extra may hold "$5"-like text; only ${VAR} is replaced."""
+    cfg = base()
+    paths_of(cfg)["price"] = {"type": "json", "value": {"cost": "$UNSET_GEONODE_VAR",
+                                                         "who": "${GEONODE_TEST_WHO}"}}
+    p = write(tmp_path, cfg)
+    os.environ["GEONODE_TEST_WHO"] = "me"
+    try:
+        data = load(p).data
+    finally:
+        del os.environ["GEONODE_TEST_WHO"]
+    assert paths_of(data)["price"]["value"] == {"cost": "$UNSET_GEONODE_VAR", "who": "me"}
+
+
 def test_env_port_not_a_number(tmp_path):
     cfg = base()
     endpoint(cfg)["port"] = "$GEONODE_TEST_PORT"

@@ -35,8 +35,14 @@ def join_path(parent: str, key: str | int) -> str:
     return f"{parent}.{key}" if parent else str(key)
 
 
-def _substitute_str(value: str, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
-    whole = _WHOLE.match(value)
+# Free-form user data (a json service's value, a component's extra): a string that merely
+# starts with "$" is data there, so only the explicit "${VAR}" form is substituted.
+USER_DATA_KEYS = frozenset({"value", "extra"})
+
+
+def _substitute_str(value: str, path: str, env: Mapping[str, str], errors: list[str],
+                    braced_only: bool = False) -> Any:
+    whole = None if braced_only else _WHOLE.match(value)
     if whole:
         name = whole.group(1)
         if name not in env:
@@ -64,13 +70,14 @@ def substitute(data: Any, env: Mapping[str, str] | None = None, path: str = "",
     env = os.environ if env is None else env
     errors = [] if errors is None else errors
 
-    def walk(obj: Any, p: str) -> Any:
+    def walk(obj: Any, p: str, data: bool) -> Any:
         if isinstance(obj, str):
-            return _substitute_str(obj, p, env, errors) if "$" in obj else obj
+            return _substitute_str(obj, p, env, errors, data) if "$" in obj else obj
         if isinstance(obj, list):
-            return [walk(x, join_path(p, i)) for i, x in enumerate(obj)]
+            return [walk(x, join_path(p, i), data) for i, x in enumerate(obj)]
         if isinstance(obj, dict):
-            return {k: walk(v, join_path(p, k)) for k, v in obj.items()}
+            return {k: walk(v, join_path(p, k), data or k in USER_DATA_KEYS)
+                    for k, v in obj.items()}
         return obj
 
-    return walk(data, path), errors
+    return walk(data, path, False), errors
