@@ -415,6 +415,19 @@ def test_within_limits_is_echoed(small):
     c.close()
 
 
+def test_huge_length_header_allocates_nothing(testee):
+    c = Raw(testee.port)
+    # 1 TiB announced, 4 bytes sent: the server waits for data, it does not allocate a TiB.
+    c.sock.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 1 << 40) + os.urandom(4) + b"abcd")
+    time.sleep(0.2)
+    c.close()
+    d = Raw(testee.port)
+    d.send_frame(1, b"alive")
+    assert d.recv_message() == (1, b"alive")
+    d.close()
+    assert "MemoryError" not in testee.log()
+
+
 def test_4mib_binary_echo(testee):
     c = Raw(testee.port, timeout=30)
     data = os.urandom(4 << 20)

@@ -35,6 +35,10 @@ _unpack_H = struct.Struct("!H").unpack
 _unpack_Q = struct.Struct("!Q").unpack
 _CHUNK = 65536
 _BIG = 2048      # payloads from here on are read into a bytearray and unmasked in place
+# Frames claiming more than this are read piecewise: memory follows the bytes that really
+# arrive, never a length field (an endpoint without max_frame_size still cannot be made to
+# allocate gigabytes by a 14-byte header).
+_PREALLOC_MAX = 16 * 1024 * 1024
 
 
 class WebSocket:
@@ -100,6 +104,9 @@ class WebSocket:
             return None
         except (OSError, EOFError, ValueError):
             self._lost()
+            return None
+        except MemoryError:
+            self._fail(F.CLOSE_TOO_BIG, "message too big")
             return None
         finally:
             self._reading = False
@@ -250,6 +257,13 @@ class WebSocket:
     def _read_payload(self, length: int, mask: bytes):
         if length < _BIG:
             return F.xor_mask(self._read_exact(length), mask) if length else b""
+        if length > _PREALLOC_MAX:
+            pieces, offset = [], 0
+            while offset < length:
+                piece = self._read_exact(min(length - offset, _PREALLOC_MAX))
+                pieces.append(F.xor_mask(piece, mask, offset))
+                offset += len(piece)
+            return b"".join(pieces)
         buf = bytearray(length)
         if self._rfile.readinto(buf) < length:
             raise EOFError("connection closed by peer")
