@@ -77,17 +77,21 @@ def test_signal_lets_in_flight_request_finish(start_node, sig):
 def test_bind_failure_stops_everything(start_node):
     cfg = config()
     worker = cfg["workers"][0]
-    # The second transport wants the first one's port: it cannot bind.
-    worker["transports"].append({
-        "type": "web", "endpoint": {"type": "tcp", "port": "$PORT", "interface": "127.0.0.1"},
-        "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}})
-    n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
-    assert n.proc.wait(20) == 1
+    with socket.socket() as taken:
+        # The second transport wants a port this test holds: it cannot bind.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        worker["transports"].append({
+            "type": "web", "endpoint": {"type": "tcp", "port": busy, "interface": "127.0.0.1"},
+            "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}})
+        n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
+        assert n.proc.wait(20) == 1
     log = n.log()
     assert "workers[0].transports[1].endpoint" in log
-    assert str(n.port) in log
+    assert str(busy) in log and "in use" in log
     assert "listening on" not in log
-    assert refused(n.port)
+    assert refused(n.port)  # the first transport, bound before the failure, was closed
 
 
 def test_bad_tls_file_names_key(start_node):

@@ -287,3 +287,27 @@ def test_client_timeout_closes_idle_connection(node):
     with socket.create_connection(("127.0.0.1", node.port), timeout=1.5) as s:
         with pytest.raises(socket.timeout):
             s.recv(1024)
+
+
+def test_ipv6_and_shared_endpoints(start_node):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port6 = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    cfg = web_node({"/": wsgi("root")}, worker_options={"pythonpath": ["."]})
+    transports = cfg["workers"][0]["transports"]
+    transports[0]["endpoint"].update(shared=True, backlog=10)
+    transports.append({"type": "web", "paths": {"/": wsgi("second")},
+                       "endpoint": {"type": "tcp", "version": 6, "interface": "::1",
+                                    "port": port6}})
+    n = start_node(cfg, files={"webapp.py": APP})
+    r = requests.get(f"http://[::1]:{port6}/six", timeout=5)
+    assert r.json()["tag"] == "second"
+    assert f"listening on http://[::1]:{port6} (workers[0].transports[1])" in n.log()
+    # "shared" sets SO_REUSEPORT: another process may bind the same port next to the node.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", n.port))
+    assert requests.get(n.url + "/", timeout=5).json()["tag"] == "root"
