@@ -172,12 +172,15 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from geonode.config import check
+    from geonode.config import ConfigError, load, warnings
 
-    errors = check(args.config)
-    if errors:
-        _print_errors(args.config, errors)
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        _print_errors(args.config, e.errors)
         return 1
+    for line in warnings(cfg):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"ok: {args.config} looks good")
     return 0
 

@@ -239,3 +239,26 @@ def test_check_accepts_a_crossbar_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("check", str(tmp_path))
     assert r.returncode == 1 and "a folder without a config file" in r.stderr
+
+
+def test_check_warns_but_passes(tmp_path):
+    """Allowed but probably wrong: exit 0, with a warning naming the key."""
+    cfg = {"version": 2, "workers": [{"type": "router", "options": {"pythonpath": ["src"]},
+                                      "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "port": 8080}, "options": {"hsts": True},
+        "paths": {"/": {"type": "wsgi", "module": "no_such_app_mod.sub", "object": "app"}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = run("check", str(p))
+    assert r.returncode == 0
+    assert "ok:" in r.stdout
+    assert "warning: workers[0].options.pythonpath[0]: 'src' is not a folder" in r.stderr
+    assert ("warning: workers[0].transports[0].paths[\"/\"].module: module 'no_such_app_mod' "
+            "not found on the python path") in r.stderr
+    assert "warning: workers[0].transports[0].options.hsts: ignored, the endpoint has no TLS" \
+        in r.stderr
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "no_such_app_mod").mkdir()
+    (tmp_path / "src" / "no_such_app_mod" / "__init__.py").write_text("")
+    r = run("check", str(p))
+    assert "pythonpath" not in r.stderr and "module" not in r.stderr

@@ -97,6 +97,13 @@ def load(path: str | Path) -> Config:
     return Config(path=p, dir=p.parent, data=data)
 
 
+def warnings(cfg: Config) -> list[str]:
+    """Allowed but probably wrong (missing pythonpath folder, wsgi module not found, ...)."""
+    from geonode.config.semantic import warnings as find
+
+    return find(cfg.data, cfg.dir)
+
+
 def check(path: str | Path) -> list[str]:
     """``[]`` when the config at ``path`` is good, else every error (path-named)."""
     try:

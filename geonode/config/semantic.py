@@ -6,6 +6,8 @@ Runs after the schema, on data that may still be partly invalid, so every access
 
 from __future__ import annotations
 
+import importlib.machinery
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,47 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             if isinstance(directory, str) and not (config_dir / directory).is_dir():
                 errors.append(f"{spath}.directory: folder {directory!r} not found "
                               f"(looked for {(config_dir / directory).resolve()})")
+
+
+def warnings(data: dict, config_dir: Path) -> list[str]:
+    """Things that are allowed but probably wrong; ``geonode check`` shows them, start logs them.
+
+    Looks only, never imports: a wsgi module is searched on the config's python path by name.
+    """
+    out: list[str] = []
+    for wi, worker in enumerate(_list(data.get("workers"))):
+        worker = _dict(worker)
+        wpath = f"workers[{wi}]"
+        search: list[str] = []
+        for i, entry in enumerate(_list(_dict(worker.get("options")).get("pythonpath"))):
+            if isinstance(entry, str):
+                full = (config_dir / entry).resolve()
+                search.append(str(full))
+                if not full.is_dir():
+                    out.append(f"{wpath}.options.pythonpath[{i}]: {entry!r} is not a folder "
+                               f"({full})")
+        search += [p for p in sys.path if p]
+        for ti, transport in enumerate(_list(worker.get("transports"))):
+            transport = _dict(transport)
+            tpath = f"{wpath}.transports[{ti}]"
+            ep = _dict(transport.get("endpoint"))
+            if _dict(transport.get("options")).get("hsts") and "tls" not in ep:
+                out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
+            if transport.get("type") == "web":
+                _wsgi_modules(_dict(transport.get("paths")), f"{tpath}.paths", search, out)
+    return out
+
+
+def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) -> None:
+    for key, svc in paths.items():
+        svc = _dict(svc)
+        spath = join_path(ppath, key)
+        if svc.get("type") == "path":
+            _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
+        elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
+            top = svc["module"].split(".")[0]
+            if (top and top not in sys.builtin_module_names and top not in sys.modules
+                    and importlib.machinery.PathFinder.find_spec(top, search) is None):
+                shown = ", ".join(search[:3]) + (", ..." if len(search) > 3 else "")
+                out.append(f"{spath}.module: module {top!r} not found on the python path "
+                           f"({shown})")
