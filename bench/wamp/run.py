@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bench_server(server, serializers, args.runs, args.duration, results)
                 if args.scale and (name == "geonode" or args.scale_crossbar):
-                    n = min(args.scale, hard // 2 - 100)
+                    n = min(args.scale, hard - 500)  # client and server each hold n fds
                     scale_results[name] = scale(server, n)
                     print(f"  {name:8} scale   {scale_results[name]}", flush=True)
             finally:

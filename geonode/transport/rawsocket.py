@@ -120,9 +120,7 @@ class RawSocketPeer(MessageQueuePeer):
                 log.info("%s: connection error: %s", self._who(), e)
         finally:
             self._detach()
-            writer = self._writer
-            if writer is not None:
-                writer.join(5.0)
+            self._wait_writer(5.0)
             self._abort()
 
     def _write_raw(self, data: bytes) -> None:
