@@ -111,8 +111,9 @@ class Broker:
             if targets:
                 # One EVENT per subscription: every transport serializes it once per serializer.
                 event = self._event(sub, publication, msg, topic, disclose)
+                # Subscribers are joined sessions (leaving removes them): straight to the peer.
                 for target in targets:
-                    target.send(event)
+                    target.peer.send(event)
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})

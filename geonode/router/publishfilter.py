@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_FILTER_KEYS = ("exclude", "eligible", "exclude_authid", "eligible_authid",
-                "exclude_authrole", "eligible_authrole")
-
 
 def has_filter(publish: Any) -> bool:
-    return any(getattr(publish, k) is not None for k in _FILTER_KEYS)
+    p = publish
+    return not (p.exclude is None and p.eligible is None and p.exclude_authid is None
+                and p.eligible_authid is None and p.exclude_authrole is None
+                and p.eligible_authrole is None)
 
 
 def receivers(subscribers, publisher: Any, publish: Any) -> list:

@@ -7,13 +7,16 @@ stored as objects; a backplane would keep ids and map them back to local session
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime
 from typing import Any
 
 from geonode.router.matching import UriTable
 
-_rand = random.SystemRandom()
+# IDs need to be random (WAMP spec), not secret: a fast PRNG seeded from the OS is enough,
+# and SystemRandom's one urandom() call per ID was the top cost of a publication.
+_rand = random.Random(os.urandom(32))
 
 # Most topics with a retained event per realm.
 RETAINED_LIMIT = 10_000
@@ -21,7 +24,7 @@ RETAINED_LIMIT = 10_000
 
 def new_id() -> int:
     """A random WAMP ID in [1, 2**53] (global scope: sessions, publications, subscriptions)."""
-    return _rand.randint(1, 2**53)
+    return _rand.getrandbits(53) or 1
 
 
 def utcnow() -> str:
