@@ -34,8 +34,11 @@ log = logging.getLogger("geonode.dev")
 
 #: editors save in several steps (write temp file, rename, chmod): restart once per burst
 DEBOUNCE = 0.05
-#: how long a stopping node may finish in-flight requests before it is killed
-STOP_GRACE = 0.5
+#: how long a stopping node may say goodbye (close listeners, WAMP GOODBYE) before it is
+#: killed: dev restarts favour speed, interpreter teardown alone can take longer than this
+STOP_GRACE = 0.1
+#: a standby node process is started this long after a node starts (not competing with it)
+STANDBY_DELAY = 1.0
 #: werkzeug's stat loop interval when watchdog is not installed
 STAT_INTERVAL = 0.3
 #: folders whose events never matter (caches, VCS, environments)
@@ -153,26 +156,12 @@ class Watcher:
         self.spec: WatchSpec | None = None
         self.kind = "watchdog"
         try:
+            from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:
             self.kind = "stat"
             self._start_stat()
-        else:
-            self.observer = Observer()
-            self.observer.daemon = True
-            self.observer.start()
-            self.watches: list = []
-
-    def update(self, spec: WatchSpec) -> None:
-        """Watch what ``spec`` lists (again: the config may have changed its pythonpath)."""
-        self.spec = spec
-        if self.kind == "stat":
-            self.stat_loop.extra_files = spec.files()
-            self.stat_loop.mtimes = {}
-            self.stat_loop.run_step()  # new baseline
             return
-        from watchdog.events import FileSystemEventHandler
-
         watcher = self
 
         class Handler(FileSystemEventHandler):
@@ -182,22 +171,41 @@ class Watcher:
                 if event.is_directory:
                     return
                 for path in (event.src_path, getattr(event, "dest_path", "")):
-                    if path and watcher.spec is not None and watcher.spec.matches(os.fsdecode(path)):
-                        watcher.on_change(os.fsdecode(path))
+                    path = os.fsdecode(path)
+                    if path and watcher.spec is not None and watcher.spec.matches(path):
+                        watcher.on_change(path)
                         return
 
-        for w in self.watches:
-            self.observer.unschedule(w)
-        self.watches = []
-        handler = Handler()
-        for directory, recursive in spec.directories():
+        # watchdog logs every inotify event at debug level: not what a developer is after.
+        logging.getLogger("watchdog").setLevel(logging.WARNING)
+        self.handler = Handler()
+        self.observer = Observer()
+        self.observer.daemon = True
+        self.observer.start()
+        self.watches: dict[tuple[Path, bool], object] = {}
+
+    def update(self, spec: WatchSpec) -> None:
+        """Watch what ``spec`` lists (again: the config may have changed its pythonpath)."""
+        self.spec = spec
+        if self.kind == "stat":
+            self.stat_loop.extra_files = spec.files()
+            self.stat_loop.mtimes = {}
+            self.stat_loop.run_step()  # new baseline
+            return
+        # Only the difference: unscheduling a watch that has events queued makes watchdog
+        # complain, and re-adding inotify watches on every restart costs time.
+        wanted = set(spec.directories())
+        for key in set(self.watches) - wanted:
+            self.observer.unschedule(self.watches.pop(key))
+        for key in wanted - set(self.watches):
+            directory, recursive = key
             try:
-                self.watches.append(self.observer.schedule(handler, str(directory),
-                                                           recursive=recursive))
+                self.watches[key] = self.observer.schedule(self.handler, str(directory),
+                                                           recursive=recursive)
             except OSError as e:
                 log.warning("cannot watch %s: %s", directory, e)
         log.debug("watching (watchdog): %s",
-                  ", ".join(f"{d}{'/**' if r else '/*'}" for d, r in spec.directories()))
+                  ", ".join(f"{d}{'/**' if r else '/*'}" for d, r in sorted(wanted)))
 
     def _start_stat(self) -> None:
         # werkzeug's own stat loop, run in a thread; its trigger_reload would sys.exit(3), ours
@@ -220,6 +228,8 @@ class Watcher:
 
     def stop(self) -> None:
         if self.kind == "watchdog":
+            # Stopping drops queued events; watchdog reports that as an error nobody can act on.
+            logging.getLogger("watchdog").setLevel(logging.CRITICAL)
             self.observer.stop()
 
 
@@ -232,6 +242,7 @@ class Supervisor:
         self.changed = threading.Event()
         self.last_change = ""
         self.child: subprocess.Popen | None = None
+        self.standby: subprocess.Popen | None = None
         self.watcher = Watcher(self._on_change)
 
     def _on_change(self, path: str) -> None:
@@ -245,25 +256,52 @@ class Supervisor:
         self.start_child()
         try:
             while True:
-                self.changed.wait()
+                if self.standby is None:
+                    # Let the new node start alone first, then warm the next one up.
+                    if not self.changed.wait(STANDBY_DELAY):
+                        self.standby = self._spawn(standby=True)
+                        continue
+                else:
+                    self.changed.wait()
                 time.sleep(DEBOUNCE)
                 self.changed.clear()
                 log.info("change in %s: restarting the node", self.last_change)
                 self.stop_child()
-                # The config may name other folders now.
-                self.watcher.update(watch_spec(self.config_path))
                 self.start_child()
+                # The config may name other folders now (after the start: it is not urgent).
+                self.watcher.update(watch_spec(self.config_path))
         except KeyboardInterrupt:
             return 0
         finally:
             self.stop_child()
+            if self.standby is not None:
+                self.standby.kill()
+                self.standby.wait()
             self.watcher.stop()
 
-    def start_child(self) -> None:
+    def _spawn(self, standby: bool) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "geonode.dev", "--child", "--loglevel", self.loglevel,
                self.config_path]
+        if standby:
+            cmd.insert(-1, "--standby")
         # Own session: a Ctrl-C reaches the supervisor only, which then stops the node in order.
-        self.child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+        return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent,
+                                stdin=subprocess.PIPE if standby else subprocess.DEVNULL)
+
+    def start_child(self) -> None:
+        # A restart costs an interpreter start and the imports of gevent, geonode and Flask
+        # (most of a second on a busy machine): a standby child has done that already and
+        # only waits for "go" to read the config and import the app.
+        child, self.standby = self.standby, None
+        if child is not None:
+            try:
+                child.stdin.write(b"go\n")
+                child.stdin.close()
+            except (OSError, ValueError):
+                child = None
+        self.child = child or self._spawn(standby=False)
+        log.debug("node started (pid %s, %s)", self.child.pid,
+                  "from standby" if child else "cold")
         threading.Thread(target=self._reap, args=(self.child,), daemon=True).start()
 
     def _reap(self, child: subprocess.Popen) -> None:
@@ -350,9 +388,33 @@ def run_child(config_path: str, loglevel: str) -> int:
     return int(node.run(cfg) or 0)
 
 
+#: what a standby child imports ahead: the node's machinery and common frameworks, never app code
+WARM_IMPORTS = ("geonode.node", "geonode.config", "geonode.cli", "geonode.web.server",
+                "geonode.web.dispatch", "geonode.web.options", "geonode.web.wsgi_host",
+                "geonode.web.handler", "geonode.web.services.static",
+                "geonode.web.services.websocket", "geonode.router", "flask")
+
+
+def _wait_for_go(loglevel: str) -> bool:
+    """Standby child: import ahead, then block until the supervisor says go (False: EOF)."""
+    import importlib
+
+    from geonode import logs
+
+    logs.setup(_child_loglevel(loglevel))
+    for name in WARM_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # not installed / not built yet: imported (or reported) for real later
+            pass
+    # Nothing else runs in this process yet, so a blocking read cannot stall a greenlet.
+    return sys.stdin.readline().strip() == "go"
+
+
 def _cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geonode.dev")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--loglevel", default="debug")
     parser.add_argument("config")
     args = parser.parse_args(argv)
@@ -360,6 +422,8 @@ def _cli(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
+        if args.standby and not _wait_for_go(args.loglevel):
+            return 0
         try:
             return run_child(args.config, args.loglevel)
         except KeyboardInterrupt:
