@@ -176,6 +176,13 @@ class WebSocket:
         if not self._dead:
             self._terminate()
 
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake (close_code 1006)."""
+        if self._hub_thread != _thread_ident():
+            self._handoff(self.abort)
+            return
+        self._lost()
+
     # ------------------------------------------------------------------ reading
     def _read_exact(self, n: int) -> bytes:
         data = self._rfile.read(n)
