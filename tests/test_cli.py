@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, free_port, geonode_cmd, launch
+from conftest import ROOT, Node, free_port, geonode_cmd, launch, wait_port, web_node
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
                       r"[\w.]+: ")
@@ -160,8 +160,6 @@ def test_pythonpath_and_env_relative_to_config(tmp_path):
     (tmp_path / "conf" / "node.json").write_text(json.dumps(cfg))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    from conftest import Node, wait_port
-
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(geonode_cmd("../conf/node.json"), cwd=elsewhere, stdout=log,
@@ -262,3 +260,21 @@ def test_check_warns_but_passes(tmp_path):
     (tmp_path / "src" / "no_such_app_mod" / "__init__.py").write_text("")
     r = run("check", str(p))
     assert "pythonpath" not in r.stderr and "module" not in r.stderr
+
+
+def test_app_is_imported_after_monkey_patching(start_node):
+    """The CLI patches the stdlib before anything imports it, so the app's module-level
+    ``import socket``/``threading`` already see gevent's versions."""
+    app = ("import socket, threading\n"
+           "from gevent import monkey\n"
+           "STATE = {m: monkey.is_module_patched(m) for m in ('socket', 'threading', 'ssl')}\n"
+           "SAME = socket.socket is __import__('gevent.socket').socket.socket\n"
+           "def app(environ, start_response):\n"
+           "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
+           "    import json\n"
+           "    return [json.dumps(dict(STATE, same=SAME)).encode()]\n")
+    cfg = web_node({"/": {"type": "wsgi", "module": "patchapp", "object": "app"}},
+                   worker_options={"pythonpath": ["."]})
+    node = start_node(cfg, files={"patchapp.py": app})
+    assert requests.get(node.url + "/", timeout=5).json() == {
+        "socket": True, "threading": True, "ssl": True, "same": True}
