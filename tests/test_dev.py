@@ -146,6 +146,25 @@ def test_dev_server_reloads_survives_a_broken_edit_and_recovers(dev_node):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     wait_down(port, timeout=5)
+    assert_no_process_left(d)
+
+
+def assert_no_process_left(d: Path, timeout: float = 5.0) -> None:
+    """No node (nor warm standby) of this dev server survives it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"geonode" in cmd and str(d).encode() in cmd:
+                left.append(cmd.decode(errors="replace"))
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, left
 
 
 @pytest.mark.parametrize("dev_node", [("--reload", "node.json")], indirect=True)
