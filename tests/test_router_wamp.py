@@ -17,6 +17,7 @@ import txaio
 txaio.use_asyncio()
 
 import websocket  # noqa: E402  (websocket-client, for raw protocol-violation frames)
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp import serializer as S  # noqa: E402
@@ -59,11 +60,16 @@ DYNAUTH = {"ticket": {"type": "dynamic", "authenticator": "com.example.authentic
 @pytest.fixture(scope="module")
 def node(start_module_node):
     ws = {"type": "websocket", "serializers": list(SERIALIZERS)}
-    return start_module_node(web_node(paths={
+    cfg = web_node(paths={
         "ws": ws,
         "auth": dict(ws, auth=AUTH),
         "dynauth": dict(ws, auth=DYNAUTH),
-    }, realms=REALMS))
+    }, realms=REALMS)
+    # the same router behind a RawSocket transport too: the core is transport-independent
+    cfg["workers"][0]["transports"].append({
+        "type": "rawsocket", "serializers": ["json", "msgpack", "cbor"],
+        "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"}})
+    return start_module_node(cfg, nports=2)
 
 
 class _Session(ApplicationSession):
@@ -99,14 +105,21 @@ class _Session(ApplicationSession):
 
 
 async def connect(node, path="ws", serializer="json", authmethods=None, authid=None,
-                  authextra=None, on_challenge=None, realm="realm1"):
+                  authextra=None, on_challenge=None, realm="realm1", rawsocket=False):
     loop = asyncio.get_running_loop()
     joined, left = loop.create_future(), loop.create_future()
     extra = {"authmethods": authmethods, "authid": authid, "authextra": authextra}
-    factory = WampWebSocketClientFactory(
-        lambda: _Session(ComponentConfig(realm, extra=extra), joined, left, on_challenge),
-        url=f"ws://127.0.0.1:{node.port}/{path}", serializers=[SERIALIZERS[serializer]()])
-    await loop.create_connection(factory, "127.0.0.1", node.port)
+
+    def make():
+        return _Session(ComponentConfig(realm, extra=extra), joined, left, on_challenge)
+
+    if rawsocket:
+        factory = WampRawSocketClientFactory(make, serializer=SERIALIZERS[serializer]())
+        await loop.create_connection(factory, "127.0.0.1", node.ports[1])
+    else:
+        factory = WampWebSocketClientFactory(make, url=f"ws://127.0.0.1:{node.port}/{path}",
+                                             serializers=[SERIALIZERS[serializer]()])
+        await loop.create_connection(factory, "127.0.0.1", node.port)
     session = await asyncio.wait_for(joined, 10)
     session.left = left
     return session
@@ -435,4 +448,23 @@ def test_cancel_and_registration_revocation(node):
         assert callee.is_attached()   # the callee's session survived the revocation
         for s in (caller, callee, admin):
             await s.leave()
+    run(main())
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "cbor"])
+def test_rawsocket_and_websocket_clients_share_the_router(node, serializer):
+    async def main():
+        raw = await connect(node, serializer=serializer, rawsocket=True)
+        ws = await connect(node, serializer="json")
+        assert raw.details.authrole == "anonymous"
+        got: asyncio.Queue = asyncio.Queue()
+        await ws.subscribe(lambda x: got.put_nowait(x), f"com.raw.{serializer}")
+        await raw.register(lambda x: x + 1, f"com.raw.{serializer}.inc")
+        assert await ws.call(f"com.raw.{serializer}.inc", 41) == 42
+        await raw.publish(f"com.raw.{serializer}", "hi", options=PublishOptions(acknowledge=True))
+        assert await _next(got) == "hi"
+        info = await ws.call("wamp.session.get", raw._session_id)
+        assert info["transport"]["type"] == "rawsocket"
+        await raw.leave()
+        await ws.leave()
     run(main())
