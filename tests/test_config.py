@@ -275,6 +275,19 @@ def test_wrong_type_hides_noise_below(tmp_path):
     assert errors == [f"{T0}: must be an object, not a string ('web')"]
 
 
+def test_duplicate_keys(tmp_path):
+    text = json.dumps(base()).replace('"ws": {"type": "websocket"}',
+                                      '"ws": {"type": "websocket"}, "ws": {"type": "none"}')
+    r = run_check(write(tmp_path, text))
+    assert r.returncode == 1
+    assert (f"{T0}.paths.ws: 'ws' is given more than once (only the last one would count)"
+            in r.stderr)
+    yaml_text = YAML.replace("    realms:\n", "    realms: []\n    realms:\n")
+    errors = check(write(tmp_path, yaml_text, "node.yaml"))
+    assert errors == ["workers[0].realms: 'realms' is given more than once "
+                      "(only the last one would count)"]
+
+
 def test_json_syntax_error(tmp_path):
     p = write(tmp_path, '{"version": 2,\n "workers": [}')
     r = run_check(p)

@@ -6,22 +6,14 @@ with the JSON path of the offending key (``workers[0].transports[0].paths.api.mo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from geonode.config.environ import substitute
+from geonode.config.reader import ConfigError, duplicates, read
 
-
-class ConfigError(Exception):
-    """A config that geonode cannot run; ``errors`` lists every problem found."""
-
-    def __init__(self, errors: list[str] | str):
-        if isinstance(errors, str):
-            errors = [errors]
-        self.errors: list[str] = list(errors)
-        super().__init__("\n".join(self.errors))
+__all__ = ["Config", "ConfigError", "check", "load", "read", "warnings"]
 
 
 @dataclass
@@ -33,30 +25,6 @@ class Config:
     @property
     def workers(self) -> list[dict]:
         return self.data.get("workers", [])
-
-
-def read(path: str | Path) -> Any:
-    """Parse the file (JSON, or YAML for .yaml/.yml) without validating it."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read config file: {e}") from None
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
 
 
 def validate(data: Any, config_dir: Path) -> list[str]:
@@ -88,7 +56,9 @@ def load(path: str | Path) -> Config:
     raw = read(p)
     if not isinstance(raw, dict):
         raise ConfigError("(top level): the config must be an object (a JSON dict)")
+    dups = duplicates(raw)
     data, errors = substitute(raw)
+    errors = dups + errors
     # A key whose variable is missing still holds "$VAR": its schema complaint would be noise.
     unset = {e.split(": ", 1)[0] for e in errors}
     errors += [e for e in validate(data, p.parent) if e.split(": ", 1)[0] not in unset]
