@@ -88,6 +88,12 @@ def http_headers(environ: dict) -> dict[str, str]:
     return headers
 
 
+def _extensions(ext: Any) -> list[str]:
+    if not ext:
+        return []
+    return [ext] if isinstance(ext, str) else list(ext)
+
+
 def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
     """What the router (and ``wamp.session.get``) learns about this connection."""
     return {
@@ -99,7 +105,7 @@ def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dic
         "is_server": True,
         "http_headers_received": http_headers(environ),
         "websocket_protocol": getattr(ws, "subprotocol", None) or serializer.subprotocol,
-        "websocket_extensions_in_use": list(getattr(ws, "extensions", None) or []),
+        "websocket_extensions_in_use": _extensions(getattr(ws, "extensions", None)),
         "http_path": (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
     }
 
@@ -362,9 +368,7 @@ class WampWebSocketPeer(MessageQueuePeer):
                 # socket (slow reader) may block it, hence the timeout and the hard drop.
                 with gevent.Timeout(1.0, False):
                     ws.close(code, reason)
-            if not ws.closed or code != CLOSE_NORMAL:
-                drop = getattr(ws, "abort", None) or getattr(ws, "_lost", None)
-                if drop is not None and code != CLOSE_NORMAL:
-                    drop()
+            if code != CLOSE_NORMAL:
+                ws.abort()
         except Exception:
             pass
