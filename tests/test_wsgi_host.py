@@ -56,6 +56,23 @@ def big_stream():
             yield (b"%06d" % i) * 1000
     return Response(gen(), mimetype="application/octet-stream")
 
+CLOSED = []
+
+@app.route("/endless")
+def endless():
+    def gen():
+        try:
+            while True:
+                yield b"tick;" * 100
+                time.sleep(0.02)
+        finally:
+            CLOSED.append(1)
+    return Response(gen(), mimetype="text/plain")
+
+@app.route("/closed")
+def closed():
+    return str(len(CLOSED))
+
 @app.route("/thread")
 def thread():
     return {"main": native_ident() == MAIN,
@@ -304,3 +321,16 @@ def test_error_at_import_and_missing_object(start_node):
                    wait=False)
     assert n.proc.wait(20) == 1
     assert "broken at import" in n.log() and "badmod" in n.log()
+
+
+def test_client_disconnect_mid_stream_frees_the_thread(node):
+    before = int(get(node, "/closed").text)
+    for _ in range(3):  # more than "small"'s two threads: each must be given back
+        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+            s.sendall(b"GET /small/endless HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"tick;" in s.recv(4096)
+    deadline = time.monotonic() + 5
+    while int(get(node, "/closed").text) < before + 3:
+        assert time.monotonic() < deadline, "the generators were not closed"
+        time.sleep(0.05)
+    assert get(node, "/small/fast").text == "fast"

@@ -216,7 +216,6 @@ def _close(result: Any) -> None:
 
 _ERROR = object()
 _HANDOFF = object()
-_TERMINAL = (_DONE, _ERROR, _HANDOFF)
 
 
 class _NoResult:
@@ -240,8 +239,11 @@ def _drain(call: _Call, ch: _Channel) -> None:
     while True:
         while not q:
             ch.wait()
-        if q.popleft() in _TERMINAL:
+        item = q.popleft()
+        if item is _DONE or item is _ERROR or item is _HANDOFF:
             return
+
+
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
 _PUSH_BYTES = 1024 * 1024
