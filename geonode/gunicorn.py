@@ -14,14 +14,20 @@ monkey-patched and re-initialised the hub (gunicorn loads the app in the worker 
 
 from __future__ import annotations
 
-import socket
 import sys
 from typing import Any
 
 import gevent
 from gunicorn.workers import ggevent
 
-from geonode.web.handler import Handler
+from geonode.web.handler import set_nodelay
+
+try:
+    # geonode's own connection handler: the upgrade hook plus one write per small response
+    # (headers and body together) and HEAD without a body.
+    from geonode.web.server import ServerHandler as _NodeHandler
+except ImportError:  # pragma: no cover - an older web server module
+    from geonode.web.handler import Handler as _NodeHandler
 
 # The option that will let several workers share one router does not exist yet; the warning
 # names the seam (geonode/router/state.py) it will plug into.
@@ -38,18 +44,18 @@ PRELOAD_WARNING = (
 )
 
 
-class GunicornHandler(ggevent.PyWSGIHandler, Handler):
+class GunicornHandler(ggevent.PyWSGIHandler, _NodeHandler):
     """gunicorn's access logging and environ keys on top of geonode's upgrade-aware handler."""
 
 
 class GunicornServer(ggevent.PyWSGIServer):
+    # geonode's handler counts requests in flight for its own graceful stop; gunicorn drains
+    # by itself, the counters just have to exist.
+    in_flight = 0
+    draining = False
+
     def handle(self, sock: Any, address: Any) -> None:
-        # gunicorn may also listen on a unix socket, where TCP options make no sense.
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # the peer may already be gone
-                pass
+        set_nodelay(sock)  # a no-op on gunicorn's unix sockets
         super().handle(sock, address)
 
 

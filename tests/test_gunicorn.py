@@ -154,6 +154,11 @@ def test_plain_wsgi_app_under_geonode_worker(tmp_path, gunicorn):
         r = s.get(f"{g.url}/hello/{i}", timeout=5)
         assert r.status_code == 200
         assert r.text == f"plain GET /hello/{i} upgrade-hook=False"
+    # HEAD: the GET's headers, no body (else the next response on the connection is garbled)
+    r = s.head(f"{g.url}/hello/x", timeout=5)
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(
+        "plain HEAD /hello/x upgrade-hook=False"))
+    assert s.get(f"{g.url}/after-head", timeout=5).text == "plain GET /after-head upgrade-hook=False"
     s.close()  # an idle keep-alive connection would hold the graceful stop for its timeout
     r = requests.post(f"{g.url}/form", data=b"x" * 100_000, timeout=5)
     assert r.text == "plain POST /form upgrade-hook=False"
