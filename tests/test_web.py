@@ -22,6 +22,12 @@ def echo(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 
+def headers(environ, start_response):
+    keys = ("HTTP_X_TEST", "HTTP_COOKIE", "CONTENT_TYPE", "HTTP_X_FOLDED", "HTTP_HOST")
+    body = json.dumps({k: environ.get(k) for k in keys}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
 def tagged(tag):
     def app(environ, start_response):
         environ["TAG"] = tag
@@ -57,6 +63,7 @@ def node(start_module_node):
             "/": wsgi("root"),
             "api": wsgi("api"),
             "chunked": wsgi("chunked"),
+            "hdrs": wsgi("headers"),
             "nested": {"type": "path", "paths": {"/": wsgi("nested_root"),
                                                  "inner": wsgi("inner")}},
         },
@@ -210,12 +217,27 @@ def test_head_content_length_kept(node):
                                   b"GET / HTTP/1.1 extra\r\n\r\n",
                                   b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
                                   b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-                                  b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"])
+                                  b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n",
+                                  b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n"])
 def test_bad_request_gets_400(node, line):
     out = raw(node.port, line)
     assert out.startswith(b"HTTP/1.1 400"), out[:80]
     assert get(node, "/api/ok").status_code == 200
     assert "Traceback" not in node.log()
+
+
+def test_request_headers_reach_the_app(node):
+    req = (b"POST /hdrs HTTP/1.1\r\nHost: example.org\r\nX-Test: one\r\n"
+           b"Cookie: a=1\r\nCookie: b=2\r\nContent-Type: text/plain\r\n"
+           b"X-Folded: first\r\n  second\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    out = raw(node.port, req)
+    assert out.startswith(b"HTTP/1.1 200"), out[:100]
+    got = json.loads(out.partition(b"\r\n\r\n")[2])
+    assert got == {"HTTP_X_TEST": "one", "HTTP_COOKIE": "a=1; b=2", "CONTENT_TYPE": "text/plain",
+                   "HTTP_X_FOLDED": "first second", "HTTP_HOST": "example.org"}
 
 
 def test_tcp_nodelay_keepalive_latency(node):
