@@ -39,8 +39,8 @@ MULTI_WORKER_WARNING = (
 )
 
 PRELOAD_WARNING = (
-    "geonode: --preload builds the node in the gunicorn master before the workers fork; "
-    "its router would be shared by nobody. Drop --preload for geonode:load(...) apps."
+    "geonode: --preload builds the node (router, thread pools) in the gunicorn master, before "
+    "gevent is set up and before the workers fork; drop --preload for geonode:load(...) apps."
 )
 
 
