@@ -580,3 +580,20 @@ def test_deflate_bomb_is_1009(server):
     c.send_frame(2, bomb[:-4], rsv=0x40)
     assert c.expect_close()[0] == 1009
     c.close()
+
+
+# --------------------------------------------------------------------------- unmasking
+@pytest.mark.parametrize("nvx", [True, False])
+def test_unmask_paths_agree_with_bytewise_xor(monkeypatch, nvx):
+    from geonode.websocket import frames
+
+    if not nvx:
+        monkeypatch.setattr(frames, "_nvx_lib", None)
+    for n in (0, 1, 5, 100, 2047, 2048, 2049, 70001):
+        data, mask = os.urandom(n), os.urandom(4)
+        expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        assert frames.xor_mask(data, mask) == expected
+        assert frames.xor_mask(data[3:], mask, 3) == expected[3:]
+        buf = bytearray(data)
+        frames.unmask_inplace(buf, mask)
+        assert buf == expected

@@ -1,9 +1,10 @@
 """RFC 6455 frames: header building, close payloads, fast (un)masking.
 
 Unmasking never loops over bytes in Python. Small payloads are XORed as one big integer
-(``int.from_bytes`` of the data and of the repeated mask, ~0.5 µs for 100 bytes, ~2.4 ms/MiB).
-Large payloads use autobahn's compiled NVX masker when it is installed (autobahn is a
-dependency; NVX is its optional cffi extension, ~0.15 ms/MiB) and fall back to the integer XOR.
+(``int.from_bytes`` of the data and of the repeated mask: ~0.5 µs for 100 bytes). Large ones
+use autobahn's compiled NVX masker when it is installed (autobahn is a dependency, NVX its
+optional cffi extension: ~0.05 ms/MiB in place), else ``bytes.translate`` on the four strided
+slices with precomputed XOR tables (~0.6 ms/MiB; the integer XOR would take ~2.4 ms/MiB).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ CLOSE_INTERNAL_ERROR = 1011
 _VALID_REGISTERED = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
                                1012, 1013, 1014})
 
-_MASK_NVX_MIN = 2048   # below this the integer XOR beats the cffi call overhead
+_MASK_NVX_MIN = 2048   # below this the integer XOR beats the cffi call and translate overhead
 
 
 class ProtocolError(Exception):
@@ -113,6 +114,15 @@ def _xor_int(data, mask: bytes) -> bytes:
             ^ int.from_bytes(memoryview(reps)[:n], "little")).to_bytes(n, "little")
 
 
+# XOR_TABLES[m] maps every byte b to b ^ m (64 KiB, built once).
+XOR_TABLES = [bytes(i ^ m for i in range(256)) for m in range(256)]
+
+
+def _xor_translate_inplace(buf: bytearray, mask: bytes) -> None:
+    for k in range(4):
+        buf[k::4] = buf[k::4].translate(XOR_TABLES[mask[k]])
+
+
 try:  # autobahn's optional compiled masker
     from _nvx_xormasker import ffi as _nvx_ffi  # type: ignore[import-not-found]
     from _nvx_xormasker import lib as _nvx_lib  # type: ignore[import-not-found]
@@ -128,7 +138,7 @@ def xor_mask(data, mask: bytes, offset: int = 0) -> bytes:
     if offset & 3:
         k = offset & 3
         mask = mask[k:] + mask[:k]
-    if _nvx_lib is not None and n >= _MASK_NVX_MIN:
+    if n >= _MASK_NVX_MIN:
         buf = bytearray(data)
         unmask_inplace(buf, mask)
         return bytes(buf)
@@ -145,5 +155,7 @@ def unmask_inplace(buf: bytearray, mask: bytes) -> None:
             _nvx_lib.nvx_xormask_process(m, _nvx_ffi.from_buffer("uint8_t[]", buf), n)
         finally:
             _nvx_lib.nvx_xormask_free(m)
+    elif n >= _MASK_NVX_MIN:
+        _xor_translate_inplace(buf, mask)
     elif n:
         buf[:] = _xor_int(buf, mask)
