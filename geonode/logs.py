@@ -24,12 +24,16 @@ class LineFormatter(logging.Formatter):
         return f"{t}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+        first, *more = record.getMessage().rstrip().splitlines() or [""]
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {first}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line += "\n" + "\n".join("    " + x for x in record.exc_text.splitlines())
+            more += record.exc_text.splitlines()
+        # Continuation lines (multi-line messages, tracebacks) are indented, never events.
+        more = [x for x in more if x.strip()]
+        if more:
+            line += "\n" + "\n".join("    " + x for x in more)
         return line
 
 

@@ -278,3 +278,30 @@ def test_app_is_imported_after_monkey_patching(start_node):
     node = start_node(cfg, files={"patchapp.py": app})
     assert requests.get(node.url + "/", timeout=5).json() == {
         "socket": True, "threading": True, "ssl": True, "same": True}
+
+
+def test_log_lines():
+    """``geonode.logs.setup``: one line per event on stderr, UTC with milliseconds; a traceback
+    follows its event indented, so every line that starts with a timestamp is one event."""
+    code = ("import logging, warnings\n"
+            "from geonode import logs\n"
+            "logs.setup('info')\n"
+            "log = logging.getLogger('geonode.web')\n"
+            "log.debug('hidden')\n"
+            "log.info('hello %s', 'world')\n"
+            "try:\n"
+            "    1 / 0\n"
+            "except ZeroDivisionError:\n"
+            "    log.exception('boom')\n"
+            "warnings.warn('old thing', DeprecationWarning)\n")
+    r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    events = [x for x in lines if not x.startswith("    ")]
+    assert all(LOG_LINE.match(x) for x in events), r.stderr
+    assert events[0].endswith(" INFO geonode.web: hello world")
+    assert events[1].endswith(" ERROR geonode.web: boom")
+    assert " WARNING py.warnings: " in events[2] and "old thing" in events[2]
+    assert "hidden" not in r.stderr
+    assert any(x.startswith("    ZeroDivisionError") for x in lines)
