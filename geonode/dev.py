@@ -19,6 +19,7 @@ the new one binds, and geonode's servers bind with SO_REUSEADDR, so the ports ar
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.machinery
 import logging
 import os
@@ -37,6 +38,8 @@ DEBOUNCE = 0.05
 #: how long a stopping node may say goodbye (close listeners, WAMP GOODBYE) before it is
 #: killed: dev restarts favour speed, interpreter teardown alone can take longer than this
 STOP_GRACE = 0.1
+#: lines of the node's output kept for the error page
+OUTPUT_LINES = 200
 #: a standby node process is started this long after a node starts (not competing with it)
 STANDBY_DELAY = 1.0
 #: werkzeug's stat loop interval when watchdog is not installed
@@ -243,6 +246,8 @@ class Supervisor:
         self.last_change = ""
         self.child: subprocess.Popen | None = None
         self.standby: subprocess.Popen | None = None
+        self.lock = threading.Lock()  # self.child and the error page change under it
+        self.error_page: ErrorPage | None = None
         self.watcher = Watcher(self._on_change)
 
     def _on_change(self, path: str) -> None:
@@ -266,14 +271,16 @@ class Supervisor:
                 time.sleep(DEBOUNCE)
                 self.changed.clear()
                 log.info("change in %s: restarting the node", self.last_change)
-                self.stop_child()
-                self.start_child()
+                with self.lock:
+                    self.stop_child()
+                    self.start_child()
                 # The config may name other folders now (after the start: it is not urgent).
                 self.watcher.update(watch_spec(self.config_path))
         except KeyboardInterrupt:
             return 0
         finally:
-            self.stop_child()
+            with self.lock:
+                self.stop_child()
             if self.standby is not None:
                 self.standby.kill()
                 self.standby.wait()
@@ -285,8 +292,13 @@ class Supervisor:
         if standby:
             cmd.insert(-1, "--standby")
         # Own session: a Ctrl-C reaches the supervisor only, which then stops the node in order.
-        return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent,
-                                stdin=subprocess.PIPE if standby else subprocess.DEVNULL)
+        child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent,
+                                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # The node's output goes on to ours; its tail is kept for the error page.
+        child.output_tail = collections.deque(maxlen=OUTPUT_LINES)  # type: ignore[attr-defined]
+        threading.Thread(target=_pump, args=(child,), daemon=True).start()
+        return child
 
     def start_child(self) -> None:
         # A restart costs an interpreter start and the imports of gevent, geonode and Flask
@@ -306,13 +318,21 @@ class Supervisor:
 
     def _reap(self, child: subprocess.Popen) -> None:
         # Tell the developer when the node died on its own (a broken edit, an import error):
-        # nothing restarts it until the next change.
+        # nothing restarts it until the next change. Meanwhile the browser gets the error.
         code = child.wait()
-        if child is self.child:
+        with self.lock:
+            if child is not self.child:
+                return
             log.error("the node exited (code %s); fix the error and save: it restarts on "
                       "the next change", code)
+            time.sleep(0.05)  # the pump thread has the last lines
+            self.error_page = ErrorPage(self.config_path, code, list(child.output_tail))
 
     def stop_child(self) -> None:
+        """Stop the node (or take down the error page standing in for it); hold self.lock."""
+        if self.error_page is not None:
+            self.error_page.close()
+            self.error_page = None
         child, self.child = self.child, None
         if child is None or child.poll() is not None:
             return
@@ -322,6 +342,88 @@ class Supervisor:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _pump(child: subprocess.Popen) -> None:
+    out = sys.stderr.buffer
+    for line in child.stdout:  # type: ignore[union-attr]
+        child.output_tail.append(line.decode(errors="replace"))  # type: ignore[attr-defined]
+        try:
+            out.write(line)
+            out.flush()
+        except (OSError, ValueError):
+            pass
+
+
+class ErrorPage:
+    """While the node is down after a failed start, its HTTP endpoints answer 500 with the
+    node's output (the traceback), so the browser shows why instead of "connection refused"."""
+
+    def __init__(self, config_path: str, code: int | None, lines: list[str]) -> None:
+        import html
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = (
+            "<!doctype html><title>geonode dev: the node is not running</title>"
+            "<h1>The node is not running</h1>"
+            f"<p>It exited with code {code}. Fix the error and save: the dev server restarts "
+            "it on the next change.</p><pre>" + html.escape("".join(lines)) + "</pre>"
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.send_response(500)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True  # SO_REUSEADDR: the node binds again right after
+            daemon_threads = True
+
+        self.servers = []
+        for host, port in _http_endpoints(config_path):
+            try:
+                server = Server((host, port), Handler)
+            except OSError as e:
+                log.debug("error page: cannot bind %s:%s: %s", host, port, e)
+                continue
+            threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True).start()
+            self.servers.append(server)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _http_endpoints(config_path: str) -> list[tuple[str, int]]:
+    """(interface, port) of every plain-TCP web transport in the config (best effort)."""
+    from geonode.config import read
+
+    try:
+        data = read(config_path)
+    except Exception:
+        return []
+    found = []
+    for worker in (data.get("workers") or []) if isinstance(data, dict) else []:
+        for transport in (worker.get("transports") or []) if isinstance(worker, dict) else []:
+            if not isinstance(transport, dict) or transport.get("type") != "web":
+                continue
+            endpoint = transport.get("endpoint") or {}
+            port = endpoint.get("port")
+            if endpoint.get("type") != "tcp" or endpoint.get("tls") or not isinstance(port, int):
+                continue
+            found.append((endpoint.get("interface") or "0.0.0.0", port))
+    return found
 
 
 def _die_with_parent() -> None:

@@ -134,8 +134,11 @@ def test_dev_server_reloads_survives_a_broken_edit_and_recovers(dev_node):
         time.sleep(0.05)
     log = log_path.read_text()
     assert "SyntaxError" in log and "devapp" in log, log
-    wait_down(port)
     assert proc.poll() is None, log
+    # … and until the fix, the browser gets the error instead of "connection refused".
+    body = wait_for(url + "/", "The node is not running")
+    assert "SyntaxError" in body and "devapp" in body
+    assert requests.get(url + "/page", timeout=5).status_code == 500
 
     # … and the node is back once the file is fixed.
     write(app, APP.replace("version 1", "version 4"))
