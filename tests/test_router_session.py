@@ -436,3 +436,20 @@ def test_callee_answers_overtake_a_message_waiting_for_the_authorizer():
     assert (res.request, res.args) == (r, ["done"])
     _serve_authenticator(backend, lambda a: True)
     assert isinstance(worker.take(), m.Published)
+
+
+def test_starred_permission_uris():
+    from geonode.router.matching import infer_match
+    assert infer_match("com.example.*") == ("com.example.", "prefix")
+    assert infer_match("*") == ("", "prefix")
+    assert infer_match("com.*.topic.*") == ("com..topic.", "wildcard")
+    assert infer_match("com..topic") == ("com..topic", "wildcard")
+    assert infer_match("com.example.topic") == ("com.example.topic", "exact")
+    roles = [{"name": "anonymous", "permissions": [
+        {"uri": "com.*.open", "allow": {"publish": True}}]}]
+    router = make_router(realm(roles=roles))
+    c = Client(router).joined()
+    c.publish("com.any.open", acknowledge=True)
+    c.take(m.Published)
+    c.publish("com.any.closed", acknowledge=True)
+    assert c.take(m.Error).error == "wamp.error.not_authorized"

@@ -127,10 +127,14 @@ class UriTable(Generic[T]):
 
 
 def infer_match(uri: str) -> tuple[str, str]:
-    """Crossbar's rule for permissions without ``match``: ``a.b.*`` is prefix ``a.b.``,
-    ``a..c`` is wildcard, anything else exact. Returns (uri, match)."""
-    if uri.endswith("*"):
+    """A permission without ``match``, as Crossbar reads it (starred URIs): ``a.b.*`` is prefix
+    ``a.b.``, ``a.*.c`` is wildcard ``a..c``; and, per the reference, ``a..c`` is wildcard too.
+    Returns (uri, match)."""
+    stars = uri.count("*")
+    if stars == 1 and uri.endswith("*"):
         return uri[:-1], "prefix"
-    if ".." in uri or uri.startswith(".") or (uri.endswith(".") and uri):
+    if stars:
+        return uri.replace("*", ""), "wildcard"
+    if uri and "" in uri.split("."):
         return uri, "wildcard"
     return uri, "exact"
