@@ -159,6 +159,8 @@ class Watcher:
         self.spec: WatchSpec | None = None
         self.kind = "watchdog"
         try:
+            if os.environ.get("GEONODE_RELOADER") == "stat":  # force the fallback
+                raise ImportError("GEONODE_RELOADER=stat")
             from watchdog.events import FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:

@@ -84,6 +84,10 @@ def wait_down(port: int, timeout: float = 10.0) -> None:
 def dev_node(tmp_path, request):
     # Both spellings: ``geonode dev node.json`` (default) and ``python -m geonode --reload``.
     args = getattr(request, "param", ("dev", "node.json"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args[0] == "stat":  # werkzeug's stat reloader, as without watchdog installed
+        env["GEONODE_RELOADER"] = "stat"
+        args = ("dev", "node.json")
     port = free_port()
     (tmp_path / "devapp.py").write_text(APP)
     (tmp_path / "templates").mkdir()
@@ -93,7 +97,7 @@ def dev_node(tmp_path, request):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "geonode", *args],
                                 cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                env=env)
     try:
         wait_port(port, proc)
         yield proc, f"http://127.0.0.1:{port}", tmp_path, log_path
@@ -179,4 +183,13 @@ def test_config_edit_restarts_with_the_new_config(dev_node):
     (d / "node.json").write_text(json.dumps(cfg))
     body = wait_for(url + "/info", "edited")
     assert json.loads(body) == {"edited": True}
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("dev_node", [("stat",)], indirect=True)
+def test_stat_reloader_without_watchdog(dev_node):
+    proc, url, d, log_path = dev_node
+    assert "(stat)" in log_path.read_text()
+    write(d / "devapp.py", APP.replace("version 1", "version stat"))
+    wait_for(url, "version stat")
     assert proc.poll() is None
