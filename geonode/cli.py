@@ -17,6 +17,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geonode.config import Config
 
 COMMANDS = ("start", "dev", "check", "init", "version")
 LOGLEVELS = ("debug", "info", "warning", "error")
@@ -116,7 +120,7 @@ def _print_errors(config: str, errors: list[str]) -> None:
 _IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
 
 
-def prepare(cfg) -> None:
+def prepare(cfg: Config) -> None:
     """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``."""
     import logging
 
