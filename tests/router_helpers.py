@@ -21,6 +21,7 @@ _ser = JsonSerializer()
 _client_ser = JsonSerializer()
 
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
+ROLES_ALL = dict(role.DEFAULT_CLIENT_ROLES)
 
 
 def realm(name="realm1", roles=None, **options):
