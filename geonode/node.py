@@ -73,6 +73,7 @@ class Node:
         self.web: list[_Transport] = []
         self.other_servers: list[tuple[str, Any]] = []  # (json_path, server) e.g. rawsocket
         self.components: list[Any] = []
+        self.force_stop = False  # a second signal: do not wait for requests in flight
         self._pending_components: list[tuple[Any, list, BuildContext]] = []
         self._pending_other: list[tuple[str, dict, Any, BuildContext]] = []
         self.info.session_count = self._session_count
@@ -191,8 +192,9 @@ class Node:
 
         self.close_listeners()
         servers = [t.server for t in self.web if t.server is not None]
-        if not wait_idle(servers, grace):
-            log.warning("requests still running after %.0f s grace; closing them", grace)
+        if not wait_idle(servers, grace, lambda: self.force_stop):
+            log.warning("closing requests still in flight (%s)",
+                        "second signal" if self.force_stop else f"{grace:.0f} s grace is over")
         for comp in self.components:
             stop = getattr(comp, "stop", None)
             if stop is not None:
@@ -257,18 +259,21 @@ def run(cfg: Any) -> int:
     stopping = Event()
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if not stopping.is_set():
-            log.info("received %s: stopping (grace %.0f s)", signal.Signals(signum).name,
-                     GRACE_SECONDS)
+            log.info("received %s: stopping (waiting up to %.0f s for requests in flight; "
+                     "again to stop now)", name, GRACE_SECONDS)
             stopping.set()
+        else:
+            node.force_stop = True
 
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
         stopping.wait()
+        node.stop()
     finally:
         for h in handlers:
             h.cancel()
-    node.stop()
     log.info("stopped")
     return 0
 

@@ -102,3 +102,27 @@ def test_bad_tls_file_names_key(start_node):
     assert n.proc.wait(20) == 1
     assert "workers[0].transports[0].endpoint.tls" in n.log()
     assert refused(n.port)
+
+
+def test_second_signal_stops_at_once(start_node):
+    n = start_node(config(), files={"lifeapp.py": APP})
+    outcome: list = []
+
+    def slow():
+        try:
+            outcome.append(requests.get(n.url + "/slow", timeout=10).status_code)
+        except requests.exceptions.RequestException as e:
+            outcome.append(type(e).__name__)
+
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(0.4)
+    t0 = time.monotonic()
+    n.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    n.proc.send_signal(signal.SIGTERM)
+    assert n.proc.wait(10) == 0
+    assert time.monotonic() - t0 < 1.2  # did not wait for the 1.5 s view
+    th.join()
+    assert outcome and outcome[0] != 200  # cut off, not completed
+    assert "second signal" in n.log()

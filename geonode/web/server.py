@@ -380,11 +380,12 @@ class WebServer(pywsgi.WSGIServer):
             self.pool.kill(block=True, timeout=timeout)
 
 
-def wait_idle(servers: list[WebServer], grace: float) -> bool:
+def wait_idle(servers: list[WebServer], grace: float,
+              give_up: Callable[[], bool] | None = None) -> bool:
     """Wait until no server has a request in flight, at most ``grace`` seconds."""
     deadline = time.monotonic() + grace
     while any(s.in_flight for s in servers):
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (give_up is not None and give_up()):
             return False
         gevent.sleep(0.02)
     return True
