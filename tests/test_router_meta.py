@@ -150,3 +150,30 @@ def test_testaments():
     assert b.meta("wamp.session.flush_testaments") == 1
     b.send(m.Goodbye())
     w.none()
+
+
+def test_event_history_from_realm_store():
+    cfg = realm()
+    cfg["store"] = {"type": "memory", "event-history": [
+        {"uri": "hist.", "match": "prefix", "limit": 3}, {"uri": "hist.one"}]}
+    router = make_router(cfg)
+    p, admin = Client(router).joined(), Client(router).joined()
+    for i in range(5):
+        p.publish(f"hist.t{i}", i, acknowledge=True)
+        p.take(m.Published)
+    p.publish("hist.one", "x")
+    sid = admin.meta("wamp.subscription.lookup", "hist.", {"match": "prefix"})
+    events = admin.meta("wamp.subscription.get_events", sid, 10)
+    assert [e["args"] for e in events] == [["x"], [4], [3]]   # newest first, limit 3 kept
+    assert events[1]["topic"] == "hist.t4" and events[1]["session_id"] == p.id
+    assert len(admin.meta("wamp.subscription.get_events", sid, 1)) == 1
+    one = admin.meta("wamp.subscription.lookup", "hist.one")
+    assert [e["args"] for e in admin.meta("wamp.subscription.get_events", one)] == [["x"]]
+    # a normal subscription has no history; history subscriptions outlive their subscribers
+    s = Client(router).joined()
+    other = s.subscribe("nohist.t")
+    assert admin.meta("wamp.subscription.get_events", other).error == \
+        "wamp.error.history_unavailable"
+    s.subscribe("hist.one")
+    s.session.detach()
+    assert admin.meta("wamp.subscription.lookup", "hist.one") == one

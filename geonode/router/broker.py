@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from autobahn.wamp import message as m
@@ -106,7 +107,12 @@ class Broker:
             return
         publication = new_id()
         disclose = (session.id, session.authid, session.authrole) if authz.disclose else None
+        record = None
         for sub in self.state.matching(topic):
+            if sub.history is not None:
+                if record is None:
+                    record = self._history_record(session, publication, msg)
+                sub.history.append(record)
             targets = publishfilter.receivers(sub.subscribers, session, msg)
             if targets:
                 # One EVENT per subscription: every transport serializes it once per serializer.
@@ -119,6 +125,13 @@ class Broker:
                                       "disclose": disclose})
         if ack:
             session.send(m.Published(msg.request, publication))
+
+    def _history_record(self, session: Any, publication: int, msg: m.Publish) -> dict:
+        # Crossbar's event store format (wamp.subscription.get_events).
+        return {"time_ns": time.time_ns(), "realm": self.realm.name, "session_id": session.id,
+                "authid": session.authid, "authrole": session.authrole,
+                "publication": publication, "topic": msg.topic, "args": msg.args,
+                "kwargs": msg.kwargs}
 
     @staticmethod
     def _event(sub: Subscription, publication: int, msg: m.Publish, topic: str,

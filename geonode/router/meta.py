@@ -265,6 +265,12 @@ class MetaAPI:
 
     @procedure("wamp.subscription.get_events")
     def subscription_get_events(self, caller, subscription_id, limit=10):
-        self._subscription(caller, subscription_id)
-        # geonode keeps no event history (only retained events); say so like Crossbar does.
-        raise MetaError(HISTORY_UNAVAILABLE, "event history not available or enabled")
+        sub = self._subscription(caller, subscription_id)
+        if sub.history is None:
+            raise MetaError(HISTORY_UNAVAILABLE,
+                            "event history for the given subscription is not enabled "
+                            "(realm store.event-history)")
+        if not isinstance(limit, int) or limit < 0:
+            raise MetaError(INVALID_ARGUMENT, "limit must be a non-negative integer")
+        # newest first, as Crossbar answers
+        return [sub.history[-1 - i] for i in range(min(limit, len(sub.history)))]

@@ -118,6 +118,13 @@ class Realm:
         self.roles = build_roles(cfg.get("roles", []) or [], self)
         self.sessions: dict[int, RouterSession] = {}
         self.broker = Broker(self)
+        # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
+        # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
+        store = cfg.get("store") or {}
+        default_limit = store.get("limit", 1000)
+        for entry in store.get("event-history", []) or []:
+            self.broker.state.keep_history(entry["uri"], entry.get("match", "exact"),
+                                           entry.get("limit", default_limit))
         self.dealer = Dealer(self)
         self.meta = MetaAPI(self)
         self.welcome_roles = welcome_roles(self.meta_enabled)

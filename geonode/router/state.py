@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ def utcnow() -> str:
 
 
 class Subscription:
-    __slots__ = ("id", "uri", "match", "created", "subscribers")
+    __slots__ = ("id", "uri", "match", "created", "subscribers", "history")
 
     def __init__(self, uri: str, match: str) -> None:
         self.id = new_id()
@@ -42,6 +43,9 @@ class Subscription:
         self.created = utcnow()
         # session -> None; a dict keeps insertion order and O(1) removal
         self.subscribers: dict[Any, None] = {}
+        # Event history (realm "store"), newest last; such a subscription outlives its
+        # subscribers, as in Crossbar.
+        self.history: deque | None = None
 
     def details(self) -> dict:
         return {"id": self.id, "created": self.created, "uri": self.uri, "match": self.match}
@@ -85,10 +89,20 @@ class BrokerState:
         sub.subscribers[session] = None
         return sub, created, is_new
 
+    def keep_history(self, uri: str, match: str, limit: int) -> Subscription:
+        """A permanent subscription that records the last ``limit`` events."""
+        sub = self.table.get(uri, match)
+        if sub is None:
+            sub = Subscription(uri, match)
+            self.table.add(uri, match, sub)
+            self.by_id[sub.id] = sub
+        sub.history = deque(maxlen=max(0, int(limit)))
+        return sub
+
     def unsubscribe(self, session: Any, sub: Subscription) -> bool:
         """Remove ``session``; returns True when the subscription is now gone."""
         sub.subscribers.pop(session, None)
-        if sub.subscribers:
+        if sub.subscribers or sub.history is not None:
             return False
         self.table.remove(sub.uri, sub.match)
         self.by_id.pop(sub.id, None)
