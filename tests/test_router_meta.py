@@ -157,6 +157,8 @@ def test_event_history_from_realm_store():
     cfg["store"] = {"type": "memory", "event-history": [
         {"uri": "hist.", "match": "prefix", "limit": 3}, {"uri": "hist.one"}]}
     router = make_router(cfg)
+    assert Client(router).join().roles["broker"].event_history is True
+    assert Client(make_router()).join().roles["broker"].event_history is None
     p, admin = Client(router).joined(), Client(router).joined()
     for i in range(5):
         p.publish(f"hist.t{i}", i, acknowledge=True)

@@ -32,13 +32,14 @@ _URI = {
 }
 
 
-def welcome_roles(meta: bool) -> dict:
+def welcome_roles(meta: bool, history: bool = False) -> dict:
     """The features this router implements, announced in WELCOME (exactly these)."""
     broker = r.RoleBrokerFeatures(
         publisher_identification=True, pattern_based_subscription=True,
         subscriber_blackwhite_listing=True, publisher_exclusion=True,
         subscription_revocation=True, event_retention=True, payload_transparency=True,
-        session_meta_api=meta or None, subscription_meta_api=meta or None)
+        session_meta_api=meta or None, subscription_meta_api=meta or None,
+        event_history=(meta and history) or None)
     dealer = r.RoleDealerFeatures(
         caller_identification=True, pattern_based_registration=True, shared_registration=True,
         progressive_call_results=True, registration_revocation=True, call_canceling=True,
@@ -127,7 +128,8 @@ class Realm:
                                            entry.get("limit", default_limit))
         self.dealer = Dealer(self)
         self.meta = MetaAPI(self)
-        self.welcome_roles = welcome_roles(self.meta_enabled)
+        self.welcome_roles = welcome_roles(self.meta_enabled,
+                                           bool(store.get("event-history")))
         self.service = ServiceSession(router, self)
 
     # -- membership -----------------------------------------------------------------------
