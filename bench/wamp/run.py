@@ -127,6 +127,8 @@ class Server:
         return descendants(self.proc.pid)
 
     def stop(self) -> None:
+        if self.log.closed:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -164,22 +166,22 @@ def start(name: str, tmp: Path) -> Server:
     return Server(name, cmd, d, port, tmp / f"{name}.log")
 
 
-def bench_server(server: Server, serializers: list[str], runs: int, duration: float,
-                 results: dict) -> None:
-    addr = ("127.0.0.1", server.port, PATH)
+def bench_round(servers: list[Server], serializers: list[str], duration: float,
+                results: dict) -> None:
+    """One run of every load against every server, interleaved so noise hits all alike."""
     for ser in serializers:
         for metric in ("pubsub", "rpc", "latency"):
-            samples = []
-            for _ in range(runs):
+            for server in servers:
+                addr = ("127.0.0.1", server.port, PATH)
                 if metric == "pubsub":
-                    samples.append(loads.pubsub(addr, ser, duration, server.pids))
+                    r = loads.pubsub(addr, ser, duration, server.pids)
                 elif metric == "rpc":
-                    samples.append(loads.rpc(addr, ser, duration, server.pids))
+                    r = loads.rpc(addr, ser, duration, server.pids)
                 else:
-                    samples.append(loads.latency(addr, ser))
+                    r = loads.latency(addr, ser)
+                results.setdefault((server.name, ser, metric), []).append(r)
+                print(f"  {server.name:8} {ser:8} {metric:8} {_fmt(metric, [r])}", flush=True)
                 time.sleep(0.3)
-            results[(server.name, ser, metric)] = samples
-            print(f"  {server.name:8} {ser:8} {metric:8} {_fmt(metric, samples)}", flush=True)
 
 
 def _median(samples, attr):
@@ -234,7 +236,7 @@ def scale(server: Server, n: int, serializer: str = "json", fanouts: int = 3) ->
     t0 = time.perf_counter()
     conns = loads.idle_sessions(addr, serializer, n - len(warm))
     setup = time.perf_counter() - t0
-    time.sleep(2.0)
+    time.sleep(5.0)  # idle writers retire after 2-4 s
     after = rss_kb(server.pids())
     conns = warm + conns
     publisher = Conn(*addr, serializer)
@@ -264,16 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     scale_results = {}
     try:
-        for name in servers:
-            print(f"== {name}", flush=True)
-            server = start(name, tmp)
-            try:
-                bench_server(server, serializers, args.runs, args.duration, results)
-                if args.scale and (name == "geonode" or args.scale_crossbar):
+        running = []
+        try:
+            for name in servers:
+                running.append(start(name, tmp))
+            for i in range(args.runs):
+                print(f"== run {i + 1}/{args.runs}", flush=True)
+                bench_round(running, serializers, args.duration, results)
+            for server in running:
+                if args.scale and (server.name == "geonode" or args.scale_crossbar):
                     n = min(args.scale, hard - 500)  # client and server each hold n fds
-                    scale_results[name] = scale(server, n)
-                    print(f"  {name:8} scale   {scale_results[name]}", flush=True)
-            finally:
+                    scale_results[server.name] = scale(server, n)
+                    print(f"  {server.name:8} scale   {scale_results[server.name]}", flush=True)
+        finally:
+            for server in running:
                 server.stop()
         print()
         print(table(results, serializers, servers))
@@ -282,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"opened in {r['setup_s']:.1f}s; RSS {r['rss_before_kb'] / 1024:.1f} MiB -> "
                   f"{r['rss_after_kb'] / 1024:.1f} MiB = {r['kb_per_session']:.1f} KiB/session; "
                   f"one event to all: {', '.join(f'{t:.0f}' for t in r['fanout_ms'])} ms")
+        out = WORK / "wamp"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({
+            "runs": [{"server": k[0], "serializer": k[1], "metric": k[2],
+                      "samples": [list(x) if isinstance(x, tuple) else vars(x) for x in v]}
+                     for k, v in results.items()],
+            "scale": scale_results}, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
