@@ -26,6 +26,7 @@ from gevent.server import StreamServer
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
 from geonode.transport.websocket import (
+    CLOSE_TIMEOUT,
     DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_QUEUE_BYTES,
     MessageQueuePeer,
@@ -120,7 +121,9 @@ class RawSocketPeer(MessageQueuePeer):
                 log.info("%s: connection error: %s", self._who(), e)
         finally:
             self._detach()
-            self._wait_writer(5.0)
+            self._wait_writer(CLOSE_TIMEOUT)
+            self._dead = True
+            self._queue = []
             self._abort()
 
     def _write_raw(self, data: bytes) -> None:
@@ -145,6 +148,8 @@ class RawSocketPeer(MessageQueuePeer):
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+        # A client that never closes its side must not keep the reader (and session) forever.
+        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
 
     def _abort(self, code: int = 0, reason: str = "") -> None:
         if self._closed:

@@ -129,7 +129,6 @@ class MessageQueuePeer:
         self._queued_bytes = 0
         self._writer: greenlet | None = None
         self._wstate = _RUNNING
-        self._parked_at = 0.0
         self._closing: tuple[int, str] | None = None
         self._dead = False        # nothing more is written (overflow, broken socket)
         self._detached = False
@@ -346,6 +345,8 @@ class WampWebSocketPeer(MessageQueuePeer):
             self._detach()
             # Let a closing writer flush (ABORT/GOODBYE) before the handler drops the socket.
             self._wait_writer(CLOSE_TIMEOUT)
+            self._dead = True           # late sends from the router are dropped from here on
+            self._queue = []
             if not getattr(ws, "closed", True):
                 self._abort(CLOSE_NORMAL, "")
 

@@ -1,0 +1,86 @@
+"""geonode's shared serializers against autobahn's own (the wire format real clients use)."""
+
+from __future__ import annotations
+
+import pytest
+import txaio
+
+txaio.use_asyncio()  # before autobahn.wamp.serializer is imported
+
+from autobahn.wamp import message as M  # noqa: E402
+from autobahn.wamp import serializer as AS  # noqa: E402
+
+from geonode.transport import serializers as ser  # noqa: E402
+
+AUTOBAHN = {"json": AS.JsonSerializer, "msgpack": AS.MsgPackSerializer,
+            "cbor": AS.CBORSerializer, "ubjson": AS.UBJSONSerializer}
+NAMES = [f"{b}{s}" for b in AUTOBAHN for s in ("", ".batched")]
+
+
+def _event() -> M.Event:
+    return M.Event(2**52 + 7, 4242, args=[1, "hellö", {"a": 1.5, "n": None}, b"\x00\x01bin",
+                                          -(2**40)],
+                   kwargs={"x": [True, False], "big": 2**60})
+
+
+def _autobahn(name: str):
+    base, _, batched = name.partition(".")
+    return AUTOBAHN[base](batched=bool(batched))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_autobahn_reads_what_we_write(name):
+    ours, theirs = ser.get(name), _autobahn(name)
+    ev = _event()
+    one = ours.serialize(ev)
+    payload = ours.join([one, one]) if ours.batched else one
+    if isinstance(payload, str):
+        payload = payload.encode()
+    msgs = theirs.unserialize(payload, isBinary=ours.binary)
+    assert len(msgs) == (2 if ours.batched else 1)
+    for m in msgs:
+        assert m.args == ev.args and m.kwargs == ev.kwargs and m.publication == 4242
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_we_read_what_autobahn_writes(name):
+    ours, theirs = ser.get(name), _autobahn(name)
+    msg = M.Publish(77, "com.example.topic", args=[b"\xff", "ü", 3.25], kwargs={"k": [1, 2]},
+                    acknowledge=True)
+    data, is_binary = theirs.serialize(msg)
+    assert is_binary == ours.binary
+    got = ours.unserialize(data if is_binary else data.decode())
+    assert got == [msg] and got[0].args == msg.args and got[0].kwargs == msg.kwargs
+
+
+def test_one_encoding_per_message_and_serializer():
+    """An EVENT sent to many subscribers is encoded once per serializer type."""
+    ev = _event()
+    first = ser.get("json").serialize(ev)
+    assert ser.get("json").serialize(ev) is first
+    assert ser.get("msgpack").serialize(ev) is ser.get("msgpack").serialize(ev)
+    assert ser.get("json.batched").serialize(ev) == first + "\x18"
+
+
+@pytest.mark.parametrize("name,payload", [
+    ("json", ""), ("json", "[1, 2"), ("json", "{}"), ("json", "[]"), ("json", "[999]"),
+    ("json", '["HELLO"]'), ("json", "[16]"), ("json", "[16, 1, {}, 5]"),
+    ("json.batched", "\x18"), ("msgpack", b"\xc1"), ("msgpack", "text"),
+    ("msgpack.batched", b"\x00\x00\x00\x09\x91"), ("cbor", b"\xff"),
+])
+def test_garbage_is_a_protocol_error(name, payload):
+    with pytest.raises(ser.ProtocolError):
+        ser.get(name).unserialize(payload)
+
+
+def test_json_binary_convention_only_when_present():
+    js = ser.get("json")
+    [m] = js.unserialize('[16, 1, {}, "a.b", ["\\u0000AAE=", "plain"]]')
+    assert m.args == [b"\x00\x01", "plain"]
+
+
+def test_lookup_helpers():
+    assert ser.by_subprotocol("wamp.2.cbor.batched") is ser.get("cbor.batched")
+    assert ser.by_subprotocol("wamp.2.xml") is None
+    assert ser.by_rawsocket_id(2) is ser.get("msgpack")
+    assert ser.available()[-1] == "json"
