@@ -163,6 +163,11 @@ class ServerHandler(Handler):  # type: ignore[misc, valid-type]
             if server.draining:
                 self.close_connection = True
 
+    def log_request(self) -> None:
+        # pywsgi formats a log line per request even with logging off; the access log is
+        # geonode's own middleware (options.access_log).
+        pass
+
     def finalize_headers(self) -> None:
         super().finalize_headers()
         if self.command == "HEAD":
