@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,7 @@ from geonode.transport.inprocess import (  # noqa: E402
     Pump,
     real_allocate_lock,
     real_get_ident,
+    real_sleep,
 )
 
 __all__ = ["ApplicationError", "CallResult", "DEFAULT_TIMEOUT", "Session", "environ_hook",
@@ -69,6 +71,8 @@ log = logging.getLogger("geonode.wamp")
 DEFAULT_TIMEOUT = 30.0
 #: handler/endpoint jobs waiting for the pool before new events are dropped (and calls refused)
 MAX_INFLIGHT = 10_000
+#: messages from threads waiting for the hub before a publishing thread is made to wait
+MAX_QUEUED = 10_000
 NO_ROUTER = "wamp.error.no_router"
 
 _IDLE, _JOINING, _JOINED = range(3)
@@ -290,6 +294,9 @@ class Session:
         self._backlog: list = []
         self._pending_wants: list[tuple[_Want, _Waiter | None]] = []
         self._rejoins = 0
+        self._dropped = 0
+        self._hub_pump: Pump | None = None
+        self._pool_pump: Pump | None = None
         self._inflight = 0
         self._canceled: set[int] = set()
         self._rs: Any = None
@@ -389,8 +396,20 @@ class Session:
                 out = self._out
         if _in_hub_thread():
             out.put(msg)
-        else:
-            out.put_threadsafe(msg)
+            return
+        if len(out) >= MAX_QUEUED:
+            self._wait_for_room(out)
+        out.put_threadsafe(msg)
+
+    def _wait_for_room(self, out: Pump) -> None:
+        # Back-pressure for threads that publish faster than the router takes it: wait
+        # (this thread only, never the hub) rather than queue without bound.
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while len(out) >= MAX_QUEUED:
+            if time.monotonic() > deadline:
+                raise ApplicationError("wamp.error.overloaded",
+                                       f"{len(out)} messages to the router not yet sent")
+            real_sleep(0.001)
 
     def _kick(self) -> None:
         self._submit(_JOIN)
@@ -462,7 +481,12 @@ class Session:
         if self._state == _IDLE:
             self._join()
 
-    def _want_op(self, op: str, want: _Want, waiter: _Waiter) -> None:
+    def _want_op(self, op: str, want: Any, waiter: Any) -> None:
+        if op == "reply":
+            # answer to an invocation of the router session it came from, never a later one
+            if self._state == _JOINED and self._rs is waiter:
+                self._rs.receive(want)
+            return
         if op == "want":
             if self._state != _JOINED:
                 # made together with the other wanted ones once WELCOME arrives
@@ -629,24 +653,54 @@ class Session:
             p[1].resolve((list(msg.args or ()), dict(msg.kwargs or {})))
 
     def _on_event(self, msg: message.Event) -> None:
+        args, kwargs = msg.args or (), msg.kwargs or {}
         for want in self._subs.get(msg.subscription, ()):
-            args, kwargs = msg.args or (), msg.kwargs or {}
+            if self._inflight >= MAX_INFLIGHT:
+                self._dropped += 1
+                if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
+                    log.warning("%s: %d handlers queued: %d event(s) dropped so far (last on %s)",
+                                self.name, self._inflight, self._dropped, want.uri)
+                continue
+            self._inflight += 1
+            # Handlers run in order, off the delivery greenlet (so a handler may itself wait
+            # for a call result): gevent-aware ones in one greenlet per session, the others
+            # fed to the pool by one greenlet (which waits for free threads: back-pressure
+            # without a greenlet per event).
             if want.on_hub:
-                gevent.spawn(_guard_event, self.name, want.fn, args, kwargs)
-            elif self._inflight >= MAX_INFLIGHT:
-                log.warning("%s: %d handlers queued: event on %s dropped", self.name,
-                            self._inflight, want.uri)
+                self._hub_jobs().put((want.fn, args, kwargs))
             else:
-                self._inflight += 1
-                gevent.spawn(self._event_on_pool, want.fn, args, kwargs)
+                self._pool_jobs().put((want.fn, args, kwargs, None))
 
-    def _event_on_pool(self, fn: Callable, args: Any, kwargs: dict) -> None:
+    def _hub_jobs(self) -> Pump:
+        if self._hub_pump is None:
+            self._hub_pump = Pump(self._run_hub_job, _hubref.loop, name=f"handlers:{self.name}")
+        return self._hub_pump
+
+    def _pool_jobs(self) -> Pump:
+        if self._pool_pump is None:
+            self._pool_pump = Pump(self._feed_pool, _hubref.loop, name=f"pool:{self.name}")
+        return self._pool_pump
+
+    def _run_hub_job(self, job: tuple) -> None:
+        fn, args, kwargs = job
         try:
-            self._get_pool().apply(fn, args, kwargs)
+            fn(*args, **kwargs)
         except Exception:
             log.exception("%s: event handler %r failed", self.name, fn)
         finally:
             self._inflight -= 1
+
+    def _feed_pool(self, job: tuple) -> None:
+        fn, args, kwargs, invocation = job
+        if invocation is None:
+            result = self._get_pool().spawn(_logged_call, self.name, fn, args, kwargs)
+            result.rawlink(self._job_done)
+        else:
+            result = self._get_pool().spawn(fn, *args, **kwargs)
+            result.rawlink(functools.partial(self._invocation_done, invocation))
+
+    def _job_done(self, _result: Any) -> None:
+        self._inflight -= 1
 
     def _on_invocation(self, msg: message.Invocation) -> None:
         want = self._regs.get(msg.registration)
@@ -660,36 +714,50 @@ class Session:
                                            args=["callee overloaded"]))
             return
         self._inflight += 1
-        gevent.spawn(self._invoke, want, msg)
-
-    def _invoke(self, want: _Want, msg: message.Invocation) -> None:
-        args, kwargs = msg.args or (), msg.kwargs or {}
-        try:
-            if want.on_hub:
-                res = want.fn(*args, **kwargs)
-            else:
-                res = self._get_pool().apply(want.fn, args, kwargs)
-        except ApplicationError as e:
-            reply: message.Message = message.Error(
-                message.Invocation.MESSAGE_TYPE, msg.request, e.error,
-                args=list(e.args) or None, kwargs=e.kwargs or None)
-        except Exception as e:
-            log.exception("%s: procedure %s failed", self.name, want.uri)
-            reply = message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                  "wamp.error.runtime_error", args=[str(e) or type(e).__name__])
+        if want.on_hub:
+            # gevent-aware endpoints may wait (HTTP, other calls): one greenlet each
+            gevent.spawn(self._invoke_on_hub, want, msg)
         else:
-            if isinstance(res, CallResult):
-                reply = message.Yield(msg.request, args=list(res.results) or None,
-                                      kwargs=res.kwresults or None)
-            else:
-                reply = message.Yield(msg.request, args=[res])
-        finally:
-            self._inflight -= 1
+            self._pool_jobs().put((want.fn, msg.args or (), msg.kwargs or {}, (want, msg)))
+
+    def _invoke_on_hub(self, want: _Want, msg: message.Invocation) -> None:
+        try:
+            res = want.fn(*(msg.args or ()), **(msg.kwargs or {}))
+        except Exception as e:
+            self._reply(want, msg, error=e)
+        else:
+            self._reply(want, msg, value=res)
+
+    def _invocation_done(self, invocation: tuple, result: Any) -> None:
+        # a link callback: runs in the hub greenlet itself, so it only queues the reply
+        want, msg = invocation
+        if result.successful():
+            self._reply(want, msg, value=result.value)
+        else:
+            self._reply(want, msg, error=result.exception)
+
+    def _reply(self, want: _Want, msg: message.Invocation, value: Any = None,
+               error: BaseException | None = None) -> None:
+        self._inflight -= 1
+        if isinstance(error, ApplicationError):
+            reply: message.Message = message.Error(
+                message.Invocation.MESSAGE_TYPE, msg.request, error.error,
+                args=list(error.args) or None, kwargs=error.kwargs or None)
+        elif error is not None:
+            log.error("%s: procedure %s failed: %s: %s", self.name, want.uri,
+                      type(error).__name__, error)
+            reply = message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
+                                  "wamp.error.runtime_error",
+                                  args=[str(error) or type(error).__name__])
+        elif isinstance(value, CallResult):
+            reply = message.Yield(msg.request, args=list(value.results) or None,
+                                  kwargs=value.kwresults or None)
+        else:
+            reply = message.Yield(msg.request, args=[value])
         if msg.request in self._canceled:
             self._canceled.discard(msg.request)
             return
-        if self._state == _JOINED and self._rs is not None:
-            self._rs.receive(reply)
+        self._out.put(("reply", reply, self._rs))
 
     def _get_pool(self) -> Any:
         if self._pool is None:
@@ -774,7 +842,8 @@ def _guard(fn: Callable, *args: Any) -> None:
         log.exception("callback %r failed", fn)
 
 
-def _guard_event(name: str, fn: Callable, args: Any, kwargs: dict) -> None:
+def _logged_call(name: str, fn: Callable, args: Any, kwargs: dict) -> None:
+    """An event handler on a pool thread: its failure is logged, never raised into gevent."""
     try:
         fn(*args, **kwargs)
     except Exception:

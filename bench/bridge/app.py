@@ -42,3 +42,9 @@ def pub():
 @app.route("/puback")
 def puback():
     return _publish(True)
+
+
+@app.route("/noop")
+def noop():
+    """The same view without publishing: the baseline the publish cost is measured against."""
+    return "noop"

@@ -7,6 +7,8 @@
 Rows (wrk, requests/s, one server process at a time on loopback; a WAMP subscriber is
 connected to the topic so every publication is delivered):
   publisher      wrk POST /publish (post.lua)     the HTTP publisher bridge (acknowledged publish)
+  flask-noop     wrk GET /app/noop                the same Flask app, a view that does not publish
+                                                  (the baseline for the two rows below)
   flask-pub      wrk GET /app/pub                 a Flask view publishing one event: geonode
                                                   in-process (fire and forget); Crossbar: the view
                                                   POSTs to Crossbar's /publish bridge
@@ -38,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORK = ROOT / "bench" / ".work" / "bridge"
 PY = sys.executable
-ROWS = [("publisher", "/publish", True), ("flask-pub", "/app/pub", False),
-        ("flask-puback", "/app/puback", False)]
+ROWS = [("publisher", "/publish", True), ("flask-noop", "/app/noop", False),
+        ("flask-pub", "/app/pub", False), ("flask-puback", "/app/puback", False)]
 
 
 def free_port() -> int:
@@ -101,15 +103,21 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited, see {WORK / (self.name + '.log')}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ws", timeout=0.5):
-                    return
-            except urllib.error.HTTPError:
-                return  # any HTTP answer: listening
-            except OSError:
-                time.sleep(0.05)
+            # Crossbar listens before its path services exist (404): wait for all of them
+            if all(self._status(p) not in (None, 404) for p in ("/ws", "/publish", "/app/noop")):
+                return
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} did not start")
+
+    def _status(self, path: str) -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=0.5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -33,8 +33,11 @@ log = logging.getLogger("geonode.inprocess")
 # greenlet ids, which cannot tell the hub thread from a worker thread).
 real_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
 real_allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
+real_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 
 _STOP = object()
+# messages a pump handles before it lets other greenlets run
+FAIR_SHARE = 64
 _names = itertools.count(1)
 
 
@@ -94,10 +97,15 @@ class Pump:
 
     def _run(self) -> None:
         queue, event, handler = self._queue, self._event, self._handler
+        handled = 0
         while True:
             event.wait()
             event.clear()
             while queue:
+                handled += 1
+                if handled % FAIR_SHARE == 0:
+                    # a flood from one producer must not starve every other greenlet
+                    gevent.sleep(0)
                 msg = queue.popleft()
                 if msg is _STOP:
                     self._stopped = True
