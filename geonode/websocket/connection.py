@@ -30,6 +30,7 @@ from geonode.websocket.frames import ProtocolError
 from geonode.websocket.options import WebSocketOptions
 
 _thread_ident = get_original("_thread", "get_ident")
+_xqueue_lock = get_original("_thread", "allocate_lock")()   # a real lock: foreign threads
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _unpack_H = struct.Struct("!H").unpack
 _unpack_Q = struct.Struct("!Q").unpack
@@ -43,6 +44,14 @@ _PREALLOC_MAX = 16 * 1024 * 1024
 
 class WebSocket:
     """A server-side WebSocket on an accepted connection (see the module docstring)."""
+
+    # Thousands of idle connections are normal for a router: keep each one small.
+    __slots__ = ("_sock", "_rfile", "options", "subprotocol", "environ", "_pmd", "_max_msg",
+                 "_max_frame", "_validate", "_wlock", "_loop", "_hub_thread", "_xqueue",
+                 "_xdrainer", "_close_sent", "_close_received", "_dead", "_reading",
+                 "close_code", "close_reason", "_msg_op", "_msg_compressed", "_msg_size",
+                 "_parts", "_decoder", "_pong", "_ping_payload", "_rx_frames", "_pinger",
+                 "__weakref__")
 
     def __init__(self, sock, rfile, options: WebSocketOptions | None = None,
                  subprotocol: str | None = None, deflate=None, environ: dict | None = None):
@@ -59,7 +68,7 @@ class WebSocket:
         hub = gevent.get_hub()
         self._loop = hub.loop
         self._hub_thread = _thread_ident()
-        self._xqueue: deque = deque()
+        self._xqueue: deque | None = None    # calls handed over by other threads (lazy)
         self._xdrainer = None
         # state
         self._close_sent = False
@@ -75,11 +84,12 @@ class WebSocket:
         self._parts: list = []
         self._decoder = None
         # auto ping
-        self._pong = Event()
+        self._pong: Event | None = None
         self._ping_payload: bytes | None = None
         self._rx_frames = 0     # frames received: liveness for auto_ping_restart_on_any_traffic
         self._pinger = None
         if opts.auto_ping_interval > 0:
+            self._pong = Event()
             self._pinger = gevent.spawn(self._auto_ping)
 
     # ------------------------------------------------------------------ public API
@@ -343,7 +353,7 @@ class WebSocket:
                 self._send_control(F.OP_PONG, payload)
             return False
         if opcode == F.OP_PONG:
-            if self._ping_payload is None or payload == self._ping_payload:
+            if self._pong is not None and payload == self._ping_payload:
                 self._pong.set()
             return False
         code, reason = F.parse_close(payload, self._validate)
@@ -397,7 +407,13 @@ class WebSocket:
             self._sendall(F.frame_header(F.OP_CLOSE, len(payload)) + payload)
 
     def _handoff(self, method, *args) -> None:
-        self._xqueue.append((method, args))
+        q = self._xqueue
+        if q is None:
+            with _xqueue_lock:
+                q = self._xqueue
+                if q is None:
+                    q = self._xqueue = deque()
+        q.append((method, args))
         self._loop.run_callback_threadsafe(self._start_drainer)
 
     def _start_drainer(self) -> None:

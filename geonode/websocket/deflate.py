@@ -142,12 +142,12 @@ def _accept_offer(params, opts: DeflateOptions) -> tuple[PerMessageDeflate, str]
         else:
             return None   # unknown parameter
 
-    wbits = opts.max_window_bits or 15
+    # zlib cannot deflate a raw stream with a 256-byte window: 9 bits is our floor.
+    wbits = max(9, min(15, opts.max_window_bits or 15))
     if server_bits is not None:
         wbits = min(wbits, server_bits)
     if wbits < 9:
-        # zlib cannot deflate raw streams with a 256-byte window: decline such offers.
-        return None
+        return None   # the client demands an 8-bit window from us: decline this offer
     if opts.no_context_takeover:
         server_nct = True
 
