@@ -281,6 +281,18 @@ def test_role_permissions_apply_to_inprocess_session(node, client):
     assert q.empty()
 
 
+def test_nothing_leaks_per_request(node, client):
+    # the first request joins the app's shared session (lazily); later ones add nothing
+    requests.get(f"{node.url}/app/publish", params={"topic": "com.example.leak"}, timeout=5)
+    before = client.call("wamp.session.count")
+    with requests.Session() as http:
+        for i in range(40):
+            r = http.get(f"{node.url}/app/publish", params={"topic": "com.example.leak",
+                                                          "value": str(i)}, timeout=5)
+            assert r.status_code == 200
+    assert client.call("wamp.session.count") == before
+
+
 def test_import_time_subscription(node, client):
     client.publish("com.example.importtime", 7)
     deadline = time.monotonic() + 5
