@@ -597,3 +597,53 @@ def test_unmask_paths_agree_with_bytewise_xor(monkeypatch, nvx):
         buf = bytearray(data)
         frames.unmask_inplace(buf, mask)
         assert buf == expected
+
+
+# --------------------------------------------------------------------------- TLS (wss)
+def _self_signed() -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+def test_wss_echo_and_close(start_node):
+    import ssl
+
+    import websocket
+
+    cert, key = _self_signed()
+    cfg = web_node({"/": {"type": "websocket-testee"}})
+    cfg["workers"][0]["transports"][0]["endpoint"]["tls"] = {"certificate": "c.pem",
+                                                             "key": "k.pem"}
+    node = start_node(cfg, files={"c.pem": cert, "k.pem": key})
+    ws = websocket.create_connection(f"wss://127.0.0.1:{node.port}/", timeout=10,
+                                     sslopt={"cert_reqs": ssl.CERT_NONE})
+    ws.send("über tls")
+    assert ws.recv() == "über tls"
+    blob = os.urandom(1 << 20)
+    ws.send_binary(blob)
+    assert ws.recv() == blob
+    ws.send_close(4000, b"done")
+    frame = ws.recv_data_frame(True)[1]
+    assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+    assert struct.unpack("!H", frame.data[:2])[0] == 4000
+    ws.shutdown()
+    assert "Traceback" not in node.log()
