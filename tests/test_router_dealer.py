@@ -248,3 +248,27 @@ def test_calls_in_flight_are_bounded(monkeypatch):
     e = caller.take(m.Error)
     assert (e.request, e.error) == (r, "wamp.error.limit_exceeded")
     assert len(caller.session.calls) == 2
+
+
+def test_register_concurrency_limits():
+    router, (caller, c1, c2) = _clients(3)
+    c1.register("com.conc", invoke="roundrobin", concurrency=1)
+    c2.register("com.conc", invoke="roundrobin", concurrency=1)
+    caller.call("com.conc")
+    caller.call("com.conc")
+    i1, i2 = c1.take(m.Invocation), c2.take(m.Invocation)
+    r = caller.call("com.conc")
+    e = caller.take(m.Error)
+    assert (e.request, e.error) == (r, "crossbar.error.max_concurrency_reached")
+    c2.send(m.Yield(i2.request))
+    caller.take(m.Result)
+    caller.call("com.conc")   # c2 is free again
+    c2.take(m.Invocation)
+    c1.send(m.Yield(i1.request))
+    caller.take(m.Result)
+    # single registration
+    c1.register("com.one", concurrency=1)
+    caller.call("com.one")
+    c1.take(m.Invocation)
+    caller.call("com.one")
+    assert caller.take(m.Error).error == "crossbar.error.max_concurrency_reached"

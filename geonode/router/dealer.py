@@ -20,6 +20,7 @@ INVALID_ARGUMENT = "wamp.error.invalid_argument"
 CANCELED = "wamp.error.canceled"
 TIMEOUT = "wamp.error.timeout"
 LIMIT_EXCEEDED = "wamp.error.limit_exceeded"
+MAX_CONCURRENCY = "crossbar.error.max_concurrency_reached"   # Crossbar's URI
 # Pending calls are per-message state: bounded per caller so a session cannot pile up
 # unanswered calls without limit.
 MAX_CALLS_IN_FLIGHT = 10_000
@@ -90,7 +91,7 @@ class Dealer:
                                      [f"procedure {uri!r} is registered with invoke "
                                       f"{reg.invoke!r}"]))
                 return
-        reg, created = self.state.register(session, uri, match, invoke)
+        reg, created = self.state.register(session, uri, match, invoke, msg.concurrency)
         session.registrations[reg] = None
         session.send(m.Registered(msg.request, reg.id))
         if uri.startswith("wamp."):
@@ -159,6 +160,12 @@ class Dealer:
                                  [f"no callee registered for procedure {uri!r}"]))
             return
         callee = self._pick(reg)
+        if callee is None:
+            session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY,
+                                 [f"maximum concurrency of every callee of {uri!r} reached"]))
+            return
+        if reg.limits:
+            reg.busy[callee] = reg.busy.get(callee, 0) + 1
         inv = Invocation(callee.next_request_id(), session, msg.request, callee, reg,
                          bool(msg.receive_progress))
         session.calls[msg.request] = inv
@@ -173,7 +180,8 @@ class Dealer:
                               and callee.feature("callee", "progressive_call_results") else None),
             procedure=uri if reg.match != "exact" else None,
             enc_algo=msg.enc_algo, enc_key=msg.enc_key, enc_serializer=msg.enc_serializer)
-        if authz.disclose:
+        # Like Crossbar, the router's own procedures always learn who calls them.
+        if authz.disclose or uri.startswith("wamp.") or uri.startswith("crossbar."):
             invocation.caller = session.id
             invocation.caller_authid = session.authid
             invocation.caller_authrole = session.authrole
@@ -181,17 +189,23 @@ class Dealer:
 
     @staticmethod
     def _pick(reg: Registration) -> Any:
+        """The callee for the next invocation, or None when all are at their concurrency."""
         callees = reg.callees
         policy = reg.invoke
         if policy == "roundrobin":
-            i = reg.rr_index % len(callees)
-            reg.rr_index = i + 1
-            return callees[i]
+            n = len(callees)
+            for _ in range(n if reg.limits else 1):
+                i = reg.rr_index % n
+                reg.rr_index = i + 1
+                if reg.available(callees[i]):
+                    return callees[i]
+            return None
         if policy == "random":
-            return random.choice(callees)
-        if policy == "last":
-            return callees[-1]
-        return callees[0]
+            if reg.limits:
+                callees = [c for c in callees if reg.available(c)]
+            return random.choice(callees) if callees else None
+        callee = callees[-1] if policy == "last" else callees[0]
+        return callee if reg.available(callee) else None
 
     def _finish(self, inv: Invocation) -> None:
         if inv.timer is not None:
@@ -199,6 +213,9 @@ class Dealer:
             inv.timer = None
         inv.caller.calls.pop(inv.call_request, None)
         inv.callee.invocations.pop(inv.id, None)
+        busy = inv.registration.busy
+        if inv.callee in busy:
+            busy[inv.callee] -= 1
 
     def _interrupt(self, inv: Invocation, mode: str, reason: str | None = None) -> None:
         if inv.callee.feature("callee", "call_canceling"):

@@ -52,7 +52,8 @@ class Subscription:
 
 
 class Registration:
-    __slots__ = ("id", "uri", "match", "invoke", "created", "callees", "rr_index")
+    __slots__ = ("id", "uri", "match", "invoke", "created", "callees", "rr_index", "limits",
+                 "busy")
 
     def __init__(self, uri: str, match: str, invoke: str) -> None:
         self.id = new_id()
@@ -62,6 +63,14 @@ class Registration:
         self.created = utcnow()
         self.callees: list[Any] = []
         self.rr_index = 0
+        # REGISTER.Options.concurrency (Crossbar): callee -> max invocations in flight, and
+        # callee -> invocations in flight; only callees that set a limit appear.
+        self.limits: dict[Any, int] = {}
+        self.busy: dict[Any, int] = {}
+
+    def available(self, callee: Any) -> bool:
+        limit = self.limits.get(callee)
+        return limit is None or self.busy.get(callee, 0) < limit
 
     def details(self) -> dict:
         return {"id": self.id, "created": self.created, "uri": self.uri, "match": self.match,
@@ -141,7 +150,8 @@ class DealerState:
     def lookup(self, uri: str, match: str) -> Registration | None:
         return self.table.get(uri, match)
 
-    def register(self, session: Any, uri: str, match: str, invoke: str) -> tuple[Registration, bool]:
+    def register(self, session: Any, uri: str, match: str, invoke: str,
+                 concurrency: int | None = None) -> tuple[Registration, bool]:
         """Add ``session`` as a callee (the caller checked invoke policy conflicts)."""
         reg = self.table.get(uri, match)
         created = reg is None
@@ -151,12 +161,16 @@ class DealerState:
             self.by_id[reg.id] = reg
         if session not in reg.callees:
             reg.callees.append(session)
+        if concurrency:
+            reg.limits[session] = concurrency
         return reg, created
 
     def unregister(self, session: Any, reg: Registration) -> bool:
         """Remove ``session``; returns True when the registration is now gone."""
         if session in reg.callees:
             reg.callees.remove(session)
+        reg.limits.pop(session, None)
+        reg.busy.pop(session, None)
         if reg.callees:
             return False
         self.table.remove(reg.uri, reg.match)
