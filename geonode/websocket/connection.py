@@ -10,6 +10,9 @@ thread: :meth:`send`, :meth:`send_many`, :meth:`ping` and :meth:`close` called o
 thread queue the call and wake the hub with ``loop.run_callback_threadsafe``; one greenlet per
 connection then performs the queued calls in order. Such calls return at once (fire and
 forget); a send on a closed connection is dropped silently, as from any greenlet.
+
+Pongs (and the peer's close frame) are only seen while some greenlet is in ``receive()``:
+with ``auto_ping_timeout`` set, an app that stops reading gets its connection dropped.
 """
 
 from __future__ import annotations
