@@ -103,6 +103,9 @@ def pubsub(addr, serializer: str, duration: float, server_pids, subscribers: int
                 counts[key.data] += s.count_frames()
         delivered = sum(counts) - base
         dt, ccpu, scpu = meter.stop()
+        # Self-check: no subscriber can have more events than were published.
+        if max(counts) > sent:
+            raise RuntimeError(f"miscounted: {max(counts)} events for {sent} publications")
     finally:
         sel.close()
         for c in [*subs, pub]:
