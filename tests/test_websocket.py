@@ -211,6 +211,7 @@ def test_bad_key_is_400_without_traceback(testee, key):
     assert b"Sec-WebSocket-Key" in c.body
     assert b"Traceback" not in c.body
     c.close()
+    assert "Traceback" not in testee.log()
 
 
 def test_version_8_is_426(testee):
