@@ -182,31 +182,31 @@ class Realm:
         return ans
 
     # -- message handlers (called by RouterSession with the realm first) ------------------
-    def on_publish(self, session, msg):
+    def on_publish(self, session: RouterSession, msg: m.Publish) -> None:
         self.broker.publish(session, msg)
 
-    def on_subscribe(self, session, msg):
+    def on_subscribe(self, session: RouterSession, msg: m.Subscribe) -> None:
         self.broker.subscribe(session, msg)
 
-    def on_unsubscribe(self, session, msg):
+    def on_unsubscribe(self, session: RouterSession, msg: m.Unsubscribe) -> None:
         self.broker.unsubscribe(session, msg)
 
-    def on_call(self, session, msg):
+    def on_call(self, session: RouterSession, msg: m.Call) -> None:
         self.dealer.call(session, msg)
 
-    def on_cancel(self, session, msg):
+    def on_cancel(self, session: RouterSession, msg: m.Cancel) -> None:
         self.dealer.cancel(session, msg)
 
-    def on_register(self, session, msg):
+    def on_register(self, session: RouterSession, msg: m.Register) -> None:
         self.dealer.register(session, msg)
 
-    def on_unregister(self, session, msg):
+    def on_unregister(self, session: RouterSession, msg: m.Unregister) -> None:
         self.dealer.unregister(session, msg)
 
-    def on_yield(self, session, msg):
+    def on_yield(self, session: RouterSession, msg: m.Yield) -> None:
         self.dealer.yield_(session, msg)
 
-    def on_error(self, session, msg):
+    def on_error(self, session: RouterSession, msg: m.Error) -> None:
         self.dealer.error(session, msg)
 
     def close(self) -> None:
