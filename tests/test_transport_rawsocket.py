@@ -144,3 +144,63 @@ async def _call_meta(node):
     c = await rawsocket_session("cbor", port=node.port)
     assert isinstance(await c.call("wamp.session.count"), int)
     c.leave()
+
+
+def _self_signed() -> dict[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return {"server.crt": cert.public_bytes(serialization.Encoding.PEM).decode(),
+            "server.key": key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()).decode()}
+
+
+def test_rawsocket_over_tls(start_node):
+    files = _self_signed()
+    tls_node = start_node(router_config([
+        {"type": "rawsocket", "serializers": ["cbor", "json"],
+         "endpoint": {"type": "tcp", "port": "$PORT", "interface": "127.0.0.1",
+                      "tls": {"key": "server.key", "certificate": "server.crt"}}}]),
+        files=files)
+
+    async def main():
+        import ssl
+
+        from _transport_client import Client, make_serializer
+        from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+        from autobahn.wamp.types import ComponentConfig
+
+        ctx = ssl.create_default_context(cafile=str(tls_node.dir / "server.crt"))
+        loop = asyncio.get_running_loop()
+        sessions = []
+        for name in ("cbor", "json"):
+            joined, left = loop.create_future(), loop.create_future()
+            factory = WampRawSocketClientFactory(
+                lambda j=joined, lf=left: Client(ComponentConfig("realm1"), j, lf),
+                serializer=make_serializer(name))
+            await loop.create_connection(factory, "127.0.0.1", tls_node.port, ssl=ctx,
+                                         server_hostname="127.0.0.1")
+            sessions.append(await asyncio.wait_for(joined, 10))
+        await exercise(sessions[0], sessions[1], tag="tls")
+        info = await sessions[0].call("wamp.session.get", sessions[0]._session_id)
+        assert info["transport"]["channel_type"] == "tls"
+        for s in sessions:
+            s.leave()
+
+    _run(main())

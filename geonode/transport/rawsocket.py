@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +142,10 @@ class RawSocketPeer(MessageQueuePeer):
 
     def _shutdown(self, code: int, reason: str) -> None:
         # RawSocket has no close frame: half-close so the client reads what we sent, then EOF.
+        # (TLS cannot half-close: closing is the end of the stream there.)
+        if hasattr(self.sock, "unwrap"):
+            self._abort()
+            return
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -175,40 +177,21 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _listener(endpoint: dict, config_dir: Path, json_path: str) -> socket.socket:
+def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
+    """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
+    from geonode.web.server import _tcp_listener, _tls_context, _unix_listener
+
     kind = endpoint.get("type", "tcp")
-    backlog = int(endpoint.get("backlog", 1024))
-    if kind == "tcp":
-        version = endpoint.get("version", 4)
-        family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        interface = endpoint.get("interface", "::" if version == 6 else "0.0.0.0")
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((interface, int(endpoint["port"])))
-        except OSError as e:
-            sock.close()
-            raise ConfigError(f"{json_path}.endpoint: cannot listen on "
-                              f"{interface}:{endpoint.get('port')}: {e}") from None
-    elif kind == "unix":
-        path = Path(endpoint["path"])
-        if not path.is_absolute():
-            path = config_dir / path
-        # A stale socket file from a previous run would make bind fail.
-        if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
-            os.unlink(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-        except OSError as e:
-            sock.close()
-            raise ConfigError(f"{json_path}.endpoint.path: cannot listen on {path}: {e}") from None
-    else:
+    if kind == "unix":
+        sock, where = _unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
+        return sock, None, f"rawsocket+unix://{where}"
+    if kind != "tcp":
         raise ConfigError(f"{json_path}.endpoint.type: {kind!r} is not supported for rawsocket "
                           "(tcp or unix)")
-    sock.listen(backlog)
-    sock.setblocking(False)
-    return sock
+    tls = endpoint.get("tls")
+    ctx = _tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
+    sock, where = _tcp_listener(endpoint, f"{json_path}.endpoint")
+    return sock, ctx, f"rawsocket{'+tls' if tls else ''}://{where}"
 
 
 def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
@@ -232,12 +215,15 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
               "max_queue_bytes": int(options.get("max_queue_bytes", DEFAULT_MAX_QUEUE_BYTES))}
     auth_config = transport_cfg.get("auth")
     endpoint = transport_cfg.get("endpoint") or {}
-    listener = _listener(endpoint, config_dir, json_path)
-    framing = "unix" if endpoint.get("type") == "unix" else "tcp"
+    listener, tls_context, url = _listener(endpoint, config_dir, json_path)
+    framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls_context else "tcp")
 
     def handle(sock: socket.socket, address: Any) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         hello = b""
         with gevent.Timeout(HANDSHAKE_TIMEOUT, False):
             hello = _recv_exact(sock, 4)
@@ -270,10 +256,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
                              max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)
         peer.run(router, auth_config)
 
-    server = StreamServer(listener, handle)
-    if endpoint.get("type") == "unix":
-        server.url = f"rawsocket+unix:{endpoint.get('path')}"
-    else:
-        host, port = listener.getsockname()[:2]
-        server.url = f"rawsocket://{host}:{port}"
+    ssl_args = {"ssl_context": tls_context} if tls_context is not None else {}
+    server = StreamServer(listener, handle, **ssl_args)
+    server.url = url
     return server
