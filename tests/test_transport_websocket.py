@@ -20,6 +20,8 @@ from _transport_client import (
 PATHS = {
     "ws": {"type": "websocket"},
     "wsjson": {"type": "websocket", "serializers": ["json"]},
+    "wsany": {"type": "websocket", "serializers": ["msgpack", "json"],
+              "options": {"require_websocket_subprotocol": False}},
 }
 
 
@@ -260,3 +262,13 @@ def test_slow_subscriber_is_closed_not_buffered(start_node):
         assert await pub.call("com.test.ping") == "pong"
 
     _run(main(), timeout=60)
+
+
+def test_no_subprotocol_falls_back_to_json_when_allowed(node):
+    ws = websocket.create_connection(f"{node.ws_url}/wsany", timeout=10)
+    try:
+        ws.send(HELLO)
+        welcome = json.loads(ws.recv())
+        assert welcome[0] == 2
+    finally:
+        ws.close()
