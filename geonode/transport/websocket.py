@@ -46,7 +46,7 @@ def _park(peer: MessageQueuePeer) -> None:
     _parked[peer] = time.monotonic()
     if _sweeper is None:
         loop = get_hub().loop
-        _sweeper = loop.timer(RETIRE_AFTER, RETIRE_AFTER)
+        _sweeper = loop.timer(RETIRE_AFTER, RETIRE_AFTER, ref=False)  # never keeps the hub alive
         _sweeper.start(_sweep)
 
 
