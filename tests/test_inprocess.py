@@ -190,3 +190,43 @@ def test_many_threads_at_once(router):
         gevent.sleep(0.005)
     assert not errors
     assert sorted(results) == sorted(n * 1000 + i for n in range(8) for i in range(100))
+
+
+def test_unsubscribe_unregister_with_the_real_router():
+    """The same session API against geonode's router (in this process, no sockets)."""
+    from geonode.router import Router
+
+    allow = {"call": True, "register": True, "publish": True, "subscribe": True}
+    real = Router({"realms": [{"name": "realm9", "roles": [
+        {"name": "backend", "permissions": [{"uri": "com.", "match": "prefix", "allow": allow}]},
+    ]}]}, ".")
+    wamp.register_router(real)
+    try:
+        s = Session("realm9", "backend", router=real)
+        got = []
+        sub = in_thread(s.subscribe, "com.t", lambda v: got.append(v))
+        reg = in_thread(s.register, "com.p", lambda: "p")
+        assert in_thread(s.call, "com.p") == "p"
+        s.publish("com.t", 1, acknowledge=True)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert got == [1]
+        in_thread(sub.unsubscribe)
+        in_thread(reg.unregister)
+        assert not sub.active and not reg.active
+        s.publish("com.t", 2, acknowledge=True)
+        gevent.sleep(0.1)
+        assert got == [1]
+        with pytest.raises(ApplicationError) as ei:
+            in_thread(s.call, "com.p")
+        assert ei.value.error == "wamp.error.no_such_procedure"
+        with pytest.raises(ApplicationError) as ei:  # outside the role's permissions
+            in_thread(s.register, "org.x", lambda: None)
+        assert ei.value.error == "wamp.error.not_authorized"
+        with pytest.raises(ApplicationError) as ei:
+            in_thread(lambda: Session("nosuchrealm", "backend", router=real).call("com.p"))
+        assert ei.value.error == "wamp.error.no_such_realm"
+    finally:
+        real.close()
+        wamp._routers.remove(real)
