@@ -41,6 +41,7 @@ import functools
 import itertools
 import logging
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +63,8 @@ from geonode.transport.inprocess import (  # noqa: E402
     real_sleep,
 )
 
-__all__ = ["ApplicationError", "CallResult", "DEFAULT_TIMEOUT", "Session", "environ_hook",
-           "on_hub", "register_router", "session"]
+__all__ = ["ApplicationError", "CallResult", "DEFAULT_TIMEOUT", "Details", "Session",
+           "environ_hook", "on_hub", "register_router", "session"]
 
 log = logging.getLogger("geonode.wamp")
 
@@ -226,12 +227,12 @@ class Registration(Subscription):
 class _Want:
     """A subscription or registration the session keeps alive across re-joins."""
 
-    __slots__ = ("kind", "uri", "fn", "on_hub", "match", "invoke", "wamp_id")
+    __slots__ = ("kind", "uri", "fn", "on_hub", "match", "invoke", "wamp_id", "details")
 
     def __init__(self, kind: str, uri: str, fn: Callable, on_hub: bool,
-                 match: str | None, invoke: str | None) -> None:
+                 match: str | None, invoke: str | None, details: bool = False) -> None:
         self.kind, self.uri, self.fn, self.on_hub = kind, uri, fn, on_hub
-        self.match, self.invoke = match, invoke
+        self.match, self.invoke, self.details = match, invoke, details
         self.wamp_id: int | None = None
 
     def message(self, request: int) -> message.Message:
@@ -357,21 +358,25 @@ class Session:
         return self._request(req, "call", msg, timeout, procedure)
 
     def subscribe(self, topic: str, handler: Callable, *, match: str | None = None,
-                  on_hub: bool | None = None, timeout: float | None = DEFAULT_TIMEOUT
-                  ) -> Subscription:
+                  on_hub: bool | None = None, details: bool = False,
+                  timeout: float | None = DEFAULT_TIMEOUT) -> Subscription:
         """``handler(*args, **kwargs)`` for every event on ``topic`` (runs on the pool unless
-        ``on_hub``). Before the router runs (import time) it is remembered and made later."""
-        want = _Want("subscribe", topic, handler, _wants_hub(handler, on_hub), match, None)
+        ``on_hub``); with ``details=True`` also ``details=Details(topic, publication,
+        publisher, publisher_authid, publisher_authrole)``. Before the router runs (import
+        time) it is remembered and made later."""
+        want = _Want("subscribe", topic, handler, _wants_hub(handler, on_hub), match, None,
+                     details)
         self._add_want(want, timeout)
         return Subscription(self, want)
 
     def register(self, procedure: str, endpoint: Callable, *, match: str | None = None,
-                 invoke: str | None = None, on_hub: bool | None = None,
+                 invoke: str | None = None, on_hub: bool | None = None, details: bool = False,
                  timeout: float | None = DEFAULT_TIMEOUT) -> Registration:
-        """Register ``endpoint(*args, **kwargs)`` (runs on the pool unless ``on_hub``). Raise
-        ``ApplicationError`` in it to answer with a WAMP error URI."""
+        """Register ``endpoint(*args, **kwargs)`` (runs on the pool unless ``on_hub``); with
+        ``details=True`` also ``details=Details(procedure, caller, caller_authid,
+        caller_authrole)``. Raise ``ApplicationError`` in it to answer with a WAMP error URI."""
         want = _Want("register", procedure, endpoint, _wants_hub(endpoint, on_hub), match,
-                     invoke)
+                     invoke, details)
         self._add_want(want, timeout)
         return Registration(self, want)
 
@@ -655,6 +660,11 @@ class Session:
     def _on_event(self, msg: message.Event) -> None:
         args, kwargs = msg.args or (), msg.kwargs or {}
         for want in self._subs.get(msg.subscription, ()):
+            if want.details:
+                kwargs = dict(kwargs, details=Details(
+                    topic=msg.topic or want.uri, publication=msg.publication,
+                    publisher=msg.publisher, publisher_authid=msg.publisher_authid,
+                    publisher_authrole=msg.publisher_authrole))
             if self._inflight >= MAX_INFLIGHT:
                 self._dropped += 1
                 if self._dropped in (1, 10, 100) or self._dropped % 1000 == 0:
@@ -714,15 +724,20 @@ class Session:
                                            args=["callee overloaded"]))
             return
         self._inflight += 1
+        kwargs = msg.kwargs or {}
+        if want.details:
+            kwargs = dict(kwargs, details=Details(
+                procedure=msg.procedure or want.uri, caller=msg.caller,
+                caller_authid=msg.caller_authid, caller_authrole=msg.caller_authrole))
         if want.on_hub:
             # gevent-aware endpoints may wait (HTTP, other calls): one greenlet each
-            gevent.spawn(self._invoke_on_hub, want, msg)
+            gevent.spawn(self._invoke_on_hub, want, msg, kwargs)
         else:
-            self._pool_jobs().put((want.fn, msg.args or (), msg.kwargs or {}, (want, msg)))
+            self._pool_jobs().put((want.fn, msg.args or (), kwargs, (want, msg)))
 
-    def _invoke_on_hub(self, want: _Want, msg: message.Invocation) -> None:
+    def _invoke_on_hub(self, want: _Want, msg: message.Invocation, kwargs: dict) -> None:
         try:
-            res = want.fn(*(msg.args or ()), **(msg.kwargs or {}))
+            res = want.fn(*(msg.args or ()), **kwargs)
         except Exception as e:
             self._reply(want, msg, error=e)
         else:
@@ -815,6 +830,12 @@ class Session:
                 waiter.resolve(error=err)
         self._pending_wants.clear()
         self._backlog.clear()
+
+
+class Details(types.SimpleNamespace):
+    """Event details (topic, publication, publisher, publisher_authid, publisher_authrole) or
+    invocation details (procedure, caller, caller_authid, caller_authrole); the publisher and
+    caller fields are set only when the router discloses them."""
 
 
 def _wants_hub(fn: Callable, on_hub: bool | None) -> bool:

@@ -230,3 +230,35 @@ def test_unsubscribe_unregister_with_the_real_router():
     finally:
         real.close()
         wamp._routers.remove(real)
+
+
+def test_details_for_pattern_subscriptions_and_registrations():
+    from geonode.router import Router
+
+    allow = {"call": True, "register": True, "publish": True, "subscribe": True}
+    real = Router({"realms": [{"name": "realm8", "roles": [
+        {"name": "backend", "permissions": [{"uri": "com.", "match": "prefix", "allow": allow,
+                                             "disclose": {"caller": True,
+                                                          "publisher": True}}]},
+    ]}]}, ".")
+    wamp.register_router(real)
+    try:
+        sub = Session("realm8", "backend", "subscriber", router=real)
+        pub = Session("realm8", "backend", "publisher", router=real)
+        got = []
+        in_thread(lambda: sub.subscribe("com.news.", lambda *a, details: got.append((a, details)),
+                                        match="prefix", details=True))
+        in_thread(lambda: sub.register("com.proc.", lambda x, details: [x, details.procedure,
+                                                                          details.caller_authid],
+                                       match="prefix", details=True))
+        pub.publish("com.news.sport", 1, acknowledge=True)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        (args, details), = got
+        assert args == (1,) and details.topic == "com.news.sport"
+        assert details.publisher_authid == "publisher"
+        assert in_thread(pub.call, "com.proc.one", 5) == [5, "com.proc.one", "publisher"]
+    finally:
+        real.close()
+        wamp._routers.remove(real)
