@@ -441,6 +441,7 @@ class Session:
         waiter = _Waiter()
         self._submit(("want", want, waiter))
         if not waiter.wait(timeout):
+            self._submit(("unwant", want, _Waiter()))  # nobody waits for this one
             raise ApplicationError(ApplicationError.TIMEOUT,
                                    f"no answer to {want.kind} '{want.uri}' within {timeout} s")
         if waiter.error is not None:
@@ -505,6 +506,7 @@ class Session:
         else:
             if want in self._wanted:
                 self._wanted.remove(want)
+            self._pending_wants = [(w, wt) for w, wt in self._pending_wants if w is not want]
             if want.wamp_id is None or self._state != _JOINED:
                 waiter.resolve()
                 return

@@ -161,6 +161,8 @@ def node(start_module_node, http_service):
         "ws": {"type": "websocket"},
         "app": {"type": "wsgi", "module": "flaskapp", "object": "app",
                 "wamp": {"realm": "realm1", "role": "backend"}},
+        "app3": {"type": "wsgi", "module": "flaskapp", "object": "app", "threads": False,
+                 "wamp": {"realm": "realm1", "role": "backend"}},
         "app2": {"type": "wsgi", "module": "flaskapp", "object": "restricted",
                  "wamp": {"realm": "realm1", "role": "restricted"}},
         "pub": {"type": "publisher", **bridge},
@@ -249,6 +251,33 @@ def test_flask_view_calls_autobahn_procedure(node, client):
     r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.nothing"},
                      timeout=5)
     assert r.json()["error"] == "wamp.error.no_such_procedure"
+
+
+def test_greenlet_hosted_app_waits_cooperatively(node, client):
+    """``"threads": false``: the view runs on the hub; its calls wait without blocking it."""
+    import asyncio
+
+    async def slow_double(x):
+        await asyncio.sleep(0.3)
+        return 2 * x
+
+    client.register("com.example.slowdouble", slow_double)
+    results: list = []
+
+    def get(i):
+        r = requests.get(f"{node.url}/app3/call", params={"procedure": "com.example.slowdouble",
+                                                        "args": json.dumps([i])}, timeout=10)
+        results.append(r.json()["result"])
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=get, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    # five 0.3 s calls at once from greenlets on the hub: concurrent, not one after another
+    assert sorted(results) == [0, 2, 4, 6, 8]
+    assert time.monotonic() - t0 < 1.2
 
 
 def test_flask_call_timeout(node, client):
