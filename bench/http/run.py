@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK = ROOT / "bench" / ".work" / "http"
+WORK_ROOT = ROOT / "bench" / ".work" / "http"
+#: this run's folder (configs, logs, results): two runs at once must not share a Crossbar cbdir
+WORK = WORK_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 SAMPLE = ROOT / "samples" / "flask"
 PY = sys.executable
 
@@ -180,7 +182,7 @@ def ensure_crossbar(given: str | None) -> str | None:
 
 
 def make_servers(args: argparse.Namespace) -> list[Server]:
-    WORK.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=False)
     servers: list[Server] = []
     want = set(args.only.split(",")) if args.only else None
 
