@@ -613,9 +613,68 @@ def test_bridge_sample(tmp_path):
         assert "subscription: 1" in page          # import-time subscription saw the click
         assert "&#39;args&#39;: [1]" in page      # the forwarder POSTed it back
         assert "WebSocket" in requests.get(f"{url}/live/", timeout=5).text
+        check_live_page(tmp_path, port)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+LIVE_PAGE_HARNESS = r"""
+// Runs the sample's /live/ page script in node (ws as WebSocket, a tiny DOM stub).
+const fs = require('fs');
+const html = fs.readFileSync(process.argv[2], 'utf8');
+const script = html.split('<script>')[1].split('</script>')[0];
+const els = {};
+function el(id) {
+  return els[id] || (els[id] = {id, textContent: '', disabled: id === 'add', children: [],
+                                prepend(c) { this.children.unshift(c); }, onclick: null});
+}
+global.document = {getElementById: el, createElement: () => ({textContent: ''})};
+global.location = {protocol: 'http:', host: process.argv[3]};
+global.WebSocket = require('ws');
+eval(script);
+const deadline = Date.now() + 8000;
+let clicked = false;
+setInterval(() => {
+  const b = el('add');
+  if (!b.disabled && b.onclick && !clicked) { clicked = true; b.onclick(); console.log('JOINED'); }
+  if (el('result').textContent && el('events').children.length) {
+    console.log(JSON.stringify({result: el('result').textContent,
+                                events: el('events').children.map(c => c.textContent)}));
+    process.exit(0);
+  }
+  if (Date.now() > deadline) { console.log('TIMEOUT ' + el('status').textContent); process.exit(1); }
+}, 20);
+"""
+
+
+def check_live_page(tmp_path, port: int) -> None:
+    """The sample's browser page (its raw WebSocket WAMP client) joins, calls and shows events."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT, SAMPLES
+
+    modules = ROOT / "tests" / "js" / "node_modules"
+    if shutil.which("node") is None or not (modules / "ws").exists():
+        pytest.skip("node or tests/js/node_modules/ws missing (tests/js/install.sh)")
+    harness = tmp_path / "live_harness.js"
+    harness.write_text(LIVE_PAGE_HARNESS)
+    proc = subprocess.Popen(["node", str(harness), str(SAMPLES / "bridge" / "static" / "index.html"),
+                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True,
+                            env={"NODE_PATH": str(modules), "PATH": "/usr/bin:/usr/local/bin"})
+    try:
+        assert proc.stdout.readline().strip() == "JOINED"
+        r = requests.post(f"http://127.0.0.1:{port}/publish",
+                          json={"topic": "com.example.live", "args": ["from http"]}, timeout=5)
+        assert r.status_code == 200
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    page = json.loads(out.strip().splitlines()[-1])
+    assert page["result"] == "= 5"
+    assert any(e.startswith("com.example.live") and "from http" in e for e in page["events"])
