@@ -521,6 +521,8 @@ def test_webhook_github_signature(node, client):
     assert r.status_code == 202
     r = requests.post(f"{node.url}/hookgh", data=body, timeout=5)
     assert r.status_code == 400 and r.text == "NOT OK"
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert requests.get(f"{node.url}/hookgh", timeout=5).status_code == 405
     r = requests.post(f"{node.url}/hookgh", data=body,
                       headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}, timeout=5)
     assert r.status_code == 401 and r.text == "NOT OK"

@@ -75,6 +75,7 @@ class BridgeService:
 
     kind = "bridge"
     decode_json = True
+    deny_type = "application/json; charset=UTF-8"
 
     def __init__(self, cfg: dict, ctx: Any) -> None:
         opts = cfg.get("options", {}) or {}
@@ -114,7 +115,7 @@ class BridgeService:
             body = self._read_body(environ)
             status, payload, ctype = self._handle(environ, body)
         except Deny as d:
-            status, payload, ctype = d.status, self.deny_body(d), "application/json; charset=UTF-8"
+            status, payload, ctype = d.status, self.deny_body(d), self.deny_type
             log.info("%s %s%s: %d %s", self.kind, environ.get("SCRIPT_NAME", ""),
                      environ.get("PATH_INFO", ""), d.status, d.message)
         headers += [("Content-Type", ctype), ("Content-Length", str(len(payload)))]

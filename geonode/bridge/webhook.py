@@ -21,6 +21,7 @@ _TEXT = "text/plain; charset=utf-8"
 class Webhook(BridgeService):
     kind = "webhook"
     decode_json = False
+    deny_type = "text/plain; charset=utf-8"
 
     def __init__(self, cfg: dict, ctx: Any) -> None:
         super().__init__(cfg, ctx)
