@@ -109,6 +109,8 @@ class WebSocket:
         """The next message (str for text, bytes for binary), or None once closed."""
         if self._close_received or self._dead:
             return None
+        if self._reading:
+            raise RuntimeError("another greenlet is already in receive() on this WebSocket")
         self._reading = True
         try:
             return self._receive()
