@@ -401,6 +401,35 @@ def test_caller_calls(node, client):
     assert r.json() == {"error": "com.example.boom", "args": ["x"], "kwargs": {"code": 3}}
 
 
+def test_caller_requests_do_not_block_the_hub(node, client):
+    import asyncio
+
+    async def slow_inc(x):
+        await asyncio.sleep(0.5)
+        return x + 1
+
+    client.register("com.example.slowinc", slow_inc)
+    results: list = []
+
+    def one(i):
+        r = requests.post(f"{node.url}/call", json={"procedure": "com.example.slowinc",
+                                                    "args": [i]}, timeout=10)
+        results.append(r.json()["args"][0])
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    t1 = time.monotonic()
+    assert requests.options(f"{node.url}/call", timeout=5).status_code == 200
+    assert time.monotonic() - t1 < 0.3  # answered while ten calls wait
+    for t in threads:
+        t.join(10)
+    assert sorted(results) == list(range(1, 11))
+    assert time.monotonic() - t0 < 2.0  # concurrent, not 10 × 0.5 s
+
+
 def test_caller_timeout_504(node, client):
     import asyncio
 
