@@ -150,6 +150,8 @@ class ServerHandler(Handler):  # type: ignore[misc, valid-type]
 
     def handle_one_response(self) -> None:
         server = self.server
+        if not isinstance(server, WebServer):  # reused under another server (gunicorn)
+            return super().handle_one_response()
         # A WebSocket lives as long as its session; the router closes those on shutdown, so
         # only plain HTTP requests hold the shutdown back.
         counted = self.environ.get("HTTP_UPGRADE", "").lower() != "websocket"
