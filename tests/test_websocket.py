@@ -204,6 +204,21 @@ def test_accept_header_and_echo(testee):
     c.close()
 
 
+def test_frame_right_behind_the_handshake_is_not_lost(testee):
+    frame = struct.pack("!BB", 0x81, 0x80 | 5) + b"\x00\x00\x00\x00" + b"early"
+    with socket.create_connection(("127.0.0.1", testee.port), timeout=10) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+                  + frame)   # one write: the frame sits in the server's HTTP read buffer
+        data = b""
+        while not data.endswith(b"early"):
+            chunk = s.recv(65536)
+            assert chunk
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 101")
+    assert data.endswith(b"\r\n\r\n\x81\x05early")
+
+
 @pytest.mark.parametrize("key", ["not-base64!!", base64.b64encode(b"short").decode(), ""])
 def test_bad_key_is_400_without_traceback(testee, key):
     c = Raw(testee.port, key=key)
