@@ -16,17 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from geonode.config import ConfigError
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
 
 #: How long a shutdown waits for requests in flight before closing their connections.
 GRACE_SECONDS = 10.0
-
-try:
-    from geonode.config import ConfigError
-except ImportError:  # pragma: no cover - config lands separately
-    from geonode.web.wsgi_host import ConfigError  # type: ignore[assignment]
 
 
 def _module_exists(name: str) -> bool:

@@ -26,6 +26,7 @@ from html import escape
 from time import monotonic as _monotonic
 from typing import Any
 
+from geonode.config import ConfigError
 from geonode.web.context import BuildContext
 
 log = logging.getLogger("geonode.wsgi")
@@ -35,13 +36,6 @@ SPOOL_MAX = 1024 * 1024
 _READ_SIZE = 65536
 _DONE = object()
 
-try:
-    from geonode.config import ConfigError
-except ImportError:  # config package not written yet: same shape as its contract
-    class ConfigError(Exception):  # type: ignore[no-redef]
-        def __init__(self, errors: list[str]):
-            super().__init__("\n".join(errors))
-            self.errors = errors
 
 
 class BadRequestBody(Exception):
