@@ -101,6 +101,25 @@ def green(environ, start_response):
     return [body]
 
 
+def yields_str(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["not bytes"]
+
+
+def bad_header(environ, start_response):
+    start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+    return [b"x"]
+
+
+def bad_status(environ, start_response):
+    start_response("OK", [])
+    return [b"x"]
+
+
+def no_start(environ, start_response):
+    return [b"x"]
+
+
 def write_legacy(environ, start_response):
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written;")
@@ -116,7 +135,10 @@ def wsgi(obj: str, **kw) -> dict:
 def node(start_module_node):
     paths = {"/": wsgi("app"), "boom": wsgi("boom"), "midway": wsgi("boom_midway"),
              "green": wsgi("green", threads=False), "legacy": wsgi("write_legacy"),
-             "small": wsgi("app", maxthreads=2, minthreads=1)}
+             "small": wsgi("app", maxthreads=2, minthreads=1),
+             "str": wsgi("yields_str"), "badheader": wsgi("bad_header"),
+             "badstatus": wsgi("bad_status"), "nostart": wsgi("no_start"),
+             "greenstr": wsgi("yields_str", threads=False)}
     cfg = web_node(paths, worker_options={"pythonpath": ["."]})
     cfg["workers"][0]["transports"].append({
         "type": "web",
@@ -257,6 +279,15 @@ def test_app_exception_is_500_without_traceback(node):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "Traceback" in node.log()
+
+
+@pytest.mark.parametrize("path", ["/str", "/badheader", "/badstatus", "/nostart", "/greenstr"])
+def test_broken_app_answers_are_500(node, path):
+    r = get(node, path)
+    assert r.status_code == 500
+    assert "Injected" not in r.headers
+    assert get(node, "/fast").text == "fast"
+    assert "failed with" not in node.log()  # pywsgi's own traceback printer was not involved
 
 
 def test_display_tracebacks_shows_it(node):

@@ -204,6 +204,13 @@ class _Call:
                 self.send()
 
 
+def _not_bytes(chunk: Any) -> None:
+    """Raise for a body chunk that is not bytes (a common bug: yielding str)."""
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise TypeError(f"the WSGI application produced a {type(chunk).__name__} body chunk; "
+                        "WSGI requires bytes")
+
+
 def _close(result: Any) -> None:
     close = getattr(result, "close", None)
     if close is not None:
@@ -272,11 +279,16 @@ class WSGIHost:
                 self.environ_hook(environ)
             result = self.app(environ, call.start_response)
             if type(result) is list or type(result) is tuple:
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        _not_bytes(chunk)
                 q.extend(result)
             else:
                 it = iter(result)
                 chunks = size = 0
                 for chunk in it:
+                    if type(chunk) is not bytes:
+                        _not_bytes(chunk)
                     if not chunk:
                         continue
                     call.headers_seen = True
@@ -313,6 +325,9 @@ class WSGIHost:
             result = self.app(environ, call.start_response)
             call.result = result
             if type(result) is list or type(result) is tuple:
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        _not_bytes(chunk)
                 call.queue.extend(result)
                 _close(result)
                 call.result = None
@@ -321,6 +336,8 @@ class WSGIHost:
             # Headers may be decided lazily (start_response inside a generator): pull until the
             # first non-empty chunk, or the end.
             for chunk in it:
+                if type(chunk) is not bytes:
+                    _not_bytes(chunk)
                 if chunk:
                     call.queue.append(chunk)
                     call.iterator = it
@@ -343,6 +360,8 @@ class WSGIHost:
         """The next non-empty chunk, ``_DONE`` (response closed) or ``_ERROR``."""
         try:
             for chunk in call.iterator:
+                if type(chunk) is not bytes:
+                    _not_bytes(chunk)
                 if chunk:
                     return chunk
         except BaseException:  # noqa: B036
@@ -452,25 +471,42 @@ class WSGIHost:
             self._release(ch)
             return self._error_page(environ, start_response, call.error)
         if call.status is None:
-            call.cancelled = True
-            if first is not _DONE:
-                _drain(call, ch)
-            self._release(ch)
+            if first is _DONE:
+                self._release(ch)
+            else:
+                self._abandon(call, ch)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
+        chunks: list | None
         if first is _DONE:
-            self._release(ch)
-            start_response(call.status, call.headers, call.exc_info)
-            return []
-        if q and q[-1] is _DONE:
+            chunks = []
+        elif q and q[-1] is _DONE:
             # The whole response is here already (the usual case): one list, Content-Length known.
             q.pop()
             chunks = [first, *q] if q else [first]
-            self._release(ch)
+        else:
+            chunks = None  # still producing: stream it
+        try:
             start_response(call.status, call.headers, call.exc_info)
+        except (TypeError, ValueError, UnicodeError, AssertionError) as e:
+            # Bad status or headers from the app (pywsgi validates them): that request's 500.
+            if chunks is None:
+                self._abandon(call, ch)
+            else:
+                self._release(ch)
+            return self._error_page(environ, start_response, (type(e), e, e.__traceback__))
+        if chunks is not None:
+            self._release(ch)
             return chunks
-        start_response(call.status, call.headers, call.exc_info)
         return self._stream(call, ch, first, environ)
+
+    def _abandon(self, call: _Call, ch: _Channel) -> None:
+        """Stop a producer whose output will not be sent, and wait until it let go."""
+        call.cancelled = True
+        _drain(call, ch)
+        if call.result is not None:
+            self.pool.apply(self._finish, (call,))
+        self._release(ch)
 
     def _stream(self, call: _Call, ch: _Channel, first: Any, environ: dict) -> Iterable[bytes]:
         q = call.queue
@@ -548,7 +584,11 @@ class GreenletHost(WSGIHost):
             self._finish(call)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
-        start_response(call.status, call.headers, call.exc_info)
+        try:
+            start_response(call.status, call.headers, call.exc_info)
+        except (TypeError, ValueError, UnicodeError, AssertionError) as e:
+            self._finish(call)
+            return self._error_page(environ, start_response, (type(e), e, e.__traceback__))
         if call.iterator is None:
             return list(call.queue)
         return self._stream_here(call, environ)
