@@ -164,14 +164,16 @@ def test_blocking_view_does_not_stall_others(node):
     th = threading.Thread(target=slow)
     th.start()
     time.sleep(0.1)
-    t0 = time.monotonic()
+    worst = 0.0
     for _ in range(10):
+        t0 = time.monotonic()
         assert get(node, "/fast").text == "fast"
-    fast_t = time.monotonic() - t0
+        worst = max(worst, time.monotonic() - t0)
     th.join()
     assert results["slow"] == "slept"
     assert results["slow_t"] >= 0.95
-    assert fast_t < 0.8, f"10 fast requests took {fast_t:.2f}s while a view slept"
+    # A stalled hub would hold a fast request until the 1 s sleep ends.
+    assert worst < 0.6, f"a fast request took {worst:.2f}s while a view slept"
 
 
 def test_blocking_views_run_in_parallel(node):
