@@ -272,3 +272,30 @@ def test_no_subprotocol_falls_back_to_json_when_allowed(node):
         assert welcome[0] == 2
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("serializer", ["json.batched", "cbor.batched"])
+def test_batched_subscriber_gets_a_large_burst(node, serializer):
+    """A burst bigger than one batch frame (256 KiB) arrives whole and in order."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        sub = await ws_session(node.port, serializer)
+        got: list = []
+        done = loop.create_future()
+
+        def on_event(i, blob):
+            got.append(i)
+            if i == 399 and not done.done():
+                done.set_result(None)
+
+        await sub.subscribe(on_event, f"com.test.burst.{serializer}")
+        pub = await ws_session(node.port, "msgpack")
+        blob = "y" * 2048
+        for i in range(400):         # ~800 KiB queued for the subscriber at once
+            pub.publish(f"com.test.burst.{serializer}", i, blob)
+        await asyncio.wait_for(done, 20)
+        assert got == list(range(400))
+        sub.leave()
+        pub.leave()
+
+    _run(main())

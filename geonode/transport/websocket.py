@@ -25,6 +25,7 @@ log = logging.getLogger("geonode.transport")
 
 DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
 DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
+BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 # WebSocket close codes used here
@@ -352,7 +353,20 @@ class WampWebSocketPeer(MessageQueuePeer):
 
     def _write(self, items: list) -> None:
         if self.serializer.batched:
-            self.ws.send(self.serializer.join(items))
+            # One frame per batch, but batches of bounded size: a client's message size limit
+            # must not be hit because the router had a lot to say at once.
+            frames, batch, size = [], [], 0
+            for item in items:
+                if batch and size + len(item) > BATCH_FRAME_LIMIT:
+                    frames.append(self.serializer.join(batch))
+                    batch, size = [], 0
+                batch.append(item)
+                size += len(item)
+            frames.append(self.serializer.join(batch))
+            if len(frames) == 1:
+                self.ws.send(frames[0])
+            else:
+                self.ws.send_many(frames)
         elif len(items) == 1:
             self.ws.send(items[0])
         else:
