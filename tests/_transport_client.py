@@ -31,9 +31,18 @@ def make_serializer(name: str):
 class Client(ApplicationSession):
     """Resolves ``joined`` on WELCOME and ``left`` when the session ends."""
 
-    def __init__(self, config, joined, left):
+    def __init__(self, config, joined, left, ticket: tuple[str, str] | None = None):
         super().__init__(config)
         self._joined, self._left = joined, left
+        self._ticket = ticket   # (authid, ticket) to log in with WAMP-Ticket
+
+    def onConnect(self):
+        if self._ticket is None:
+            return super().onConnect()
+        self.join(self.config.realm, authmethods=["ticket"], authid=self._ticket[0])
+
+    def onChallenge(self, challenge):
+        return self._ticket[1]
 
     def onJoin(self, details):
         if not self._joined.done():
@@ -53,10 +62,10 @@ class Client(ApplicationSession):
             self._joined.set_exception(RuntimeError("disconnected before joining"))
 
 
-async def _session(factory_maker, connect, realm: str, timeout: float):
+async def _session(factory_maker, connect, realm: str, timeout: float, ticket=None):
     loop = asyncio.get_running_loop()
     joined, left = loop.create_future(), loop.create_future()
-    factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left))
+    factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left, ticket))
     await connect(factory)
     session = await asyncio.wait_for(joined, timeout)
     session.left = left
@@ -64,18 +73,19 @@ async def _session(factory_maker, connect, realm: str, timeout: float):
 
 
 async def ws_session(port: int, serializer: str = "json", path: str = "ws",
-                     realm: str = "realm1", timeout: float = 10.0):
+                     realm: str = "realm1", timeout: float = 10.0,
+                     ticket: tuple[str, str] | None = None):
     """A joined autobahn session over WebSocket (``session.left``: future of its end)."""
     loop = asyncio.get_running_loop()
     return await _session(
         lambda mk: WampWebSocketClientFactory(mk, url=f"ws://127.0.0.1:{port}/{path}",
                                               serializers=[make_serializer(serializer)]),
-        lambda f: loop.create_connection(f, "127.0.0.1", port), realm, timeout)
+        lambda f: loop.create_connection(f, "127.0.0.1", port), realm, timeout, ticket)
 
 
 async def rawsocket_session(serializer: str = "json", port: int | None = None,
                             unix_path: str | None = None, realm: str = "realm1",
-                            timeout: float = 10.0):
+                            timeout: float = 10.0, ticket: tuple[str, str] | None = None):
     """A joined autobahn session over RawSocket (TCP ``port`` or ``unix_path``)."""
     loop = asyncio.get_running_loop()
 
@@ -86,7 +96,7 @@ async def rawsocket_session(serializer: str = "json", port: int | None = None,
 
     return await _session(
         lambda mk: WampRawSocketClientFactory(mk, serializer=make_serializer(serializer)),
-        connect, realm, timeout)
+        connect, realm, timeout, ticket)
 
 
 async def exercise(a, b, tag: str = "") -> None:
