@@ -120,7 +120,10 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self._body()
-        if self.path == "/events":
+        if self.path == "/slow":
+            time.sleep(1.0)
+            self._reply(200, b"slow", "text/plain")
+        elif self.path == "/events":
             Recorder.events.put((self.headers.get("Content-Type"), json.loads(body)))
             self._reply(200, b"ok", "text/plain")
         else:
@@ -137,7 +140,13 @@ class Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def http_service():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # the node going away mid-request (slow target) is expected here
+
+    srv = Server(("127.0.0.1", 0), Recorder)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv.server_address[1]
@@ -187,6 +196,11 @@ def node(start_module_node, http_service):
                                      {"url": "http://127.0.0.1:9/refused",
                                       "topic": "com.example.fwdrefused"}],
                    "expectedcode": 200}},
+        {"type": "class", "classname": "crossbar.bridge.rest.MessageForwarder",
+         "realm": "realm1", "role": "backend",
+         "extra": {"subscriptions": [{"url": f"http://127.0.0.1:{http_service}/slow",
+                                      "topic": "com.example.fwdslow"}],
+                   "concurrency": 1, "queue": 2, "timeout": 5}},
         {"type": "class", "classname": "crossbar.bridge.rest.RESTCallee", "realm": "realm1",
          "role": "backend",
          "extra": {"procedure": "com.example.rest",
@@ -197,18 +211,26 @@ def node(start_module_node, http_service):
     cfg = web_node(paths, realms=[realm], worker_options={"pythonpath": ["."]},
                    components=components)
     n = start_module_node(cfg, files={"flaskapp.py": FLASK_APP, "comp.py": COMPONENT})
-    # components join right after the node listens
+    # components join right after the node listens: wait until all of them are in place
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             c = SyncClient(n.port)
             try:
-                c.call("com.example.comp.add", 0, 0)
-                break
+                ready = [c.call("wamp.subscription.lookup", t) for t in
+                         ("com.example.fwd", "com.example.fwdcode", "com.example.fwdrefused",
+                          "com.example.fwdslow")]
+                ready += [c.call("wamp.registration.lookup", p) for p in
+                          ("com.example.rest", "com.example.comp.where_hub")]
+                if all(ready):
+                    break
             finally:
                 c.close()
         except Exception:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"components did not start:\n{n.log()}")
     return n
 
 
@@ -581,6 +603,23 @@ def test_forwarder_failures_are_logged(node, client):
     assert "forwarding an event to http://127.0.0.1:9/refused failed" in log
     # the node keeps serving
     assert client.call("com.example.comp.add", 1, 1) == 102
+
+
+def test_forwarder_is_bounded(node, client):
+    """A slow HTTP target: one request in flight, two queued, the rest dropped (logged); the
+    router and the other forwarder keep going."""
+    while not Recorder.events.empty():
+        Recorder.events.get_nowait()
+    t0 = time.monotonic()
+    for i in range(8):
+        client.publish("com.example.fwdslow", i)
+    assert time.monotonic() - t0 < 1.0  # publishing never waited for the slow target
+    client.publish("com.example.fwd", "still flowing")
+    assert Recorder.events.get(timeout=5)[1] == {"args": ["still flowing"], "kwargs": {}}
+    deadline = time.monotonic() + 5
+    while "forwarder queue full (2)" not in node.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "forwarder queue full (2): event for http://127.0.0.1:" in node.log()
 
 
 def test_rest_callee(node, client):
