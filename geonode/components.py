@@ -50,11 +50,13 @@ ALIASES = {
 class ComponentConfig:
     """What a component's ``__init__`` gets (the attributes of autobahn's ComponentConfig)."""
 
-    def __init__(self, realm: str, extra: Any, role: str, id: str) -> None:
+    def __init__(self, realm: str, extra: Any, role: str, id: str,
+                 config_dir: Any = None) -> None:
         self.realm = realm
         self.extra = extra if extra is not None else {}
         self.role = role
         self.id = id
+        self.config_dir = config_dir  # the node config's folder (base for relative paths)
 
     def __repr__(self) -> str:
         return f"ComponentConfig(realm={self.realm!r}, role={self.role!r}, id={self.id!r})"
@@ -158,7 +160,8 @@ def start(router: Any, components_cfg: list[dict], ctx: Any) -> Components:
     for path, cfg, cls in prepared:
         role = cfg.get("role", "trusted")
         authid = cfg.get("id") or cfg["classname"].rpartition(".")[2]
-        config = ComponentConfig(cfg["realm"], cfg.get("extra"), role, authid)
+        config = ComponentConfig(cfg["realm"], cfg.get("extra"), role, authid,
+                                 getattr(ctx, "config_dir", None))
         obj = _instantiate(cls, config)
         session = wamp.Session(cfg["realm"], role, authid, router=router, name=f"component:{path}")
         items.append(Component(obj, session, path))

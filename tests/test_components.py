@@ -83,3 +83,90 @@ def test_bad_classname_names_the_path(tmp_path, classname, needle):
     node.stop()
     assert "workers[0].components[0].classname" in log, log
     assert needle in log, log
+
+
+def _self_signed(tmp_path):
+    """A key and a self-signed certificate for 127.0.0.1 (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_rest_callee_over_https(start_node, tmp_path):
+    """Outgoing HTTPS (gevent's SSL): verified against ``tls_ca``; refused without it."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    cert, key = _self_signed(tmp_path)
+
+    class Hello(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = f"secure {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"https://127.0.0.1:{srv.server_address[1]}/"
+    comps = [{"type": "class", "classname": "crossbar.bridge.rest.RESTCallee", "realm": "realm1",
+              "role": "limited", "id": "trusting",
+              "extra": {"procedure": "com.limited.tls", "baseurl": base, "tls_ca": "ca.pem"}},
+             {"type": "class", "classname": "crossbar.bridge.rest.RESTCallee", "realm": "realm1",
+              "role": "limited", "id": "default",
+              "extra": {"procedure": "com.limited.notrust", "baseurl": base, "timeout": 5}}]
+    node = start_node(web_node({"ws": {"type": "websocket"}}, realms=[REALM], components=comps),
+                      files={"ca.pem": cert.read_text()})
+    c = SyncClient(node.port)
+    try:
+        import time
+
+        from autobahn.wamp.exception import ApplicationError
+
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                res = c.call("com.limited.tls", "GET", "hello")
+                break
+            except ApplicationError as e:
+                if e.error != "wamp.error.no_such_procedure" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert res["code"] == 200 and res["content"] == "secure /hello"
+        with pytest.raises(ApplicationError) as ei:
+            c.call("com.limited.notrust", "GET", "hello")
+        assert ei.value.error == "wamp.error.runtime_error"
+        assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value.args[0])
+    finally:
+        c.close()
+        srv.shutdown()

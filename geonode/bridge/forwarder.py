@@ -3,7 +3,9 @@
 ``extra``: ``subscriptions: [{"url", "topic", "match"?}]``, ``method`` ("POST"),
 ``expectedcode`` (checked when given), and geonode's bounds: ``concurrency`` (10 requests in
 flight), ``queue`` (1000 events waiting; more are dropped with a warning), ``timeout`` (10 s
-per request). Every event is sent as ``{"args": [...], "kwargs": {...}}`` (JSON) to its URL.
+per request), ``tls_ca`` (a PEM file of CAs for https URLs, relative to the config's folder;
+default: the system's). Every event is sent as ``{"args": [...], "kwargs": {...}}`` (JSON) to
+its URL.
 The event handler only queues (on the hub, never blocking the router); a fixed set of
 greenlets does the HTTP. An unexpected status or a failed request is logged.
 """
@@ -19,6 +21,7 @@ import gevent
 import gevent.queue
 
 from geonode.bridge import httpclient
+from geonode.bridge.httpclient import config_path
 
 log = logging.getLogger("geonode.bridge.forwarder")
 
@@ -34,6 +37,7 @@ class MessageForwarder:
         self.expected = extra.get("expectedcode")
         self.concurrency = int(extra.get("concurrency", 10))
         self.timeout = float(extra.get("timeout", httpclient.DEFAULT_TIMEOUT))
+        self.tls = httpclient.tls_context(config_path(config, extra.get("tls_ca")))
         self.queue: gevent.queue.Queue = gevent.queue.Queue(int(extra.get("queue", 1000)))
         self.workers: list[gevent.Greenlet] = []
         self.sent = 0
@@ -67,7 +71,7 @@ class MessageForwarder:
             try:
                 resp = httpclient.request(self.method, url, body,
                                           {"Content-Type": "application/json"},
-                                          timeout=self.timeout)
+                                          timeout=self.timeout, context=self.tls)
             except httpclient.HTTPError as e:
                 self.failed += 1
                 log.warning("forwarding an event to %s failed: %s", url, e)

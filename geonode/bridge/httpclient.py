@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -50,14 +52,32 @@ class _Conn(http.client.HTTPConnection):
 
 class _TLSConn(http.client.HTTPSConnection):
     def __init__(self, *a, **kw) -> None:
-        kw.setdefault("context", gevent.ssl.create_default_context())
+        if kw.get("context") is None:
+            kw["context"] = tls_context()
         super().__init__(*a, **kw)
         self._create_connection = gevent.socket.create_connection
 
 
+def config_path(config: Any, path: str | None) -> str | None:
+    """``path`` from a component's extra, relative to the node config's folder."""
+    if not path:
+        return None
+    base = getattr(config, "config_dir", None)
+    return str(Path(base) / path) if base is not None else path
+
+
+def tls_context(ca_file: str | None = None) -> gevent.ssl.SSLContext:
+    """A verifying client context (gevent's, so the handshake is cooperative); ``ca_file``
+    (PEM) replaces the system CAs, e.g. for a private CA or a self-signed server."""
+    if ca_file:
+        return gevent.ssl.create_default_context(cafile=ca_file)
+    return gevent.ssl.create_default_context()
+
+
 def request(method: str, url: str, body: bytes | None = None,
             headers: dict[str, str] | list[tuple[str, str]] | None = None,
-            timeout: float = DEFAULT_TIMEOUT, max_body: int = MAX_BODY) -> Response:
+            timeout: float = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,
+            context: gevent.ssl.SSLContext | None = None) -> Response:
     """Make one HTTP request; raise HTTPError when it fails or takes over ``timeout`` s."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -65,8 +85,11 @@ def request(method: str, url: str, body: bytes | None = None,
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    cls = _TLSConn if parts.scheme == "https" else _Conn
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    if parts.scheme == "https":
+        conn: http.client.HTTPConnection = _TLSConn(parts.hostname, parts.port,
+                                                    timeout=timeout, context=context)
+    else:
+        conn = _Conn(parts.hostname, parts.port, timeout=timeout)
     try:
         with gevent.Timeout(timeout, HTTPError(f"{method} {url}: no answer within {timeout} s")):
             conn.putrequest(method, path, skip_accept_encoding=True)

@@ -1,11 +1,12 @@
 """HTTP callee (Crossbar's ``crossbar.bridge.rest.RESTCallee``), a router component.
 
 ``extra``: ``procedure`` and ``baseurl`` (R), and geonode's bounds ``concurrency`` (10 requests
-in flight; callers beyond wait up to ``timeout``) and ``timeout`` (10 s per request). Registers
-``procedure(method, url="", body="", headers={}, params={})``: the HTTP request goes to
-``urljoin(baseurl, url)`` with ``params`` as query string and ``headers`` as
-``{name: value or [values]}``; the result is ``{"code", "content" (text), "headers": {name:
-[values]}}``. A request that fails or times out raises ``wamp.error.runtime_error``.
+in flight; callers beyond wait up to ``timeout``) and ``timeout`` (10 s per request);
+``tls_ca``: a PEM file of CAs to verify an https server with (relative to the config's folder;
+default: the system's). Registers ``procedure(method, url="", body="", headers={},
+params={})``: the HTTP request goes to ``urljoin(baseurl, url)`` with ``params`` as query
+string and ``headers`` as ``{name: value or [values]}``; the result is ``{"code", "content"
+(text), "headers": {name: [values]}}``. A request that fails or times out raises ``wamp.error.runtime_error``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlencode, urljoin
 import gevent.lock
 
 from geonode.bridge import httpclient
+from geonode.bridge.httpclient import config_path
 from geonode.wamp import ApplicationError
 
 log = logging.getLogger("geonode.bridge.restcallee")
@@ -31,6 +33,7 @@ class RESTCallee:
         self.baseurl = extra["baseurl"]
         self.timeout = float(extra.get("timeout", httpclient.DEFAULT_TIMEOUT))
         self.slots = gevent.lock.BoundedSemaphore(int(extra.get("concurrency", 10)))
+        self.tls = httpclient.tls_context(config_path(config, extra.get("tls_ca")))
 
     def on_join(self, session: Any) -> None:
         session.register(self.procedure, self.on_call, on_hub=True)
@@ -53,7 +56,7 @@ class RESTCallee:
                                    f"{self.procedure}: too many HTTP requests in flight")
         try:
             resp = httpclient.request(str(method).upper(), full, data or None, hdrs,
-                                      timeout=self.timeout)
+                                      timeout=self.timeout, context=self.tls)
         except httpclient.HTTPError as e:
             raise ApplicationError("wamp.error.runtime_error", str(e)) from None
         finally:
