@@ -53,7 +53,7 @@ txaio.use_asyncio()
 
 from autobahn.wamp import message, role  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.types import CallResult  # noqa: E402
+from autobahn.wamp.types import CallOptions, CallResult  # noqa: E402
 
 from geonode.transport.inprocess import (  # noqa: E402
     InProcessPeer,
@@ -346,6 +346,11 @@ class Session:
         """Call a procedure and return its result (one value, or ``CallResult`` when it returns
         several values or keyword results). WAMP errors raise ApplicationError; no answer
         within ``timeout`` seconds raises ApplicationError("wamp.error.timeout")."""
+        opts = kwargs.get("options")
+        if isinstance(opts, CallOptions):  # autobahn style: options=CallOptions(timeout=...)
+            del kwargs["options"]
+            if opts.timeout:
+                timeout = opts.timeout
         res_args, res_kwargs = self.call_with(procedure, list(args) if args else None,
                                               kwargs or None, timeout=timeout)
         return _result_value(res_args, res_kwargs)
@@ -364,6 +369,8 @@ class Session:
         ``on_hub``); with ``details=True`` also ``details=Details(topic, publication,
         publisher, publisher_authid, publisher_authrole)``. Before the router runs (import
         time) it is remembered and made later."""
+        if callable(topic) and isinstance(handler, str):  # autobahn's order: (handler, topic)
+            topic, handler = handler, topic
         want = _Want("subscribe", topic, handler, _wants_hub(handler, on_hub), match, None,
                      details)
         self._add_want(want, timeout)
@@ -375,6 +382,8 @@ class Session:
         """Register ``endpoint(*args, **kwargs)`` (runs on the pool unless ``on_hub``); with
         ``details=True`` also ``details=Details(procedure, caller, caller_authid,
         caller_authrole)``. Raise ``ApplicationError`` in it to answer with a WAMP error URI."""
+        if callable(procedure) and isinstance(endpoint, str):  # autobahn's order
+            procedure, endpoint = endpoint, procedure
         want = _Want("register", procedure, endpoint, _wants_hub(endpoint, on_hub), match,
                      invoke, details)
         self._add_want(want, timeout)

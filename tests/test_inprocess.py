@@ -262,3 +262,20 @@ def test_details_for_pattern_subscriptions_and_registrations():
     finally:
         real.close()
         wamp._routers.remove(real)
+
+
+def test_autobahn_argument_order_and_call_options(router):
+    from autobahn.wamp.types import CallOptions, PublishOptions
+
+    s = Session("realm1", "backend", router=router)
+    got = []
+    s.subscribe(lambda v: got.append(v), "com.example.ab")  # autobahn: (handler, topic)
+    s.register(lambda: time.sleep(2), "com.example.ab.slow")  # autobahn: (endpoint, procedure)
+    assert s.publish("com.example.ab", 1, options=PublishOptions(acknowledge=True)) > 0
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert got == [1]
+    with pytest.raises(ApplicationError) as ei:
+        in_thread(lambda: s.call("com.example.ab.slow", options=CallOptions(timeout=0.2)))
+    assert ei.value.error == "wamp.error.timeout"
