@@ -389,12 +389,11 @@ class Session:
         self._add_want(want, timeout)
         return Registration(self, want)
 
-    def leave(self, reason: str = "wamp.close.normal") -> None:
-        """Say GOODBYE (the session re-joins if used again)."""
+    def leave(self) -> None:
+        """Say GOODBYE and forget subscriptions and registrations (the session re-joins if
+        used again)."""
         if _hubref.loop is None:
             return
-        self._leaving = True
-        self._wanted.clear()
         self._submit(_LEAVE)
 
     # -- hand-over to the hub -------------------------------------------------------------------
@@ -483,7 +482,10 @@ class Session:
                 self._join()
             return
         if item is _LEAVE:
+            self._wanted.clear()
+            self._pending_wants.clear()
             if self._state == _JOINED:
+                self._leaving = True
                 self._rs.receive(message.Goodbye())
             return
         if isinstance(item, tuple):
