@@ -66,6 +66,9 @@ class WatchSpec:
             return False
         if any(_is_under(p, t) for t in self.templates):
             return True
+        # Templates deeper in a package (Django's app/templates/...) count too.
+        if "templates" in p.parts[:-1] and any(_is_under(p, t) for t in self.trees):
+            return True
         if p.suffix != ".py":
             return False
         return p.parent in self.folders or any(_is_under(p, t) for t in self.trees)

@@ -193,3 +193,25 @@ def test_stat_reloader_without_watchdog(dev_node):
     write(d / "devapp.py", APP.replace("version 1", "version stat"))
     wait_for(url, "version stat")
     assert proc.poll() is None
+
+
+def test_watch_spec_of_the_samples():
+    """What a change restarts, read from the config alone (no app imported)."""
+    from conftest import ROOT, SAMPLES
+
+    from geonode.dev import watch_spec
+
+    spec = watch_spec(ROOT / "node.json")
+    flask = SAMPLES / "flask"
+    assert spec.matches(str(flask / "myapp.py"))
+    assert spec.matches(str(flask / "templates" / "index.html"))
+    assert spec.matches(str(ROOT / "node.json"))
+    assert not spec.matches(str(flask / "__pycache__" / "myapp.cpython-311.py"))
+    assert not spec.matches(str(flask / ".myapp.py.swp"))
+    assert not spec.matches(str(ROOT / "README.md"))
+    # The config's folder is watched flat, never the whole repository.
+    assert (ROOT, True) not in spec.directories()
+    django = watch_spec(SAMPLES / "django" / "node.json")
+    assert django.matches(str(SAMPLES / "django" / "templates" / "index.html"))
+    assert django.matches(str(SAMPLES / "django" / "app" / "templates" / "app" / "x.html"))
+    assert not django.matches(str(SAMPLES / "django" / "notes.txt"))
