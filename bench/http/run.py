@@ -9,6 +9,7 @@ Servers (all on loopback, one process/worker each, the same app):
   crossbar           crossbar start --cbdir DIR                        (DIR/config.json = same node)
   gunicorn-gevent    gunicorn -k gevent myapp:app
   gunicorn-geonode   gunicorn -k geonode.gunicorn.GeventWorker "geonode:load('node.json')"
+  gunicorn-geonode-app  gunicorn -k geonode.gunicorn.GeventWorker myapp:app
 
 The wrk rounds are interleaved (round 1 of every server, then round 2, …) so a noisy moment
 hits every row alike; medians and ratios are printed. Then start-up (process launch to the
@@ -242,11 +243,19 @@ def make_servers(args: argparse.Namespace) -> list[Server]:
                              "1", "-b", f"127.0.0.1:{port}", *gunicorn_extra(),
                              "geonode:load('node.json')"], d, port)
 
+    def gunicorn_worker_app(name: str) -> Server:
+        # geonode's worker class with the bare Flask app: the worker alone vs -k gevent.
+        port = free_port()
+        return Server(name, [PY, "-m", "gunicorn", "-k", "geonode.gunicorn.GeventWorker", "-w",
+                             "1", "-b", f"127.0.0.1:{port}", *gunicorn_extra(), "myapp:app"],
+                      SAMPLE, port)
+
     add("geonode", geonode)
     if not args.skip_crossbar:
         add("crossbar", crossbar)
     add("gunicorn-gevent", gunicorn_gevent)
     add("gunicorn-geonode", gunicorn_geonode)
+    add("gunicorn-geonode-app", gunicorn_worker_app)
     return servers
 
 
@@ -311,13 +320,13 @@ def main() -> int:
                 times.append(s.start())
                 s.stop()
             s.startup = statistics.median(times)
-            print(f"start-up  {s.name:<17} {s.startup:6.3f} s  (runs: "
+            print(f"start-up  {s.name:<21} {s.startup:6.3f} s  (runs: "
                   f"{', '.join(f'{t:.3f}' for t in times)})", flush=True)
         for s in servers:
             s.start()
             wrk(s.url, args.threads, args.connections, 2)  # warm-up
             s.rss_mb = tree_rss_mb(s.proc.pid)
-            print(f"RSS       {s.name:<17} {s.rss_mb:6.1f} MB (process tree, after warm-up)",
+            print(f"RSS       {s.name:<21} {s.rss_mb:6.1f} MB (process tree, after warm-up)",
                   flush=True)
         for r in range(args.rounds):
             for s in servers:
@@ -329,7 +338,7 @@ def main() -> int:
                     s.cpu_us.append(cpu / count * 1e6)
                 if problems:
                     s.errors.append(problems)
-                print(f"round {r + 1}   {s.name:<17} {rps:9.0f} req/s  "
+                print(f"round {r + 1}   {s.name:<21} {rps:9.0f} req/s  "
                       f"{s.cpu_us[-1] if count else 0:6.0f} CPU µs/req {problems}", flush=True)
     finally:
         for s in servers:
@@ -342,20 +351,20 @@ def main() -> int:
     # clock time of a round, hardly the CPU time the server spends per request.
     cpu = {s.name: statistics.median(s.cpu_us) if s.cpu_us else 0.0 for s in servers}
     gc = cpu.get("geonode", 0.0)
-    print(f"{'server':<18}{'req/s':>10}{'geonode ×':>12}{'CPU µs/req':>12}{'geonode ×':>12}"
+    print(f"{'server':<22}{'req/s':>10}{'geonode ×':>12}{'CPU µs/req':>12}{'geonode ×':>12}"
           f"{'start-up s':>12}{'RSS MB':>9}")
     for s in servers:
         ratio = g / med[s.name] if med[s.name] else float("nan")
         cratio = cpu[s.name] / gc if gc else float("nan")
-        print(f"{s.name:<18}{med[s.name]:>10.0f}{ratio:>12.2f}{cpu[s.name]:>12.0f}"
+        print(f"{s.name:<22}{med[s.name]:>10.0f}{ratio:>12.2f}{cpu[s.name]:>12.0f}"
               f"{cratio:>12.2f}{s.startup or 0:>12.3f}{s.rss_mb or 0:>9.1f}")
         results["servers"][s.name] = {"rps_median": med[s.name], "rps": s.rps,
                                       "cpu_us_per_request": s.cpu_us,
                                       "startup_s": s.startup, "rss_mb": s.rss_mb,
                                       "errors": s.errors}
-    if "gunicorn-geonode" in med and med.get("gunicorn-gevent"):
-        print(f"gunicorn-geonode / gunicorn-gevent: "
-              f"{med['gunicorn-geonode'] / med['gunicorn-gevent']:.2f}")
+    for row in ("gunicorn-geonode", "gunicorn-geonode-app"):
+        if row in med and med.get("gunicorn-gevent"):
+            print(f"{row} / gunicorn-gevent: {med[row] / med['gunicorn-gevent']:.2f}")
 
     print("\n== targets ==")
     by = {s.name: s for s in servers}
