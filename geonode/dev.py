@@ -12,8 +12,13 @@ Two processes, the split werkzeug's reloader uses:
   its traceback in the browser.
 
 An edit that breaks the app (a syntax error) only kills the child: the supervisor keeps
-watching and starts a fresh node once the file is saved again. The old child has exited before
-the new one binds, and geonode's servers bind with SO_REUSEADDR, so the ports are free.
+watching, answers on the node's HTTP ports with the child's output (the traceback) as a 500
+page, and starts a fresh node once the file is saved again. The old child has exited before
+the new one binds, and every server here binds with SO_REUSEADDR, so the ports are free.
+
+A restart takes an interpreter start plus the imports of gevent, geonode and Flask, most of a
+second on a busy machine; so a *standby* child is kept that has done those already and waits
+for "go" on its stdin before it reads the config and imports the app.
 """
 
 from __future__ import annotations
