@@ -49,11 +49,6 @@ class GunicornHandler(ggevent.PyWSGIHandler, _NodeHandler):
 
 
 class GunicornServer(ggevent.PyWSGIServer):
-    # geonode's handler counts requests in flight for its own graceful stop; gunicorn drains
-    # by itself, the counters just have to exist.
-    in_flight = 0
-    draining = False
-
     def handle(self, sock: Any, address: Any) -> None:
         set_nodelay(sock)  # a no-op on gunicorn's unix sockets
         super().handle(sock, address)
@@ -83,11 +78,8 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         gevent.spawn(self._close_node)
 
     def _close_node(self) -> None:
-        close = getattr(self.wsgi, "close", None)
-        if callable(close):
-            close()
-            return
-        # geonode.load() keeps the nodes it built (routers, components) in geonode.node.
+        # geonode.load() keeps the nodes it built (routers, components) in geonode.node; a
+        # plain WSGI app never imported it and has nothing to close.
         node_module = sys.modules.get("geonode.node")
         for node in getattr(node_module, "_LOADED", ()):
             try:
