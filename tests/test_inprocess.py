@@ -1,8 +1,8 @@
-"""The in-process WAMP session (geonode.wamp) against a stand-in router, in this process.
+"""The in-process WAMP session (geonode.wamp) against geonode's router, in this process.
 
 The hub runs in the test's main thread; "worker threads" are real threads (the test process is
 not monkey-patched), so the hand-over path is the one a WSGI app's pool thread takes.
-End-to-end tests through the real router and a real node are in tests/test_bridge.py.
+End-to-end tests through a real node are in tests/test_bridge.py.
 """
 
 from __future__ import annotations
@@ -12,17 +12,26 @@ import time
 
 import gevent
 import pytest
-from _standin_router import StandinRouter
 
 from geonode import wamp
+from geonode.router import Router
 from geonode.wamp import ApplicationError, CallResult, Session
+
+ALLOW = {"call": True, "register": True, "publish": True, "subscribe": True}
+# realm1: roles "backend" and "other" may do everything, "denied" nothing.
+REALM1 = {"name": "realm1", "roles": [
+    {"name": "backend", "permissions": [{"uri": "", "match": "prefix", "allow": ALLOW}]},
+    {"name": "other", "permissions": [{"uri": "", "match": "prefix", "allow": ALLOW}]},
+    {"name": "denied", "permissions": []},
+]}
 
 
 @pytest.fixture
 def router():
-    r = StandinRouter()
+    r = Router({"realms": [REALM1]}, ".")
     wamp.register_router(r)
     yield r
+    r.close()
     wamp._routers.remove(r)
 
 
@@ -163,7 +172,8 @@ def test_leave_detaches(router):
     deadline = time.monotonic() + 5
     while s.joined and time.monotonic() < deadline:
         gevent.sleep(0.01)
-    assert not s.joined and router.detached >= 1
+    assert not s.joined
+    assert router.session_count() == 0 and not router.sessions
 
 
 def test_many_threads_at_once(router):
@@ -192,10 +202,7 @@ def test_many_threads_at_once(router):
     assert sorted(results) == sorted(n * 1000 + i for n in range(8) for i in range(100))
 
 
-def test_unsubscribe_unregister_with_the_real_router():
-    """The same session API against geonode's router (in this process, no sockets)."""
-    from geonode.router import Router
-
+def test_unsubscribe_unregister_and_realm_errors():
     allow = {"call": True, "register": True, "publish": True, "subscribe": True}
     real = Router({"realms": [{"name": "realm9", "roles": [
         {"name": "backend", "permissions": [{"uri": "com.", "match": "prefix", "allow": allow}]},
@@ -233,8 +240,6 @@ def test_unsubscribe_unregister_with_the_real_router():
 
 
 def test_details_for_pattern_subscriptions_and_registrations():
-    from geonode.router import Router
-
     allow = {"call": True, "register": True, "publish": True, "subscribe": True}
     real = Router({"realms": [{"name": "realm8", "roles": [
         {"name": "backend", "permissions": [{"uri": "com.", "match": "prefix", "allow": allow,
