@@ -1,9 +1,12 @@
-"""autobahn-python (asyncio) clients for the transport tests: WebSocket or RawSocket, any
-serializer, plain or batched. Each test runs its own event loop with ``asyncio.run``."""
+"""autobahn-python (asyncio) clients for tests over real sockets: WebSocket or RawSocket, any
+serializer, plain or batched, any authmethod. Each test runs its own event loop
+(``asyncio.run``); ``tests/_wampclient.py`` wraps these for blocking test code."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import txaio
 
@@ -13,6 +16,7 @@ from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp import serializer as S  # noqa: E402
+from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.types import ComponentConfig  # noqa: E402
 
 CLASSES = {"json": S.JsonSerializer, "msgpack": S.MsgPackSerializer,
@@ -29,28 +33,32 @@ def make_serializer(name: str):
 
 
 class Client(ApplicationSession):
-    """Resolves ``joined`` on WELCOME and ``left`` when the session ends."""
+    """Resolves ``joined`` on WELCOME (``details``: the SessionDetails) and ``left`` when the
+    session ends. A refused join fails ``joined`` with ApplicationError(ABORT reason), a
+    dropped connection with ConnectionError."""
 
-    def __init__(self, config, joined, left, ticket: tuple[str, str] | None = None):
+    def __init__(self, config, joined, left, on_challenge: Callable | None = None,
+                 authmethods: list[str] | None = None, authid: str | None = None,
+                 authextra: dict | None = None):
         super().__init__(config)
         self._joined, self._left = joined, left
-        self._ticket = ticket   # (authid, ticket) to log in with WAMP-Ticket
+        self._on_challenge = on_challenge
+        self._auth = {"authmethods": authmethods, "authid": authid, "authextra": authextra}
 
     def onConnect(self):
-        if self._ticket is None:
-            return super().onConnect()
-        self.join(self.config.realm, authmethods=["ticket"], authid=self._ticket[0])
+        self.join(self.config.realm, **self._auth)
 
     def onChallenge(self, challenge):
-        return self._ticket[1]
+        return self._on_challenge(challenge)
 
     def onJoin(self, details):
+        self.details = details
         if not self._joined.done():
             self._joined.set_result(self)
 
     def onLeave(self, details):
         if not self._joined.done():
-            self._joined.set_exception(RuntimeError(f"left before joining: {details}"))
+            self._joined.set_exception(ApplicationError(details.reason, details.message))
         if not self._left.done():
             self._left.set_result(details)
         super().onLeave(details)
@@ -59,13 +67,20 @@ class Client(ApplicationSession):
         if not self._left.done():
             self._left.set_result(None)
         if not self._joined.done():
-            self._joined.set_exception(RuntimeError("disconnected before joining"))
+            self._joined.set_exception(ConnectionError("disconnected before joining"))
 
 
-async def _session(factory_maker, connect, realm: str, timeout: float, ticket=None):
+def _auth(ticket: tuple[str, str] | None, auth: dict) -> dict:
+    if ticket is not None:   # (authid, ticket): WAMP-Ticket
+        auth = dict(auth, authmethods=["ticket"], authid=ticket[0],
+                    on_challenge=lambda challenge: ticket[1])
+    return auth
+
+
+async def _session(factory_maker, connect, realm: str, timeout: float, auth: dict):
     loop = asyncio.get_running_loop()
     joined, left = loop.create_future(), loop.create_future()
-    factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left, ticket))
+    factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left, **auth))
     await connect(factory)
     session = await asyncio.wait_for(joined, timeout)
     session.left = left
@@ -74,29 +89,34 @@ async def _session(factory_maker, connect, realm: str, timeout: float, ticket=No
 
 async def ws_session(port: int, serializer: str = "json", path: str = "ws",
                      realm: str = "realm1", timeout: float = 10.0,
-                     ticket: tuple[str, str] | None = None):
-    """A joined autobahn session over WebSocket (``session.left``: future of its end)."""
+                     ticket: tuple[str, str] | None = None, **auth: Any):
+    """A joined autobahn session over WebSocket (``session.left``: future of its end).
+    ``auth``: ``authmethods``, ``authid``, ``authextra``, ``on_challenge(challenge)``."""
     loop = asyncio.get_running_loop()
     return await _session(
         lambda mk: WampWebSocketClientFactory(mk, url=f"ws://127.0.0.1:{port}/{path}",
                                               serializers=[make_serializer(serializer)]),
-        lambda f: loop.create_connection(f, "127.0.0.1", port), realm, timeout, ticket)
+        lambda f: loop.create_connection(f, "127.0.0.1", port), realm, timeout,
+        _auth(ticket, auth))
 
 
 async def rawsocket_session(serializer: str = "json", port: int | None = None,
                             unix_path: str | None = None, realm: str = "realm1",
-                            timeout: float = 10.0, ticket: tuple[str, str] | None = None):
-    """A joined autobahn session over RawSocket (TCP ``port`` or ``unix_path``)."""
+                            timeout: float = 10.0, ticket: tuple[str, str] | None = None,
+                            ssl: Any = None, **auth: Any):
+    """A joined autobahn session over RawSocket (TCP ``port``, over TLS with an ``ssl``
+    context, or ``unix_path``)."""
     loop = asyncio.get_running_loop()
 
     def connect(f):
         if unix_path is not None:
             return loop.create_unix_connection(f, unix_path)
-        return loop.create_connection(f, "127.0.0.1", port)
+        tls = {"ssl": ssl, "server_hostname": "127.0.0.1"} if ssl is not None else {}
+        return loop.create_connection(f, "127.0.0.1", port, **tls)
 
     return await _session(
         lambda mk: WampRawSocketClientFactory(mk, serializer=make_serializer(serializer)),
-        connect, realm, timeout, ticket)
+        connect, realm, timeout, _auth(ticket, auth))
 
 
 async def exercise(a, b, tag: str = "") -> None:

@@ -1,7 +1,8 @@
 """A blocking wrapper around a real autobahn-python (asyncio) WAMP client, for tests.
 
-The client runs its own asyncio loop in a background thread; test code calls ``call``,
-``publish``, ``subscribe`` and ``register`` synchronously. Events land in ``queue.Queue``s.
+The client (``_transport_client.ws_session``) runs its own asyncio loop in a background
+thread; test code calls ``call``, ``publish``, ``subscribe`` and ``register`` synchronously.
+Events land in ``queue.Queue``s.
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ import queue
 import threading
 from typing import Any
 
-import txaio
-
-txaio.use_asyncio()
-
-from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
-from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
-from autobahn.wamp.types import ComponentConfig, PublishOptions  # noqa: E402
+from _transport_client import ws_session
+from autobahn.asyncio.wamp import ApplicationSession
+from autobahn.wamp.types import PublishOptions
 
 
 class SyncClient:
@@ -27,7 +24,8 @@ class SyncClient:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.session: ApplicationSession = self._run(self._connect(port, path, realm))
+        self.session: ApplicationSession = self._run(
+            ws_session(port, path=path, realm=realm, timeout=timeout))
 
     def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
         """Run a coroutine, or a zero-argument callable returning an awaitable, on the
@@ -37,24 +35,6 @@ class SyncClient:
 
         fut = asyncio.run_coroutine_threadsafe(wrapped(), self.loop)
         return fut.result(timeout or self.timeout)
-
-    async def _connect(self, port: int, path: str, realm: str) -> ApplicationSession:
-        joined = self.loop.create_future()
-
-        class Client(ApplicationSession):
-            def onJoin(self, details):
-                if not joined.done():
-                    joined.set_result(self)
-
-            def onLeave(self, details):
-                if not joined.done():
-                    joined.set_exception(RuntimeError(f"left: {details}"))
-                super().onLeave(details)
-
-        factory = WampWebSocketClientFactory(lambda: Client(ComponentConfig(realm)),
-                                             url=f"ws://127.0.0.1:{port}/{path}")
-        await self.loop.create_connection(factory, "127.0.0.1", port)
-        return await asyncio.wait_for(joined, self.timeout)
 
     def call(self, procedure: str, *args: Any, **kwargs: Any) -> Any:
         return self._run(lambda: self.session.call(procedure, *args, **kwargs))

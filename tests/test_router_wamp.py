@@ -17,15 +17,11 @@ import txaio
 txaio.use_asyncio()
 
 import websocket  # noqa: E402  (websocket-client, for raw protocol-violation frames)
-from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
-from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
-from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
-from autobahn.wamp import serializer as S  # noqa: E402
+from _transport_client import rawsocket_session, ws_session  # noqa: E402
 from autobahn.wamp.auth import compute_wcs, derive_key  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.types import (  # noqa: E402
     CallOptions,
-    ComponentConfig,
     PublishOptions,
     RegisterOptions,
     SubscribeOptions,
@@ -33,8 +29,7 @@ from autobahn.wamp.types import (  # noqa: E402
 from conftest import web_node  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
-SERIALIZERS = {"json": S.JsonSerializer, "msgpack": S.MsgPackSerializer,
-               "cbor": S.CBORSerializer, "ubjson": S.UBJSONSerializer}
+SERIALIZERS = ["json", "msgpack", "cbor", "ubjson"]
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
 KEY = SigningKey.generate()
 
@@ -59,7 +54,7 @@ DYNAUTH = {"ticket": {"type": "dynamic", "authenticator": "com.example.authentic
 
 @pytest.fixture(scope="module")
 def node(start_module_node):
-    ws = {"type": "websocket", "serializers": list(SERIALIZERS)}
+    ws = {"type": "websocket", "serializers": SERIALIZERS}
     cfg = web_node(paths={
         "ws": ws,
         "auth": dict(ws, auth=AUTH),
@@ -72,57 +67,11 @@ def node(start_module_node):
     return start_module_node(cfg, nports=2)
 
 
-class _Session(ApplicationSession):
-    def __init__(self, config, joined, left, on_challenge):
-        super().__init__(config)
-        self._joined, self._left, self._on_challenge = joined, left, on_challenge
-
-    def onConnect(self):
-        extra = self.config.extra
-        self.join(self.config.realm, authmethods=extra.get("authmethods"),
-                  authid=extra.get("authid"), authextra=extra.get("authextra"))
-
-    def onChallenge(self, challenge):
-        return self._on_challenge(challenge)
-
-    def onJoin(self, details):
-        self.details = details
-        if not self._joined.done():
-            self._joined.set_result(self)
-
-    def onLeave(self, details):
-        if not self._joined.done():
-            self._joined.set_exception(ApplicationError(details.reason, details.message))
-        if not self._left.done():
-            self._left.set_result(details)
-        super().onLeave(details)
-
-    def onDisconnect(self):
-        if not self._left.done():
-            self._left.set_result(None)
-        if not self._joined.done():
-            self._joined.set_exception(ConnectionError("disconnected before joining"))
-
-
-async def connect(node, path="ws", serializer="json", authmethods=None, authid=None,
-                  authextra=None, on_challenge=None, realm="realm1", rawsocket=False):
-    loop = asyncio.get_running_loop()
-    joined, left = loop.create_future(), loop.create_future()
-    extra = {"authmethods": authmethods, "authid": authid, "authextra": authextra}
-
-    def make():
-        return _Session(ComponentConfig(realm, extra=extra), joined, left, on_challenge)
-
+async def connect(node, path="ws", serializer="json", realm="realm1", rawsocket=False,
+                  **auth):
     if rawsocket:
-        factory = WampRawSocketClientFactory(make, serializer=SERIALIZERS[serializer]())
-        await loop.create_connection(factory, "127.0.0.1", node.ports[1])
-    else:
-        factory = WampWebSocketClientFactory(make, url=f"ws://127.0.0.1:{node.port}/{path}",
-                                             serializers=[SERIALIZERS[serializer]()])
-        await loop.create_connection(factory, "127.0.0.1", node.port)
-    session = await asyncio.wait_for(joined, 10)
-    session.left = left
-    return session
+        return await rawsocket_session(serializer, port=node.ports[1], realm=realm, **auth)
+    return await ws_session(node.port, serializer, path=path, realm=realm, **auth)
 
 
 def run(coro):
@@ -139,7 +88,7 @@ async def _nothing(q: asyncio.Queue, wait=0.2):
 
 
 # -- pub/sub and RPC, every serializer ------------------------------------------------------
-@pytest.mark.parametrize("serializer", list(SERIALIZERS))
+@pytest.mark.parametrize("serializer", SERIALIZERS)
 def test_pubsub_and_rpc_every_serializer(node, serializer):
     async def main():
         a = await connect(node, serializer=serializer)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from _transport_client import rawsocket_session, router_config, web_transport, ws_session
+from autobahn.wamp.exception import ApplicationError
 
 AUTH = {"ticket": {"type": "static",
                    "principals": {"joe": {"ticket": "s3cr3t", "role": "anonymous"}}}}
@@ -32,10 +33,12 @@ def test_websocket_path_auth(node):
         info = await s.call("wamp.session.get", s._session_id)
         assert (info["authid"], info["authmethod"]) == ("joe", "ticket")
         s.leave()
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ApplicationError) as e:
             await ws_session(node.port, "json", ticket=("joe", "wrong"))
-        with pytest.raises(RuntimeError):
+        assert e.value.error == "wamp.error.authentication_failed"
+        with pytest.raises(ApplicationError) as e:
             await ws_session(node.port, "json")          # anonymous is not configured here
+        assert e.value.error == "wamp.error.no_auth_method"
         # a path without auth on the same transport stays anonymous
         anon = await ws_session(node.port, "json", path="open")
         info = await anon.call("wamp.session.get", anon._session_id)
@@ -51,7 +54,8 @@ def test_rawsocket_auth(node):
         info = await s.call("wamp.session.get", s._session_id)
         assert (info["authid"], info["authmethod"]) == ("joe", "ticket")
         s.leave()
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ApplicationError) as e:
             await rawsocket_session("json", port=node.ports[1])
+        assert e.value.error == "wamp.error.no_auth_method"
 
     _run(main())

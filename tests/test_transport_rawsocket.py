@@ -182,21 +182,9 @@ def test_rawsocket_over_tls(start_node):
     async def main():
         import ssl
 
-        from _transport_client import Client, make_serializer
-        from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
-        from autobahn.wamp.types import ComponentConfig
-
         ctx = ssl.create_default_context(cafile=str(tls_node.dir / "server.crt"))
-        loop = asyncio.get_running_loop()
-        sessions = []
-        for name in ("cbor", "json"):
-            joined, left = loop.create_future(), loop.create_future()
-            factory = WampRawSocketClientFactory(
-                lambda j=joined, lf=left: Client(ComponentConfig("realm1"), j, lf),
-                serializer=make_serializer(name))
-            await loop.create_connection(factory, "127.0.0.1", tls_node.port, ssl=ctx,
-                                         server_hostname="127.0.0.1")
-            sessions.append(await asyncio.wait_for(joined, 10))
+        sessions = [await rawsocket_session(name, port=tls_node.port, ssl=ctx)
+                    for name in ("cbor", "json")]
         await exercise(sessions[0], sessions[1], tag="tls")
         info = await sessions[0].call("wamp.session.get", sessions[0]._session_id)
         assert info["transport"]["channel_type"] == "tls"
