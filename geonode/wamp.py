@@ -37,6 +37,7 @@ and the router dropped it other than at shutdown.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -203,6 +204,55 @@ class _Waiter:
         return self._lock.acquire(timeout=-1 if timeout is None else timeout)
 
 
+class _ProgressWaiter(_Waiter):
+    """The answer to a call with ``on_progress``: progressive results are handed to the waiting
+    thread/greenlet, which runs ``on_progress`` itself, in order, before the final result."""
+
+    __slots__ = ("on_progress", "progress", "done")
+
+    def __init__(self, on_progress: Callable) -> None:
+        super().__init__()
+        self.on_progress = on_progress
+        self.progress: collections.deque = collections.deque()
+        self.done = False
+
+    def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.done = True
+        self._signal(value, error)
+
+    def progressed(self, args: list, kwargs: dict) -> None:
+        """Hub thread only."""
+        self.progress.append((args, kwargs))
+        self._signal(self.value, self.error)
+
+    def _signal(self, value: Any, error: BaseException | None) -> None:
+        # The lock is a binary semaphore here: released = "something new"; a second release
+        # before the waiter took the first is the same news.
+        try:
+            super().resolve(value, error)
+        except RuntimeError:
+            pass
+
+    def wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            woke = super().wait(left)
+            done = self.done   # read first: the hub queues every progress before the end
+            while self.progress:
+                args, kwargs = self.progress.popleft()
+                try:
+                    self.on_progress(*args, **kwargs)
+                except Exception:
+                    log.exception("on_progress %r failed", self.on_progress)
+            if done:
+                return True
+            if not woke:
+                return False
+            if self._event is not None:
+                self._event.clear()   # no switch since the queue was seen empty
+
+
 class Subscription:
     def __init__(self, session: Session, want: _Want) -> None:
         self._session, self._want = session, want
@@ -248,7 +298,8 @@ def _roles() -> dict:
                                                 publisher_identification=True),
         "subscriber": role.RoleSubscriberFeatures(pattern_based_subscription=True,
                                                   publisher_identification=True),
-        "caller": role.RoleCallerFeatures(call_canceling=True, caller_identification=True),
+        "caller": role.RoleCallerFeatures(call_canceling=True, caller_identification=True,
+                                          progressive_call_results=True),
         "callee": role.RoleCalleeFeatures(pattern_based_registration=True,
                                           shared_registration=True, call_canceling=True,
                                           caller_identification=True),
@@ -299,7 +350,7 @@ class Session:
         self._hub_pump: Pump | None = None
         self._pool_pump: Pump | None = None
         self._inflight = 0
-        self._canceled: set[int] = set()
+        self._running: set[int] = set()   # INVOCATION requests not yet answered
         self._rs: Any = None
         self._peer: InProcessPeer | None = None
         self._out: Pump | None = None
@@ -342,25 +393,32 @@ class Session:
         return self._request(req, "publish", msg, timeout, topic)
 
     def call(self, procedure: str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
-             **kwargs: Any) -> Any:
+             on_progress: Callable | None = None, **kwargs: Any) -> Any:
         """Call a procedure and return its result (one value, or ``CallResult`` when it returns
         several values or keyword results). WAMP errors raise ApplicationError; no answer
-        within ``timeout`` seconds raises ApplicationError("wamp.error.timeout")."""
+        within ``timeout`` seconds raises ApplicationError("wamp.error.timeout").
+        ``on_progress(*args, **kwargs)`` receives progressive results, in the calling thread
+        or greenlet, before ``call`` returns (``timeout`` bounds the whole call)."""
         opts = kwargs.get("options")
         if isinstance(opts, CallOptions):  # autobahn style: options=CallOptions(timeout=...)
             del kwargs["options"]
             if opts.timeout:
                 timeout = opts.timeout
+            on_progress = on_progress or opts.on_progress
         res_args, res_kwargs = self.call_with(procedure, list(args) if args else None,
-                                              kwargs or None, timeout=timeout)
+                                              kwargs or None, timeout=timeout,
+                                              on_progress=on_progress)
         return _result_value(res_args, res_kwargs)
 
     def call_with(self, procedure: str, args: list | None = None, kwargs: dict | None = None,
-                  timeout: float | None = DEFAULT_TIMEOUT) -> tuple[list, dict]:
+                  timeout: float | None = DEFAULT_TIMEOUT,
+                  on_progress: Callable | None = None) -> tuple[list, dict]:
         """``call`` returning the raw result ``(args, kwargs)``."""
         req = next(self._ids)
-        msg = message.Call(req, procedure, args=args or None, kwargs=kwargs or None)
-        return self._request(req, "call", msg, timeout, procedure)
+        msg = message.Call(req, procedure, args=args or None, kwargs=kwargs or None,
+                           receive_progress=True if on_progress is not None else None)
+        waiter = _Waiter() if on_progress is None else _ProgressWaiter(on_progress)
+        return self._request(req, "call", msg, timeout, procedure, waiter)
 
     def subscribe(self, topic: str, handler: Callable, *, match: str | None = None,
                   on_hub: bool | None = None, details: bool = False,
@@ -427,8 +485,9 @@ class Session:
     def _kick(self) -> None:
         self._submit(_JOIN)
 
-    def _request(self, req: int, kind: str, msg: Any, timeout: float | None, uri: str) -> Any:
-        waiter = _Waiter()
+    def _request(self, req: int, kind: str, msg: Any, timeout: float | None, uri: str,
+                 waiter: _Waiter | None = None) -> Any:
+        waiter = waiter or _Waiter()
         self._pending[req] = (kind, waiter, None)
         self._submit(msg)
         if not waiter.wait(timeout):
@@ -589,9 +648,11 @@ class Session:
         elif t in (message.Unsubscribed, message.Unregistered):
             self._answer(msg.request, None)
         elif t is message.Interrupt:
-            self._canceled.add(msg.request)
-            self._rs.receive(message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                           ApplicationError.CANCELED))
+            # answered at once; the endpoint's late result is dropped by _reply
+            if msg.request in self._running:
+                self._running.discard(msg.request)
+                self._rs.receive(message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
+                                               ApplicationError.CANCELED))
         elif t is message.Welcome:
             self._on_welcome(msg)
         elif t is message.Abort:
@@ -665,6 +726,9 @@ class Session:
 
     def _on_result(self, msg: message.Result) -> None:
         if msg.progress:
+            p = self._pending.get(msg.request)
+            if p is not None and isinstance(p[1], _ProgressWaiter):
+                p[1].progressed(list(msg.args or ()), dict(msg.kwargs or {}))
             return
         p = self._pending.pop(msg.request, None)
         if p is not None:
@@ -737,6 +801,7 @@ class Session:
                                            args=["callee overloaded"]))
             return
         self._inflight += 1
+        self._running.add(msg.request)
         kwargs = msg.kwargs or {}
         if want.details:
             kwargs = dict(kwargs, details=Details(
@@ -782,9 +847,9 @@ class Session:
                                   kwargs=value.kwresults or None)
         else:
             reply = message.Yield(msg.request, args=[value])
-        if msg.request in self._canceled:
-            self._canceled.discard(msg.request)
-            return
+        if msg.request not in self._running:
+            return   # interrupted (or from a router session that is gone)
+        self._running.discard(msg.request)
         self._out.put(("reply", reply, self._rs))
 
     def _get_pool(self) -> Any:
@@ -823,6 +888,7 @@ class Session:
         gevent.spawn_later(delay, self._outgoing, _JOIN)
 
     def _detach(self) -> None:
+        self._running.clear()
         rs, self._rs = self._rs, None
         peer, self._peer = self._peer, None
         if peer is not None:

@@ -170,3 +170,48 @@ def test_rest_callee_over_https(start_node, tmp_path):
     finally:
         c.close()
         srv.shutdown()
+
+
+PROGRESS_COMPONENT = '''
+import geonode.wamp
+
+
+class Collector:
+    def on_join(self, session):
+        self.session = session
+        session.register("com.limited.collect", self.collect)                 # a pool thread
+        session.register("com.limited.collect_hub", self.collect, on_hub=True)  # a greenlet
+
+    def collect(self, n):
+        seen = []
+        result = self.session.call("com.limited.count", n, on_progress=seen.append)
+        return {"seen": seen, "result": result, "n": len(seen)}
+'''
+
+
+def test_call_with_on_progress(start_node):
+    """A session's call(on_progress=) gets every progressive result, in order, before the
+    final one, whether it waits in a pool thread or in a greenlet."""
+    from autobahn.wamp.types import RegisterOptions
+
+    comps = [{"type": "class", "classname": "progcomp.Collector", "realm": "realm1",
+              "role": "limited"}]
+    node = start_node(web_node({"ws": {"type": "websocket"}}, realms=[REALM],
+                               worker_options={"pythonpath": ["."]}, components=comps),
+                      files={"progcomp.py": PROGRESS_COMPONENT})
+    c = SyncClient(node.port)
+
+    def count(n, details=None):
+        assert details.progress is not None   # the in-process caller asked for progress
+        for i in range(n):
+            details.progress(i)
+        return "done"
+
+    try:
+        c._run(lambda: c.session.register(count, "com.limited.count",
+                                          options=RegisterOptions(details_arg="details")))
+        for proc in ("com.limited.collect", "com.limited.collect_hub"):
+            res = c.call(proc, 50)
+            assert res == {"seen": list(range(50)), "result": "done", "n": 50}, proc
+    finally:
+        c.close()
