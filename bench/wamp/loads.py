@@ -7,6 +7,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import common
 from wire import Closed, Conn, frame
 
 REALM = "realm1"
@@ -22,18 +23,6 @@ class Result:
     server_cpu: float    # fraction of one core used by the server process tree
 
 
-def _cpu_of(pids_fn) -> float:
-    total = 0
-    for pid in pids_fn():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime (ticks)
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / 100.0
-
-
 class Meter:
     """Wall time, this process's CPU and the server's CPU between start() and stop()."""
 
@@ -42,11 +31,12 @@ class Meter:
 
     def start(self) -> None:
         self.t0, self.c0, self.s0 = time.perf_counter(), time.process_time(), \
-            _cpu_of(self.server_pids)
+            common.tree_cpu_s(self.server_pids())
 
     def stop(self) -> tuple[float, float, float]:
         dt = time.perf_counter() - self.t0
-        return dt, (time.process_time() - self.c0) / dt, (_cpu_of(self.server_pids) - self.s0) / dt
+        server = common.tree_cpu_s(self.server_pids()) - self.s0
+        return dt, (time.process_time() - self.c0) / dt, server / dt
 
 
 def connect(addr: tuple[str, int, str], serializer: str) -> Conn:

@@ -8,8 +8,8 @@ and the round-trip latency of one call at a time (p50/p99). Each figure is the m
 saturated client is visible. Then a scale test on geonode: ``--scale`` idle sessions, the
 resident memory each costs, and the time to fan one event out to all of them.
 
-Crossbar comes from /work/cbvenv if present, else from a venv this script makes under
-bench/.work/cbvenv (``pip install crossbar``).
+Crossbar: ``--crossbar PATH``, else $CROSSBAR, else a venv made under bench/.work/cbvenv
+(``pip install crossbar``). Configs, logs and raw samples: bench/.work/wamp/<time>-<pid>/.
 """
 
 from __future__ import annotations
@@ -17,22 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-WORK = ROOT / "bench" / ".work"
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import common  # noqa: E402
 import loads  # noqa: E402
 from wire import Conn  # noqa: E402
 
@@ -63,110 +56,22 @@ def node_config(port: int) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing on port {port} after {timeout}s")
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it (Crossbar runs its router in a child process)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def rss_kb(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-class Server:
-    def __init__(self, name: str, cmd: list[str], cwd: Path, port: int, log: Path) -> None:
-        self.name, self.port = name, port
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_port(port, self.proc, 60)
-        time.sleep(0.5)  # Crossbar opens the port before its realm is fully up
-
-    def pids(self) -> list[int]:
-        return descendants(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.log.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
-def crossbar_bin() -> str:
-    shared = Path("/work/cbvenv/bin/crossbar")
-    if shared.exists():
-        return str(shared)
-    venv = WORK / "cbvenv"
-    exe = venv / "bin" / "crossbar"
-    if not exe.exists():
-        print("creating", venv, "(pip install crossbar)...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "crossbar"], check=True)
-    return str(exe)
-
-
-def start(name: str, tmp: Path) -> Server:
-    port = free_port()
+def start(name: str, tmp: Path, crossbar: str | None) -> common.Server:
+    port = common.free_port()
     d = tmp / name
-    d.mkdir(parents=True, exist_ok=True)
-    cfg = node_config(port)
     if name == "geonode":
-        (d / "node.json").write_text(json.dumps(cfg, indent=2))
-        cmd = [sys.executable, "-m", "geonode", "--loglevel", "warning", str(d / "node.json")]
+        cfg = common.write_config(d, "node.json", node_config(port))
+        cmd = common.geonode_cmd(cfg, "--loglevel", "warning")
     else:
-        (d / "config.json").write_text(json.dumps(cfg, indent=2))
-        cmd = [crossbar_bin(), "start", "--cbdir", str(d), "--loglevel", "warn"]
-    return Server(name, cmd, d, port, tmp / f"{name}.log")
+        common.write_config(d, "config.json", node_config(port))
+        cmd = common.crossbar_cmd(common.crossbar_exe(crossbar), d)
+    server = common.Server(name, cmd, d, port, tmp / f"{name}.log")
+    server.start()
+    time.sleep(0.5)  # Crossbar opens the port before its realm is fully up
+    return server
 
 
-def bench_round(servers: list[Server], serializers: list[str], duration: float,
+def bench_round(servers: list[common.Server], serializers: list[str], duration: float,
                 results: dict) -> None:
     """One run of every load against every server, interleaved so noise hits all alike."""
     for ser in serializers:
@@ -199,45 +104,73 @@ def _fmt(metric: str, samples: list) -> str:
             f"(runs: {', '.join(f'{s.rate:.0f}' for s in samples)})")
 
 
+METRICS = (("pubsub", "events/s (10 subscribers)", "events/s", True),
+           ("rpc", "calls/s (50 in flight)", "calls/s", True),
+           ("p50", "call latency p50 (ms)", "ms", False),
+           ("p99", "call latency p99 (ms)", "ms", False))
+
+
+def median_of(results: dict, name: str, ser: str, metric: str) -> float | None:
+    """The median of one metric's runs (None when it was not measured)."""
+    if metric in ("p50", "p99"):
+        samples = results.get((name, ser, "latency"))
+        i = 0 if metric == "p50" else 1
+        return statistics.median(s[i] for s in samples) if samples else None
+    samples = results.get((name, ser, metric))
+    return _median(samples, "rate") if samples else None
+
+
 def table(results: dict, serializers: list[str], servers: list[str]) -> str:
+    pair = servers == ["geonode", "crossbar"]
     lines = ["| metric | serializer | " + " | ".join(servers) +
-             (" | geonode/crossbar |" if len(servers) == 2 else " |"),
-             "|---|---|" + "---|" * (len(servers) + (1 if len(servers) == 2 else 0))]
+             (" | geonode/crossbar |" if pair else " |"),
+             "|---|---|" + "---|" * (len(servers) + pair)]
     for ser in serializers:
-        for metric, label in (("pubsub", "events/s (10 subscribers)"),
-                              ("rpc", "calls/s (50 in flight)"),
-                              ("p50", "call latency p50 (ms)"), ("p99", "call latency p99 (ms)")):
-            vals = []
-            for name in servers:
-                if metric in ("p50", "p99"):
-                    samples = results.get((name, ser, "latency"))
-                    i = 0 if metric == "p50" else 1
-                    vals.append(statistics.median(s[i] for s in samples) if samples else None)
-                else:
-                    samples = results.get((name, ser, metric))
-                    vals.append(_median(samples, "rate") if samples else None)
-            cells = [("-" if v is None else (f"{v:.0f}" if metric in ("pubsub", "rpc")
-                                             else f"{v:.3f}")) for v in vals]
+        for metric, label, _, higher in METRICS:
+            vals = [median_of(results, name, ser, metric) for name in servers]
+            cells = [("-" if v is None else (f"{v:.0f}" if higher else f"{v:.3f}"))
+                     for v in vals]
             row = f"| {label} | {ser} | " + " | ".join(cells) + " |"
-            if len(servers) == 2 and None not in vals and vals[1]:
-                ratio = vals[0] / vals[1] if metric in ("pubsub", "rpc") else vals[1] / vals[0]
-                row += f" {ratio:.1f}x |"
-            elif len(servers) == 2:
+            if pair and None not in vals and vals[1]:
+                row += f" {common.ratio(vals[0], vals[1], higher):.1f}x |"
+            elif pair:
                 row += " - |"
             lines.append(row)
     return "\n".join(lines)
 
 
-def scale(server: Server, n: int, serializer: str = "json", fanouts: int = 3) -> dict:
+def summary(results: dict, serializers: list[str], scale_results: dict) -> list[dict]:
+    rows = []
+    for ser in serializers:
+        for metric, label, unit, higher in METRICS:
+            g = median_of(results, "geonode", ser, metric)
+            if g is not None:
+                rows.append(common.compare(f"WAMP {ser} {label.split(' (')[0]}", unit, g,
+                                           "crossbar", median_of(results, "crossbar", ser,
+                                                                 metric), higher, target=2.0))
+    if "geonode" in scale_results:
+        r = scale_results["geonode"]
+        cb = scale_results.get("crossbar")
+        rows.append(common.absolute(f"WAMP {r['sessions']} idle sessions, memory per session",
+                                    "KiB", r["kb_per_session"], 30.0,
+                                    cb["kb_per_session"] if cb else None, "crossbar" if cb else ""))
+        rows.append(common.absolute(f"WAMP one event to {r['sessions']} sessions", "ms",
+                                    statistics.median(r["fanout_ms"]),
+                                    other=statistics.median(cb["fanout_ms"]) if cb else None,
+                                    vs="crossbar" if cb else ""))
+    return rows
+
+
+def scale(server: common.Server, n: int, serializer: str = "json", fanouts: int = 3) -> dict:
     addr = ("127.0.0.1", server.port, PATH)
     warm = loads.idle_sessions(addr, serializer, 100)
     time.sleep(1.0)
-    before = rss_kb(server.pids())
+    before = common.tree_rss_kb(server.pids())
     t0 = time.perf_counter()
     conns = loads.idle_sessions(addr, serializer, n - len(warm))
     setup = time.perf_counter() - t0
     time.sleep(5.0)  # idle writers retire after 2-4 s
-    after = rss_kb(server.pids())
+    after = common.tree_rss_kb(server.pids())
     conns = warm + conns
     publisher = Conn(*addr, serializer)
     publisher.join(loads.REALM)
@@ -257,46 +190,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", default="geonode,crossbar")
     ap.add_argument("--scale", type=int, default=10000, help="idle sessions (0: skip)")
     ap.add_argument("--scale-crossbar", action="store_true", help="scale-test Crossbar too")
+    common.add_crossbar_option(ap)
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    hard = common.raise_nofile()  # the servers started below inherit it
     serializers = args.serializers.split(",")
-    servers = args.servers.split(",")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-wamp-"))
+    servers = [n for n in args.servers.split(",") if not (args.no_crossbar and n == "crossbar")]
+    work = common.WORK / "wamp" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     results: dict = {}
     scale_results = {}
+    running = []
     try:
-        running = []
-        try:
-            for name in servers:
-                running.append(start(name, tmp))
-            for i in range(args.runs):
-                print(f"== run {i + 1}/{args.runs}", flush=True)
-                bench_round(running, serializers, args.duration, results)
-            for server in running:
-                if args.scale and (server.name == "geonode" or args.scale_crossbar):
-                    n = min(args.scale, hard - 500)  # client and server each hold n fds
-                    scale_results[server.name] = scale(server, n)
-                    print(f"  {server.name:8} scale   {scale_results[server.name]}", flush=True)
-        finally:
-            for server in running:
-                server.stop()
-        print()
-        print(table(results, serializers, servers))
-        for name, r in scale_results.items():
-            print(f"\nscale ({name}): {r['sessions']} idle sessions (json, each subscribed), "
-                  f"opened in {r['setup_s']:.1f}s; RSS {r['rss_before_kb'] / 1024:.1f} MiB -> "
-                  f"{r['rss_after_kb'] / 1024:.1f} MiB = {r['kb_per_session']:.1f} KiB/session; "
-                  f"one event to all: {', '.join(f'{t:.0f}' for t in r['fanout_ms'])} ms")
-        out = WORK / "wamp"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps({
-            "runs": [{"server": k[0], "serializer": k[1], "metric": k[2],
-                      "samples": [list(x) if isinstance(x, tuple) else vars(x) for x in v]}
-                     for k, v in results.items()],
-            "scale": scale_results}, indent=2))
+        for name in servers:
+            running.append(start(name, work, args.crossbar))
+        for i in range(args.runs):
+            print(f"== run {i + 1}/{args.runs}", flush=True)
+            bench_round(running, serializers, args.duration, results)
+        for server in running:
+            if args.scale and (server.name == "geonode" or args.scale_crossbar):
+                n = min(args.scale, hard - 500)  # client and server each hold n fds
+                scale_results[server.name] = scale(server, n)
+                print(f"  {server.name:8} scale   {scale_results[server.name]}", flush=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for server in running:
+            server.stop()
+    print()
+    print(table(results, serializers, servers))
+    for name, r in scale_results.items():
+        print(f"\nscale ({name}): {r['sessions']} idle sessions (json, each subscribed), "
+              f"opened in {r['setup_s']:.1f}s; RSS {r['rss_before_kb'] / 1024:.1f} MiB -> "
+              f"{r['rss_after_kb'] / 1024:.1f} MiB = {r['kb_per_session']:.1f} KiB/session; "
+              f"one event to all: {', '.join(f'{t:.0f}' for t in r['fanout_ms'])} ms")
+    (work / "results.json").write_text(json.dumps({
+        "runs": [{"server": k[0], "serializer": k[1], "metric": k[2],
+                  "samples": [list(x) if isinstance(x, tuple) else vars(x) for x in v]}
+                 for k, v in results.items()],
+        "scale": scale_results}, indent=2))
+    print(f"\nraw numbers: {work / 'results.json'}")
+    common.write_summary(args.summary, "wamp", summary(results, serializers, scale_results),
+                         runs=args.runs, duration=args.duration)
     return 0
 
 
