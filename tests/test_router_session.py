@@ -226,6 +226,53 @@ def test_cryptosign_static():
     assert a.reason == "wamp.error.not_authorized"
 
 
+def test_cryptosign_channel_binding_is_refused_clearly():
+    """tls-unique is not implemented: ABORT naming it, before any principal lookup or
+    authenticator call (the dynamic authenticator below is never invoked)."""
+    key = SigningKey.generate()
+    pub = key.verify_key.encode().hex()
+    router = make_router()
+    backend = Client(router, auth={"authid": "auth", "authrole": "trusted"}).joined()
+    backend.register("com.auth")
+    for kind in ("static", "dynamic"):
+        cfg = {"cryptosign": {"type": kind, "authenticator": "com.auth", "principals": {
+            "alice": {"authorized_keys": [pub], "role": "anonymous"}}}}
+        c = Client(router, auth_config=cfg)
+        a = c.join(authmethods=["cryptosign"], authid="alice",
+                   authextra={"pubkey": pub, "channel_binding": "tls-unique"})
+        assert isinstance(a, m.Abort), a
+        assert a.reason == "wamp.error.not_authorized"
+        assert "channel binding" in a.message and "tls-unique" in a.message
+        assert c.peer.closed
+    backend.none()
+    # without channel binding the CHALLENGE says so explicitly
+    cfg = {"cryptosign": {"type": "static", "principals": {
+        "alice": {"authorized_keys": [pub], "role": "anonymous"}}}}
+    ch = Client(router, auth_config=cfg).join(authmethods=["cryptosign"], authid="alice",
+                                                authextra={"pubkey": pub})
+    assert isinstance(ch, m.Challenge) and ch.extra["channel_binding"] is None
+
+
+def test_welcome_announces_exactly_the_implemented_features():
+    def announced(w):
+        return {name: {k for k, v in vars(obj).items() if v is True}
+                for name, obj in w.roles.items()}
+
+    common = {"session_meta_api", "payload_transparency"}
+    broker = common | {"publisher_identification", "pattern_based_subscription",
+                       "subscriber_blackwhite_listing", "publisher_exclusion",
+                       "subscription_revocation", "event_retention", "subscription_meta_api"}
+    dealer = common | {"caller_identification", "pattern_based_registration",
+                       "shared_registration", "progressive_call_results",
+                       "registration_revocation", "call_canceling", "call_timeout",
+                       "registration_meta_api", "testament_meta_api"}
+    w = Client(make_router()).join()
+    assert announced(w) == {"broker": broker, "dealer": dealer}
+    store = {"type": "memory", "event-history": [{"uri": "com.h", "limit": 5}]}
+    w = Client(make_router(dict(realm(), store=store))).join()
+    assert announced(w) == {"broker": broker | {"event_history"}, "dealer": dealer}
+
+
 def _serve_authenticator(backend: Client, answer):
     """Answer one INVOCATION on ``backend`` with ``answer(args)``."""
     inv = backend.take(m.Invocation)

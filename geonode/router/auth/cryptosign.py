@@ -1,6 +1,8 @@
 """WAMP-Cryptosign: the client signs a random challenge with its Ed25519 key.
 
-Channel binding (``tls-unique``) is not offered: a client asking for it is denied.
+Channel binding (``tls-unique``) is not implemented: a HELLO asking for it is refused at once
+(ABORT ``wamp.error.not_authorized`` saying so), before any principal lookup or authenticator
+call; CHALLENGE always carries ``channel_binding: null``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from nacl.signing import VerifyKey
 from geonode.router.auth import AUTHENTICATION_FAILED, Accept, Challenge, Deny, PendingAuth
 
 
-def _pubkey(msg) -> str | None:
+def _check_hello(msg) -> str | Deny:
+    """The client's public key (lower-case hex), or why its HELLO is refused."""
     extra = msg.authextra or {}
+    binding = extra.get("channel_binding")
+    if binding is not None:
+        return Deny(message=f"cryptosign channel binding {binding!r} is not supported by this "
+                            "router: connect without channel_binding")
     pk = extra.get("pubkey")
-    return pk.lower() if isinstance(pk, str) else None
+    if not isinstance(pk, str):
+        return Deny(message="cryptosign needs authextra.pubkey")
+    return pk.lower()
 
 
 class StaticAuth(PendingAuth):
@@ -26,9 +35,9 @@ class StaticAuth(PendingAuth):
 
     def hello(self, realm, msg):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
-        pubkey = _pubkey(msg)
-        if pubkey is None:
-            return Deny(message="cryptosign needs authextra.pubkey")
+        pubkey = _check_hello(msg)
+        if isinstance(pubkey, Deny):
+            return pubkey
         principals = self.cfg.get("principals", {})
         if msg.authid is not None:
             principal = principals.get(msg.authid)
@@ -43,8 +52,6 @@ class StaticAuth(PendingAuth):
         return Deny(message="no principal with that authid and public key")
 
     def _challenge(self, pubkey: str, principal: dict) -> Challenge | Deny:
-        if (self.hello_msg.authextra or {}).get("channel_binding") is not None:
-            return Deny(message="channel binding is not supported")
         try:
             self.verify_key = VerifyKey(binascii.a2b_hex(pubkey))
         except Exception:
@@ -71,9 +78,9 @@ class DynamicAuth(StaticAuth):
 
     def hello(self, realm, msg):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
-        pubkey = _pubkey(msg)
-        if pubkey is None:
-            return Deny(message="cryptosign needs authextra.pubkey")
+        pubkey = _check_hello(msg)
+        if isinstance(pubkey, Deny):
+            return pubkey
         try:
             principal = self.call_authenticator(msg.authid, {})
         except Exception as e:
