@@ -78,14 +78,16 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         gevent.spawn(self._close_node)
 
     def _close_node(self) -> None:
-        # geonode.load() keeps the nodes it built (routers, components) in geonode.node; a
-        # plain WSGI app never imported it and has nothing to close.
+        # geonode.load() returns a NodeApp (routers, components): close it. A plain WSGI app
+        # has nothing of geonode's to close (and never imported geonode.node).
         node_module = sys.modules.get("geonode.node")
-        for node in getattr(node_module, "_LOADED", ()):
-            try:
-                node.stop(grace=0)
-            except Exception:
-                self.log.exception("closing the node failed")
+        app = getattr(self, "wsgi", None)
+        if node_module is None or not isinstance(app, node_module.NodeApp):
+            return
+        try:
+            app.close()
+        except Exception:
+            self.log.exception("closing the node failed")
 
 
 def _is_geonode_app(cfg: Any) -> bool:

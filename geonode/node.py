@@ -160,6 +160,10 @@ class Node:
             log.info("listening on %s (%s)", t.server.url, t.json_path)
         for tpath, server in self.other_servers:
             log.info("listening on %s (%s)", _server_url(server), tpath)
+        self.start_components()
+
+    def start_components(self) -> None:
+        """Start every worker's router components (their sessions join on the hub)."""
         if self._pending_components and _module_exists("geonode.components"):
             from geonode import components
 
@@ -274,19 +278,42 @@ def run(cfg: Any) -> int:
     return 0
 
 
-def load_app(path: str | Path) -> Callable:
-    """The WSGI app of the config's first web transport, routers built, nothing bound (gunicorn)."""
+class NodeApp:
+    """The WSGI app ``load_app`` returns: the first web transport's app, plus ``close()``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.app = node.web[0].app
+        self._closed = False
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        return self.app(environ, start_response)
+
+    def close(self) -> None:
+        """Stop the node's components and close its routers (their sessions get GOODBYE).
+
+        Idempotent: a server may call it on every stop signal."""
+        if self._closed:
+            return
+        self._closed = True
+        self.node.stop(grace=0)
+
+
+def load_app(path: str | Path) -> NodeApp:
+    """The config's first web transport as a WSGI app, routers built and components started,
+    nothing bound (gunicorn binds). Call its ``close()`` when the server stops."""
     from geonode.cli import prepare
     from geonode.config import load
 
     cfg = load(path)
     prepare(cfg)
     node = Node(cfg)
-    node.build()
-    if not node.web:
-        raise ConfigError(f"{path}: the config has no web transport to serve")
-    _LOADED.append(node)  # keeps its routers and components alive with the app
-    return node.web[0].app
-
-
-_LOADED: list[Node] = []
+    try:
+        node.build()
+        if not node.web:
+            raise ConfigError(f"{path}: the config has no web transport to serve")
+        node.start_components()
+    except BaseException:
+        node.stop(grace=0)
+        raise
+    return NodeApp(node)

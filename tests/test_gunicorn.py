@@ -61,8 +61,8 @@ def _gunicorn_args() -> list[str]:
     # masters would fight over it.
     from gunicorn.config import KNOWN_SETTINGS
 
-    names = {s.name for s in KNOWN_SETTINGS}
-    return ["--no-control-socket"] if "no_control_socket" in names else []
+    flags = {flag for s in KNOWN_SETTINGS for flag in (getattr(s, "cli", None) or ())}
+    return ["--no-control-socket"] if "--no-control-socket" in flags else []
 
 
 class Gunicorn:
@@ -269,3 +269,92 @@ def test_plain_gevent_worker_refuses_websocket_path_clearly(tmp_path, gunicorn):
     status = int(head.split(b" ", 2)[1])
     assert status in (426, 501), head
     assert b"GeventWorker" in head, head  # the message says what to use instead
+
+
+# --- components and geonode.wamp.session() in the worker ---------------------------------------
+
+COMPONENT = '''
+class Hello:
+    def on_join(self, session):
+        session.register("com.comp.hello", lambda name: "hello " + name)
+'''
+
+# No "wamp" key on this wsgi path: the view finds the router through geonode.wamp.session().
+PUBLISHER_APP = '''
+import geonode.wamp
+
+def app(environ, start_response):
+    geonode.wamp.session("realm1", "backend").publish("com.app.news", environ["PATH_INFO"],
+                                                      acknowledge=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"published"]
+'''
+
+
+def wamp_app_config(port: int, folder: Path) -> dict:
+    """A node with a component and a wsgi app that publishes through geonode.wamp.session()."""
+    allow_all = [{"uri": "", "match": "prefix",
+                  "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}]
+    return {
+        "version": 2,
+        "controller": {},
+        "workers": [{
+            "type": "router",
+            "options": {"pythonpath": [str(folder)]},
+            "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": allow_all},
+                                                     {"name": "backend", "permissions": allow_all}]}],
+            "transports": [{
+                "type": "web",
+                "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
+                "paths": {"/": {"type": "wsgi", "module": "pubapp", "object": "app"},
+                          "ws": {"type": "websocket"}},
+            }],
+            "components": [{"type": "class", "classname": "comp.Hello", "realm": "realm1"}],
+        }],
+    }
+
+
+def write_wamp_app(tmp: Path) -> None:
+    (tmp / "comp.py").write_text(COMPONENT)
+    (tmp / "pubapp.py").write_text(PUBLISHER_APP)
+    (tmp / "node.json").write_text(json.dumps(wamp_app_config(free_port(), tmp), indent=2))
+
+
+def check_component_and_publishing_view(port: int, url: str) -> None:
+    """An autobahn client calls the component's procedure and gets the view's event."""
+    import queue
+    import time
+
+    from _wampclient import SyncClient
+    from autobahn.wamp.exception import ApplicationError
+
+    client = SyncClient(port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the component joins right after start-up
+            try:
+                assert client.call("com.comp.hello", "gunicorn") == "hello gunicorn"
+                break
+            except ApplicationError as e:
+                if e.error != "wamp.error.no_such_procedure" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        events = client.subscribe("com.app.news")
+        r = requests.get(url + "/from-view", timeout=10)
+        assert (r.status_code, r.text) == (200, "published")
+        try:
+            assert events.get(timeout=5) == (["/from-view"], {})
+        except queue.Empty:
+            raise AssertionError("no event from the view") from None
+    finally:
+        client.close()
+
+
+def test_components_and_wamp_session_run_under_gunicorn(tmp_path, gunicorn):
+    write_wamp_app(tmp_path)
+    g = gunicorn("geonode:load('node.json')")
+    check_component_and_publishing_view(g.port, g.url)
+    assert g.stop() == 0
+    log = g.log()
+    assert "Traceback" not in log, log
+    assert "graceful timeout" not in log
