@@ -92,6 +92,11 @@ class Node:
             return None
         router = Router(worker, self.dir)
         self.routers.append(router)
+        # Known to geonode.wamp.session() from now on: code outside any request (a module at
+        # import time, a thread the app starts) reaches it even without a "wamp" key.
+        from geonode import wamp
+
+        wamp.register_router(router)
         return router
 
     def build(self) -> None:

@@ -126,3 +126,38 @@ def test_second_signal_stops_at_once(start_node):
     th.join()
     assert outcome and outcome[0] != 200  # cut off, not completed
     assert "second signal" in n.log()
+
+
+PUBLISHER_APP = '''
+import geonode.wamp
+
+def app(environ, start_response):
+    geonode.wamp.session("realm1", "backend").publish("com.app.news", environ["PATH_INFO"],
+                                                      acknowledge=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"published"]
+'''
+
+
+def test_wamp_session_reaches_router_without_wamp_key(start_node):
+    """A view publishes via geonode.wamp.session() though its path has no "wamp" key."""
+    from _wampclient import SyncClient
+
+    allow = [{"uri": "", "match": "prefix",
+              "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}]
+    cfg = web_node({"/": {"type": "wsgi", "module": "pubapp", "object": "app"},
+                    "ws": {"type": "websocket"}},
+                   realms=[{"name": "realm1", "roles": [{"name": "anonymous", "permissions": allow},
+                                                         {"name": "backend", "permissions": allow}]}],
+                   worker_options={"pythonpath": ["."]})
+    n = start_node(cfg, files={"pubapp.py": PUBLISHER_APP})
+    client = SyncClient(n.port)
+    try:
+        events = client.subscribe("com.app.news")
+        r = requests.get(n.url + "/hello", timeout=10)
+        assert (r.status_code, r.text) == (200, "published")
+        assert events.get(timeout=5) == (["/hello"], {})
+    finally:
+        client.close()
+    assert "no_router" not in n.log()
+
