@@ -108,6 +108,9 @@ class Node:
             if worker.get("type", "router") != "router":
                 raise ConfigError(f"{wpath}.type: worker type {worker.get('type')!r} "
                                   "is not supported by geonode")
+            if _disabled(worker):
+                log.info("%s: disabled (options.disabled), not started", wpath)
+                continue
             router = self._make_router(worker, wpath)
             for ti, transport in enumerate(worker.get("transports", [])):
                 tpath = f"{wpath}.transports[{ti}]"
@@ -219,6 +222,14 @@ class Node:
                 server.stop(timeout=1)
             except Exception:
                 log.debug("stopping %s failed", tpath, exc_info=True)
+
+
+def _disabled(worker: dict) -> bool:
+    """A worker's ``options.disabled``: a boolean, or a string from ``${VAR}`` substitution."""
+    value = (worker.get("options") or {}).get("disabled", False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
 
 
 def _server_url(server: Any) -> str:

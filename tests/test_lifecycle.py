@@ -161,3 +161,20 @@ def test_wamp_session_reaches_router_without_wamp_key(start_node):
         client.close()
     assert "no_router" not in n.log()
 
+
+def test_disabled_worker_does_not_start(start_node):
+    cfg = config()
+    cfg["workers"].append({
+        "type": "router", "options": {"disabled": True},
+        "transports": [{"type": "web",
+                        "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
+                        "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}}]})
+    n = start_node(cfg, files={"lifeapp.py": APP}, nports=2, wait=False)
+    from conftest import wait_port
+
+    wait_port(n.port, n.proc)
+    assert requests.get(n.url + "/", timeout=5).text == "fast"
+    assert refused(n.ports[1])
+    log = n.log()
+    assert log.count("workers[1]: disabled (options.disabled), not started") == 1, log
+    assert log.count("listening on") == 1, log
