@@ -369,7 +369,8 @@ class Session:
                 **kwargs: Any) -> int | None:
         """Publish an event; with ``acknowledge=True`` wait for the router and return the
         publication id (errors raise ApplicationError). ``options`` may be an autobahn
-        ``PublishOptions`` or a dict of PUBLISH options (``exclude_me``, ``eligible``, …).
+        ``PublishOptions`` or a dict of PUBLISH options (``exclude_me``, ``eligible``, …);
+        options of the wrong type raise ValueError.
         Unlike autobahn, ``exclude_me`` defaults to False: the session is shared, so handlers
         subscribed on it elsewhere in the process receive the event too."""
         return self.publish_with(topic, list(args) if args else None, kwargs or None,
@@ -380,13 +381,16 @@ class Session:
                      timeout: float | None = DEFAULT_TIMEOUT) -> int | None:
         """``publish`` with the payload given as values (no clash with option names)."""
         opts = _publish_options(options)
-        acknowledge = bool(acknowledge or opts.pop("acknowledge", False))
+        acknowledge = bool(opts.pop("acknowledge", False) or acknowledge)
         # One session is shared by unrelated parts of a process (a view publishes, a module
         # subscribed at import time): they should see each other's events.
         opts.setdefault("exclude_me", False)
         req = next(self._ids)
-        msg = message.Publish(req, topic, args=args or None, kwargs=kwargs or None,
-                              acknowledge=acknowledge or None, **opts)
+        try:
+            msg = message.Publish(req, topic, args=args or None, kwargs=kwargs or None,
+                                  acknowledge=acknowledge or None, **opts)
+        except AssertionError:  # autobahn checks the option types with assert
+            raise ValueError(f"invalid publication to {topic!r}: options {opts}") from None
         if not acknowledge:
             self._submit(msg)
             return None

@@ -400,6 +400,10 @@ def test_publisher_publishes(node, client):
     r = requests.put(f"{node.url}/pub", json={"topic": "com.example.bridged"}, timeout=5)
     assert r.status_code == 200
     assert get_event(q) == ([], {})
+    # "acknowledge" in the options is the bridge's own choice anyway (it always waits)
+    r = post(node, "pub", {"topic": "com.example.bridged", "options": {"acknowledge": True}})
+    assert r.status_code == 200 and isinstance(r.json()["id"], int), r.text
+    assert get_event(q) == ([], {})
 
 
 def test_publisher_wamp_error_is_200_with_error(node):
@@ -498,6 +502,8 @@ def test_options_200_with_allow_and_cors(node):
     (b'{"topic": "com.example.\xff"}', "application/json"),   # not UTF-8
     (b'{"args": [1]}', "application/json"),                   # no topic
     (b'{"topic": "com.example.x", "args": {"a": 1}}', "application/json"),  # args not a list
+    (b'{"topic": "com.example.x", "options": {"exclude": 5}}', "application/json"),
+    (b'{"topic": "com.example.x", "options": {"eligible": ["x"]}}', "application/json"),
 ])
 def test_bad_bodies_400(node, body, ctype):
     r = post(node, "pub", body, headers={"Content-Type": ctype})

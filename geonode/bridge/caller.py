@@ -11,24 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from geonode import wamp
-from geonode.bridge.common import BridgeService, Deny, check_type, json_body
-
-DEFAULT_TIMEOUT = 30.0
+from geonode.bridge.common import BridgeService, json_body, wamp_request
 
 
 class Caller(BridgeService):
     kind = "caller"
 
     def process(self, environ: dict, event: dict) -> tuple[int, bytes, str]:
-        procedure = event.get("procedure")
-        if not isinstance(procedure, str) or not procedure:
-            raise Deny(400, "request body is missing the key 'procedure' (a string)")
-        args = check_type(event.get("args"), list, "args")
-        kwargs = check_type(event.get("kwargs"), dict, "kwargs")
-        timeout = float(self.options.get("timeout", DEFAULT_TIMEOUT))
+        procedure, args, kwargs = wamp_request(event, "procedure")
         try:
             res_args, res_kwargs = self.session.call_with(procedure, args, kwargs,
-                                                          timeout=timeout)
+                                                          timeout=self.timeout)
         except wamp.ApplicationError as e:
             return self.wamp_error(e)
         return 200, json_body({"args": res_args, "kwargs": res_kwargs}), \

@@ -89,6 +89,8 @@ class BridgeService:
         self.require_ip = [ipaddress.ip_network(n, strict=False)
                            for n in opts.get("require_ip", []) or []]
         self.tls = bool(getattr(ctx, "tls", False))
+        # seconds the router may take (calls: the callee too) before the answer is 504
+        self.timeout = float(opts.get("timeout", wamp.DEFAULT_TIMEOUT))
         if getattr(ctx, "router", None) is not None:
             wamp.register_router(ctx.router)
         authid = cfg.get("id") or f"geonode-{self.kind}-{ctx.json_path if ctx else ''}"
@@ -226,6 +228,15 @@ class BridgeService:
             status = 503
         return status, error_body(e.error, list(e.args), e.kwargs or {}), \
             "application/json; charset=UTF-8"
+
+
+def wamp_request(event: dict, key: str) -> tuple[str, list | None, dict | None]:
+    """The URI under ``key`` and the ``args``/``kwargs`` of a publisher/caller request body."""
+    uri = event.get(key)
+    if not isinstance(uri, str) or not uri:
+        raise Deny(400, f"request body is missing the key '{key}' (a string)")
+    return uri, check_type(event.get("args"), list, "args"), \
+        check_type(event.get("kwargs"), dict, "kwargs")
 
 
 def check_type(value: Any, kind: type, name: str) -> Any:

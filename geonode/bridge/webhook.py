@@ -46,8 +46,7 @@ class Webhook(BridgeService):
         headers = {name: [value] for name, value in request_headers(environ).items()}
         try:
             self.session.publish_with(self.topic, [{"headers": headers, "body": text}],
-                                      acknowledge=True,
-                                      timeout=float(self.options.get("timeout", 30)))
+                                      acknowledge=True, timeout=self.timeout)
         except wamp.ApplicationError as e:
             log.error("webhook %s: publishing to %s failed: %s %s", environ.get("PATH_INFO"),
                       self.topic, e.error, e.args)
