@@ -4,6 +4,10 @@
 SSLContext), so a request only ever blocks its own greenlet whether or not the process is
 monkey-patched. One connection per request; the whole exchange is bounded by ``timeout``
 (gevent.Timeout) and the response body by ``max_body``.
+
+Not the reverse proxy's client (``geonode.web.services.reverseproxy``): that one streams
+bodies both ways and pools connections but speaks no TLS; this one needs https (``tls_ca``)
+and whole, bounded bodies for small one-shot requests, which ``http.client`` already does.
 """
 
 from __future__ import annotations

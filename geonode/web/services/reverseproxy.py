@@ -9,6 +9,10 @@ client sees: a pooled connection is taken only by body-less GET/HEAD/OPTIONS req
 may be retried once on a fresh connection if the pooled one turns out to be dead), and a
 connection goes back to the pool only after a response that was framed exactly (length or
 chunked), fully read, with nothing left over in our buffer.
+
+Not ``http.client`` (as ``geonode.bridge.httpclient``, the bridge's one-shot client): it
+cannot show an early upstream answer after a failed upload, leftover bytes that make a pooled
+connection unsafe, or stream a chunked request body, which this module's own parser does.
 """
 
 from __future__ import annotations
