@@ -11,8 +11,8 @@ connection goes back to the pool only after a response that was framed exactly (
 chunked), fully read, with nothing left over in our buffer.
 
 Not ``http.client`` (as ``geonode.bridge.httpclient``, the bridge's one-shot client): it
-cannot show an early upstream answer after a failed upload, leftover bytes that make a pooled
-connection unsafe, or stream a chunked request body, which this module's own parser does.
+shows neither an early upstream answer after a failed upload nor the leftover bytes that make
+a pooled connection unsafe to reuse; this module's own parser sees both.
 """
 
 from __future__ import annotations
