@@ -333,3 +333,14 @@ def test_ipv6_and_shared_endpoints(start_node):
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", n.port))
     assert requests.get(n.url + "/", timeout=5).json()["tag"] == "root"
+
+
+def test_build_error_names_root_path_as_the_checker_does(start_node):
+    # The config checker writes the root service as paths["/"]; so must the dispatcher.
+    n = start_node(web_node({"x": {"type": "path", "paths": {
+        "/": {"type": "wsgi", "module": "okmod", "object": "nothere"}}}},
+        worker_options={"pythonpath": ["."]}), files={"okmod.py": "x = 1\n"}, wait=False)
+    assert n.proc.wait(20) == 1
+    log = n.log()
+    assert 'workers[0].transports[0].paths.x.paths["/"].object' in log, log
+    assert "paths./" not in log

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from geonode import __version__
+from geonode.config.environ import join_path
 
 
 @dataclass
@@ -33,10 +34,11 @@ class BuildContext:
     tls: bool = False
 
     def child(self, key: str) -> BuildContext:
-        """The context for a nested path, with its JSON path extended."""
+        """The context for a nested path, with its JSON path extended the way the config
+        checker writes it (``paths.ws``, ``paths["/"]``)."""
         return BuildContext(
             config_dir=self.config_dir,
-            json_path=f"{self.json_path}.{key}",
+            json_path=join_path(self.json_path, key),
             router=self.router,
             transport_options=self.transport_options,
             node=self.node,
