@@ -2,7 +2,7 @@
 """HTTP bridge and in-process WAMP benchmark: geonode vs Crossbar.io, same node.json.
 
     python bench/bridge/run.py                              # 3 rounds × 5 s per row
-    python bench/bridge/run.py --crossbar /work/cbvenv/bin/crossbar --rounds 1 --duration 3
+    python bench/bridge/run.py --crossbar /path/to/bin/crossbar --rounds 1 --duration 3
 
 Rows (wrk, requests/s, one server process at a time on loopback; a WAMP subscriber is
 connected to the topic so every publication is delivered):
@@ -21,33 +21,23 @@ geonode/Crossbar ratio are printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-WORK = ROOT / "bench" / ".work" / "bridge"
-PY = sys.executable
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "wamp")]
+
+import common  # noqa: E402
+from wire import Closed, Conn  # noqa: E402
+
+WORK = common.WORK / "bridge"
+TOPIC = "com.example.bench"
 ROWS = [("publisher", "/publish", True), ("flask-noop", "/app/noop", False),
         ("flask-pub", "/app/pub", False), ("flask-puback", "/app/puback", False)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_config(port: int, geonode: bool) -> dict:
@@ -75,154 +65,95 @@ def node_config(port: int, geonode: bool) -> dict:
     }]}
 
 
-class Server:
+class Bench:
+    """One server (started afresh each round) and its samples."""
+
     def __init__(self, name: str, exe: str | None) -> None:
         self.name, self.exe = name, exe
-        self.port = free_port()
-        self.dir = WORK / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
         self.rps: dict[str, list[float]] = {r[0]: [] for r in ROWS}
         self.problems: list[str] = []
 
-    def start(self) -> None:
-        cfg = node_config(self.port, self.name == "geonode")
-        if self.name == "geonode":
-            path = self.dir / "node.json"
-            cmd = [PY, "-m", "geonode", str(path)]
+    def start(self) -> common.Server:
+        port = common.free_port()
+        d = WORK / self.name
+        cfg = node_config(port, self.name == "geonode")
+        if self.exe is None:
+            cmd = common.geonode_cmd(common.write_config(d, "node.json", cfg))
         else:
-            path = self.dir / "config.json"
-            cmd = [self.exe, "start", "--cbdir", str(self.dir)]
-        path.write_text(json.dumps(cfg, indent=2))
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   BENCH_BRIDGE_URL=f"http://127.0.0.1:{self.port}/publish")
-        log = open(WORK / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited, see {WORK / (self.name + '.log')}")
-            # Crossbar listens before its path services exist (404): wait for all of them
-            if all(self._status(p) not in (None, 404) for p in ("/ws", "/publish", "/app/noop")):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start")
-
-    def _status(self, path: str) -> int | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=0.5) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+            common.write_config(d, "config.json", cfg)
+            cmd = common.crossbar_cmd(self.exe, d)
+        server = common.Server(self.name, cmd, d, port, WORK / f"{self.name}.log",
+                               env={"BENCH_BRIDGE_URL": f"http://127.0.0.1:{port}/publish"})
+        base = f"http://127.0.0.1:{port}"
+        # Crossbar listens before its path services exist (404): wait for all of them
+        server.start(lambda: all(common.http_status(base + p) not in (None, 404)
+                                 for p in ("/ws", "/publish", "/app/noop")))
+        return server
 
 
 class Subscriber:
-    """An autobahn (asyncio) client subscribed to the bench topic, counting events."""
+    """A WAMP subscriber to the bench topic counting events, in a thread. The lean client of
+    bench/wamp (autobahn's would take a good share of a core from the server at these rates)."""
 
     def __init__(self, port: int) -> None:
-        import txaio
-
-        txaio.use_asyncio()
-        from autobahn.asyncio.wamp import ApplicationSession
-        from autobahn.asyncio.websocket import WampWebSocketClientFactory
-        from autobahn.wamp.types import ComponentConfig
-
+        self.conn = Conn("127.0.0.1", port, "/ws", "json")
+        self.conn.join("realm1")
+        self.conn.subscribe(TOPIC)
         self.count = 0
-        self.loop = asyncio.new_event_loop()
-        joined = threading.Event()
-        outer = self
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-        class Client(ApplicationSession):
-            async def onJoin(self, details):
-                await self.subscribe(outer._on_event, "com.example.bench")
-                joined.set()
-
-        async def connect():
-            factory = WampWebSocketClientFactory(lambda: Client(ComponentConfig("realm1")),
-                                                 url=f"ws://127.0.0.1:{port}/ws")
-            await self.loop.create_connection(factory, "127.0.0.1", port)
-
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(connect(), self.loop).result(10)
-        if not joined.wait(10):
-            raise RuntimeError("subscriber did not join")
-
-    def _on_event(self, *args, **kwargs) -> None:
-        self.count += 1
+    def _run(self) -> None:
+        try:
+            while True:
+                self.conn._fill()
+                self.count += self.conn.count_frames()
+        except (Closed, OSError):
+            pass
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        # shutdown, not close: it wakes the thread blocked in recv()
+        self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self.conn.close()
 
 
-def wrk(url: str, lua: bool, threads: int, conns: int, duration: float) -> tuple[float, str]:
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s"]
-    if lua:
-        cmd += ["-s", str(HERE / "post.lua")]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True,
-                         timeout=duration + 60).stdout
-    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    problems = [e.group(0).strip() for pat in (r"Non-2xx or 3xx responses: (\d+)",
-                                                r"Socket errors: (.*)")
-                if (e := re.search(pat, out))]
-    return (float(m.group(1)) if m else 0.0), "; ".join(problems)
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--crossbar", default=os.environ.get("CROSSBAR", "/work/cbvenv/bin/crossbar"))
+    common.add_crossbar_option(ap)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--only", help="geonode or crossbar")
-    args = ap.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
-    names = ["geonode", "crossbar"]
-    if args.only:
-        names = [args.only]
-    if "crossbar" in names and not Path(args.crossbar).exists():
-        print(f"crossbar not found at {args.crossbar}: geonode only", file=sys.stderr)
-        names = ["geonode"]
-    servers = [Server(n, args.crossbar if n == "crossbar" else None) for n in names]
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
+    args = ap.parse_args(argv)
+    common.require_wrk()
+    servers = [Bench("geonode", None)]
+    if not args.no_crossbar:
+        servers.append(Bench("crossbar", common.crossbar_exe(args.crossbar)))
     events: dict[str, int] = {}
     for rnd in range(1, args.rounds + 1):
-        for srv in servers:
-            srv.start()
+        for b in servers:
+            srv = b.start()
             try:
                 sub = Subscriber(srv.port)
             except Exception:
                 srv.stop()
                 raise
             try:
-                # warm-up (thread pools, keep-alive sessions, JIT-free but caches)
+                # warm-up (thread pools, keep-alive sessions, caches)
                 for _, path, lua in ROWS:
-                    wrk(f"http://127.0.0.1:{srv.port}{path}", lua, 1, 4, 1)
+                    common.wrk(srv.url + path[1:], 1, 4, 1, HERE / "post.lua" if lua else None)
                 for row, path, lua in ROWS:
-                    rps, problem = wrk(f"http://127.0.0.1:{srv.port}{path}", lua, args.threads,
-                                       args.connections, args.duration)
-                    srv.rps[row].append(rps)
-                    if problem:
-                        srv.problems.append(f"{row}: {problem}")
-                    print(f"round {rnd} {srv.name:9s} {row:13s} {rps:10.0f} req/s"
-                          + (f"  ({problem})" if problem else ""), flush=True)
+                    w = common.wrk(srv.url + path[1:], args.threads, args.connections,
+                                   args.duration, HERE / "post.lua" if lua else None)
+                    b.rps[row].append(w.rps)
+                    if w.problems:
+                        b.problems.append(f"{row}: {w.problems}")
+                    print(f"round {rnd} {b.name:9s} {row:13s} {w.rps:10.0f} req/s"
+                          + (f"  ({w.problems})" if w.problems else ""), flush=True)
                 time.sleep(0.5)
-                events[srv.name] = events.get(srv.name, 0) + sub.count
+                events[b.name] = events.get(b.name, 0) + sub.count
             finally:
                 sub.close()
                 srv.stop()
@@ -232,16 +163,21 @@ def main() -> int:
     if len(servers) == 2:
         head += f"{'geonode/crossbar':>18s}"
     print(head)
+    summary = []
     for row, _, _ in ROWS:
         med = [statistics.median(s.rps[row]) for s in servers]
         line = f"{row:14s}" + "".join(f"{m:12.0f}" for m in med)
         if len(servers) == 2 and med[1]:
             line += f"{med[0] / med[1]:17.1f}x"
         print(line)
+        summary.append(common.compare(f"bridge {row}", "req/s", med[0], "crossbar",
+                                      med[1] if len(servers) == 2 else None))
     for s in servers:
         print(f"{s.name}: events delivered to the WAMP subscriber: {events.get(s.name, 0)}")
         for p in s.problems:
             print(f"  {s.name} {p}")
+    common.write_summary(args.summary, "bridge", summary, events=events,
+                         problems={s.name: s.problems for s in servers})
     return 0
 
 
