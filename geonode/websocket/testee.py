@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from geonode.web.services.plain import text_response
 from geonode.websocket.handshake import HandshakeError
 from geonode.websocket.options import DeflateOptions, WebSocketOptions
 
-_PAGE = b"geonode websocket-testee: connect with a WebSocket client, every message is echoed.\n"
+_PAGE = "geonode websocket-testee: connect with a WebSocket client, every message is echoed."
 
 
 def build(cfg: dict, ctx: Any):
@@ -26,19 +27,13 @@ def build(cfg: dict, ctx: Any):
         upgrader = environ.get("geonode.websocket")
         if upgrader is None:
             if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
-                start_response("501 Not Implemented", [("Content-Type", "text/plain")])
-                return [b"WebSocket upgrade needs geonode's web handler\n"]
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"),
-                                      ("Content-Length", str(len(_PAGE)))])
-            return [_PAGE]
+                return text_response(start_response, 501,
+                                     "WebSocket upgrade needs geonode's web handler")
+            return text_response(start_response, 200, _PAGE)
         try:
             ws = upgrader.accept(None, options)
         except HandshakeError as e:
-            body = (e.message + "\n").encode("utf-8")
-            start_response(f"{e.status} {_reason(e.status)}",
-                           [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))] + e.headers)
-            return [body]
+            return text_response(start_response, e.status, e.message, e.headers)
         receive, send = ws.receive, ws.send
         while True:
             msg = receive()
@@ -48,11 +43,3 @@ def build(cfg: dict, ctx: Any):
         return []
 
     return app
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

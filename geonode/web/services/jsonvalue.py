@@ -7,17 +7,10 @@ from collections.abc import Callable, Iterable
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+from geonode.web.services.plain import text_response
 
 _NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
              ("Pragma", "no-cache"), ("Expires", "0")]
-
-
-
-def _plain(start_response, status: str, text: str, headers: list) -> list[bytes]:
-    body = (text + "\n").encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))] + headers)
-    return [body]
 
 
 def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
@@ -53,7 +46,7 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
         if method == "OPTIONS":
             start_response("204 No Content", list(preflight))
             return []
-        return _plain(start_response, "405 Method Not Allowed",
+        return text_response(start_response, 405,
                       f"method {method} not allowed here", [("Allow", "GET, HEAD, OPTIONS")])
 
     return app

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 import gevent
 
 from geonode.web.context import BuildContext
+from geonode.web.services.plain import text_response
 
 
 def _uptime(seconds: float) -> str:
@@ -37,11 +38,8 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
     def app(environ: dict, start_response) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
-            body = f"method {method} not allowed here\n".encode()
-            start_response("405 Method Not Allowed", [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))), ("Allow", "GET, HEAD")])
-            return [body]
+            return text_response(start_response, 405, f"method {method} not allowed here",
+                                 [("Allow", "GET, HEAD")])
         rows = [
             ("geonode version", node.version),
             ("process id", str(node.pid)),

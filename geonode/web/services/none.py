@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from geonode.web.context import BuildContext
-
-_BODY = b"not found\n"
-_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_BODY)))]
+from geonode.web.services.plain import text_response
 
 
 def app(environ: dict, start_response) -> Iterable[bytes]:
-    start_response("404 Not Found", list(_HEADERS))
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [_BODY]
+    return text_response(start_response, 404, "not found",
+                         head=environ.get("REQUEST_METHOD") == "HEAD")
 
 
 def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:

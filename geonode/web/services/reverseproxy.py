@@ -21,13 +21,13 @@ import errno
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from http import HTTPStatus
 from urllib.parse import quote
 
 from gevent import socket
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+from geonode.web.services.plain import phrase, text_response
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +58,12 @@ class UpstreamError(Exception):
         self.status = status
 
 
-def _plain(start_response, status: int, text: str, head: bool = False) -> list[bytes]:
-    body = (text + "\n").encode()
-    start_response(f"{status} {HTTPStatus(status).phrase}",
-                   [("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body)))])
-    return [] if head else [body]
-
-
 def _clean(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ") if "\r" in value or "\n" in value else value
 
 
 def _connection_tokens(value: str | None) -> set[str]:
     return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
-
-
-def _phrase(code: int) -> str:
-    try:
-        return HTTPStatus(code).phrase
-    except ValueError:
-        return "Unknown"
 
 
 class _Conn:
@@ -358,7 +343,7 @@ class ReverseProxy:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return _plain(start_response, 400, "bad Content-Length", head)
+            return text_response(start_response, 400, "bad Content-Length", head=head)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             body_mode = "chunked"
         else:
@@ -373,11 +358,12 @@ class ReverseProxy:
                 try:
                     conn = self._connect()
                 except TimeoutError:
-                    return _plain(start_response, 504,
-                                  "gateway timeout: upstream did not accept", head)
+                    return text_response(start_response, 504,
+                                  "gateway timeout: upstream did not accept", head=head)
                 except OSError as e:
                     log.warning("reverseproxy: %s:%s unreachable: %s", self.host, self.port, e)
-                    return _plain(start_response, 502, "bad gateway: upstream unreachable", head)
+                    return text_response(start_response, 502, "bad gateway: upstream unreachable",
+                                         head=head)
             sent = False
             try:
                 try:
@@ -399,10 +385,10 @@ class ReverseProxy:
                     continue
                 log.warning("reverseproxy: %s:%s: %s", self.host, self.port, e)
                 word = "gateway timeout" if e.status == 504 else "bad gateway"
-                return _plain(start_response, e.status, f"{word}: {e}", head)
+                return text_response(start_response, e.status, f"{word}: {e}", head=head)
             except ValueError as e:
                 conn.close()
-                return _plain(start_response, 400, f"bad request: {e}", head)
+                return text_response(start_response, 400, f"bad request: {e}", head=head)
             except BaseException:
                 conn.close()
                 raise
@@ -417,11 +403,11 @@ class ReverseProxy:
             # Ambiguous framing is how responses get smuggled: refuse it.
             conn.close()
             log.warning("reverseproxy: %s:%s sent an invalid Content-Length", self.host, self.port)
-            return _plain(start_response, 502, "bad gateway: upstream sent an invalid "
-                          "Content-Length", head)
+            return text_response(start_response, 502, "bad gateway: upstream sent an invalid "
+                          "Content-Length", head=head)
         clen = next(iter(lengths), None)
         keep = sent and version == "HTTP/1.1" and "close" not in tokens
-        start_response(f"{code} {reason or _phrase(code)}", out)
+        start_response(f"{code} {reason or phrase(code)}", out)
         if head or code in (204, 304):
             if keep:
                 self.release(conn)

@@ -27,6 +27,7 @@ from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+from geonode.web.services.plain import text_response as _error
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ _ALLOW = [("Allow", "GET, HEAD")]
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                "xz": "application/x-xz", "br": "application/octet-stream",
                "compress": "application/x-compress"}
-
-
-def _error(start_response, status: str, text: str, headers: list | None = None,
-           head: bool = False) -> list[bytes]:
-    body = (text + "\n").encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))] + (headers or []))
-    return [] if head else [body]
 
 
 class FileIter:
@@ -151,13 +144,13 @@ class StaticApp:
         method = environ.get("REQUEST_METHOD", "GET")
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
-            return _error(start_response, "405 Method Not Allowed",
+            return _error(start_response, 405,
                           f"method {method} not allowed here", _ALLOW)
         segs = _segments(environ.get("PATH_INFO", ""))
         if isinstance(segs, int):
             if segs == 400:
-                return _error(start_response, "400 Bad Request", "bad path", head=head)
-            return _error(start_response, "404 Not Found", "not found", head=head)
+                return _error(start_response, 400, "bad path", head=head)
+            return _error(start_response, 404, "not found", head=head)
 
         found = self._resolve(segs)
         if found is not None and stat.S_ISDIR(found[1].st_mode):
@@ -173,7 +166,7 @@ class StaticApp:
             if segs:
                 # An existing directory without index is not a "missing name" for the SPA
                 # fallback: answer 404 unless it is the root.
-                return _error(start_response, "404 Not Found", "not found", head=head)
+                return _error(start_response, 404, "not found", head=head)
             found = None
         # "a.txt/" names a folder that does not exist (the file system says ENOTDIR too).
         if (found is not None and stat.S_ISREG(found[1].st_mode)
@@ -181,7 +174,7 @@ class StaticApp:
             return self._file(environ, start_response, found[0], head)
         default = self._default()
         if default is None:
-            return _error(start_response, "404 Not Found", "not found", head=head)
+            return _error(start_response, 404, "not found", head=head)
         return self._file(environ, start_response, default, head)
 
     def _slash_redirect(self, environ: dict, segs: list[str], start_response):
@@ -193,7 +186,7 @@ class StaticApp:
             location += "/".join(quote(s.encode("utf-8"), safe="") for s in segs) + "/"
         if environ.get("QUERY_STRING"):
             location += "?" + environ["QUERY_STRING"]
-        return _error(start_response, "301 Moved Permanently", "moved to " + location,
+        return _error(start_response, 301, "moved to " + location,
                       [("Location", location)], head=environ.get("REQUEST_METHOD") == "HEAD")
 
     def _content_type(self, path: str) -> str:
@@ -229,12 +222,12 @@ class StaticApp:
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed by FileIter or below
         except OSError:
-            return _error(start_response, "404 Not Found", "not found", head=head)
+            return _error(start_response, 404, "not found", head=head)
         try:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 f.close()
-                return _error(start_response, "404 Not Found", "not found", head=head)
+                return _error(start_response, 404, "not found", head=head)
             size = st.st_size
             etag = f'"{st.st_mtime_ns:x}-{size:x}"'
             mtime = int(st.st_mtime)
@@ -253,7 +246,7 @@ class StaticApp:
                 bounds = rng.range_for_length(size) if len(rng.ranges) == 1 else None
                 if len(rng.ranges) == 1 and bounds is None:
                     f.close()
-                    return _error(start_response, "416 Range Not Satisfiable",
+                    return _error(start_response, 416,
                                   "range not satisfiable",
                                   [("Content-Range", f"bytes */{size}")] + headers, head=head)
                 if bounds is not None:
@@ -308,7 +301,7 @@ class StaticApp:
         # other connections keep moving meanwhile.
         body = gevent.get_hub().threadpool.apply(self._render_listing, (real, segs))
         if body is None:
-            return _error(start_response, "404 Not Found", "not found", head=head)
+            return _error(start_response, 404, "not found", head=head)
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                                   ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-cache")])
