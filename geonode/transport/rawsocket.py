@@ -179,7 +179,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
     """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
-    from geonode.web.server import _tcp_listener, _tls_context, _unix_listener
+    from geonode.web.listeners import tcp_listener as _tcp_listener
+    from geonode.web.listeners import tls_context as _tls_context
+    from geonode.web.listeners import unix_listener as _unix_listener
 
     kind = endpoint.get("type", "tcp")
     if kind == "unix":

@@ -13,8 +13,6 @@ import errno
 import logging
 import os
 import socket
-import stat
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +22,14 @@ import gevent
 from gevent import pywsgi
 from gevent.pool import Pool
 
+from geonode.web.listeners import EndpointError, tcp_listener, tls_context, unix_listener
+
 try:
     from geonode.web.handler import Handler
 except ImportError:  # the websocket layer's handler is not there yet
     from gevent.pywsgi import WSGIHandler as Handler
+
+__all__ = ["EndpointError", "RequestHeaders", "ServerHandler", "WebServer", "wait_idle"]
 
 log = logging.getLogger("geonode.web")
 
@@ -53,10 +55,6 @@ class _ErrorLog:
 
     def flush(self) -> None:
         pass
-
-
-class EndpointError(Exception):
-    """An endpoint cannot be opened (bad TLS files, port in use, ...)."""
 
 
 _MAX_HEADER_LINE = 65536
@@ -206,108 +204,6 @@ class ServerHandler(Handler):  # type: ignore[misc, valid-type]
         self._sendall(out)
 
 
-def _tls_context(tls: dict, base: Path, json_path: str) -> Any:
-    from gevent import ssl
-
-    def path(key: str, value: str) -> str:
-        p = (base / value).resolve()
-        if not p.is_file():
-            raise EndpointError(f"{json_path}.tls.{key}: file not found: {p}")
-        return str(p)
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    cert = path("certificate", tls["certificate"])
-    key = path("key", tls["key"])
-    chain = [path(f"chain_certificates[{i}]", c)
-             for i, c in enumerate(tls.get("chain_certificates") or [])]
-    try:
-        if chain:
-            # load_cert_chain wants the leaf and its intermediates in one file.
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
-                for p in [cert, *chain]:
-                    f.write(Path(p).read_text().strip() + "\n")
-            try:
-                ctx.load_cert_chain(f.name, key)
-            finally:
-                os.unlink(f.name)
-        else:
-            ctx.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as e:
-        raise EndpointError(f"{json_path}.tls: cannot load certificate/key ({cert}, {key}): {e}") from e
-    cas = tls.get("ca_certificates") or []
-    for i, ca in enumerate(cas):
-        try:
-            ctx.load_verify_locations(cafile=path(f"ca_certificates[{i}]", ca))
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ca_certificates[{i}]: {e}") from e
-    if cas:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    if tls.get("ciphers"):
-        try:
-            ctx.set_ciphers(tls["ciphers"])
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ciphers: {e}") from e
-    if tls.get("dhparam"):
-        try:
-            ctx.load_dh_params(path("dhparam", tls["dhparam"]))
-        except (ssl.SSLError, OSError) as e:
-            raise EndpointError(f"{json_path}.tls.dhparam: {e}") from e
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-def _tcp_listener(endpoint: dict, json_path: str) -> tuple[socket.socket, str]:
-    from gevent import socket as gsocket
-
-    version = int(endpoint.get("version", 4))
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    interface = endpoint.get("interface") or ("::" if version == 6 else "0.0.0.0")
-    port = int(endpoint["port"])
-    sock = gsocket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if endpoint.get("shared"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((interface, port))
-        sock.listen(int(endpoint.get("backlog", 50)))
-    except OSError as e:
-        sock.close()
-        raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
-                            f"{e.strerror or e}") from e
-    sock.setblocking(False)
-    host = f"[{interface}]" if ":" in interface else interface
-    return sock, f"{host}:{sock.getsockname()[1]}"
-
-
-def _unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.socket, str]:
-    from gevent import socket as gsocket
-
-    path = (base / endpoint["path"]).absolute()
-    if path.exists():
-        if not stat.S_ISSOCK(path.stat().st_mode):
-            raise EndpointError(f"{json_path}.path: {path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody answers: a stale file left by a crashed node
-        else:
-            raise EndpointError(f"{json_path}.path: another process is listening on {path}")
-        finally:
-            probe.close()
-    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        sock.listen(int(endpoint.get("backlog", 50)))
-    except OSError as e:
-        sock.close()
-        raise EndpointError(f"{json_path}: cannot listen on unix socket {path}: "
-                            f"{e.strerror or e}") from e
-    sock.setblocking(False)
-    return sock, str(path)
-
-
 class WebServer(pywsgi.WSGIServer):
     """A WSGI server for one web transport endpoint."""
 
@@ -323,14 +219,14 @@ class WebServer(pywsgi.WSGIServer):
         kind = endpoint.get("type", "tcp")
         ssl_args: dict = {}
         if kind == "unix":
-            listener, where = _unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
+            listener, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
             self.unix_path: str | None = where
             self.url = f"http+unix://{where}"
             self.is_tcp = False
         else:
             tls = endpoint.get("tls")
-            ctx = _tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
-            listener, where = _tcp_listener(endpoint, f"{json_path}.endpoint")
+            ctx = tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
+            listener, where = tcp_listener(endpoint, f"{json_path}.endpoint")
             if ctx is not None:
                 ssl_args["ssl_context"] = ctx
             self.unix_path = None

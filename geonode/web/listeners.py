@@ -1,0 +1,137 @@
+"""Listening sockets for a Crossbar endpoint config (``tcp``, ``tcp`` + ``tls``, ``unix``).
+
+Shared by the web transports (``geonode.web.server``) and RawSocket transports
+(``geonode.transport.rawsocket``), so both follow the same endpoint rules and name the same
+JSON paths in their errors. Each function takes ``json_path``, the endpoint's own path
+(``workers[0].transports[0].endpoint``), and raises :class:`EndpointError` naming it.
+
+- ``tcp_listener(endpoint, json_path) -> (socket, "host:port")``: ``interface`` (default all),
+  ``version`` 4/6, ``port`` (0 = any free port), ``backlog`` (50), ``shared`` (SO_REUSEPORT).
+- ``unix_listener(endpoint, config_dir, json_path) -> (socket, path)``: ``path`` relative to the
+  config folder; a stale socket file nobody answers on is replaced.
+- ``tls_context(tls, config_dir, json_path) -> ssl.SSLContext``: the endpoint's ``tls`` dict
+  (``certificate``, ``key``, ``chain_certificates``, ``ca_certificates`` = client certificates
+  required, ``ciphers``, ``dhparam``); TLS 1.2 at least.
+
+The sockets are gevent sockets, bound and listening, non-blocking: hand them to a gevent server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EndpointError", "tcp_listener", "tls_context", "unix_listener"]
+
+
+class EndpointError(Exception):
+    """An endpoint cannot be opened (bad TLS files, port in use, ...)."""
+
+
+def tls_context(tls: dict, base: Path, json_path: str) -> Any:
+    """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``)."""
+    from gevent import ssl
+
+    def path(key: str, value: str) -> str:
+        p = (base / value).resolve()
+        if not p.is_file():
+            raise EndpointError(f"{json_path}.tls.{key}: file not found: {p}")
+        return str(p)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert = path("certificate", tls["certificate"])
+    key = path("key", tls["key"])
+    chain = [path(f"chain_certificates[{i}]", c)
+             for i, c in enumerate(tls.get("chain_certificates") or [])]
+    try:
+        if chain:
+            # load_cert_chain wants the leaf and its intermediates in one file.
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
+                for p in [cert, *chain]:
+                    f.write(Path(p).read_text().strip() + "\n")
+            try:
+                ctx.load_cert_chain(f.name, key)
+            finally:
+                os.unlink(f.name)
+        else:
+            ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as e:
+        raise EndpointError(f"{json_path}.tls: cannot load certificate/key ({cert}, {key}): {e}") from e
+    cas = tls.get("ca_certificates") or []
+    for i, ca in enumerate(cas):
+        try:
+            ctx.load_verify_locations(cafile=path(f"ca_certificates[{i}]", ca))
+        except ssl.SSLError as e:
+            raise EndpointError(f"{json_path}.tls.ca_certificates[{i}]: {e}") from e
+    if cas:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if tls.get("ciphers"):
+        try:
+            ctx.set_ciphers(tls["ciphers"])
+        except ssl.SSLError as e:
+            raise EndpointError(f"{json_path}.tls.ciphers: {e}") from e
+    if tls.get("dhparam"):
+        try:
+            ctx.load_dh_params(path("dhparam", tls["dhparam"]))
+        except (ssl.SSLError, OSError) as e:
+            raise EndpointError(f"{json_path}.tls.dhparam: {e}") from e
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def tcp_listener(endpoint: dict, json_path: str) -> tuple[socket.socket, str]:
+    """A listening TCP socket for a ``tcp`` endpoint and its ``host:port`` (actual port)."""
+    from gevent import socket as gsocket
+
+    version = int(endpoint.get("version", 4))
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    interface = endpoint.get("interface") or ("::" if version == 6 else "0.0.0.0")
+    port = int(endpoint["port"])
+    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if endpoint.get("shared"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.listen(int(endpoint.get("backlog", 50)))
+    except OSError as e:
+        sock.close()
+        raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
+                            f"{e.strerror or e}") from e
+    sock.setblocking(False)
+    host = f"[{interface}]" if ":" in interface else interface
+    return sock, f"{host}:{sock.getsockname()[1]}"
+
+
+def unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.socket, str]:
+    """A listening Unix socket for a ``unix`` endpoint (path relative to ``base``)."""
+    from gevent import socket as gsocket
+
+    path = (base / endpoint["path"]).absolute()
+    if path.exists():
+        if not stat.S_ISSOCK(path.stat().st_mode):
+            raise EndpointError(f"{json_path}.path: {path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody answers: a stale file left by a crashed node
+        else:
+            raise EndpointError(f"{json_path}.path: another process is listening on {path}")
+        finally:
+            probe.close()
+    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(int(endpoint.get("backlog", 50)))
+    except OSError as e:
+        sock.close()
+        raise EndpointError(f"{json_path}: cannot listen on unix socket {path}: "
+                            f"{e.strerror or e}") from e
+    sock.setblocking(False)
+    return sock, str(path)
