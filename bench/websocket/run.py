@@ -1,52 +1,37 @@
 #!/usr/bin/env python3
 """WebSocket layer benchmark: unmasking speed, and echo throughput of geonode vs Crossbar.
 
-    python bench/websocket/run.py                    # geonode, plus Crossbar if found
-    python bench/websocket/run.py --crossbar /work/cbvenv/bin/crossbar --messages 20000
+    python bench/websocket/run.py                    # geonode and Crossbar
+    python bench/websocket/run.py --crossbar /path/to/bin/crossbar --messages 20000
+    python bench/websocket/run.py --no-crossbar
 
 1. Unmasking: ms per MiB for the paths in ``geonode.websocket.frames`` (compiled NVX when
    autobahn has it, the pure-Python integer XOR otherwise) and µs for a 100-byte payload.
 2. Echo: one raw client connection (this process, plain sockets) against geonode's
    ``websocket-testee`` and Crossbar's ``websocket.testee`` transport: small text messages
    with a window of ``--window`` in flight (messages/s), then 4 MiB binary messages (MiB/s).
-   Deflate is not offered, so both sides do plain framing.
+   Deflate is not offered, so both sides do plain framing. Both servers run side by side;
+   ``--rounds`` interleaved rounds, medians printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "wamp")]
 
+import common  # noqa: E402
+from wire import frame  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(port)
+WORK = common.WORK / "websocket"
 
 
 def bench_unmask() -> None:
@@ -97,18 +82,6 @@ class Client:
         head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
         assert b" 101 " in head.split(b"\r\n")[0], head
         self.buf = bytearray(rest)
-        self.mask = b"\x00\x00\x00\x00"   # a zero mask: valid, and keeps the client cheap
-
-    @staticmethod
-    def frame(opcode: int, payload: bytes) -> bytes:
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        return head + b"\x00\x00\x00\x00" + payload
 
     def read_message(self) -> bytes:
         while True:
@@ -143,7 +116,7 @@ class Client:
 
 def bench_echo(port: int, messages: int, window: int, big: int) -> tuple[float, float]:
     c = Client(port)
-    msg = c.frame(1, b"x" * 100)
+    msg = frame(b"x" * 100, 1)  # zero mask key: valid, and keeps the client cheap
     sent = received = 0
     t = time.perf_counter()
     while received < messages:
@@ -155,79 +128,75 @@ def bench_echo(port: int, messages: int, window: int, big: int) -> tuple[float, 
         received += 1
     small_rate = messages / (time.perf_counter() - t)
     data = os.urandom(4 << 20)
-    frame = c.frame(2, data)
+    big_frame = frame(data, 2)
     t = time.perf_counter()
     for _ in range(big):
-        c.sock.sendall(frame)
+        c.sock.sendall(big_frame)
         assert len(c.read_message()) == len(data)
     big_rate = big * 4 * 2 / (time.perf_counter() - t)   # MiB moved both ways per second
     c.sock.close()
     return small_rate, big_rate
 
 
-def start_geonode(tmp: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
-        "type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-        "paths": {"/": {"type": "websocket-testee"}}}]}]}
-    (tmp / "node.json").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "geonode", "--loglevel", "warning",
-                             str(tmp / "node.json")], cwd=tmp, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_port(port)
-    return proc, port
+def start(name: str, exe: str | None) -> common.Server:
+    port = common.free_port()
+    endpoint = {"type": "tcp", "port": port, "interface": "127.0.0.1"}
+    d = WORK / name
+    if exe is None:
+        cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
+            "type": "web", "endpoint": endpoint,
+            "paths": {"/": {"type": "websocket-testee"}}}]}]}
+        cmd = common.geonode_cmd(common.write_config(d, "node.json", cfg),
+                                 "--loglevel", "warning")
+    else:
+        cfg = {"version": 2, "controller": {}, "workers": [{"type": "router", "realms": [],
+               "transports": [{"type": "websocket.testee", "endpoint": endpoint}]}]}
+        common.write_config(d, "config.json", cfg)
+        cmd = common.crossbar_cmd(exe, d)
+    server = common.Server(name, cmd, d, port, WORK / f"{name}.log")
+    server.start(timeout=120)
+    return server
 
 
-def start_crossbar(exe: str, tmp: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    cbdir = tmp / ".crossbar"
-    cbdir.mkdir()
-    cfg = {"version": 2, "controller": {}, "workers": [{"type": "router", "realms": [],
-           "transports": [{"type": "websocket.testee", "endpoint": {
-               "type": "tcp", "port": port, "interface": "127.0.0.1"}}]}]}
-    (cbdir / "config.json").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([exe, "start", "--cbdir", str(cbdir), "--loglevel", "warn"],
-                            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_port(port, 120)
-    return proc, port
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)   # both servers run in their own session
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--crossbar", default=os.environ.get("CROSSBAR") or
-                    shutil.which("crossbar") or "/work/cbvenv/bin/crossbar")
-    ap.add_argument("--no-crossbar", action="store_true")
+    common.add_crossbar_option(ap)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--big", type=int, default=20, help="number of 4 MiB echoes")
-    args = ap.parse_args()
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
+    args = ap.parse_args(argv)
     bench_unmask()
     servers = [("geonode", None)]
-    if not args.no_crossbar and args.crossbar and Path(args.crossbar).exists():
-        servers.append(("crossbar", args.crossbar))
-    for name, exe in servers:
-        with tempfile.TemporaryDirectory() as d:
-            proc, port = (start_geonode(Path(d)) if exe is None
-                          else start_crossbar(exe, Path(d)))
-            try:
-                bench_echo(port, 2000, args.window, 2)   # warm-up
-                small, big = bench_echo(port, args.messages, args.window, args.big)
-            finally:
-                stop(proc)
-        print(f"{name:9} echo 100-byte text: {small:9.0f} msg/s (window {args.window}); "
-              f"4 MiB binary: {big:7.1f} MiB/s")
+    if not args.no_crossbar:
+        servers.append(("crossbar", common.crossbar_exe(args.crossbar)))
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in servers}
+    running: list[common.Server] = []
+    try:
+        for name, exe in servers:
+            running.append(start(name, exe))
+            bench_echo(running[-1].port, 2000, args.window, 2)   # warm-up
+        for rnd in range(1, args.rounds + 1):  # interleaved: noise hits both alike
+            for server in running:
+                small, big = bench_echo(server.port, args.messages, args.window, args.big)
+                samples[server.name].append((small, big))
+                print(f"round {rnd} {server.name:9} echo 100-byte text: {small:9.0f} msg/s "
+                      f"(window {args.window}); 4 MiB binary: {big:7.1f} MiB/s", flush=True)
+    finally:
+        for server in running:
+            server.stop()
+    rates = {name: (common.median(s[0] for s in v), common.median(s[1] for s in v))
+             for name, v in samples.items()}
+    print(f"\nmedians of {args.rounds} rounds:")
+    for name, (small, big) in rates.items():
+        print(f"{name:9} echo 100-byte text: {small:9.0f} msg/s; 4 MiB binary: {big:7.1f} MiB/s")
+    cb = rates.get("crossbar")
+    common.write_summary(args.summary, "websocket", [
+        common.compare("WebSocket echo, 100-byte text", "msg/s", rates["geonode"][0],
+                       "crossbar", cb[0] if cb else None),
+        common.compare("WebSocket echo, 4 MiB binary", "MiB/s", rates["geonode"][1],
+                       "crossbar", cb[1] if cb else None)])
     return 0
 
 
