@@ -192,3 +192,21 @@ def test_rawsocket_over_tls(start_node):
             s.leave()
 
     _run(main())
+
+
+def test_rawsocket_config_errors_name_the_key():
+    """RawSocket reads serializers and queue bounds with the WebSocket path's rules."""
+    from types import SimpleNamespace
+
+    from geonode.config import ConfigError
+    from geonode.router import Router
+    from geonode.transport import rawsocket
+
+    ctx = SimpleNamespace(json_path="workers[0].transports[1]", config_dir=".")
+    endpoint = {"type": "tcp", "port": 0, "interface": "127.0.0.1"}
+    with pytest.raises(ConfigError, match=r"transports\[1\]\.serializers\[1\]: unknown "
+                                          r"serializer 'yaml'"):
+        rawsocket.serve({"serializers": ["json", "yaml"], "endpoint": endpoint}, Router(), ctx)
+    with pytest.raises(ConfigError, match=r"transports\[1\]\.options\.max_queue: must be a "
+                                          r"positive integer"):
+        rawsocket.serve({"options": {"max_queue": 0}, "endpoint": endpoint}, Router(), ctx)

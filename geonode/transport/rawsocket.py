@@ -25,9 +25,9 @@ from geonode.config import ConfigError
 from geonode.transport import serializers as ser
 from geonode.transport.websocket import (
     CLOSE_TIMEOUT,
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_QUEUE_BYTES,
     MessageQueuePeer,
+    configured_serializers,
+    queue_limits,
 )
 
 log = logging.getLogger("geonode.transport")
@@ -200,21 +200,15 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
     """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport."""
     json_path = getattr(ctx, "json_path", "rawsocket")
     config_dir = Path(getattr(ctx, "config_dir", "."))
-    names = transport_cfg.get("serializers") or [n for n in ("json", "msgpack", "cbor", "ubjson")
-                                                 if n in ser.SERIALIZERS]
     allowed: dict[int, ser.WampSerializer] = {}
-    for i, name in enumerate(names):
-        if name not in ser.KNOWN or name not in ser.SERIALIZERS:
-            raise ConfigError(f"{json_path}.serializers[{i}]: unknown or uninstalled serializer "
-                              f"{name!r} (available: {', '.join(ser.available())})")
+    for name in configured_serializers(transport_cfg, json_path):
         s = ser.get(name)
         allowed[s.rawsocket_id] = s
     options = transport_cfg.get("options") or {}
     max_message_size = int(options.get("max_message_size", 1 << 24) or (1 << 24))
     own_exp = length_exponent(max_message_size)
     max_receive = min(max_message_size, MAX_PAYLOAD)
-    limits = {"max_queue": int(options.get("max_queue", DEFAULT_MAX_QUEUE)),
-              "max_queue_bytes": int(options.get("max_queue_bytes", DEFAULT_MAX_QUEUE_BYTES))}
+    limits = queue_limits(options, json_path)
     auth_config = transport_cfg.get("auth")
     endpoint = transport_cfg.get("endpoint") or {}
     listener, tls_context, url = _listener(endpoint, config_dir, json_path)

@@ -19,12 +19,16 @@ from autobahn.wamp.message import Abort
 from gevent import get_hub
 from greenlet import GreenletExit, greenlet
 
+from geonode.config import ConfigError
+from geonode.transport import serializers as ser
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
 log = logging.getLogger("geonode.transport")
 
 DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
 DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
+# geonode's own transport options (not Crossbar's): the bound of a connection's outgoing queue.
+QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
 BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
@@ -65,6 +69,40 @@ def _sweep() -> None:
     for peer in old:
         del _parked[peer]
         peer._retire()
+
+
+# -- transport config shared by WebSocket paths and RawSocket transports ----------------------
+def configured_serializers(cfg: dict, json_path: str) -> list[str]:
+    """The base serializer names a transport config asks for (default: all installed)."""
+    names = cfg.get("serializers")
+    if names is None:
+        return ser.available()
+    errors = []
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
+                          f"serializer names ({', '.join(ser.KNOWN)})")
+    for i, name in enumerate(names):
+        if name not in ser.KNOWN:
+            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
+                          f"(known: {', '.join(ser.KNOWN)})")
+        elif name not in ser.SERIALIZERS:
+            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
+                          f"(installed: {', '.join(ser.available())})")
+    if errors:
+        raise ConfigError(errors)
+    return list(dict.fromkeys(names))
+
+
+def queue_limits(options: dict, json_path: str) -> dict[str, int]:
+    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
+    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
+    for key in QUEUE_OPTIONS:
+        if key in options:
+            value = options[key]
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
+            limits[key] = value
+    return limits
 
 
 def peer_address(environ: dict) -> str:

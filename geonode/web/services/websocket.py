@@ -14,53 +14,20 @@ from geonode import __version__
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
 from geonode.transport.websocket import (
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_MAX_QUEUE_BYTES,
+    QUEUE_OPTIONS,
     WampWebSocketPeer,
+    configured_serializers,
+    queue_limits,
     transport_details,
 )
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
-# geonode's own options (not Crossbar's): the bound of a connection's outgoing queue.
-QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
+__all__ = ["build", "configured_serializers", "queue_limits"]
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 426: "Upgrade Required", 500: "Internal Server Error",
             501: "Not Implemented", 503: "Service Unavailable"}
-
-
-def configured_serializers(cfg: dict, json_path: str) -> list[str]:
-    """The base serializer names a transport config asks for (default: all installed)."""
-    names = cfg.get("serializers")
-    if names is None:
-        return ser.available()
-    errors = []
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
-                          f"serializer names ({', '.join(ser.KNOWN)})")
-    for i, name in enumerate(names):
-        if name not in ser.KNOWN:
-            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
-                          f"(known: {', '.join(ser.KNOWN)})")
-        elif name not in ser.SERIALIZERS:
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
-                          f"(installed: {', '.join(ser.available())})")
-    if errors:
-        raise ConfigError(errors)
-    return list(dict.fromkeys(names))
-
-
-def queue_limits(options: dict, json_path: str) -> dict[str, int]:
-    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
-    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
-    for key in QUEUE_OPTIONS:
-        if key in options:
-            value = options[key]
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
-            limits[key] = value
-    return limits
 
 
 def _respond(start_response, status: int, body: str, content_type: str = "text/plain",
