@@ -12,7 +12,15 @@ connection then performs the queued calls in order. Such calls return at once (f
 forget); a send on a closed connection is dropped silently, as from any greenlet.
 
 Pongs (and the peer's close frame) are only seen while some greenlet is in ``receive()``:
-with ``auto_ping_timeout`` set, an app that stops reading gets its connection dropped.
+with ``auto_ping_timeout`` set, an app that stops reading gets its connection dropped. The
+WAMP peer (``geonode.transport.websocket``) and the testee are never caught by this: their
+greenlet is back in ``receive()`` after every message (the router's ``receive`` never
+blocks) and keeps reading while closing.
+
+Memory per idle connection: this object (~650 B) and the handler's ``rfile``, a
+BufferedReader of 8 KiB of which only the touched pages count: measured 3.6 KiB of the
+~27 KiB RSS of an idle joined WAMP session (1 KiB buffers: 23.6 KiB). Smaller buffers would
+cost a ``recv`` per frame header on busy connections for little gain, so it stays.
 """
 
 from __future__ import annotations
