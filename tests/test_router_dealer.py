@@ -272,3 +272,21 @@ def test_register_concurrency_limits():
     c1.take(m.Invocation)
     caller.call("com.one")
     assert caller.take(m.Error).error == "crossbar.error.max_concurrency_reached"
+
+
+def test_router_close_frees_calls_timers_and_killed_sessions():
+    router, (caller, callee, admin) = _clients(3)
+    callee.register("com.p")
+    caller.call("com.p", timeout=50)
+    callee.take(m.Invocation)
+    inv = next(iter(caller.session.calls.values()))
+    killed = Client(router).joined()
+    admin.meta("wamp.session.kill", killed.id)      # CLOSING: waits for the client's GOODBYE
+    assert killed.take(m.Goodbye).reason == "wamp.close.killed"
+    router.close()
+    realm1 = router.realms["realm1"]
+    assert not realm1.sessions and not realm1.dealer.state.by_id and not router.sessions
+    assert not caller.session.calls and not callee.session.invocations
+    assert inv.timer is None                         # the call timeout will not fire
+    assert killed.session._goodbye_timer is None     # nor the killed session's GOODBYE wait
+    assert all(c.peer.closed for c in (caller, callee, admin, killed))

@@ -201,9 +201,11 @@ class RouterSession:
         self._goodbye_timer.start(self._close_transport)
 
     def shutdown(self) -> None:
+        """Router shutdown: GOODBYE (if joined), state freed, transport closed."""
         if self.state == JOINED:
             self.peer.send(m.Goodbye("wamp.close.system_shutdown", "router is shutting down"))
             self._leave_realm()
+        self._stop_goodbye_timer()   # a killed session's wait for its GOODBYE ends here too
         self.state = CLOSED
         self.peer.close()
 
