@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 from geonode import wamp
+from geonode.config import ConfigError
 
 log = logging.getLogger("geonode.components")
 
@@ -62,13 +63,8 @@ class ComponentConfig:
         return f"ComponentConfig(realm={self.realm!r}, role={self.role!r}, id={self.id!r})"
 
 
-def _config_error(msg: str) -> Exception:
-    try:
-        from geonode.config import ConfigError
-
-        return ConfigError([msg])
-    except ImportError:  # pragma: no cover - config package always exists in a full build
-        return ValueError(msg)
+def _config_error(msg: str) -> ConfigError:
+    return ConfigError([msg])
 
 
 def load_class(classname: str, json_path: str) -> type:
