@@ -141,8 +141,9 @@ def test_malformed_message_ends_only_that_session(node, protocol, payload):
 
         log_before = node.log().count("protocol violation")
         frames = await loop.run_in_executor(None, misbehave)
-        # an ABORT (protocol_violation) then the close
+        # an ABORT (protocol_violation) then the close, with 1002 (protocol error)
         assert frames and frames[-1][0] == websocket.ABNF.OPCODE_CLOSE
+        assert frames[-1][1][:2] == (1002).to_bytes(2, "big"), frames[-1]
         abort_seen = any(b"protocol_violation" in (d if isinstance(d, bytes) else d.encode())
                          or b"protocol_violation" in _decode_any(d) for _, d in frames[:-1])
         assert abort_seen, frames

@@ -169,6 +169,8 @@ class MessageQueuePeer:
         self._writer: greenlet | None = None
         self._wstate = _RUNNING
         self._closing: tuple[int, str] | None = None
+        # what close() (the router's request) sends: 1002 once the transport saw a violation
+        self._close_with: tuple[int, str] = (CLOSE_NORMAL, "")
         self._dead = False        # nothing more is written (overflow, broken socket)
         self._detached = False
 
@@ -194,7 +196,7 @@ class MessageQueuePeer:
 
     def close(self) -> None:
         """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
-        self._close(CLOSE_NORMAL, "")
+        self._close(*self._close_with)
 
     # -- the writer ------------------------------------------------------------------
     # One raw greenlet per busy connection. Spawning a gevent.Greenlet per burst costs
@@ -336,7 +338,9 @@ class MessageQueuePeer:
         return True
 
     def _violation(self, text: str) -> None:
-        """End only this session: ABORT (protocol_violation), one log line, close."""
+        """End only this session: ABORT (protocol_violation), one log line, close 1002."""
+        # The router's protocol_violation() closes us itself: it must close with 1002 too.
+        self._close_with = (CLOSE_PROTOCOL_ERROR, "protocol violation")
         violation = getattr(self.session, "protocol_violation", None)
         if violation is not None:
             violation(text)   # the router logs, sends ABORT, forgets the session, closes us
