@@ -7,6 +7,7 @@ failure in any step undoes what was done and ``run`` returns 1.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import os
@@ -291,6 +292,10 @@ def run(cfg: Any) -> int:
         for h in handlers:
             h.cancel()
     log.info("stopped")
+    # The process exits next. Interpreter shutdown runs a full garbage collection over every
+    # object the node and its apps ever made (autobahn, Django, ...): 0.1-0.7 s of CPU for
+    # nothing. Frozen objects are skipped; module teardown still closes files and sockets.
+    gc.freeze()
     return 0
 
 
