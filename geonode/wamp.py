@@ -493,7 +493,11 @@ class Session:
                  waiter: _Waiter | None = None) -> Any:
         waiter = waiter or _Waiter()
         self._pending[req] = (kind, waiter, None)
-        self._submit(msg)
+        try:
+            self._submit(msg)
+        except BaseException:   # no router yet, or overloaded: nothing will answer
+            self._pending.pop(req, None)
+            raise
         if not waiter.wait(timeout):
             if self._pending.pop(req, None) is not None:
                 if kind == "call" and self._can_cancel():
@@ -905,7 +909,8 @@ class Session:
 
     def _fail_all(self, err: ApplicationError) -> None:
         pending, self._pending = self._pending, {}
-        for _kind, waiter, _want in pending.values():
+        # a snapshot: a thread that timed out may still pop from the old dict
+        for _kind, waiter, _want in list(pending.values()):
             if waiter is not None:
                 waiter.resolve(error=err)
         for _want, waiter in self._pending_wants:

@@ -754,3 +754,30 @@ def check_live_page(tmp_path, port: int) -> None:
     page = json.loads(out.strip().splitlines()[-1])
     assert page["result"] == "= 5"
     assert any(e.startswith("com.example.live") and "from http" in e for e in page["events"])
+
+
+def test_no_router_yet_raises_and_keeps_nothing():
+    """Before any router runs in the process (import time), publish/call raise
+    wamp.error.no_router and leave no pending request behind; subscribe is remembered."""
+    import subprocess
+    import sys
+
+    code = """
+from geonode import wamp
+s = wamp.session("realm1", "backend")
+for fn in (lambda: s.call("com.example.x", timeout=1),
+           lambda: s.publish("com.example.x", acknowledge=True)):
+    try:
+        fn()
+    except wamp.ApplicationError as e:
+        assert e.error == wamp.NO_ROUTER, e.error
+    else:
+        raise AssertionError("no error")
+assert not s._pending, s._pending
+sub = s.subscribe("com.example.x", print)
+assert sub.active and sub.id is None
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
