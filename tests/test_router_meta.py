@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from autobahn.wamp import message as m
 from router_helpers import ALL, Client, make_router, realm
 
@@ -117,6 +118,31 @@ def test_meta_invalid_arguments():
     c = Client(router).joined()
     assert c.meta("wamp.session.get").error == "wamp.error.invalid_argument"
     assert c.meta("wamp.session.count", "x").error == "wamp.error.invalid_argument"
+
+
+@pytest.mark.parametrize("proc,args", [
+    ("wamp.registration.lookup", ["com.x", "not a dict"]),
+    ("wamp.registration.lookup", [["com.x"]]),
+    ("wamp.registration.match", [5]),
+    ("wamp.subscription.lookup", ["com.x", 5]),
+    ("wamp.subscription.match", [{"a": 1}]),
+    ("wamp.session.add_testament", ["com.t", [], {}, "not a dict"]),
+    ("wamp.session.kill", ["SESSION", "com.reason", 5]),
+    ("wamp.subscription.remove_subscriber", ["SUB", "SESSION", 5]),
+    ("wamp.registration.remove_callee", ["REG", "SESSION", ["x"]]),
+])
+def test_meta_bad_argument_types_are_errors_not_violations(proc, args):
+    """A wrongly typed argument answers ERROR invalid_argument; the caller's session stays."""
+    router = make_router()
+    c = Client(router).joined()
+    other = Client(router).joined()
+    sub = other.subscribe("com.t")
+    reg = other.register("com.p")
+    ids = {"SESSION": other.id, "SUB": sub, "REG": reg}
+    args = [ids.get(a, a) if isinstance(a, str) else a for a in args]
+    assert c.meta(proc, *args).error == "wamp.error.invalid_argument"
+    assert c.meta("wamp.session.count") == 2            # still joined, nobody killed
+    assert other.messages == []
 
 
 def test_meta_needs_permission():

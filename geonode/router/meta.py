@@ -46,6 +46,20 @@ class MetaError(Exception):
         self.message = message
 
 
+def _options(options: Any, name: str = "options") -> dict:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise MetaError(INVALID_ARGUMENT, f"{name} must be a dict")
+    return options
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise MetaError(INVALID_ARGUMENT, f"{name} must be a string")
+    return value
+
+
 def _protected(uri: str, caller: Any) -> bool:
     # Like Crossbar: the router's own URIs are hidden from non-trusted callers.
     return caller.authrole != "trusted" and (uri.startswith("wamp.") or uri.startswith("crossbar."))
@@ -125,6 +139,8 @@ class MetaAPI:
     def _kill_all(self, caller, sessions, reason, message) -> list:
         if reason is not None and not isinstance(reason, str):
             raise MetaError(INVALID_ARGUMENT, "reason must be a URI string")
+        if message is not None:
+            _string(message, "message")
         killed = [s for s in sessions if s is not caller and not s.restricted]
         self._later.append(lambda: [s.kill(reason, message) for s in killed])
         return [s.id for s in killed]
@@ -160,7 +176,8 @@ class MetaAPI:
             raise MetaError(INVALID_ARGUMENT, "args must be a list")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise MetaError(INVALID_ARGUMENT, "kwargs must be a dict")
-        opts = {k: v for k, v in (publish_options or {}).items() if k in TESTAMENT_OPTIONS}
+        opts = {k: v for k, v in _options(publish_options, "publish_options").items()
+                if k in TESTAMENT_OPTIONS}
         testaments = caller.testaments.setdefault(scope, [])
         if len(testaments) >= TESTAMENT_LIMIT:
             raise MetaError(TESTAMENT_ERROR, f"at most {TESTAMENT_LIMIT} testaments per scope")
@@ -187,7 +204,8 @@ class MetaAPI:
 
     @procedure("wamp.registration.lookup")
     def registration_lookup(self, caller, procedure, options=None):
-        match = (options or {}).get("match", "exact")
+        _string(procedure, "procedure")
+        match = _options(options).get("match", "exact")
         if match not in ("exact", "prefix", "wildcard"):
             raise MetaError(INVALID_ARGUMENT, f"invalid match {match!r}")
         reg = self.realm.dealer.state.lookup(procedure, match)
@@ -195,6 +213,7 @@ class MetaAPI:
 
     @procedure("wamp.registration.match")
     def registration_match(self, caller, procedure):
+        _string(procedure, "procedure")
         reg = self.realm.dealer.state.best(procedure)
         return reg.id if reg is not None and not _protected(reg.uri, caller) else None
 
@@ -212,6 +231,8 @@ class MetaAPI:
 
     @procedure("wamp.registration.remove_callee")
     def registration_remove_callee(self, caller, registration_id, callee_id, reason=None):
+        if reason is not None:
+            _string(reason, "reason")
         callee = self._session(callee_id)
         reg = self._registration(caller, registration_id)
         if callee not in reg.callees:
@@ -229,7 +250,8 @@ class MetaAPI:
 
     @procedure("wamp.subscription.lookup")
     def subscription_lookup(self, caller, topic, options=None):
-        match = (options or {}).get("match", "exact")
+        _string(topic, "topic")
+        match = _options(options).get("match", "exact")
         if match not in ("exact", "prefix", "wildcard"):
             raise MetaError(INVALID_ARGUMENT, f"invalid match {match!r}")
         sub = self.realm.broker.state.table.get(topic, match)
@@ -237,6 +259,7 @@ class MetaAPI:
 
     @procedure("wamp.subscription.match")
     def subscription_match(self, caller, topic):
+        _string(topic, "topic")
         ids = [s.id for s in self.realm.broker.state.matching(topic)
                if not _protected(s.uri, caller)]
         return ids or None
@@ -255,6 +278,8 @@ class MetaAPI:
 
     @procedure("wamp.subscription.remove_subscriber")
     def subscription_remove_subscriber(self, caller, subscription_id, subscriber_id, reason=None):
+        if reason is not None:
+            _string(reason, "reason")
         subscriber = self._session(subscriber_id)
         sub = self._subscription(caller, subscription_id)
         if subscriber not in sub.subscribers:
