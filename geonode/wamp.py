@@ -745,8 +745,9 @@ class Session:
     def _on_event(self, msg: message.Event) -> None:
         args, kwargs = msg.args or (), msg.kwargs or {}
         for want in self._subs.get(msg.subscription, ()):
+            kw = kwargs   # per handler: another one on this subscription may want no details
             if want.details:
-                kwargs = dict(kwargs, details=Details(
+                kw = dict(kwargs, details=Details(
                     topic=msg.topic or want.uri, publication=msg.publication,
                     publisher=msg.publisher, publisher_authid=msg.publisher_authid,
                     publisher_authrole=msg.publisher_authrole))
@@ -762,9 +763,9 @@ class Session:
             # fed to the pool by one greenlet (which waits for free threads: back-pressure
             # without a greenlet per event).
             if want.on_hub:
-                self._hub_jobs().put((want.fn, args, kwargs))
+                self._hub_jobs().put((want.fn, args, kw))
             else:
-                self._pool_jobs().put((want.fn, args, kwargs, None))
+                self._pool_jobs().put((want.fn, args, kw, None))
 
     def _hub_jobs(self) -> Pump:
         if self._hub_pump is None:

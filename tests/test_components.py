@@ -181,6 +181,13 @@ class Collector:
         self.session = session
         session.register("com.limited.collect", self.collect)                 # a pool thread
         session.register("com.limited.collect_hub", self.collect, on_hub=True)  # a greenlet
+        # two handlers on one subscription, only the first asks for details
+        self.got = []
+        session.subscribe("com.limited.mixed",
+                          lambda v, details: self.got.append(["details", v, details.topic]),
+                          details=True)
+        session.subscribe("com.limited.mixed", lambda v: self.got.append(["plain", v]))
+        session.register("com.limited.got", lambda: sorted(self.got))
 
     def collect(self, n):
         seen = []
@@ -191,7 +198,8 @@ class Collector:
 
 def test_call_with_on_progress(start_node):
     """A session's call(on_progress=) gets every progressive result, in order, before the
-    final one, whether it waits in a pool thread or in a greenlet."""
+    final one, whether it waits in a pool thread or in a greenlet. (And: handlers sharing a
+    subscription get details only when they asked.)"""
     from autobahn.wamp.types import RegisterOptions
 
     comps = [{"type": "class", "classname": "progcomp.Collector", "realm": "realm1",
@@ -213,5 +221,12 @@ def test_call_with_on_progress(start_node):
         for proc in ("com.limited.collect", "com.limited.collect_hub"):
             res = c.call(proc, 50)
             assert res == {"seen": list(range(50)), "result": "done", "n": 50}, proc
+        c.publish("com.limited.mixed", 7)
+        import time
+
+        deadline = time.monotonic() + 5
+        while len(got := c.call("com.limited.got")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [["details", 7, "com.limited.mixed"], ["plain", 7]]
     finally:
         c.close()
