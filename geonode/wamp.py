@@ -27,7 +27,7 @@ Errors
 WAMP errors raise ``autobahn.wamp.exception.ApplicationError`` with ``.error`` set to the URI.
 A call that gets no answer within ``timeout`` seconds (default ``DEFAULT_TIMEOUT``) raises
 ``ApplicationError("wamp.error.timeout")`` and the call is canceled at the router
-(``killnowait``) when the router supports call canceling. ``publish`` and ``call`` before any
+(``killnowait``). ``publish`` and ``call`` before any
 router runs in this process raise ``ApplicationError("wamp.error.no_router")``; ``subscribe``
 and ``register`` made that early (import time) are remembered and made when the router starts
 (failures are then logged). Subscriptions and registrations are re-made when the session
@@ -500,7 +500,7 @@ class Session:
             raise
         if not waiter.wait(timeout):
             if self._pending.pop(req, None) is not None:
-                if kind == "call" and self._can_cancel():
+                if kind == "call":   # geonode's router always supports call canceling
                     self._submit(message.Cancel(req, mode="killnowait"))
                 raise ApplicationError(ApplicationError.TIMEOUT,
                                        f"no answer to {kind} '{uri}' within {timeout} s")
@@ -532,13 +532,6 @@ class Session:
         waiter.wait(timeout)
         if waiter.error is not None:
             raise waiter.error
-
-    def _can_cancel(self) -> bool:
-        w = self.welcome
-        try:
-            return bool(w.roles["dealer"].call_canceling)
-        except (AttributeError, KeyError, TypeError):
-            return False
 
     # -- on the hub: outgoing ---------------------------------------------------------------------
 
