@@ -84,3 +84,28 @@ def test_lookup_helpers():
     assert ser.by_subprotocol("wamp.2.xml") is None
     assert ser.by_rawsocket_id(2) is ser.get("msgpack")
     assert ser.available()[-1] == "json"
+
+
+def test_message_table_matches_autobahn():
+    assert ser.MESSAGE_CLASSES == AS.Serializer.MESSAGE_TYPE_MAP
+
+
+def test_import_leaves_numpy_until_first_ubjson_message():
+    """bjdata (and numpy behind it) is ~10 MB a node without ubjson clients never needs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from geonode.transport import serializers as ser\n"
+        "loaded = lambda m: type(sys.modules.get(m)).__name__ == 'module'\n"
+        "heavy = ('numpy', 'bjdata', 'autobahn.wamp.serializer', 'autobahn.flatbuffers')\n"
+        "print(sorted(m for m in heavy if loaded(m)))\n"
+        "from autobahn.wamp import message as M\n"
+        "ub = ser.get('ubjson')\n"
+        "[m] = ub.unserialize(ub.serialize(M.Event(1, 2, args=[2**40, 'x'])))\n"
+        "print(m.args, loaded('bjdata'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert out == ["[]", "[1099511627776, 'x'] True"]
