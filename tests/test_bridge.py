@@ -611,6 +611,18 @@ def test_forwarder_failures_are_logged(node, client):
     assert client.call("com.example.comp.add", 1, 1) == 102
 
 
+def test_forwarder_survives_events_it_cannot_send(node, client):
+    """Binary payloads have no JSON form: each such event is logged and lost, but the 10
+    forwarding greenlets all live on."""
+    while not Recorder.events.empty():
+        Recorder.events.get_nowait()
+    for _ in range(12):
+        client.publish("com.example.fwd", b"\x00\x01binary")
+    client.publish("com.example.fwd", "after")
+    assert Recorder.events.get(timeout=5)[1] == {"args": ["after"], "kwargs": {}}
+    assert "has no JSON form, not forwarded: Object of type bytes" in node.log()
+
+
 def test_forwarder_is_bounded(node, client):
     """A slow HTTP target: one request in flight, two queued, the rest dropped (logged); the
     router and the other forwarder keep going."""

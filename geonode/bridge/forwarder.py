@@ -52,9 +52,6 @@ class MessageForwarder:
                               match=s.get("match"), on_hub=True)
             log.info("forwarding %s to %s %s", s["topic"], self.method, s["url"])
 
-    def on_leave(self, session: Any, reason: str) -> None:
-        pass
-
     def _on_event(self, url: str, *args: Any, **kwargs: Any) -> None:
         try:
             self.queue.put_nowait((url, args, kwargs))
@@ -66,8 +63,14 @@ class MessageForwarder:
     def _work(self) -> None:
         while True:
             url, args, kwargs = self.queue.get()
-            body = json.dumps({"args": list(args), "kwargs": kwargs}, separators=(",", ":"),
-                              ensure_ascii=False).encode("utf-8")
+            try:
+                body = json.dumps({"args": list(args), "kwargs": kwargs}, separators=(",", ":"),
+                                  ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError) as e:
+                # e.g. a binary payload: that event is lost, never this worker
+                self.failed += 1
+                log.warning("an event for %s has no JSON form, not forwarded: %s", url, e)
+                continue
             try:
                 resp = httpclient.request(self.method, url, body,
                                           {"Content-Type": "application/json"},
