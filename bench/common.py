@@ -221,20 +221,26 @@ class Wrk:
     rps: float
     requests: int
     problems: str  # non-2xx answers and socket errors, "" when none
+    cpu: float  # wrk's own CPU, in cores (2.0 = both cores of this machine: wrk is the limit)
 
 
 def wrk(url: str, threads: int, conns: int, duration: float, script: Path | None = None) -> Wrk:
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s"]
     if script:
         cmd += ["-s", str(script)]
+    # wrk is the only child reaped during the run, so the children's rusage delta is its CPU
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd + [url], capture_output=True, text=True,
                          timeout=duration + 60).stdout
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / duration
     m = re.search(r"Requests/sec:\s*([\d.]+)", out)
     n = re.search(r"(\d+) requests in", out)
     problems = [e.group(0).strip() for pat in (r"Non-2xx or 3xx responses: (\d+)",
                                                 r"Socket errors: (.*)")
                 if (e := re.search(pat, out))]
-    return Wrk(float(m.group(1)) if m else 0.0, int(n.group(1)) if n else 0, "; ".join(problems))
+    return Wrk(float(m.group(1)) if m else 0.0, int(n.group(1)) if n else 0, "; ".join(problems),
+               cpu)
 
 
 # -- numbers ----------------------------------------------------------------------------------
@@ -255,7 +261,7 @@ def compare(metric: str, unit: str, geonode: float, vs: str, other: float | None
     """A summary row: geonode against ``vs``; ``target`` is the ratio the issue asks for."""
     r = ratio(geonode, other, higher_is_better) if other is not None else None
     return {"metric": metric, "unit": unit, "geonode": geonode, "vs": vs, "other": other,
-            "ratio": r, "target": f">= {target:g}x" if target else "",
+            "ratio": r, "target": f"≥ {target:g}×" if target else "",
             "ok": None if target is None or r is None else r >= target}
 
 
@@ -284,13 +290,13 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 
 def markdown_rows(rows: list[dict]) -> list[str]:
-    out = ["| metric | geonode | vs | other | geonode × | target | |",
-           "|---|---:|---|---:|---:|---|---|"]
+    out = ["| metric | unit | geonode | vs | other | geonode × | target | |",
+           "|---|---|---:|---|---:|---:|---|---|"]
     for r in rows:
         unit = r["unit"]
         verdict = "" if r["ok"] is None else ("ok" if r["ok"] else "**missed**")
         times = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        out.append(f"| {r['metric']} ({unit}) | {fmt(r['geonode'], unit)} | {r['vs']} | "
+        out.append(f"| {r['metric']} | {unit} | {fmt(r['geonode'], unit)} | {r['vs']} | "
                    f"{fmt(r['other'], unit)} | {times} | {r['target']} | {verdict} |")
     return out
 

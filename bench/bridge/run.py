@@ -38,6 +38,10 @@ WORK = common.WORK / "bridge"
 TOPIC = "com.example.bench"
 ROWS = [("publisher", "/publish", True), ("flask-noop", "/app/noop", False),
         ("flask-pub", "/app/pub", False), ("flask-puback", "/app/puback", False)]
+LABELS = {"publisher": "HTTP publisher, POST /publish",
+          "flask-noop": "Flask view, no publish (baseline)",
+          "flask-pub": "Flask view publishing (Crossbar: via its HTTP bridge)",
+          "flask-puback": "Flask view publishing, acknowledged"}
 
 
 def node_config(port: int, geonode: bool) -> dict:
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_crossbar:
         servers.append(Bench("crossbar", common.crossbar_exe(args.crossbar)))
     events: dict[str, int] = {}
+    client_cpu: list[float] = []  # wrk's, in cores
     for rnd in range(1, args.rounds + 1):
         for b in servers:
             srv = b.start()
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     w = common.wrk(srv.url + path[1:], args.threads, args.connections,
                                    args.duration, HERE / "post.lua" if lua else None)
                     b.rps[row].append(w.rps)
+                    client_cpu.append(w.cpu)
                     if w.problems:
                         b.problems.append(f"{row}: {w.problems}")
                     print(f"round {rnd} {b.name:9s} {row:13s} {w.rps:10.0f} req/s"
@@ -170,13 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         if len(servers) == 2 and med[1]:
             line += f"{med[0] / med[1]:17.1f}x"
         print(line)
-        summary.append(common.compare(f"bridge {row}", "req/s", med[0], "crossbar",
+        summary.append(common.compare(f"bridge: {LABELS[row]}", "req/s", med[0], "crossbar",
                                       med[1] if len(servers) == 2 else None))
     for s in servers:
         print(f"{s.name}: events delivered to the WAMP subscriber: {events.get(s.name, 0)}")
         for p in s.problems:
             print(f"  {s.name} {p}")
+    print(f"wrk CPU: at most {max(client_cpu):.2f} cores")
     common.write_summary(args.summary, "bridge", summary, events=events,
+                         client_cpu_max=max(client_cpu),
                          problems={s.name: s.problems for s in servers})
     return 0
 

@@ -73,6 +73,7 @@ class Row:
     server: common.Server
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # server CPU time per request
+    client_cpu: list[float] = field(default_factory=list)  # wrk's CPU, in cores
     errors: list[str] = field(default_factory=list)
     startup: float | None = None
     rss_mb: float | None = None
@@ -215,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                     s.cpu_us.append(cpu / w.requests * 1e6)
                 if w.problems:
                     s.errors.append(w.problems)
+                s.client_cpu.append(w.cpu)
                 print(f"round {r + 1}   {s.name:<21} {w.rps:9.0f} req/s  "
-                      f"{s.cpu_us[-1] if w.requests else 0:6.0f} CPU µs/req {w.problems}",
-                      flush=True)
+                      f"{s.cpu_us[-1] if w.requests else 0:6.0f} CPU µs/req  "
+                      f"wrk CPU {w.cpu:.2f} cores {w.problems}", flush=True)
     finally:
         for s in servers:
             s.server.stop()
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.startup or 0:>12.3f}{s.rss_mb or 0:>9.1f}")
         results["servers"][s.name] = {"rps_median": med[s.name], "rps": s.rps,
                                       "cpu_us_per_request": s.cpu_us,
+                                      "wrk_cpu_cores": s.client_cpu,
                                       "startup_s": s.startup, "rss_mb": s.rss_mb,
                                       "errors": s.errors}
     for row in ("gunicorn-geonode", "gunicorn-geonode-app"):
@@ -276,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'ok' if statistics.median(dev) < 2 else 'MISSED'}")
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     common.write_summary(args.summary, "http", summary, wrk=results["wrk"], rounds=args.rounds,
-                         servers={n: r for n, r in results["servers"].items()})
+                         client_cpu_max=max((c for s in servers for c in s.client_cpu),
+                                            default=None))
     print(f"\nraw numbers: {WORK / 'results.json'}")
     return 0
 

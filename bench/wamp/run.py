@@ -104,10 +104,11 @@ def _fmt(metric: str, samples: list) -> str:
             f"(runs: {', '.join(f'{s.rate:.0f}' for s in samples)})")
 
 
-METRICS = (("pubsub", "events/s (10 subscribers)", "events/s", True),
-           ("rpc", "calls/s (50 in flight)", "calls/s", True),
-           ("p50", "call latency p50 (ms)", "ms", False),
-           ("p99", "call latency p99 (ms)", "ms", False))
+#: key, label in the table printed here, label in RESULTS.md, unit, higher is better
+METRICS = (("pubsub", "events/s (10 subscribers)", "pub/sub to 10 subscribers", "events/s", True),
+           ("rpc", "calls/s (50 in flight)", "RPC, 50 calls in flight", "calls/s", True),
+           ("p50", "call latency p50 (ms)", "call round trip p50", "ms", False),
+           ("p99", "call latency p99 (ms)", "call round trip p99", "ms", False))
 
 
 def median_of(results: dict, name: str, ser: str, metric: str) -> float | None:
@@ -126,7 +127,7 @@ def table(results: dict, serializers: list[str], servers: list[str]) -> str:
              (" | geonode/crossbar |" if pair else " |"),
              "|---|---|" + "---|" * (len(servers) + pair)]
     for ser in serializers:
-        for metric, label, _, higher in METRICS:
+        for metric, label, _, _, higher in METRICS:
             vals = [median_of(results, name, ser, metric) for name in servers]
             cells = [("-" if v is None else (f"{v:.0f}" if higher else f"{v:.3f}"))
                      for v in vals]
@@ -142,19 +143,19 @@ def table(results: dict, serializers: list[str], servers: list[str]) -> str:
 def summary(results: dict, serializers: list[str], scale_results: dict) -> list[dict]:
     rows = []
     for ser in serializers:
-        for metric, label, unit, higher in METRICS:
+        for metric, _, label, unit, higher in METRICS:
             g = median_of(results, "geonode", ser, metric)
             if g is not None:
-                rows.append(common.compare(f"WAMP {ser} {label.split(' (')[0]}", unit, g,
+                rows.append(common.compare(f"WAMP {ser}: {label}", unit, g,
                                            "crossbar", median_of(results, "crossbar", ser,
                                                                  metric), higher, target=2.0))
     if "geonode" in scale_results:
         r = scale_results["geonode"]
         cb = scale_results.get("crossbar")
-        rows.append(common.absolute(f"WAMP {r['sessions']} idle sessions, memory per session",
+        rows.append(common.absolute(f"WAMP {r['sessions']} idle sessions: memory per session",
                                     "KiB", r["kb_per_session"], 30.0,
                                     cb["kb_per_session"] if cb else None, "crossbar" if cb else ""))
-        rows.append(common.absolute(f"WAMP one event to {r['sessions']} sessions", "ms",
+        rows.append(common.absolute(f"WAMP one event to all {r['sessions']} sessions", "ms",
                                     statistics.median(r["fanout_ms"]),
                                     other=statistics.median(cb["fanout_ms"]) if cb else None,
                                     vs="crossbar" if cb else ""))
@@ -227,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                  for k, v in results.items()],
         "scale": scale_results}, indent=2))
     print(f"\nraw numbers: {work / 'results.json'}")
+    client_cpu = [r.client_cpu for k, v in results.items() if k[2] != "latency" for r in v]
     common.write_summary(args.summary, "wamp", summary(results, serializers, scale_results),
-                         runs=args.runs, duration=args.duration)
+                         runs=args.runs, duration=args.duration,
+                         client_cpu_max=max(client_cpu, default=None))
     return 0
 
 
