@@ -101,6 +101,20 @@ def green(environ, start_response):
     return [body]
 
 
+def green_stream(environ, start_response):
+    import gevent
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    def gen():
+        yield b""  # empty chunks are skipped, never sent as a terminating chunk
+        yield b"g1;"
+        gevent.sleep(0.5)  # cooperative: the node serves others meanwhile
+        yield b"g2;"
+        yield b"g3;"
+        if environ.get("QUERY_STRING") == "fail":
+            raise RuntimeError("green midway failure")
+    return gen()
+
+
 def yields_str(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return ["not bytes"]
@@ -138,7 +152,8 @@ def node(start_module_node):
              "small": wsgi("app", maxthreads=2, minthreads=1),
              "str": wsgi("yields_str"), "badheader": wsgi("bad_header"),
              "badstatus": wsgi("bad_status"), "nostart": wsgi("no_start"),
-             "greenstr": wsgi("yields_str", threads=False)}
+             "greenstr": wsgi("yields_str", threads=False),
+             "greenstream": wsgi("green_stream", threads=False)}
     cfg = web_node(paths, worker_options={"pythonpath": ["."]})
     cfg["workers"][0]["transports"].append({
         "type": "web",
@@ -316,6 +331,34 @@ def test_exception_after_headers_closes_connection(node):
 
 def test_greenlet_mode(node):
     assert get(node, "/green").text == "(False, True)"
+
+
+def test_greenlet_mode_streams(node):
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /greenstream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while b"g1;" not in buf:
+            chunk = s.recv(4096)
+            assert chunk
+            buf += chunk
+        assert time.monotonic() - t0 < 0.4  # the first chunk did not wait for the sleep
+        assert get(node, "/fast").text == "fast"
+        while chunk:
+            chunk = s.recv(4096)
+            buf += chunk
+    assert buf.startswith(b"HTTP/1.1 200")
+    assert b"g1;" in buf and b"g2;" in buf and b"g3;" in buf
+    assert buf.endswith(b"0\r\n\r\n")
+    # An exception after the headers: the connection is dropped, no clean end.
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        s.sendall(b"GET /greenstream?fail HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = chunk = b"x"
+        while chunk:
+            chunk = s.recv(4096)
+            buf += chunk
+    assert b"g3;" in buf and not buf.endswith(b"0\r\n\r\n")
+    assert get(node, "/fast").text == "fast"
 
 
 def test_legacy_write_callable(node):

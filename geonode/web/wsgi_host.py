@@ -236,12 +236,12 @@ class _NoResult:
 _NO_RESULT = _NoResult()
 
 
-def _drain(call: _Call, ch: _Channel) -> None:
-    """Wait (on the hub) until the request's producer thread is done with it."""
+def _drain(call: _Call, ch: _Channel | None) -> None:
+    """Wait (on the hub) until the request's producer is done with it (greenlet mode: it is)."""
     q = call.queue
     while True:
         while not q:
-            ch.wait()
+            ch.wait()  # type: ignore[union-attr]
         item = q.popleft()
         if item is _DONE or item is _ERROR or item is _HANDOFF:
             return
@@ -256,7 +256,7 @@ _PUSH_BYTES = 1024 * 1024
 
 
 class WSGIHost:
-    """The hub-side WSGI app wrapping one hosted app."""
+    """The hub-side WSGI app wrapping one hosted app; ``pool=None`` is greenlet mode."""
 
     def __init__(self, app: Callable, pool: Any, *, display_tracebacks: bool = False,
                  environ_hook: Callable | None = None, name: str = "") -> None:
@@ -270,9 +270,14 @@ class WSGIHost:
 
     # ---- runs on the pool -------------------------------------------------------------
     def _produce(self, call: _Call, environ: dict) -> None:
-        """Call the app and iterate its response, pushing chunks to the hub as they come."""
+        """Call the app and iterate its response, pushing chunks to the hub as they come.
+
+        On the pool a stream pushes up to ``_PUSH_CHUNKS``/``_PUSH_BYTES`` by itself; in
+        greenlet mode (run inline) it stops after the first chunk, which decides the headers.
+        """
         q = call.queue
         send = call.send
+        push_chunks, push_bytes = (_PUSH_CHUNKS, _PUSH_BYTES) if self.pool else (1, 1)
         result = None
         try:
             if self.environ_hook is not None:
@@ -298,7 +303,7 @@ class WSGIHost:
                         break
                     chunks += 1
                     size += len(chunk)
-                    if chunks >= _PUSH_CHUNKS or size >= _PUSH_BYTES:
+                    if chunks >= push_chunks or size >= push_bytes:
                         call.iterator, call.result = it, result
                         q.append(_HANDOFF)
                         send()
@@ -315,45 +320,6 @@ class WSGIHost:
                     log.debug("close() after an app error failed", exc_info=True)
             q.append(_ERROR)
         send()
-
-    def _begin(self, environ: dict) -> _Call:
-        """Greenlet mode: call the app here and pull up to the first non-empty chunk."""
-        call = _Call()
-        try:
-            if self.environ_hook is not None:
-                self.environ_hook(environ)
-            result = self.app(environ, call.start_response)
-            call.result = result
-            if type(result) is list or type(result) is tuple:
-                for chunk in result:
-                    if type(chunk) is not bytes:
-                        _not_bytes(chunk)
-                call.queue.extend(result)
-                _close(result)
-                call.result = None
-                return call
-            it = iter(result)
-            # Headers may be decided lazily (start_response inside a generator): pull until the
-            # first non-empty chunk, or the end.
-            for chunk in it:
-                if type(chunk) is not bytes:
-                    _not_bytes(chunk)
-                if chunk:
-                    call.queue.append(chunk)
-                    call.iterator = it
-                    call.headers_seen = True
-                    return call
-            _close(result)
-            call.result = None
-        except BaseException:  # noqa: B036
-            call.error = sys.exc_info()
-            if call.result is not None:
-                try:
-                    _close(call.result)
-                except Exception:
-                    log.debug("close() after an app error failed", exc_info=True)
-                call.result = None
-        return call
 
     @staticmethod
     def _next(call: _Call) -> Any:
@@ -381,26 +347,28 @@ class WSGIHost:
             log.warning("close() of a WSGI response failed", exc_info=True)
 
     # ---- runs on the hub --------------------------------------------------------------
-    def _submit(self, func: Callable, call: _Call, environ: dict) -> Any:
-        """Queue ``func(call, environ)`` for a pool thread.
+    def _apply(self, func: Callable, call: _Call) -> Any:
+        """``func(call)`` where the app's code runs: on the pool, or here in greenlet mode."""
+        if self.pool is None:
+            return func(call)
+        return self.pool.apply(func, (call,))
+
+    def _submit(self, call: _Call, environ: dict) -> None:
+        """Queue ``_produce(call, environ)`` for a pool thread.
 
         ``ThreadPool.spawn`` builds an AsyncResult, a semaphore slot and a libev async watcher
         per task; the request already has its own wake-up channel, so this feeds the pool's
         task queue directly (what spawn does underneath) and only starts threads as needed.
-        Falls back to ``spawn`` on a gevent whose pool is shaped differently.
         """
         pool = self.pool
-        queue = getattr(pool, "task_queue", None)
-        if queue is None or not hasattr(queue, "unfinished_tasks"):
-            return pool.spawn(func, call, environ)
+        queue = pool.task_queue
         call.submitted = _monotonic()
-        queue.put((func, (call, environ), {}, _NO_RESULT))
+        queue.put((self._produce, (call, environ), {}, _NO_RESULT))
         size = pool.size
         if size == 0:
             pool.size = 1
         elif queue.unfinished_tasks > size < pool.maxsize and self._grow_timer is None:
             self._watch_backlog()
-        return call
 
     def _watch_backlog(self) -> None:
         """Start another thread only when queued requests wait ``GROW_AFTER`` or longer.
@@ -418,18 +386,15 @@ class WSGIHost:
 
     def _check_backlog(self) -> None:
         pool = self.pool
-        waiting = getattr(pool.task_queue, "_queue", None)
+        waiting = pool.task_queue._queue  # (func, args, kwargs, result) tuples, oldest first
         if waiting and pool.size < pool.maxsize:
-            head = waiting[0]
-            args = head[1] if type(head) is tuple and len(head) > 1 else None
-            call = args[0] if args else None
-            if type(call) is not _Call or _monotonic() - call.submitted >= GROW_AFTER:
+            call = waiting[0][1][0]  # every task on this pool takes the request's _Call first
+            if _monotonic() - call.submitted >= GROW_AFTER:
                 pool.size = pool.size + 1
             return
         timer, self._grow_timer = self._grow_timer, None
-        if timer is not None:
-            timer.stop()
-            timer.close()
+        timer.stop()
+        timer.close()
 
     def _channel(self) -> _Channel:
         if self._channels:
@@ -440,32 +405,43 @@ class WSGIHost:
 
         return _Channel(get_hub())
 
-    def _release(self, ch: _Channel) -> None:
-        # Idle watchers must not keep the loop alive.
-        ch.watcher.ref = False
-        self._channels.append(ch)
+    def _release(self, ch: _Channel | None) -> None:
+        if ch is not None:
+            # Idle watchers must not keep the loop alive.
+            ch.watcher.ref = False
+            self._channels.append(ch)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        try:
-            spool_body(environ)
-        except BadRequestBody as e:
-            # The body's framing is unknown now: this connection cannot carry another request.
-            return _simple_response(start_response, "400 Bad Request",
-                                    f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n",
-                                    (("Connection", "close"),))
-        environ["wsgi.multithread"] = True
         environ["wsgi.multiprocess"] = False
-        ch = self._channel()
-        call = _Call(ch.watcher.send)
-        q = call.queue
-        self._submit(self._produce, call, environ)
-        try:
-            while not q:
-                ch.wait()
-        except BaseException:
-            # Killed while the app runs (shutdown past its grace): the thread finishes alone.
-            call.cancelled = True
-            raise
+        q: deque
+        if self.pool is None:
+            # Greenlet mode: the app reads wsgi.input itself, runs here up to its first chunk.
+            environ["wsgi.multithread"] = False
+            ch = None
+            call = _Call(_nothing)
+            self._produce(call, environ)
+            q = call.queue
+        else:
+            try:
+                spool_body(environ)
+            except BadRequestBody as e:
+                # The body's framing is unknown now: this connection cannot carry another request.
+                return _simple_response(start_response, "400 Bad Request",
+                                        f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n",
+                                        (("Connection", "close"),))
+            environ["wsgi.multithread"] = True
+            ch = self._channel()
+            call = _Call(ch.watcher.send)
+            q = call.queue
+            self._submit(call, environ)
+            try:
+                while not q:
+                    ch.wait()
+            except BaseException:
+                # Killed while the app runs (shutdown past its grace): the thread finishes alone.
+                call.cancelled = True
+                ch.watcher.ref = False
+                raise
         first = q.popleft()
         if first is _ERROR:
             self._release(ch)
@@ -500,15 +476,16 @@ class WSGIHost:
             return chunks
         return self._stream(call, ch, first, environ)
 
-    def _abandon(self, call: _Call, ch: _Channel) -> None:
+    def _abandon(self, call: _Call, ch: _Channel | None) -> None:
         """Stop a producer whose output will not be sent, and wait until it let go."""
         call.cancelled = True
         _drain(call, ch)
         if call.result is not None:
-            self.pool.apply(self._finish, (call,))
+            self._apply(self._finish, call)
         self._release(ch)
 
-    def _stream(self, call: _Call, ch: _Channel, first: Any, environ: dict) -> Iterable[bytes]:
+    def _stream(self, call: _Call, ch: _Channel | None, first: Any,
+                environ: dict) -> Iterable[bytes]:
         q = call.queue
         finished = False
         try:
@@ -522,13 +499,13 @@ class WSGIHost:
                     self._abort(environ, call.error)
                 yield item
                 while not q:
-                    ch.wait()
+                    ch.wait()  # type: ignore[union-attr]  # greenlet mode always ends on a marker
                 item = q.popleft()
-            # A long stream: pull it one chunk per round trip from now on.
-            apply = self.pool.apply
+            # A long stream (or any stream in greenlet mode): pull it one chunk at a time.
+            apply = self._apply
             next_ = self._next
             while True:
-                chunk = apply(next_, (call,))
+                chunk = apply(next_, call)
                 if chunk is _DONE:
                     finished = True
                     return
@@ -543,7 +520,7 @@ class WSGIHost:
                 if item is not _HANDOFF:
                     _drain(call, ch)
                 if call.result is not None:
-                    self.pool.apply(self._finish, (call,))
+                    self._apply(self._finish, call)
             self._release(ch)
 
     def _abort(self, environ: dict, exc_info: Any) -> None:
@@ -567,70 +544,30 @@ class WSGIHost:
         return _simple_response(start_response, "500 Internal Server Error", text)
 
 
+def _nothing() -> None:
+    """Greenlet mode's wake-up: the hub is running the app itself, nobody waits."""
+
+
 class _StreamAborted(ConnectionAbortedError):
     """Raised into the server when a response fails midway: pywsgi then closes quietly."""
 
 
-class GreenletHost(WSGIHost):
-    """``"threads": false``: the app runs in the handler greenlet (it must be gevent-aware)."""
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        environ["wsgi.multithread"] = False
-        environ["wsgi.multiprocess"] = False
-        call = self._begin(environ)
-        if call.error is not None:
-            return self._error_page(environ, start_response, call.error)
-        if call.status is None:
-            self._finish(call)
-            return self._error_page(environ, start_response, (
-                RuntimeError, RuntimeError("the application did not call start_response()"), None))
-        try:
-            start_response(call.status, call.headers, call.exc_info)
-        except (TypeError, ValueError, UnicodeError, AssertionError) as e:
-            self._finish(call)
-            return self._error_page(environ, start_response, (type(e), e, e.__traceback__))
-        if call.iterator is None:
-            return list(call.queue)
-        return self._stream_here(call, environ)
-
-    def _stream_here(self, call: _Call, environ: dict) -> Iterable[bytes]:
-        try:
-            yield from call.queue
-            call.queue.clear()
-            while True:
-                chunk = self._next(call)
-                if chunk is _DONE:
-                    return
-                if chunk is _ERROR:
-                    self._abort(environ, call.error)
-                yield chunk
-        finally:
-            if call.result is not None:
-                self._finish(call)
-
-
-def _environ_hook(cfg: dict, ctx: BuildContext) -> Callable | None:
-    """In-process WAMP for the app (``"wamp": {...}``), when geonode.wamp exists."""
-    wamp_cfg = cfg.get("wamp")
-    if not wamp_cfg:
-        return None
-    try:
-        from geonode import wamp
-    except ImportError:
-        log.warning("%s.wamp: in-process WAMP is not available in this build; ignored",
-                    ctx.json_path)
-        return None
-    return wamp.environ_hook(wamp_cfg, ctx)
-
-
 def build(cfg: dict, ctx: BuildContext) -> Callable:
-    """Build the WSGI Host Service ``{"type": "wsgi", "module": ..., "object": ...}``."""
+    """Build the WSGI Host Service ``{"type": "wsgi", "module": ..., "object": ...}``.
+
+    ``"threads": false`` (greenlet mode, gevent-aware apps) runs the app in the connection's
+    greenlet: no pool, no thread hop, and the body is read by the app as it wants.
+    """
     app = load_object(cfg, ctx)
     display = bool(ctx.transport_options.get("display_tracebacks", False))
     name = f"{cfg.get('module')}:{cfg.get('object')}"
-    hook = _environ_hook(cfg, ctx)
+    hook = None
+    if cfg.get("wamp"):
+        from geonode import wamp
+
+        hook = wamp.environ_hook(cfg["wamp"], ctx)
     if cfg.get("threads", True) is False:
-        return GreenletHost(app, None, display_tracebacks=display, environ_hook=hook, name=name)
+        return WSGIHost(app, None, display_tracebacks=display, environ_hook=hook, name=name)
     from gevent.threadpool import ThreadPool
 
     maxthreads = int(cfg.get("maxthreads", 20))
