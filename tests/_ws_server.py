@@ -5,7 +5,8 @@ Run as ``python tests/_ws_server.py PORT``. The query string drives ``accept()``
 (WebSocket options in Crossbar's format). Messages are echoed, except the text commands
 ``burst <greenlets> <threads> <count> <size>`` (concurrent sends, then ``done``) and
 ``close <code>`` (server-initiated close) and ``closelater <code>`` (close from another
-greenlet while the app greenlet is in ``receive()``).
+greenlet while the app greenlet is in ``receive()``) and ``tflood <count> <size>`` (one
+thread sends ``count`` messages, then ``maxq <longest hand-off queue seen>``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def burst(ws, greenlets: int, threads: int, count: int, size: int) -> None:
     pool.spawn(ws.send, "done").get()
 
 
+def tflood(ws, count: int, size: int) -> None:
+    def sender() -> int:
+        longest = 0
+        for i in range(count):
+            ws.send(bytes([65 + i % 26]) * size)
+            longest = max(longest, len(ws._xqueue or ()))
+        return longest
+
+    longest = gevent.get_hub().threadpool.spawn(sender).get()
+    ws.send(f"maxq {longest}")
+
+
 def app(environ, start_response):
     qs = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
     up = environ.get("geonode.websocket")
@@ -61,6 +74,8 @@ def app(environ, start_response):
             break
         if isinstance(msg, str) and msg.startswith("burst "):
             burst(ws, *map(int, msg.split()[1:]))
+        elif isinstance(msg, str) and msg.startswith("tflood "):
+            tflood(ws, *map(int, msg.split()[1:]))
         elif isinstance(msg, str) and msg.startswith("close "):
             ws.close(int(msg.split()[1]), "server says bye")
         elif isinstance(msg, str) and msg.startswith("closelater "):

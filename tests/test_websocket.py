@@ -501,6 +501,21 @@ def test_concurrent_sends_from_greenlets_and_threads(server):
     c.close()
 
 
+def test_thread_sender_to_a_slow_reader_is_bounded(server):
+    """A thread sending to a peer that does not read waits once MAX_HANDOFFS calls are queued
+    for the hub, instead of queueing without bound; nothing is lost."""
+    count, size = 3000, 8192
+    c = Raw(server, q(), timeout=30)
+    c.send_frame(1, f"tflood {count} {size}".encode())
+    time.sleep(1.0)   # not reading: the socket fills, the hand-off queue backs up
+    for i in range(count):
+        assert c.recv_message() == (2, bytes([65 + i % 26]) * size)
+    op, payload = c.recv_message()
+    assert op == 1 and payload.startswith(b"maxq ")
+    assert int(payload.split()[1]) <= 1000
+    c.close()
+
+
 def test_many_clients_at_once(testee):
     errors = []
 

@@ -9,7 +9,9 @@ Sends from other OS threads (e.g. a WSGI app on a gevent ThreadPool) are not don
 thread: :meth:`send`, :meth:`send_many`, :meth:`ping` and :meth:`close` called off the hub's
 thread queue the call and wake the hub with ``loop.run_callback_threadsafe``; one greenlet per
 connection then performs the queued calls in order. Such calls return at once (fire and
-forget); a send on a closed connection is dropped silently, as from any greenlet.
+forget); a send on a closed connection is dropped silently, as from any greenlet. A thread
+that sends faster than the peer reads waits (that thread only, never the hub) once
+``MAX_HANDOFFS`` calls are queued, as a blocking socket write would make it.
 
 Pongs (and the peer's close frame) are only seen while some greenlet is in ``receive()``:
 with ``auto_ping_timeout`` set, an app that stops reading gets its connection dropped. The
@@ -41,6 +43,7 @@ from geonode.websocket.frames import ProtocolError
 from geonode.websocket.options import WebSocketOptions
 
 _thread_ident = get_original("_thread", "get_ident")
+_real_sleep = get_original("time", "sleep")
 _xqueue_lock = get_original("_thread", "allocate_lock")()   # a real lock: foreign threads
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _unpack_H = struct.Struct("!H").unpack
@@ -51,6 +54,7 @@ _BIG = 2048      # payloads from here on are read into a bytearray and unmasked 
 # arrive, never a length field (an endpoint without max_frame_size still cannot be made to
 # allocate gigabytes by a 14-byte header).
 _PREALLOC_MAX = 16 * 1024 * 1024
+MAX_HANDOFFS = 1000   # calls from other threads queued for the hub before the sender waits
 
 
 class WebSocket:
@@ -426,6 +430,8 @@ class WebSocket:
                 q = self._xqueue
                 if q is None:
                     q = self._xqueue = deque()
+        while len(q) >= MAX_HANDOFFS and not self._dead:
+            _real_sleep(0.001)   # a foreign thread: back-pressure instead of unbounded memory
         q.append((method, args))
         self._loop.run_callback_threadsafe(self._start_drainer)
 
