@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,14 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(_normalize(argv))
-    if args.command in ("start", "dev"):
+    if args.command == "dev" or (args.command == "start" and args.reload):
+        # Not monkey-patched: the dev supervisor watches files with real threads and runs
+        # the node in a child process (which patches itself).
+        return _dev(args)
+    if args.command == "start":
         # First thing, before anything imports socket/threading/ssl for real.
         from gevent import monkey
 
         monkey.patch_all()
-        if args.command == "dev" or args.reload:
-            return _dev(args)
-        return _start(args)
+        return start(args.config, args.loglevel)
     if args.command == "check":
         return _check(args)
     if args.command == "init":
@@ -147,20 +150,27 @@ def prepare(cfg: Config) -> None:
         log.debug("python path: %s", paths)
 
 
-def _start(args: argparse.Namespace) -> int:
+def start(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None) -> int:
+    """Run the node of ``config`` until it stops; the exit code (1: a config it cannot run).
+
+    The process must be monkey-patched already. ``adjust`` may change the loaded config
+    before anything is built (the dev server turns tracebacks on).
+    """
     from geonode import logs
 
-    logs.setup(args.loglevel)
+    logs.setup(loglevel)
     from geonode.config import ConfigError, load
 
     try:
-        cfg = load(args.config)
+        cfg = load(config)
+        if adjust is not None:
+            adjust(cfg)
         prepare(cfg)
         from geonode import node
 
         return int(node.run(cfg) or 0)
     except ConfigError as e:
-        _print_errors(args.config, e.errors)
+        _print_errors(config, e.errors)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -35,6 +35,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geonode.config import Config
 
 log = logging.getLogger("geonode.dev")
 
@@ -62,6 +66,8 @@ class WatchSpec:
     trees: set[Path] = field(default_factory=set)      # every .py below, recursively
     folders: set[Path] = field(default_factory=set)    # .py files directly inside
     templates: set[Path] = field(default_factory=set)  # every file below
+    #: (interface, port) of the plain-TCP web transports: where the error page answers
+    endpoints: list[tuple[str, int]] = field(default_factory=list)
 
     def matches(self, path: str) -> bool:
         p = Path(path)
@@ -125,8 +131,13 @@ def watch_spec(config_path: str | Path) -> WatchSpec:
             if isinstance(entry, str):
                 roots.append((config.parent / entry).resolve())
         for transport in worker.get("transports") or []:
-            if isinstance(transport, dict):
-                _wsgi_modules(transport.get("paths"), roots, spec)
+            if not isinstance(transport, dict) or transport.get("type") != "web":
+                continue
+            _wsgi_modules(transport.get("paths"), roots, spec)
+            endpoint = transport.get("endpoint") or {}
+            port = endpoint.get("port")
+            if endpoint.get("type") == "tcp" and not endpoint.get("tls") and isinstance(port, int):
+                spec.endpoints.append((endpoint.get("interface") or "0.0.0.0", port))
     spec.trees.update(roots)
     for root in list(spec.trees) + list(spec.folders):
         if (root / "templates").is_dir():
@@ -179,7 +190,8 @@ class Watcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
-                if event.event_type not in ("created", "deleted", "modified", "moved"):
+                if event.event_type not in ("created", "deleted", "modified", "moved",
+                                            "attrib"):  # attrib: `touch` to force a restart
                     return  # opened/closed-no-write: the node reading its own files
                 if event.is_directory:
                     return
@@ -336,7 +348,8 @@ class Supervisor:
             log.error("the node exited (code %s); fix the error and save: it restarts on "
                       "the next change", code)
             time.sleep(0.05)  # the pump thread has the last lines
-            self.error_page = ErrorPage(self.config_path, code, list(child.output_tail))
+            endpoints = watch_spec(self.config_path).endpoints  # the config may be new
+            self.error_page = ErrorPage(endpoints, code, list(child.output_tail))
 
     def stop_child(self) -> None:
         """Stop the node (or take down the error page standing in for it); hold self.lock."""
@@ -369,7 +382,8 @@ class ErrorPage:
     """While the node is down after a failed start, its HTTP endpoints answer 500 with the
     node's output (the traceback), so the browser shows why instead of "connection refused"."""
 
-    def __init__(self, config_path: str, code: int | None, lines: list[str]) -> None:
+    def __init__(self, endpoints: list[tuple[str, int]], code: int | None,
+                 lines: list[str]) -> None:
         import html
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -400,7 +414,7 @@ class ErrorPage:
             daemon_threads = True
 
         self.servers = []
-        for host, port in _http_endpoints(config_path):
+        for host, port in endpoints:
             try:
                 server = Server((host, port), Handler)
             except OSError as e:
@@ -415,27 +429,6 @@ class ErrorPage:
             server.server_close()
 
 
-def _http_endpoints(config_path: str) -> list[tuple[str, int]]:
-    """(interface, port) of every plain-TCP web transport in the config (best effort)."""
-    from geonode.config import read
-
-    try:
-        data = read(config_path)
-    except Exception:
-        return []
-    found = []
-    for worker in (data.get("workers") or []) if isinstance(data, dict) else []:
-        for transport in (worker.get("transports") or []) if isinstance(worker, dict) else []:
-            if not isinstance(transport, dict) or transport.get("type") != "web":
-                continue
-            endpoint = transport.get("endpoint") or {}
-            port = endpoint.get("port")
-            if endpoint.get("type") != "tcp" or endpoint.get("tls") or not isinstance(port, int):
-                continue
-            found.append((endpoint.get("interface") or "0.0.0.0", port))
-    return found
-
-
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM if the supervisor dies (Linux), never orphaned."""
     try:
@@ -447,17 +440,11 @@ def _die_with_parent() -> None:
 
 
 def main(config_path: str, loglevel: str = "debug") -> int:
-    """Run the dev server for ``config_path`` until SIGINT/SIGTERM; return the exit code."""
-    from gevent import monkey
+    """Run the dev server for ``config_path`` until SIGINT/SIGTERM; return the exit code.
 
-    if monkey.is_module_patched("threading"):
-        # The CLI monkey-patches before it dispatches; the supervisor needs real threads
-        # (watchdog's observer blocks in read()), so it continues in a clean interpreter.
-        # -P keeps the current folder off sys.path: nothing of the app gets imported here.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-P", "-m", "geonode.dev",
-                                  "--loglevel", loglevel, config_path])
+    Runs in a process that is not monkey-patched: watchdog's observer blocks in read() on a
+    real thread. The node, in its child process, patches itself.
+    """
     signal.signal(signal.SIGTERM, _exit_on_signal)
     return Supervisor(config_path, loglevel).run()
 
@@ -473,31 +460,19 @@ def _child_loglevel(loglevel: str) -> str:
 
 def run_child(config_path: str, loglevel: str) -> int:
     """The node, in dev mode (called in the child process, already monkey-patched)."""
-    from geonode import logs
+    from geonode.cli import start
 
-    logs.setup(_child_loglevel(loglevel))
-    from geonode.cli import prepare
-    from geonode.config import ConfigError, load
+    # Flask answers a view's exception with its own bare 500 unless in debug mode, where it
+    # lets it propagate to geonode's display_tracebacks page (the app's code is unchanged).
+    os.environ.setdefault("FLASK_DEBUG", "1")
+    return start(config_path, _child_loglevel(loglevel), adjust=_show_tracebacks)
 
-    try:
-        cfg = load(config_path)
-    except ConfigError as e:
-        print(f"error: {config_path}: the node config has {len(e.errors)} problem(s):",
-              file=sys.stderr)
-        for line in e.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 1
+
+def _show_tracebacks(cfg: Config) -> None:
     for worker in cfg.data.get("workers", []):
         for transport in worker.get("transports", []):
             if transport.get("type") == "web":
                 transport.setdefault("options", {})["display_tracebacks"] = True
-    # Flask answers a view's exception with its own bare 500 unless in debug mode, where it
-    # lets it propagate to geonode's display_tracebacks page (the app's code is unchanged).
-    os.environ.setdefault("FLASK_DEBUG", "1")
-    prepare(cfg)
-    from geonode import node
-
-    return int(node.run(cfg) or 0)
 
 
 #: what a standby child imports ahead: the node's machinery and common frameworks, never app code
@@ -536,10 +511,7 @@ def _cli(argv: list[str] | None = None) -> int:
         monkey.patch_all()
         if args.standby and not _wait_for_go(args.loglevel):
             return 0
-        try:
-            return run_child(args.config, args.loglevel)
-        except KeyboardInterrupt:
-            return 0
+        return run_child(args.config, args.loglevel)
     from geonode import logs
 
     logs.setup(args.loglevel)

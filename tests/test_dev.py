@@ -149,6 +149,15 @@ def test_dev_server_reloads_survives_a_broken_edit_and_recovers(dev_node):
     wait_for(url, "version 4")
     assert proc.poll() is None
 
+    # `touch` (a metadata change only) restarts it as well.
+    restarts = log_path.read_text().count("restarting the node")
+    os.utime(app)
+    deadline = time.monotonic() + 10
+    while log_path.read_text().count("restarting the node") == restarts:
+        assert time.monotonic() < deadline, "touch did not restart the node"
+        time.sleep(0.05)
+    wait_for(url, "version 4")
+
     # Ctrl-C/SIGTERM on the dev server stops it and its node, nothing left listening.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
@@ -211,6 +220,7 @@ def test_watch_spec_of_the_samples():
     assert not spec.matches(str(ROOT / "README.md"))
     # The config's folder is watched flat, never the whole repository.
     assert (ROOT, True) not in spec.directories()
+    assert spec.endpoints == [("127.0.0.1", 8080)]  # where the error page would answer
     django = watch_spec(SAMPLES / "django" / "node.json")
     assert django.matches(str(SAMPLES / "django" / "templates" / "index.html"))
     assert django.matches(str(SAMPLES / "django" / "app" / "templates" / "app" / "x.html"))
