@@ -292,14 +292,14 @@ class _Want:
 
 
 def _roles() -> dict:
+    # Only what this session does: it never asks to be disclosed (disclose_me; the router's
+    # role config decides that), so no publisher/caller identification as publisher/caller.
     return {
         "publisher": role.RolePublisherFeatures(publisher_exclusion=True,
-                                                subscriber_blackwhite_listing=True,
-                                                publisher_identification=True),
+                                                subscriber_blackwhite_listing=True),
         "subscriber": role.RoleSubscriberFeatures(pattern_based_subscription=True,
                                                   publisher_identification=True),
-        "caller": role.RoleCallerFeatures(call_canceling=True, caller_identification=True,
-                                          progressive_call_results=True),
+        "caller": role.RoleCallerFeatures(call_canceling=True, progressive_call_results=True),
         "callee": role.RoleCalleeFeatures(pattern_based_registration=True,
                                           shared_registration=True, call_canceling=True,
                                           caller_identification=True),
