@@ -22,12 +22,9 @@ from gunicorn.workers import ggevent
 
 from geonode.web.handler import set_nodelay
 
-try:
-    # geonode's own connection handler: the upgrade hook plus one write per small response
-    # (headers and body together) and HEAD without a body.
-    from geonode.web.server import ServerHandler as _NodeHandler
-except ImportError:  # pragma: no cover - an older web server module
-    from geonode.web.handler import Handler as _NodeHandler
+# geonode's own connection handler: the upgrade hook plus one write per small response
+# (headers and body together) and HEAD without a body.
+from geonode.web.server import ServerHandler as _NodeHandler
 
 # The option that will let several workers share one router does not exist yet; the warning
 # names the seam (geonode/router/state.py) it will plug into.

@@ -8,7 +8,6 @@ failure in any step undoes what was done and ``run`` returns 1.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import os
 import signal
@@ -24,13 +23,6 @@ log = logging.getLogger("geonode.node")
 
 #: How long a shutdown waits for requests in flight before closing their connections.
 GRACE_SECONDS = 10.0
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _process_age() -> float | None:
@@ -68,29 +60,22 @@ class Node:
         self.info = NodeInfo(title=title)
         self.routers: list[Any] = []
         self.web: list[_Transport] = []
-        self.other_servers: list[tuple[str, Any]] = []  # (json_path, server) e.g. rawsocket
+        self.rawsocket_servers: list[tuple[str, Any]] = []  # (json_path, StreamServer)
         self.components: list[Any] = []
         self.force_stop = False  # a second signal: do not wait for requests in flight
         self._pending_components: list[tuple[Any, list, BuildContext]] = []
-        self._pending_other: list[tuple[str, dict, Any, BuildContext]] = []
+        self._pending_rawsocket: list[tuple[str, dict, Any, BuildContext]] = []
         self.info.session_count = self._session_count
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
-        total = 0
-        for r in self.routers:
-            count = getattr(r, "session_count", None)
-            if callable(count):
-                total += count()
-        return total
+        return sum(r.session_count() for r in self.routers)
 
-    def _make_router(self, worker: dict, json_path: str) -> Any:
-        if not worker.get("realms") or not _module_exists("geonode.router"):
-            return None
-        try:
-            from geonode.router import Router
-        except ImportError:
-            return None
+    def _make_router(self, worker: dict) -> Any:
+        if not worker.get("realms"):
+            return None  # a web-only worker: the router modules are not even imported
+        from geonode.router import Router
+
         router = Router(worker, self.dir)
         self.routers.append(router)
         # Known to geonode.wamp.session() from now on: code outside any request (a module at
@@ -112,7 +97,7 @@ class Node:
             if _disabled(worker):
                 log.info("%s: disabled (options.disabled), not started", wpath)
                 continue
-            router = self._make_router(worker, wpath)
+            router = self._make_router(worker)
             for ti, transport in enumerate(worker.get("transports", [])):
                 tpath = f"{wpath}.transports[{ti}]"
                 kind = transport.get("type")
@@ -127,7 +112,7 @@ class Node:
                     app = options.wrap(app, topts, tls=tls)
                     self.web.append(_Transport(transport, tpath, app, tls))
                 elif kind == "rawsocket":
-                    self._pending_other.append((tpath, transport, router, ctx))
+                    self._pending_rawsocket.append((tpath, transport, router, ctx))
                 else:
                     raise ConfigError(f"{tpath}.type: transport type {kind!r} "
                                       "is not supported by geonode")
@@ -147,14 +132,10 @@ class Node:
                 t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
                                      json_path=t.json_path,
                                      client_timeout=topts.get("client_timeout"))
-            for tpath, transport, router, ctx in self._pending_other:
-                if transport.get("type") == "rawsocket":
-                    if not _module_exists("geonode.transport.rawsocket"):
-                        raise ConfigError(f"{tpath}: rawsocket transports are not available "
-                                          "in this build")
-                    from geonode.transport import rawsocket
+            for tpath, transport, router, ctx in self._pending_rawsocket:
+                from geonode.transport import rawsocket
 
-                    self.other_servers.append((tpath, rawsocket.serve(transport, router, ctx)))
+                self.rawsocket_servers.append((tpath, rawsocket.serve(transport, router, ctx)))
         except BaseException:
             self.close_listeners()
             raise
@@ -163,23 +144,21 @@ class Node:
         """Start accepting on every endpoint, then start components."""
         for t in self.web:
             t.server.start()
-        for _, server in self.other_servers:
+        for _, server in self.rawsocket_servers:
             server.start()
         for t in self.web:
             log.info("listening on %s (%s)", t.server.url, t.json_path)
-        for tpath, server in self.other_servers:
-            log.info("listening on %s (%s)", _server_url(server), tpath)
+        for tpath, server in self.rawsocket_servers:
+            log.info("listening on %s (%s)", server.url, tpath)
         self.start_components()
 
     def start_components(self) -> None:
         """Start every worker's router components (their sessions join on the hub)."""
-        if self._pending_components and _module_exists("geonode.components"):
+        if self._pending_components:
             from geonode import components
 
             for router, comps, ctx in self._pending_components:
-                handle = components.start(router, comps, ctx)
-                if handle is not None:
-                    self.components.append(handle)
+                self.components.append(components.start(router, comps, ctx))
 
     # ---- stop -------------------------------------------------------------------------
     def close_listeners(self) -> None:
@@ -189,7 +168,7 @@ class Node:
                     t.server.drain()
                 except Exception:
                     log.debug("closing %s failed", t.json_path, exc_info=True)
-        for tpath, server in self.other_servers:
+        for tpath, server in self.rawsocket_servers:
             try:
                 server.close()  # stop accepting; its sessions end when the router closes
             except Exception:
@@ -205,12 +184,10 @@ class Node:
             log.warning("closing requests still in flight (%s)",
                         "second signal" if self.force_stop else f"{grace:.0f} s grace is over")
         for comp in self.components:
-            stop = getattr(comp, "stop", None)
-            if stop is not None:
-                try:
-                    stop()
-                except Exception:
-                    log.warning("stopping a component failed", exc_info=True)
+            try:
+                comp.stop()
+            except Exception:
+                log.warning("stopping a component failed", exc_info=True)
         for router in self.routers:
             try:
                 router.close()
@@ -218,7 +195,7 @@ class Node:
                 log.warning("closing a router failed", exc_info=True)
         for s in servers:
             s.kill_connections()
-        for tpath, server in self.other_servers:
+        for tpath, server in self.rawsocket_servers:
             try:
                 server.stop(timeout=1)
             except Exception:
@@ -231,16 +208,6 @@ def _disabled(worker: dict) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
     return bool(value)
-
-
-def _server_url(server: Any) -> str:
-    address = getattr(server, "address", None)
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = address[0]
-        return f"rawsocket://{f'[{host}]' if ':' in host else host}:{address[1]}"
-    if address:
-        return f"rawsocket+unix://{address}"
-    return repr(server)
 
 
 def run(cfg: Any) -> int:

@@ -22,12 +22,8 @@ import gevent
 from gevent import pywsgi
 from gevent.pool import Pool
 
+from geonode.web.handler import Handler
 from geonode.web.listeners import EndpointError, tcp_listener, tls_context, unix_listener
-
-try:
-    from geonode.web.handler import Handler
-except ImportError:  # the websocket layer's handler is not there yet
-    from gevent.pywsgi import WSGIHandler as Handler
 
 __all__ = ["EndpointError", "RequestHeaders", "ServerHandler", "WebServer", "wait_idle"]
 
@@ -140,7 +136,7 @@ class RequestHeaders:
         return self._map.get("content-type")
 
 
-class ServerHandler(Handler):  # type: ignore[misc, valid-type]
+class ServerHandler(Handler):
     """The connection handler: geonode's Handler plus HEAD, draining and request counting."""
 
     def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
