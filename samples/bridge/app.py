@@ -49,6 +49,8 @@ def add():
     try:
         result = wamp.call("com.example.add", int(request.form["a"]), int(request.form["b"]),
                            timeout=5)
+    except ValueError:
+        result = "a and b must be integers"
     except ApplicationError as e:
         result = f"error {e.error}"
     return redirect(url_for("index", result=result))
