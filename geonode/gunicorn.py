@@ -14,6 +14,7 @@ monkey-patched and re-initialised the hub (gunicorn loads the app in the worker 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -68,6 +69,10 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         if cfg.preload_app and _is_geonode_app(cfg):
             log.warning(PRELOAD_WARNING)
 
+    def init_process(self) -> None:
+        _log_through(self.log)
+        super().init_process()
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         # Close the node's WAMP sessions now: open WebSockets would otherwise keep the worker
@@ -85,6 +90,19 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
             app.close()
         except Exception:
             self.log.exception("closing the node failed")
+
+
+def _log_through(glog: Any) -> None:
+    """Send geonode's log lines (components joining, router warnings, app errors) to gunicorn's
+    error log, at its level and in its format; without this only warnings reach stderr."""
+    error_log = getattr(glog, "error_log", None)
+    geonode_log = logging.getLogger("geonode")
+    if error_log is None or geonode_log.handlers:
+        return  # a custom gunicorn logger class, or the app set up geonode's logging itself
+    for handler in error_log.handlers:
+        geonode_log.addHandler(handler)
+    geonode_log.setLevel(error_log.level)
+    geonode_log.propagate = False
 
 
 def _is_geonode_app(cfg: Any) -> bool:

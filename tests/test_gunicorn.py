@@ -356,5 +356,7 @@ def test_components_and_wamp_session_run_under_gunicorn(tmp_path, gunicorn):
     check_component_and_publishing_view(g.port, g.url)
     assert g.stop() == 0
     log = g.log()
+    # geonode's own log lines appear in gunicorn's error log
+    assert "component workers[0].components[0] joined realm1" in log, log
     assert "Traceback" not in log, log
     assert "graceful timeout" not in log
