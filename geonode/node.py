@@ -300,6 +300,10 @@ def load_app(path: str | Path) -> NodeApp:
         node.build()
         if not node.web:
             raise ConfigError(f"{path}: the config has no web transport to serve")
+        unserved = [t.json_path for t in node.web[1:]] + [p for p, *_ in node._pending_rawsocket]
+        if unserved:
+            log.warning("%s: only %s is served here (the server's own socket); not served: %s",
+                        path, node.web[0].json_path, ", ".join(unserved))
         node.start_components()
     except BaseException:
         node.stop(grace=0)

@@ -308,6 +308,10 @@ def wamp_app_config(port: int, folder: Path) -> dict:
                 "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
                 "paths": {"/": {"type": "wsgi", "module": "pubapp", "object": "app"},
                           "ws": {"type": "websocket"}},
+            }, {
+                # gunicorn serves only the first web transport: this one is named in a warning
+                "type": "rawsocket",
+                "endpoint": {"type": "tcp", "port": free_port(), "interface": "127.0.0.1"},
             }],
             "components": [{"type": "class", "classname": "comp.Hello", "realm": "realm1"}],
         }],
@@ -358,5 +362,7 @@ def test_components_and_wamp_session_run_under_gunicorn(tmp_path, gunicorn):
     log = g.log()
     # geonode's own log lines appear in gunicorn's error log
     assert "component workers[0].components[0] joined realm1" in log, log
+    assert ("only workers[0].transports[0] is served here (the server's own socket); "
+            "not served: workers[0].transports[1]") in log, log
     assert "Traceback" not in log, log
     assert "graceful timeout" not in log
