@@ -223,6 +223,18 @@ BAD: list[tuple[str, object, str]] = [
      "controller.manhole: unknown key 'manhole'"),
     ("top-key", lambda c: c.update(worker=[]),
      "worker: unknown key 'worker'"),
+    # Crossbar features geonode lacks: named as "not supported", with a way out where one exists.
+    ("resource-service", lambda c: paths_of(c).update(r={"type": "resource", "classname": "x.Y"}),
+     f"{T0}.paths.r.type: service type 'resource' is not supported by geonode (a Twisted Web "
+     "resource; host the app as a 'wsgi' service instead)"),
+    ("controller-fabric", lambda c: c["controller"].update(fabric={"transport": {}}),
+     "controller.fabric: 'fabric' (Crossbar FX management uplink) is not supported by geonode"),
+    ("realm-inventory", lambda c: worker(c)["realms"][0].update(inventory={}),
+     "workers[0].realms[0].inventory: 'inventory' (payload validation) is not supported"),
+    ("shared-port-workers", lambda c: [
+        endpoint(c).update(shared=True), c["workers"].append(copy.deepcopy(worker(c)))],
+     "workers[1].transports[0].endpoint.shared: port 8080 is shared with "
+     "workers[0].transports[0].endpoint: router workers sharing a port is not supported"),
     ("version-1", lambda c: c.update(version=1),
      "version: version 1 configs are not supported; geonode reads version 2"),
     ("version-missing", lambda c: c.pop("version"),
@@ -251,6 +263,19 @@ def test_bad_config_names_the_path(tmp_path, capsys, change, expected):
     assert rc == 1
     assert expected in err, err
     assert out == ""
+
+
+def test_crossbar_keys_accepted_or_warned(tmp_path, capsys):
+    """Dynamic auth's authenticator-role is accepted; a websocket's cookie is a warning."""
+    cfg = base()
+    paths_of(cfg)["ws"].update(
+        auth={"ticket": {"type": "dynamic", "authenticator": "com.example.auth",
+                         "authenticator-role": "authenticator"}},
+        cookie={"store": {"type": "memory"}})
+    rc, out, err = cli_check(capsys, write(tmp_path, cfg))
+    assert rc == 0, err
+    assert (f"warning: {T0}.paths.ws.cookie: ignored, cookie tracking is not supported by "
+            "geonode") in err
 
 
 def test_every_error_is_reported_once(tmp_path):

@@ -46,9 +46,25 @@ UNSUPPORTED_WORKERS = {
 TRANSPORT_TYPES = ["web", "rawsocket"]
 UNSUPPORTED_TRANSPORTS = {
     "websocket": "use a 'web' transport with a 'websocket' path service",
-    "universal": "use a 'web' transport (it serves HTTP and WebSocket on one port)",
+    "universal": "use a 'web' transport: it serves HTTP and WebSocket on one port",
     "mqtt": "", "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
     "stream.testee": "",
+}
+# Hints for Crossbar path services geonode does not implement (the names: services.UNSUPPORTED).
+UNSUPPORTED_SERVICE_HINTS = {
+    "resource": "a Twisted Web resource; host the app as a 'wsgi' service instead",
+    "longpoll": "WAMP clients connect over a 'websocket' service",
+    "archive": "serve the unpacked files with a 'static' service",
+    "fileupload": "handle uploads in a 'wsgi' app", "upload": "handle uploads in a 'wsgi' app",
+}
+# Crossbar keys (per object) of features geonode does not implement: "not supported", not
+# "unknown key", so a Crossbar user knows the key is right but the feature is missing.
+UNSUPPORTED_KEYS = {
+    "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
+    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links",
+              "trace": ""},
+    "role": {"allow-by-default": ""},
+    "router": {"connections": "database connections"},
 }
 COMPONENT_TYPES = ["class"]
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
@@ -59,9 +75,12 @@ UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": ""
 _ANY = True
 
 
-def obj(properties: dict, required: Iterable[str] = (), **extra: Any) -> dict:
-    """A closed object schema."""
+def obj(properties: dict, required: Iterable[str] = (), unsupported: str = "",
+        **extra: Any) -> dict:
+    """A closed object schema; ``unsupported`` names its entry in ``UNSUPPORTED_KEYS``."""
     s: dict = {"type": "object", "properties": properties, "additionalProperties": False}
+    if unsupported:
+        s["x-unsupported"] = UNSUPPORTED_KEYS[unsupported]
     if required:
         s["required"] = list(required)
     s.update(extra)
@@ -118,8 +137,10 @@ ENDPOINT = dispatch({
 
 PROC = {"type": "string", "pattern": PROCEDURE}
 
-DYNAMIC_AUTH = obj({"type": STR, "authenticator": PROC, "authenticator-realm": STR},
-                   required=["authenticator"])
+# "authenticator-role" is accepted and has no effect: geonode's router calls the authenticator
+# as itself, so no role's permissions apply to that call.
+DYNAMIC_AUTH = obj({"type": STR, "authenticator": PROC, "authenticator-realm": STR,
+                    "authenticator-role": STR}, required=["authenticator"])
 
 
 def auth_method(static: dict) -> dict:
@@ -288,7 +309,7 @@ PERMISSION = obj({
 
 ROLE = obj({"id": STR, "name": STR, "permissions": {"type": "array", "items": PERMISSION},
             "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
-           required=["name"])
+           required=["name"], unsupported="role")
 
 REALM = obj({
     "id": STR, "name": {"type": "string", "pattern": REALM_NAME},
@@ -300,7 +321,7 @@ REALM = obj({
     }),
     # event history (retained events), Crossbar's realm store
     "store": {"type": "object"},
-}, required=["name"])
+}, required=["name"], unsupported="realm")
 
 COMPONENT = dispatch({
     "class": obj({"id": STR, "type": STR, "classname": STR, "realm": STR, "role": STR,
@@ -323,7 +344,7 @@ ROUTER_WORKER = obj({
     "realms": {"type": "array", "items": REALM},
     "transports": {"type": "array", "items": TRANSPORT},
     "components": {"type": "array", "items": COMPONENT},
-})
+}, unsupported="router")
 
 WORKER = dispatch({"router": ROUTER_WORKER}, "worker")
 
@@ -341,7 +362,7 @@ SCHEMA: dict = {
                 "shutdown": {"type": ["string", "array"], "items": STR},
                 "enable_parallel_worker_start": BOOL,
             }),
-        }),
+        }, unsupported="controller"),
         "workers": {"type": "array", "items": WORKER},
     }, required=["version"]),
     "$defs": {
@@ -357,7 +378,7 @@ _VALIDATOR = Draft202012Validator(SCHEMA)
 _UNSUPPORTED_BY_KIND: dict[str, dict[str, str]] = {
     "worker": UNSUPPORTED_WORKERS,
     "transport": UNSUPPORTED_TRANSPORTS,
-    "service": {name: "" for name in UNSUPPORTED},
+    "service": {name: UNSUPPORTED_SERVICE_HINTS.get(name, "") for name in UNSUPPORTED},
     "component": UNSUPPORTED_COMPONENTS,
     "endpoint": {"twisted": "", "onion": "", "tor": ""},
     "authentication": {"function": ""},
@@ -410,6 +431,10 @@ def _format(err: ValidationError) -> list[tuple[str, str]]:
                 else:
                     out.append((_where([*where, key]),
                                 f"unknown authentication method {key!r} (known: {allowed})"))
+            elif key in schema.get("x-unsupported", {}):
+                what = schema["x-unsupported"][key]
+                out.append((_where([*where, key]),
+                            f"{key!r}{f' ({what})' if what else ''} {NOT_SUPPORTED}"))
             else:
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""

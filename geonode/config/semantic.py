@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from geonode.config.environ import join_path
+from geonode.config.schema import NOT_SUPPORTED
 
 _BRIDGES = ("publisher", "caller", "webhook")
 
@@ -26,7 +27,7 @@ def _list(x: Any) -> list:
 
 def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     errors: list[str] = []
-    listening: dict[tuple, str] = {}
+    listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         if worker.get("type") != "router":
@@ -89,16 +90,22 @@ def _check_file(path: str, value: Any, config_dir: Path, what: str, errors: list
                       f"(looked for {(config_dir / value).resolve()})")
 
 
-def _check_endpoint(ep: dict, epath: str, config_dir: Path, listening: dict, errors: list[str]
-                    ) -> None:
+def _check_endpoint(ep: dict, epath: str, config_dir: Path,
+                    listening: dict[tuple, tuple[str, bool]], errors: list[str]) -> None:
     if ep.get("type") == "tcp":
         port = ep.get("port")
         key = ("tcp", ep.get("interface", ""), port)
         if isinstance(port, int):
-            if key in listening:
-                errors.append(f"{epath}.port: port {port} is already used by {listening[key]}")
+            other = listening.get(key)
+            if other is None:
+                listening[key] = (epath, bool(ep.get("shared")))
+            elif ep.get("shared") and other[1]:
+                # Crossbar's way to spread one port over router worker processes.
+                errors.append(f"{epath}.shared: port {port} is shared with {other[0]}: router "
+                              f"workers sharing a port {NOT_SUPPORTED} (it runs one process; "
+                              "keep one worker)")
             else:
-                listening[key] = epath
+                errors.append(f"{epath}.port: port {port} is already used by {other[0]}")
         tls = _dict(ep.get("tls"))
         for name, what in (("key", "TLS key"), ("certificate", "TLS certificate"),
                            ("dhparam", "TLS dhparam")):
@@ -110,9 +117,9 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path, listening: dict, err
         key = ("unix", ep.get("path"))
         if isinstance(ep.get("path"), str):
             if key in listening:
-                errors.append(f"{epath}.path: socket path is already used by {listening[key]}")
+                errors.append(f"{epath}.path: socket path is already used by {listening[key][0]}")
             else:
-                listening[key] = epath
+                listening[key] = (epath, False)
 
 
 def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
@@ -179,11 +186,15 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
 
 
 def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) -> None:
+    """Warnings about path services: wsgi modules not found, keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
         spath = join_path(ppath, key)
         if svc.get("type") == "path":
             _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
+        elif svc.get("type") == "websocket" and "cookie" in svc:
+            out.append(f"{spath}.cookie: ignored, cookie tracking {NOT_SUPPORTED} "
+                       "(no cookie is set)")
         elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
             top = svc["module"].split(".")[0]
             if (top and top not in sys.builtin_module_names and top not in sys.modules
