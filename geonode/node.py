@@ -41,11 +41,10 @@ def _process_age() -> float | None:
 class _Transport:
     """One configured web transport before and after its endpoint is bound."""
 
-    def __init__(self, cfg: dict, json_path: str, app: Callable, tls: bool) -> None:
+    def __init__(self, cfg: dict, json_path: str, app: Callable) -> None:
         self.cfg = cfg
         self.json_path = json_path
         self.app = app
-        self.tls = tls
         self.server: Any = None
 
 
@@ -110,7 +109,7 @@ class Node:
                 if kind == "web":
                     app = dispatch.build_app(transport.get("paths") or {}, ctx)
                     app = options.wrap(app, topts, tls=tls)
-                    self.web.append(_Transport(transport, tpath, app, tls))
+                    self.web.append(_Transport(transport, tpath, app))
                 elif kind == "rawsocket":
                     self._pending_rawsocket.append((tpath, transport, router, ctx))
                 else:
@@ -223,18 +222,15 @@ def run(cfg: Any) -> int:
         node.build()
         node.bind()
         node.start()
-    except ConfigError as e:
+    except Exception as e:
         node.stop(grace=0)
-        for line in e.errors:
-            log.error("%s", line)
-        return 1
-    except EndpointError as e:
-        node.stop(grace=0)
-        log.error("%s", e)
-        return 1
-    except Exception:
-        node.stop(grace=0)
-        log.exception("the node failed to start")
+        if isinstance(e, ConfigError):
+            for line in e.errors:
+                log.error("%s", line)
+        elif isinstance(e, EndpointError):
+            log.error("%s", e)
+        else:
+            log.exception("the node failed to start")
         return 1
     age = _process_age()
     log.info("ready in %.2f s%s", time.monotonic() - t0,
