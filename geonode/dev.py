@@ -498,25 +498,22 @@ def _wait_for_go(loglevel: str) -> bool:
     return sys.stdin.readline().strip() == "go"
 
 
-def _cli(argv: list[str] | None = None) -> int:
+def _child(argv: list[str] | None = None) -> int:
+    """``python -m geonode.dev [--standby] --loglevel L CONFIG``: a node process of the dev
+    server (its supervisor is ``main``, started by ``geonode dev``)."""
     parser = argparse.ArgumentParser(prog="python -m geonode.dev")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # for ps
     parser.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--loglevel", default="debug")
     parser.add_argument("config")
     args = parser.parse_args(argv)
-    if args.child:
-        from gevent import monkey
+    from gevent import monkey
 
-        monkey.patch_all()
-        if args.standby and not _wait_for_go(args.loglevel):
-            return 0
-        return run_child(args.config, args.loglevel)
-    from geonode import logs
-
-    logs.setup(args.loglevel)
-    return main(args.config, args.loglevel)
+    monkey.patch_all()
+    if args.standby and not _wait_for_go(args.loglevel):
+        return 0
+    return run_child(args.config, args.loglevel)
 
 
 if __name__ == "__main__":
-    raise SystemExit(_cli())
+    raise SystemExit(_child())
