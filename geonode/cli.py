@@ -124,20 +124,24 @@ _IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "pytho
 
 
 def prepare(cfg: Config) -> None:
-    """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``."""
+    """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``.
+
+    Logs what ``geonode check`` warns about (a missing pythonpath folder, ...) first.
+    """
     import logging
 
+    from geonode.config import warnings
+
     log = logging.getLogger("geonode.config")
+    for line in warnings(cfg):
+        log.warning("%s", line)
     paths: list[str] = []
     for wi, worker in enumerate(cfg.data.get("workers", [])):
         options = worker.get("options") or {}
-        for i, entry in enumerate(options.get("pythonpath", [])):
-            full = (cfg.dir / entry).resolve()
-            if not full.is_dir():
-                log.warning("workers[%d].options.pythonpath[%d]: %r is not a folder (%s)",
-                            wi, i, entry, full)
-            if str(full) not in paths:
-                paths.append(str(full))
+        for entry in options.get("pythonpath", []):
+            full = str((cfg.dir / entry).resolve())
+            if full not in paths:
+                paths.append(full)
         env = options.get("env") or {}
         for name, value in (env.get("vars") or {}).items():
             os.environ[name] = str(value)

@@ -262,6 +262,23 @@ def test_check_warns_but_passes(tmp_path):
     assert "pythonpath" not in r.stderr and "module" not in r.stderr
 
 
+def test_start_logs_the_check_warnings(tmp_path):
+    """What ``geonode check`` warns about is logged by ``geonode start`` too."""
+    cfg = {"version": 2, "workers": [{"type": "router", "options": {"pythonpath": ["src"]},
+                                      "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": "$PORT"},
+        "options": {"hsts": True}, "paths": {"/": {"type": "json", "value": 1}}}]}]}
+    node = launch(cfg, tmp_path)
+    try:
+        assert requests.get(node.url + "/", timeout=5).json() == 1
+    finally:
+        node.stop()
+    log = node.log()
+    assert "WARNING geonode.config: workers[0].options.pythonpath[0]: 'src' is not a folder" in log
+    assert log.count("is not a folder") == 1  # once, not also by the pythonpath set-up
+    assert "WARNING geonode.config: workers[0].transports[0].options.hsts: ignored" in log
+
+
 def test_app_is_imported_after_monkey_patching(start_node):
     """The CLI patches the stdlib before anything imports it, so the app's module-level
     ``import socket``/``threading`` already see gevent's versions."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from geonode.config.environ import substitute
 from geonode.config.reader import ConfigError, duplicates, read
@@ -22,16 +21,6 @@ class Config:
     dir: Path
     data: dict
 
-    @property
-    def workers(self) -> list[dict]:
-        return self.data.get("workers", [])
-
-
-def validate(data: Any, config_dir: Path) -> list[str]:
-    """Every problem in an already-substituted config, as path-named lines."""
-    from geonode.config.schema import validate as schema_validate
-
-    return schema_validate(data, config_dir)
 
 
 # Looked for, in order, when the path given is a folder (Crossbar's ".crossbar" cbdir habit).
@@ -61,6 +50,8 @@ def load(path: str | Path) -> Config:
     errors = dups + errors
     # A key whose variable is missing still holds "$VAR": its schema complaint would be noise.
     unset = {e.split(": ", 1)[0] for e in errors}
+    from geonode.config.schema import validate  # jsonschema: only when a config is loaded
+
     errors += [e for e in validate(data, p.parent) if e.split(": ", 1)[0] not in unset]
     if errors:
         raise ConfigError(errors)
