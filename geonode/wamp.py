@@ -238,7 +238,10 @@ class _ProgressWaiter(_Waiter):
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             woke = super().wait(left)
-            done = self.done   # read first: the hub queues every progress before the end
+            if self._event is not None:
+                # before anything that may switch (on_progress can): a later set() is kept
+                self._event.clear()
+            done = self.done   # read before draining: the hub queues every progress first
             while self.progress:
                 args, kwargs = self.progress.popleft()
                 try:
@@ -249,8 +252,6 @@ class _ProgressWaiter(_Waiter):
                 return True
             if not woke:
                 return False
-            if self._event is not None:
-                self._event.clear()   # no switch since the queue was seen empty
 
 
 class Subscription:

@@ -173,7 +173,7 @@ def test_rest_callee_over_https(start_node, tmp_path):
 
 
 PROGRESS_COMPONENT = '''
-import geonode.wamp
+import time
 
 
 class Collector:
@@ -191,7 +191,12 @@ class Collector:
 
     def collect(self, n):
         seen = []
-        result = self.session.call("com.limited.count", n, on_progress=seen.append)
+
+        def on_progress(i):
+            time.sleep(0.001)   # monkey-patched: on the hub this switches to other greenlets
+            seen.append(i)
+
+        result = self.session.call("com.limited.count", n, on_progress=on_progress, timeout=10)
         return {"seen": seen, "result": result, "n": len(seen)}
 '''
 
