@@ -34,8 +34,11 @@ log = logging.getLogger("geonode.wsgi")
 # Request bodies up to this size stay in memory; bigger ones go to a temporary file.
 SPOOL_MAX = 1024 * 1024
 _READ_SIZE = 65536
-_DONE = object()
 
+# The end markers of a request's chunk queue (see _Call).
+_DONE = object()
+_ERROR = object()
+_HANDOFF = object()
 
 
 class BadRequestBody(Exception):
@@ -173,7 +176,7 @@ class _Call:
     __slots__ = ("status", "headers", "exc_info", "queue", "send", "iterator", "result",
                  "error", "cancelled", "headers_seen", "submitted")
 
-    def __init__(self, send: Callable | None = None) -> None:
+    def __init__(self, send: Callable[[], None]) -> None:
         self.status: str | None = None
         self.headers: list | None = None
         self.exc_info: Any = None
@@ -200,8 +203,7 @@ class _Call:
         if data:
             self.headers_seen = True
             self.queue.append(data)
-            if self.send is not None:
-                self.send()
+            self.send()
 
 
 def _not_bytes(chunk: Any) -> None:
@@ -215,10 +217,6 @@ def _close(result: Any) -> None:
     close = getattr(result, "close", None)
     if close is not None:
         close()
-
-
-_ERROR = object()
-_HANDOFF = object()
 
 
 class _NoResult:
