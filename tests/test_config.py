@@ -293,6 +293,19 @@ def test_every_error_is_reported_once(tmp_path):
         "workers[0].realms[1].name"])
 
 
+def test_errors_come_in_document_order(tmp_path):
+    cfg = base()
+    paths_of(cfg).update(a={"type": "longpoll"}, b={"type": "wsgi", "object": "x"},
+                         c={"type": "cgi"}, d={"type": "redirect", "url": 1})
+    worker(cfg)["realms"][0]["inventory"] = {}
+    worker(cfg)["components"] = [{"type": "function"}]
+    cfg["workers"].append({"type": "guest"})
+    where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
+    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
+                     f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
+                     "workers[0].components[0].type", "workers[1].type"]
+
+
 def test_wrong_type_hides_noise_below(tmp_path):
     cfg = base()
     worker(cfg)["transports"][0] = "web"

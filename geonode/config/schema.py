@@ -497,12 +497,38 @@ def _leaves(errors: Iterable[ValidationError]) -> Iterable[ValidationError]:
             yield e
 
 
+def _document_order(data: Any) -> dict[str, int]:
+    """Every JSON path in ``data`` → its position in the document (jsonschema's own error
+    order is not the file's)."""
+    order: dict[str, int] = {}
+
+    def walk(value: Any, path: str) -> None:
+        order[path or "(top level)"] = len(order)
+        items = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list) else ()
+        for k, v in items:
+            walk(v, join_path(path, k))
+
+    walk(data, "")
+    return order
+
+
 def schema_errors(data: Any) -> list[str]:
     """Schema violations as ``path: message`` lines, one per problem, in document order."""
     found: list[tuple[str, str, bool]] = []
     for e in _leaves(_VALIDATOR.iter_errors(data)):
         for where, msg in _format(e):
             found.append((where, msg, e.validator == "type"))
+    if len(found) > 1:
+        order = _document_order(data)
+
+        def position(item: tuple[str, str, bool]) -> int:
+            where = item[0]
+            while where not in order and where:  # a missing key: its parent's place
+                where = where[:max(where.rfind("."), where.rfind("["), 0)]
+            return order.get(where or "(top level)", 0)
+
+        found.sort(key=position)
     # A value of the wrong type makes every other complaint about it (or inside it) noise.
     wrong_type = {w for w, _, is_type in found if is_type}
     out: list[str] = []
