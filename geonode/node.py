@@ -308,4 +308,5 @@ def load_app(path: str | Path) -> NodeApp:
     except BaseException:
         node.stop(grace=0)
         raise
+    gc.freeze()  # as in run(): the built node lives as long as the worker
     return NodeApp(node)
