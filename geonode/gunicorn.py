@@ -9,7 +9,10 @@ accepted TCP connection (small WAMP frames must not wait for Nagle).
 
 The node is built by ``geonode.load()`` inside each worker, after gunicorn's gevent worker has
 monkey-patched and re-initialised the hub (gunicorn loads the app in the worker unless
-``--preload`` is given), so the router and its greenlets live in the worker process.
+``--preload`` is given), so the router, its components and their greenlets live in the worker
+process. When the worker exits it calls the app's ``close()`` (components stop, WAMP sessions
+get GOODBYE at once instead of holding the worker until gunicorn's graceful timeout). geonode's
+log lines go to gunicorn's error log.
 """
 
 from __future__ import annotations
