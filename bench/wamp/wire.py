@@ -20,6 +20,7 @@ import msgpack
 _H = struct.Struct("!H")
 _Q = struct.Struct("!Q")
 _ZERO_MASK = b"\x00\x00\x00\x00"
+TIMEOUT = 30.0  # seconds a blocking read or write may wait
 
 
 def encoder(serializer: str) -> tuple[Callable[[object], bytes], Callable[[bytes], object], int]:
@@ -67,7 +68,9 @@ class Conn:
 
     # -- opening ------------------------------------------------------------------------
     def open(self) -> None:
-        s = socket.create_connection((self.host, self.port))
+        # A timeout so a lost reply ends the run with an error instead of hanging it
+        # (setblocking() in loads.py replaces it where a load loop polls instead).
+        s = socket.create_connection((self.host, self.port), timeout=TIMEOUT)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"

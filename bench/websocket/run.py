@@ -70,7 +70,7 @@ def bench_unmask() -> None:
 
 class Client:
     def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
@@ -78,7 +78,7 @@ class Client:
                            f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
         self.buf = bytearray()
         while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
+            self._fill()
         head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
         assert b" 101 " in head.split(b"\r\n")[0], head
         self.buf = bytearray(rest)
