@@ -385,7 +385,8 @@ class WSGIHost:
     def _check_backlog(self) -> None:
         pool = self.pool
         waiting = pool.task_queue._queue  # (func, args, kwargs, result) tuples, oldest first
-        if waiting and pool.size < pool.maxsize:
+        # (None: a thread-exit sentinel, the pool is being shrunk or killed)
+        if waiting and waiting[0] is not None and pool.size < pool.maxsize:
             call = waiting[0][1][0]  # every task on this pool takes the request's _Call first
             if _monotonic() - call.submitted >= GROW_AFTER:
                 pool.size = pool.size + 1
