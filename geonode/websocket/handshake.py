@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -51,7 +52,8 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
 
 
-def origin_patterns(allowed: list[str]) -> list[re.Pattern]:
+@functools.lru_cache(maxsize=64)   # per endpoint config, not per handshake
+def origin_patterns(allowed: tuple[str, ...]) -> list[re.Pattern]:
     """Crossbar-style origin patterns: ``*`` matches any run of characters, the rest is literal."""
     return [re.compile("^" + ".*".join(re.escape(p) for p in pat.split("*")) + "$", re.I)
             for pat in allowed]
@@ -64,7 +66,7 @@ def origin_allowed(origin: str | None, opts: WebSocketOptions) -> bool:
         return opts.allow_null_origin
     if "*" in opts.allowed_origins:
         return True
-    return any(p.match(origin) for p in origin_patterns(opts.allowed_origins))
+    return any(p.match(origin) for p in origin_patterns(tuple(opts.allowed_origins)))
 
 
 def select_subprotocol(offered: list[str], supported: list[str] | None) -> str | None:
