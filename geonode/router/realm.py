@@ -208,7 +208,3 @@ class Realm:
 
     def on_error(self, session: RouterSession, msg: m.Error) -> None:
         self.dealer.error(session, msg)
-
-    def close(self) -> None:
-        for s in list(self.sessions.values()):
-            s.shutdown()
