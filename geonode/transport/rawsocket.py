@@ -73,10 +73,7 @@ class RawSocketPeer(MessageQueuePeer):
 
     def run(self, router: Any, auth_config: dict | None = None,
             initial: bytes = b"") -> None:
-        if auth_config is None:
-            self.session = router.attach(self)
-        else:
-            self.session = router.attach(self, auth_config=auth_config)
+        self.session = router.attach(self, auth_config=auth_config)
         buf = bytearray(initial)
         pos = 0
         sock = self.sock

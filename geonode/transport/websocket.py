@@ -278,7 +278,7 @@ class MessageQueuePeer:
 
     # -- internals -------------------------------------------------------------------
     def _who(self) -> str:
-        sid = getattr(self.session, "session_id", None) or getattr(self.session, "id", None)
+        sid = getattr(self.session, "id", None)
         return f"session {sid} ({self.transport_details.get('peer')})"
 
     def _close(self, code: int, reason: str) -> None:
@@ -368,10 +368,7 @@ class WampWebSocketPeer(MessageQueuePeer):
 
     def run(self, router: Any, auth_config: dict | None = None) -> None:
         """Attach to ``router`` and pump incoming messages until the connection ends."""
-        if auth_config is None:
-            self.session = router.attach(self)
-        else:
-            self.session = router.attach(self, auth_config=auth_config)
+        self.session = router.attach(self, auth_config=auth_config)
         ws = self.ws
         try:
             # Keep reading while closing: the WebSocket layer needs the peer's close frame.
