@@ -23,7 +23,9 @@ gevent-aware ones opt in to run on the hub with ``session.register(..., on_hub=T
 
 Config keys: ``classname`` (R, "package.module.Class"), ``realm`` (R), ``role`` (default
 "trusted": Crossbar's router-side components are trusted), ``id`` (the session's authid,
-default the class name), ``extra``. Crossbar's ``crossbar.bridge.rest.MessageForwarder`` and
+default the class name), ``extra``. A ``ValueError`` raised by ``__init__`` is reported as a config error at the
+component's JSON path (start its message with ``extra.<key>:`` to name the key). Crossbar's
+``crossbar.bridge.rest.MessageForwarder`` and
 ``crossbar.bridge.rest.RESTCallee`` are aliases for geonode's HTTP subscriber and HTTP callee.
 """
 
@@ -158,7 +160,14 @@ def start(router: Any, components_cfg: list[dict], ctx: Any) -> Components:
         authid = cfg.get("id") or cfg["classname"].rpartition(".")[2]
         config = ComponentConfig(cfg["realm"], cfg.get("extra"), role, authid,
                                  getattr(ctx, "config_dir", None))
-        obj = _instantiate(cls, config)
+        try:
+            obj = _instantiate(cls, config)
+        except ValueError as e:
+            # a constructor's complaint about its config (bridge components say
+            # "extra.<key>: ..."): reported like any config error, with its JSON path
+            msg = str(e)
+            raise _config_error(f"{path}.{msg}" if msg.startswith("extra")
+                                else f"{path}: {cfg['classname']}: {msg}") from e
         session = wamp.Session(cfg["realm"], role, authid, router=router, name=f"component:{path}")
         items.append(Component(obj, session, path))
         session._kick()

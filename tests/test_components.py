@@ -85,6 +85,28 @@ def test_bad_classname_names_the_path(tmp_path, classname, needle):
     assert needle in log, log
 
 
+@pytest.mark.parametrize("comp,needle", [
+    ({"classname": "crossbar.bridge.rest.RESTCallee", "extra": {"procedure": "com.x"}},
+     "workers[0].components[0].extra: RESTCallee needs 'procedure' and 'baseurl'"),
+    ({"classname": "crossbar.bridge.rest.MessageForwarder",
+      "extra": {"subscriptions": [{"topic": "com.x"}]}},
+     "workers[0].components[0].extra.subscriptions[0]: needs 'topic' and 'url'"),
+])
+def test_bad_component_extra_is_a_config_error(tmp_path, comp, needle):
+    cfg = web_node({"ws": {"type": "websocket"}}, realms=[REALM],
+                   components=[{"type": "class", "realm": "realm1", **comp}])
+    node = launch(cfg, tmp_path, wait=False)
+    try:
+        node.proc.wait(15)
+    except Exception:
+        pass
+    log = node.log()
+    node.stop()
+    assert node.proc.returncode == 1, log
+    assert needle in log, log
+    assert "Traceback" not in log, log
+
+
 def _self_signed(tmp_path):
     """A key and a self-signed certificate for 127.0.0.1 (PEM files)."""
     import datetime

@@ -32,7 +32,7 @@ class MessageForwarder:
         self.subscriptions = extra.get("subscriptions", [])
         for i, s in enumerate(self.subscriptions):
             if "topic" not in s or "url" not in s:
-                raise ValueError(f"extra.subscriptions[{i}] needs 'topic' and 'url'")
+                raise ValueError(f"extra.subscriptions[{i}]: needs 'topic' and 'url'")
         self.method = str(extra.get("method", "POST")).upper()
         self.expected = extra.get("expectedcode")
         self.concurrency = int(extra.get("concurrency", 10))

@@ -28,7 +28,7 @@ class RESTCallee:
     def __init__(self, config: Any) -> None:
         extra = config.extra or {}
         if "procedure" not in extra or "baseurl" not in extra:
-            raise ValueError("RESTCallee needs extra.procedure and extra.baseurl")
+            raise ValueError("extra: RESTCallee needs 'procedure' and 'baseurl'")
         self.procedure = extra["procedure"]
         self.baseurl = extra["baseurl"]
         self.timeout = float(extra.get("timeout", httpclient.DEFAULT_TIMEOUT))
