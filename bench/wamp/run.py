@@ -89,8 +89,8 @@ def bench_round(servers: list[common.Server], serializers: list[str], duration: 
                 time.sleep(0.3)
 
 
-def _median(samples, attr):
-    return statistics.median(getattr(s, attr) if attr else s for s in samples)
+def _median(samples: list, attr: str) -> float:
+    return statistics.median(getattr(s, attr) for s in samples)
 
 
 def _fmt(metric: str, samples: list) -> str:
