@@ -32,7 +32,9 @@ BENCHES = [
     ("wamp", "wamp/run.py", [], ["--runs", "1", "--duration", "1", "--scale", "1000"]),
     ("bridge", "bridge/run.py", [], ["--rounds", "1", "--duration", "2"]),
     ("websocket", "websocket/run.py", [], ["--rounds", "1", "--messages", "5000", "--big", "4"]),
+    ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
 ]
+NO_CROSSBAR = {"inprocess"}  # geonode's in-process hand-off: Crossbar has no counterpart
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client"}
 
 
@@ -100,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             if want and name not in want:
                 continue
             summary = work / f"{name}.json"
-            cmd = [common.PY, str(BENCH / script), *(quick if args.quick else full), *cb_args,
-                   "--summary", str(summary)]
+            cmd = [common.PY, str(BENCH / script), *(quick if args.quick else full),
+                   *([] if name in NO_CROSSBAR else cb_args), "--summary", str(summary)]
             rc, load, took = run(name, cmd, work / f"{name}.log")
             data = json.loads(summary.read_text()) if summary.exists() else None
             sections.append((name, cmd, rc, load, took, data))
