@@ -300,3 +300,27 @@ def test_batched_subscriber_gets_a_large_burst(node, serializer):
         pub.leave()
 
     _run(main())
+
+
+def test_payload_the_other_serializer_cannot_encode_fails_the_call(node):
+    """A CBOR bignum cannot go to a msgpack client: the call fails with invalid_payload instead
+    of hanging, whichever way the payload travels, and both sessions carry on."""
+    # autobahn raises its SerializationError for ERROR wamp.error.invalid_payload
+    from autobahn.wamp.exception import SerializationError
+
+    async def main():
+        big = 2 ** 70
+        cb = await ws_session(node.port, "cbor")
+        mp = await ws_session(node.port, "msgpack")
+        await mp.register(lambda x: "got it", "com.test.mp_callee")
+        await cb.register(lambda: big, "com.test.cbor_callee")
+        for caller, proc, args in ((cb, "com.test.mp_callee", [big]),   # INVOCATION fails
+                                   (mp, "com.test.cbor_callee", [])):   # RESULT fails
+            with pytest.raises(SerializationError, match="cannot be encoded with msgpack"):
+                await asyncio.wait_for(caller.call(proc, *args), 5)
+        assert await mp.call("com.test.mp_callee", 1) == "got it"
+        assert await cb.call("com.test.cbor_callee") == big
+        cb.leave()
+        mp.leave()
+
+    _run(main())

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import gevent
-from autobahn.wamp.message import Abort
+from autobahn.wamp.message import Abort, Call, Error, Invocation, Result
 from gevent import get_hub
 from greenlet import GreenletExit, greenlet
 
@@ -31,6 +31,8 @@ DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for 
 QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
 BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
+
+INVALID_PAYLOAD = "wamp.error.invalid_payload"
 
 # WebSocket close codes used here
 CLOSE_NORMAL = 1000
@@ -182,11 +184,9 @@ class MessageQueuePeer:
         try:
             data = self.serializer.serialize(msg)
         except Exception as e:
-            # An unserializable payload is the sender's fault, but the receiver cannot get it:
-            # drop it, loudly, and keep the connection.
-            log.warning("%s: dropping unserializable %s: %s", self._who(),
-                        type(msg).__name__, e)
-            return
+            data = self._unserializable(msg, e)
+            if data is None:
+                return
         self._queue.append(data)
         self._queued_bytes += len(data)
         if len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes:
@@ -275,6 +275,26 @@ class MessageQueuePeer:
                 and time.monotonic() < deadline:
             gevent.sleep(0.01)
         self._retire()
+
+    def _unserializable(self, msg: Any, e: Exception) -> bytes | str | None:
+        """What to send instead of ``msg``, which this client's serializer cannot encode (a
+        CBOR bignum for a msgpack client, say): the sender's fault, but no call may hang on
+        it. A final RESULT/ERROR for this caller becomes ERROR ``wamp.error.invalid_payload``;
+        an INVOCATION for this callee is answered in its name with that ERROR, so its caller
+        gets it; anything else (an EVENT, a progressive result) is dropped. One log line."""
+        text = f"payload cannot be encoded with {self.serializer.name}: {e}"[:300]
+        log.warning("%s: %s not sent: %s", self._who(), type(msg).__name__, text)
+        if isinstance(msg, Invocation):
+            if self.session is not None:
+                # After the router's current call stack: it is still delivering this one.
+                get_hub().loop.run_callback(self.session.receive, Error(
+                    Invocation.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+            return None
+        final = isinstance(msg, Result) and not msg.progress
+        if final or (isinstance(msg, Error) and msg.request_type == Call.MESSAGE_TYPE):
+            return self.serializer.serialize(
+                Error(Call.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+        return None
 
     # -- internals -------------------------------------------------------------------
     def _who(self) -> str:
