@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import struct
+import time
 
 import pytest
 from _transport_client import (
@@ -210,3 +211,20 @@ def test_rawsocket_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"transports\[1\]\.options\.max_queue: must be a "
                                           r"positive integer"):
         rawsocket.serve({"options": {"max_queue": 0}, "endpoint": endpoint}, Router(), ctx)
+
+
+def test_client_resetting_during_handshake_costs_no_traceback(node):
+    """Half a handshake then a TCP reset: the server drops it quietly and keeps serving."""
+    for hello in (b"\x7f", b"\x7f\xf1\x00\x00"):
+        s = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        s.sendall(hello)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()                                   # RST instead of FIN
+    time.sleep(0.3)
+
+    async def main():
+        s = await rawsocket_session("json", port=node.port)
+        s.leave()
+
+    _run(main())
+    assert "Traceback" not in node.log()

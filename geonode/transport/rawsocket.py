@@ -211,7 +211,8 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
     listener, tls_context, url = _listener(endpoint, config_dir, json_path)
     framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls_context else "tcp")
 
-    def handle(sock: socket.socket, address: Any) -> None:
+    def handshake(sock: socket.socket) -> tuple[ser.WampSerializer, int] | None:
+        """(serializer, client's length exponent), or None when the connection is done."""
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -221,8 +222,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
         with gevent.Timeout(HANDSHAKE_TIMEOUT, False):
             hello = _recv_exact(sock, 4)
         if len(hello) < 4 or hello[0] != MAGIC:
-            sock.close()  # not a RawSocket client (or too slow): nothing to answer
-            return
+            return None  # not a RawSocket client (or too slow): nothing to answer
         ser_id, their_exp = hello[1] & 0x0F, hello[1] >> 4
         error = 0
         if hello[2] or hello[3]:
@@ -230,13 +230,21 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
         elif ser_id not in allowed:
             error = ERR_SERIALIZER
         if error:
-            try:
-                sock.sendall(bytes((MAGIC, error << 4, 0, 0)))
-            finally:
-                sock.close()
-            return
+            sock.sendall(bytes((MAGIC, error << 4, 0, 0)))
+            return None
         sock.sendall(bytes((MAGIC, (own_exp << 4) | ser_id, 0, 0)))
-        serializer = allowed[ser_id]
+        return allowed[ser_id], their_exp
+
+    def handle(sock: socket.socket, address: Any) -> None:
+        try:
+            agreed = handshake(sock)
+        except OSError as e:   # reset, or a failed TLS handshake: the client's problem
+            log.info("rawsocket %s: handshake failed: %s", _peer_string(sock, address), e)
+            agreed = None
+        if agreed is None:
+            sock.close()
+            return
+        serializer, their_exp = agreed
         details = {
             "type": "rawsocket",
             "channel_type": framing,
