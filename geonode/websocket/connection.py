@@ -19,7 +19,7 @@ WAMP peer (``geonode.transport.websocket``) and the testee are never caught by t
 greenlet is back in ``receive()`` after every message (the router's ``receive`` never
 blocks) and keeps reading while closing.
 
-Memory per idle connection: this object (~650 B) and the handler's ``rfile``, a
+Memory per idle connection: this object (~430 B with its lock) and the handler's ``rfile``, a
 BufferedReader of 8 KiB of which only the touched pages count: measured 3.6 KiB of the
 ~27 KiB RSS of an idle joined WAMP session (1 KiB buffers: 23.6 KiB). Smaller buffers would
 cost a ``recv`` per frame header on busy connections for little gain, so it stays.
