@@ -3,9 +3,10 @@
     gunicorn -k geonode.gunicorn.GeventWorker -b 127.0.0.1:8080 "geonode:load('node.json')"
 
 gunicorn keeps its process management, logging and graceful reload; this worker adds what
-``-k gevent`` lacks for a node: geonode's pywsgi handler (which offers the WebSocket upgrade
-to the node's ``websocket`` paths as ``environ["geonode.websocket"]``) and TCP_NODELAY on every
-accepted TCP connection (small WAMP frames must not wait for Nagle).
+``-k gevent`` lacks for a node: geonode's pywsgi handler (``geonode.web.handler.Handler``),
+which offers the WebSocket upgrade to the node's ``websocket`` paths as
+``environ["geonode.websocket"]``, sets TCP_NODELAY on every TCP connection (small WAMP frames
+must not wait for Nagle) and serves plain HTTP the way ``geonode node.json`` does.
 
 The node is built by ``geonode.load()`` inside each worker, after gunicorn's gevent worker has
 monkey-patched and re-initialised the hub (gunicorn loads the app in the worker unless
@@ -24,11 +25,7 @@ from typing import Any
 import gevent
 from gunicorn.workers import ggevent
 
-from geonode.web.handler import set_nodelay
-
-# geonode's own connection handler: the upgrade hook plus one write per small response
-# (headers and body together) and HEAD without a body.
-from geonode.web.server import ServerHandler as _NodeHandler
+from geonode.web.handler import Handler
 
 # The option that will let several workers share one router does not exist yet; the warning
 # names the seam (geonode/router/state.py) it will plug into.
@@ -45,20 +42,13 @@ PRELOAD_WARNING = (
 )
 
 
-class GunicornHandler(ggevent.PyWSGIHandler, _NodeHandler):
+class GunicornHandler(ggevent.PyWSGIHandler, Handler):
     """gunicorn's access logging and environ keys on top of geonode's upgrade-aware handler."""
 
 
-class GunicornServer(ggevent.PyWSGIServer):
-    def handle(self, sock: Any, address: Any) -> None:
-        set_nodelay(sock)  # a no-op on gunicorn's unix sockets
-        super().handle(sock, address)
-
-
 class GeventWorker(ggevent.GeventPyWSGIWorker):
-    """``-k geonode.gunicorn.GeventWorker``: gevent + TCP_NODELAY + WebSocket upgrades."""
+    """``-k geonode.gunicorn.GeventWorker``: gevent + geonode's handler (WebSocket upgrades)."""
 
-    server_class = GunicornServer
     wsgi_handler = GunicornHandler
 
     @classmethod

@@ -1,27 +1,43 @@
-"""The pywsgi handler class for every geonode web endpoint.
+"""The pywsgi handler class for every geonode web endpoint, under WebServer and gunicorn alike.
 
-It subclasses gevent-websocket's ``WebSocketHandler`` only to be the *upgrade hook*: unlike
-its parent it never upgrades on its own. It runs the WSGI app exactly like pywsgi's plain
-``WSGIHandler`` and, when the request asks for a WebSocket upgrade, hands the app an upgrader
-at ``environ["geonode.websocket"]``. A path service that wants the WebSocket calls
+Upgrade hook: it runs the WSGI app exactly like pywsgi's plain ``WSGIHandler`` and, when the
+request asks for a WebSocket upgrade, hands the app an upgrader at
+``environ["geonode.websocket"]``. A path service that wants the WebSocket calls
 ``upgrader.accept(...)`` (see ``geonode.websocket.handshake``); our own framing layer
 (``geonode.websocket``) then owns the connection. Once upgraded, the handler writes nothing
 more and closes the TCP connection when the app returns.
+
+Plain HTTP, for every server it runs under: TCP_NODELAY on the connection, request headers
+parsed without the ``email`` package, HEAD answered without a body, small responses sent in
+one write with their headers, no per-request pywsgi log line, and a connection that asked
+for keep-alive is closed after its response once the server stopped accepting (graceful stop).
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
+__all__ = ["Handler", "RequestHeaders", "set_nodelay"]
 
-def set_nodelay(sock) -> None:
-    """Disable Nagle: WAMP messages are small and latency-bound (idempotent, best effort)."""
+# Response bodies up to this size go out in the same write as the headers.
+_COALESCE_MAX = 256 * 1024
+
+_MAX_HEADER_LINE = 65536
+_MAX_HEADERS = 100
+
+
+def set_nodelay(sock: Any) -> None:
+    """Disable Nagle: WAMP messages are small and latency-bound (idempotent, best effort).
+
+    Without it a keep-alive response written in two sends waits ~40 ms for the client's
+    delayed ACK."""
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -33,21 +49,116 @@ def _noop_write(data) -> None:
     """After an upgrade the socket belongs to the WebSocket: HTTP writes are dropped."""
 
 
+class RequestHeaders:
+    """Request headers with the interface pywsgi's handler uses, parsed without ``email``.
+
+    pywsgi parses headers with ``http.client.parse_headers`` (the email package): about a third
+    of the hub's time per request. This parser is strict where that one is lenient: a line
+    without a colon, or whitespace inside a field name, makes the request a 400.
+    """
+
+    __slots__ = ("_items", "_map", "status")
+
+    def __init__(self, items: list[tuple[str, str]], status: str = "") -> None:
+        self._items = items
+        self.status = status
+        first: dict[str, str] = {}
+        for name, value in items:
+            first.setdefault(name.lower(), value)
+        self._map = first
+
+    @classmethod
+    def parse(cls, rfile: Any) -> RequestHeaders:
+        items: list[tuple[str, str]] = []
+        while True:
+            line = rfile.readline(_MAX_HEADER_LINE + 1)
+            if len(line) > _MAX_HEADER_LINE:
+                return cls([], "Header line too long")
+            if line in (b"\r\n", b"\n", b""):
+                return cls(items)
+            if len(items) >= _MAX_HEADERS:
+                return cls([], f"More than {_MAX_HEADERS} headers")
+            text = line.decode("latin-1")
+            if text[0] in " \t":
+                if not items:
+                    return cls([], "Continuation line before any header")
+                name, value = items[-1]
+                items[-1] = (name, f"{value} {text.strip()}")  # obsolete line folding
+                continue
+            name, sep, value = text.partition(":")
+            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
+                return cls([], f"Invalid header line {text.rstrip()!r}")
+            items.append((name, value.strip()))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._map.get(name.lower(), default)
+
+    getheader = get
+
+    def __getitem__(self, name: str) -> Any:
+        return self._map.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def __delitem__(self, name: str) -> None:
+        lname = name.lower()
+        self._map.pop(lname, None)
+        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def headers(self):
+        for name, value in self._items:
+            yield f"{name}: {value}\r\n"
+
+    @property
+    def typeheader(self) -> str | None:
+        return self._map.get("content-type")
+
+
+# Why gevent-websocket's WebSocketHandler is the base (the design's upgrade hook) although none
+# of its code runs here: every method of it that pywsgi calls (run_application, start_response,
+# log_request) is overridden below and goes straight to WSGIHandler, so it never upgrades on
+# its own nor logs. What it contributes is its type: a geonode handler *is* a
+# ``WebSocketHandler`` for code that checks (``isinstance``) which handler serves it.
 class Handler(WebSocketHandler):
     """pywsgi handler: plain WSGI handling plus an opt-in WebSocket upgrade hook."""
 
     #: set by the upgrader once the 101 response went out
     websocket_upgraded = False
 
-    def handle(self):
+    def handle(self) -> None:
+        # Once per connection, whichever server accepted it (node or gunicorn).
         set_nodelay(self.socket)
         return super().handle()
+
+    def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
+        return RequestHeaders.parse(rfile)
 
     def read_requestline(self):
         line = super().read_requestline()
         # The opening handshake clock (``open_handshake_timeout``) starts with the request line.
         self.request_started = time.monotonic()
         return line
+
+    def handle_one_response(self) -> None:
+        super().handle_one_response()
+        if self.server.closed:
+            # The server stopped accepting (graceful stop): this response is the connection's
+            # last, so the stop does not wait for the client's next keep-alive request.
+            self.close_connection = True
 
     def run_application(self):
         # Never gevent-websocket's automatic upgrade: the app decides (and validates) itself.
@@ -82,5 +193,43 @@ class Handler(WebSocketHandler):
             return None
         return WSGIHandler.process_result(self)
 
-    def log_request(self):
-        return WSGIHandler.log_request(self)
+    def log_request(self) -> None:
+        # pywsgi formats a log line per request even with logging off; the access log is
+        # geonode's own middleware (options.access_log), or gunicorn's (its handler class
+        # comes first in geonode.gunicorn.GunicornHandler).
+        pass
+
+    def finalize_headers(self) -> None:
+        super().finalize_headers()
+        if self.command == "HEAD":
+            # The headers describe the GET body; no body (and no terminating chunk) follows.
+            self.response_use_chunked = False
+
+    def _write(self, data: bytes) -> None:
+        if self.command == "HEAD":
+            return
+        super()._write(data)
+
+    def _write_with_headers(self, data: bytes) -> None:
+        # pywsgi sends the headers and the first chunk in two writes; one write is one syscall
+        # less per response and leaves nothing for Nagle/delayed-ACK to hold back.
+        if not data or len(data) > _COALESCE_MAX or self.command == "HEAD":
+            return super()._write_with_headers(data)
+        self.headers_sent = True
+        self.finalize_headers()
+        out = bytearray(b"HTTP/1.1 ")
+        out += self.status
+        out += b"\r\n"
+        for header, value in self.response_headers:
+            out += header
+            out += b": "
+            out += value
+            out += b"\r\n"
+        out += b"\r\n"
+        if self.response_use_chunked:
+            out += b"%x\r\n" % len(data)
+            out += data
+            out += b"\r\n"
+        else:
+            out += data
+        self._sendall(out)

@@ -1,10 +1,10 @@
 """WebServer: one gevent WSGIServer per web transport endpoint (tcp, tcp+tls, unix).
 
-Beyond pywsgi's defaults it sets ``TCP_NODELAY`` on every accepted TCP socket (without it a
-keep-alive response written in two sends waits ~40 ms for the client's delayed ACK), applies
-``client_timeout`` to each connection (idle keep-alive connections are closed), answers HEAD
-without a body, counts in-flight requests so a shutdown can let them finish, and never prints a
-traceback for a client's TLS or protocol mistakes.
+Beyond pywsgi's defaults it applies ``client_timeout`` to each connection (idle keep-alive
+connections are closed), counts in-flight requests so a shutdown can let them finish, and never
+prints a traceback for a client's TLS or protocol mistakes. Plain HTTP behaviour (TCP_NODELAY,
+header parsing, HEAD, one write per small response) is the handler's: ``geonode.web.handler``,
+shared with the gunicorn worker.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +24,9 @@ from gevent.pool import Pool
 from geonode.web.handler import Handler
 from geonode.web.listeners import EndpointError, tcp_listener, tls_context, unix_listener
 
-__all__ = ["EndpointError", "RequestHeaders", "ServerHandler", "WebServer", "wait_idle"]
+__all__ = ["EndpointError", "ServerHandler", "WebServer", "wait_idle"]
 
 log = logging.getLogger("geonode.web")
-
-# Response bodies up to this size go out in the same write as the headers.
-_COALESCE_MAX = 256 * 1024
 
 
 class _ErrorLog:
@@ -53,151 +49,20 @@ class _ErrorLog:
         pass
 
 
-_MAX_HEADER_LINE = 65536
-_MAX_HEADERS = 100
-
-
-class RequestHeaders:
-    """Request headers with the interface pywsgi's handler uses, parsed without ``email``.
-
-    pywsgi parses headers with ``http.client.parse_headers`` (the email package): about a third
-    of the hub's time per request. This parser is strict where that one is lenient: a line
-    without a colon, or whitespace inside a field name, makes the request a 400.
-    """
-
-    __slots__ = ("_items", "_map", "status")
-
-    def __init__(self, items: list[tuple[str, str]], status: str = "") -> None:
-        self._items = items
-        self.status = status
-        first: dict[str, str] = {}
-        for name, value in items:
-            first.setdefault(name.lower(), value)
-        self._map = first
-
-    @classmethod
-    def parse(cls, rfile: Any) -> RequestHeaders:
-        items: list[tuple[str, str]] = []
-        while True:
-            line = rfile.readline(_MAX_HEADER_LINE + 1)
-            if len(line) > _MAX_HEADER_LINE:
-                return cls([], "Header line too long")
-            if line in (b"\r\n", b"\n", b""):
-                return cls(items)
-            if len(items) >= _MAX_HEADERS:
-                return cls([], f"More than {_MAX_HEADERS} headers")
-            text = line.decode("latin-1")
-            if text[0] in " \t":
-                if not items:
-                    return cls([], "Continuation line before any header")
-                name, value = items[-1]
-                items[-1] = (name, f"{value} {text.strip()}")  # obsolete line folding
-                continue
-            name, sep, value = text.partition(":")
-            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
-                return cls([], f"Invalid header line {text.rstrip()!r}")
-            items.append((name, value.strip()))
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._map.get(name.lower(), default)
-
-    getheader = get
-
-    def __getitem__(self, name: str) -> Any:
-        return self._map.get(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._map
-
-    def __delitem__(self, name: str) -> None:
-        lname = name.lower()
-        self._map.pop(lname, None)
-        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def keys(self) -> list[str]:
-        return [k for k, _ in self._items]
-
-    def __iter__(self):
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def headers(self):
-        for name, value in self._items:
-            yield f"{name}: {value}\r\n"
-
-    @property
-    def typeheader(self) -> str | None:
-        return self._map.get("content-type")
-
-
 class ServerHandler(Handler):
-    """The connection handler: geonode's Handler plus HEAD, draining and request counting."""
-
-    def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
-        return RequestHeaders.parse(rfile)
+    """geonode's Handler plus the in-flight count that ``wait_idle`` (the node's stop) waits on."""
 
     def handle_one_response(self) -> None:
-        server = self.server
-        if not isinstance(server, WebServer):  # reused under another server (gunicorn)
-            return super().handle_one_response()
         # A WebSocket lives as long as its session; the router closes those on shutdown, so
         # only plain HTTP requests hold the shutdown back.
-        counted = self.environ.get("HTTP_UPGRADE", "").lower() != "websocket"
-        if counted:
-            server.in_flight += 1
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return super().handle_one_response()
+        server = self.server
+        server.in_flight += 1
         try:
             super().handle_one_response()
         finally:
-            if counted:
-                server.in_flight -= 1
-            if server.draining:
-                self.close_connection = True
-
-    def log_request(self) -> None:
-        # pywsgi formats a log line per request even with logging off; the access log is
-        # geonode's own middleware (options.access_log).
-        pass
-
-    def finalize_headers(self) -> None:
-        super().finalize_headers()
-        if self.command == "HEAD":
-            # The headers describe the GET body; no body (and no terminating chunk) follows.
-            self.response_use_chunked = False
-
-    def _write(self, data: bytes) -> None:
-        if self.command == "HEAD":
-            return
-        super()._write(data)
-
-    def _write_with_headers(self, data: bytes) -> None:
-        # pywsgi sends the headers and the first chunk in two writes; one write is one syscall
-        # less per response and leaves nothing for Nagle/delayed-ACK to hold back.
-        if not data or len(data) > _COALESCE_MAX or self.command == "HEAD":
-            return super()._write_with_headers(data)
-        self.headers_sent = True
-        self.finalize_headers()
-        out = bytearray(b"HTTP/1.1 ")
-        out += self.status
-        out += b"\r\n"
-        for header, value in self.response_headers:
-            out += header
-            out += b": "
-            out += value
-            out += b"\r\n"
-        out += b"\r\n"
-        if self.response_use_chunked:
-            out += b"%x\r\n" % len(data)
-            out += data
-            out += b"\r\n"
-        else:
-            out += data
-        self._sendall(out)
+            server.in_flight -= 1
 
 
 class WebServer(pywsgi.WSGIServer):
@@ -211,7 +76,6 @@ class WebServer(pywsgi.WSGIServer):
         self.json_path = json_path
         self.client_timeout = client_timeout
         self.in_flight = 0
-        self.draining = False
         kind = endpoint.get("type", "tcp")
         ssl_args: dict = {}
         if kind == "unix":
@@ -237,11 +101,6 @@ class WebServer(pywsgi.WSGIServer):
                          **ssl_args)
 
     def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
-        if self.is_tcp:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         if self.client_timeout:
             sock.settimeout(self.client_timeout)
         if not self.is_tcp:
@@ -264,7 +123,6 @@ class WebServer(pywsgi.WSGIServer):
 
     def drain(self) -> None:
         """Stop accepting; requests in flight go on, their connections close afterwards."""
-        self.draining = True
         self.close()
         if self.unix_path:
             try:
