@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,40 @@ def test_plain_wsgi_app_under_geonode_worker(tmp_path, gunicorn):
     # A plain app with several workers is not a node: no router warning.
     assert "own WAMP router" not in g.log()
     assert g.stop() == 0
+
+
+SLOW_APP = '''
+import time
+
+def app(environ, start_response):
+    time.sleep(2.0)  # monkey-patched by the worker: a gevent sleep
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"done"]
+'''
+
+
+def test_graceful_stop_finishes_request_and_closes_its_keepalive_connection(tmp_path, gunicorn):
+    (tmp_path / "slowapp.py").write_text(SLOW_APP)
+    g = gunicorn("slowapp:app")
+    with socket.create_connection(("127.0.0.1", g.port), timeout=8) as s:
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")  # HTTP/1.1: keep-alive
+        time.sleep(0.3)
+        g.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        data = b""
+        while True:  # bounded by the socket timeout
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        closed_after = time.monotonic() - t0
+    # The request in flight finished; then the handler closed the connection instead of
+    # waiting for a next request, so the worker did not sit out the graceful timeout (5 s,
+    # after which gunicorn kills the worker and with it the connection).
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\ndone"), data
+    assert closed_after < 4.0, closed_after
+    assert g.proc.wait(10) == 0
+    assert "graceful timeout" not in g.log(), g.log()
 
 
 # --- a node -----------------------------------------------------------------------------------
