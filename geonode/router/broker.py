@@ -39,13 +39,11 @@ class Broker:
         sub, created, is_new = self.state.subscribe(session, uri, match)
         session.subscriptions[sub] = None
         session.send(m.Subscribed(msg.request, sub.id))
-        # No meta events about the meta API's own topics (as Crossbar).
-        if uri.startswith("wamp."):
-            pass
-        elif created:
-            realm.meta_event("wamp.subscription.on_create", [session.id, sub.details()])
-        if is_new and not uri.startswith("wamp."):
-            realm.meta_event("wamp.subscription.on_subscribe", [session.id, sub.id])
+        if not uri.startswith("wamp."):   # no meta events about the meta API's own topics
+            if created:
+                realm.meta_event("wamp.subscription.on_create", [session.id, sub.details()])
+            if is_new:
+                realm.meta_event("wamp.subscription.on_subscribe", [session.id, sub.id])
         if msg.get_retained:
             for topic, retained in self.state.retained_for(sub):
                 pub = retained["publish"]
