@@ -126,17 +126,21 @@ _IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "pytho
 def prepare(cfg: Config) -> None:
     """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``.
 
-    Logs what ``geonode check`` warns about (a missing pythonpath folder, ...) first.
+    Logs what ``geonode check`` warns about (a missing pythonpath folder, ...) first. A worker
+    with ``options.disabled`` is not started, so its options are not applied either.
     """
     import logging
 
     from geonode.config import warnings
+    from geonode.node import worker_disabled
 
     log = logging.getLogger("geonode.config")
     for line in warnings(cfg):
         log.warning("%s", line)
     paths: list[str] = []
     for wi, worker in enumerate(cfg.data.get("workers", [])):
+        if worker_disabled(worker):
+            continue
         options = worker.get("options") or {}
         for entry in options.get("pythonpath", []):
             full = str((cfg.dir / entry).resolve())

@@ -93,7 +93,7 @@ class Node:
             if worker.get("type", "router") != "router":
                 raise ConfigError(f"{wpath}.type: worker type {worker.get('type')!r} "
                                   "is not supported by geonode")
-            if _disabled(worker):
+            if worker_disabled(worker):
                 log.info("%s: disabled (options.disabled), not started", wpath)
                 continue
             router = self._make_router(worker)
@@ -201,7 +201,7 @@ class Node:
                 log.debug("stopping %s failed", tpath, exc_info=True)
 
 
-def _disabled(worker: dict) -> bool:
+def worker_disabled(worker: dict) -> bool:
     """A worker's ``options.disabled``: a boolean, or a string from ``${VAR}`` substitution."""
     value = (worker.get("options") or {}).get("disabled", False)
     if isinstance(value, str):

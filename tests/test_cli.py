@@ -173,6 +173,31 @@ def test_pythonpath_and_env_relative_to_config(tmp_path):
         node.stop()
 
 
+def test_disabled_worker_options_are_not_applied(tmp_path):
+    """A worker with ``options.disabled`` sets no ``pythonpath`` and no ``env.vars``."""
+    for folder, text in (("decoy", "decoy"), ("src", "real")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "whichapp.py").write_text(
+            "import os\n"
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [('{text} ' + os.environ.get('GEONODE_FROM_DISABLED', '-')).encode()]\n")
+    cfg = {"version": 2, "workers": [
+        {"type": "router",
+         "options": {"disabled": True, "pythonpath": ["decoy"],
+                     "env": {"vars": {"GEONODE_FROM_DISABLED": "set"}}}},
+        {"type": "router", "options": {"pythonpath": ["src"]},
+         "transports": [{"type": "web", "endpoint": {"type": "tcp", "interface": "127.0.0.1",
+                                                     "port": "$PORT"},
+                         "paths": {"/": {"type": "wsgi", "module": "whichapp",
+                                         "object": "app"}}}]}]}
+    node = launch(cfg, tmp_path)
+    try:
+        assert requests.get(node.url + "/", timeout=5).text == "real -"
+    finally:
+        node.stop()
+
+
 def test_start_bad_config_exits_1_and_listens_nowhere(tmp_path):
     port = free_port()
     cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
