@@ -214,7 +214,7 @@ def run(cfg: Any) -> int:
     import gevent
     from gevent.event import Event
 
-    from geonode.web.server import EndpointError
+    from geonode.web.listeners import EndpointError
 
     t0 = time.monotonic()
     node = Node(cfg)

@@ -22,9 +22,9 @@ from gevent import pywsgi
 from gevent.pool import Pool
 
 from geonode.web.handler import Handler
-from geonode.web.listeners import EndpointError, tcp_listener, tls_context, unix_listener
+from geonode.web.listeners import tcp_listener, tls_context, unix_listener
 
-__all__ = ["EndpointError", "ServerHandler", "WebServer", "wait_idle"]
+__all__ = ["ServerHandler", "WebServer", "wait_idle"]
 
 log = logging.getLogger("geonode.web")
 
