@@ -89,8 +89,7 @@ class Broker:
         realm = self.realm
         topic = msg.topic
         ack = msg.acknowledge
-        if not realm.valid_uri(topic, "exact") or (
-                topic.startswith("wamp.") and session.role.name != "trusted"):
+        if not realm.valid_uri(topic, "exact") or realm.reserved(topic, session):
             if ack:
                 session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, INVALID_URI,
                                      [f"invalid topic URI {topic!r}"]))

@@ -59,8 +59,7 @@ class Dealer:
         uri, match = msg.procedure, msg.match or "exact"
         invoke = msg.invoke or "single"
         err = m.Register.MESSAGE_TYPE
-        if not realm.valid_uri(uri, match) or (
-                uri.startswith("wamp.") and session.role.name != "trusted"):
+        if not realm.valid_uri(uri, match) or realm.reserved(uri, session):
             session.send(m.Error(err, msg.request, INVALID_URI,
                                  [f"invalid procedure URI {uri!r} for match {match!r}"]))
             return

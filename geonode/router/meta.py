@@ -170,7 +170,7 @@ class MetaAPI:
             raise MetaError(TESTAMENT_ERROR, "scope must be destroyed or detached")
         if not isinstance(topic, str) or not self.realm.valid_uri(topic, "exact"):
             raise MetaError(INVALID_URI, f"invalid topic URI {topic!r}")
-        if topic.startswith("wamp.") and caller.authrole != "trusted":
+        if self.realm.reserved(topic, caller):
             raise MetaError(INVALID_URI, f"topic {topic!r} is reserved")
         if args is not None and not isinstance(args, list | tuple):
             raise MetaError(INVALID_ARGUMENT, "args must be a list")

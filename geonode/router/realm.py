@@ -166,6 +166,11 @@ class Realm:
         pat = _URI.get((self.uri_check, match))
         return pat is not None and isinstance(uri, str) and pat.match(uri) is not None
 
+    @staticmethod
+    def reserved(uri: str, session: RouterSession) -> bool:
+        """``wamp.*`` belongs to the router: only trusted sessions publish to or register it."""
+        return uri.startswith("wamp.") and session.authrole != "trusted"
+
     def authorize(self, session: RouterSession, msg: Any, uri: str, action: str,
                   options: dict) -> Authorization | None:
         """The session's role's answer; None when the message was deferred to a greenlet
