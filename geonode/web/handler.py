@@ -129,10 +129,11 @@ class RequestHeaders:
 
 
 # Why gevent-websocket's WebSocketHandler is the base (the design's upgrade hook) although none
-# of its code runs here: every method of it that pywsgi calls (run_application, start_response,
-# log_request) is overridden below and goes straight to WSGIHandler, so it never upgrades on
-# its own nor logs. What it contributes is its type: a geonode handler *is* a
-# ``WebSocketHandler`` for code that checks (``isinstance``) which handler serves it.
+# of its code runs here: the methods of it that pywsgi calls (run_application, start_response,
+# log_request) are overridden below, skipping it for WSGIHandler's (or doing nothing), so it
+# never upgrades on its own (its upgrade_* methods are reached only from its run_application)
+# nor logs. What it contributes is its type: a geonode handler *is* a ``WebSocketHandler`` for
+# code that checks (``isinstance``) which handler serves it.
 class Handler(WebSocketHandler):
     """pywsgi handler: plain WSGI handling plus an opt-in WebSocket upgrade hook."""
 
