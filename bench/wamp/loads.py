@@ -191,6 +191,7 @@ class Latency(NamedTuple):
     p50: float      # ms
     p99: float      # ms
     delayed: float  # share of the calls held up by other processes (see DELAYED_NS)
+    p99_own: float  # ms, p99 of the calls that were not held up
 
 
 class RunQueueWait:
@@ -223,19 +224,41 @@ class RunQueueWait:
 
 
 def latency(routers: list[tuple[tuple[str, int, str], Callable[[], list[int]]]],
-            serializer: str, count: int = 2000, block: int = 100,
-            warmup: int = 100) -> list[Latency]:
+            serializer: str, count: int = 2000, block: int = 200, warmup: int = 100,
+            rewarm: int = 5) -> list[Latency]:
     """Round trip of one call at a time (caller → router → callee → router → caller), ms.
 
     ``routers`` are (address, server_pids) pairs; they take turns, ``block`` calls each, so a
     spell of load from the machine's other jobs falls on all of them alike instead of on
     whichever was measured then: a p99 is the 20th slowest of 2,000 calls, and one preemption
     costs a few ms. Each call also notes whether it was held up that way (``delayed``).
+    A turn starts with ``rewarm`` calls not counted: after idling through the others' turn,
+    a router's first call takes 3-5 times as long, and at one turn per 1% of the calls those
+    first calls would be the p99.
     """
     conns: list[Conn] = []   # callee, caller of router 0, then of router 1, ...
     waits: list[RunQueueWait] = []
     samples: list[list[float]] = [[] for _ in routers]
+    own: list[list[float]] = [[] for _ in routers]
     delayed = [0] * len(routers)
+    req = 0
+
+    def call(r: int) -> tuple[float, int]:
+        """One round trip on router ``r``: (seconds, ns its processes waited for a CPU)."""
+        nonlocal req
+        req += 1
+        callee, caller = conns[2 * r], conns[2 * r + 1]
+        w0 = waits[r]()
+        t0 = time.perf_counter()
+        caller.send_raw(frame(enc([48, req, {}, PROC, [req]]), op))
+        inv = callee.recv()
+        callee.send_raw(frame(enc([70, inv[1], {}, [req]]), op))
+        res = caller.recv()
+        dt = time.perf_counter() - t0
+        if res[0] != 50:
+            raise RuntimeError(f"call failed: {res}")
+        return dt, waits[r]() - w0
+
     try:
         for addr, server_pids in routers:
             conns.append(connect(addr, serializer))
@@ -243,31 +266,31 @@ def latency(routers: list[tuple[tuple[str, int, str], Callable[[], list[int]]]],
             conns.append(connect(addr, serializer))
             waits.append(RunQueueWait(server_pids()))
         enc, op = conns[0].enc, conns[0].opcode
-        for start in range(0, warmup + count, block):
-            for r, waited in enumerate(waits):
-                callee, caller = conns[2 * r], conns[2 * r + 1]
-                for i in range(start, min(start + block, warmup + count)):
-                    w0 = waited()
-                    t0 = time.perf_counter()
-                    caller.send_raw(frame(enc([48, i + 1, {}, PROC, [i]]), op))
-                    inv = callee.recv()
-                    callee.send_raw(frame(enc([70, inv[1], {}, [i]]), op))
-                    res = caller.recv()
-                    dt = time.perf_counter() - t0
-                    if res[0] != 50:
-                        raise RuntimeError(f"call failed: {res}")
-                    if i >= warmup:  # first calls warm caches
-                        samples[r].append(dt * 1000)
-                        delayed[r] += waited() - w0 >= DELAYED_NS
+        for r in range(len(routers)):
+            for _ in range(warmup):  # first calls warm caches
+                call(r)
+        for start in range(0, count, block):
+            for r in range(len(routers)):
+                for _ in range(rewarm):
+                    call(r)
+                for _ in range(min(block, count - start)):
+                    dt, waited = call(r)
+                    samples[r].append(dt * 1000)
+                    if waited >= DELAYED_NS:
+                        delayed[r] += 1
+                    else:
+                        own[r].append(dt * 1000)
     finally:
         for w in waits:
             w.close()
         for c in conns:
             c.close()
     out = []
-    for s, d in zip(samples, delayed, strict=True):
+    for s, d, o in zip(samples, delayed, own, strict=True):
         s.sort()
-        out.append(Latency(statistics.median(s), s[int(len(s) * 0.99) - 1], d / len(s)))
+        o.sort()
+        out.append(Latency(statistics.median(s), s[int(len(s) * 0.99) - 1], d / len(s),
+                           o[int(len(o) * 0.99) - 1] if o else float("nan")))
     return out
 
 

@@ -84,7 +84,7 @@ def bench_round(servers: list[common.Server], serializers: list[str], duration: 
                     r = loads.rpc(addr, ser, duration, server.pids)
                 _record(results, server.name, ser, metric, r)
                 time.sleep(0.3)
-        # All servers at once: latency() takes turns between them every 100 calls.
+        # All servers at once: latency() has them take turns every 200 calls.
         lat = loads.latency([(("127.0.0.1", s.port, PATH), s.pids) for s in servers], ser)
         for server, r in zip(servers, lat, strict=True):
             _record(results, server.name, ser, "latency", r)
@@ -102,11 +102,9 @@ def _median(samples: list, attr: str) -> float:
 
 def _fmt(metric: str, samples: list) -> str:
     if metric == "latency":
-        p50 = statistics.median(s[0] for s in samples)
-        p99 = statistics.median(s[1] for s in samples)
-        delayed = statistics.median(s[2] for s in samples)
-        return (f"p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
-                f"({delayed:.1%} of calls held up by other processes)")
+        p50, p99, delayed, own = (statistics.median(s[i] for s in samples) for i in range(4))
+        return (f"p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({delayed:.1%} of calls held up by "
+                f"other processes; p99 of the others {own:.3f} ms)")
     rate = _median(samples, "rate")
     return (f"{rate:10.0f}/s  client cpu {_median(samples, 'client_cpu'):.0%}  "
             f"server cpu {_median(samples, 'server_cpu'):.0%}  "
@@ -122,10 +120,9 @@ METRICS = (("pubsub", "events/s (10 subscribers)", "pub/sub to 10 subscribers", 
 
 def median_of(results: dict, name: str, ser: str, metric: str) -> float | None:
     """The median of one metric's runs (None when it was not measured)."""
-    if metric in ("p50", "p99", "delayed"):
+    if metric in loads.Latency._fields:
         samples = results.get((name, ser, "latency"))
-        i = ("p50", "p99", "delayed").index(metric)
-        return statistics.median(s[i] for s in samples) if samples else None
+        return statistics.median(getattr(s, metric) for s in samples) if samples else None
     samples = results.get((name, ser, metric))
     return _median(samples, "rate") if samples else None
 
@@ -160,9 +157,13 @@ def summary(results: dict, serializers: list[str], scale_results: dict) -> list[
                                                                  metric), higher, target=2.0))
         g = median_of(results, "geonode", ser, "delayed")
         if g is not None:
-            # Next to p99: the share of calls preempted by the machine's other jobs, which
-            # decide the p99 once it is above 1% (loads.DELAYED_NS).
+            # Next to p99: the share of calls preempted by the machine's other jobs (they
+            # decide the p99 once above 1%, loads.DELAYED_NS) and the p99 without them.
             cb = median_of(results, "crossbar", ser, "delayed")
+            rows.append(common.compare(f"WAMP {ser}: call round trip p99, calls not held up",
+                                       "ms", median_of(results, "geonode", ser, "p99_own"),
+                                       "crossbar", median_of(results, "crossbar", ser,
+                                                             "p99_own"), False))
             rows.append(common.absolute(f"WAMP {ser}: calls held up by other processes", "%",
                                         g * 100, other=None if cb is None else cb * 100,
                                         vs="crossbar" if cb is not None else ""))
