@@ -53,7 +53,7 @@ def run(name: str, cmd: list[str], log: Path) -> tuple[int, str, float]:
     return rc, load.summary(), time.perf_counter() - t0
 
 
-def machine(crossbar: str | None) -> list[str]:
+def machine(crossbar: str | None, commit: str) -> list[str]:
     def first(path: str, key: str) -> str:
         try:
             for line in Path(path).read_text().splitlines():
@@ -70,7 +70,6 @@ def machine(crossbar: str | None) -> list[str]:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
-    commit = output(["git", "-C", str(common.ROOT), "rev-parse", "--short", "HEAD"])
     cb = "-"
     if crossbar:
         cb = output([str(Path(crossbar).parent / "python"), "-c",
@@ -81,7 +80,7 @@ def machine(crossbar: str | None) -> list[str]:
             f"memory {mem}",
             f"- Linux {platform.release()}, Python {platform.python_version()}, "
             f"Crossbar.io {cb}, {output(['wrk', '--version'])}",
-            f"- geonode commit {commit}"]
+            f"- geonode commit {commit} (when the run started)"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     work = common.WORK / "all" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    commit = subprocess.run(["git", "-C", str(common.ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
     sections = []
     with common.LoadSampler() as overall:
         for name, script, full, quick in BENCHES:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
              "rounds (geonode and its competitor alternate, so a noisy moment hits both); "
              "`geonode ×` > 1 means geonode is better (more per second, or less time/memory). "
              "What each row measures: bench/README.md.", "",
-             "Machine:", "", *machine(crossbar),
+             "Machine:", "", *machine(crossbar, commit),
              f"- load average (1 min) during the whole run: {overall.summary()}", ""]
     for name, cmd, rc, load, took, data in sections:
         rel = " ".join(str(Path(c).relative_to(common.ROOT)) if c.startswith(str(common.ROOT))
