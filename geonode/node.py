@@ -187,7 +187,10 @@ class Node:
                 comp.stop()
             except Exception:
                 log.warning("stopping a component failed", exc_info=True)
+        from geonode import wamp
+
         for router in self.routers:
+            wamp.unregister_router(router)
             try:
                 router.close()
             except Exception:

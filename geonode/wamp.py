@@ -131,6 +131,11 @@ def register_router(router: Any) -> None:
             s._kick()
 
 
+def unregister_router(router: Any) -> None:
+    """Forget ``router`` (the node closed it), so a later ``session()`` never joins a dead one."""
+    _routers[:] = [r for r in _routers if r is not router]
+
+
 def _find_router(realm: str) -> Any:
     if not _routers:
         return None

@@ -32,7 +32,7 @@ def router():
     wamp.register_router(r)
     yield r
     r.close()
-    wamp._routers.remove(r)
+    wamp.unregister_router(r)
 
 
 def in_thread(fn, *args):
@@ -284,3 +284,20 @@ def test_autobahn_argument_order_and_call_options(router):
     with pytest.raises(ApplicationError) as ei:
         in_thread(lambda: s.call("com.example.ab.slow", options=CallOptions(timeout=0.2)))
     assert ei.value.error == "wamp.error.timeout"
+
+
+def test_closed_router_is_forgotten():
+    """A node that closed its router unregisters it: a later session() call never joins it."""
+    old = Router({"realms": [REALM1]}, ".")
+    wamp.register_router(old)
+    old.close()
+    wamp.unregister_router(old)
+    new = Router({"realms": [REALM1]}, ".")
+    wamp.register_router(new)
+    try:
+        s = Session("realm1", "backend")
+        in_thread(lambda: s.publish("com.example.t", acknowledge=True))
+        assert new.session_count() >= 1 and old.session_count() == 0
+    finally:
+        new.close()
+        wamp.unregister_router(new)
