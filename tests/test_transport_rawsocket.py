@@ -16,6 +16,7 @@ from _transport_client import (
     web_transport,
     ws_session,
 )
+from certs import self_signed
 
 
 @pytest.fixture(scope="module")
@@ -148,28 +149,8 @@ async def _call_meta(node):
 
 
 def _self_signed() -> dict[str, str]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return {"server.crt": cert.public_bytes(serialization.Encoding.PEM).decode(),
-            "server.key": key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()).decode()}
+    cert, key = self_signed()
+    return {"server.crt": cert, "server.key": key}
 
 
 def test_rawsocket_over_tls(start_node):
