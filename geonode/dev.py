@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.machinery
+import importlib.util
 import logging
 import os
 import signal
@@ -258,6 +259,19 @@ class Watcher:
             self.observer.stop()
 
 
+def _drop_bytecode(source: str) -> None:
+    """Remove the cached bytecode of an edited module before the node restarts.
+
+    A .pyc is trusted when the source's mtime (whole seconds) and size match what it recorded,
+    so an edit saved within the same second at the same size ("version 1" -> "version 2")
+    would otherwise bring back the old code.
+    """
+    try:
+        os.remove(importlib.util.cache_from_source(source))
+    except (OSError, ValueError, NotImplementedError):
+        pass  # no cache written (yet), or bytecode caching is off
+
+
 class Supervisor:
     """Runs the node in a child process and restarts it when a watched file changes."""
 
@@ -273,6 +287,8 @@ class Supervisor:
         self.watcher = Watcher(self._on_change)
 
     def _on_change(self, path: str) -> None:
+        if path.endswith(".py"):
+            _drop_bytecode(path)
         self.last_change = path
         self.changed.set()
 
