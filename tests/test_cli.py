@@ -347,3 +347,18 @@ def test_log_lines():
     assert " WARNING py.warnings: " in events[2] and "old thing" in events[2]
     assert "hidden" not in r.stderr
     assert any(x.startswith("    ZeroDivisionError") for x in lines)
+
+
+def test_check_warns_thread_keys_ignored_in_greenlet_mode(tmp_path):
+    """minthreads/maxthreads mean nothing with "threads": false: said, not silently dropped."""
+    cfg = {"version": 2, "workers": [{"type": "router", "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "port": 8080},
+        "paths": {"api": {"type": "wsgi", "module": "json", "object": "dumps",
+                          "threads": False, "maxthreads": 4}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = run("check", str(p))
+    assert r.returncode == 0, r.stderr
+    assert ("warning: workers[0].transports[0].paths.api.maxthreads: ignored, "
+            "\"threads\": false runs the app on the hub") in r.stderr
+    assert "minthreads" not in r.stderr

@@ -196,6 +196,11 @@ def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) ->
             out.append(f"{spath}.cookie: ignored, cookie tracking {NOT_SUPPORTED} "
                        "(no cookie is set)")
         elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
+            if svc.get("threads") is False:
+                for key in ("minthreads", "maxthreads"):
+                    if key in svc:
+                        out.append(f"{spath}.{key}: ignored, \"threads\": false runs the app "
+                                   "on the hub (no thread pool)")
             top = svc["module"].split(".")[0]
             if (top and top not in sys.builtin_module_names and top not in sys.modules
                     and importlib.machinery.PathFinder.find_spec(top, search) is None):
