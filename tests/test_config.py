@@ -196,6 +196,9 @@ BAD: list[tuple[str, object, str]] = [
      "workers[0].realms[0].options.uri_check: 'lax' is not one of"),
     ("role-no-name", lambda c: worker(c)["realms"][0]["roles"].append({"permissions": []}),
      "workers[0].realms[0].roles[1].name: 'name' is required"),
+    ("role-dup", lambda c: worker(c)["realms"][0]["roles"].append(
+        dict(worker(c)["realms"][0]["roles"][0])),
+     "workers[0].realms[0].roles[1].name: duplicate role name"),
     ("role-both", lambda c: worker(c)["realms"][0]["roles"][0].update(authorizer="com.auth"),
      "workers[0].realms[0].roles[0]: give either 'permissions' or 'authorizer', not both"),
     ("permission-match", lambda c: worker(c)["realms"][0]["roles"][0]["permissions"][0].update(

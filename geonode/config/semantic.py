@@ -55,30 +55,31 @@ def _unknown_realm(path: str, realm: str, realms: dict) -> str:
     return f"{path}: realm {realm!r} is not defined in this worker's realms (defined: {have})"
 
 
+def _unique_name(item: dict, path: str, seen: dict[str, str], what: str,
+                 errors: list[str]) -> None:
+    """Record ``item["name"]`` at ``path`` in ``seen``, or report it as a duplicate."""
+    name = item.get("name")
+    if not isinstance(name, str):
+        return
+    if name in seen:
+        errors.append(f"{path}.name: duplicate {what} name {name!r} "
+                      f"(already defined at {seen[name]})")
+    else:
+        seen[name] = path
+
+
 def _check_realms(worker: dict, wpath: str, errors: list[str]) -> dict[str, str]:
     """Realm name → its JSON path; duplicates and role conflicts reported."""
     realms: dict[str, str] = {}
     for ri, realm in enumerate(_list(worker.get("realms"))):
         realm = _dict(realm)
         rpath = f"{wpath}.realms[{ri}]"
-        name = realm.get("name")
-        if isinstance(name, str):
-            if name in realms:
-                errors.append(f"{rpath}.name: duplicate realm name {name!r} "
-                              f"(already defined at {realms[name]})")
-            else:
-                realms[name] = rpath
+        _unique_name(realm, rpath, realms, "realm", errors)
         roles: dict[str, str] = {}
         for oi, role in enumerate(_list(realm.get("roles"))):
             role = _dict(role)
             opath = f"{rpath}.roles[{oi}]"
-            rname = role.get("name")
-            if isinstance(rname, str):
-                if rname in roles:
-                    errors.append(f"{opath}.name: duplicate role name {rname!r} "
-                                  f"(already defined at {roles[rname]})")
-                else:
-                    roles[rname] = opath
+            _unique_name(role, opath, roles, "role", errors)
             if "permissions" in role and "authorizer" in role:
                 errors.append(f"{opath}: give either 'permissions' or 'authorizer', not both")
     return realms
