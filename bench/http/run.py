@@ -10,6 +10,11 @@ Servers (all on loopback, one process/worker each, the same app):
   gunicorn-gevent    gunicorn -k gevent myapp:app
   gunicorn-geonode   gunicorn -k geonode.gunicorn.GeventWorker "geonode:load('node.json')"
   gunicorn-geonode-app  gunicorn -k geonode.gunicorn.GeventWorker myapp:app
+  geonode-hello      geonode with bench/http/hello.py instead of the Flask app (threads on)
+  gunicorn-gevent-hello  gunicorn -k gevent hello:app
+
+The two hello rows measure each server's own cost per request; the Flask sample's rows minus
+them is the app's share, and the "budget" lines say what a ratio target leaves the server.
 
 The wrk rounds are interleaved (round 1 of every server, then round 2, …) so a noisy moment
 hits every row alike; medians and ratios are printed. Then start-up (process launch to the
@@ -40,22 +45,27 @@ from common import PY, ROOT, free_port  # noqa: E402
 #: this run's folder (configs, logs, results): two runs at once must not share a Crossbar cbdir
 WORK = common.WORK / "http" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 SAMPLE = ROOT / "samples" / "flask"
+HERE = Path(__file__).resolve().parent
 
 TARGETS = {"crossbar": 3.0, "gunicorn-gevent": 1.0}
 STARTUP_TARGET = 1.0  # seconds
 RSS_TARGET = 60.0  # MB
 
 
-def node_config(port: int) -> dict:
+def node_config(port: int, hello: bool = False) -> dict:
     """The repo's root node.json on ``port``, its pythonpath made absolute (Crossbar resolves
-    relative paths against its cbdir, geonode against the config's folder)."""
+    relative paths against its cbdir, geonode against the config's folder); ``hello`` serves
+    bench/http/hello.py at ``/`` instead of the Flask app."""
     cfg = json.loads((ROOT / "node.json").read_text())
     for worker in cfg["workers"]:
         opts = worker.setdefault("options", {})
-        opts["pythonpath"] = [str(SAMPLE)]
+        opts["pythonpath"] = [str(HERE if hello else SAMPLE)]
         for t in worker.get("transports", []):
             t["endpoint"]["port"] = port
             t["endpoint"]["interface"] = "127.0.0.1"
+            root = t.get("paths", {}).get("/")
+            if hello and root and root.get("type") == "wsgi":
+                root.update(module="hello", object="app")
     return cfg
 
 
@@ -104,7 +114,8 @@ def make_servers(args: argparse.Namespace) -> list[Row]:
 
     def geonode(name: str) -> Row:
         port = free_port()
-        cfg = common.write_config(WORK / name, "node.json", node_config(port))
+        cfg = common.write_config(WORK / name, "node.json",
+                                  node_config(port, hello=name.endswith("-hello")))
         return server(name, common.geonode_cmd(cfg), cfg.parent, port)
 
     def crossbar(name: str) -> Row:
@@ -115,8 +126,10 @@ def make_servers(args: argparse.Namespace) -> list[Row]:
 
     def gunicorn_gevent(name: str) -> Row:
         port = free_port()
-        return server(name, [*gunicorn, "-k", "gevent", "-b", f"127.0.0.1:{port}", "myapp:app"],
-                      SAMPLE, port)
+        hello = name.endswith("-hello")
+        return server(name, [*gunicorn, "-k", "gevent", "-b", f"127.0.0.1:{port}",
+                             "hello:app" if hello else "myapp:app"],
+                      HERE if hello else SAMPLE, port)
 
     def gunicorn_geonode(name: str) -> Row:
         port = free_port()
@@ -136,7 +149,41 @@ def make_servers(args: argparse.Namespace) -> list[Row]:
     add("gunicorn-gevent", gunicorn_gevent)
     add("gunicorn-geonode", gunicorn_geonode)
     add("gunicorn-geonode-app", gunicorn_worker_app)
+    if not args.no_hello:
+        add("geonode-hello", geonode)
+        add("gunicorn-gevent-hello", gunicorn_gevent)
     return servers
+
+
+def budget_lines(rps: dict[str, float], cpu: dict[str, float]) -> list[str]:
+    """What a ratio target over Crossbar leaves the server, per request, from this run's rows.
+
+    The hosted app runs under the GIL, and so does every Python step of the server: one
+    process serves at most one core's worth of Python, so ``target × Crossbar's req/s`` is
+    a CPU budget per request, shared by the app and the server.
+    """
+    need = ("geonode", "crossbar", "geonode-hello")
+    if any(not rps.get(k) or not cpu.get(k) for k in need):
+        return []
+    target = TARGETS["crossbar"]
+    budget = 1e6 / (target * rps["crossbar"])
+    app_share = cpu["geonode"] - cpu["geonode-hello"]
+    lines = [
+        f"{target:g}x crossbar = {target * rps['crossbar']:.0f} req/s = at most {budget:.0f} µs "
+        "of CPU per request on one core",
+        f"  the Flask app's share   {app_share:5.0f} µs  (geonode with the app minus "
+        "geonode-hello)",
+        f"  left for the server     {budget - app_share:5.0f} µs",
+        f"  geonode's own cost      {cpu['geonode-hello']:5.0f} µs  (geonode-hello: HTTP, "
+        "dispatch, pool hand-off, kernel)",
+    ]
+    if cpu.get("gunicorn-gevent-hello"):
+        lines.append(f"  gunicorn -k gevent's    {cpu['gunicorn-gevent-hello']:5.0f} µs  "
+                     "(gunicorn-gevent-hello)")
+    cores = rps["geonode"] * cpu["geonode"] / 1e6
+    lines.append(f"geonode used {cores:.2f} cores serving the Flask app (the GIL: ~1 at most "
+                 "for Python work)")
+    return lines
 
 
 def measure_dev_restart(tries: int = 3) -> list[float]:
@@ -182,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     common.add_crossbar_option(p)
     p.add_argument("--only", help="comma-separated server names")
+    p.add_argument("--no-hello", action="store_true",
+                   help="skip the hello-world rows (the servers' own cost per request)")
     p.add_argument("--startup-tries", type=int, default=3)
     p.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = p.parse_args(argv)
@@ -245,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in ("gunicorn-geonode", "gunicorn-geonode-app"):
         if row in med and med.get("gunicorn-gevent"):
             print(f"{row} / gunicorn-gevent: {med[row] / med['gunicorn-gevent']:.2f}")
+
+    budget = budget_lines(med, cpu)
+    if budget:
+        print("\n== budget ==")
+        print("\n".join(budget))
+        results["budget"] = budget
 
     print("\n== targets ==")
     by = {s.name: s for s in servers}
