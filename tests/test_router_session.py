@@ -227,8 +227,9 @@ def test_cryptosign_static():
 
 
 def test_cryptosign_channel_binding_is_refused_clearly():
-    """tls-unique is not implemented: ABORT naming it, before any principal lookup or
-    authenticator call (the dynamic authenticator below is never invoked)."""
+    """tls-unique on a transport without a TLS channel id: ABORT naming it, before any
+    principal lookup or authenticator call (the dynamic authenticator is never invoked).
+    Bound logins over TLS: tests/test_cryptosign_binding.py."""
     key = SigningKey.generate()
     pub = key.verify_key.encode().hex()
     router = make_router()

@@ -23,6 +23,7 @@ from gevent.server import StreamServer
 
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
+from geonode.transport.channel import channel_ids
 from geonode.transport.websocket import (
     CLOSE_TIMEOUT,
     MessageQueuePeer,
@@ -252,6 +253,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
             "channel_serializer": serializer.name,
             "peer": _peer_string(sock, address),
             "is_server": True,
+            "channel_id": channel_ids(sock),   # {} unless TLS: for cryptosign channel binding
         }
         peer = RawSocketPeer(sock, serializer, details, max_receive=max_receive,
                              max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)

@@ -21,6 +21,7 @@ from greenlet import GreenletExit, greenlet
 
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
+from geonode.transport.channel import channel_ids
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
 log = logging.getLogger("geonode.transport")
@@ -135,11 +136,19 @@ def _extensions(ext: Any) -> list[str]:
     return [ext] if isinstance(ext, str) else list(ext)
 
 
+def _connection_socket(environ: dict) -> Any:
+    """The request's socket (an SSLSocket under TLS), from the upgrade hook's pywsgi handler."""
+    handler = getattr(environ.get("geonode.websocket"), "handler", None)
+    return getattr(handler, "socket", None)
+
+
 def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
     """What the router (and ``wamp.session.get``) learns about this connection."""
     return {
         "type": "websocket",
         "channel_type": "tls" if environ.get("wsgi.url_scheme") == "https" else "tcp",
+        # cryptosign's channel binding reads this; the router never sees the socket
+        "channel_id": channel_ids(_connection_socket(environ)),
         "channel_framing": "websocket",
         "channel_serializer": serializer.name,
         "peer": peer_address(environ),

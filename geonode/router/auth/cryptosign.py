@@ -1,8 +1,17 @@
 """WAMP-Cryptosign: the client signs a random challenge with its Ed25519 key.
 
-Channel binding (``tls-unique``) is not implemented: a HELLO asking for it is refused at once
-(ABORT ``wamp.error.not_authorized`` saying so), before any principal lookup or authenticator
-call; CHALLENGE always carries ``channel_binding: null``.
+Channel binding, as Crossbar and autobahn do it: a HELLO with
+``authextra.channel_binding = "tls-unique"`` binds the signature to the TLS connection. The
+transport puts the connection's id (SHA-256 of the tls-unique bytes, 32 bytes, see
+``geonode.transport.channel``) in ``transport_details["channel_id"]``; the client must then
+sign ``challenge XOR channel_id`` instead of the bare challenge, so a signature captured on one
+TLS connection is refused on any other. CHALLENGE echoes the requested binding
+(``channel_binding: "tls-unique"`` or ``null``).
+
+Where geonode is stricter than Crossbar: over a connection without TLS, Crossbar quietly drops
+a requested binding (it expects the bare challenge); geonode refuses the HELLO with an ABORT
+that says why, before any principal lookup or authenticator call, so a client asking for
+binding never authenticates unbound.
 """
 
 from __future__ import annotations
@@ -16,26 +25,48 @@ from nacl.signing import VerifyKey
 
 from geonode.router.auth import AUTHENTICATION_FAILED, Accept, Challenge, Deny, PendingAuth
 
+CHANNEL_BINDINGS = ("tls-unique",)
 
-def _check_hello(msg) -> str | Deny:
-    """The client's public key (lower-case hex), or why its HELLO is refused."""
-    extra = msg.authextra or {}
-    binding = extra.get("channel_binding")
-    if binding is not None:
-        return Deny(message=f"cryptosign channel binding {binding!r} is not supported by this "
-                            "router: connect without channel_binding")
-    pk = extra.get("pubkey")
-    if not isinstance(pk, str):
-        return Deny(message="cryptosign needs authextra.pubkey")
-    return pk.lower()
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
 class StaticAuth(PendingAuth):
     method = "cryptosign"
+    binding: str | None = None
+    channel_id: bytes | None = None
+
+    def _check_hello(self, msg) -> str | Deny:
+        """The client's public key (lower-case hex), or why its HELLO is refused.
+
+        Also settles the channel binding (``self.binding``, ``self.channel_id``).
+        """
+        extra = msg.authextra or {}
+        binding = extra.get("channel_binding")
+        if binding is not None:
+            if binding not in CHANNEL_BINDINGS:
+                return Deny(message=f"invalid channel binding type {binding!r} requested "
+                                    f"(supported: {', '.join(CHANNEL_BINDINGS)})")
+            ids = self.session.transport_details.get("channel_id") or {}
+            cid = ids.get(binding)
+            try:
+                raw = binascii.a2b_hex(cid) if isinstance(cid, str) else None
+            except binascii.Error:
+                raw = None
+            if raw is None or len(raw) != 32:
+                return Deny(message=f"cryptosign channel binding {binding!r} needs a TLS "
+                                    "connection, and this one has no TLS: connect over TLS "
+                                    "(wss://, or RawSocket over TLS) or without channel_binding")
+            self.binding, self.channel_id = binding, raw
+        pk = extra.get("pubkey")
+        if not isinstance(pk, str):
+            return Deny(message="cryptosign needs authextra.pubkey")
+        return pk.lower()
 
     def hello(self, realm, msg):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
-        pubkey = _check_hello(msg)
+        pubkey = self._check_hello(msg)
         if isinstance(pubkey, Deny):
             return pubkey
         principals = self.cfg.get("principals", {})
@@ -58,15 +89,31 @@ class StaticAuth(PendingAuth):
             return Deny(message="invalid public key")
         self.principal = principal
         self.challenge = os.urandom(32)
-        return Challenge(self.method, {"challenge": self.challenge.hex(), "channel_binding": None})
+        # what the client has to sign: the bare challenge, or bound to this TLS connection
+        self.expected = (_xor(self.challenge, self.channel_id) if self.channel_id is not None
+                         else self.challenge)
+        return Challenge(self.method, {"challenge": self.challenge.hex(),
+                                       "channel_binding": self.binding})
 
     def authenticate(self, signature, extra):
+        # 96 bytes: the Ed25519 signature, then the message signed (as autobahn sends it)
         try:
             raw = binascii.a2b_hex(signature)
-            if len(raw) != 96 or not hmac.compare_digest(raw[64:], self.challenge):
-                raise ValueError("wrong length or challenge")
-            self.verify_key.verify(self.challenge, raw[:64])
-        except (ValueError, TypeError, binascii.Error, BadSignatureError):
+        except (TypeError, ValueError, binascii.Error):
+            return Deny(AUTHENTICATION_FAILED, "invalid signature: not a hex string")
+        if len(raw) != 96:
+            return Deny(AUTHENTICATION_FAILED,
+                        f"invalid signature: {len(raw)} bytes, expected 96")
+        if not hmac.compare_digest(raw[64:], self.expected):
+            if self.channel_id is not None:
+                return Deny(AUTHENTICATION_FAILED, "invalid signature: the message signed is not "
+                                                   "the challenge bound to this TLS channel "
+                                                   f"({self.binding})")
+            return Deny(AUTHENTICATION_FAILED, "invalid signature: the message signed is not "
+                                               "the challenge")
+        try:
+            self.verify_key.verify(self.expected, raw[:64])
+        except (ValueError, TypeError, BadSignatureError):
             return Deny(AUTHENTICATION_FAILED, "invalid signature")
         p = self.principal
         return Accept(p.get("realm", self.realm), p.get("authid", self.authid),
@@ -78,7 +125,7 @@ class DynamicAuth(StaticAuth):
 
     def hello(self, realm, msg):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
-        pubkey = _check_hello(msg)
+        pubkey = self._check_hello(msg)
         if isinstance(pubkey, Deny):
             return pubkey
         try:
