@@ -8,10 +8,16 @@ sign ``challenge XOR channel_id`` instead of the bare challenge, so a signature 
 TLS connection is refused on any other. CHALLENGE echoes the requested binding
 (``channel_binding: "tls-unique"`` or ``null``).
 
-Where geonode is stricter than Crossbar: over a connection without TLS, Crossbar quietly drops
-a requested binding (it expects the bare challenge); geonode refuses the HELLO with an ABORT
-that says why, before any principal lookup or authenticator call, so a client asking for
-binding never authenticates unbound.
+Refusals follow Crossbar 26.10 (ABORT ``wamp.error.not_authorized``, same wording): a binding
+type other than tls-unique, and tls-unique over a connection without TLS (plain TCP, Unix
+socket), so a client asking for binding never authenticates unbound. Both are settled before
+any principal lookup or authenticator call.
+
+A limit of the scheme itself (autobahn's and Crossbar's, kept for compatibility): the client
+cannot tell a genuine challenge from one an active man-in-the-middle rewrote to
+``challenge XOR id_A XOR id_B``, which makes the client's signature valid on the middle's own
+connection B. Binding stops replaying a captured signature on another connection; it does not
+stop a relay that terminates the client's TLS (the client's certificate check does).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class StaticAuth(PendingAuth):
         binding = extra.get("channel_binding")
         if binding is not None:
             if binding not in CHANNEL_BINDINGS:
-                return Deny(message=f"invalid channel binding type {binding!r} requested "
+                return Deny(message=f'invalid channel binding type "{binding}" requested '
                                     f"(supported: {', '.join(CHANNEL_BINDINGS)})")
             ids = self.session.transport_details.get("channel_id") or {}
             cid = ids.get(binding)
@@ -55,9 +61,10 @@ class StaticAuth(PendingAuth):
             except binascii.Error:
                 raw = None
             if raw is None or len(raw) != 32:
-                return Deny(message=f"cryptosign channel binding {binding!r} needs a TLS "
-                                    "connection, and this one has no TLS: connect over TLS "
-                                    "(wss://, or RawSocket over TLS) or without channel_binding")
+                # Crossbar's words, then what to do about it
+                return Deny(message=f'channel binding "{binding}" requested, but the transport '
+                                    "has no TLS channel ID: connect over TLS (wss://, or RawSocket "
+                                    "over TLS) or without channel_binding")
             self.binding, self.channel_id = binding, raw
         pk = extra.get("pubkey")
         if not isinstance(pk, str):
