@@ -11,9 +11,15 @@ must not wait for Nagle) and serves plain HTTP the way ``geonode node.json`` doe
 The node is built by ``geonode.load()`` inside each worker, after gunicorn's gevent worker has
 monkey-patched and re-initialised the hub (gunicorn loads the app in the worker unless
 ``--preload`` is given), so the router, its components and their greenlets live in the worker
-process. When the worker exits it calls the app's ``close()`` (components stop, WAMP sessions
-get GOODBYE at once instead of holding the worker until gunicorn's graceful timeout). geonode's
-log lines go to gunicorn's error log.
+process. geonode's log lines go to gunicorn's error log.
+
+SIGTERM (gunicorn's graceful stop) runs the same stop as ``geonode node.json``
+(``geonode.web.shutdown.graceful_stop``): stop accepting, close idle keep-alive connections at
+once, let requests in flight finish (at most ``--graceful-timeout``), then the app's ``close()``
+(WAMP sessions get GOODBYE ``wamp.close.system_shutdown``, components stop), remaining
+WebSockets are closed with 1001, and the worker exits as soon as its connections are gone, not
+when the graceful timeout runs out. A second SIGTERM to the worker cuts requests in flight off;
+gunicorn's master turns a SIGINT/SIGQUIT during its graceful stop into a quick one.
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ import logging
 import sys
 from typing import Any
 
-import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gunicorn.http.wsgi import base_environ
+from gunicorn.sock import ssl_context
 from gunicorn.workers import ggevent
 
 from geonode.web.handler import Handler
+from geonode.web.shutdown import Connections, graceful_stop
 
 # The option that will let several workers share one router does not exist yet; the warning
 # names the seam (geonode/router/state.py) it will plug into.
@@ -46,9 +56,18 @@ class GunicornHandler(ggevent.PyWSGIHandler, Handler):
     """gunicorn's access logging and environ keys on top of geonode's upgrade-aware handler."""
 
 
+class GunicornServer(ggevent.PyWSGIServer):
+    """gunicorn's pywsgi server plus the connection tracker the graceful stop works with."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.connections = Connections()
+        super().__init__(*args, **kwargs)
+
+
 class GeventWorker(ggevent.GeventPyWSGIWorker):
     """``-k geonode.gunicorn.GeventWorker``: gevent + geonode's handler (WebSocket upgrades)."""
 
+    server_class = GunicornServer
     wsgi_handler = GunicornHandler
 
     @classmethod
@@ -64,13 +83,42 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
 
     def init_process(self) -> None:
         _log_through(self.log)
+        self._stop_requested = Event()
+        self._cut_off = False
         super().init_process()
 
+    def run(self) -> None:
+        # gevent's worker polls ``alive`` once a second and then waits for its connection
+        # pools to empty, idle keep-alive connections included: a SIGTERM took 1-2 s at best
+        # and the whole graceful timeout with a keep-alive client. Here the stop starts the
+        # moment the signal arrives and idle connections are closed at once.
+        servers = [self._make_server(s) for s in self.sockets]
+        for server in servers:
+            server.start()
+        while self.alive:
+            self.notify()
+            self._stop_requested.wait(1.0)
+        graceful_stop(servers, self.cfg.graceful_timeout, self._close_node,
+                      give_up=lambda: self._cut_off, tick=self.notify)
+
+    def _make_server(self, sock: Any) -> GunicornServer:
+        sock.setblocking(1)
+        environ = base_environ(self.cfg)
+        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": ggevent.VERSION})
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        return self.server_class(sock, application=self.wsgi,
+                                 spawn=Pool(self.worker_connections), log=self.log,
+                                 handler_class=self.wsgi_handler, environ=environ, **ssl_args)
+
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.alive:
+            if not self._cut_off:
+                self._cut_off = True
+                self.log.warning("geonode: second SIGTERM: stopping now, requests in flight "
+                                 "are cut off")
+            return
         super().handle_exit(sig, frame)
-        # Close the node's WAMP sessions now: open WebSockets would otherwise keep the worker
-        # busy until gunicorn's graceful_timeout runs out.
-        gevent.spawn(self._close_node)
+        self._stop_requested.set()
 
     def _close_node(self) -> None:
         # geonode.load() returns a NodeApp (routers, components): close it. A plain WSGI app

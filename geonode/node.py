@@ -174,34 +174,37 @@ class Node:
                 log.debug("closing %s failed", tpath, exc_info=True)
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Stop accepting, let requests in flight finish (bounded), close routers and sockets."""
-        from geonode.web.server import wait_idle
+        """Stop accepting, close idle connections, let requests in flight finish (bounded),
+        close routers (WAMP sessions get GOODBYE) and WebSockets, drop what is left."""
+        from geonode.web.shutdown import graceful_stop
 
         self.close_listeners()
         servers = [t.server for t in self.web if t.server is not None]
-        if not wait_idle(servers, grace, lambda: self.force_stop):
-            log.warning("closing requests still in flight (%s)",
-                        "second signal" if self.force_stop else f"{grace:.0f} s grace is over")
-        for comp in self.components:
+        graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop)
+        for tpath, server in self.rawsocket_servers:
             try:
-                comp.stop()
+                server.stop(timeout=1)
             except Exception:
-                log.warning("stopping a component failed", exc_info=True)
+                log.debug("stopping %s failed", tpath, exc_info=True)
+
+    def close_routers(self) -> None:
+        """Every WAMP session (clients, components, in-process) gets GOODBYE
+        ``wamp.close.system_shutdown``; then the components' objects are stopped."""
         from geonode import wamp
 
+        # Routers first: a component hears the shutdown like any client (its on_leave gets
+        # system_shutdown) instead of leaving on its own beforehand.
         for router in self.routers:
             wamp.unregister_router(router)
             try:
                 router.close()
             except Exception:
                 log.warning("closing a router failed", exc_info=True)
-        for s in servers:
-            s.kill_connections()
-        for tpath, server in self.rawsocket_servers:
+        for comp in self.components:
             try:
-                server.stop(timeout=1)
+                comp.stop()
             except Exception:
-                log.debug("stopping %s failed", tpath, exc_info=True)
+                log.warning("stopping a component failed", exc_info=True)
 
 
 def worker_disabled(worker: dict) -> bool:
@@ -251,7 +254,9 @@ def run(cfg: Any) -> int:
             log.info("received %s: stopping (waiting up to %.0f s for requests in flight; "
                      "again to stop now)", name, GRACE_SECONDS)
             stopping.set()
-        else:
+        elif not node.force_stop:
+            log.warning("received %s again (second signal): stopping now, requests in flight "
+                        "are cut off", name)
             node.force_stop = True
 
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]

@@ -59,7 +59,18 @@ class Router:
         return r.service.call(procedure, args, kwargs, timeout=timeout)
 
     def close(self) -> None:
-        """Node shutdown: GOODBYE every joined session and drop every connection."""
-        for s in list(self.sessions):
+        """Node shutdown: GOODBYE ``wamp.close.system_shutdown`` to every joined session,
+        then its connection is closed.
+
+        Every testament is published first, while all sessions are still joined, so each
+        subscriber gets all of them (one at a time, the first sessions to go would miss the
+        later ones' testaments). In-process sessions (components, WSGI apps) go last: they
+        see the clients' ``wamp.session.on_leave`` events."""
+        sessions = sorted(self.sessions,
+                          key=lambda s: s.transport_details.get("type") == "inprocess")
+        for s in sessions:
+            if s.realm is not None:
+                s.realm.publish_testaments(s)
+        for s in sessions:
             s.shutdown()
         self.sessions.clear()

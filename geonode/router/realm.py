@@ -142,11 +142,15 @@ class Realm:
         self.sessions.pop(session.id, None)
         self.broker.detach(session)
         self.dealer.detach(session)
+        self.publish_testaments(session)
+        if not session.restricted:
+            self.meta_event("wamp.session.on_leave", [session.id])
+
+    def publish_testaments(self, session: RouterSession) -> None:
+        """Publish (and forget) the session's testaments, as the router's own session."""
         for scope in ("detached", "destroyed"):
             for pub in session.testaments.pop(scope, ()):
                 self.broker.publish(self.service, pub)
-        if not session.restricted:
-            self.meta_event("wamp.session.on_leave", [session.id])
 
     def meta_event(self, topic: str, args: Any) -> None:
         """Publish a meta event (``args`` may be a callable, built only if someone listens)."""

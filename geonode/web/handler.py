@@ -139,17 +139,34 @@ class Handler(WebSocketHandler):
 
     #: set by the upgrader once the 101 response went out
     websocket_upgraded = False
+    #: from a request line read until its response is done; False while the connection waits
+    #: for its next request (a graceful stop closes those at once: geonode.web.shutdown)
+    in_request = False
 
     def handle(self) -> None:
         # Once per connection, whichever server accepted it (node or gunicorn).
         set_nodelay(self.socket)
-        return super().handle()
+        connections = getattr(self.server, "connections", None)
+        if connections is None:
+            return super().handle()
+        connections.add(self)
+        try:
+            return super().handle()
+        finally:
+            connections.discard(self)
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        finally:
+            self.in_request = False
 
     def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
         return RequestHeaders.parse(rfile)
 
     def read_requestline(self):
         line = super().read_requestline()
+        self.in_request = bool(line)
         # The opening handshake clock (``open_handshake_timeout``) starts with the request line.
         self.request_started = time.monotonic()
         return line
@@ -202,6 +219,13 @@ class Handler(WebSocketHandler):
 
     def finalize_headers(self) -> None:
         super().finalize_headers()
+        if (self.server.closed and not self.close_connection and not self.websocket_upgraded
+                and self.request_version != "HTTP/1.0"):
+            # Graceful stop: tell the client this response is the connection's last (RFC 9112
+            # 9.6), so it does not send its next request into a closing connection. (HTTP/1.0
+            # got its Connection header in start_response; handle_one_response closes it.)
+            self.close_connection = True
+            self.response_headers.append((b"Connection", b"close"))
         if self.command == "HEAD":
             # The headers describe the GET body; no body (and no terminating chunk) follows.
             self.response_use_chunked = False

@@ -1,8 +1,9 @@
 """WebServer: one gevent WSGIServer per web transport endpoint (tcp, tcp+tls, unix).
 
 Beyond pywsgi's defaults it applies ``client_timeout`` to each connection (idle keep-alive
-connections are closed), counts in-flight requests so a shutdown can let them finish, and never
-prints a traceback for a client's TLS or protocol mistakes. Plain HTTP behaviour (TCP_NODELAY,
+connections are closed), tracks its connections (idle / in a request / WebSocket) for the
+graceful stop in ``geonode.web.shutdown``, and never prints a traceback for a client's TLS or
+protocol mistakes. Plain HTTP behaviour (TCP_NODELAY,
 header parsing, HEAD, one write per small response) is the handler's: ``geonode.web.handler``,
 shared with the gunicorn worker.
 """
@@ -12,19 +13,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gevent
 from gevent import pywsgi
 from gevent.pool import Pool
 
 from geonode.web.handler import Handler
 from geonode.web.listeners import tcp_listener, tls_context, unix_listener
+from geonode.web.shutdown import Connections
 
-__all__ = ["ServerHandler", "WebServer", "wait_idle"]
+__all__ = ["ServerHandler", "WebServer"]
 
 log = logging.getLogger("geonode.web")
 
@@ -49,20 +49,8 @@ class _ErrorLog:
         pass
 
 
-class ServerHandler(Handler):
-    """geonode's Handler plus the in-flight count that ``wait_idle`` (the node's stop) waits on."""
-
-    def handle_one_response(self) -> None:
-        # A WebSocket lives as long as its session; the router closes those on shutdown, so
-        # only plain HTTP requests hold the shutdown back.
-        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return super().handle_one_response()
-        server = self.server
-        server.in_flight += 1
-        try:
-            super().handle_one_response()
-        finally:
-            server.in_flight -= 1
+# The name older code imports; the connection tracking it once did is the Handler's now.
+ServerHandler = Handler
 
 
 class WebServer(pywsgi.WSGIServer):
@@ -75,7 +63,7 @@ class WebServer(pywsgi.WSGIServer):
         self.endpoint_cfg = endpoint
         self.json_path = json_path
         self.client_timeout = client_timeout
-        self.in_flight = 0
+        self.connections = Connections()
         kind = endpoint.get("type", "tcp")
         ssl_args: dict = {}
         if kind == "unix":
@@ -131,18 +119,7 @@ class WebServer(pywsgi.WSGIServer):
                 if e.errno != errno.ENOENT:
                     log.debug("cannot remove %s: %s", self.unix_path, e)
 
-    def kill_connections(self, timeout: float = 1.0) -> None:
-        """Close whatever connections remain (idle keep-alive, requests past the grace)."""
-        if self.pool is not None:
-            self.pool.kill(block=True, timeout=timeout)
-
-
-def wait_idle(servers: list[WebServer], grace: float,
-              give_up: Callable[[], bool] | None = None) -> bool:
-    """Wait until no server has a request in flight, at most ``grace`` seconds."""
-    deadline = time.monotonic() + grace
-    while any(s.in_flight for s in servers):
-        if time.monotonic() >= deadline or (give_up is not None and give_up()):
-            return False
-        gevent.sleep(0.02)
-    return True
+    @property
+    def in_flight(self) -> int:
+        """Plain HTTP requests being served now."""
+        return self.connections.in_flight()

@@ -1,0 +1,171 @@
+"""The graceful stop shared by geonode's own server and the gunicorn worker.
+
+Every connection a geonode handler serves is in one of three states, which decide what a stop
+does to it:
+
+idle       between requests (or none sent yet): closed at once. A keep-alive client that
+           sends its next request right then sees the connection close, which HTTP clients
+           handle by retrying on a new one; waiting for it instead would hold the stop for the
+           client's keep-alive timeout (gunicorn: its whole ``graceful_timeout``).
+request    a plain HTTP request in flight: it finishes (bounded by the grace period); its
+           response is the connection's last (``Connection: close``).
+websocket  upgraded: its session ends when the routers close (WAMP: GOODBYE
+           ``wamp.close.system_shutdown``); any other WebSocket is closed with 1001.
+
+``graceful_stop`` runs those steps in order; both servers call it with their own grace, their
+own router-closing callable and their own "second signal" flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+
+__all__ = ["Connections", "graceful_stop", "connections_of"]
+
+log = logging.getLogger("geonode.web")
+
+#: How long closing WebSockets get for their closing handshakes before connections are dropped.
+CLOSE_SECONDS = 2.0
+GOING_AWAY = 1001
+
+
+class Connections:
+    """The handlers (one per connection) a server runs now. Handlers add/discard themselves."""
+
+    def __init__(self) -> None:
+        self._handlers: set[Any] = set()
+
+    def add(self, handler: Any) -> None:
+        self._handlers.add(handler)
+
+    def discard(self, handler: Any) -> None:
+        self._handlers.discard(handler)
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def in_flight(self) -> int:
+        """Plain HTTP requests being served (an upgraded connection is not one)."""
+        return sum(1 for h in self._handlers if h.in_request and not h.websocket_upgraded)
+
+    def close_idle(self) -> int:
+        """Close every connection waiting for its next request; how many were closed."""
+        n = 0
+        for h in list(self._handlers):
+            if not h.in_request and not h.websocket_upgraded:
+                _shutdown_socket(getattr(h, "socket", None))
+                n += 1
+        return n
+
+    def close_websockets(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Start the closing handshake on every WebSocket still open; how many."""
+        n = 0
+        for h in list(self._handlers):
+            ws = _websocket_of(h)
+            if ws is not None and not ws.closed:
+                # A greenlet each: with no reader active close() waits for the peer's reply.
+                gevent.spawn(_close_ws, ws, code, reason)
+                n += 1
+        return n
+
+
+def connections_of(server: Any) -> Connections | None:
+    """The tracker of a server that has one (WebServer, the gunicorn worker's server)."""
+    return getattr(server, "connections", None)
+
+
+def _websocket_of(handler: Any) -> Any:
+    if not handler.websocket_upgraded:
+        return None
+    upgrader = (getattr(handler, "environ", None) or {}).get("geonode.websocket")
+    return getattr(upgrader, "websocket", None)
+
+
+def _close_ws(ws: Any, code: int, reason: str) -> None:
+    try:
+        ws.close(code, reason)
+    except Exception:  # a broken socket: the final kill drops it
+        log.debug("closing a WebSocket failed", exc_info=True)
+
+
+def _shutdown_socket(sock: Any) -> None:
+    # shutdown, not close: the handler's blocked read returns b"" and it ends the connection
+    # the normal way (its greenlet, its cleanup); close() under a blocked reader is an error.
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _wait(until: Callable[[], bool], seconds: float, give_up: Callable[[], bool],
+          tick: Callable[[], None] | None, also: Callable[[], Any] | None = None) -> bool:
+    """Poll ``until`` (20 ms steps) for at most ``seconds``; False on timeout or give-up."""
+    deadline = time.monotonic() + seconds
+    last_tick = time.monotonic()
+    while not until():
+        if time.monotonic() >= deadline or give_up():
+            return False
+        if also is not None:
+            also()
+        if tick is not None and time.monotonic() - last_tick >= 1.0:
+            tick()  # gunicorn's heartbeat: the master must not take a stopping worker for hung
+            last_tick = time.monotonic()
+        gevent.sleep(0.02)
+    return True
+
+
+def graceful_stop(servers: Iterable[Any], grace: float, close_routers: Callable[[], None],
+                  give_up: Callable[[], bool] = lambda: False,
+                  tick: Callable[[], None] | None = None,
+                  close_seconds: float = CLOSE_SECONDS) -> bool:
+    """Stop ``servers`` (pywsgi servers with a ``connections`` tracker) the graceful way.
+
+    1. stop accepting; 2. close idle keep-alive connections; 3. wait for requests in flight
+    (at most ``grace`` s, or until ``give_up()`` says a second signal came); 4. ``close_routers()``
+    (components, WAMP sessions: GOODBYE and close); 5. close remaining WebSockets with 1001;
+    6. give closing handshakes ``close_seconds``; 7. drop whatever is left.
+    Returns False when requests in flight had to be cut off.
+    """
+    servers = list(servers)
+    tracked = [(s, c) for s in servers if (c := connections_of(s)) is not None]
+    for s in servers:
+        if not s.closed:
+            s.close()
+
+    def close_idle() -> None:
+        # Again on every poll: a request that finishes leaves its connection idle for a moment
+        # before the handler sees ``Connection: close`` (pipelined requests, slow clients).
+        for _, c in tracked:
+            c.close_idle()
+
+    close_idle()
+    done = _wait(lambda: not any(c.in_flight() for _, c in tracked), grace, give_up, tick,
+                 close_idle)
+    if not done:
+        log.warning("closing requests still in flight (%s)",
+                    "second signal" if give_up() else f"the {grace:.0f} s grace is over")
+    try:
+        close_routers()
+    except Exception:
+        log.warning("closing the routers failed", exc_info=True)
+    # In-process sessions hear their GOODBYE through a pump greenlet, and their on_leave
+    # callbacks are greenlets too: give them a turn even when no socket needs waiting for.
+    gevent.sleep(0.05)
+    for _, c in tracked:
+        c.close_websockets()
+    if not give_up():
+        _wait(lambda: not any(len(c) for _, c in tracked), close_seconds, give_up, tick,
+              close_idle)
+    for s in servers:
+        pool = getattr(s, "pool", None)
+        if pool is not None and len(pool):
+            pool.kill(block=True, timeout=1.0)
+    return done

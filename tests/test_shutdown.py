@@ -1,0 +1,302 @@
+"""Graceful shutdown, the same under ``python -m geonode`` and gunicorn's GeventWorker.
+
+SIGTERM: idle keep-alive connections close at once, a request in flight (a view sleeping 1 s)
+still gets its whole answer, every WAMP session (WebSocket, RawSocket, in-process) gets GOODBYE
+``wamp.close.system_shutdown`` after the testaments went out, and the process exits 0 well
+under 2 s. A second SIGTERM cuts off what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from _transport_client import router_config
+from conftest import free_port, wait_port
+
+APP = r'''
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(1.0)
+        body = b"slow answer " + b"x" * 100000   # big enough for several writes
+    else:
+        body = b"fast"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+COMPONENT = r'''
+import json, os
+
+class Watcher:
+    """Writes what it hears at shutdown to watcher.json (next to the node config)."""
+
+    def __init__(self, config):
+        self.path = os.path.join(str(config.config_dir or "."), "watcher.json")
+        self.left, self.testaments = [], []
+
+    def on_join(self, session):
+        session.subscribe("wamp.session.on_leave", self.on_session_leave, on_hub=True)
+        session.subscribe("com.test.testament", self.testaments.append, on_hub=True)
+
+    def on_session_leave(self, session_id):
+        self.left.append(session_id)
+
+    def on_leave(self, session, reason):
+        with open(self.path, "w") as f:
+            json.dump({"reason": reason, "left": self.left, "testaments": self.testaments}, f)
+'''
+
+
+def node_config(port: int | str, rawsocket_port: int | str | None = None,
+                component: bool = False) -> dict:
+    web = {"type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
+           "paths": {"/": {"type": "wsgi", "module": "shutapp", "object": "app"},
+                     "ws": {"type": "websocket"}}}
+    transports = [web]
+    if rawsocket_port is not None:
+        transports.append({"type": "rawsocket", "endpoint": {
+            "type": "tcp", "port": rawsocket_port, "interface": "127.0.0.1"}})
+    cfg = router_config(transports)
+    cfg["workers"][0]["options"] = {"pythonpath": ["."]}
+    if component:
+        cfg["workers"][0]["components"] = [{"type": "class", "classname": "watcher.Watcher",
+                                            "realm": "realm1"}]
+    return cfg
+
+
+def start_node(tmp: Path, cfg: dict) -> subprocess.Popen:
+    (tmp / "shutapp.py").write_text(APP)
+    (tmp / "watcher.py").write_text(COMPONENT)
+    (tmp / "node.json").write_text(json.dumps(cfg))
+    log = open(tmp / "node.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "geonode", "node.json"], cwd=tmp,
+                            stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log.close()
+    return proc
+
+
+def start_gunicorn(tmp: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    (tmp / "shutapp.py").write_text(APP)
+    (tmp / "node.json").write_text(json.dumps(node_config(free_port())))
+    log = open(tmp / "node.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-k", "geonode.gunicorn.GeventWorker", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "--no-control-socket", "geonode:load('node.json')"],
+        cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log.close()
+    return proc, port
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def idle_keepalive(port: int) -> socket.socket:
+    """A connection that had one request answered and now sits idle (keep-alive)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while not buf.endswith(b"fast"):
+        chunk = s.recv(4096)
+        assert chunk, buf
+        buf += chunk
+    return s
+
+
+def slow_request(port: int, result: dict) -> threading.Thread:
+    def run():
+        try:
+            r = requests.get(f"http://127.0.0.1:{port}/slow", timeout=10)
+        except requests.RequestException as e:
+            result["error"] = e
+            return
+        result.update(status=r.status_code, size=len(r.content), head=r.content[:11],
+                      connection=r.headers.get("Connection"), done=time.monotonic())
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th
+
+
+def check_http_stop(proc: subprocess.Popen, port: int, sig_target: int) -> None:
+    """Idle keep-alive + a 1 s request in flight, SIGTERM: the idle connection closes at
+    once, the request gets its whole answer, the process exits 0 in well under 2 s."""
+    idle = idle_keepalive(port)
+    result: dict = {}
+    th = slow_request(port, result)
+    time.sleep(0.3)  # the view is sleeping now
+    t0 = time.monotonic()
+    os.kill(sig_target, signal.SIGTERM)
+    idle.settimeout(3)
+    assert idle.recv(4096) == b""  # closed by the server...
+    idle_closed = time.monotonic() - t0
+    assert idle_closed < 0.4, idle_closed  # ...at once, not after the request in flight
+    th.join(5)
+    assert result.get("status") == 200, result
+    assert result["size"] == 11 + 1 + 100000 and result["head"] == b"slow answer"
+    assert result["connection"] == "close"  # its connection's last response
+    assert proc.wait(5) == 0
+    took = time.monotonic() - t0
+    assert took < 1.6, took  # ~0.7 s of the view left, then a prompt exit
+    idle.close()
+
+
+def test_node_http_stop(tmp_path, procs):
+    port = free_port()
+    proc = start_node(tmp_path, node_config(port))
+    procs.append(proc)
+    wait_port(port, proc)
+    check_http_stop(proc, port, proc.pid)
+    log = (tmp_path / "node.log").read_text()
+    assert "stopped" in log and "Traceback" not in log, log
+
+
+def test_gunicorn_http_stop(tmp_path, procs):
+    proc, port = start_gunicorn(tmp_path)
+    procs.append(proc)
+    wait_port(port, proc, timeout=20)
+    check_http_stop(proc, port, proc.pid)
+    log = (tmp_path / "node.log").read_text()
+    assert "graceful timeout" not in log.lower() and "Traceback" not in log, log
+
+
+# --- WAMP sessions -----------------------------------------------------------------------------
+
+async def _client(name: str, events: list, port: int, rawsocket: bool = False):
+    """A joined autobahn-python session that records onLeave/onDisconnect in ``events``."""
+    import txaio
+
+    txaio.use_asyncio()
+    from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+    from autobahn.asyncio.wamp import ApplicationSession
+    from autobahn.asyncio.websocket import WampWebSocketClientFactory
+    from autobahn.wamp.types import ComponentConfig
+
+    loop = asyncio.get_running_loop()
+    joined = loop.create_future()
+
+    class Recorder(ApplicationSession):
+        def onJoin(self, details):
+            joined.set_result(self)
+
+        def onLeave(self, details):
+            events.append((name, "leave", details.reason))
+            super().onLeave(details)
+
+        def onDisconnect(self):
+            events.append((name, "disconnect", None))
+
+    def make():
+        return Recorder(ComponentConfig("realm1"))
+
+    if rawsocket:
+        factory = WampRawSocketClientFactory(make)
+    else:
+        factory = WampWebSocketClientFactory(make, url=f"ws://127.0.0.1:{port}/ws")
+    await loop.create_connection(factory, "127.0.0.1", port)
+    return await asyncio.wait_for(joined, 10)
+
+
+async def _wamp_shutdown(port: int, rawsocket_port: int | None, sig: callable) -> dict:
+    events: list = []
+    a = await _client("ws", events, port)
+    testaments: list = []
+    await a.subscribe(lambda *args: testaments.append(args[0]), "com.test.testament")
+    sessions = [a]
+    if rawsocket_port is not None:
+        b = await _client("raw", events, rawsocket_port, rawsocket=True)
+        sessions.append(b)
+    for s in sessions:
+        await s.call("wamp.session.add_testament", "com.test.testament",
+                     [f"last words of {s.session_id}"], {})
+    ids = [s.session_id for s in sessions]
+    t0 = time.monotonic()
+    sig()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and \
+            sum(1 for e in events if e[1] == "disconnect") < len(sessions):
+        await asyncio.sleep(0.01)
+    return {"events": events, "testaments": testaments, "took": time.monotonic() - t0,
+            "ids": ids}
+
+
+def check_told(out: dict, names: list[str]) -> None:
+    for name in names:
+        mine = [e[1:] for e in out["events"] if e[0] == name]
+        # GOODBYE first (onLeave with the router's reason), then the transport closes.
+        assert mine == [("leave", "wamp.close.system_shutdown"), ("disconnect", None)], out
+
+
+def test_node_wamp_sessions_told(tmp_path, procs):
+    port, rport = free_port(), free_port()
+    proc = start_node(tmp_path, node_config(port, rport, component=True))
+    procs.append(proc)
+    wait_port(port, proc)
+    wait_port(rport, proc)
+    out = asyncio.run(_wamp_shutdown(port, rport, lambda: proc.send_signal(signal.SIGTERM)))
+    check_told(out, ["ws", "raw"])
+    # Every testament was published while all sessions were still there, the subscriber's
+    # own included.
+    assert sorted(out["testaments"]) == sorted(f"last words of {i}" for i in out["ids"]), out
+    assert proc.wait(5) == 0
+    assert out["took"] < 1.0, out
+    # The in-process component was told too (not left hanging), after the clients: it saw
+    # their on_leave meta events and their testaments.
+    watcher = json.loads((tmp_path / "watcher.json").read_text())
+    assert watcher["reason"] == "wamp.close.system_shutdown"
+    assert sorted(watcher["left"]) == sorted(out["ids"]), watcher
+    assert len(watcher["testaments"]) == 2, watcher
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def test_gunicorn_wamp_session_told(tmp_path, procs):
+    proc, port = start_gunicorn(tmp_path)
+    procs.append(proc)
+    wait_port(port, proc, timeout=20)
+    out = asyncio.run(_wamp_shutdown(port, None, lambda: proc.send_signal(signal.SIGTERM)))
+    check_told(out, ["ws"])
+    assert out["testaments"] == [f"last words of {out['ids'][0]}"], out
+    assert proc.wait(5) == 0
+    assert out["took"] < 1.0, out
+
+
+def test_node_second_signal_cuts_off(tmp_path, procs):
+    port = free_port()
+    proc = start_node(tmp_path, node_config(port))
+    procs.append(proc)
+    wait_port(port, proc)
+    result: dict = {}
+    th = slow_request(port, result)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(5) == 0
+    assert time.monotonic() - t0 < 0.5  # did not wait for the view's remaining 0.7 s
+    th.join(5)
+    log = (tmp_path / "node.log").read_text()
+    assert "second signal" in log, log
