@@ -212,6 +212,8 @@ def test_binding_over_plain_tcp_refused(node):
         for kind in ("ws", "wss"):
             s = await connect(node, kind, {}, autobahn_signer({}))
             assert s.challenge.extra["channel_binding"] is None
+            info = await s.call("wamp.session.get", s._session_id)
+            assert (info["transport"]["channel_id"] == {}) == (kind == "ws")
             s.leave()
 
     _run(main())
