@@ -283,6 +283,44 @@ def test_gunicorn_wamp_session_told(tmp_path, procs):
     assert out["took"] < 1.0, out
 
 
+def _close_frame(ws) -> tuple[int, list]:
+    """Read frames until the close frame: (its close code, the text messages before it)."""
+    import websocket
+
+    texts = []
+    while True:
+        frame = ws.recv_frame()
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big"), texts
+        texts.append(frame.data.decode())
+
+
+def test_node_websockets_closed_going_away(tmp_path, procs):
+    """On the wire: a WAMP WebSocket gets GOODBYE, then close 1001; a non-WAMP WebSocket
+    (the echo service) gets close 1001 too."""
+    import websocket
+
+    port = free_port()
+    cfg = node_config(port)
+    cfg["workers"][0]["transports"][0]["paths"]["echo"] = {"type": "websocket-testee"}
+    proc = start_node(tmp_path, cfg)
+    procs.append(proc)
+    wait_port(port, proc)
+    wamp = websocket.create_connection(f"ws://127.0.0.1:{port}/ws",
+                                       subprotocols=["wamp.2.json"], timeout=5)
+    wamp.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]))
+    assert json.loads(wamp.recv())[0] == 2  # WELCOME
+    echo = websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=5)
+    echo.send("ping")
+    assert echo.recv() == "ping"
+    proc.send_signal(signal.SIGTERM)
+    code, texts = _close_frame(wamp)
+    assert code == 1001
+    assert [[m[0], m[2]] for m in map(json.loads, texts)] == [[6, "wamp.close.system_shutdown"]]
+    assert _close_frame(echo) == (1001, [])
+    assert proc.wait(5) == 0
+
+
 def test_node_second_signal_cuts_off(tmp_path, procs):
     port = free_port()
     proc = start_node(tmp_path, node_config(port))

@@ -207,7 +207,8 @@ class RouterSession:
             self._leave_realm()
         self._stop_goodbye_timer()   # a killed session's wait for its GOODBYE ends here too
         self.state = CLOSED
-        self.peer.close()
+        # A WebSocket peer closes with 1001 ("going away") here; peers without it just close.
+        getattr(self.peer, "close_going_away", self.peer.close)()
 
     def _stop_goodbye_timer(self) -> None:
         if self._goodbye_timer is not None:

@@ -37,6 +37,7 @@ INVALID_PAYLOAD = "wamp.error.invalid_payload"
 
 # WebSocket close codes used here
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
@@ -206,6 +207,11 @@ class MessageQueuePeer:
     def close(self) -> None:
         """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
         self._close(*self._close_with)
+
+    def close_going_away(self) -> None:
+        """Node shutdown (optional Peer method): flush the GOODBYE, then close with 1001, the
+        WebSocket code for "server going down"."""
+        self._close(CLOSE_GOING_AWAY, "server shutting down")
 
     # -- the writer ------------------------------------------------------------------
     # One raw greenlet per busy connection. Spawning a gevent.Greenlet per burst costs
