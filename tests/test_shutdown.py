@@ -338,3 +338,24 @@ def test_node_second_signal_cuts_off(tmp_path, procs):
     th.join(5)
     log = (tmp_path / "node.log").read_text()
     assert "second signal" in log, log
+
+
+def test_gunicorn_sigint_during_grace_cuts_off(tmp_path, procs):
+    """gunicorn's master turns SIGINT during its graceful stop into a quick one (SIGQUIT to
+    the worker); the worker does not wait for the request in flight."""
+    proc, port = start_gunicorn(tmp_path)
+    procs.append(proc)
+    wait_port(port, proc, timeout=20)
+    result: dict = {}
+    th = slow_request(port, result)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(5) == 0
+    assert time.monotonic() - t0 < 0.6  # did not wait for the view's remaining 0.7 s
+    th.join(5)
+    assert "error" in result, result
+    log = (tmp_path / "node.log").read_text()
+    assert "Quick shutdown" in log, log
