@@ -22,6 +22,8 @@ from typing import Any
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
+from geonode.web.httprules import RequestError, check_field
+from geonode.web.strict import StrictHTTP
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
 __all__ = ["Handler", "RequestHeaders", "set_nodelay"]
@@ -31,6 +33,7 @@ _COALESCE_MAX = 256 * 1024
 
 _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
+_MAX_HEADER_BYTES = 65536
 
 
 def set_nodelay(sock: Any) -> None:
@@ -69,26 +72,41 @@ class RequestHeaders:
 
     @classmethod
     def parse(cls, rfile: Any) -> RequestHeaders:
+        """Read the header section; :class:`RequestError` for anything RFC 9112 forbids.
+
+        Bare LF line ends are accepted (RFC 9112 2.2 allows it) and obs-fold lines are joined
+        with a space (RFC 9112 5.2); a CR or NUL inside a line never is."""
         items: list[tuple[str, str]] = []
+        total = 0
         while True:
             line = rfile.readline(_MAX_HEADER_LINE + 1)
             if len(line) > _MAX_HEADER_LINE:
-                return cls([], "Header line too long")
-            if line in (b"\r\n", b"\n", b""):
+                raise RequestError(400, "header line too long")
+            if line in (b"\r\n", b"\n"):
                 return cls(items)
+            if not line.endswith(b"\n"):
+                raise RequestError(400, "connection closed inside the request headers")
+            total += len(line)
+            if total > _MAX_HEADER_BYTES:
+                raise RequestError(400, f"request headers larger than {_MAX_HEADER_BYTES} bytes")
             if len(items) >= _MAX_HEADERS:
-                return cls([], f"More than {_MAX_HEADERS} headers")
+                raise RequestError(400, f"more than {_MAX_HEADERS} headers")
             text = line.decode("latin-1")
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
             if text[0] in " \t":
                 if not items:
-                    return cls([], "Continuation line before any header")
+                    raise RequestError(400, "continuation line before any header")
                 name, value = items[-1]
-                items[-1] = (name, f"{value} {text.strip()}")  # obsolete line folding
+                folded = text.strip(" \t")
+                check_field(name, folded)
+                items[-1] = (name, f"{value} {folded}")  # obsolete line folding
                 continue
             name, sep, value = text.partition(":")
-            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
-                return cls([], f"Invalid header line {text.rstrip()!r}")
-            items.append((name, value.strip()))
+            if not sep:
+                raise RequestError(400, f"invalid header line {text[:60]!r}")
+            value = value.strip(" \t")
+            check_field(name, value)
+            items.append((name, value))
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._map.get(name.lower(), default)
@@ -134,7 +152,7 @@ class RequestHeaders:
 # never upgrades on its own (its upgrade_* methods are reached only from its run_application)
 # nor logs. What it contributes is its type: a geonode handler *is* a ``WebSocketHandler`` for
 # code that checks (``isinstance``) which handler serves it.
-class Handler(WebSocketHandler):
+class Handler(StrictHTTP, WebSocketHandler):
     """pywsgi handler: plain WSGI handling plus an opt-in WebSocket upgrade hook."""
 
     #: set by the upgrader once the 101 response went out
@@ -162,7 +180,9 @@ class Handler(WebSocketHandler):
             self.in_request = False
 
     def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
-        return RequestHeaders.parse(rfile)
+        headers = RequestHeaders.parse(rfile)
+        self.check_framing(headers)
+        return headers
 
     def read_requestline(self):
         line = super().read_requestline()
@@ -196,7 +216,7 @@ class Handler(WebSocketHandler):
         if self.websocket_upgraded:
             # The app returned after its WebSocket session; there is no HTTP response left.
             return _noop_write
-        return WSGIHandler.start_response(self, status, headers, exc_info)
+        return self.checked_start_response(status, headers, exc_info)
 
     def write(self, data):
         if self.websocket_upgraded:
@@ -209,7 +229,9 @@ class Handler(WebSocketHandler):
             for _ in self.result:
                 pass
             return None
-        return WSGIHandler.process_result(self)
+        WSGIHandler.process_result(self)
+        self.check_body_complete()
+        return None
 
     def log_request(self) -> None:
         # pywsgi formats a log line per request even with logging off; the access log is
@@ -240,6 +262,7 @@ class Handler(WebSocketHandler):
         # less per response and leaves nothing for Nagle/delayed-ACK to hold back.
         if not data or len(data) > _COALESCE_MAX or self.command == "HEAD":
             return super()._write_with_headers(data)
+        data = self.clip_body(data)
         self.headers_sent = True
         self.finalize_headers()
         out = bytearray(b"HTTP/1.1 ")

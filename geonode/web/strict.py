@@ -1,0 +1,190 @@
+"""StrictHTTP: the part of geonode's pywsgi handler that refuses what HTTP/1.1 forbids.
+
+A mixin in front of ``WSGIHandler`` (``geonode.web.handler.Handler`` inherits it), so the node
+and the gunicorn worker refuse the same requests. The rules themselves are in
+``geonode.web.httprules``; this file wires them into pywsgi's request loop:
+
+- request line and framing headers checked before any body byte is read; a refusal is a short
+  ``text/plain`` answer naming the problem, then the connection closes (its framing is unknown);
+- with ``client_timeout`` (the server's attribute) the whole request head must arrive within
+  that many seconds of its first byte (slowloris), besides the socket's idle timeout;
+- a WSGI app's status line and headers are checked before they go out, and the body it
+  produces is held to its own ``Content-Length``: extra bytes are dropped, a short body closes
+  the connection (either way one error line is logged), so a keep-alive stream never desyncs;
+- an HTTP/1.0 keep-alive response without a length closes the connection (it is the only end
+  marker the client has).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from http import HTTPStatus
+from typing import Any
+
+from gevent import Timeout
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
+
+from geonode.web.httprules import (
+    RequestError,
+    check_request_line,
+    check_response_headers,
+    check_status,
+    framing,
+)
+
+__all__ = ["StrictHTTP"]
+
+log = logging.getLogger("geonode.web")
+
+# Empty lines tolerated before a request line (RFC 9112 2.2: old clients send CRLF after a body).
+_MAX_EMPTY_LINES = 4
+
+
+class _OptionsStar(RequestError):
+    """``OPTIONS *``: answered by the server itself (no path service owns ``*``)."""
+
+
+def _answer(status: int, text: str, extra: str = "") -> bytes:
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}: {text}\n".encode() if status >= 400 else b""
+    head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"X-Content-Type-Options: nosniff\r\n{extra}Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class StrictHTTP(WSGIHandler):
+    """Request and response checks for pywsgi (see the module docstring)."""
+
+    _head_deadline: float | None = None
+    _absolute_host: str | None = None
+    _body_left: int | None = None
+
+    # ---- request --------------------------------------------------------------------
+    def _head_clock(self, what: str) -> Any:
+        """A Timeout for the rest of the request head, or nothing without ``client_timeout``."""
+        if self._head_deadline is None:
+            return nullcontext()
+        left = max(self._head_deadline - time.monotonic(), 0.001)
+        return Timeout(left, TimeoutError(f"request {what} not complete within "
+                                            f"client_timeout"))
+
+    def read_requestline(self) -> str:
+        rfile = self.rfile
+        self._head_deadline = None
+        timeout = getattr(self.server, "client_timeout", None)
+        if timeout:
+            # The idle wait is the socket timeout's; the head clock starts at its first byte.
+            rfile.peek(1)
+            self._head_deadline = time.monotonic() + timeout
+        with self._head_clock("line"):
+            line = rfile.readline(MAX_REQUEST_LINE)
+            for _ in range(_MAX_EMPTY_LINES):
+                if line not in (b"\r\n", b"\n"):
+                    break
+                line = rfile.readline(MAX_REQUEST_LINE)
+        return line.decode("latin-1")
+
+    def read_request(self, raw_requestline: str) -> bool:
+        method, target, version, absolute = check_request_line(raw_requestline)
+        self._absolute_host = absolute.host if absolute is not None else None
+        if target == "*":
+            raise _OptionsStar(200, "OPTIONS *")
+        try:
+            with self._head_clock("headers"):
+                ok = super().read_request(f"{method} {target} {version}")
+        except TimeoutError as e:
+            raise RequestError(408, str(e)) from None
+        # pywsgi compares the whole Connection value; it is a token list.
+        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
+        if version == "HTTP/1.1":
+            self.close_connection = "close" in tokens
+        else:
+            self.close_connection = "keep-alive" not in tokens
+        return ok
+
+    def check_framing(self, headers: Any) -> None:
+        """Called with the parsed headers, before pywsgi reads Content-Length."""
+        framing(headers.items(), self.request_version)
+
+    def get_environ(self) -> dict:
+        env = super().get_environ()
+        if self._absolute_host is not None:
+            # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+            env["HTTP_HOST"] = self._absolute_host
+        env["geonode.client_timeout"] = getattr(self.server, "client_timeout", None)
+        return env
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        if isinstance(ex, _OptionsStar):
+            return "200", _answer(200, "", "Allow: OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE\r\n")
+        if isinstance(ex, RequestError):
+            status, reason = ex.status, ex.reason
+        else:
+            # pywsgi's own ValueError/IOError for a request it cannot parse.
+            status, reason = 400, str(ex) or type(ex).__name__
+        self.log_error("(from %s) %s %s", self.client_address, status, reason)
+        return str(status), _answer(status, reason)
+
+    def handle_one_response(self) -> None:
+        super().handle_one_response()
+        if getattr(self.wsgi_input, "_chunked_input_error", False):
+            # An app read a broken chunked body (greenlet mode): where the next request would
+            # start is unknown.
+            self.close_connection = True
+
+    # ---- response -------------------------------------------------------------------
+    def checked_start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        """pywsgi's start_response after the checks of ``httprules`` (ValueError: a 500)."""
+        if not (exc_info and self.headers_sent):
+            check_status(status)
+            check_response_headers(headers)
+        write = WSGIHandler.start_response(self, status, headers, exc_info)
+        length = self.provided_content_length
+        self._body_left = None
+        if length is not None and self.command != "HEAD" and self.code not in (204, 304):
+            self._body_left = int(length)
+        return write
+
+    def clip_body(self, data: bytes) -> bytes:
+        """``data`` cut to what the app's Content-Length still allows."""
+        left = self._body_left
+        if left is None:
+            return data
+        if len(data) > left:
+            if not self.close_connection:
+                log.error("%s %s: the application sent more than its Content-Length of %s; "
+                          "extra bytes dropped, connection closed", self.command, self.path,
+                          self.provided_content_length)
+            self.close_connection = True
+            data = data[:left]
+        self._body_left = left - len(data)
+        return data
+
+    def check_body_complete(self) -> None:
+        """After the app's last chunk: a body shorter than its Content-Length closes."""
+        if self._body_left and not self.close_connection:
+            log.error("%s %s: the application sent %d bytes less than its Content-Length of "
+                      "%s; connection closed", self.command, self.path, self._body_left,
+                      self.provided_content_length)
+        if self._body_left:
+            self.close_connection = True
+
+    def _write(self, data: bytes) -> None:
+        data = self.clip_body(data)
+        if data:
+            super()._write(data)
+
+    def finalize_headers(self) -> None:
+        super().finalize_headers()
+        if (self.request_version == "HTTP/1.0" and not self.close_connection
+                and self.command != "HEAD" and self.code not in (204, 304)
+                and self.code >= 200 and not self.response_use_chunked
+                and not any(h.lower() == b"content-length" for h, _ in self.response_headers)):
+            # No length and no chunked in HTTP/1.0: the close is the body's end.
+            self.close_connection = True
+            self.response_headers = [(h, v) for h, v in self.response_headers
+                                     if h.lower() != b"connection"]
+            self.response_headers.append((b"Connection", b"close"))
