@@ -205,6 +205,12 @@ class Node:
                 comp.stop()
             except Exception:
                 log.warning("stopping a component failed", exc_info=True)
+        if self.routers:
+            # In-process sessions hear their GOODBYE through a pump greenlet and their on_leave
+            # callbacks are greenlets too: give them a turn before the process goes.
+            import gevent
+
+            gevent.sleep(0.05)
 
 
 def worker_disabled(worker: dict) -> bool:

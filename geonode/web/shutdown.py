@@ -156,9 +156,6 @@ def graceful_stop(servers: Iterable[Any], grace: float, close_routers: Callable[
         close_routers()
     except Exception:
         log.warning("closing the routers failed", exc_info=True)
-    # In-process sessions hear their GOODBYE through a pump greenlet, and their on_leave
-    # callbacks are greenlets too: give them a turn even when no socket needs waiting for.
-    gevent.sleep(0.05)
     for _, c in tracked:
         c.close_websockets()
     if not give_up():
