@@ -15,6 +15,14 @@ NOT_AUTHORIZED = "wamp.error.not_authorized"
 INVALID_URI = "wamp.error.invalid_uri"
 
 
+def denied_text(session: Any, action: str, uri: str) -> str:
+    """The not_authorized message for subscribe/call/register, worded as Crossbar's."""
+    realm = session.realm.name if session.realm is not None else None
+    return (f'session (session_id={session.id}, authid="{session.authid}", '
+            f'authrole="{session.authrole}") is not authorized to {action} "{uri}" '
+            f'on realm "{realm}"')
+
+
 class Broker:
     def __init__(self, realm: Any) -> None:
         self.realm = realm
@@ -34,7 +42,7 @@ class Broker:
             return
         if not authz.allow:
             session.send(m.Error(m.Subscribe.MESSAGE_TYPE, msg.request, NOT_AUTHORIZED,
-                                 [f"session is not authorized to subscribe to topic {uri!r}"]))
+                                 [denied_text(session, "subscribe to topic", uri)]))
             return
         sub, created, is_new = self.state.subscribe(session, uri, match)
         session.subscriptions[sub] = None
@@ -99,11 +107,18 @@ class Broker:
             return
         if not authz.allow:
             if ack:
+                # Crossbar's wording (shorter than for the other actions, as there)
                 session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, NOT_AUTHORIZED,
-                                     [f"session is not authorized to publish to topic {topic!r}"]))
+                                     [f"session not authorized to publish to topic {topic!r}"]))
             return
         publication = new_id()
-        disclose = (session.id, session.authid, session.authrole) if authz.disclose else None
+        # The router's own session (meta events, testaments) is always disclosed, as in Crossbar.
+        disclose = ((session.id, session.authid, session.authrole)
+                    if authz.disclose or session.internal else None)
+        if ack:
+            # Crossbar answers PUBLISHED before dispatching: a publisher that receives its own
+            # event (exclude_me: false) sees the acknowledgement first.
+            session.send(m.Published(msg.request, publication))
         record = None
         for sub in self.state.matching(topic):
             if sub.history is not None:
@@ -120,8 +135,6 @@ class Broker:
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})
-        if ack:
-            session.send(m.Published(msg.request, publication))
 
     def _history_record(self, session: Any, publication: int, msg: m.Publish) -> dict:
         # Crossbar's event store format (wamp.subscription.get_events).

@@ -8,6 +8,7 @@ from typing import Any
 import gevent
 from autobahn.wamp import message as m
 
+from geonode.router.broker import denied_text
 from geonode.router.state import DealerState, Registration
 
 NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
@@ -72,7 +73,7 @@ class Dealer:
             return
         if not authz.allow:
             session.send(m.Error(err, msg.request, NOT_AUTHORIZED,
-                                 [f"session is not authorized to register procedure {uri!r}"]))
+                                 [denied_text(session, "register procedure", uri)]))
             return
         reg = self.state.lookup(uri, match)
         if reg is not None:
@@ -83,12 +84,13 @@ class Dealer:
                 reg = None
             elif session in reg.callees or reg.invoke == "single":
                 session.send(m.Error(err, msg.request, PROCEDURE_ALREADY_EXISTS,
-                                     [f"procedure {uri!r} is already registered"]))
+                                     [f"register for already registered procedure {uri!r}"]))
                 return
             elif reg.invoke != invoke:
                 session.send(m.Error(err, msg.request, POLICY_CONFLICT,
-                                     [f"procedure {uri!r} is registered with invoke "
-                                      f"{reg.invoke!r}"]))
+                                     [f"register for already registered procedure {uri!r} with "
+                                      f"conflicting invocation policy (has {reg.invoke} and "
+                                      f"{invoke} was requested)"]))
                 return
         reg, created = self.state.register(session, uri, match, invoke, msg.concurrency)
         session.registrations[reg] = None
@@ -140,7 +142,7 @@ class Dealer:
             return
         if not authz.allow:
             session.send(m.Error(_CALL, msg.request, NOT_AUTHORIZED,
-                                 [f"session is not authorized to call procedure {uri!r}"]))
+                                 [denied_text(session, "call procedure", uri)]))
             return
         if msg.request in session.calls:
             session.protocol_violation(f"CALL request id {msg.request} is already in flight")
@@ -156,7 +158,7 @@ class Dealer:
         reg = self.state.best(uri)
         if reg is None or not reg.callees:
             session.send(m.Error(_CALL, msg.request, NO_SUCH_PROCEDURE,
-                                 [f"no callee registered for procedure {uri!r}"]))
+                                 [f"no callee registered for procedure <{uri}>"]))
             return
         callee = self._pick(reg)
         if callee is None:
@@ -178,6 +180,8 @@ class Dealer:
             receive_progress=(True if msg.receive_progress
                               and callee.feature("callee", "progressive_call_results") else None),
             procedure=uri if reg.match != "exact" else None,
+            # forwarded (as Crossbar does) so a callee can give up on its own too
+            timeout=msg.timeout or None,
             enc_algo=msg.enc_algo, enc_key=msg.enc_key, enc_serializer=msg.enc_serializer)
         # Like Crossbar, the router's own procedures always learn who calls them.
         if authz.disclose or uri.startswith("wamp.") or uri.startswith("crossbar."):
@@ -239,12 +243,12 @@ class Dealer:
             mode = "skip"
         if mode == "kill":
             # The callee's ERROR (or RESULT) finishes the call.
-            self._interrupt(inv, "kill", CANCELED)
+            self._interrupt(inv, "kill")
             return
         self._finish(inv)
         if mode == "killnowait":
-            self._interrupt(inv, "killnowait", CANCELED)
-        session.send(m.Error(_CALL, msg.request, CANCELED, ["call canceled"]))
+            self._interrupt(inv, "killnowait")
+        session.send(m.Error(_CALL, msg.request, CANCELED))
 
     # -- callee answers -------------------------------------------------------------------
     def yield_(self, session: Any, msg: m.Yield) -> None:
@@ -256,12 +260,17 @@ class Dealer:
                 inv.caller.send(m.Result(inv.call_request, args=msg.args, kwargs=msg.kwargs,
                                          payload=msg.payload, progress=True,
                                          enc_algo=msg.enc_algo, enc_key=msg.enc_key,
-                                         enc_serializer=msg.enc_serializer))
+                                         enc_serializer=msg.enc_serializer,
+                                         callee=session.id, callee_authid=session.authid,
+                                         callee_authrole=session.authrole))
             return
         self._finish(inv)
+        # Crossbar always discloses the callee in RESULT (its dealer hardcodes it); so do we.
         inv.caller.send(m.Result(inv.call_request, args=msg.args, kwargs=msg.kwargs,
                                  payload=msg.payload, enc_algo=msg.enc_algo,
-                                 enc_key=msg.enc_key, enc_serializer=msg.enc_serializer))
+                                 enc_key=msg.enc_key, enc_serializer=msg.enc_serializer,
+                                 callee=session.id, callee_authid=session.authid,
+                                 callee_authrole=session.authrole))
 
     def error(self, session: Any, msg: m.Error) -> None:
         if msg.request_type != m.Invocation.MESSAGE_TYPE:
@@ -279,7 +288,7 @@ class Dealer:
     def detach(self, session: Any) -> None:
         for inv in list(session.calls.values()):
             self._finish(inv)
-            self._interrupt(inv, "killnowait", CANCELED)
+            self._interrupt(inv, "killnowait")
         for inv in list(session.invocations.values()):
             self._finish(inv)
             inv.caller.send(m.Error(_CALL, inv.call_request, CANCELED,

@@ -80,17 +80,22 @@ class UriTable(Generic[T]):
         yield from self.wildcard.values()
 
     def match_all(self, uri: str) -> list[T]:
-        """Every object whose pattern matches ``uri`` (order: exact, prefix, wildcard)."""
+        """Every object whose pattern matches ``uri`` (order: exact, prefixes shortest first,
+        wildcards)."""
         out: list[T] = []
         obj = self.exact.get(uri)
         if obj is not None:
             out.append(obj)
         if self.prefix:
+            # Shortest prefix first, the order Crossbar's trie delivers events in.
             prefix = self.prefix
             if len(prefix) < len(uri):
-                out.extend(o for p, o in prefix.items() if uri.startswith(p))
+                hits = [(p, o) for p, o in prefix.items() if uri.startswith(p)]
+                if len(hits) > 1:
+                    hits.sort(key=lambda h: len(h[0]))
+                out.extend(o for _, o in hits)
             else:
-                for i in range(len(uri), -1, -1):
+                for i in range(len(uri) + 1):
                     o = prefix.get(uri[:i])
                     if o is not None:
                         out.append(o)

@@ -75,12 +75,20 @@ class MetaAPI:
         try:
             result = getattr(self, name)(session, *(msg.args or ()), **(msg.kwargs or {}))
         except MetaError as e:
-            session.send(m.Error(m.Call.MESSAGE_TYPE, msg.request, e.error, [e.message]))
+            if e.error == HISTORY_UNAVAILABLE:
+                # Crossbar's form of this one error: the message as a keyword argument
+                session.send(m.Error(m.Call.MESSAGE_TYPE, msg.request, e.error, [],
+                                     {"message": e.message}))
+            else:
+                session.send(m.Error(m.Call.MESSAGE_TYPE, msg.request, e.error, [e.message]))
             return
         except TypeError as e:
             session.send(m.Error(m.Call.MESSAGE_TYPE, msg.request, INVALID_ARGUMENT, [str(e)]))
             return
-        session.send(m.Result(msg.request, args=[result] if result is not None else None))
+        # As Crossbar: always one positional result (None too), callee = the router's session.
+        service = self.realm.service
+        session.send(m.Result(msg.request, args=[result], callee=service.id,
+                              callee_authid=service.authid, callee_authrole=service.authrole))
         # Effects that publish meta events (kills, revocations) happen after the reply.
         later, self._later = self._later, []
         for fn in later:
@@ -293,8 +301,8 @@ class MetaAPI:
         sub = self._subscription(caller, subscription_id)
         if sub.history is None:
             raise MetaError(HISTORY_UNAVAILABLE,
-                            "event history for the given subscription is not enabled "
-                            "(realm store.event-history)")
+                            "event history for the given subscription is not available or "
+                            "enabled")
         if not isinstance(limit, int) or limit < 0:
             raise MetaError(INVALID_ARGUMENT, "limit must be a non-negative integer")
         # newest first, as Crossbar answers

@@ -16,6 +16,7 @@ from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
+from geonode.router.state import new_id
 
 log = logging.getLogger("geonode.router")
 
@@ -38,12 +39,13 @@ def welcome_roles(meta: bool, history: bool = False) -> dict:
         publisher_identification=True, pattern_based_subscription=True,
         subscriber_blackwhite_listing=True, publisher_exclusion=True,
         subscription_revocation=True, event_retention=True, payload_transparency=True,
+        payload_encryption_cryptobox=True,   # E2E: the router only passes enc_* through
         session_meta_api=meta or None, subscription_meta_api=meta or None,
         event_history=(meta and history) or None)
     dealer = r.RoleDealerFeatures(
         caller_identification=True, pattern_based_registration=True, shared_registration=True,
         progressive_call_results=True, registration_revocation=True, call_canceling=True,
-        call_timeout=True, payload_transparency=True,
+        call_timeout=True, payload_transparency=True, payload_encryption_cryptobox=True,
         session_meta_api=meta or None, registration_meta_api=meta or None,
         testament_meta_api=meta or None)
     return {"broker": broker, "dealer": dealer}
@@ -82,7 +84,8 @@ class ServiceSession(RouterSession):
 
     def __init__(self, router: Any, realm: Realm) -> None:
         super().__init__(router, _ServicePeer(), internal=True)
-        self.id = 0
+        # A real WAMP ID: meta events and meta results disclose it (as Crossbar's service agent).
+        self.id = new_id()
         self.realm = realm
         self.role = realm.roles["trusted"]
         self.authid, self.authrole = "geonode", "trusted"
