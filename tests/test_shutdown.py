@@ -356,6 +356,31 @@ def test_gunicorn_sigint_during_grace_cuts_off(tmp_path, procs):
     assert proc.wait(5) == 0
     assert time.monotonic() - t0 < 0.6  # did not wait for the view's remaining 0.7 s
     th.join(5)
-    assert "error" in result, result
+    assert result.get("status") != 200, result
     log = (tmp_path / "node.log").read_text()
     assert "Quick shutdown" in log, log
+
+
+def test_gunicorn_worker_second_sigterm_cuts_off(tmp_path, procs):
+    """A second SIGTERM reaching the worker itself (the master sent the first) stops it at
+    once, and the worker says so in the log."""
+    import re
+
+    proc, port = start_gunicorn(tmp_path)
+    procs.append(proc)
+    wait_port(port, proc, timeout=20)
+    worker = int(re.search(r"Booting worker with pid: (\d+)",
+                           (tmp_path / "node.log").read_text()).group(1))
+    result: dict = {}
+    th = slow_request(port, result)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    os.kill(worker, signal.SIGTERM)
+    assert proc.wait(5) == 0
+    assert time.monotonic() - t0 < 0.6  # did not wait for the view's remaining 0.7 s
+    th.join(5)
+    assert result.get("status") != 200, result  # cut off: dropped, or a 500 from the kill
+    log = (tmp_path / "node.log").read_text()
+    assert "second SIGTERM" in log and "cut off" in log, log
