@@ -55,6 +55,25 @@ def _answer(status: int, text: str, extra: str = "") -> bytes:
     return head.encode("latin-1") + body
 
 
+class _NoDrainOnClose:
+    """The handler's reference to ``wsgi.input``: pywsgi drains an unread body after each
+    response to find the next request; a connection that closes anyway skips that (a trickled
+    body would otherwise hold the greenlet until the client finishes it)."""
+
+    __slots__ = ("handler", "input")
+
+    def __init__(self, handler: Any, inp: Any) -> None:
+        self.handler = handler
+        self.input = inp
+
+    def _discard(self) -> None:
+        if not self.handler.close_connection:
+            self.input._discard()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.input, name)
+
+
 class StrictHTTP(WSGIHandler):
     """Request and response checks for pywsgi (see the module docstring)."""
 
@@ -115,6 +134,7 @@ class StrictHTTP(WSGIHandler):
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
             env["HTTP_HOST"] = self._absolute_host
         env["geonode.client_timeout"] = getattr(self.server, "client_timeout", None)
+        self.wsgi_input = _NoDrainOnClose(self, self.wsgi_input)
         return env
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:

@@ -44,6 +44,19 @@ _HANDOFF = object()
 class BadRequestBody(Exception):
     """The client sent a body that does not match its own framing."""
 
+    status = "400 Bad Request"
+
+
+class BodyTimeout(BadRequestBody):
+    """The body did not arrive in time (idle past client_timeout, or slower than MIN_BODY_RATE)."""
+
+    status = "408 Request Timeout"
+
+
+# With ``client_timeout`` a body must keep up this average rate after a grace of client_timeout:
+# a client trickling bytes (each within the socket's idle timeout) cannot hold the request open.
+MIN_BODY_RATE = 4096
+
 
 def load_object(cfg: dict, ctx: BuildContext) -> Callable:
     """Import ``module`` and return its attribute ``object``; config errors name the key path."""
@@ -78,11 +91,41 @@ def spool_body(environ: dict) -> None:
         environ["wsgi.input"] = io.BytesIO()
         environ["wsgi.input_terminated"] = True
         return
+    timeout = environ.get("geonode.client_timeout")
+    src = environ["wsgi.input"]
+    if timeout:
+        src = _Budgeted(src, timeout)
     try:
-        _spool(environ, environ["wsgi.input"], length, chunked)
+        _spool(environ, src, length, chunked)
+    except TimeoutError:
+        raise BodyTimeout(f"request body not received within client_timeout "
+                          f"({timeout} s idle)") from None
     except (OSError, ValueError) as e:
         # pywsgi raises these for an early EOF or broken chunk framing: the client's fault.
         raise BadRequestBody(f"unreadable request body: {e}") from None
+
+
+class _Budgeted:
+    """``wsgi.input`` whose reads share one deadline: ``timeout`` plus 1 s per MIN_BODY_RATE bytes."""
+
+    __slots__ = ("src", "start", "timeout", "total")
+
+    def __init__(self, src: Any, timeout: float) -> None:
+        self.src = src
+        self.start = _monotonic()
+        self.timeout = timeout
+        self.total = 0
+
+    def read(self, want: int) -> bytes:
+        from gevent import Timeout
+
+        deadline = self.start + self.timeout + (self.total + want) / MIN_BODY_RATE
+        budget = max(deadline - _monotonic(), 0.001)
+        with Timeout(budget, BodyTimeout(f"request body slower than {MIN_BODY_RATE} bytes/s "
+                                         "after client_timeout")):
+            data = self.src.read(want)
+        self.total += len(data)
+        return data
 
 
 def _spool(environ: dict, src: Any, length: str | None, chunked: bool) -> None:
@@ -425,8 +468,8 @@ class WSGIHost:
                 spool_body(environ)
             except BadRequestBody as e:
                 # The body's framing is unknown now: this connection cannot carry another request.
-                return _simple_response(start_response, "400 Bad Request",
-                                        f"<h1>400 Bad Request</h1><p>{escape(str(e))}</p>\n",
+                return _simple_response(start_response, e.status,
+                                        f"<h1>{e.status}</h1><p>{escape(str(e))}</p>\n",
                                         (("Connection", "close"),))
             environ["wsgi.multithread"] = True
             ch = self._channel()
