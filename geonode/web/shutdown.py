@@ -146,7 +146,10 @@ def graceful_stop(servers: Iterable[Any], grace: float, close_routers: Callable[
         for _, c in tracked:
             c.close_idle()
 
-    close_idle()
+    idle = sum(c.close_idle() for _, c in tracked)
+    busy = sum(c.in_flight() for _, c in tracked)
+    if idle or busy:
+        log.info("closed %d idle connection(s); %d request(s) in flight", idle, busy)
     done = _wait(lambda: not any(c.in_flight() for _, c in tracked), grace, give_up, tick,
                  close_idle)
     if not done:
