@@ -487,6 +487,15 @@ class WSGIHost:
         first = q.popleft()
         if first is _ERROR:
             self._release(ch)
+            if self.pool is None and _client_body_error(call.error[1]):
+                # Greenlet mode: the app read a body the client framed wrongly. That is a
+                # 400 (no traceback), and the handler closes the connection.
+                log.warning("%s: bad request body for %s %s: %s", self.name,
+                            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                            call.error[1])
+                return _simple_response(start_response, "400 Bad Request",
+                                        "<h1>400 Bad Request</h1><p>unreadable request body</p>\n",
+                                        (("Connection", "close"),))
             return self._error_page(environ, start_response, call.error)
         if call.status is None:
             if first is _DONE:
@@ -584,6 +593,15 @@ class WSGIHost:
             text += f"<pre>{escape(tb)}</pre>"
         text += "</body></html>\n"
         return _simple_response(start_response, "500 Internal Server Error", text)
+
+
+def _client_body_error(exc: BaseException) -> bool:
+    """Did pywsgi's ``wsgi.input`` raise this for the client's broken body framing or early EOF?"""
+    from gevent import pywsgi
+
+    bad_input = getattr(pywsgi, "_InvalidClientInput", ())
+    return isinstance(exc, bad_input) or (
+        type(exc) is OSError and str(exc).startswith("unexpected end of file"))
 
 
 def _nothing() -> None:
