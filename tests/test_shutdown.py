@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -113,9 +114,11 @@ def procs():
             p.wait()
 
 
-def idle_keepalive(port: int) -> socket.socket:
+def idle_keepalive(port: int, tls: ssl.SSLContext | None = None) -> socket.socket:
     """A connection that had one request answered and now sits idle (keep-alive)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if tls is not None:
+        s = tls.wrap_socket(s, server_hostname="127.0.0.1")
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     buf = b""
     while not buf.endswith(b"fast"):
@@ -125,10 +128,11 @@ def idle_keepalive(port: int) -> socket.socket:
     return s
 
 
-def slow_request(port: int, result: dict) -> threading.Thread:
+def slow_request(port: int, result: dict, ca: str | None = None) -> threading.Thread:
     def run():
+        scheme = "https" if ca else "http"
         try:
-            r = requests.get(f"http://127.0.0.1:{port}/slow", timeout=10)
+            r = requests.get(f"{scheme}://127.0.0.1:{port}/slow", timeout=10, verify=ca or True)
         except requests.RequestException as e:
             result["error"] = e
             return
@@ -140,12 +144,13 @@ def slow_request(port: int, result: dict) -> threading.Thread:
     return th
 
 
-def check_http_stop(proc: subprocess.Popen, port: int, sig_target: int) -> None:
+def check_http_stop(proc: subprocess.Popen, port: int, sig_target: int,
+                    ca: str | None = None) -> None:
     """Idle keep-alive + a 1 s request in flight, SIGTERM: the idle connection closes at
     once, the request gets its whole answer, the process exits 0 in well under 2 s."""
-    idle = idle_keepalive(port)
+    idle = idle_keepalive(port, ssl.create_default_context(cafile=ca) if ca else None)
     result: dict = {}
-    th = slow_request(port, result)
+    th = slow_request(port, result, ca)
     time.sleep(0.3)  # the view is sleeping now
     t0 = time.monotonic()
     os.kill(sig_target, signal.SIGTERM)
@@ -163,12 +168,24 @@ def check_http_stop(proc: subprocess.Popen, port: int, sig_target: int) -> None:
     idle.close()
 
 
-def test_node_http_stop(tmp_path, procs):
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_node_http_stop(tmp_path, procs, tls):
     port = free_port()
-    proc = start_node(tmp_path, node_config(port))
+    cfg = node_config(port)
+    ca = None
+    if tls:
+        from certs import self_signed
+
+        cert, key = self_signed()
+        (tmp_path / "cert.pem").write_text(cert)
+        (tmp_path / "key.pem").write_text(key)
+        ca = str(tmp_path / "cert.pem")
+        cfg["workers"][0]["transports"][0]["endpoint"]["tls"] = {"certificate": "cert.pem",
+                                                                 "key": "key.pem"}
+    proc = start_node(tmp_path, cfg)
     procs.append(proc)
     wait_port(port, proc)
-    check_http_stop(proc, port, proc.pid)
+    check_http_stop(proc, port, proc.pid, ca)
     log = (tmp_path / "node.log").read_text()
     assert "stopped" in log and "Traceback" not in log, log
 
