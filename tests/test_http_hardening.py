@@ -442,3 +442,26 @@ def test_bad_status_or_headers_from_the_app_are_a_500(node, url):
     status, headers, _, rest = parse(out)
     assert status == 500 and b"X-Injected" not in out
     assert parse(rest)[2] == b"42" and closed  # the connection stays usable
+
+
+# ---- the same rules under gunicorn (the handler is shared) ---------------------------------
+
+def test_gunicorn_worker_refuses_the_same(tmp_path):
+    pytest.importorskip("gunicorn")
+    from test_gunicorn import Gunicorn
+
+    (tmp_path / "hardapp.py").write_text(APP)
+    g = Gunicorn(tmp_path, "hardapp:echo")
+    try:
+        for data, status in [
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
+             b"\r\n\r\n0\r\n\r\n" + FOLLOW, 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        ]:
+            out, closed = exchange(g.port, data)
+            assert closed and responses(out) == [status], out
+        out, _ = exchange(g.port, b"GET http://example.org/p HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert json.loads(parse(out)[2])["host"] == "example.org"
+    finally:
+        g.stop()
