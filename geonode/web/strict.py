@@ -134,7 +134,14 @@ class StrictHTTP(WSGIHandler):
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
             env["HTTP_HOST"] = self._absolute_host
         env["geonode.client_timeout"] = getattr(self.server, "client_timeout", None)
-        self.wsgi_input = _NoDrainOnClose(self, self.wsgi_input)
+        inp = self.wsgi_input
+        if env["wsgi.input"] is not inp and (inp.content_length or inp.chunked_input):
+            # pywsgi hands an upgrade request the raw socket file, body framing and all, yet
+            # still drains the body afterwards: a POST with "Connection: Upgrade" got its
+            # chunks raw and the next request's first bytes eaten. A body is read as a body.
+            env["wsgi.input"] = inp
+            env["wsgi.input_terminated"] = True
+        self.wsgi_input = _NoDrainOnClose(self, inp)
         return env
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
