@@ -391,6 +391,16 @@ def test_expect_100_continue(node, path):
         assert json.loads(parse(buf)[2])["body"] == "hello"
 
 
+@pytest.mark.parametrize("path", [b"/static/a.txt", b"/json"])
+def test_final_answer_to_expect_100_continue_closes(node, path):
+    # The service answers without asking for the body: the client may never send it, so the
+    # next bytes cannot be trusted as a request line (they were read as the body before).
+    out, closed = exchange(node.port, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                           b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n" + FOLLOW)
+    assert closed and responses(out) == [405], out
+    assert parse(out)[1]["connection"] == "close"
+
+
 # ---- slow clients ------------------------------------------------------------------------
 
 def trickle(port: int, head: bytes, pieces: list[bytes], pause: float) -> tuple[bytes, float]:

@@ -211,7 +211,17 @@ class StrictHTTP(WSGIHandler):
                 and self.code >= 200 and not self.response_use_chunked
                 and not any(h.lower() == b"content-length" for h, _ in self.response_headers)):
             # No length and no chunked in HTTP/1.0: the close is the body's end.
-            self.close_connection = True
-            self.response_headers = [(h, v) for h, v in self.response_headers
-                                     if h.lower() != b"connection"]
-            self.response_headers.append((b"Connection", b"close"))
+            self._close_after_response()
+        inp = getattr(self.wsgi_input, "input", None)
+        if getattr(inp, "socket", None) is not None and (inp.content_length or inp.chunked_input):
+            # "Expect: 100-continue" and the answer came before the body was asked for: the
+            # client holds its body back (or sends it anyway), so whatever comes next is not
+            # a request line we can trust. RFC 9110 10.1.1: say so and close; no late 100.
+            inp.socket = None
+            self._close_after_response()
+
+    def _close_after_response(self) -> None:
+        self.close_connection = True
+        self.response_headers = [(h, v) for h, v in self.response_headers
+                                 if h.lower() != b"connection"]
+        self.response_headers.append((b"Connection", b"close"))
