@@ -15,6 +15,11 @@ NOT_AUTHORIZED = "wamp.error.not_authorized"
 INVALID_URI = "wamp.error.invalid_uri"
 
 
+def strict_note(realm: Any) -> str:
+    # Crossbar's suffix on invalid-URI errors
+    return f"(URI strict checking {realm.uri_check == 'strict'})"
+
+
 def denied_text(session: Any, action: str, uri: str) -> str:
     """The not_authorized message for subscribe/call/register, worded as Crossbar's."""
     realm = session.realm.name if session.realm is not None else None
@@ -35,7 +40,7 @@ class Broker:
         uri = msg.topic
         if not realm.valid_uri(uri, match):
             session.send(m.Error(m.Subscribe.MESSAGE_TYPE, msg.request, INVALID_URI,
-                                 [f"invalid topic URI {uri!r} for match {match!r}"]))
+                                 [f"subscribe for invalid topic URI {uri!r}"]))
             return
         authz = realm.authorize(session, msg, uri, "subscribe", {"match": match})
         if authz is None:
@@ -97,10 +102,16 @@ class Broker:
         realm = self.realm
         topic = msg.topic
         ack = msg.acknowledge
-        if not realm.valid_uri(topic, "exact") or realm.reserved(topic, session):
+        if not realm.valid_uri(topic, "exact"):
             if ack:
                 session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, INVALID_URI,
-                                     [f"invalid topic URI {topic!r}"]))
+                                     [f"publish with invalid topic URI {topic!r} "
+                                      f"{strict_note(realm)}"]))
+            return
+        if realm.reserved(topic, session):
+            if ack:
+                session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, INVALID_URI,
+                                     [f"publish with restricted topic URI {topic!r}"]))
             return
         authz = realm.authorize(session, msg, topic, "publish", {})
         if authz is None:

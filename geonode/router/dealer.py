@@ -8,7 +8,7 @@ from typing import Any
 import gevent
 from autobahn.wamp import message as m
 
-from geonode.router.broker import denied_text
+from geonode.router.broker import denied_text, strict_note
 from geonode.router.state import DealerState, Registration
 
 NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
@@ -60,9 +60,14 @@ class Dealer:
         uri, match = msg.procedure, msg.match or "exact"
         invoke = msg.invoke or "single"
         err = m.Register.MESSAGE_TYPE
-        if not realm.valid_uri(uri, match) or realm.reserved(uri, session):
+        if not realm.valid_uri(uri, match):
             session.send(m.Error(err, msg.request, INVALID_URI,
-                                 [f"invalid procedure URI {uri!r} for match {match!r}"]))
+                                 [f"register for invalid procedure URI {uri!r} "
+                                  f"{strict_note(realm)}"]))
+            return
+        if realm.reserved(uri, session):
+            session.send(m.Error(err, msg.request, INVALID_URI,
+                                 [f"register for restricted procedure URI {uri!r}"]))
             return
         if invoke not in INVOKE_POLICIES:
             session.send(m.Error(err, msg.request, INVALID_ARGUMENT,
@@ -135,7 +140,8 @@ class Dealer:
         uri = msg.procedure
         if not realm.valid_uri(uri, "exact"):
             session.send(m.Error(_CALL, msg.request, INVALID_URI,
-                                 [f"invalid procedure URI {uri!r}"]))
+                                 [f"call with invalid procedure URI {uri!r} "
+                                  f"{strict_note(realm)}"]))
             return
         authz = realm.authorize(session, msg, uri, "call", {})
         if authz is None:

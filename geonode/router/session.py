@@ -117,10 +117,14 @@ class RouterSession:
 
     def details(self) -> dict:
         """Session details as the meta API and authorizers see them."""
+        # Crossbar's keys: authextra {} when none; no session resumption, so never resumable
         return {"session": self.id, "realm": self.realm.name if self.realm else None,
                 "authid": self.authid, "authrole": self.authrole,
                 "authmethod": self.authmethod, "authprovider": self.authprovider,
-                "authextra": self.authextra, "transport": self.transport_details}
+                "authextra": self.authextra or {}, "resumable": False, "resume_token": None,
+                "resumed": False,
+                "serializer": self.transport_details.get("channel_serializer"),
+                "transport": self.transport_details}
 
     @property
     def restricted(self) -> bool:
@@ -295,7 +299,7 @@ class RouterSession:
                 return
         # A dynamic authenticator may pick the realm; otherwise it must exist up front.
         if pending.provider == "static" and realm_name not in self.router.realms:
-            self._abort(NO_SUCH_REALM, f"no realm {realm_name!r} exists on this router")
+            self._abort(NO_SUCH_REALM, f'no realm "{realm_name}" exists on this router')
             return
         if pending.blocking and self.defer(msg):
             return
@@ -324,7 +328,7 @@ class RouterSession:
         self._pending = None
         realm = self.router.realms.get(a.realm) if a.realm else None
         if realm is None:
-            self._abort(NO_SUCH_REALM, f"no realm {a.realm!r} exists on this router")
+            self._abort(NO_SUCH_REALM, f'no realm "{a.realm}" exists on this router')
             return
         role = realm.roles.get(a.authrole)
         if role is None:

@@ -18,13 +18,16 @@ class StaticAuth(PendingAuth):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
         self.principal = self.cfg.get("principals", {}).get(msg.authid) if msg.authid else None
         if self.principal is None:
-            return Deny(message="no principal with that authid")
+            return Deny(message=f'no principal with authid "{msg.authid}" exists')
         return Challenge("ticket")
 
     def authenticate(self, signature, extra):
         ticket = str(self.principal.get("ticket", ""))
         if not isinstance(signature, str) or not _same(signature, ticket):
-            return Deny(AUTHENTICATION_FAILED, "invalid ticket")
+            # Crossbar's message; the URI stays the spec's authentication_failed (Crossbar:
+            # not_authorized), see docs/router.md
+            return Deny(AUTHENTICATION_FAILED,
+                        "ticket in static WAMP-Ticket authentication is invalid")
         return Accept(self.principal.get("realm", self.realm), self.authid,
                       self.principal.get("role", "anonymous"), self.method, self.provider,
                       self.principal.get("extra"))
