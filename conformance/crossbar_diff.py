@@ -871,6 +871,58 @@ def meta_events(r: Run) -> None:
                                             if v})
 
 
+@scenario
+def meta_testament(r: Run) -> None:
+    w, t = r.client("watcher"), r.client("testator")
+    sub(r, w, "com.will")
+    r.call(t, "wamp.session.add_testament", "com.will", ["bye"], {"k": 1})
+    r.call(t, "wamp.session.add_testament", "com.will", ["detached"], {}, {}, "detached")
+    r.call(t, "wamp.session.add_testament", "wamp.forbidden", [])
+    r.call(t, "wamp.session.add_testament", "com.will", [], {}, {}, "weird")
+    t.close()
+    r.clients.remove(t)
+    r.note("testator dropped the connection", {k: [show(e) for e in v]
+                                               for k, v in r.settle().items() if v})
+    t2 = r.client("testator2")
+    r.call(t2, "wamp.session.add_testament", "com.will", ["flushed"])
+    r.call(t2, "wamp.session.flush_testaments")
+    r.step("testator2 GOODBYE", (t2, m.Goodbye("wamp.close.normal")))
+
+
+@scenario
+def rpc_random_and_concurrency(r: Run) -> None:
+    callees = [r.client(f"c{i}") for i in range(2)]
+    caller = r.client("caller")
+    for c in callees:
+        reg(r, c, "com.rand", invoke="random")
+    seen = set()
+    for _ in range(6):
+        caller.send(m.Call(caller.req(), "com.rand"))
+        got = r.settle()
+        for c in callees:
+            for x in got.get(c.name, []):
+                if isinstance(x, m.Invocation):
+                    seen.add(c.name)
+                    c.send(m.Yield(x.request, args=[c.name]))
+        r.settle()
+    r.note("random: some callee answered each call", bool(seen) and seen <= {"c0", "c1"})
+    # concurrency on a realm without a store (with one, Crossbar queues the call instead)
+    callees = [r.client(f"s{i}", realm="strict1") for i in range(2)]
+    caller = r.client("strict-caller", realm="strict1")
+    for invoke in ("single", "roundrobin"):
+        proc = f"com.conc_{invoke}"
+        for c in callees[:1 if invoke == "single" else 2]:
+            reg(r, c, proc, invoke=invoke, concurrency=1)
+        got = r.step(f"three calls to {invoke} callees with concurrency 1",
+                     *[(caller, m.Call(caller.req(), proc)) for _ in range(3)])
+        after: dict[str, list] = {}
+        for c in callees:   # one callee at a time: the results' order is then fixed
+            answer_all(r, c, got.get(c.name, []))
+            for k, v in r.settle().items():
+                after.setdefault(k, []).extend(show(x) for x in v)
+        r.note(f"{invoke}: after the answers", {k: v for k, v in after.items() if v})
+
+
 def run_all(port: int, names: list[str]) -> dict[str, list[tuple[str, object]]]:
     out = {}
     for name, fn in SCENARIOS:

@@ -174,3 +174,31 @@ def test_abort_texts_as_crossbar():
     a = c.take(m.Abort)
     # Crossbar's message; its URI is not_authorized (geonode keeps the spec's, see docs)
     assert a.message == "ticket in static WAMP-Ticket authentication is invalid"
+
+
+def test_testaments_are_not_disclosed_meta_events_are():
+    router = make_router()
+    w, t = Client(router).joined(), Client(router).joined()
+    w.subscribe("com.will")
+    w.subscribe("wamp.session.on_leave")
+    assert isinstance(t.meta("wamp.session.add_testament", "com.will", ["bye"], {}), int)
+    t.session.detach()
+    will, leave = w.take(m.Event), w.take(m.Event)
+    assert (will.args, will.publisher) == (["bye"], None)
+    assert (leave.args, leave.publisher_authrole) == ([t.id], "trusted")
+
+
+def test_max_concurrency_texts():
+    router = make_router()
+    callee, caller = Client(router).joined(), Client(router).joined()
+    callee.register("com.one", concurrency=1)
+    callee.register("com.rr", invoke="roundrobin", concurrency=1)
+    for proc, text in (("com.one", "maximum concurrency 1 of callee/endpoint reached "
+                                   "(on non-shared/single registration)"),
+                       ("com.rr", "maximum concurrency 1 of all callee/endpoints reached "
+                                  "(on round-robin registration)")):
+        caller.call(proc)
+        callee.take(m.Invocation)
+        caller.call(proc)
+        e = caller.take(m.Error)
+        assert (e.error, e.args) == ("crossbar.error.max_concurrency_reached", [text])

@@ -123,9 +123,11 @@ class Broker:
                                      [f"session not authorized to publish to topic {topic!r}"]))
             return
         publication = new_id()
-        # The router's own session (meta events, testaments) is always disclosed, as in Crossbar.
+        # The router's own session is disclosed in meta events (not in testaments), as in
+        # Crossbar.
         disclose = ((session.id, session.authid, session.authrole)
-                    if authz.disclose or session.internal else None)
+                    if authz.disclose or (session.internal and topic.startswith("wamp."))
+                    else None)
         if ack:
             # Crossbar answers PUBLISHED before dispatching: a publisher that receives its own
             # event (exclude_me: false) sees the acknowledgement first.

@@ -31,6 +31,16 @@ CANCEL_MODES = ("skip", "kill", "killnowait")
 _CALL = m.Call.MESSAGE_TYPE
 
 
+def _busy_text(reg: Registration) -> str:
+    # Crossbar's words (it has none for random, which it does not limit)
+    n = max(reg.limits.values(), default=0)
+    if reg.invoke in ("single", "first", "last"):
+        return (f"maximum concurrency {n} of callee/endpoint reached "
+                "(on non-shared/single registration)")
+    return (f"maximum concurrency {n} of all callee/endpoints reached "
+            f"(on {'round-robin' if reg.invoke == 'roundrobin' else reg.invoke} registration)")
+
+
 class Invocation:
     """One call in flight: indexed by the caller (CALL.Request) and the callee (INVOCATION.Request)."""
 
@@ -168,8 +178,7 @@ class Dealer:
             return
         callee = self._pick(reg)
         if callee is None:
-            session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY,
-                                 [f"maximum concurrency of every callee of {uri!r} reached"]))
+            session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY, [_busy_text(reg)]))
             return
         if reg.limits:
             reg.busy[callee] = reg.busy.get(callee, 0) + 1
