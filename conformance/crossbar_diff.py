@@ -810,6 +810,24 @@ def meta_subscriptions(r: Run) -> None:
 
 
 @scenario
+def meta_revocation(r: Run) -> None:
+    a, b, w = r.client("a"), r.client("b"), r.client("watcher")
+    sub(r, w, "wamp.subscription.on_unsubscribe")
+    sub(r, w, "wamp.subscription.on_delete")
+    s = sub(r, a, "com.rv")
+    sub(r, b, "com.rv")
+    sid = s.subscription if s else None
+    r.call(w, "wamp.subscription.remove_subscriber", sid, a.session_id)
+    r.call(w, "wamp.subscription.remove_subscriber", sid, b.session_id,
+           reason="com.reason.revoked")
+    r.call(w, "wamp.subscription.remove_subscriber", sid, b.session_id)
+    r.call(w, "wamp.subscription.lookup", "com..z", {"match": "wildcard"})
+    sub(r, a, "com..z", "wildcard")
+    r.call(w, "wamp.subscription.lookup", "com..z", {"match": "wildcard"})
+    r.call(w, "wamp.subscription.match", "com.y.z")
+
+
+@scenario
 def meta_registrations(r: Run) -> None:
     a, b = r.client("a"), r.client("b")
     reg(r, a, "com.r1", invoke="roundrobin")

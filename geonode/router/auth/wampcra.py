@@ -19,7 +19,7 @@ class StaticAuth(PendingAuth):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
         user = self.cfg.get("users", {}).get(msg.authid) if msg.authid else None
         if user is None:
-            return Deny(message="no user with that authid")
+            return Deny(message=f'no principal with authid "{msg.authid}" exists')   # Crossbar's
         return self._challenge(user)
 
     def _challenge(self, user: dict) -> Challenge | Deny:
@@ -43,7 +43,7 @@ class StaticAuth(PendingAuth):
     def authenticate(self, signature, extra):
         if not isinstance(signature, str) or not hmac.compare_digest(
                 signature.encode("ascii", "replace"), self.expected):
-            return Deny(AUTHENTICATION_FAILED, "invalid signature")
+            return Deny(AUTHENTICATION_FAILED, "WAMP-CRA client signature is invalid")
         return Accept(self.user.get("realm", self.realm), self.authid, self.user["role"],
                       self.method, self.provider, self.user.get("extra"))
 
