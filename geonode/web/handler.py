@@ -22,7 +22,12 @@ from typing import Any
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
-from geonode.web.httprules import RequestError, check_field
+from geonode.web.httprules import (
+    RequestError,
+    check_field,
+    check_field_line,
+    field_line,
+)
 from geonode.web.strict import StrictHTTP
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
@@ -60,15 +65,22 @@ class RequestHeaders:
     without a colon, or whitespace inside a field name, makes the request a 400.
     """
 
-    __slots__ = ("_items", "_map", "status")
+    __slots__ = ("_items", "_map", "dups", "status")
 
     def __init__(self, items: list[tuple[str, str]], status: str = "") -> None:
         self._items = items
-        self.status = status
+        self.status = status  # pywsgi checks it; errors are raised as RequestError instead
         first: dict[str, str] = {}
+        dups: set[str] = set()
         for name, value in items:
-            first.setdefault(name.lower(), value)
+            lname = name.lower()
+            if lname in first:
+                dups.add(lname)
+            else:
+                first[lname] = value
         self._map = first
+        #: lower-case names given more than once (framing rules look at them)
+        self.dups = dups
 
     @classmethod
     def parse(cls, rfile: Any) -> RequestHeaders:
@@ -92,21 +104,19 @@ class RequestHeaders:
             if len(items) >= _MAX_HEADERS:
                 raise RequestError(400, f"more than {_MAX_HEADERS} headers")
             text = line.decode("latin-1")
-            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+            m = field_line(text)
+            if m is not None:
+                items.append(m.groups())
+                continue
             if text[0] in " \t":
                 if not items:
                     raise RequestError(400, "continuation line before any header")
                 name, value = items[-1]
-                folded = text.strip(" \t")
+                folded = text.strip(" \t\r\n")
                 check_field(name, folded)
                 items[-1] = (name, f"{value} {folded}")  # obsolete line folding
                 continue
-            name, sep, value = text.partition(":")
-            if not sep:
-                raise RequestError(400, f"invalid header line {text[:60]!r}")
-            value = value.strip(" \t")
-            check_field(name, value)
-            items.append((name, value))
+            check_field_line(text)  # raises with the precise reason
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._map.get(name.lower(), default)
@@ -180,9 +190,7 @@ class Handler(StrictHTTP, WebSocketHandler):
             self.in_request = False
 
     def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
-        headers = RequestHeaders.parse(rfile)
-        self.check_framing(headers)
-        return headers
+        return RequestHeaders.parse(rfile)
 
     def read_requestline(self):
         line = super().read_requestline()
@@ -230,7 +238,8 @@ class Handler(StrictHTTP, WebSocketHandler):
                 pass
             return None
         WSGIHandler.process_result(self)
-        self.check_body_complete()
+        if self._body_left:
+            self.check_body_complete()
         return None
 
     def log_request(self) -> None:
@@ -262,7 +271,12 @@ class Handler(StrictHTTP, WebSocketHandler):
         # less per response and leaves nothing for Nagle/delayed-ACK to hold back.
         if not data or len(data) > _COALESCE_MAX or self.command == "HEAD":
             return super()._write_with_headers(data)
-        data = self.clip_body(data)
+        left = self._body_left
+        if left is not None:
+            if len(data) <= left:
+                self._body_left = left - len(data)
+            else:
+                data = self.clip_body(data)
         self.headers_sent = True
         self.finalize_headers()
         out = bytearray(b"HTTP/1.1 ")

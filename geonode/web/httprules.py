@@ -11,6 +11,7 @@ instead; the handler turns a :class:`RequestError` into a short answer with
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = ["AbsoluteTarget", "RequestError", "check_field", "check_request_line",
            "check_response_headers", "check_status", "framing"]
@@ -23,6 +24,13 @@ _VERSION = re.compile(r"HTTP/([0-9])\.([0-9])\Z")
 _STATUS = re.compile(r"[1-9][0-9][0-9]( [^\x00-\x08\x0a-\x1f\x7f]*)?\Z")
 _DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _ABSOLUTE = re.compile(r"(?i)https?://([^/?#]+)([^#]*)\Z")
+
+
+_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+# App status lines and headers already found valid: apps send the same few again and again.
+GOOD_STATUS: set[str] = set()
+_GOOD_HEADERS: set[tuple[str, str]] = set()
+_GOOD_MAX = 4096
 
 
 class RequestError(ValueError):
@@ -55,16 +63,18 @@ def check_request_line(line: str) -> tuple[str, str, str, AbsoluteTarget | None]
     if len(words) != 3:
         raise RequestError(400, f"malformed request line {line.strip()[:100]!r}")
     method, target, version = words
-    if not _TOKEN.match(method):
+    if method not in _COMMON_METHODS and not _TOKEN.match(method):
         raise RequestError(400, f"invalid method {method[:40]!r}")
-    m = _VERSION.match(version)
-    if m is None or m.group(1) != "1":
-        raise RequestError(400, f"HTTP version not supported: {version[:20]!r}")
-    if m.group(2) not in ("0", "1"):
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        m = _VERSION.match(version)
+        if m is None or m.group(1) != "1":
+            raise RequestError(400, f"HTTP version not supported: {version[:20]!r}")
         version = "HTTP/1.1"
     if _BAD_TARGET.search(target):
         raise RequestError(400, "control character in the request target")
     absolute = None
+    if target[0] == "/":
+        return method, target, version, None
     if target == "*":
         if method != "OPTIONS":
             raise RequestError(400, "'*' is a target for OPTIONS only")
@@ -80,6 +90,21 @@ def check_request_line(line: str) -> tuple[str, str, str, AbsoluteTarget | None]
     return method, target, version, absolute
 
 
+# One well-formed header line (the common case, one regex): token ":" OWS value OWS line end.
+field_line = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+                        r"((?:[^\x00-\x20\x7f][^\x00-\x08\x0a-\x1f\x7f]*?)?)[ \t]*\r?\n\Z").match
+
+
+def check_field_line(line: str) -> None:
+    """Raise the precise :class:`RequestError` for a header line ``field_line`` refused."""
+    line = line[:-2] if line.endswith("\r\n") else line[:-1]
+    name, sep, value = line.partition(":")
+    if not sep:
+        raise RequestError(400, f"invalid header line {line.strip()[:60]!r}")
+    check_field(name, value.strip(" \t"))
+    raise RequestError(400, f"invalid header line {line.strip()[:60]!r}")
+
+
 def check_field(name: str, value: str) -> None:
     """Raise :class:`RequestError` for a request header that is not a token and a clean value."""
     if not _TOKEN.match(name):
@@ -88,56 +113,66 @@ def check_field(name: str, value: str) -> None:
         raise RequestError(400, f"control character in header {name[:60]!r}")
 
 
-def framing(items: list[tuple[str, str]], version: str) -> tuple[int | None, bool]:
+def framing(headers: Any, version: str) -> tuple[int | None, bool]:
     """``(content_length, chunked)`` of a request's body, refusing every ambiguous framing.
 
+    ``headers`` is a ``geonode.web.handler.RequestHeaders`` (``get``, ``items``, ``dups``).
     Content-Length must be one run of ASCII digits, given once. Transfer-Encoding must be
     exactly ``chunked`` (other codings: 501), never next to a Content-Length, never in
     HTTP/1.0. One Host header at most.
     """
-    lengths: list[str] = []
-    codings: list[str] = []
-    hosts = 0
-    for name, value in items:
-        lname = name.lower()
-        if lname == "content-length":
-            lengths.append(value)
-        elif lname == "transfer-encoding":
-            codings += [t.strip().lower() for t in value.split(",")]
-        elif lname == "host":
-            hosts += 1
-    if hosts > 1:
+    dups = headers.dups
+    if dups and "host" in dups:
         raise RequestError(400, "more than one Host header")
-    if codings:
-        if lengths:
+    length = headers.get("content-length")
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        codings = [t.strip().lower() for name, value in headers.items()
+                   if name.lower() == "transfer-encoding" for t in value.split(",")]
+        if length is not None:
             raise RequestError(400, "both Content-Length and Transfer-Encoding")
         if version == "HTTP/1.0":
             raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request")
         if codings != ["chunked"]:
             if codings[-1] != "chunked" or codings.count("chunked") > 1:
-                raise RequestError(400, "chunked is not the last transfer coding, or not the only chunked")
+                raise RequestError(400, "chunked is not the last transfer coding, or not the "
+                                        "only chunked")
             raise RequestError(501, f"transfer coding not supported: {', '.join(codings)}")
         return None, True
-    if not lengths:
+    if length is None:
         return None, False
-    if len(lengths) > 1:
+    if dups and "content-length" in dups:
         raise RequestError(400, "more than one Content-Length")
-    if not _DIGITS.match(lengths[0]):
-        raise RequestError(400, f"invalid Content-Length {lengths[0][:30]!r}")
-    return int(lengths[0]), False
+    if not _DIGITS.match(length):
+        raise RequestError(400, f"invalid Content-Length {length[:30]!r}")
+    return int(length), False
 
 
 def check_status(status: str) -> None:
     """A WSGI app's status: three digits (100-999 grammar, 1xx refused: WSGI cannot send
     interim responses) and a reason without control characters."""
+    if type(status) is str and status in GOOD_STATUS:
+        return
     if not isinstance(status, str) or not _STATUS.match(status) or status[0] == "1":
         raise ValueError(f"invalid status line from the application: {status!r}")
+    if len(GOOD_STATUS) < _GOOD_MAX:
+        GOOD_STATUS.add(status)
 
 
 def check_response_headers(headers: list[tuple[str, str]]) -> None:
     """A WSGI app's headers: token names, clean values, a digits-only Content-Length, and no
     Transfer-Encoding (hop-by-hop, PEP 3333: framing is the server's)."""
-    for name, value in headers:
+    good = _GOOD_HEADERS
+    for header in headers:
+        if type(header) is tuple:
+            name, value = header
+            if type(value) is str:
+                if header in good:
+                    continue
+                if name == "Content-Length" and value.isdigit() and value.isascii():
+                    continue
+        else:
+            name, value = header
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ValueError(f"invalid response header name from the application: {name!r}")
         if not isinstance(value, str) or _BAD_VALUE.search(value):
@@ -148,3 +183,6 @@ def check_response_headers(headers: list[tuple[str, str]]) -> None:
         if lname == "transfer-encoding":
             raise ValueError("the application set Transfer-Encoding (hop-by-hop; the server "
                              "frames the body)")
+        if (len(good) < _GOOD_MAX and type(header) is tuple and lname != "content-length"
+                and lname != "date"):
+            good.add((name, value))  # (lengths and dates vary per response: not worth keeping)

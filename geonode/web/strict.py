@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +26,7 @@ from gevent import Timeout
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
 
 from geonode.web.httprules import (
+    GOOD_STATUS,
     RequestError,
     check_request_line,
     check_response_headers,
@@ -67,11 +67,13 @@ class _NoDrainOnClose:
         self.input = inp
 
     def _discard(self) -> None:
-        if not self.handler.close_connection:
-            self.input._discard()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.input, name)
+        inp = self.input
+        if inp._chunked_input_error:
+            # An app read a broken chunked body (greenlet mode): where the next request
+            # would start is unknown.
+            self.handler.close_connection = True
+        elif not self.handler.close_connection:
+            inp._discard()
 
 
 class StrictHTTP(WSGIHandler):
@@ -81,67 +83,88 @@ class StrictHTTP(WSGIHandler):
     _absolute_host: str | None = None
     _body_left: int | None = None
 
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        super().__init__(sock, address, server, rfile)
+        # Once per connection (WebServer has it; gunicorn's server does not).
+        self._client_timeout = getattr(server, "client_timeout", None)
+
     # ---- request --------------------------------------------------------------------
     def _head_clock(self, what: str) -> Any:
         """A Timeout for the rest of the request head, or nothing without ``client_timeout``."""
-        if self._head_deadline is None:
-            return nullcontext()
         left = max(self._head_deadline - time.monotonic(), 0.001)
         return Timeout(left, TimeoutError(f"request {what} not complete within "
                                             f"client_timeout"))
 
     def read_requestline(self) -> str:
         rfile = self.rfile
-        self._head_deadline = None
-        timeout = getattr(self.server, "client_timeout", None)
-        if timeout:
-            # The idle wait is the socket timeout's; the head clock starts at its first byte.
-            rfile.peek(1)
-            self._head_deadline = time.monotonic() + timeout
+        timeout = self._client_timeout
+        if not timeout:
+            self._head_deadline = None
+            return self._read_requestline(rfile)
+        # The idle wait is the socket timeout's; the head clock starts at its first byte.
+        rfile.peek(1)
+        self._head_deadline = time.monotonic() + timeout
         with self._head_clock("line"):
+            return self._read_requestline(rfile)
+
+    @staticmethod
+    def _read_requestline(rfile: Any) -> str:
+        line = rfile.readline(MAX_REQUEST_LINE)
+        skipped = 0
+        while (line == b"\r\n" or line == b"\n") and skipped < _MAX_EMPTY_LINES:
             line = rfile.readline(MAX_REQUEST_LINE)
-            for _ in range(_MAX_EMPTY_LINES):
-                if line not in (b"\r\n", b"\n"):
-                    break
-                line = rfile.readline(MAX_REQUEST_LINE)
+            skipped += 1
         return line.decode("latin-1")
 
     def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi's ``read_request``, parsing once with ``httprules`` (its own checks let
+        ``HTTP/1.1.1``, ``Content-Length: +5`` and ``Transfer-Encoding: gzip`` through)."""
         method, target, version, absolute = check_request_line(raw_requestline)
+        self.requestline = raw_requestline.rstrip()
+        self.command, self.path, self.request_version = method, target, version
         self._absolute_host = absolute.host if absolute is not None else None
         if target == "*":
             raise _OptionsStar(200, "OPTIONS *")
-        try:
-            with self._head_clock("headers"):
-                ok = super().read_request(f"{method} {target} {version}")
-        except TimeoutError as e:
-            raise RequestError(408, str(e)) from None
-        # pywsgi compares the whole Connection value; it is a token list.
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if version == "HTTP/1.1":
-            self.close_connection = "close" in tokens
+        if self._head_deadline is None:
+            headers = self.MessageClass(self.rfile, 0)
         else:
-            self.close_connection = "keep-alive" not in tokens
-        return ok
-
-    def check_framing(self, headers: Any) -> None:
-        """Called with the parsed headers, before pywsgi reads Content-Length."""
-        framing(headers.items(), self.request_version)
+            try:
+                with self._head_clock("headers"):
+                    headers = self.MessageClass(self.rfile, 0)
+            except TimeoutError as e:
+                raise RequestError(408, str(e)) from None
+        self.headers = headers
+        length, _ = framing(headers, version)
+        if length and method == "HEAD":
+            raise RequestError(400, "HEAD request with a body")
+        self.content_length = length
+        conn = headers.get("connection")
+        if conn is None:
+            self.close_connection = version == "HTTP/1.0"
+        else:
+            # A token list ("keep-alive, Upgrade"), not one word as pywsgi compares it.
+            tokens = {t.strip().lower() for t in conn.split(",")}
+            if version == "HTTP/1.1":
+                self.close_connection = "close" in tokens
+            else:
+                self.close_connection = "keep-alive" not in tokens
+        return True
 
     def get_environ(self) -> dict:
         env = super().get_environ()
         if self._absolute_host is not None:
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
             env["HTTP_HOST"] = self._absolute_host
-        env["geonode.client_timeout"] = getattr(self.server, "client_timeout", None)
+        env["geonode.client_timeout"] = self._client_timeout
         inp = self.wsgi_input
-        if env["wsgi.input"] is not inp and (inp.content_length or inp.chunked_input):
-            # pywsgi hands an upgrade request the raw socket file, body framing and all, yet
-            # still drains the body afterwards: a POST with "Connection: Upgrade" got its
-            # chunks raw and the next request's first bytes eaten. A body is read as a body.
-            env["wsgi.input"] = inp
-            env["wsgi.input_terminated"] = True
-        self.wsgi_input = _NoDrainOnClose(self, inp)
+        if inp.content_length or inp.chunked_input:
+            if env["wsgi.input"] is not inp:
+                # pywsgi hands an upgrade request the raw socket file, body framing and all,
+                # yet still drains the body afterwards: a POST with "Connection: Upgrade" got
+                # its chunks raw and the next request's first bytes eaten.
+                env["wsgi.input"] = inp
+                env["wsgi.input_terminated"] = True
+            self.wsgi_input = _NoDrainOnClose(self, inp)
         return env
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
@@ -155,18 +178,12 @@ class StrictHTTP(WSGIHandler):
         self.log_error("(from %s) %s %s", self.client_address, status, reason)
         return str(status), _answer(status, reason)
 
-    def handle_one_response(self) -> None:
-        super().handle_one_response()
-        if getattr(self.wsgi_input, "_chunked_input_error", False):
-            # An app read a broken chunked body (greenlet mode): where the next request would
-            # start is unknown.
-            self.close_connection = True
-
     # ---- response -------------------------------------------------------------------
     def checked_start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         """pywsgi's start_response after the checks of ``httprules`` (ValueError: a 500)."""
         if not (exc_info and self.headers_sent):
-            check_status(status)
+            if status not in GOOD_STATUS:
+                check_status(status)
             check_response_headers(headers)
         write = WSGIHandler.start_response(self, status, headers, exc_info)
         length = self.provided_content_length
@@ -200,7 +217,12 @@ class StrictHTTP(WSGIHandler):
             self.close_connection = True
 
     def _write(self, data: bytes) -> None:
-        data = self.clip_body(data)
+        left = self._body_left
+        if left is not None:
+            if len(data) <= left:
+                self._body_left = left - len(data)
+            else:
+                data = self.clip_body(data)
         if data:
             super()._write(data)
 
@@ -212,12 +234,12 @@ class StrictHTTP(WSGIHandler):
                 and not any(h.lower() == b"content-length" for h, _ in self.response_headers)):
             # No length and no chunked in HTTP/1.0: the close is the body's end.
             self._close_after_response()
-        inp = getattr(self.wsgi_input, "input", None)
-        if getattr(inp, "socket", None) is not None and (inp.content_length or inp.chunked_input):
+        inp = self.wsgi_input
+        if type(inp) is _NoDrainOnClose and inp.input.socket is not None:
             # "Expect: 100-continue" and the answer came before the body was asked for: the
             # client holds its body back (or sends it anyway), so whatever comes next is not
             # a request line we can trust. RFC 9110 10.1.1: say so and close; no late 100.
-            inp.socket = None
+            inp.input.socket = None
             self._close_after_response()
 
     def _close_after_response(self) -> None:
