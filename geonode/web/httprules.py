@@ -90,21 +90,6 @@ def check_request_line(line: str) -> tuple[str, str, str, AbsoluteTarget | None]
     return method, target, version, absolute
 
 
-# One well-formed header line (the common case, one regex): token ":" OWS value OWS line end.
-field_line = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
-                        r"((?:[^\x00-\x20\x7f][^\x00-\x08\x0a-\x1f\x7f]*?)?)[ \t]*\r?\n\Z").match
-
-
-def check_field_line(line: str) -> None:
-    """Raise the precise :class:`RequestError` for a header line ``field_line`` refused."""
-    line = line[:-2] if line.endswith("\r\n") else line[:-1]
-    name, sep, value = line.partition(":")
-    if not sep:
-        raise RequestError(400, f"invalid header line {line.strip()[:60]!r}")
-    check_field(name, value.strip(" \t"))
-    raise RequestError(400, f"invalid header line {line.strip()[:60]!r}")
-
-
 def check_field(name: str, value: str) -> None:
     """Raise :class:`RequestError` for a request header that is not a token and a clean value."""
     if not _TOKEN.match(name):

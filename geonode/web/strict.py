@@ -100,16 +100,18 @@ class StrictHTTP(WSGIHandler):
         timeout = self._client_timeout
         if not timeout:
             self._head_deadline = None
-            return self._read_requestline(rfile)
+            line = rfile.readline(MAX_REQUEST_LINE)
+            if line == b"\r\n" or line == b"\n":
+                return self._read_requestline(rfile, line)
+            return line.decode("latin-1")
         # The idle wait is the socket timeout's; the head clock starts at its first byte.
         rfile.peek(1)
         self._head_deadline = time.monotonic() + timeout
         with self._head_clock("line"):
-            return self._read_requestline(rfile)
+            return self._read_requestline(rfile, rfile.readline(MAX_REQUEST_LINE))
 
     @staticmethod
-    def _read_requestline(rfile: Any) -> str:
-        line = rfile.readline(MAX_REQUEST_LINE)
+    def _read_requestline(rfile: Any, line: bytes) -> str:
         skipped = 0
         while (line == b"\r\n" or line == b"\n") and skipped < _MAX_EMPTY_LINES:
             line = rfile.readline(MAX_REQUEST_LINE)
