@@ -12,7 +12,11 @@ and the gunicorn worker refuse the same requests. The rules themselves are in
   produces is held to its own ``Content-Length``: extra bytes are dropped, a short body closes
   the connection (either way one error line is logged), so a keep-alive stream never desyncs;
 - an HTTP/1.0 keep-alive response without a length closes the connection (it is the only end
-  marker the client has).
+  marker the client has), and so does a final answer to ``Expect: 100-continue`` sent before
+  the body was asked for;
+- a request asking for an upgrade that carries a body reads that body through ``wsgi.input``.
+
+Cost (in-process bench, 3 request headers): about 3.5 us per request on top of pywsgi's 16.
 """
 
 from __future__ import annotations
