@@ -24,7 +24,7 @@ from geonode.web.handler import Handler
 from geonode.web.listeners import tcp_listener, tls_context, unix_listener
 from geonode.web.shutdown import Connections
 
-__all__ = ["ServerHandler", "WebServer"]
+__all__ = ["WebServer"]
 
 log = logging.getLogger("geonode.web")
 
@@ -49,14 +49,10 @@ class _ErrorLog:
         pass
 
 
-# The name older code imports; the connection tracking it once did is the Handler's now.
-ServerHandler = Handler
-
-
 class WebServer(pywsgi.WSGIServer):
     """A WSGI server for one web transport endpoint."""
 
-    handler_class = ServerHandler
+    handler_class = Handler
 
     def __init__(self, endpoint: dict, app: Callable, *, config_dir: Path, json_path: str,
                  client_timeout: float | None = None) -> None:
