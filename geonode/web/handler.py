@@ -274,12 +274,7 @@ class Handler(StrictHTTP, WebSocketHandler):
         # less per response and leaves nothing for Nagle/delayed-ACK to hold back.
         if not data or len(data) > _COALESCE_MAX or self.command == "HEAD":
             return super()._write_with_headers(data)
-        left = self._body_left
-        if left is not None:
-            if len(data) <= left:
-                self._body_left = left - len(data)
-            else:
-                data = self.clip_body(data)
+        data = self.clip_body(data)
         self.headers_sent = True
         self.finalize_headers()
         out = bytearray(b"HTTP/1.1 ")

@@ -223,12 +223,7 @@ class StrictHTTP(WSGIHandler):
             self.close_connection = True
 
     def _write(self, data: bytes) -> None:
-        left = self._body_left
-        if left is not None:
-            if len(data) <= left:
-                self._body_left = left - len(data)
-            else:
-                data = self.clip_body(data)
+        data = self.clip_body(data)
         if data:
             super()._write(data)
 
