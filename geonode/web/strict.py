@@ -87,10 +87,15 @@ class StrictHTTP(WSGIHandler):
     _absolute_host: str | None = None
     _body_left: int | None = None
 
-    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
-        super().__init__(sock, address, server, rfile)
-        # Once per connection (WebServer has it; gunicorn's server does not).
-        self._client_timeout = getattr(server, "client_timeout", None)
+    # State lives in class defaults and is written to the instance only when it differs:
+    # CPython shares one key table between instances of up to 30 attributes, and pywsgi's
+    # handler already has 27 by the time a WebSocket is upgraded. Three more made every idle
+    # WebSocket's handler dict a private one, 1.3 KiB bigger.
+
+    @property
+    def _client_timeout(self) -> float | None:
+        # WebServer has the option; gunicorn's server does not.
+        return getattr(self.server, "client_timeout", None)
 
     # ---- request --------------------------------------------------------------------
     def _head_clock(self, what: str) -> Any:
@@ -103,7 +108,7 @@ class StrictHTTP(WSGIHandler):
         rfile = self.rfile
         timeout = self._client_timeout
         if not timeout:
-            self._head_deadline = None
+            # (_head_deadline stays the class's None: a server's client_timeout never changes)
             line = rfile.readline(MAX_REQUEST_LINE)
             if line == b"\r\n" or line == b"\n":
                 return self._read_requestline(rfile, line)
@@ -128,7 +133,10 @@ class StrictHTTP(WSGIHandler):
         method, target, version, absolute = check_request_line(raw_requestline)
         self.requestline = raw_requestline.rstrip()
         self.command, self.path, self.request_version = method, target, version
-        self._absolute_host = absolute.host if absolute is not None else None
+        if absolute is not None:
+            self._absolute_host = absolute.host
+        elif self._absolute_host is not None:
+            self._absolute_host = None
         if target == "*":
             raise _OptionsStar(200, "OPTIONS *")
         if self._head_deadline is None:
