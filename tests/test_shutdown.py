@@ -149,11 +149,16 @@ def slow_request(tmp: Path, port: int, result: dict, ca: str | None = None,
 
     th = threading.Thread(target=run)
     th.start()
+    wait_started(marker)
+    return th
+
+
+def wait_started(marker: Path) -> None:
+    """Wait until the slow view has written its marker file (it is sleeping now)."""
     deadline = time.monotonic() + 10
     while not marker.exists():
         assert time.monotonic() < deadline, "the slow view never started"
         time.sleep(0.01)
-    return th
 
 
 def wait_log(tmp: Path, text: str, timeout: float = 5.0) -> None:
@@ -208,6 +213,29 @@ def test_node_http_stop(tmp_path, procs, tls):
     check_http_stop(tmp_path, proc, port, proc.pid, ca)
     log = (tmp_path / "node.log").read_text()
     assert "stopped" in log and "Traceback" not in log, log
+
+
+def test_node_http10_keepalive_answer_during_stop_says_close(tmp_path, procs):
+    """An HTTP/1.0 keep-alive request in flight at SIGTERM: its answer says Connection: close
+    (not the keep-alive it would get otherwise), then the connection closes."""
+    port = free_port()
+    proc = start_node(tmp_path, node_config(port))
+    procs.append(proc)
+    wait_port(port, proc)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /slow?0.3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    wait_started(tmp_path / "slow-started")
+    proc.send_signal(signal.SIGTERM)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0].startswith(b"http/1.1 200"), head
+    assert b"connection: close" in lines and not any(b"keep-alive" in h for h in lines), head
+    assert body.startswith(b"slow answer")
+    assert proc.wait(5) == 0
 
 
 def test_gunicorn_http_stop(tmp_path, procs):

@@ -253,13 +253,11 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     def finalize_headers(self) -> None:
         super().finalize_headers()
-        if (self.server.closed and not self.close_connection and not self.websocket_upgraded
-                and self.request_version != "HTTP/1.0"):
+        if self.server.closed and not self.close_connection and not self.websocket_upgraded:
             # Graceful stop: tell the client this response is the connection's last (RFC 9112
-            # 9.6), so it does not send its next request into a closing connection. (HTTP/1.0
-            # got its Connection header in start_response; handle_one_response closes it.)
-            self.close_connection = True
-            self.response_headers.append((b"Connection", b"close"))
+            # 9.6), so it does not send its next request into a closing connection (an
+            # HTTP/1.0 keep-alive answer loses the "keep-alive" pywsgi gave it).
+            self._close_after_response()
         if self.command == "HEAD":
             # The headers describe the GET body; no body (and no terminating chunk) follows.
             self.response_use_chunked = False
