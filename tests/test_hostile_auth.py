@@ -101,8 +101,8 @@ def fast_node(start_module_node):
 
 @pytest.fixture(scope="module")
 def slow_node(start_module_node):
-    """Penalties large enough that "answered at once" and "answered late" are far apart."""
-    return start_module_node(config({"delay": 1.0, "max_delay": 2.0,
+    """Every failure held 2 s: "answered at once" and "answered late" are far apart."""
+    return start_module_node(config({"delay": 2.0, "max_delay": 2.0,
                                      "max_pending_per_address": 4,
                                      "max_pending_per_authid": 4}),
                              files={"dynauth.py": DYNAUTH})
@@ -281,8 +281,8 @@ def test_parallel_guesses_from_one_address_are_bounded(node):
 
 
 def test_an_address_with_failures_in_flight_is_refused_even_the_right_ticket(slow_node):
-    """Per address means per address: while its 4 failures wait (1-2 s), its right ticket
-    is refused unexamined too; another address is not."""
+    """Per address means per address: while its 4 failures wait (2 s), its right ticket is
+    refused unexamined too; another address is not."""
     clients, answers = burst(slow_node.port, "127.0.0.22", "bob", 6)
     wait_for(lambda: len(answers) == 2)          # the 2 refused unexamined: all decided
     assert all(a[1] == THROTTLED for a in answers), answers
@@ -299,7 +299,7 @@ def test_sequential_guesses_slow_down_exponentially_up_to_the_cap(fast_node):
     times = [ticket_login(fast_node.port, "seq", "guess", "127.0.0.30")[1] for _ in range(5)]
     for t, want in zip(times, (0.05, 0.1, 0.2, 0.4, 0.4), strict=True):
         assert want * 0.9 <= t < want + 2.5, times
-    # a success is never delayed, and clears the authid's count (not the address's)
+    # a success is never delayed
     ok, t = ticket_login(fast_node.port, "seq", "seq-secret", "127.0.0.31")
     assert ok[0] == 2 and t < 2.5
 
@@ -307,27 +307,30 @@ def test_sequential_guesses_slow_down_exponentially_up_to_the_cap(fast_node):
 def test_a_guesser_that_hangs_up_gains_nothing(fast_node):
     """A guesser that sends its ticket and hangs up at once (it reads failure from the missing
     WELCOME): the answers it does not wait for still hold its address back, so in one second
-    only a few guesses are examined (main: hundreds)."""
-    examined = refused = 0
+    only a few guesses are examined (main: hundreds). Counted in the node's log, where each
+    examined ticket leaves a line (the guesser cannot tell)."""
+    attempts = refused = 0
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         c = Wamp(fast_node.port, "ticket", "127.0.0.32")
         ans = c.hello(["ticket"], "eve")
+        attempts += 1
         if ans[0] == 4:
             c.send([5, "guess", {}])
-            examined += 1
         else:
             assert abort_of(ans)[1] == THROTTLED
             refused += 1
         c.drop()
+    examined = sum(1 for line in fast_node.log().splitlines()
+                   if "(tcp4:127.0.0.32:" in line and INVALID_TICKET in line)
     # 4 at once, then one each time a held answer (0.05 .. 0.4 s) comes due: ~15
-    assert examined <= 24 and refused >= 1, (examined, refused)
+    assert 4 <= examined <= 24 and refused >= 1, (examined, refused, attempts)
 
 
 def test_distributed_guessing_does_not_slow_the_legitimate_user(slow_node):
     """Many addresses guess one authid: once it has 4 failures in flight, an address with a
     failure of its own in flight is refused unexamined, while the user's own address is
-    examined and its right ticket answered at once (the failures wait 1-2 s)."""
+    examined and its right ticket answered at once (the failures wait 2 s)."""
     guessers = [f"127.0.0.{i}" for i in range(40, 48)]
     pending = []
     for src in guessers:                  # one guess each: all examined, answers held back
@@ -336,7 +339,7 @@ def test_distributed_guessing_does_not_slow_the_legitimate_user(slow_node):
         c.send([5, "guess", {}])
         pending.append(c)
     # each guesser tries again while its first answer is held: refused unexamined
-    for src in guessers[:3]:
+    for src in guessers[-3:]:
         assert abort_of(ticket_login(slow_node.port, "dist", "guess", src)[0])[1] == THROTTLED
     # the legitimate user, from an address without failures: answered at once
     t0 = time.monotonic()
@@ -346,7 +349,7 @@ def test_distributed_guessing_does_not_slow_the_legitimate_user(slow_node):
     # the held failure answers do come, later
     for c in pending:
         assert abort_of(c.recv())[1] == INVALID_TICKET
-        assert time.monotonic() - c.sent_at >= 0.9
+        assert time.monotonic() - c.sent_at >= 1.8
         c.drop()
 
 

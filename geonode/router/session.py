@@ -360,8 +360,6 @@ class RouterSession:
             self.state = AUTHENTICATING
             self.peer.send(m.Challenge(answer.method, answer.extra))
         elif isinstance(answer, Accept):
-            if pending.checks_credentials:
-                self.router.auth_throttle.succeeded(hello.authid)
             self._accept(answer, hello)
         else:
             assert isinstance(answer, Deny)

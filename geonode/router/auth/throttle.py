@@ -5,10 +5,10 @@ The rules (docs/security.md "Authentication" has the reasoning):
 - A failed attempt (wrong ticket or signature, unknown authid or key, an authenticator's
   refusal) is answered after ``delay * 2**(n-1)`` seconds, at most ``max_delay``, where ``n``
   counts the recent failures of the peer's address or of the authid, whichever is larger.
-  A success is never delayed, and it clears the authid's count (only the secret's holder can
-  cause it). The address's count is not cleared by a success: one valid account must not
-  launder an address that guesses at others. Counts are forgotten ``forget_after`` seconds
-  after their last failure.
+  A success is never delayed, and clears no count: the address's must not be laundered by
+  one valid account while it guesses at others, and the authid's must not tell a prober
+  when its owner logged in (and so that it exists). Counts are forgotten ``forget_after``
+  seconds after their last failure.
 - While an answer is delayed the attempt stays "in flight" for its address and its authid,
   even if the client hung up: a guesser learns a failure from the missing WELCOME long before
   the ABORT, so what slows it is that it may not try again yet. An address with
@@ -168,12 +168,6 @@ class AuthThrottle:
         for rec, bound in recs:
             rec.hold(now + delay, bound)
         return delay
-
-    def succeeded(self, authid: Any) -> None:
-        key = _authid_key(authid)
-        rec = self._authids.get(key) if key is not None else None
-        if rec is not None:
-            rec.failures = 0   # its in-flight answers stay: they still hold back their senders
 
     def sizes(self) -> tuple[int, int]:
         """(addresses, authids) remembered: for tests and the memory bound."""
