@@ -968,6 +968,8 @@ KNOWN = [
     ("auth_welcome", r".*WELCOME$", "geonode also announces call_timeout and event_history"),
     ("auth_failures", r"wrong ticket$", "spec's authentication_failed (Crossbar: not_authorized)"),
     ("auth_failures", r"unknown authmethod only$", "message text only"),
+    ("auth_failures", r"unknown authid$",
+     "an unknown authid is challenged and fails like a wrong ticket (Crossbar names it)"),
     ("auth_goodbye|meta_testament", r".*GOODBYE$", "GOODBYE answered with goodbye_and_out (spec)"),
     ("ps_black_white", r"eligible=\[\]", "an empty whitelist reaches nobody"),
     ("ps_retained", r".*prefix.*get_retained", "retained events for pattern subscriptions"),

@@ -6,6 +6,8 @@ so what the tests see is what a real client would receive.
 
 from __future__ import annotations
 
+import time
+
 import txaio
 
 txaio.use_asyncio()
@@ -78,10 +80,10 @@ class Client:
     def messages(self):
         return self.peer.messages
 
-    def take(self, cls=None):
-        for _ in range(50):
-            if self.peer.messages:
-                break
+    def take(self, cls=None, timeout: float = 5.0):
+        # a deadline, not a count: a failed authentication is answered late (auth throttle)
+        deadline = time.monotonic() + timeout
+        while not self.peer.messages and time.monotonic() < deadline:
             gevent.sleep(0.001)
         assert self.peer.messages, f"no message (wanted {cls.__name__ if cls else 'any'})"
         msg = self.peer.messages.pop(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from geonode import wamp
-from geonode.bridge.common import BridgeService, json_body, wamp_request
+from geonode.bridge.common import BridgeService, json_body, not_json, wamp_request
 
 
 class Caller(BridgeService):
@@ -24,8 +24,11 @@ class Caller(BridgeService):
                                                           timeout=self.timeout)
         except wamp.ApplicationError as e:
             return self.wamp_error(e)
-        return 200, json_body({"args": res_args, "kwargs": res_kwargs}), \
-            "application/json; charset=UTF-8"
+        try:
+            body = json_body({"args": res_args, "kwargs": res_kwargs})
+        except (TypeError, ValueError) as e:   # a binary or NaN result
+            return 200, not_json("result", e), "application/json; charset=UTF-8"
+        return 200, body, "application/json; charset=UTF-8"
 
 
 def build(cfg: dict, ctx: Any) -> Caller:

@@ -7,7 +7,8 @@ Status codes (Crossbar's, with geonode's choices marked *):
 - OPTIONS → 200 with ``Allow`` and CORS headers; methods other than POST/PUT/OPTIONS → 405.
 - ``require_ip`` (CIDR list) or ``require_tls`` not met → 403 * (Crossbar answers 400).
 - Content-Type other than application/json, a charset other than UTF-8, a body that is not
-  UTF-8, not JSON or not a JSON object, a missing signature field → 400.
+  UTF-8, not JSON (``NaN``/``Infinity`` included: Python's json takes them, JSON does not) or
+  not a JSON object, nested deeper than ``MAX_DEPTH``, a missing signature field → 400.
 - Body over ``post_body_limit`` (default and maximum 1 MiB *; Crossbar: unlimited) → 413.
 - Wrong key or signature, timestamp outside ``timestamp_delta_limit`` → 401 * (Crossbar: 400
   for the timestamp).
@@ -21,15 +22,21 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qs
 
 from geonode import wamp
 from geonode.bridge import signing
+from geonode.transport.websocket import INVALID_PAYLOAD
 
 log = logging.getLogger("geonode.bridge")
 
 MAX_BODY = 1024 * 1024
+# Nesting levels a request body may have (serde_json's default is 128 too). Deeper bodies are
+# nobody's real data; past ~1000 Python's parser and encoders raise RecursionError, and a
+# payload between the two would be refused by some subscribers' serializers but not others.
+MAX_DEPTH = 128
 _READ = 65536
 _STATUS = {200: "200 OK", 202: "202 Accepted", 400: "400 Bad Request", 401: "401 Unauthorized",
            403: "403 Forbidden", 405: "405 Method Not Allowed", 413: "413 Payload Too Large",
@@ -46,8 +53,49 @@ class Deny(Exception):
         self.message = message
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def parse_json(text: str) -> Any:
+    """A request body as JSON, strictly: no NaN/Infinity, at most ``MAX_DEPTH`` levels (Deny
+    400 otherwise). The depth is only walked when the body has more brackets than that."""
+    try:
+        value = _decode(text)
+    except RecursionError:
+        raise Deny(400, f"request body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:
+        raise Deny(400, f"request body is not valid JSON: {e}") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+        raise Deny(400, f"request body is nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has more than ``limit`` levels of lists/objects: level by level, no
+    recursion, each container's children looked at once (at worst about one more parse's
+    time, for a body of many small containers; only run for bodies with many brackets)."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        children = chain.from_iterable(c.values() if c.__class__ is dict else c for c in level)
+        level = [v for v in children if v.__class__ in _CONTAINERS]
+    return False
+
+
+_CONTAINERS = frozenset((list, dict))
+
+
 def json_body(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Raises ValueError for NaN/Infinity (a msgpack/CBOR callee's result): they are not JSON."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
 
 
 def error_body(message: str, args: list | None = None, kwargs: dict | None = None) -> bytes:
@@ -85,6 +133,9 @@ class BridgeService:
         limit = int(opts.get("post_body_limit", 0) or 0)
         self.body_limit = min(limit, MAX_BODY) if limit else MAX_BODY
         self.delta_limit = float(opts.get("timestamp_delta_limit", 300))
+        # each signed request is accepted once (signing.py: Crossbar accepts replays)
+        self.replay_guard = (signing.replay_guard(self.key, self.secret, self.delta_limit)
+                             if self.secret else None)
         self.require_tls = bool(opts.get("require_tls", False))
         self.require_ip = [ipaddress.ip_network(n, strict=False)
                            for n in opts.get("require_ip", []) or []]
@@ -192,7 +243,8 @@ class BridgeService:
             query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""),
                                                   keep_blank_values=True).items()}
             try:
-                signing.verify(query, body, self.key, self.secret, self.delta_limit)
+                signing.verify(query, body, self.key, self.secret, self.delta_limit,
+                               self.replay_guard)
             except signing.SignatureError as e:
                 raise Deny(e.status, e.message) from None
         try:
@@ -201,10 +253,7 @@ class BridgeService:
             raise Deny(400, "request body is not UTF-8") from None
         if not self.decode_json:
             return self.process(environ, text)
-        try:
-            event = json.loads(text)
-        except ValueError as e:
-            raise Deny(400, f"request body is not valid JSON: {e}") from None
+        event = parse_json(text)
         if not isinstance(event, dict):
             raise Deny(400, "request body is valid JSON but not a JSON object")
         return self.process(environ, event)
@@ -226,8 +275,17 @@ class BridgeService:
             status = 504
         elif e.error == wamp.NO_ROUTER:
             status = 503
-        return status, error_body(e.error, list(e.args), e.kwargs or {}), \
-            "application/json; charset=UTF-8"
+        try:
+            body = error_body(e.error, list(e.args), e.kwargs or {})
+        except (TypeError, ValueError) as x:
+            body = not_json("error", x)
+        return status, body, "application/json; charset=UTF-8"
+
+
+def not_json(what: str, e: Exception) -> bytes:
+    """The reply for a WAMP payload with no JSON form (binary, NaN: a msgpack/CBOR peer's),
+    as a WAMP JSON client would get it (transport/websocket.py)."""
+    return error_body(INVALID_PAYLOAD, [f"{what} cannot be encoded as JSON: {e}"])
 
 
 def wamp_request(event: dict, key: str) -> tuple[str, list | None, dict | None]:

@@ -64,8 +64,9 @@ class MessageForwarder:
         while True:
             url, args, kwargs = self.queue.get()
             try:
+                # allow_nan=False: NaN/Infinity (from a msgpack/CBOR publisher) are not JSON
                 body = json.dumps({"args": list(args), "kwargs": kwargs}, separators=(",", ":"),
-                                  ensure_ascii=False).encode("utf-8")
+                                  ensure_ascii=False, allow_nan=False).encode("utf-8")
             except (TypeError, ValueError) as e:
                 # e.g. a binary payload: that event is lost, never this worker
                 self.failed += 1

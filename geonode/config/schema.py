@@ -337,6 +337,17 @@ WORKER_OPTIONS = obj({
     "cpu_affinity": {"type": "array", "items": INT}, "expose_controller": BOOL,
     "expose_shared": BOOL, "disabled": {"type": ["boolean", "string"]}, "extra": _ANY,
     "python": STR,
+    # geonode: failed authentications slowed per address and authid (router/auth/throttle.py,
+    # where the defaults and their reasons are; docs/security.md)
+    "auth_throttle": obj({
+        "delay": {"type": "number", "minimum": 0, "maximum": 3600},
+        "max_delay": {"type": "number", "minimum": 0, "maximum": 3600},
+        "max_pending_per_address": {"type": "integer", "minimum": 1},
+        "max_pending_per_authid": {"type": "integer", "minimum": 1},
+        "forget_after": {"type": "number", "exclusiveMinimum": 0},
+        "max_addresses": {"type": "integer", "minimum": 1},
+        "max_authids": {"type": "integer", "minimum": 1},
+    }),
 })
 
 ROUTER_WORKER = obj({

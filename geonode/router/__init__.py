@@ -14,6 +14,7 @@ import txaio
 
 txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializers load
 
+from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
 from geonode.router.session import RouterSession, install_handlers  # noqa: E402
 
@@ -33,6 +34,9 @@ class Router:
         for cfg in worker_cfg.get("realms", []) or []:
             self.realms[cfg["name"]] = Realm(self, cfg)
         self.sessions: set[RouterSession] = set()
+        # failed authentications of every transport of this router (auth/throttle.py)
+        self.auth_throttle = AuthThrottle(ThrottleConfig.from_options(
+            (worker_cfg.get("options") or {}).get("auth_throttle")))
 
     def attach(self, peer: Any, auth_config: dict | None = None,
                auth: dict | None = None) -> RouterSession:

@@ -19,6 +19,7 @@ import gevent
 from autobahn.wamp import message as m
 
 from geonode.router.auth import (
+    AUTHENTICATION_FAILED,
     METHODS,
     NO_AUTH_METHOD,
     NO_SUCH_REALM,
@@ -29,6 +30,7 @@ from geonode.router.auth import (
     PendingAuth,
     pending_auth,
 )
+from geonode.router.auth.throttle import address_key
 from geonode.router.state import new_id
 
 log = logging.getLogger("geonode.router")
@@ -272,6 +274,28 @@ class RouterSession:
         self.state = ESTABLISHING
         self._close_transport()
 
+    def _abort_later(self, delay: float, reason: str, message: str) -> None:
+        """A failed authentication: ABORT after ``delay`` (a hub timer; nothing waits). The
+        session reads nothing meanwhile but the client's own ABORT/GOODBYE, which closes it."""
+        if delay <= 0:
+            self._abort(reason, message)
+            return
+        log.info("session %s (%s): ABORT %s %s (answered in %.2f s: failed authentication)",
+                 self.pending_id, self.transport_details.get("peer", "?"), reason, message,
+                 delay)
+        self._pending = None
+        self.state = CLOSING
+        # The goodbye timer's slot: both end the connection on expiry, never both at once.
+        self._goodbye_timer = gevent.get_hub().loop.timer(delay)
+        self._goodbye_timer.start(self._late_abort, reason, message)
+
+    def _late_abort(self, reason: str, message: str) -> None:
+        self._stop_goodbye_timer()
+        if self.state == CLOSED:
+            return
+        self.peer.send(m.Abort(reason, message or None))
+        self._close_transport()
+
     def _on_hello(self, msg: m.Hello) -> None:
         if not self.pending_id:
             self.pending_id = new_id()
@@ -303,16 +327,33 @@ class RouterSession:
             return
         if pending.blocking and self.defer(msg):
             return
+        if self._throttled(pending, msg):
+            return
         self._pending = pending
-        self._handle_auth_answer(pending.hello(realm_name, msg), msg)
+        self._handle_auth_answer(pending.hello(realm_name, msg), msg, pending)
 
     def _on_authenticate(self, msg: m.Authenticate) -> None:
         pending = self._pending
         if pending.blocking and self.defer(msg):
             return
-        self._handle_auth_answer(pending.authenticate(msg.signature, msg.extra), pending.hello_msg)
+        # Checked again: other connections of this address may have failed since the HELLO.
+        if self._throttled(pending, pending.hello_msg):
+            return
+        self._handle_auth_answer(pending.authenticate(msg.signature, msg.extra),
+                                 pending.hello_msg, pending)
 
-    def _handle_auth_answer(self, answer: Any, hello: m.Hello) -> None:
+    def _throttled(self, pending: PendingAuth, hello: m.Hello) -> bool:
+        """Refuse, unexamined, an attempt from an address (or for an authid) with too many
+        failures in flight (auth/throttle.py)."""
+        if not pending.checks_credentials:
+            return False
+        why = self.router.auth_throttle.check(address_key(self.transport_details), hello.authid)
+        if why is None:
+            return False
+        self._abort(AUTHENTICATION_FAILED, why)
+        return True
+
+    def _handle_auth_answer(self, answer: Any, hello: m.Hello, pending: PendingAuth) -> None:
         if self.state == CLOSED:
             return
         if isinstance(answer, Challenge):
@@ -322,7 +363,12 @@ class RouterSession:
             self._accept(answer, hello)
         else:
             assert isinstance(answer, Deny)
-            self._abort(answer.reason, answer.message)
+            if answer.counts and pending.checks_credentials:
+                delay = self.router.auth_throttle.failed(address_key(self.transport_details),
+                                                         hello.authid)
+                self._abort_later(delay, answer.reason, answer.message)
+            else:
+                self._abort(answer.reason, answer.message)
 
     def _accept(self, a: Accept, hello: m.Hello) -> None:
         self._pending = None

@@ -46,9 +46,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN/Infinity are not JSON (RFC 8259): Python's json reads and writes them by default, and a
+# browser's JSON.parse then fails on what the router forwarded. Refused when read (the session
+# ends, as for any invalid message); a float of a msgpack/CBOR peer that JSON cannot carry
+# makes the encoder raise, and the peer's send handles unencodable messages
+# (transport/websocket.py). Neither costs anything on other input (the scanner calls
+# parse_constant only for those tokens).
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                                 default=_json_default).encode
-_json_decode = json.JSONDecoder().decode
+_json_decode = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def _unbinary(obj: Any) -> Any:
@@ -196,6 +206,9 @@ class WampSerializer:
         """Parse one transport message into autobahn messages; ProtocolError when invalid."""
         try:
             raws = self.obj.unserialize(payload)
+        except RecursionError:
+            # Python's parsers stop near 1000 levels: say so rather than name the exception
+            raise ProtocolError(f"invalid {self.name} payload: nested too deeply") from None
         except Exception as e:
             raise ProtocolError(f"invalid {self.name} payload: {type(e).__name__}: {e}") from None
         msgs = []

@@ -21,6 +21,10 @@ NO_SUCH_ROLE = "wamp.error.no_such_role"
 NO_SUCH_REALM = "wamp.error.no_such_realm"
 NO_AUTH_METHOD = "wamp.error.no_auth_method"
 AUTHENTICATOR_TIMEOUT = 30.0
+# Errors the router itself raises around an authenticator call (none registered, no answer):
+# the same for every authid, so they may be told to the client as they are.
+ROUTER_ERRORS = frozenset({"wamp.error.no_such_procedure", "wamp.error.timeout",
+                           "wamp.error.canceled", "wamp.error.no_such_realm"})
 
 METHODS = ("anonymous", "ticket", "wampcra", "cryptosign")
 
@@ -39,6 +43,9 @@ class Accept:
 class Deny:
     reason: str = NOT_AUTHORIZED
     message: str = ""
+    # False for refusals that judge no credential (a malformed HELLO, a channel binding the
+    # transport cannot give): they are answered at once and not counted by the throttle.
+    counts: bool = True
 
 
 @dataclass
@@ -52,6 +59,9 @@ class PendingAuth:
 
     method = ""
     blocking = False
+    # Whether this method judges a credential (its failures are throttled, its attempts gated):
+    # everything but static anonymous, which never refuses.
+    checks_credentials = True
 
     def __init__(self, cfg: dict, session: Any) -> None:
         self.cfg = cfg
@@ -98,7 +108,9 @@ class PendingAuth:
     def deny_from_error(self, e: Exception) -> Deny:
         error = getattr(e, "error", None)
         if isinstance(error, str) and error.startswith("wamp.error."):
-            return Deny(error, str(getattr(e, "args", [""])[0] if e.args else ""))
+            # the router's own errors judge no credential: not counted by the throttle
+            return Deny(error, str(getattr(e, "args", [""])[0] if e.args else ""),
+                        counts=error not in ROUTER_ERRORS)
         return Deny(AUTHENTICATION_FAILED, f"authenticator failed: {e}")
 
 

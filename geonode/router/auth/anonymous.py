@@ -9,6 +9,7 @@ from geonode.router.auth import Accept, PendingAuth
 
 class StaticAuth(PendingAuth):
     method = "anonymous"
+    checks_credentials = False
 
     def hello(self, realm, msg):
         self.realm = realm

@@ -24,14 +24,25 @@ from __future__ import annotations
 
 import binascii
 import hmac
+import logging
 import os
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from geonode.router.auth import AUTHENTICATION_FAILED, Accept, Challenge, Deny, PendingAuth
+from geonode.router.auth import (
+    AUTHENTICATION_FAILED,
+    ROUTER_ERRORS,
+    Accept,
+    Challenge,
+    Deny,
+    PendingAuth,
+)
+
+log = logging.getLogger("geonode.router")
 
 CHANNEL_BINDINGS = ("tls-unique",)
+UNKNOWN_KEY = "no principal with that authid and public key"
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -53,7 +64,7 @@ class StaticAuth(PendingAuth):
         if binding is not None:
             if binding not in CHANNEL_BINDINGS:
                 return Deny(message=f'invalid channel binding type "{binding}" requested '
-                                    f"(supported: {', '.join(CHANNEL_BINDINGS)})")
+                                    f"(supported: {', '.join(CHANNEL_BINDINGS)})", counts=False)
             ids = self.session.transport_details.get("channel_id") or {}
             cid = ids.get(binding)
             try:
@@ -64,11 +75,11 @@ class StaticAuth(PendingAuth):
                 # Crossbar's words, then what to do about it
                 return Deny(message=f'channel binding "{binding}" requested, but the transport '
                                     "has no TLS channel ID: connect over TLS (wss://, or RawSocket "
-                                    "over TLS) or without channel_binding")
+                                    "over TLS) or without channel_binding", counts=False)
             self.binding, self.channel_id = binding, raw
         pk = extra.get("pubkey")
         if not isinstance(pk, str):
-            return Deny(message="cryptosign needs authextra.pubkey")
+            return Deny(message="cryptosign needs authextra.pubkey", counts=False)
         return pk.lower()
 
     def hello(self, realm, msg):
@@ -87,13 +98,16 @@ class StaticAuth(PendingAuth):
             if any(hmac.compare_digest(k, pubkey) for k in keys):
                 self.authid = authid
                 return self._challenge(pubkey, p)
-        return Deny(message="no principal with that authid and public key")
+        # One answer for an unknown authid and for a known one with another key: which
+        # authids exist stays unsaid (the key is public; guessing its private half is not a
+        # threat, but failures are throttled like any other).
+        return Deny(message=UNKNOWN_KEY)
 
     def _challenge(self, pubkey: str, principal: dict) -> Challenge | Deny:
         try:
             self.verify_key = VerifyKey(binascii.a2b_hex(pubkey))
         except Exception:
-            return Deny(message="invalid public key")
+            return Deny(message="invalid public key", counts=False)
         self.principal = principal
         self.challenge = os.urandom(32)
         # what the client has to sign: the bare challenge, or bound to this TLS connection
@@ -135,14 +149,23 @@ class DynamicAuth(StaticAuth):
         pubkey = self._check_hello(msg)
         if isinstance(pubkey, Deny):
             return pubkey
+        proc = self.cfg.get("authenticator")
         try:
             principal = self.call_authenticator(msg.authid, {})
         except Exception as e:
-            return self.deny_from_error(e)
+            deny = self.deny_from_error(e)
+            if deny.reason in ROUTER_ERRORS:
+                return deny
+            # The authenticator's refusal is about this authid: answered like a wrong key.
+            log.info("cryptosign authenticator %s refused authid %r: %s %s", proc, msg.authid,
+                     deny.reason, deny.message)
+            return Deny(message=UNKNOWN_KEY)
         if not isinstance(principal, dict) or not isinstance(principal.get("role"), str):
-            return Deny(message="authenticator returned no principal")
+            log.warning("cryptosign authenticator %s returned no principal (a dict with 'role' "
+                        "and 'pubkey') for authid %r", proc, msg.authid)
+            return Deny(message=UNKNOWN_KEY)
         expected = str(principal.get("pubkey", "")).lower()
         if not hmac.compare_digest(expected, pubkey):
-            return Deny(message="public key not authorized")
+            return Deny(message=UNKNOWN_KEY)
         self.authid = principal.get("authid") or msg.authid or expected
         return self._challenge(pubkey, principal)
