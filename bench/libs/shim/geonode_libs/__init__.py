@@ -1,0 +1,1 @@
+"""Library adapters behind geonode's own interfaces (see ``../sitecustomize.py``)."""
