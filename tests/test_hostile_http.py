@@ -53,6 +53,12 @@ def slow(environ, start_response):
     start_response("200 OK", [("Content-Length", "4")])
     return [b"done"]
 
+BIG = b"0123456789abcdef" * (14 * 1024 * 1024 // 16)
+
+def big(environ, start_response):
+    start_response("200 OK", [("Content-Length", str(len(BIG)))])
+    return [BIG]  # one chunk: one write of 14 MiB
+
 def stream(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     def gen():
@@ -70,6 +76,7 @@ REALMS = [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
 TRANSPORT_LIMIT = 4096    # the transport's max_body_size in the module node
 SMALL = 1000              # a path's own, smaller max_body_size
 HUGE = 2 * 1024 ** 3      # what an attacker announces
+BIG_SIZE = 14 * 1024 * 1024
 
 
 def wsgi(obj: str, **kw) -> dict:
@@ -149,7 +156,11 @@ def node(start_module_node, upstream):
         "request_head_timeout": 1, "keepalive_timeout": 1,
         "max_body_size": TRANSPORT_LIMIT,
     })
-    return start_module_node(cfg, files={"hostileapp.py": APP})
+    # A second transport with Crossbar's client_timeout only (it lowers the others to 1 s).
+    cfg["workers"][0]["transports"].append({
+        "type": "web", "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
+        "options": {"client_timeout": 1}, "paths": {"big": wsgi("big")}})
+    return start_module_node(cfg, files={"hostileapp.py": APP}, nports=2)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -374,6 +385,39 @@ def test_honest_slow_clients_are_not_cut(node):
                                          head_in_two_pieces)]
         assert [j.result(timeout=15) for j in jobs] == [
             "done", "part0;part1;part2;", "still here", 200]
+
+
+def test_slow_reader_of_a_big_response_gets_all_of_it(node):
+    """client_timeout bounds each wait for the client to take more, not the whole download:
+    a reader taking 128 KiB every 20 ms gets every byte of a 14 MiB body written at once
+    (gevent's sendall would have cut it after 1 s, the kernel buffering 4 MiB of it at most),
+    one that stops reading is dropped after client_timeout, with one line."""
+    def slow_reader() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", node.ports[1]))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s
+
+    with slow_reader() as s:
+        t0 = time.monotonic()
+        out = b""
+        while chunk := s.recv(128 * 1024):
+            out += chunk
+            time.sleep(0.02)  # the slow reader under test: 6.4 MB/s at most
+        elapsed = time.monotonic() - t0
+    status, headers, body = head_of(out)
+    assert status == 200 and len(body) == BIG_SIZE, (len(body), elapsed)
+    assert elapsed > 2.0  # 14 MiB at 6.4 MB/s at most
+    with slow_reader() as s:
+        s.recv(1024)  # then nothing: the node gives up after client_timeout
+        wait_for(lambda: "the client took nothing for 1.0 s" in node.log(),
+                 what="the stalled reader dropped")
+        got = 0
+        while chunk := s.recv(1024 * 1024):
+            got += len(chunk)
+        assert got < BIG_SIZE
 
 
 # ---- max_body_size -------------------------------------------------------------------------
