@@ -24,7 +24,7 @@ import time
 
 import pytest
 import requests
-from conftest import web_node
+from conftest import free_port, web_node
 
 pytestmark = pytest.mark.hostile
 
@@ -244,6 +244,32 @@ def test_defaults():
     assert max_body_size({"max_body_size": None}, Ctx) is None
     assert default_max_connections() == int(open_file_limit() * 0.8)
     assert default_max_connections(2) == int(open_file_limit() * 0.8) // 2
+
+
+def test_defaults_reach_the_servers(tmp_path):
+    """A node config without options gets the default limits on its endpoints."""
+    from geonode.config import load
+    from geonode.node import Node
+    from geonode.web.limits import default_max_connections
+
+    cfg = web_node({"/": {"type": "json", "value": 1}}, realms=REALMS)
+    cfg["workers"][0]["transports"].append({
+        "type": "rawsocket", "endpoint": {"type": "tcp", "port": free_port(),
+                                          "interface": "127.0.0.1"}})
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(cfg).replace('"$PORT"', str(free_port())))
+    node = Node(load(path))
+    node.build()
+    node.bind()
+    try:
+        server = node.web[0].server
+        assert (server.client_timeout, server.request_head_timeout,
+                server.keepalive_timeout) == (60, 10, 15)
+        share = default_max_connections(2)
+        assert server.max_connections == server.pool.size == share
+        assert node.rawsocket_servers[0][1].pool.size == share
+    finally:
+        node.close_listeners()
 
 
 def test_starter_config_writes_the_limits_out(tmp_path):

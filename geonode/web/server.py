@@ -94,8 +94,12 @@ class WebServer(pywsgi.WSGIServer):
         self.max_connections = cap.limit
 
     def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
-        if self.client_timeout:
-            sock.settimeout(self.client_timeout)
+        # From the accept on (a TLS handshake is a wait on the client too); the handler
+        # switches to keepalive_timeout while it waits for a request.
+        timeout = self.client_timeout if self.client_timeout is not None \
+            else self.keepalive_timeout
+        if timeout is not None:
+            sock.settimeout(timeout)
         if not self.is_tcp:
             address = ("unix", 0)  # pywsgi formats REMOTE_ADDR from a tuple
         super().do_handle(sock, address)
