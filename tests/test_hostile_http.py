@@ -171,10 +171,10 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
 
 def read_all(s: socket.socket) -> bytes:
     """Everything until the server closes (the socket's timeout bounds each wait)."""
-    out = b""
+    out = bytearray()
     while chunk := s.recv(65536):
         out += chunk
-    return out
+    return bytes(out)
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -428,12 +428,12 @@ def test_slow_reader_of_a_big_response_gets_all_of_it(node):
 
     with slow_reader() as s:
         t0 = time.monotonic()
-        out = b""
+        out = bytearray()
         while chunk := s.recv(128 * 1024):
             out += chunk
             time.sleep(0.02)  # the slow reader under test: 6.4 MB/s at most
         elapsed = time.monotonic() - t0
-    status, headers, body = head_of(out)
+    status, headers, body = head_of(bytes(out))
     assert status == 200 and len(body) == BIG_SIZE, (len(body), elapsed)
     assert elapsed > 2.0  # 14 MiB at 6.4 MB/s at most
     with slow_reader() as s:
