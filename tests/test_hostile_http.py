@@ -252,7 +252,8 @@ def test_defaults_reach_the_servers(tmp_path):
     from geonode.node import Node
     from geonode.web.limits import default_max_connections
 
-    cfg = web_node({"/": {"type": "json", "value": 1}}, realms=REALMS)
+    # No realms: no router (a router would stay registered with geonode.wamp, process-wide).
+    cfg = web_node({"/": {"type": "json", "value": 1}})
     cfg["workers"][0]["transports"].append({
         "type": "rawsocket", "endpoint": {"type": "tcp", "port": free_port(),
                                           "interface": "127.0.0.1"}})
