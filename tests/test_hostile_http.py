@@ -159,7 +159,8 @@ def node(start_module_node, upstream):
     # A second transport with Crossbar's client_timeout only (it lowers the others to 1 s).
     cfg["workers"][0]["transports"].append({
         "type": "web", "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
-        "options": {"client_timeout": 1}, "paths": {"big": wsgi("big")}})
+        "options": {"client_timeout": 1},
+        "paths": {"big": wsgi("big"), "proxy": {**proxy, "path": "/api"}}})
     return start_module_node(cfg, files={"hostileapp.py": APP}, nports=2)
 
 
@@ -556,6 +557,19 @@ def test_upstream_never_saw_a_path_outside_api(node):
 
 
 # ---- the bridge obeys the transport's max_body_size too ----------------------------------
+
+def test_reverseproxy_stalled_body_is_the_clients_408(node):
+    """A body that stops coming is the client's fault: 408 after client_timeout (it was a
+    504 "upstream stalled reading the request", blaming the upstream)."""
+    with connect(node.ports[1]) as s:
+        s.sendall(b"POST /proxy/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                  + b"x" * 10)
+        t0 = time.monotonic()
+        status, headers, body = head_of(read_all(s))
+    assert status == 408 and headers["connection"] == "close", body
+    assert time.monotonic() - t0 < 5
+    assert not any(done for line, done in recorded() if "/upload" in line)
+
 
 def test_bridge_body_over_transport_limit(node):
     out = exchange(node.port, b"POST /pub HTTP/1.1\r\nHost: x\r\nContent-Type: "

@@ -78,6 +78,25 @@ class BodyTooLarge(ValueError):
     """A chunked request body went past ``max_body_size`` while being forwarded (413)."""
 
 
+class ClientBodyError(Exception):
+    """Reading the client's request body failed (its fault, not the upstream's)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _read_body(stream, n: int) -> bytes:
+    """``stream.read(n)``, a failure of it being the client's: a stalled body is a 408 (not a
+    504 blaming the upstream, as a timeout while sending to it is), a broken one a 400."""
+    try:
+        return stream.read(n)
+    except TimeoutError:
+        raise ClientBodyError(408, "request body not received within client_timeout") from None
+    except OSError as e:
+        raise ClientBodyError(400, f"unreadable request body: {e}") from None
+
+
 def _looks_like_dots(segment: str) -> bool:
     """Whether an upstream could still read ``segment`` (no ``/`` in it) as ``.``/``..``.
 
@@ -399,7 +418,7 @@ class ReverseProxy:
         stream = environ["wsgi.input"]
         if mode == "length":
             while length > 0:
-                data = stream.read(min(CHUNK, length))
+                data = _read_body(stream, min(CHUNK, length))
                 if not data:
                     raise ValueError("request body shorter than its Content-Length")
                 length -= len(data)
@@ -407,7 +426,7 @@ class ReverseProxy:
         elif mode == "chunked":
             limit = self.max_body_size
             left = -1 if limit is None else limit
-            while data := stream.read(CHUNK if limit is None else min(CHUNK, left + 1)):
+            while data := _read_body(stream, CHUNK if limit is None else min(CHUNK, left + 1)):
                 if limit is not None:
                     left -= len(data)
                     if left < 0:
@@ -475,6 +494,9 @@ class ReverseProxy:
             except BodyTooLarge as e:
                 conn.close()  # the upstream never sees the request complete
                 return self._refuse(start_response, 413, str(e), environ, head)
+            except ClientBodyError as e:
+                conn.close()
+                return self._refuse(start_response, e.status, str(e), environ, head)
             except ValueError as e:
                 conn.close()
                 return text_response(start_response, 400, f"bad request: {e}", head=head)
