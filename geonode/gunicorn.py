@@ -29,12 +29,17 @@ import sys
 from typing import Any
 
 from gevent.event import Event
-from gevent.pool import Pool
 from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers import ggevent
 
 from geonode.web.handler import Handler
+from geonode.web.limits import (
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_REQUEST_HEAD_TIMEOUT,
+    ConnectionCap,
+)
 from geonode.web.shutdown import Connections, graceful_stop
 
 # The option that will let several workers share one router does not exist yet; the warning
@@ -57,11 +62,22 @@ class GunicornHandler(ggevent.PyWSGIHandler, Handler):
 
 
 class GunicornServer(ggevent.PyWSGIServer):
-    """gunicorn's pywsgi server plus the connection tracker the graceful stop works with."""
+    """gunicorn's pywsgi server plus the connection tracker the graceful stop works with, and
+    the timeouts geonode's handler applies (``geonode.web.limits``; the keep-alive one is
+    gunicorn's ``--keep-alive``, which its pywsgi worker otherwise ignores)."""
+
+    client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT
+    request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT
+    keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.connections = Connections()
         super().__init__(*args, **kwargs)
+
+    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+        # From the accept on, so a TLS handshake that never completes is bounded too.
+        sock.settimeout(self.client_timeout)
+        super().do_handle(sock, address)
 
 
 class GeventWorker(ggevent.GeventPyWSGIWorker):
@@ -106,9 +122,17 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         environ = base_environ(self.cfg)
         environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": ggevent.VERSION})
         ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
-        return self.server_class(sock, application=self.wsgi,
-                                 spawn=Pool(self.worker_connections), log=self.log,
-                                 handler_class=self.wsgi_handler, environ=environ, **ssl_args)
+        # --worker-connections is this worker's max_connections: the same pause of the accept
+        # loop when full (gevent's), plus the one log line saying so.
+        cap = ConnectionCap(self.worker_connections, f"gunicorn worker {self.pid}",
+                            key="worker_connections")
+        server = self.server_class(sock, application=self.wsgi, spawn=cap.pool, log=self.log,
+                                   handler_class=self.wsgi_handler, environ=environ,
+                                   **ssl_args)
+        cap.install(server)
+        if self.cfg.keepalive and self.cfg.keepalive > 0:
+            server.keepalive_timeout = float(self.cfg.keepalive)
+        return server
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.alive:

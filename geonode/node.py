@@ -123,18 +123,22 @@ class Node:
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
+        from geonode.web.limits import default_max_connections, timeouts
         from geonode.web.server import WebServer
 
+        # Endpoints without max_connections share the open-file budget between them.
+        fair_share = default_max_connections(len(self.web) + len(self._pending_rawsocket))
         try:
             for t in self.web:
                 topts = t.cfg.get("options") or {}
                 t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
-                                     json_path=t.json_path,
-                                     client_timeout=topts.get("client_timeout"))
+                                     json_path=t.json_path, timeouts=timeouts(topts),
+                                     max_connections=topts.get("max_connections", fair_share))
             for tpath, transport, router, ctx in self._pending_rawsocket:
                 from geonode.transport import rawsocket
 
-                self.rawsocket_servers.append((tpath, rawsocket.serve(transport, router, ctx)))
+                self.rawsocket_servers.append((tpath, rawsocket.serve(
+                    transport, router, ctx, max_connections_default=fair_share)))
         except BaseException:
             self.close_listeners()
             raise

@@ -174,7 +174,8 @@ SLOW_APP = '''
 import time
 
 def app(environ, start_response):
-    time.sleep(2.0)  # monkey-patched by the worker: a gevent sleep
+    if environ["PATH_INFO"] != "/ready":
+        time.sleep(2.0)  # monkey-patched by the worker: a gevent sleep
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
     return [b"done"]
 '''
@@ -183,6 +184,9 @@ def app(environ, start_response):
 def test_graceful_stop_finishes_request_and_closes_its_keepalive_connection(tmp_path, gunicorn):
     (tmp_path / "slowapp.py").write_text(SLOW_APP)
     g = gunicorn("slowapp:app")
+    # The master listens before its worker runs: a SIGTERM reaching a worker still booting is
+    # lost, and the worker goes on until the master kills it after the graceful timeout.
+    assert requests.get(f"{g.url}/ready", timeout=10).text == "done"
     with socket.create_connection(("127.0.0.1", g.port), timeout=8) as s:
         s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")  # HTTP/1.1: keep-alive
         time.sleep(0.3)

@@ -433,6 +433,8 @@ def test_gunicorn_worker_second_sigterm_cuts_off(tmp_path, procs):
     proc, port = start_gunicorn(tmp_path)
     procs.append(proc)
     wait_port(port, proc, timeout=20)
+    # The master listens (and the port answers) before it has forked and logged the worker.
+    wait_log(tmp_path, "Booting worker with pid: ")
     worker = int(re.search(r"Booting worker with pid: (\d+)",
                            (tmp_path / "node.log").read_text()).group(1))
     result: dict = {}

@@ -7,6 +7,7 @@ checks, HEAD, one write per response) shows as the difference (both without a lo
 
     python bench/http/handler_cost.py                # 20000 requests x 5 rounds per handler
     python bench/http/handler_cost.py --requests 5000 --rounds 3
+    python bench/http/handler_cost.py --timeouts     # the server has geonode's default timeouts
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import gevent  # noqa: E402
 from gevent.pywsgi import WSGIHandler  # noqa: E402
 
 from geonode.web.handler import Handler  # noqa: E402
+from geonode.web.limits import Timeouts  # noqa: E402
 
 REQUEST = (b"GET /j HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\n"
            b"Accept: */*\r\n\r\n")
@@ -57,7 +59,15 @@ class _Server:
                 "wsgi.multiprocess": False, "wsgi.run_once": False}
 
 
-def one_round(handler_class: type, requests: int) -> float:
+class _TimedServer(_Server):
+    """A server with the default timeouts of a web transport (``geonode.web.limits``)."""
+
+    client_timeout = Timeouts().client
+    request_head_timeout = Timeouts().request_head
+    keepalive_timeout = Timeouts().keepalive
+
+
+def one_round(handler_class: type, requests: int, server_class: type = _Server) -> float:
     """CPU microseconds per request for one handler serving ``requests`` pipelined requests."""
     server_side, client = socket.socketpair()
 
@@ -73,7 +83,7 @@ def one_round(handler_class: type, requests: int) -> float:
 
     feeder = gevent.spawn(feed)
     reader = gevent.spawn(drain)
-    handler = handler_class(server_side, ("127.0.0.1", 1), _Server())
+    handler = handler_class(server_side, ("127.0.0.1", 1), server_class())
     start = time.process_time()
     gevent.spawn(handler.handle).join()
     used = time.process_time() - start
@@ -87,11 +97,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--timeouts", action="store_true",
+                    help="give the server geonode's default timeouts (what a node has)")
     args = ap.parse_args()
+    server = _TimedServer if args.timeouts else _Server
     results = {}
     for name, cls in (("gevent.pywsgi.WSGIHandler", _PlainPywsgi),
                       ("geonode.web.handler.Handler", Handler)):
-        results[name] = min(one_round(cls, args.requests) for _ in range(args.rounds))
+        results[name] = min(one_round(cls, args.requests, server) for _ in range(args.rounds))
         print(f"{name:30s} {results[name]:6.2f} us CPU/request (best of {args.rounds})")
     base, ours = results.values()
     print(f"{'geonode adds':30s} {ours - base:6.2f} us ({(ours / base - 1) * 100:+.0f}%)")

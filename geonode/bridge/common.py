@@ -132,6 +132,10 @@ class BridgeService:
         self.secret: str | None = opts.get("secret")
         limit = int(opts.get("post_body_limit", 0) or 0)
         self.body_limit = min(limit, MAX_BODY) if limit else MAX_BODY
+        # The transport's max_body_size bounds every path service that reads a body.
+        transport_limit = (getattr(ctx, "transport_options", None) or {}).get("max_body_size")
+        if transport_limit is not None:
+            self.body_limit = min(self.body_limit, transport_limit)
         self.delta_limit = float(opts.get("timestamp_delta_limit", 300))
         # each signed request is accepted once (signing.py: Crossbar accepts replays)
         self.replay_guard = (signing.replay_guard(self.key, self.secret, self.delta_limit)
@@ -169,6 +173,10 @@ class BridgeService:
             status, payload, ctype = self._handle(environ, body)
         except Deny as d:
             status, payload, ctype = d.status, self.deny_body(d), self.deny_type
+            if d.status == 413:
+                # The body is left unread: reading it to reach the next request would cost
+                # what the limit is there to save.
+                headers.append(("Connection", "close"))
             log.info("%s %s%s: %d %s", self.kind, environ.get("SCRIPT_NAME", ""),
                      environ.get("PATH_INFO", ""), d.status, d.message)
         headers += [("Content-Type", ctype), ("Content-Length", str(len(payload)))]

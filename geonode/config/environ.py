@@ -19,7 +19,9 @@ _WHOLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 # Keys whose value is a number in the schema: a whole "$VAR" there becomes an int when the
 # variable holds digits (Crossbar does this for endpoint ports).
 INT_KEYS = frozenset({"port", "backlog", "forwarded_port", "external_port", "minthreads",
-                      "maxthreads", "user_timeout", "client_timeout", "hsts_max_age"})
+                      "maxthreads", "user_timeout", "client_timeout", "hsts_max_age",
+                      "max_body_size", "max_connections", "request_head_timeout",
+                      "keepalive_timeout"})
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-$]+$")

@@ -211,9 +211,16 @@ BRIDGE_OPTIONS = {
     "timeout": {"type": "number", "exclusiveMinimum": 0},
 }
 
+# geonode (geonode.web.limits): request body bound of a path / a web transport; null: none.
+BODY_SIZE = {"type": ["integer", "null"], "minimum": 0}
+# Crossbar's name (read, never enforced, by its WebSocket factory); geonode: per endpoint.
+MAX_CONNECTIONS = {"type": "integer", "minimum": 1}
+# geonode: seconds, or null for no bound.
+SECONDS = {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 86400}
+
 SERVICE_SCHEMAS: dict[str, dict] = {
     "wsgi": obj({
-        **BASE, "module": STR, "object": STR,
+        **BASE, "module": STR, "object": STR, "max_body_size": BODY_SIZE,
         "minthreads": {"type": "integer", "minimum": 0},
         "maxthreads": {"type": "integer", "minimum": 1},
         # geonode: false runs the app on the hub as greenlets (gevent-aware apps only).
@@ -247,6 +254,7 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "forwarded_proto": {"enum": ["http", "https"]},
         # geonode: an upstream silent for this many seconds ends the request with 504.
         "timeout": {"type": "number", "exclusiveMinimum": 0},
+        "max_body_size": BODY_SIZE,
     }, required=["host"]),
     "publisher": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
                      required=["realm", "role"]),
@@ -283,6 +291,8 @@ WEB_TRANSPORT = obj({
         "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
         "hsts_max_age": {"type": "integer", "minimum": 0},
         "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
+        "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
+        "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
     }),
 }, required=["endpoint", "paths"])
 
@@ -291,7 +301,8 @@ RAWSOCKET_TRANSPORT = obj({
     "options": obj({"max_message_size": {"type": "integer", "minimum": 512,
                                          "maximum": 64 * 1024 * 1024},
                     "max_queue": {"type": "integer", "minimum": 1},
-                    "max_queue_bytes": {"type": "integer", "minimum": 1}}),
+                    "max_queue_bytes": {"type": "integer", "minimum": 1},
+                    "max_connections": MAX_CONNECTIONS}),
     "auth": AUTH,
 }, required=["endpoint"])
 

@@ -30,6 +30,7 @@ from geonode.transport.websocket import (
     configured_serializers,
     queue_limits,
 )
+from geonode.web.limits import ConnectionCap, default_max_connections
 
 log = logging.getLogger("geonode.transport")
 
@@ -194,8 +195,13 @@ def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, An
     return sock, ctx, f"rawsocket{'+tls' if tls else ''}://{where}"
 
 
-def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
-    """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport."""
+def serve(transport_cfg: dict, router: Any, ctx: Any,
+          max_connections_default: int | None = None) -> StreamServer:
+    """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport.
+
+    ``options.max_connections`` caps its connections (``geonode.web.limits.ConnectionCap``);
+    without it ``max_connections_default`` (the node's share per endpoint), or the open-file
+    share of a lone endpoint."""
     json_path = getattr(ctx, "json_path", "rawsocket")
     config_dir = Path(getattr(ctx, "config_dir", "."))
     allowed: dict[int, ser.WampSerializer] = {}
@@ -260,6 +266,9 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
         peer.run(router, auth_config)
 
     ssl_args = {"ssl_context": tls_context} if tls_context is not None else {}
-    server = StreamServer(listener, handle, **ssl_args)
+    cap = ConnectionCap(options.get("max_connections") or max_connections_default
+                        or default_max_connections(), json_path)
+    server = StreamServer(listener, handle, spawn=cap.pool, **ssl_args)
+    cap.install(server)
     server.url = url
     return server

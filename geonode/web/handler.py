@@ -15,6 +15,8 @@ for keep-alive is closed after its response once the server stopped accepting (g
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
 import time
 from typing import Any
@@ -30,12 +32,16 @@ __all__ = ["Handler", "RequestHeaders", "set_nodelay"]
 
 # Response bodies up to this size go out in the same write as the headers.
 _COALESCE_MAX = 256 * 1024
+# Writes larger than this are sent piece by piece when the socket has a timeout (_sendall).
+_PIECEWISE_MIN = 64 * 1024
 
 _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
 _MAX_HEADER_BYTES = 65536
 # Header names already found to be tokens (clients send the same few every time).
 _GOOD_NAMES: set[str] = set()
+
+_http_log = logging.getLogger("geonode.http")
 
 
 def set_nodelay(sock: Any) -> None:
@@ -266,6 +272,34 @@ class Handler(StrictHTTP, WebSocketHandler):
         if self.command == "HEAD":
             return
         super()._write(data)
+
+    def _sendall(self, data: bytes) -> None:
+        # gevent's sendall holds the whole call to the socket timeout (client_timeout): for a
+        # body that is a minimum download speed (8 MiB in 60 s), which cuts honest clients
+        # on slow links. Sent piece by piece, the timeout bounds each wait for progress: a
+        # slow reader gets everything, one that stops reading is dropped after the timeout.
+        sock = self.socket
+        try:
+            if len(data) <= _PIECEWISE_MIN or sock.timeout is None:
+                return WSGIHandler._sendall(self, data)
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[sock.send(view):]
+            except OSError as ex:
+                self.status = f"socket error: {ex}"
+                if self.code > 0:
+                    self.code = -self.code
+                raise
+        except TimeoutError:
+            # The client's doing, not ours: one line, no traceback; ECONNRESET is the error
+            # pywsgi closes the connection on quietly.
+            _http_log.info("(from %s) %s %s: the client took nothing for %s s (client_timeout):"
+                           " response cut off, connection closed", self.client_address,
+                           self.command, self.path, sock.timeout)
+            raise ConnectionResetError(errno.ECONNRESET, "client stopped reading") from None
+        self.response_length += len(data)
+        return None
 
     def _write_with_headers(self, data: bytes) -> None:
         # pywsgi sends the headers and the first chunk in two writes; one write is one syscall

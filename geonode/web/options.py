@@ -1,7 +1,9 @@
 """Web transport ``options`` as WSGI middleware: ``access_log``, ``hsts``/``hsts_max_age``.
 
 ``display_tracebacks`` is read by the WSGI Host Service from ``ctx.transport_options`` (it decides
-what its 500 pages show); ``client_timeout`` is applied by the server to each connection.
+what its 500 pages show); the limits (``client_timeout``, ``request_head_timeout``,
+``keepalive_timeout``, ``max_connections``; ``max_body_size`` per service) are the server's and
+the services' (``geonode.web.limits``).
 Nothing is wrapped when an option is off, so the default hot path has no extra layer.
 """
 

@@ -1,11 +1,13 @@
 """WebServer: one gevent WSGIServer per web transport endpoint (tcp, tcp+tls, unix).
 
-Beyond pywsgi's defaults it applies ``client_timeout`` to each connection (idle keep-alive
-connections are closed), tracks its connections (idle / in a request / WebSocket) for the
-graceful stop in ``geonode.web.shutdown``, and never prints a traceback for a client's TLS or
-protocol mistakes. Plain HTTP behaviour (TCP_NODELAY,
-header parsing, HEAD, one write per small response) is the handler's: ``geonode.web.handler``,
-shared with the gunicorn worker.
+Beyond pywsgi's defaults it carries the transport's limits (``geonode.web.limits``): the
+timeouts, which the handler applies per request phase (``client_timeout`` is also the socket
+timeout from the accept on, so a TLS handshake is bounded too), and ``max_connections``, a
+bounded pool that makes the accept loop pause while the endpoint is full. It tracks its
+connections (idle / in a request / WebSocket) for the graceful stop in
+``geonode.web.shutdown`` and never prints a traceback for a client's TLS or protocol mistakes.
+Plain HTTP behaviour (TCP_NODELAY, header parsing, HEAD, one write per small response) is the
+handler's: ``geonode.web.handler``, shared with the gunicorn worker.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from gevent import pywsgi
-from gevent.pool import Pool
 
 from geonode.web.handler import Handler
+from geonode.web.limits import ConnectionCap, Timeouts, default_max_connections
 from geonode.web.listeners import tcp_listener, tls_context, unix_listener
 from geonode.web.shutdown import Connections
 
@@ -55,10 +57,14 @@ class WebServer(pywsgi.WSGIServer):
     handler_class = Handler
 
     def __init__(self, endpoint: dict, app: Callable, *, config_dir: Path, json_path: str,
-                 client_timeout: float | None = None) -> None:
+                 timeouts: Timeouts | None = None, max_connections: int | None = None) -> None:
         self.endpoint_cfg = endpoint
         self.json_path = json_path
-        self.client_timeout = client_timeout
+        timeouts = timeouts or Timeouts()
+        # Read by the handler (geonode.web.strict) for every request.
+        self.client_timeout = timeouts.client
+        self.request_head_timeout = timeouts.request_head
+        self.keepalive_timeout = timeouts.keepalive
         self.connections = Connections()
         kind = endpoint.get("type", "tcp")
         ssl_args: dict = {}
@@ -80,13 +86,20 @@ class WebServer(pywsgi.WSGIServer):
         host, _, port = where.rpartition(":")
         environ = {"SERVER_NAME": host.strip("[]") if self.is_tcp else "localhost",
                    "SERVER_PORT": port if self.is_tcp else ""}
-        super().__init__(listener, app, spawn=Pool(), log=None,
+        cap = ConnectionCap(max_connections or default_max_connections(), json_path)
+        super().__init__(listener, app, spawn=cap.pool, log=None,
                          error_log=_ErrorLog(), environ=environ,
                          **ssl_args)
+        cap.install(self)
+        self.max_connections = cap.limit
 
     def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
-        if self.client_timeout:
-            sock.settimeout(self.client_timeout)
+        # From the accept on (a TLS handshake is a wait on the client too); the handler
+        # switches to keepalive_timeout while it waits for a request.
+        timeout = self.client_timeout if self.client_timeout is not None \
+            else self.keepalive_timeout
+        if timeout is not None:
+            sock.settimeout(timeout)
         if not self.is_tcp:
             address = ("unix", 0)  # pywsgi formats REMOTE_ADDR from a tuple
         super().do_handle(sock, address)

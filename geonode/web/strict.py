@@ -6,8 +6,10 @@ and the gunicorn worker refuse the same requests. The rules themselves are in
 
 - request line and framing headers checked before any body byte is read; a refusal is a short
   ``text/plain`` answer naming the problem, then the connection closes (its framing is unknown);
-- with ``client_timeout`` (the server's attribute) the whole request head must arrive within
-  that many seconds of its first byte (slowloris), besides the socket's idle timeout;
+- timeouts (the server's attributes, ``geonode.web.limits``): a connection waits for a request
+  at most ``keepalive_timeout`` (the socket timeout while idle), a request head must be
+  complete ``request_head_timeout`` after its first byte however it trickles in (slowloris:
+  408), and any other wait on the client is bounded by ``client_timeout`` (the socket timeout);
 - a WSGI app's status line and headers are checked before they go out, and the body it
   produces is held to its own ``Content-Length``: extra bytes are dropped, a short body closes
   the connection (either way one error line is logged), so a keep-alive stream never desyncs;
@@ -92,30 +94,51 @@ class StrictHTTP(WSGIHandler):
     # handler already has 27 by the time a WebSocket is upgraded. Three more made every idle
     # WebSocket's handler dict a private one, 1.3 KiB bigger.
 
+    # The timeouts are the server's (geonode.web.limits); a server without them (a plain
+    # pywsgi server) bounds nothing.
     @property
     def _client_timeout(self) -> float | None:
-        # WebServer has the option; gunicorn's server does not.
         return getattr(self.server, "client_timeout", None)
 
     # ---- request --------------------------------------------------------------------
     def _head_clock(self, what: str) -> Any:
-        """A Timeout for the rest of the request head, or nothing without ``client_timeout``."""
+        """A Timeout for the rest of the request head (``_head_deadline`` is set)."""
         left = max(self._head_deadline - time.monotonic(), 0.001)
         return Timeout(left, TimeoutError(f"request {what} not complete within "
-                                            f"client_timeout"))
+                                            f"request_head_timeout"))
 
     def read_requestline(self) -> str:
         rfile = self.rfile
-        timeout = self._client_timeout
-        if not timeout:
-            # (_head_deadline stays the class's None: a server's client_timeout never changes)
+        server = self.server
+        idle = getattr(server, "keepalive_timeout", None)
+        if idle is not None:
+            # Waiting for a request (the first, or the next on a keep-alive connection) is
+            # bounded by keepalive_timeout; everything after its first byte by client_timeout.
+            # An expired wait raises TimeoutError: pywsgi closes the connection quietly.
+            # (gevent's own timeout slot: settimeout() costs 8 times as much, twice a request)
+            sock = self.socket
+            sock.timeout = idle
+            head = rfile.peek(1)
+            sock.timeout = getattr(server, "client_timeout", None)
+        head_timeout = getattr(server, "request_head_timeout", None)
+        if head_timeout is None:
             line = rfile.readline(MAX_REQUEST_LINE)
             if line == b"\r\n" or line == b"\n":
                 return self._read_requestline(rfile, line)
             return line.decode("latin-1")
-        # The idle wait is the socket timeout's; the head clock starts at its first byte.
-        rfile.peek(1)
-        self._head_deadline = time.monotonic() + timeout
+        if idle is None:
+            head = rfile.peek(1)
+        # The head clock starts at its first byte. A head already whole in the read buffer
+        # (what every honest client sends: one write) cannot be slow: no clock for it.
+        head = head.lstrip(b"\r\n")
+        if b"\n\r\n" in head or b"\n\n" in head:
+            if self._head_deadline is not None:
+                self._head_deadline = None
+            line = rfile.readline(MAX_REQUEST_LINE)
+            if line == b"\r\n" or line == b"\n":
+                return self._read_requestline(rfile, line)
+            return line.decode("latin-1")
+        self._head_deadline = time.monotonic() + head_timeout
         with self._head_clock("line"):
             return self._read_requestline(rfile, rfile.readline(MAX_REQUEST_LINE))
 

@@ -28,6 +28,8 @@ from typing import Any
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+from geonode.web.limits import max_body_size
+from geonode.web.services.plain import phrase
 
 log = logging.getLogger("geonode.wsgi")
 
@@ -51,6 +53,60 @@ class BodyTimeout(BadRequestBody):
     """The body did not arrive in time (idle past client_timeout, or slower than MIN_BODY_RATE)."""
 
     status = "408 Request Timeout"
+
+
+class BodyTooLarge(BadRequestBody):
+    """The body is (or has become, chunk by chunk) larger than the path's ``max_body_size``."""
+
+    status = f"413 {phrase(413)}"
+
+    def __init__(self, limit: int, length: int | None = None) -> None:
+        size = f"of {length} bytes " if length is not None else ""
+        super().__init__(f"request body {size}larger than max_body_size ({limit} bytes)")
+
+
+def _declared_length(environ: dict) -> int | None:
+    """The body's Content-Length as a number, None when chunked or unreadable."""
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return None
+    length = environ.get("CONTENT_LENGTH")
+    return int(length) if length and length.isdigit() else None
+
+
+class _LimitedInput:
+    """``wsgi.input`` of a chunked body in greenlet mode: :class:`BodyTooLarge` past the limit.
+
+    The app reads the connection itself there, so the count happens as it reads."""
+
+    __slots__ = ("src", "left", "limit")
+
+    def __init__(self, src: Any, limit: int) -> None:
+        self.src = src
+        self.limit = limit
+        self.left = limit
+
+    def _count(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise BodyTooLarge(self.limit)
+        return data
+
+    def _want(self, n: int | None) -> int:
+        # One byte over the limit is enough to know; never ask the socket for more.
+        return self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
+
+    def read(self, n: int | None = -1) -> bytes:
+        return self._count(self.src.read(self._want(n)))
+
+    def readline(self, n: int | None = -1) -> bytes:
+        return self._count(self.src.readline(self._want(n)))
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
 
 
 # With ``client_timeout`` a body must keep up this average rate after a grace of client_timeout:
@@ -83,8 +139,12 @@ def load_object(cfg: dict, ctx: BuildContext) -> Callable:
     return obj
 
 
-def spool_body(environ: dict) -> None:
-    """Read the whole request body on the hub and give the app a file it can read without I/O."""
+def spool_body(environ: dict, max_size: int | None = None) -> None:
+    """Read the whole request body on the hub and give the app a file it can read without I/O.
+
+    :class:`BodyTooLarge` for a body over ``max_size``: before reading a byte of it when its
+    Content-Length says so (no ``100 Continue`` is sent either), else as soon as the chunks
+    read add up to more."""
     length = environ.get("CONTENT_LENGTH")
     chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
     if not chunked and not length:
@@ -96,7 +156,7 @@ def spool_body(environ: dict) -> None:
     if timeout:
         src = _Budgeted(src, timeout)
     try:
-        _spool(environ, src, length, chunked)
+        _spool(environ, src, length, chunked, max_size)
     except TimeoutError:
         raise BodyTimeout(f"request body not received within client_timeout "
                           f"({timeout} s idle)") from None
@@ -128,7 +188,8 @@ class _Budgeted:
         return data
 
 
-def _spool(environ: dict, src: Any, length: str | None, chunked: bool) -> None:
+def _spool(environ: dict, src: Any, length: str | None, chunked: bool,
+           max_size: int | None) -> None:
     if not chunked:
         try:
             expected = int(length or "")
@@ -136,6 +197,8 @@ def _spool(environ: dict, src: Any, length: str | None, chunked: bool) -> None:
             raise BadRequestBody(f"invalid Content-Length {length!r}") from None
         if expected < 0:
             raise BadRequestBody(f"invalid Content-Length {length!r}")
+        if max_size is not None and expected > max_size:
+            raise BodyTooLarge(max_size, expected)
         if expected <= _READ_SIZE:
             data = src.read(expected)
             if len(data) != expected:
@@ -149,12 +212,20 @@ def _spool(environ: dict, src: Any, length: str | None, chunked: bool) -> None:
     try:
         total = 0
         while expected < 0 or total < expected:
-            want = _READ_SIZE if expected < 0 else min(_READ_SIZE, expected - total)
+            if expected >= 0:
+                want = min(_READ_SIZE, expected - total)
+            elif max_size is not None:
+                # A chunked body: one byte past the limit is enough to refuse it.
+                want = min(_READ_SIZE, max_size + 1 - total)
+            else:
+                want = _READ_SIZE
             data = src.read(want)
             if not data:
                 break
-            spool.write(data)
             total += len(data)
+            if expected < 0 and max_size is not None and total > max_size:
+                raise BodyTooLarge(max_size)
+            spool.write(data)
         if expected >= 0 and total != expected:
             raise BadRequestBody("request body shorter than its Content-Length")
     except BaseException:
@@ -300,9 +371,11 @@ class WSGIHost:
     """The hub-side WSGI app wrapping one hosted app; ``pool=None`` is greenlet mode."""
 
     def __init__(self, app: Callable, pool: Any, *, display_tracebacks: bool = False,
-                 environ_hook: Callable | None = None, name: str = "") -> None:
+                 environ_hook: Callable | None = None, name: str = "",
+                 max_body_size: int | None = None) -> None:
         self.app = app
         self.pool = pool
+        self.max_body_size = max_body_size
         self.display_tracebacks = display_tracebacks
         self.environ_hook = environ_hook
         self.name = name
@@ -458,6 +531,14 @@ class WSGIHost:
         q: deque
         if self.pool is None:
             # Greenlet mode: the app reads wsgi.input itself, runs here up to its first chunk.
+            limit = self.max_body_size
+            if limit is not None and (environ.get("CONTENT_LENGTH")
+                                      or environ.get("HTTP_TRANSFER_ENCODING")):
+                length = _declared_length(environ)
+                if length is None:
+                    environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"], limit)
+                elif length > limit:
+                    return self._refuse_body(start_response, BodyTooLarge(limit, length))
             environ["wsgi.multithread"] = False
             ch = None
             call = _Call(_nothing)
@@ -465,12 +546,9 @@ class WSGIHost:
             q = call.queue
         else:
             try:
-                spool_body(environ)
+                spool_body(environ, self.max_body_size)
             except BadRequestBody as e:
-                # The body's framing is unknown now: this connection cannot carry another request.
-                return _simple_response(start_response, e.status,
-                                        f"<h1>{e.status}</h1><p>{escape(str(e))}</p>\n",
-                                        (("Connection", "close"),))
+                return self._refuse_body(start_response, e)
             environ["wsgi.multithread"] = True
             ch = self._channel()
             call = _Call(ch.watcher.send)
@@ -487,6 +565,9 @@ class WSGIHost:
         first = q.popleft()
         if first is _ERROR:
             self._release(ch)
+            if self.pool is None and isinstance(call.error[1], BodyTooLarge):
+                # Greenlet mode: the chunks the app read went past max_body_size.
+                return self._refuse_body(start_response, call.error[1])
             if self.pool is None and _client_body_error(call.error[1]):
                 # Greenlet mode: the app read a body the client framed wrongly. That is a
                 # 400 (no traceback), and the handler closes the connection.
@@ -526,6 +607,14 @@ class WSGIHost:
             self._release(ch)
             return chunks
         return self._stream(call, ch, first, environ)
+
+    def _refuse_body(self, start_response: Callable, e: BadRequestBody) -> list[bytes]:
+        """The answer to a body that was not (or not all) read: the connection cannot carry
+        another request, since where this one's body ends is unknown or unread."""
+        log.warning("%s: %s", self.name, e)
+        return _simple_response(start_response, e.status,
+                                f"<h1>{e.status}</h1><p>{escape(str(e))}</p>\n",
+                                (("Connection", "close"),))
 
     def _abandon(self, call: _Call, ch: _Channel | None) -> None:
         """Stop a producer whose output will not be sent, and wait until it let go."""
@@ -626,8 +715,10 @@ def build(cfg: dict, ctx: BuildContext) -> Callable:
         from geonode import wamp
 
         hook = wamp.environ_hook(cfg["wamp"], ctx)
+    limit = max_body_size(cfg, ctx)
     if cfg.get("threads", True) is False:
-        return WSGIHost(app, None, display_tracebacks=display, environ_hook=hook, name=name)
+        return WSGIHost(app, None, display_tracebacks=display, environ_hook=hook, name=name,
+                        max_body_size=limit)
     from gevent.threadpool import ThreadPool
 
     maxthreads = int(cfg.get("maxthreads", 20))
@@ -635,4 +726,5 @@ def build(cfg: dict, ctx: BuildContext) -> Callable:
     pool = ThreadPool(maxsize=maxthreads)
     if minthreads:
         pool.size = minthreads
-    return WSGIHost(app, pool, display_tracebacks=display, environ_hook=hook, name=name)
+    return WSGIHost(app, pool, display_tracebacks=display, environ_hook=hook, name=name,
+                    max_body_size=limit)

@@ -13,20 +13,34 @@ chunked), fully read, with nothing left over in our buffer.
 Not ``http.client`` (as ``geonode.bridge.httpclient``, the bridge's one-shot client): it
 shows neither an early upstream answer after a failed upload nor the leftover bytes that make
 a pooled connection unsafe to reuse; this module's own parser sees both.
+
+No request leaves the configured upstream ``path``: the part of the URL below the mount
+(percent-decoded once by the server) has its dot-segments resolved inside the mount, and a
+``..`` that would climb out of it is a 400, as is anything an upstream might still read as a
+dot-segment after our resolution (``%2e%2e`` sent double-encoded, ``..\\``, Tomcat's ``..;``)
+or cut the path at (a control character such as NUL). Empty segments (``//``) are merged, so
+the target never starts with ``//`` (which some upstreams read as a host).
+
+A request body longer than ``max_body_size`` (the path's, else the transport's; see
+``geonode.web.limits``) is refused with 413: before the upstream is contacted when its
+Content-Length says so, else when the chunks forwarded add up to more (the upstream
+connection is then dropped, so it never sees the request complete).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from gevent import socket
 
 from geonode.config import ConfigError
 from geonode.web.context import BuildContext
+from geonode.web.limits import max_body_size
 from geonode.web.services.plain import phrase, text_response
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,81 @@ HOP_BY_HOP = frozenset({
 _OWN = frozenset({"host", "x-forwarded-host", "x-forwarded-port", "x-forwarded-proto",
                   "x-real-ip", "x-forwarded-for", "expect", "content-length", "content-type"})
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+# Control characters (C0, DEL): a C upstream may end the path at a NUL, a logger at a newline.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What an upstream may take as a path separator inside one of our segments.
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+class PathRefused(ValueError):
+    """A request path the proxy will not forward (400)."""
+
+
+class BodyTooLarge(ValueError):
+    """A chunked request body went past ``max_body_size`` while being forwarded (413)."""
+
+
+class ClientBodyError(Exception):
+    """Reading the client's request body failed (its fault, not the upstream's)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _read_body(stream, n: int) -> bytes:
+    """``stream.read(n)``, a failure of it being the client's: a stalled body is a 408 (not a
+    504 blaming the upstream, as a timeout while sending to it is), a broken one a 400."""
+    try:
+        return stream.read(n)
+    except TimeoutError:
+        raise ClientBodyError(408, "request body not received within client_timeout") from None
+    except OSError as e:
+        raise ClientBodyError(400, f"unreadable request body: {e}") from None
+
+
+def _looks_like_dots(segment: str) -> bool:
+    """Whether an upstream could still read ``segment`` (no ``/`` in it) as ``.``/``..``.
+
+    After one percent-decoding (the server's) these remain: a backslash that some upstreams
+    (IIS, some Java servers) take for a slash, a ``;params`` suffix that Tomcat and Spring
+    strip before resolving, and a second percent-encoding layer (``%252e%252e``) that an
+    upstream decoding twice would unwrap. Windows drops trailing dots and spaces from a
+    name, so a piece of nothing but dots and spaces (``...``, ``.. ``) counts too."""
+    for form in (segment, unquote(segment)):
+        for piece in _SEPARATORS.split(form):
+            name = piece.split(";", 1)[0]
+            if "." in name and not name.strip(". "):
+                return True
+    return False
+
+
+def resolve_path(path: str) -> str:
+    """``PATH_INFO`` below the mount with its dot-segments resolved inside the mount (RFC 3986
+    5.2.4) and ``//`` merged: ``""``, or ``/`` followed by the rest. :class:`PathRefused` for
+    a path that climbs above the mount or that an upstream could read differently."""
+    if _CONTROL.search(path) or ("%" in path and _CONTROL.search(unquote(path))):
+        raise PathRefused("control character in the path")
+    if not path:
+        return ""
+    out: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment == "" or segment == ".":
+            continue
+        if segment == "..":
+            if not out:
+                raise PathRefused("the path climbs above the proxied path")
+            out.pop()
+            continue
+        if ("." in segment or "%" in segment or "\\" in segment) and _looks_like_dots(segment):
+            raise PathRefused("dot-segment the upstream could resolve differently")
+        out.append(segment)
+    # A path ending in "/", "/." or "/.." names a directory: keep its trailing slash.
+    trailing = segments[-1] in ("", ".", "..") and bool(out)
+    return "/" + "/".join(out) + ("/" if trailing else "")
 
 
 class UpstreamError(Exception):
@@ -244,8 +333,10 @@ class _Body:
 
 class ReverseProxy:
     def __init__(self, host: str, port: int, path: str, forwarded_port: int | None,
-                 forwarded_proto: str | None, timeout: float) -> None:
+                 forwarded_proto: str | None, timeout: float,
+                 max_body_size: int | None = None) -> None:
         self.host = host
+        self.max_body_size = max_body_size
         self.port = port
         self.prefix = ("/" + path.strip("/")) if path.strip("/") else ""
         self.forwarded_port = forwarded_port
@@ -284,7 +375,8 @@ class ReverseProxy:
     # -- request ---------------------------------------------------------------------------
 
     def _target(self, environ: dict) -> str:
-        rest = environ.get("PATH_INFO", "").encode("latin-1")
+        """The upstream request target; :class:`PathRefused` when it would leave ``path``."""
+        rest = resolve_path(environ.get("PATH_INFO", "")).encode("latin-1")
         target = self.prefix + quote(rest, safe="/:@!$&'()*+,;=~")
         if not target.startswith("/"):
             target = "/" + target
@@ -322,18 +414,24 @@ class ReverseProxy:
         ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    @staticmethod
-    def _send_body(conn: _Conn, environ: dict, mode: str, length: int) -> None:
+    def _send_body(self, conn: _Conn, environ: dict, mode: str, length: int) -> None:
         stream = environ["wsgi.input"]
         if mode == "length":
             while length > 0:
-                data = stream.read(min(CHUNK, length))
+                data = _read_body(stream, min(CHUNK, length))
                 if not data:
                     raise ValueError("request body shorter than its Content-Length")
                 length -= len(data)
                 conn.sock.sendall(data)
         elif mode == "chunked":
-            while data := stream.read(CHUNK):
+            limit = self.max_body_size
+            left = -1 if limit is None else limit
+            while data := _read_body(stream, CHUNK if limit is None else min(CHUNK, left + 1)):
+                if limit is not None:
+                    left -= len(data)
+                    if left < 0:
+                        raise BodyTooLarge(f"request body larger than max_body_size "
+                                           f"({limit} bytes)")
                 conn.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
             conn.sock.sendall(b"0\r\n\r\n")
 
@@ -348,7 +446,14 @@ class ReverseProxy:
             body_mode = "chunked"
         else:
             body_mode = "length" if length > 0 else "none"
-        request_head = self._request_head(environ, body_mode, length)
+            if self.max_body_size is not None and length > self.max_body_size:
+                return self._refuse(start_response, 413, f"request body of {length} bytes "
+                                    f"larger than max_body_size ({self.max_body_size} bytes)",
+                                    environ, head)
+        try:
+            request_head = self._request_head(environ, body_mode, length)
+        except PathRefused as e:
+            return self._refuse(start_response, 400, str(e), environ, head)
         retryable = method in _RETRYABLE_METHODS and body_mode == "none"
         conn = self._take() if retryable else None
 
@@ -386,6 +491,12 @@ class ReverseProxy:
                 log.warning("reverseproxy: %s:%s: %s", self.host, self.port, e)
                 word = "gateway timeout" if e.status == 504 else "bad gateway"
                 return text_response(start_response, e.status, f"{word}: {e}", head=head)
+            except BodyTooLarge as e:
+                conn.close()  # the upstream never sees the request complete
+                return self._refuse(start_response, 413, str(e), environ, head)
+            except ClientBodyError as e:
+                conn.close()
+                return self._refuse(start_response, e.status, str(e), environ, head)
             except ValueError as e:
                 conn.close()
                 return text_response(start_response, 400, f"bad request: {e}", head=head)
@@ -421,6 +532,17 @@ class ReverseProxy:
         return _Body(self, conn, "eof", 0, False)
 
 
+    def _refuse(self, start_response, status: int, reason: str, environ: dict,
+                head: bool) -> list[bytes]:
+        """A request not forwarded: the client's fault, one log line. The connection closes,
+        since a request body may be left unread."""
+        log.warning("reverseproxy: %s %s%s refused: %s", environ.get("REQUEST_METHOD"),
+                    environ.get("SCRIPT_NAME", ""), _CONTROL.sub("?", environ.get("PATH_INFO", "")),
+                    reason)
+        return text_response(start_response, status, f"{phrase(status)}: {reason}",
+                             [("Connection", "close")], head=head)
+
+
 def build(cfg: dict, ctx: BuildContext) -> ReverseProxy:
     """The WSGI app for a ``reverseproxy`` path."""
     host = cfg.get("host")
@@ -432,4 +554,4 @@ def build(cfg: dict, ctx: BuildContext) -> ReverseProxy:
     path = cfg.get("path", "") or ""
     timeout = cfg.get("timeout", DEFAULT_TIMEOUT)
     return ReverseProxy(host, port, path, cfg.get("forwarded_port"),
-                        cfg.get("forwarded_proto"), float(timeout))
+                        cfg.get("forwarded_proto"), float(timeout), max_body_size(cfg, ctx))
