@@ -29,6 +29,7 @@ from geonode.router.auth import (
     PendingAuth,
     pending_auth,
 )
+from geonode.router.authorization import AnswerCache
 from geonode.router.state import new_id
 
 log = logging.getLogger("geonode.router")
@@ -100,7 +101,7 @@ class RouterSession:
         self.calls: dict[int, Any] = {}          # CALL.Request -> invocation (as caller)
         self.invocations: dict[int, Any] = {}    # INVOCATION.Request -> invocation (as callee)
         self.testaments: dict[str, list] = {}
-        self.authz_cache: dict = {}
+        self.authz_cache = AnswerCache()
 
     # -- helpers used by realm/broker/dealer ----------------------------------------------
     def send(self, msg: Any) -> None:
