@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -42,6 +43,16 @@ class _Ask:
 
     def __init__(self, callee: Any) -> None:
         self.callee = callee
+
+
+def _random_order(n: int) -> Iterator[int]:
+    """0..n-1 in random order, lazily: one draw usually does; the full shuffle is made only
+    when the first pick is not eligible or not free."""
+    first = random.randrange(n)
+    yield first
+    for i in random.sample(range(n), n):
+        if i != first:
+            yield i
 
 
 def _busy_text(reg: Registration) -> str:
@@ -184,7 +195,7 @@ class Dealer:
         if meta is not None:
             realm.meta.call(meta, session, msg)
             return
-        reg = self.state.lookup(uri, "exact")
+        reg = self.state.exact(uri)
         if reg is not None:
             # The callee's role allowed this very procedure when it registered.
             callee = self._pick(reg)
@@ -266,7 +277,7 @@ class Dealer:
             start = reg.rr_index % n
             order: Any = ((start + k) % n for k in range(n))
         elif policy == "random":
-            order = random.sample(range(n), n)
+            order = _random_order(n)
         elif policy == "last":
             order = range(n - 1, -1, -1)
         else:   # single, first

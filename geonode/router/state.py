@@ -184,6 +184,10 @@ class DealerState:
     def get(self, reg_id: int) -> Registration | None:
         return self.by_id.get(reg_id)
 
+    def exact(self, procedure: str) -> Registration | None:
+        """The exact registration of ``procedure`` (the hot path of CALL)."""
+        return self.table.exact.get(procedure)
+
     def best(self, procedure: str) -> Registration | None:
         return self.table.best(procedure)
 
