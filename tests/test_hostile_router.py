@@ -445,3 +445,41 @@ def test_row4_eligible_callee_busy_is_max_concurrency_not_the_ineligible_one():
     e = caller.take(m.Error)
     assert (e.request, e.error) == (r, "crossbar.error.max_concurrency_reached")
     reader.none()
+
+
+def test_row3_messages_held_for_an_authorizer_are_bounded(monkeypatch):
+    from geonode.router import holding
+    monkeypatch.setattr(holding, "HOLD_LIMIT", 5)
+    router = make_router(realm(roles=DYN_ROLES))
+    backend = _authorizer(router)
+    sub, _ = _subscribed_dynamic(router, backend, "com.dyn.", "prefix")
+    other, _ = _subscribed_dynamic(router, backend, "com.dyn.", "prefix")
+    pub = Client(router, auth={"authid": "p", "authrole": "backend"}).joined()
+    for i in range(6):          # one question per subscriber, the rest waits behind it
+        pub.publish(f"com.dyn.{i}", i)
+    assert sub.peer.closed and other.peer.closed   # dropped, like an outgoing queue overflow
+    pub.publish("com.dyn.x", acknowledge=True)
+    pub.take(m.Published)                          # the publisher was never held up
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack", "cbor"])
+def test_row1_parser_keeps_long_uris_from_regexes(name):
+    """The transports' parser: a 4 MiB URI costs a decode, not autobahn's per-component
+    regex (~90 ms per MiB). Requests keep their URI for the router to refuse; any other
+    message carrying one is a protocol violation."""
+    from geonode.transport.serializers import ProtocolError, get
+
+    ser = get(name)
+    uri = "com." + "a." * (2 * MiB) + "x"
+    t0 = time.perf_counter()
+    for raw, attr in (([16, 1, {}, uri, [1]], "topic"), ([32, 2, {"match": "prefix"}, uri],
+                                                         "topic"),
+                      ([48, 3, {}, uri], "procedure"), ([64, 4, {}, uri], "procedure")):
+        (msg,) = ser.unserialize(ser.obj.serialize(raw))
+        assert getattr(msg, attr) == uri
+    for raw in ([8, 68, 5, {}, uri], [6, {}, uri], [3, {}, uri], [1, uri, {"roles": {}}],
+                [69, 6, {"reason": uri}]):
+        with pytest.raises(ProtocolError, match="characters in"):
+            ser.unserialize(ser.obj.serialize(raw))
+    took = time.perf_counter() - t0
+    assert took < 1.5, f"{took:.2f}s"

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="median of this many per point")
     ap.add_argument("--baseline", help="folder holding another checkout's geonode package")
     ap.add_argument("--give-up", type=float, default=20.0, help="seconds to wait for an answer")
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
     sizes = [int(s) * KiB for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
@@ -214,7 +215,33 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {row.name} | {kind.upper()} | {size // KiB} KiB | {ans} | "
                       f"{added:.1f} | {rs[0]['outcome']} |")
     print(f"\nraw numbers: {work / 'results.json'}")
+    common.write_summary(args.summary, "hostile-uri", summary(results, rows, kinds, sizes))
     return 0
+
+
+#: the issue's target: HTTP latency added while one client sends a 256 KiB-URI SUBSCRIBE
+TARGET_MS = 10.0
+
+
+def summary(results: list[dict], rows: list[Row], kinds: list[str], sizes: list[int]) -> list:
+    out = []
+    for kind in kinds:
+        for size in sizes:
+            for row in rows:
+                rs = [r for r in results
+                      if (r["row"], r["kind"], r["size"]) == (row.name, kind, size)]
+                if not rs:
+                    continue
+                label = f"{row.name}: {kind.upper()} with a {size // KiB} KiB URI"
+                answers = [r["answer_s"] for r in rs if r["answer_s"] is not None]
+                if len(answers) == len(rs):
+                    out.append(common.absolute(f"{label}, answered in", "ms",
+                                               statistics.median(answers) * 1000))
+                added = statistics.median(r["http_added_ms"] for r in rs)
+                target = TARGET_MS if kind == "subscribe" and size == 256 * KiB \
+                    and row.name != "baseline" else None
+                out.append(common.absolute(f"{label}, HTTP latency added", "ms", added, target))
+    return out
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from geonode.uri import uri_text
 NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 INVALID_URI = "wamp.error.invalid_uri"
+_PER_SESSION = object()   # a dynamic role: its answers depend on the session
 
 
 def strict_note(realm: Any) -> str:
@@ -140,13 +141,13 @@ class Broker:
             # event (exclude_me: false) sees the acknowledgement first.
             session.send(m.Published(msg.request, publication))
         record = None
-        select = publishfilter.selector(session, msg)
+        flt = publishfilter.compile_filter(msg)
         for sub in self.state.matching(topic):
             if sub.history is not None:
                 if record is None:
                     record = self._history_record(session, publication, msg)
                 sub.history.append(record)
-            targets = select(sub.subscribers)
+            targets = publishfilter.receivers(sub.subscribers, session, msg, flt)
             if targets:
                 # One EVENT per subscription: every transport serializes it once per serializer.
                 event = self._event(sub, publication, msg, topic, disclose)
@@ -167,21 +168,22 @@ class Broker:
         ``topic`` itself. Static roles answer from their cache (asked once per role here);
         a dynamic authorizer not yet asked holds that subscriber's messages (HeldPeer) while
         it answers, so neither the publisher nor the hub waits and order is kept."""
-        answers: dict = {}
+        allowed: dict = {}   # role -> True / False, or _PER_SESSION
         for target in targets:
             role = target.role
-            if role.per_session:
+            allow = allowed.get(role)
+            if allow is None:
+                allow = allowed[role] = (_PER_SESSION if role.per_session else
+                                         role.authorize_now(target, topic, "subscribe",
+                                                            CONCRETE).allow)
+            if allow is True:
+                target.peer.send(event)
+            elif allow is _PER_SESSION:
                 ans = role.authorize_now(target, topic, "subscribe", CONCRETE)
                 if ans is None:
                     HeldPeer.of(target).hold(event, topic)
-                    continue
-            else:
-                ans = answers.get(role)
-                if ans is None:
-                    ans = answers[role] = role.authorize_now(target, topic, "subscribe",
-                                                             CONCRETE)
-            if ans.allow:
-                target.peer.send(event)
+                elif ans.allow:
+                    target.peer.send(event)
 
     def _history_record(self, session: Any, publication: int, msg: m.Publish) -> dict:
         # Crossbar's event store format (wamp.subscription.get_events).

@@ -210,6 +210,8 @@ class WampSerializer:
         except Exception as e:
             raise ProtocolError(f"invalid {self.name} payload: {type(e).__name__}: {e}") from None
         msgs = []
+        # No string in a payload is longer than the payload: small ones skip the URI guard.
+        guard = len(payload) > MAX_URI_LENGTH
         for raw in raws:
             if type(raw) is not list or not raw:
                 raise ProtocolError("a WAMP message must be a non-empty list")
@@ -217,14 +219,7 @@ class WampSerializer:
             if cls is None:
                 raise ProtocolError(f"invalid WAMP message type {raw[0]!r}")
             try:
-                i = _URI_INDEX.get(raw[0])
-                if (i is not None and len(raw) > i and type(raw[i]) is str
-                        and len(raw[i]) > MAX_URI_LENGTH):
-                    msgs.append(_parse_long_uri(cls, raw, i))
-                elif raw[0] in _REASON_IN_DICT:
-                    msgs.append(_parse_reason(cls, raw))
-                else:
-                    msgs.append(cls.parse(raw))
+                msgs.append(_parse_guarded(cls, raw) if guard else cls.parse(raw))
             except ProtocolError:
                 raise
             except Exception as e:
@@ -235,21 +230,23 @@ class WampSerializer:
         return f"<WampSerializer {self.name}>"
 
 
-def _parse_long_uri(cls: Any, raw: list, i: int) -> Any:
-    attr = _URI_ATTR.get(raw[0])
-    if attr is None:
-        raise ProtocolError(f"URI of {len(raw[i])} characters in {cls.__name__.upper()} "
-                            f"(at most {MAX_URI_LENGTH})")
-    msg = cls.parse([*raw[:i], "x", *raw[i + 1:]])
-    setattr(msg, attr, raw[i])
-    return msg
-
-
-def _parse_reason(cls: Any, raw: list) -> Any:
-    reason = raw[2].get("reason") if len(raw) > 2 and type(raw[2]) is dict else None
-    if type(reason) is str and len(reason) > MAX_URI_LENGTH:
-        raise ProtocolError(f"reason URI of {len(reason)} characters in "
-                            f"{cls.__name__.upper()} (at most {MAX_URI_LENGTH})")
+def _parse_guarded(cls: Any, raw: list) -> Any:
+    """``cls.parse(raw)`` keeping URIs over MAX_URI_LENGTH away from autobahn's regexes."""
+    kind = raw[0]
+    i = _URI_INDEX.get(kind)
+    if i is not None and len(raw) > i and type(raw[i]) is str and len(raw[i]) > MAX_URI_LENGTH:
+        attr = _URI_ATTR.get(kind)
+        if attr is None:
+            raise ProtocolError(f"URI of {len(raw[i])} characters in {cls.__name__.upper()} "
+                                f"(at most {MAX_URI_LENGTH})")
+        msg = cls.parse([*raw[:i], "x", *raw[i + 1:]])
+        setattr(msg, attr, raw[i])
+        return msg
+    if kind in _REASON_IN_DICT and len(raw) > 2 and type(raw[2]) is dict:
+        reason = raw[2].get("reason")
+        if type(reason) is str and len(reason) > MAX_URI_LENGTH:
+            raise ProtocolError(f"reason URI of {len(reason)} characters in "
+                                f"{cls.__name__.upper()} (at most {MAX_URI_LENGTH})")
     return cls.parse(raw)
 
 
