@@ -483,3 +483,36 @@ def test_row1_parser_keeps_long_uris_from_regexes(name):
             ser.unserialize(ser.obj.serialize(raw))
     took = time.perf_counter() - t0
     assert took < 1.5, f"{took:.2f}s"
+
+
+def test_row1_huge_publish_lists_cost_once_per_publication_not_per_subscription():
+    """1,000 prefix subscriptions matching one topic and a 200,000-entry eligible list:
+    the list becomes a set once (before: once per matching subscription)."""
+    router = make_router(realm(roles=[ADMIN]))
+    topic = "com." + "a" * 1000
+    sub = Client(router, auth={"authid": "s", "authrole": "admin"}).joined()
+    for i in range(1000):
+        sub.send(m.Subscribe(i + 1, topic[:4 + i], match="prefix"))
+    sub.messages.clear()
+    pub = Client(router, auth={"authid": "p", "authrole": "admin"}).joined()
+    msg = m.Publish(1, topic, args=[1], acknowledge=True,
+                    eligible=[sub.id, *range(1, 200_000)], exclude=list(range(1, 200_000)))
+    t0 = time.perf_counter()
+    pub.session.receive(msg)
+    took = time.perf_counter() - t0
+    assert isinstance(pub.take(), m.Published)
+    assert len(sub.messages) == 1000
+    assert took < 1.0, f"{took:.2f}s"
+
+
+def test_row1_session_list_filter_is_a_set():
+    router = make_router(realm(roles=[ADMIN]))
+    for _ in range(2000):
+        Client(router, auth={"authid": "x", "authrole": "admin"}).joined()
+    c = Client(router, auth={"authid": "c", "authrole": "admin"}).joined()
+    roles = [f"role{i}" for i in range(200_000)] + ["admin"]
+    t0 = time.perf_counter()
+    c.session.receive(m.Call(1, "wamp.session.count", args=[roles]))
+    took = time.perf_counter() - t0
+    assert c.take(m.Result).args == [2001]
+    assert took < 1.0, f"{took:.2f}s"
