@@ -26,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -115,9 +116,12 @@ class HttpProbe:
 
 
 def long_uri(size: int, shape: str) -> str:
-    """A valid URI of ``size`` characters: one long component, or ``a.a.a…`` (many)."""
-    body = "a" * (size - 5) if shape == "plain" else ("a." * size)[:size - 5]
-    return "com." + body + "x"
+    """A valid URI of ``size`` characters, a new one each time (an attacker would not let a
+    cache answer): one long component, or ``a.a.a…`` (many components)."""
+    tail = os.urandom(8).hex()
+    n = size - 4 - len(tail)
+    body = "a" * n if shape == "plain" else ("a." * size)[:n - 1] + "a"
+    return "com." + body + tail
 
 
 def one(row: Row, kind: str, size: int, shape: str, give_up: float) -> dict:
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         rows.append(Row("baseline", Path(args.baseline).resolve(), None, work))
     results: list[dict] = []
+    # SIGTERM (e.g. timeout) ends the run like ^C, stopping the servers
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         for row in rows:
             row.start()
