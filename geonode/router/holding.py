@@ -131,6 +131,12 @@ class HeldPeer:
             return seen[0]
         ans = session.role.authorize(session, topic, "subscribe", CONCRETE)
         answers[topic] = (ans.allow, self.pushed)
+        if len(answers) > len(self.queue) + 64:
+            # Bounded while a stream keeps the queue from emptying: an answer serves nothing
+            # once every event queued before it has gone.
+            head = self.pushed - len(self.queue)
+            for t in [t for t, (_, pushed) in answers.items() if pushed <= head]:
+                del answers[t]
         return ans.allow and session.state == JOINED and session.id == sid
 
     def _queued_before(self, pushed: int) -> bool:
