@@ -34,8 +34,10 @@ BENCHES = [
     ("bridge", "bridge/run.py", [], ["--rounds", "1", "--duration", "2"]),
     ("websocket", "websocket/run.py", [], ["--rounds", "1", "--messages", "5000", "--big", "4"]),
     ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
+    ("hostile-uri", "hostile/long_uri.py", [], ["--rounds", "1", "--sizes", "64,256"]),
 ]
-NO_CROSSBAR = {"inprocess"}  # geonode's in-process hand-off: Crossbar has no counterpart
+# geonode's in-process hand-off and the hostile-input curves: no Crossbar counterpart
+NO_CROSSBAR = {"inprocess", "hostile-uri"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client"}
 
 

@@ -15,6 +15,7 @@ from wire import Closed, Conn, frame
 
 REALM = "realm1"
 TOPIC = "com.bench.topic"
+PREFIX = "com.bench."
 PROC = "com.bench.echo"
 PAYLOAD = "hello from the bench, 40 bytes of text."
 
@@ -49,15 +50,18 @@ def connect(addr: tuple[str, int, str], serializer: str) -> Conn:
 
 
 def pubsub(addr, serializer: str, duration: float, server_pids, subscribers: int = 10,
-           window: int = 400, chunk: int = 50, warmup: float = 0.5) -> Result:
+           window: int = 400, chunk: int = 50, warmup: float = 0.5,
+           match: str = "exact") -> Result:
     """Events delivered per second: one publisher, ``subscribers`` subscribers, no acks.
 
     The publisher keeps at most ``window`` publications ahead of the slowest subscriber, so
-    the router is saturated but its queues stay far below any bound.
+    the router is saturated but its queues stay far below any bound. ``match="prefix"``:
+    the subscribers subscribe to the prefix ``com.bench.`` instead (each event then needs the
+    subscribers' roles' permission for its concrete topic).
     """
     subs = [connect(addr, serializer) for _ in range(subscribers)]
     for s in subs:
-        s.subscribe(TOPIC)
+        s.subscribe(TOPIC if match == "exact" else PREFIX, match)
     pub = connect(addr, serializer)
     enc, op = pub.enc, pub.opcode
     sel = selectors.DefaultSelector()

@@ -56,30 +56,37 @@ def node_config(port: int) -> dict:
     }
 
 
-def start(name: str, tmp: Path, crossbar: str | None) -> common.Server:
+def start(name: str, tmp: Path, crossbar: str | None,
+          baseline: str | None = None) -> common.Server:
     port = common.free_port()
     d = tmp / name
-    if name == "geonode":
+    env = None
+    if name in ("geonode", "baseline"):
         cfg = common.write_config(d, "node.json", node_config(port))
         cmd = common.geonode_cmd(cfg, "--loglevel", "warning")
+        if name == "baseline":
+            # another checkout's geonode package (git archive <commit> geonode | tar -x -C DIR)
+            env = {"PYTHONPATH": str(Path(baseline).resolve())}
     else:
         common.write_config(d, "config.json", node_config(port))
         cmd = common.crossbar_cmd(common.crossbar_exe(crossbar), d)
-    server = common.Server(name, cmd, d, port, tmp / f"{name}.log")
+    server = common.Server(name, cmd, d, port, tmp / f"{name}.log", env=env)
     server.start()
     time.sleep(0.5)  # Crossbar opens the port before its realm is fully up
     return server
 
 
 def bench_round(servers: list[common.Server], serializers: list[str], duration: float,
-                results: dict) -> None:
+                results: dict, prefix: bool = False) -> None:
     """One run of every load against every server, interleaved so noise hits all alike."""
     for ser in serializers:
-        for metric in ("pubsub", "rpc"):
+        for metric in ("pubsub", "pubsub_prefix", "rpc") if prefix else ("pubsub", "rpc"):
             for server in servers:
                 addr = ("127.0.0.1", server.port, PATH)
                 if metric == "pubsub":
                     r = loads.pubsub(addr, ser, duration, server.pids)
+                elif metric == "pubsub_prefix":
+                    r = loads.pubsub(addr, ser, duration, server.pids, match="prefix")
                 else:
                     r = loads.rpc(addr, ser, duration, server.pids)
                 _record(results, server.name, ser, metric, r)
@@ -113,6 +120,8 @@ def _fmt(metric: str, samples: list) -> str:
 
 #: key, label in the table printed here, label in RESULTS.md, unit, higher is better
 METRICS = (("pubsub", "events/s (10 subscribers)", "pub/sub to 10 subscribers", "events/s", True),
+           ("pubsub_prefix", "events/s (10 prefix subscribers)",
+            "pub/sub to 10 prefix subscribers", "events/s", True),
            ("rpc", "calls/s (50 in flight)", "RPC, 50 calls in flight", "calls/s", True),
            ("p50", "call latency p50 (ms)", "call round trip p50", "ms", False),
            ("p99", "call latency p99 (ms)", "call round trip p99", "ms", False))
@@ -128,18 +137,22 @@ def median_of(results: dict, name: str, ser: str, metric: str) -> float | None:
 
 
 def table(results: dict, serializers: list[str], servers: list[str]) -> str:
-    pair = servers == ["geonode", "crossbar"]
+    pair = len(servers) == 2 and servers[0] == "geonode"
     lines = ["| metric | serializer | " + " | ".join(servers) +
-             (" | geonode/crossbar |" if pair else " |"),
+             (f" | geonode/{servers[1]} |" if pair else " |"),
              "|---|---|" + "---|" * (len(servers) + pair)]
     for ser in serializers:
         for metric, label, _, _, higher in METRICS:
             vals = [median_of(results, name, ser, metric) for name in servers]
+            if all(v is None for v in vals):
+                continue
             cells = [("-" if v is None else (f"{v:.0f}" if higher else f"{v:.3f}"))
                      for v in vals]
             row = f"| {label} | {ser} | " + " | ".join(cells) + " |"
             if pair and None not in vals and vals[1]:
-                row += f" {common.ratio(vals[0], vals[1], higher):.1f}x |"
+                # two decimals against another geonode: differences of a few % matter there
+                digits = 1 if servers[1] == "crossbar" else 3
+                row += f" {common.ratio(vals[0], vals[1], higher):.{digits}f}x |"
             elif pair:
                 row += " - |"
             lines.append(row)
@@ -209,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", default="geonode,crossbar")
     ap.add_argument("--scale", type=int, default=10000, help="idle sessions (0: skip)")
     ap.add_argument("--scale-crossbar", action="store_true", help="scale-test Crossbar too")
+    ap.add_argument("--prefix", action="store_true",
+                    help="also pub/sub with prefix subscriptions (the concrete-URI check)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout's geonode package, run as server 'baseline' "
+                         "(e.g. --servers geonode,baseline --baseline DIR)")
     common.add_crossbar_option(ap)
     ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
@@ -221,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     running = []
     try:
         for name in servers:
-            running.append(start(name, work, args.crossbar))
+            running.append(start(name, work, args.crossbar, args.baseline))
         for i in range(args.runs):
             print(f"== run {i + 1}/{args.runs}", flush=True)
-            bench_round(running, serializers, args.duration, results)
+            bench_round(running, serializers, args.duration, results, args.prefix)
         for server in running:
             if args.scale and (server.name == "geonode" or args.scale_crossbar):
                 n = min(args.scale, hard - 500)  # client and server each hold n fds

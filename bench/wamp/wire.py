@@ -103,8 +103,9 @@ class Conn:
         self._req += 1
         return self._req
 
-    def subscribe(self, topic: str) -> int:
-        self.send([32, self.next_request(), {}, topic])
+    def subscribe(self, topic: str, match: str = "exact") -> int:
+        self.send([32, self.next_request(), {} if match == "exact" else {"match": match},
+                   topic])
         msg = self.recv()
         assert msg[0] == 33, msg
         return msg[2]

@@ -328,6 +328,8 @@ REALM = obj({
     "options": obj({
         "enable_meta_api": BOOL, "bridge_meta_api": BOOL,
         "uri_check": {"enum": ["strict", "loose"]},
+        # geonode: longest URI accepted (geonode.uri.MAX_URI_LENGTH, docs/security.md)
+        "max_uri_length": {"type": "integer", "minimum": 1, "maximum": 64 * 1024 * 1024},
         "event_dispatching_chunk_size": {"type": "integer", "minimum": 1},
     }),
     # event history (retained events), Crossbar's realm store

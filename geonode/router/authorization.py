@@ -3,6 +3,11 @@
 Static roles hold permission rules in a ``UriTable`` (the most specific rule wins: exact, then
 longest prefix, then wildcard). Dynamic roles ask an ``authorizer`` procedure; the answer may be
 cached per session. The built-in ``trusted`` role allows everything.
+
+Besides the action a client asks for, the broker and dealer ask about concrete URIs: an event
+on ``com.app.secret`` reaches a pattern subscriber only if its role may subscribe to
+``com.app.secret`` itself, an invocation reaches a pattern callee only if its role may register
+that procedure (``CONCRETE`` options; docs/router.md "Pattern subscriptions and registrations").
 """
 
 from __future__ import annotations
@@ -11,16 +16,54 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import gevent.local
+
 from geonode.router.matching import MATCHES, UriTable, infer_match
+from geonode.uri import uri_text
 
 log = logging.getLogger("geonode.router")
 
 ACTIONS = ("publish", "subscribe", "call", "register")
 
-# Per-session cache of dynamic authorizer answers: bounded so a session hitting many distinct
-# URIs cannot grow memory without limit (the cache is simply cleared when full).
+# Answer caches are bounded in entries and in the characters of the URIs they hold, so a
+# session hitting many distinct (or long) URIs cannot grow memory without limit: a full cache
+# is simply cleared. A role's static answers are shared by its sessions; a dynamic
+# authorizer's are kept per session (the answer may depend on the session).
 CACHE_LIMIT = 1024
+ROLE_CACHE_CHARS = 1024 * 1024
+SESSION_CACHE_CHARS = 64 * 1024
 AUTHORIZER_TIMEOUT = 30.0
+# An authorizer asked, while answering, about its own callee's role (a pattern registration
+# of the authorizer by a session whose role is dynamic) would recurse without end.
+MAX_AUTHORIZER_NESTING = 4
+
+#: The options of a question about a concrete URI: may the session subscribe to / register
+#: exactly this topic / procedure (an event's topic, a call's procedure).
+CONCRETE: dict = {"match": "exact"}
+
+
+class AnswerCache(dict):
+    """Authorization answers by (uri, action): a dict (lookups stay C ``dict.get``), bounded
+    by entries and by the characters of the URIs held."""
+
+    __slots__ = ("chars", "max_entries", "max_chars")
+
+    def __init__(self, max_entries: int = CACHE_LIMIT, max_chars: int = SESSION_CACHE_CHARS):
+        super().__init__()
+        self.chars = 0
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+
+    def put(self, key: tuple, ans: Authorization) -> None:
+        size = len(key[0])
+        if size > self.max_chars:
+            return
+        if len(self) >= self.max_entries or self.chars + size > self.max_chars:
+            self.clear()
+            self.chars = 0
+        if key not in self:
+            self.chars += size
+        self[key] = ans
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +79,9 @@ ALLOW = Authorization(True)
 
 class Role:
     name: str
+    #: True when answers depend on the session (dynamic authorizer): the broker and dealer then
+    #: ask per session; otherwise once per role.
+    per_session = False
 
     def authorize_now(self, session: Any, uri: str, action: str, options: dict) -> Authorization | None:
         """The answer without waiting, or None when only ``authorize`` (which may block) knows."""
@@ -89,7 +135,7 @@ class StaticRole(Role):
             if match not in MATCHES:
                 raise ValueError(f"role {name!r}: invalid match {match!r} for {uri!r}")
             self.table.add(uri, match, _Permission(p))
-        self._answers: dict[tuple[str, str], Authorization] = {}
+        self._answers = AnswerCache(CACHE_LIMIT, ROLE_CACHE_CHARS)
 
     def authorize_now(self, session, uri, action, options):
         key = (uri, action)
@@ -97,14 +143,17 @@ class StaticRole(Role):
         if ans is None:
             perm = self.table.best(uri)
             ans = perm.authorization(action) if perm is not None else DENY
-            if len(self._answers) >= CACHE_LIMIT:
-                self._answers.clear()
-            self._answers[key] = ans
+            self._answers.put(key, ans)
         return ans
+
+
+_nesting = gevent.local.local()
 
 
 class DynamicRole(Role):
     """Asks ``authorizer(session_details, uri, action, options)`` on the realm."""
+
+    per_session = True
 
     def __init__(self, name: str, authorizer: str, realm: Any) -> None:
         self.name = name
@@ -118,22 +167,29 @@ class DynamicRole(Role):
         ans = self.authorize_now(session, uri, action, options)
         if ans is not None:
             return ans
+        depth = getattr(_nesting, "depth", 0)
+        if depth >= MAX_AUTHORIZER_NESTING:
+            log.warning("authorizer %s: asked about %s %s while answering %d questions of its "
+                        "own: denied", self.authorizer, action, uri_text(uri), depth)
+            return DENY
+        _nesting.depth = depth + 1
         try:
             result = self.realm.service.call(
                 self.authorizer, [session.details(), uri, action, options],
                 timeout=AUTHORIZER_TIMEOUT)
         except Exception as e:  # the authorizer failed: deny, the client sees not_authorized
-            log.warning("authorizer %s failed for %s %s: %s", self.authorizer, action, uri, e)
+            log.warning("authorizer %s failed for %s %s: %s", self.authorizer, action,
+                        uri_text(uri), e)
             return DENY
+        finally:
+            _nesting.depth = depth
         ans = parse_authorizer_result(result)
         if ans is None:
-            log.warning("authorizer %s returned %r for %s %s: denied", self.authorizer,
-                        result, action, uri)
+            log.warning("authorizer %s returned %.200r for %s %s: denied", self.authorizer,
+                        result, action, uri_text(uri))
             return DENY
         if ans.cache:
-            if len(session.authz_cache) >= CACHE_LIMIT:
-                session.authz_cache.clear()
-            session.authz_cache[(uri, action)] = ans
+            session.authz_cache.put((uri, action), ans)
         return ans
 
 

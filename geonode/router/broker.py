@@ -8,11 +8,15 @@ from typing import Any
 from autobahn.wamp import message as m
 
 from geonode.router import publishfilter
+from geonode.router.authorization import CONCRETE
+from geonode.router.holding import HeldPeer
 from geonode.router.state import BrokerState, Subscription, new_id
+from geonode.uri import uri_text
 
 NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 INVALID_URI = "wamp.error.invalid_uri"
+_PER_SESSION = object()   # a dynamic role: its answers depend on the session
 
 
 def strict_note(realm: Any) -> str:
@@ -40,7 +44,7 @@ class Broker:
         uri = msg.topic
         if not realm.valid_uri(uri, match):
             session.send(m.Error(m.Subscribe.MESSAGE_TYPE, msg.request, INVALID_URI,
-                                 [f"subscribe for invalid topic URI {uri!r}"]))
+                                 [f"subscribe for invalid topic URI {uri_text(uri)}"]))
             return
         authz = realm.authorize(session, msg, uri, "subscribe", {"match": match})
         if authz is None:
@@ -61,8 +65,12 @@ class Broker:
             for topic, retained in self.state.retained_for(sub):
                 pub = retained["publish"]
                 if publishfilter.receivers((session,), None, pub):
-                    session.send(self._event(sub, retained["publication"], pub, topic,
-                                             retained["disclose"], retained=True))
+                    event = self._event(sub, retained["publication"], pub, topic,
+                                        retained["disclose"], retained=True)
+                    if match == "exact":
+                        session.send(event)
+                    else:
+                        self._deliver_checked((session,), event, topic)
 
     # -- UNSUBSCRIBE ----------------------------------------------------------------------
     def unsubscribe(self, session: Any, msg: m.Unsubscribe) -> None:
@@ -105,7 +113,7 @@ class Broker:
         if not realm.valid_uri(topic, "exact"):
             if ack:
                 session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, INVALID_URI,
-                                     [f"publish with invalid topic URI {topic!r} "
+                                     [f"publish with invalid topic URI {uri_text(topic)} "
                                       f"{strict_note(realm)}"]))
             return
         if realm.reserved(topic, session):
@@ -133,21 +141,49 @@ class Broker:
             # event (exclude_me: false) sees the acknowledgement first.
             session.send(m.Published(msg.request, publication))
         record = None
+        flt = publishfilter.compile_filter(msg)
         for sub in self.state.matching(topic):
             if sub.history is not None:
                 if record is None:
                     record = self._history_record(session, publication, msg)
                 sub.history.append(record)
-            targets = publishfilter.receivers(sub.subscribers, session, msg)
+            targets = publishfilter.receivers(sub.subscribers, session, msg, flt)
             if targets:
                 # One EVENT per subscription: every transport serializes it once per serializer.
                 event = self._event(sub, publication, msg, topic, disclose)
-                # Subscribers are joined sessions (leaving removes them): straight to the peer.
-                for target in targets:
-                    target.peer.send(event)
+                if sub.match == "exact":
+                    # Subscribers are joined sessions (leaving removes them): straight to the
+                    # peer. Their role allowed this very topic when they subscribed.
+                    for target in targets:
+                        target.peer.send(event)
+                else:
+                    self._deliver_checked(targets, event, topic)
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})
+
+    @staticmethod
+    def _deliver_checked(targets, event: m.Event, topic: str) -> None:
+        """A pattern subscription's event: only to the subscribers whose role may subscribe to
+        ``topic`` itself. Static roles answer from their cache (asked once per role here);
+        a dynamic authorizer not yet asked holds that subscriber's messages (HeldPeer) while
+        it answers, so neither the publisher nor the hub waits and order is kept."""
+        allowed: dict = {}   # role -> True / False, or _PER_SESSION
+        for target in targets:
+            role = target.role
+            allow = allowed.get(role)
+            if allow is None:
+                allow = allowed[role] = (_PER_SESSION if role.per_session else
+                                         role.authorize_now(target, topic, "subscribe",
+                                                            CONCRETE).allow)
+            if allow is True:
+                target.peer.send(event)
+            elif allow is _PER_SESSION:
+                ans = role.authorize_now(target, topic, "subscribe", CONCRETE)
+                if ans is None:
+                    HeldPeer.of(target).hold(event, topic)
+                elif ans.allow:
+                    target.peer.send(event)
 
     def _history_record(self, session: Any, publication: int, msg: m.Publish) -> dict:
         # Crossbar's event store format (wamp.subscription.get_events).

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
 from autobahn.wamp import message as m
 
+from geonode.router.authorization import CONCRETE
 from geonode.router.broker import denied_text, strict_note
+from geonode.router.session import JOINED
 from geonode.router.state import DealerState, Registration
+from geonode.uri import uri_text
 
 NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
 NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
@@ -29,6 +33,26 @@ INVOKE_POLICIES = ("single", "roundrobin", "random", "first", "last")
 CANCEL_MODES = ("skip", "kill", "killnowait")
 
 _CALL = m.Call.MESSAGE_TYPE
+_NONE_ELIGIBLE = object()   # no callee of the registration may register the procedure
+
+
+class _Ask:
+    """A callee whose dynamic authorizer must be asked before it can get the call."""
+
+    __slots__ = ("callee",)
+
+    def __init__(self, callee: Any) -> None:
+        self.callee = callee
+
+
+def _random_order(n: int) -> Iterator[int]:
+    """0..n-1 in random order, lazily: one draw usually does; the full shuffle is made only
+    when the first pick is not eligible or not free."""
+    first = random.randrange(n)
+    yield first
+    for i in random.sample(range(n), n):
+        if i != first:
+            yield i
 
 
 def _busy_text(reg: Registration) -> str:
@@ -72,7 +96,7 @@ class Dealer:
         err = m.Register.MESSAGE_TYPE
         if not realm.valid_uri(uri, match):
             session.send(m.Error(err, msg.request, INVALID_URI,
-                                 [f"register for invalid procedure URI {uri!r} "
+                                 [f"register for invalid procedure URI {uri_text(uri)} "
                                   f"{strict_note(realm)}"]))
             return
         if realm.reserved(uri, session):
@@ -150,7 +174,7 @@ class Dealer:
         uri = msg.procedure
         if not realm.valid_uri(uri, "exact"):
             session.send(m.Error(_CALL, msg.request, INVALID_URI,
-                                 [f"call with invalid procedure URI {uri!r} "
+                                 [f"call with invalid procedure URI {uri_text(uri)} "
                                   f"{strict_note(realm)}"]))
             return
         authz = realm.authorize(session, msg, uri, "call", {})
@@ -171,12 +195,19 @@ class Dealer:
         if meta is not None:
             realm.meta.call(meta, session, msg)
             return
-        reg = self.state.best(uri)
-        if reg is None or not reg.callees:
+        reg = self.state.exact(uri)
+        if reg is not None:
+            # The callee's role allowed this very procedure when it registered.
+            callee = self._pick(reg)
+        else:
+            routed = self._route_pattern(session, msg, uri)
+            if routed is None:
+                return  # deferred to the caller's greenlet, or the caller left meanwhile
+            reg, callee = routed
+        if reg is None:
             session.send(m.Error(_CALL, msg.request, NO_SUCH_PROCEDURE,
                                  [f"no callee registered for procedure <{uri}>"]))
             return
-        callee = self._pick(reg)
         if callee is None:
             session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY, [_busy_text(reg)]))
             return
@@ -204,6 +235,72 @@ class Dealer:
             invocation.caller_authid = session.authid
             invocation.caller_authrole = session.authrole
         callee.send(invocation)
+
+    def _route_pattern(self, session: Any, msg: m.Call,
+                       uri: str) -> tuple[Registration | None, Any] | None:
+        """The pattern registration and callee for a call to ``uri``: the most specific
+        registration with a callee whose role may register ``uri`` itself (the others are
+        passed over, so a pattern cannot capture calls its role could not register);
+        (None, None) when there is none, (registration, None) when its eligible callees are
+        all at their concurrency. None when the message was deferred: a dynamic authorizer
+        must be asked about a callee, which blocks only the caller's greenlet."""
+        answers: dict = {}   # role (or callee session, for dynamic roles) -> allow
+        while True:
+            ask = None
+            for reg in self.state.ranked(uri):
+                if not reg.callees:
+                    continue
+                found = self._pick_eligible(reg, uri, answers)
+                if type(found) is _Ask:
+                    ask = found.callee
+                    break
+                if found is not _NONE_ELIGIBLE:
+                    return reg, found
+            if ask is None:
+                return None, None
+            # The callee's authorizer must be asked; the router's own session (authorizer
+            # and authenticator calls) is already in a greenlet that may block.
+            if not session.internal and session.defer(msg):
+                return None
+            answers[ask] = ask.role.authorize(ask, uri, "register", CONCRETE).allow
+            if session.state != JOINED or session.realm is not self.realm:
+                return None
+
+    def _pick_eligible(self, reg: Registration, uri: str, answers: dict) -> Any:
+        """A callee of pattern registration ``reg`` that may register ``uri``, in the order of
+        the invoke policy; None when the eligible ones are all busy; _NONE_ELIGIBLE; _Ask
+        when a dynamic authorizer must be asked first."""
+        callees = reg.callees
+        n = len(callees)
+        policy = reg.invoke
+        if policy == "roundrobin":
+            start = reg.rr_index % n
+            order: Any = ((start + k) % n for k in range(n))
+        elif policy == "random":
+            order = _random_order(n)
+        elif policy == "last":
+            order = range(n - 1, -1, -1)
+        else:   # single, first
+            order = range(n)
+        eligible = False
+        for i in order:
+            callee = callees[i]
+            role = callee.role
+            key = callee if role.per_session else role
+            allow = answers.get(key)
+            if allow is None:
+                ans = role.authorize_now(callee, uri, "register", CONCRETE)
+                if ans is None:
+                    return _Ask(callee)
+                allow = answers[key] = ans.allow
+            if not allow:
+                continue
+            eligible = True
+            if reg.available(callee):
+                if policy == "roundrobin":
+                    reg.rr_index = i + 1
+                return callee
+        return None if eligible else _NONE_ELIGIBLE
 
     @staticmethod
     def _pick(reg: Registration) -> Any:

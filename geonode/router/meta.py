@@ -14,6 +14,7 @@ from typing import Any
 from autobahn.wamp import message as m
 
 from geonode.router.state import new_id
+from geonode.uri import uri_text
 
 log = logging.getLogger("geonode.router")
 
@@ -98,8 +99,10 @@ class MetaAPI:
     def _visible_sessions(self, filter_authroles: list | None) -> list:
         if filter_authroles is not None and not isinstance(filter_authroles, list):
             raise MetaError(INVALID_ARGUMENT, "filter_authroles must be a list")
+        # a set: O(sessions + list), not O(sessions x list)
+        roles = set(filter_authroles) if filter_authroles is not None else None
         return [s for s in self.realm.sessions.values() if not s.restricted
-                and (filter_authroles is None or s.authrole in filter_authroles)]
+                and (roles is None or s.authrole in roles)]
 
     def _session(self, session_id: Any) -> Any:
         s = self.realm.sessions.get(session_id) if isinstance(session_id, int) else None
@@ -177,7 +180,7 @@ class MetaAPI:
         if scope not in ("destroyed", "detached"):
             raise MetaError(TESTAMENT_ERROR, "scope must be destroyed or detached")
         if not isinstance(topic, str) or not self.realm.valid_uri(topic, "exact"):
-            raise MetaError(INVALID_URI, f"invalid topic URI {topic!r}")
+            raise MetaError(INVALID_URI, f"invalid topic URI {uri_text(topic)}")
         if self.realm.reserved(topic, caller):
             raise MetaError(INVALID_URI, f"topic {topic!r} is reserved")
         if args is not None and not isinstance(args, list | tuple):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import gevent.event
@@ -17,21 +16,9 @@ from geonode.router.dealer import Dealer
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
 from geonode.router.state import new_id
+from geonode.uri import MAX_URI_LENGTH, checker
 
 log = logging.getLogger("geonode.router")
-
-# URI rules (WAMP spec "URI Formats"): strict = lowercase letters, digits, "_" components;
-# loose = anything but whitespace, "." and "#". Prefix patterns may end in an empty
-# component, wildcard patterns may have empty components anywhere.
-_URI = {
-    ("strict", "exact"): re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]+)$"),
-    ("strict", "prefix"): re.compile(r"^([0-9a-z_]+\.)*([0-9a-z_]*)$"),
-    ("strict", "wildcard"): re.compile(r"^(([0-9a-z_]+\.)|\.)*([0-9a-z_]+)?$"),
-    ("loose", "exact"): re.compile(r"^([^\s.#]+\.)*([^\s.#]+)$"),
-    ("loose", "prefix"): re.compile(r"^([^\s.#]+\.)*([^\s.#]*)$"),
-    ("loose", "wildcard"): re.compile(r"^(([^\s.#]+\.)|\.)*([^\s.#]+)?$"),
-}
-
 
 def welcome_roles(meta: bool, history: bool = False) -> dict:
     """The features this router implements, announced in WELCOME (exactly these)."""
@@ -119,6 +106,9 @@ class Realm:
         self.uri_check = options.get("uri_check", "loose")
         if self.uri_check not in ("strict", "loose"):
             raise ValueError(f"realm {self.name!r}: uri_check must be 'strict' or 'loose'")
+        self.max_uri_length = int(options.get("max_uri_length", MAX_URI_LENGTH))
+        # valid_uri(uri, match) -> bool: O(len(uri)), longer than max_uri_length is invalid
+        self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
         self.roles = build_roles(cfg.get("roles", []) or [], self)
         self.sessions: dict[int, RouterSession] = {}
         self.broker = Broker(self)
@@ -169,10 +159,6 @@ class Realm:
         return None
 
     # -- checks ---------------------------------------------------------------------------
-    def valid_uri(self, uri: Any, match: str) -> bool:
-        pat = _URI.get((self.uri_check, match))
-        return pat is not None and isinstance(uri, str) and pat.match(uri) is not None
-
     @staticmethod
     def reserved(uri: str, session: RouterSession) -> bool:
         """``wamp.*`` belongs to the router: only trusted sessions publish to or register it."""

@@ -31,6 +31,7 @@ from geonode.router.auth import (
     pending_auth,
 )
 from geonode.router.auth.throttle import address_key
+from geonode.router.authorization import AnswerCache
 from geonode.router.state import new_id
 
 log = logging.getLogger("geonode.router")
@@ -102,7 +103,7 @@ class RouterSession:
         self.calls: dict[int, Any] = {}          # CALL.Request -> invocation (as caller)
         self.invocations: dict[int, Any] = {}    # INVOCATION.Request -> invocation (as callee)
         self.testaments: dict[str, list] = {}
-        self.authz_cache: dict = {}
+        self.authz_cache = AnswerCache()
 
     # -- helpers used by realm/broker/dealer ----------------------------------------------
     def send(self, msg: Any) -> None:

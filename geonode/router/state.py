@@ -13,7 +13,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from geonode.router.matching import UriTable
+from geonode.router.matching import UriTable, wildcard_matches
 
 # IDs need to be random (WAMP spec), not secret: a fast PRNG seeded from the OS is enough,
 # and SystemRandom's one urandom() call per ID was the top cost of a publication.
@@ -135,9 +135,13 @@ class BrokerState:
         if sub.match == "exact":
             ev = self.retained.get(sub.uri)
             return [(sub.uri, ev)] if ev is not None else []
-        probe: UriTable[Subscription] = UriTable()
-        probe.add(sub.uri, sub.match, sub)
-        return [(t, ev) for t, ev in self.retained.items() if probe.match_all(t)]
+        # O(retained topics x URI length): at most RETAINED_LIMIT topics
+        if sub.match == "prefix":
+            return [(t, ev) for t, ev in self.retained.items() if t.startswith(sub.uri)]
+        parts = tuple(sub.uri.split("."))
+        n = len(parts)
+        return [(t, ev) for t, ev in self.retained.items()
+                if t.count(".") + 1 == n and wildcard_matches(parts, t.split("."))]
 
 
 class DealerState:
@@ -180,5 +184,13 @@ class DealerState:
     def get(self, reg_id: int) -> Registration | None:
         return self.by_id.get(reg_id)
 
+    def exact(self, procedure: str) -> Registration | None:
+        """The exact registration of ``procedure`` (the hot path of CALL)."""
+        return self.table.exact.get(procedure)
+
     def best(self, procedure: str) -> Registration | None:
         return self.table.best(procedure)
+
+    def ranked(self, procedure: str) -> list[Registration]:
+        """Every registration matching ``procedure``, most specific first."""
+        return self.table.ranked(procedure)

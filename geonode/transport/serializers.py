@@ -22,6 +22,8 @@ from typing import Any
 from autobahn.wamp import message as _message
 from autobahn.wamp.exception import ProtocolError
 
+from geonode.uri import MAX_URI_LENGTH
+
 __all__ = ["ProtocolError", "WampSerializer", "SERIALIZERS", "available", "get",
            "by_subprotocol", "by_rawsocket_id", "subprotocols"]
 
@@ -35,6 +37,15 @@ MESSAGE_CLASSES: dict[int, type] = {
     if issubclass(type(obj), type) and issubclass(obj, _message.Message)
     and type(getattr(obj, "MESSAGE_TYPE", None)) is int
 }
+
+# Where autobahn's parse finds a URI it checks with a regex, by message type. A URI longer
+# than MAX_URI_LENGTH never reaches that regex (linear, but ~90 ms per MiB of "a.a.a"):
+# PUBLISH/SUBSCRIBE/CALL/REGISTER are parsed with a stand-in and get the real URI back, for
+# the router to refuse with wamp.error.invalid_uri (its own check is O(len)); in any other
+# message it is a protocol violation.
+_URI_INDEX = {1: 1, 3: 2, 6: 2, 8: 4, 16: 3, 32: 3, 48: 3, 64: 3}
+_URI_ATTR = {16: "topic", 32: "topic", 48: "procedure", 64: "procedure"}
+_REASON_IN_DICT = (35, 67, 69)   # UNSUBSCRIBED, UNREGISTERED, INTERRUPT: details/options.reason
 
 _BATCH_SEP = "\x18"  # WAMP JSON batching: each message followed by ASCII "cancel"
 _LEN = struct.Struct("!L")
@@ -212,6 +223,8 @@ class WampSerializer:
         except Exception as e:
             raise ProtocolError(f"invalid {self.name} payload: {type(e).__name__}: {e}") from None
         msgs = []
+        # No string in a payload is longer than the payload: small ones skip the URI guard.
+        guard = len(payload) > MAX_URI_LENGTH
         for raw in raws:
             if type(raw) is not list or not raw:
                 raise ProtocolError("a WAMP message must be a non-empty list")
@@ -219,7 +232,7 @@ class WampSerializer:
             if cls is None:
                 raise ProtocolError(f"invalid WAMP message type {raw[0]!r}")
             try:
-                msgs.append(cls.parse(raw))
+                msgs.append(_parse_guarded(cls, raw) if guard else cls.parse(raw))
             except ProtocolError:
                 raise
             except Exception as e:
@@ -228,6 +241,26 @@ class WampSerializer:
 
     def __repr__(self) -> str:
         return f"<WampSerializer {self.name}>"
+
+
+def _parse_guarded(cls: Any, raw: list) -> Any:
+    """``cls.parse(raw)`` keeping URIs over MAX_URI_LENGTH away from autobahn's regexes."""
+    kind = raw[0]
+    i = _URI_INDEX.get(kind)
+    if i is not None and len(raw) > i and type(raw[i]) is str and len(raw[i]) > MAX_URI_LENGTH:
+        attr = _URI_ATTR.get(kind)
+        if attr is None:
+            raise ProtocolError(f"URI of {len(raw[i])} characters in {cls.__name__.upper()} "
+                                f"(at most {MAX_URI_LENGTH})")
+        msg = cls.parse([*raw[:i], "x", *raw[i + 1:]])
+        setattr(msg, attr, raw[i])
+        return msg
+    if kind in _REASON_IN_DICT and len(raw) > 2 and type(raw[2]) is dict:
+        reason = raw[2].get("reason")
+        if type(reason) is str and len(reason) > MAX_URI_LENGTH:
+            raise ProtocolError(f"reason URI of {len(reason)} characters in "
+                                f"{cls.__name__.upper()} (at most {MAX_URI_LENGTH})")
+    return cls.parse(raw)
 
 
 def _build() -> dict[str, WampSerializer]:
