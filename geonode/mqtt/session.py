@@ -352,8 +352,13 @@ class MqttSession:
         outer, _publishing_qos = _publishing_qos, qos
         try:
             # MQTT delivers a client's messages to its own subscriptions too: exclude_me false
-            wamp.receive(m.Publish(request, uri, acknowledge=ack or None, exclude_me=False,
-                                   retain=retain or None, **options))
+            msg = m.Publish(request, uri, acknowledge=ack or None, exclude_me=False,
+                            retain=retain or None, **options)
+            conn = self.conn
+            if conn is not None:
+                conn.deliver(wamp, msg)
+            else:
+                wamp.receive(msg)   # a will: its connection is gone
         finally:
             _publishing_qos = outer
 
