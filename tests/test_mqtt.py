@@ -48,6 +48,27 @@ class Codec:
         return "|".join(str(a) for a in args).encode("utf-8")
 '''
 
+GATE = '''
+from autobahn.wamp.exception import ApplicationError
+
+
+class Gate:
+    """dynamic authentication (the ticket is the user name backwards) and authorization
+    (role "dyn": gate.* but not gate.secret.*), both answered from a thread pool"""
+
+    def on_join(self, session):
+        session.register("com.gate.authenticate", self.authenticate)
+        session.register("com.gate.authorize", self.authorize)
+
+    def authenticate(self, realm, authid, details):
+        if details.get("ticket") != authid[::-1]:
+            raise ApplicationError("wamp.error.authentication_failed", "wrong ticket")
+        return {"role": "dyn", "extra": {"mqtt": details["authextra"]["mqtt"]["client_id"]}}
+
+    def authorize(self, session, uri, action, options):
+        return uri.startswith("gate.") and not uri.startswith("gate.secret.")
+'''
+
 MAPPING = {
     "": {"type": "passthrough"},
     "nat.json.": {"type": "native", "serializer": "json"},
@@ -83,6 +104,7 @@ def node(start_module_node):
                     {"uri": "lim.secret.", "match": "prefix", "allow": {"publish": True}}]},
                 {"name": "alices", "permissions": [
                     {"uri": "", "match": "prefix", "allow": ALL}]},
+                {"name": "dyn", "authorizer": "com.gate.authorize"},
             ]},
             {"name": "codec", "roles": []},
         ],
@@ -99,10 +121,13 @@ def node(start_module_node):
                 "mallory": {"ticket": "m", "role": "alices"}}}}),
             _mqtt("$PORT5", max_queue=200, max_queue_bytes=64 * 1024,
                   payload_mapping={"flood.": {"type": "passthrough"}}),
+            _mqtt("$PORT6", auth={"ticket": {"type": "dynamic",
+                                             "authenticator": "com.gate.authenticate"}}),
         ],
-        "components": [{"type": "class", "classname": "codec.Codec", "realm": "codec"}],
+        "components": [{"type": "class", "classname": "codec.Codec", "realm": "codec"},
+                       {"type": "class", "classname": "gate.Gate", "realm": "realm1"}],
     }]}
-    return start_module_node(cfg, files={"codec.py": CODEC}, nports=5)
+    return start_module_node(cfg, files={"codec.py": CODEC, "gate.py": GATE}, nports=6)
 
 
 def wait_for(cond, timeout: float = TIMEOUT, what: str = "condition"):
@@ -245,11 +270,18 @@ def subscribe_pkt(topic_filter: str, qos: int = 0, pid: int = 1) -> bytes:
 class Raw:
     """A raw MQTT connection."""
 
-    def __init__(self, port: int) -> None:
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.port = self.s.getsockname()[1]
+    def __init__(self, port: int, sock: socket.socket | None = None) -> None:
+        self.s = sock or socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.port = self.s.getsockname()[1] if sock is None else 0
         self.buf = bytearray()
         self.pos = 0
+
+    @classmethod
+    def unix(cls, path: Path) -> Raw:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(TIMEOUT)
+        s.connect(str(path))
+        return cls(0, s)
 
     @property
     def peer(self) -> str:
@@ -669,6 +701,26 @@ def test_ticket_authentication(node, clients):
     assert raw.at_eof()
 
 
+def test_dynamic_authenticator_and_authorizer(node, clients):
+    """CONNECT waits for an authenticator, SUBSCRIBE and PUBLISH for an authorizer (both
+    procedures answer from a thread pool): SUBACK/PUBACK come when they have decided."""
+    dyn = clients(node.ports[5], client_id="dyn-1", username="olleh", password="hello")
+    assert dyn.subscribe("gate/t", 1) == 1
+    assert dyn.subscribe("gate/#", 1) == 1
+    assert dyn.subscribe("nope/t", 1) == 0x80
+    main = clients(node.port)
+    main.publish("gate/secret/x", "hidden", qos=1)   # the pattern gets only what it may see
+    main.publish("gate/t", "shown", qos=1)
+    got = sorted((dyn.get().topic, dyn.get().topic))
+    assert got == ["gate/t", "gate/t"]                  # once per matching subscription
+    dyn.publish("gate/t", "own", qos=1)                # published after the authorizer's yes
+    assert {dyn.get().payload, dyn.get().payload} == {b"own"}
+    assert dyn.messages.empty()
+    raw = Raw(node.ports[5])
+    assert raw.connect(client_id="dyn-2", username="olleh", password=b"nope") == b"\x00\x04"
+    assert raw.at_eof()
+
+
 def test_client_id_of_another_principal_is_refused(node, clients):
     alice = clients(node.ports[3], client_id="alice-phone", clean=False, username="alice",
                     password="secret")
@@ -804,6 +856,85 @@ def test_meta_events_reach_mqtt_only_when_asked(node, clients):
         assert not msg.topic.startswith("wamp/"), msg.topic
         if msg.topic == "meta/marker":
             break
+
+
+def test_tls_and_unix_endpoints_and_shutdown(start_node):
+    """MQTT over TLS (paho, mosquitto_sub) and over a Unix socket (paho); SIGTERM ends the
+    node promptly with MQTT clients connected, persistent ones offline included."""
+    from certs import self_signed
+
+    cert, key = self_signed()
+    cfg = {"version": 2, "workers": [{"type": "router",
+        "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+            {"uri": "", "match": "prefix", "allow": ALL}]}]}],
+        "transports": [
+            {"type": "mqtt", "endpoint": {"type": "tcp", "port": "$PORT",
+                                          "interface": "127.0.0.1",
+                                          "tls": {"key": "server.key",
+                                                  "certificate": "server.crt"}},
+             "options": {"realm": "realm1"}},
+            {"type": "mqtt", "endpoint": {"type": "unix", "path": "mqtt.sock"},
+             "options": {"realm": "realm1"}}]}]}
+    tls_node = start_node(cfg, files={"server.crt": cert, "server.key": key})
+    wait_for(lambda: (tls_node.dir / "mqtt.sock").exists(), what="the unix socket")
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="over-tls")
+    sub.tls_set(ca_certs=str(tls_node.dir / "server.crt"))
+    got: queue.Queue = queue.Queue()
+    connected, gone = threading.Event(), threading.Event()
+    sub.on_connect = lambda *a: connected.set()
+    sub.on_disconnect = lambda *a: gone.set()
+    sub.on_message = lambda c, u, msg: got.put(msg)
+    sub.connect("127.0.0.1", tls_node.port)
+    sub.loop_start()
+    try:
+        assert connected.wait(TIMEOUT)
+        sub.subscribe("sec/#", 1)
+        wait_for(lambda: b"sec/ready" in _retained_probe(sub, got), what="subscription")
+        unix = paho.Client(CallbackAPIVersion.VERSION2, client_id="over-unix",
+                           transport="unix")
+        unix.connect(str(tls_node.dir / "mqtt.sock"))
+        unix.loop_start()
+        info = unix.publish("sec/unix", b"via unix", qos=1)
+        info.wait_for_publish(TIMEOUT)
+        # transports of one realm share its topics, not their sessions
+        assert _next_payload(got, "sec/unix") == b"via unix"
+        unix.loop_stop()
+        if shutil.which("mosquitto_pub"):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(tls_node.port),
+                            "-t", "sec/cli",
+                            "-m", "over tls", "--cafile", str(tls_node.dir / "server.crt"),
+                            "-q", "1"], check=True, timeout=TIMEOUT)
+            assert _next_payload(got, "sec/cli") == b"over tls"
+        away = Raw.unix(tls_node.dir / "mqtt.sock")
+        away.connect(client_id="away", clean=False)
+        away.send(subscribe_pkt("sec/#", 1))
+        assert away.read()[0] == 0x90
+        away.send(b"\xe0\x00")
+        away.close()
+        t0 = time.monotonic()
+        assert tls_node.stop() == 0
+        assert time.monotonic() - t0 < TIMEOUT
+        assert gone.wait(TIMEOUT)
+        assert "Traceback" not in tls_node.log()
+    finally:
+        sub.loop_stop()
+
+
+def _retained_probe(client, got: queue.Queue) -> bytes:
+    """Publish a retained marker and see whether it comes back (subscription in place)."""
+    client.publish("sec/ready", b"r", qos=1, retain=True)
+    try:
+        msg = got.get(timeout=1)
+    except queue.Empty:
+        return b""
+    return msg.topic.encode()
+
+
+def _next_payload(got: queue.Queue, topic: str) -> bytes:
+    while True:
+        msg = got.get(timeout=TIMEOUT)
+        if msg.topic == topic:
+            return msg.payload
 
 
 # -- config ------------------------------------------------------------------------------------

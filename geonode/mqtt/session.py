@@ -528,6 +528,11 @@ class MqttSession:
         return cached
 
     def _deliver(self, cached: tuple, qos: int) -> None:
+        if len(cached[0]) > self.service.max_queue_bytes:
+            # bigger than the whole outgoing queue: sent, it would close the connection
+            self.quiet.warn("%s: message of %d bytes dropped: more than max_queue_bytes "
+                            "(%d)", self.who(), len(cached[0]), self.service.max_queue_bytes)
+            return
         if qos == 0:
             if self.conn is not None:
                 self._out(cached[0], True)

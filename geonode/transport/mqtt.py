@@ -400,16 +400,29 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
     channel_type = "unix" if endpoint.get("type") == "unix" else ("tls" if tls_context else "tcp")
 
     def handle(sock: socket.socket, address: Any) -> None:
+        if tls_context is not None:
+            # The handshake here, not in StreamServer: a client that fails it (or a port
+            # probe) is one log line, not a greenlet traceback; and it has a deadline.
+            timer = gevent.Timeout(CONNECT_TIMEOUT)
+            timer.start()
+            try:
+                sock = tls_context.wrap_socket(sock, server_side=True)
+            except (OSError, gevent.Timeout) as e:
+                log.info("mqtt %s: TLS handshake failed: %s", peer_string(sock, address),
+                         "no handshake in time" if e is timer else e)
+                sock.close()
+                return
+            finally:
+                timer.close()
         try:
             serve_connection(service, sock, address, channel_type=channel_type)
         except Exception:
             log.exception("mqtt %s: connection failed", peer_string(sock, address))
             sock.close()
 
-    ssl_args = {"ssl_context": tls_context} if tls_context is not None else {}
     cap = ConnectionCap(options.get("max_connections") or max_connections_default
                         or default_max_connections(), json_path)
-    server = StreamServer(listener, handle, spawn=cap.pool, **ssl_args)
+    server = StreamServer(listener, handle, spawn=cap.pool)
     cap.install(server)
     server.url = url
     server.mqtt = service
