@@ -23,6 +23,7 @@ import cbor2
 import msgpack
 import paho.mqtt.client as paho
 import pytest
+import websocket
 from _wampclient import SyncClient
 from autobahn.wamp.interfaces import IPayloadCodec
 from autobahn.wamp.types import EncodedPayload
@@ -568,6 +569,27 @@ def test_topic_without_mapping_entry_is_dropped_with_a_log_line(node, clients):
     sub.nothing_but("flood/marker")
     wait_for(lambda: any("no payload_mapping entry" in line
                          for line in log_lines(node, "unmapped-pub")), what="log line")
+
+
+def test_wamp_topic_with_no_mqtt_name_is_dropped_with_a_log_line(node, clients):
+    """A WAMP URI may hold '+' or a lone surrogate, an MQTT topic name may not (MQTT-3.3.2-2,
+    1.5.3): such events do not reach MQTT subscribers, who keep their connection."""
+    sub = clients(node.port, client_id="odd-topics")
+    sub.subscribe("odd/#", 1)
+    # websocket-client: autobahn will not send a lone surrogate, a JSON client may (escaped)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{node.ports[1]}/ws",
+                                     subprotocols=["wamp.2.json"], timeout=TIMEOUT)
+    try:
+        ws.send('[1, "realm1", {"roles": {"publisher": {}}}]')
+        assert json.loads(ws.recv())[0] == 2
+        for i, uri in enumerate(['"odd.a+b"', r'"odd.s\ud800"', '"odd.marker"']):
+            ws.send(f'[16, {i + 1}, {{"acknowledge": true}}, {uri}, ["x"]]')
+            assert json.loads(ws.recv())[0] == 17     # PUBLISHED: the router took it
+        assert sub.nothing_but("odd/marker").payload == b"x"
+    finally:
+        ws.close()
+    wait_for(lambda: any("MQTT forbids" in line for line in log_lines(node, "odd-topics")),
+             what="the drop's log line")
 
 
 def test_will_on_abnormal_end_only(node, clients):

@@ -17,8 +17,14 @@ import common
 from wire import Mqtt, Publisher, RawSocketWamp, send_all
 
 REALM = "realm1"
+# An MQTT publisher's topic (mapped passthrough) as MQTT and WAMP subscribers name it
 TOPIC = "bench/mqtt/topic"
 WAMP_TOPIC = "bench.mqtt.topic"
+# A WAMP publisher's topic (mapped native json: an event with args has no passthrough form
+# in Crossbar) as it and an MQTT subscriber name it
+NATIVE_PREFIX = "bench.native."
+WAMP_NATIVE = "bench.native.topic"
+MQTT_NATIVE = "bench/native/topic"
 PAYLOAD = b"hello from the bench, 40 bytes of data.."
 
 
@@ -46,9 +52,9 @@ class _MqttPub:
 
 
 class _MqttSub:
-    def __init__(self, port: int, qos: int, tag: str) -> None:
+    def __init__(self, port: int, qos: int, tag: str, topic: str = TOPIC) -> None:
         self.conn = Mqtt(port, f"bench-sub-{tag}")
-        self.conn.subscribe(TOPIC, qos)
+        self.conn.subscribe(topic, qos)
         self.got = 0
 
     def readable(self) -> None:
@@ -65,7 +71,7 @@ class _WampPub:
         self.acked = 0
         opts = {"acknowledge": True} if qos else {}
         # payload_mapping "native" json: the MQTT side gets {"args": [...]} as JSON text
-        self._frame = lambda r: RawSocketWamp.frame([16, r, opts, WAMP_TOPIC,
+        self._frame = lambda r: RawSocketWamp.frame([16, r, opts, WAMP_NATIVE,
                                                      [PAYLOAD.decode()]])
 
     def send(self, n: int) -> None:
@@ -99,7 +105,10 @@ def flow(pub_port: int, sub_port: int, pub_kind: str, sub_kind: str, qos: int,
     """Messages/s from one ``pub_kind`` publisher to one ``sub_kind`` subscriber. QoS 1: the
     MQTT publisher counts PUBACKs (a WAMP publisher PUBLISHED acknowledgements), the MQTT
     subscriber acknowledges every message; at most ``window`` messages unacknowledged."""
-    sub = KINDS[sub_kind][1](sub_port, qos, tag)
+    if sub_kind == "mqtt" and pub_kind == "wamp":
+        sub = _MqttSub(sub_port, qos, tag, MQTT_NATIVE)
+    else:
+        sub = KINDS[sub_kind][1](sub_port, qos, tag)
     pub = KINDS[pub_kind][0](pub_port, qos, tag)
     # A subscription reaches the broker's table before the first publication (the SUBACK
     # came back), but give slow routers' subscribe paths a moment anyway.

@@ -268,8 +268,14 @@ def suback(pid: int, codes: list[int]) -> bytes:
 
 
 def topic_field(topic: str) -> bytes:
-    """A PUBLISH's topic name as it goes on the wire (length-prefixed UTF-8)."""
-    raw = topic.encode("utf-8")
+    """A PUBLISH's topic name as it goes on the wire (length-prefixed UTF-8); ValueError
+    when it has none (a lone surrogate, more than 65535 bytes)."""
+    try:
+        raw = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the topic is not valid UTF-8") from None
+    if len(raw) > 65535:
+        raise ValueError(f"the topic is {len(raw)} bytes long, MQTT allows 65535")
     return _H.pack(len(raw)) + raw
 
 

@@ -101,8 +101,17 @@ class MqttService:
         route = self._out.get(uri)
         if route is None:
             mapping = self.mapping.lookup(uri)
-            route = (mapping, codec.topic_field(uri_to_name(uri))) if mapping is not None \
-                else "no payload_mapping entry covers it"
+            topic = uri_to_name(uri)
+            if mapping is None:
+                route = "no payload_mapping entry covers it"
+            elif "+" in topic or "#" in topic or "\x00" in topic:
+                # a WAMP URI may hold them, an MQTT topic name may not (MQTT-3.3.2-2, 1.5.3-2)
+                route = "the topic would hold '+', '#' or U+0000, which MQTT forbids"
+            else:
+                try:
+                    route = (mapping, codec.topic_field(topic))
+                except ValueError as e:   # a JSON client's lone "\ud800", a huge URI
+                    route = str(e)
             if len(uri) <= _CACHE_KEY_MAX:
                 if len(self._out) >= _CACHE_ENTRIES:
                     self._out.clear()
