@@ -26,6 +26,8 @@ from geonode.transport import serializers as ser
 from geonode.transport.channel import channel_ids
 from geonode.transport.websocket import (
     CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    SLICE,
     MessageQueuePeer,
     configured_serializers,
     queue_limits,
@@ -69,6 +71,8 @@ class RawSocketPeer(MessageQueuePeer):
         self.sock = sock
         self.max_receive = max_receive
         self.max_send = max_send
+        # what the client announced it accepts (JSON counts characters here, bytes in _write)
+        self.max_message_out = min(self.max_message_out, max_send)
         self._wlock = Semaphore()
         self._closed = False
 
@@ -78,6 +82,7 @@ class RawSocketPeer(MessageQueuePeer):
         buf = bytearray(initial)
         pos = 0
         sock = self.sock
+        budget = SLICE
         try:
             while True:
                 # Parse every complete frame in the buffer before reading more.
@@ -99,6 +104,9 @@ class RawSocketPeer(MessageQueuePeer):
                                 self._receive_payload(payload)
                             else:
                                 self._receive_payload(payload.decode("utf-8", "strict"))
+                            budget -= 1 + (size >> 12)
+                            if budget <= 0 or self._pressure is not None:
+                                budget = self._pace()
                     elif kind == FRAME_PING:
                         self._write_raw(_frame(FRAME_PONG, payload))
                 if pos:
@@ -203,7 +211,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any) -> StreamServer:
         s = ser.get(name)
         allowed[s.rawsocket_id] = s
     options = transport_cfg.get("options") or {}
-    max_message_size = int(options.get("max_message_size", 1 << 24) or (1 << 24))
+    max_message_size = int(options.get("max_message_size") or DEFAULT_MAX_MESSAGE_SIZE)
     own_exp = length_exponent(max_message_size)
     max_receive = min(max_message_size, MAX_PAYLOAD)
     limits = queue_limits(options, json_path)

@@ -6,6 +6,16 @@ right away (autobahn caches the bytes on the message, per shared serializer) and
 short-lived writer greenlet flushes everything queued with one ``send_many`` (or one frame for
 batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
 so a slow consumer costs bounded memory and never stalls the router.
+
+Fairness (``docs/transports.md`` "Bursts and slow readers"): a reader hands its connection's
+messages to the router in slices (``SLICE`` messages, fewer when they are large) and lets the
+hub run everybody else, the writers included, between slices; without that a publisher's
+pipelined burst was processed whole before any subscriber's writer ran, and the subscribers
+overflowed. A reader whose messages pushed some receiver's queue over a quarter of its bound
+also stops reading until that receiver's writer has taken the queue, so the sender is paced
+by TCP like any slow stream; but at most ``STALL_TIMEOUT`` per receiver and episode: a
+receiver that does not drain in that time is not waited for again until it does, and if it
+never reads it overflows and is dropped as before.
 """
 
 from __future__ import annotations
@@ -15,8 +25,10 @@ import time
 from typing import Any
 
 import gevent
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import Abort, Call, Error, Invocation, Result
 from gevent import get_hub
+from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config import ConfigError
@@ -34,6 +46,24 @@ BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 INVALID_PAYLOAD = "wamp.error.invalid_payload"
+PAYLOAD_SIZE_EXCEEDED = ApplicationError.PAYLOAD_SIZE_EXCEEDED
+
+# Largest WAMP message a client may send (WebSocket paths and RawSocket transports without
+# their own max_message_size): Crossbar's `crossbar init` template and autobahn's client
+# runners use 1 MiB, so larger events would not reach autobahn subscribers anyway; it bounds
+# what one connection's message costs (reading, parsing, fan-out copies) to a few MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+# A reader lets the hub run other greenlets after this many messages (a message of n KiB
+# counts n/4 + 1): ~1 ms of router work at 15 µs per PUBLISH. Yielding costs ~2 µs; the
+# in-process pump uses the same share (inprocess.FAIR_SHARE).
+SLICE = 64
+# A receiver's queue past 1/2**HIGH_SHIFT of its bound (messages or bytes) makes the reader
+# that filled it wait for the receiver's writer (backpressure), at most STALL_TIMEOUT seconds
+# per receiver and episode. A quarter: far below the bound, so a writer that is merely behind
+# never reaches it, and the bytes in flight per receiver stay under half of it.
+HIGH_SHIFT = 2
+STALL_TIMEOUT = 1.0
 
 # WebSocket close codes used here
 CLOSE_NORMAL = 1000
@@ -48,6 +78,9 @@ RETIRE_AFTER = 2.0       # seconds a writer may stay parked before it ends
 
 _parked: dict = {}        # peer -> time it parked (insertion ordered: oldest first)
 _sweeper: Any = None
+# The reader whose message the router is handling right now (None outside session.receive):
+# a receiver that gets congested on its behalf tells it to wait (see _congested).
+_delivering: MessageQueuePeer | None = None
 
 
 def _park(peer: MessageQueuePeer) -> None:
@@ -168,6 +201,16 @@ class MessageQueuePeer:
     ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
     """
 
+    # The smallest max_queue_bytes of any peer so far: the broker skips its per-subscriber
+    # size check for a publication far below it (geonode.router.broker.Broker._oversized).
+    smallest_queue_bytes = DEFAULT_MAX_QUEUE_BYTES
+    # Size of the transport message (payload) being handed to the router: the broker's hint.
+    inbound_size = 0
+    # Rarely set, so kept out of every instance's dict until needed:
+    _pressure: set | None = None   # receivers this reader congested: wait for them
+    _room: Event | None = None     # set when this peer's writer takes its queue
+    _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
+
     def __init__(self, serializer: WampSerializer, details: dict,
                  max_queue: int = DEFAULT_MAX_QUEUE,
                  max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES) -> None:
@@ -175,6 +218,14 @@ class MessageQueuePeer:
         self.transport_details = details
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self._high = max_queue >> HIGH_SHIFT
+        self._high_bytes = max_queue_bytes >> HIGH_SHIFT
+        # the largest single message this peer sends (RawSocket lowers it to the client's
+        # announced maximum)
+        self.max_message_out = max_queue_bytes
+        cls = MessageQueuePeer
+        if max_queue_bytes < cls.smallest_queue_bytes:
+            cls.smallest_queue_bytes = max_queue_bytes
         self.session: Any = None
         self._queue: list = []
         self._queued_bytes = 0
@@ -197,12 +248,38 @@ class MessageQueuePeer:
             data = self._unserializable(msg, e)
             if data is None:
                 return
-        self._queue.append(data)
-        self._queued_bytes += len(data)
-        if len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes:
-            self._overflow()
-            return
+        size = len(data)
+        if size > self.max_message_out:
+            # One message over the whole bound would cost this session its connection for
+            # nothing: it is replaced or dropped instead (the broker refuses such events to
+            # their publisher before they get here, see Broker._oversized).
+            data = self._undeliverable(msg, PAYLOAD_SIZE_EXCEEDED,
+                                       f"message of {size} bytes is over this connection's "
+                                       f"limit of {self.max_message_out}")
+            if data is None:
+                return
+            size = len(data)
+        queue = self._queue
+        queue.append(data)
+        queued = self._queued_bytes = self._queued_bytes + size
+        if len(queue) > self._high or queued > self._high_bytes:
+            if len(queue) > self.max_queue or queued > self.max_queue_bytes:
+                self._overflow()
+                return
+            self._congested()
         self._kick()
+
+    def oversized(self, msg: Any) -> int:
+        """The encoded size of ``msg`` if it is bigger than this peer's whole outgoing queue
+        bound (``max_queue_bytes``, the node's setting), else 0. The broker asks before it
+        publishes a large event (geonode.router.broker.Broker._oversized). The client's own
+        announced maximum (RawSocket) is not asked about: a client must not be able to veto
+        other clients' publications; send() drops what it cannot take."""
+        try:
+            size = len(self.serializer.serialize(msg))   # cached on msg for send()
+        except Exception:
+            return 0   # send() deals with it (wamp.error.invalid_payload)
+        return size if size > self.max_queue_bytes else 0
 
     def close(self) -> None:
         """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
@@ -243,6 +320,8 @@ class MessageQueuePeer:
             while True:
                 while self._queue and not self._dead:
                     items, self._queue, self._queued_bytes = self._queue, [], 0
+                    if self._room is not None:
+                        self._drained()
                     self._write(items)
                 if self._dead:
                     return
@@ -293,23 +372,79 @@ class MessageQueuePeer:
 
     def _unserializable(self, msg: Any, e: Exception) -> bytes | str | None:
         """What to send instead of ``msg``, which this client's serializer cannot encode (a
-        CBOR bignum for a msgpack client, say): the sender's fault, but no call may hang on
-        it. A final RESULT/ERROR for this caller becomes ERROR ``wamp.error.invalid_payload``;
-        an INVOCATION for this callee is answered in its name with that ERROR, so its caller
-        gets it; anything else (an EVENT, a progressive result) is dropped. One log line."""
-        text = f"payload cannot be encoded with {self.serializer.name}: {e}"[:300]
+        CBOR bignum for a msgpack client, say): see ``_undeliverable``."""
+        return self._undeliverable(
+            msg, INVALID_PAYLOAD, f"payload cannot be encoded with {self.serializer.name}: {e}")
+
+    def _undeliverable(self, msg: Any, error: str, text: str) -> bytes | str | None:
+        """What to send instead of ``msg``, which this connection cannot carry (not encodable
+        by its serializer, or bigger than its bound): the sender's fault, but no call may hang
+        on it. A final RESULT/ERROR for this caller becomes ERROR ``error``; an INVOCATION for
+        this callee is answered in its name with that ERROR, so its caller gets it; anything
+        else (an EVENT, a progressive result) is dropped. One log line."""
+        text = text[:300]
         log.warning("%s: %s not sent: %s", self._who(), type(msg).__name__, text)
         if isinstance(msg, Invocation):
             if self.session is not None:
                 # After the router's current call stack: it is still delivering this one.
                 get_hub().loop.run_callback(self.session.receive, Error(
-                    Invocation.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+                    Invocation.MESSAGE_TYPE, msg.request, error, [text]))
             return None
         final = isinstance(msg, Result) and not msg.progress
         if final or (isinstance(msg, Error) and msg.request_type == Call.MESSAGE_TYPE):
             return self.serializer.serialize(
-                Error(Call.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+                Error(Call.MESSAGE_TYPE, msg.request, error, [text]))
         return None
+
+    # -- backpressure ----------------------------------------------------------------
+    def _congested(self) -> None:
+        """This peer's queue is past its high mark: the reader delivering to it waits."""
+        if self._room is None:
+            self._room = Event()
+        elif self._room.is_set():
+            self._room.clear()
+        src = _delivering
+        if src is not None and not self._stuck:
+            if src._pressure is None:
+                src._pressure = {self}
+            else:
+                src._pressure.add(self)
+
+    def _drained(self) -> None:
+        """The writer took the queue (or the peer is gone): readers waiting for it go on."""
+        self._stuck = False
+        self._room.set()
+
+    def _over_high(self) -> bool:
+        return len(self._queue) > self._high or self._queued_bytes > self._high_bytes
+
+    def _relieve(self) -> None:
+        """Stop reading until the receivers this reader congested have taken their queues:
+        the sender then waits on TCP, as for any slow stream. Bounded: STALL_TIMEOUT in all
+        per call; a receiver that does not drain in time is marked stuck and not waited for
+        again until its writer makes progress (if it never does, it overflows and goes)."""
+        peers, self._pressure = self._pressure, None
+        deadline = time.monotonic() + STALL_TIMEOUT
+        for peer in peers or ():
+            while not peer._dead and not peer._stuck and not self._dead and peer._over_high():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    peer._stuck = True
+                    log.info("%s: not draining its queue (%d messages): senders no longer "
+                             "wait for it", peer._who(), len(peer._queue))
+                    break
+                # re-checked at least every 0.25 s: a peer may die with no writer to wake us
+                peer._room.wait(min(left, 0.25))
+
+    def _pace(self) -> int:
+        """The reader's slice is used up, or it congested receivers: let the hub run the
+        others (the writers first: they were scheduled before us), or wait for the congested
+        receivers. Returns the next slice (see the module docstring)."""
+        if self._pressure is not None:
+            self._relieve()
+        else:
+            gevent.sleep(0)
+        return SLICE
 
     # -- internals -------------------------------------------------------------------
     def _who(self) -> str:
@@ -327,6 +462,8 @@ class MessageQueuePeer:
                     self._who(), len(self._queue), self._queued_bytes)
         self._dead = True
         self._queue, self._queued_bytes = [], 0
+        if self._room is not None:
+            self._drained()
         # The writer is stuck on a full socket: stop it and drop the connection from a fresh
         # greenlet, so the router's send() returns at once.
         gevent.spawn(self._stop_and_abort)
@@ -363,13 +500,19 @@ class MessageQueuePeer:
         except ProtocolError as e:
             self._violation(str(e)[:300])
             return False
-        for msg in msgs:
-            try:
-                self.session.receive(msg)
-            except Exception:
-                log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
-                self._close(CLOSE_INTERNAL, "internal error")
-                return False
+        global _delivering
+        self.inbound_size = len(payload)
+        _delivering = self
+        try:
+            for msg in msgs:
+                try:
+                    self.session.receive(msg)
+                except Exception:
+                    log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
+                    self._close(CLOSE_INTERNAL, "internal error")
+                    return False
+        finally:
+            _delivering = None
         return True
 
     def _violation(self, text: str) -> None:
@@ -405,6 +548,7 @@ class WampWebSocketPeer(MessageQueuePeer):
         """Attach to ``router`` and pump incoming messages until the connection ends."""
         self.session = router.attach(self, auth_config=auth_config)
         ws = self.ws
+        budget = SLICE
         try:
             # Keep reading while closing: the WebSocket layer needs the peer's close frame.
             while True:
@@ -413,6 +557,9 @@ class WampWebSocketPeer(MessageQueuePeer):
                     break
                 if self._closing is None and not self._dead:
                     self._receive_payload(payload)
+                    budget -= 1 + (len(payload) >> 12)
+                    if budget <= 0 or self._pressure is not None:
+                        budget = self._pace()
         except Exception as e:
             if not self._dead:
                 log.info("%s: connection error: %s", self._who(), e)
