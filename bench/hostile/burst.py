@@ -11,7 +11,10 @@ For each transport (WebSocket, RawSocket) and serializer (json, msgpack) the bur
 (``--sizes``) until a subscriber misses an event or is disconnected; the largest burst every
 subscriber got whole is the survival figure (``>= N``: never failed up to the largest size).
 A second case fans the burst out to ``--fanout`` subscribers (the router then writes more than
-it reads). ``--pythonpath DIR`` runs another checkout (e.g. ``/work/main``) for a before/after.
+it reads); a third has one subscriber read at ``--slow-rate`` events/s, slower than the router
+(the publisher is then paced to it). Meanwhile a thread times ``GET /ping`` every 20 ms on the
+same node: what the burst costs everybody else. ``--pythonpath DIR`` runs another checkout
+(e.g. ``/work/main``) for a before/after.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import json
 import os
 import selectors
 import socket
+import statistics
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +65,8 @@ def node_config(port: int, raw_port: int) -> dict:
             "transports": [
                 {"type": "web",
                  "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-                 "paths": {"ws": {"type": "websocket", "serializers": ["json", "msgpack"]}}},
+                 "paths": {"ws": {"type": "websocket", "serializers": ["json", "msgpack"]},
+                           "ping": {"type": "json", "value": "pong"}}},
                 {"type": "rawsocket",
                  "endpoint": {"type": "tcp", "port": raw_port, "interface": "127.0.0.1"},
                  "serializers": ["json", "msgpack"]},
@@ -158,6 +164,47 @@ def count_raw(buf: bytearray) -> tuple[int, int, bool]:
     return count, pos, False
 
 
+class HttpProbe:
+    """GET /ping every 20 ms from a thread while a burst runs: how long the hub keeps other
+    clients waiting (one keep-alive connection; the GIL makes the figures an upper bound)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.times, self._stop = port, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        req = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+        try:
+            while not self._stop.wait(0.02):
+                t0 = time.perf_counter()
+                s.sendall(req)
+                data = b""
+                while not data.endswith(b'"pong"'):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.times.append(time.perf_counter() - t0)
+        finally:
+            s.close()
+
+    def __enter__(self) -> HttpProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(35)
+
+    def summary(self) -> tuple[float, float]:
+        """(median, max) in ms."""
+        if not self.times:
+            return float("nan"), float("nan")
+        return statistics.median(self.times) * 1000, max(self.times) * 1000
+
+
 @dataclass
 class Outcome:
     events: int            # published
@@ -166,6 +213,7 @@ class Outcome:
     client_cpu: float      # fraction of one core
     server_cpu: float
     problem: str           # "" when every subscriber got every event
+    http_ms: tuple[float, float] = (float("nan"), float("nan"))   # GET /ping median, max
 
     @property
     def ok(self) -> bool:
@@ -176,7 +224,7 @@ class Outcome:
         return sum(self.delivered) / self.seconds if self.seconds else 0.0
 
 
-def connect(kind: str, ports: tuple[int, int], serializer: str):
+def connect(kind: str, ports: tuple[int, ...], serializer: str):
     if kind == "websocket":
         c = Conn("127.0.0.1", ports[0], "/ws", serializer)
     else:
@@ -185,7 +233,7 @@ def connect(kind: str, ports: tuple[int, int], serializer: str):
     return c
 
 
-def burst(kind: str, ports: tuple[int, int], serializer: str, events: int, subscribers: int,
+def burst(kind: str, ports: tuple[int, ...], serializer: str, events: int, subscribers: int,
           server_pids, rate: float = 0.0) -> Outcome:
     """Publish ``events`` back to back; subscribers read as fast as the publisher writes
     (``rate``: at most that many events per second each, a slow client)."""
@@ -280,17 +328,20 @@ def burst(kind: str, ports: tuple[int, int], serializer: str, events: int, subsc
     return Outcome(events, counts, dt, ccpu, scpu, problem)
 
 
-def survival(kind: str, ports: tuple[int, int], serializer: str, sizes: list[int],
+def survival(kind: str, ports: tuple[int, int, int], serializer: str, sizes: list[int],
              subscribers: int, server_pids, rate: float = 0.0
              ) -> tuple[str, Outcome | None, Outcome | None]:
     """(figure, the largest burst survived, the first one not survived)."""
     best = failed = None
     for n in sizes:
-        r = burst(kind, ports, serializer, n, subscribers, server_pids, rate)
+        with HttpProbe(ports[2]) as probe:
+            r = burst(kind, ports, serializer, n, subscribers, server_pids, rate)
+        r.http_ms = probe.summary()
         print(f"  {kind:9} {serializer:7} {subscribers:2} sub{f' @{rate:.0f}/s' if rate else ''}"
               f"  {n:>8} events: "
               f"{'ok ' if r.ok else 'LOST'} {r.seconds:6.2f} s  {r.rate:8.0f} events/s  "
-              f"client cpu {r.client_cpu:.0%}  server cpu {r.server_cpu:.0%}"
+              f"client cpu {r.client_cpu:.0%}  server cpu {r.server_cpu:.0%}  "
+              f"HTTP meanwhile p50 {r.http_ms[0]:.1f} ms max {r.http_ms[1]:.1f} ms"
               f"{'  ' + r.problem if r.problem else ''}", flush=True)
         if not r.ok:
             failed = r
@@ -334,23 +385,23 @@ def main(argv: list[str] | None = None) -> int:
         for kind in args.transports.split(","):
             for ser in args.serializers.split(","):
                 for subs, rate, tried in cases:
-                    figure, best, failed = survival(kind, (port, raw_port), ser, tried, subs,
-                                                    server.pids, rate)
+                    figure, best, failed = survival(kind, (port, raw_port, port), ser, tried,
+                                                    subs, server.pids, rate)
                     rows.append((kind, ser, subs, rate, figure, best, failed))
     finally:
         server.stop()
     print()
     print("| transport | serializer | subscribers | largest burst survived | events/s delivered "
-          "| load generator CPU | router CPU | first loss |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| load generator CPU | router CPU | HTTP GET meanwhile p50 / max | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind, ser, subs, rate, figure, b, failed in rows:
         who = f"{subs}" + (f" reading {rate:.0f}/s" if rate else "")
         loss = failed.problem if failed else "-"
         if b is None:
-            print(f"| {kind} | {ser} | {who} | {figure} | - | - | - | {loss} |")
+            print(f"| {kind} | {ser} | {who} | {figure} | - | - | - | - | {loss} |")
         else:
             print(f"| {kind} | {ser} | {who} | {figure} | {b.rate:.0f} | {b.client_cpu:.0%} | "
-                  f"{b.server_cpu:.0%} | {loss} |")
+                  f"{b.server_cpu:.0%} | {b.http_ms[0]:.1f} / {b.http_ms[1]:.1f} ms | {loss} |")
     (work / "results.json").write_text(json.dumps(
         [{"transport": k, "serializer": s, "subscribers": n, "rate": r, "survived": f,
           "best": vars(b) if b else None, "failed": vars(x) if x else None}

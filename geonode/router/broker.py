@@ -15,11 +15,6 @@ from geonode.router.state import BrokerState, Subscription, new_id
 NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
 NOT_AUTHORIZED = "wamp.error.not_authorized"
 INVALID_URI = "wamp.error.invalid_uri"
-# An event re-encoded for another serializer can grow (JSON escapes of binary strings, base64
-# of bytes, floats in text): a publication under 1/EXPANSION of every subscriber queue's
-# bound cannot overflow one, and skips Broker._oversized's per-subscriber check.
-EXPANSION = 8
-
 log = logging.getLogger("geonode.router")
 
 
@@ -136,7 +131,8 @@ class Broker:
         disclose = ((session.id, session.authid, session.authrole)
                     if authz.disclose or (session.internal and topic.startswith("wamp."))
                     else None)
-        if self._oversized(session, msg, topic, publication, disclose):
+        if getattr(session.peer, "inbound_large", False) and \
+                self._oversized(session, msg, topic, publication, disclose):
             return
         if ack:
             # Crossbar answers PUBLISHED before dispatching: a publisher that receives its own
@@ -168,13 +164,9 @@ class Broker:
         of it: ERROR ``wamp.error.payload_size_exceeded`` (autobahn's URI) when it asked for
         an acknowledgement; the spec has the broker answer an unacknowledged PUBLISH with
         nothing at all, so then it is one warning line. The check encodes the event for each
-        subscriber's serializer (cached for the delivery), so only publications that could be
-        that big are checked: the publisher's transport gives the size it read
-        (``inbound_size``; in-process publishers give none and are trusted)."""
-        peer = session.peer
-        if getattr(peer, "inbound_size", 0) * EXPANSION <= getattr(peer, "smallest_queue_bytes",
-                                                                    0):
-            return False
+        subscriber's serializer (cached for the delivery), so it runs only for publications
+        that could be that big: the publisher's transport says so (``peer.inbound_large``;
+        in-process publishers do not, they are trusted)."""
         for sub in self.state.matching(topic):
             event = None
             for target in publishfilter.receivers(sub.subscribers, session, msg):

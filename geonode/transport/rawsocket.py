@@ -23,11 +23,12 @@ from gevent.server import StreamServer
 
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
+from geonode.transport import websocket as websocket_transport
 from geonode.transport.channel import channel_ids
 from geonode.transport.websocket import (
+    CHECK_EVERY,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
-    SLICE,
     MessageQueuePeer,
     configured_serializers,
     queue_limits,
@@ -82,7 +83,7 @@ class RawSocketPeer(MessageQueuePeer):
         buf = bytearray(initial)
         pos = 0
         sock = self.sock
-        budget = SLICE
+        budget, mark = CHECK_EVERY, None
         try:
             while True:
                 # Parse every complete frame in the buffer before reading more.
@@ -105,8 +106,8 @@ class RawSocketPeer(MessageQueuePeer):
                             else:
                                 self._receive_payload(payload.decode("utf-8", "strict"))
                             budget -= 1 + (size >> 12)
-                            if budget <= 0 or self._pressure is not None:
-                                budget = self._pace()
+                            if budget <= 0 or websocket_transport._congestion:
+                                budget, mark = CHECK_EVERY, self._pace(mark)
                     elif kind == FRAME_PING:
                         self._write_raw(_frame(FRAME_PONG, payload))
                 if pos:

@@ -7,15 +7,15 @@ short-lived writer greenlet flushes everything queued with one ``send_many`` (or
 batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
 so a slow consumer costs bounded memory and never stalls the router.
 
-Fairness (``docs/transports.md`` "Bursts and slow readers"): a reader hands its connection's
-messages to the router in slices (``SLICE`` messages, fewer when they are large) and lets the
-hub run everybody else, the writers included, between slices; without that a publisher's
-pipelined burst was processed whole before any subscriber's writer ran, and the subscribers
-overflowed. A reader whose messages pushed some receiver's queue over a quarter of its bound
-also stops reading until that receiver's writer has taken the queue, so the sender is paced
-by TCP like any slow stream; but at most ``STALL_TIMEOUT`` per receiver and episode: a
-receiver that does not drain in that time is not waited for again until it does, and if it
-never reads it overflows and is dropped as before.
+Fairness (``docs/transports.md`` "Bursts and slow readers"): before, a reader whose socket
+had data never let the hub run anything else, so a publisher's pipelined burst was processed
+whole before any subscriber's writer ran, and the subscribers overflowed. Now a reader whose
+message pushed some receiver's queue over a quarter of its bound stops reading until that
+receiver's writer has taken the queue, so the sender is paced by TCP like any slow stream;
+but at most ``STALL_TIMEOUT`` per receiver and episode: a receiver that does not drain in
+that time is not waited for again until it does, and if it never reads it overflows and is
+dropped as before. And a reader yields to the hub after ``QUANTUM`` of continuous work, so one
+busy connection delays the others (HTTP too) by milliseconds, not by its whole backlog.
 """
 
 from __future__ import annotations
@@ -54,10 +54,13 @@ PAYLOAD_SIZE_EXCEEDED = ApplicationError.PAYLOAD_SIZE_EXCEEDED
 # what one connection's message costs (reading, parsing, fan-out copies) to a few MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
-# A reader lets the hub run other greenlets after this many messages (a message of n KiB
-# counts n/4 + 1): ~1 ms of router work at 15 µs per PUBLISH. Yielding costs ~2 µs; the
-# in-process pump uses the same share (inprocess.FAIR_SHARE).
-SLICE = 64
+# A reader lets the hub run everybody else (other readers, HTTP, the writers) once it has
+# handed the router QUANTUM seconds' worth of messages in a row (gevent's own switch interval).
+# Shorter slices cost throughput: every slice ends with each busy writer flushing, and with
+# 64-message slices pub/sub to 10 subscribers spent 10-18% more CPU per event. The clock is
+# read every CHECK_EVERY messages (a message of n KiB counts n/4 + 1).
+QUANTUM = 0.005
+CHECK_EVERY = 16
 # A receiver's queue past 1/2**HIGH_SHIFT of its bound (messages or bytes) makes the reader
 # that filled it wait for the receiver's writer (backpressure), at most STALL_TIMEOUT seconds
 # per receiver and episode. A quarter: far below the bound, so a writer that is merely behind
@@ -81,6 +84,25 @@ _sweeper: Any = None
 # The reader whose message the router is handling right now (None outside session.receive):
 # a receiver that gets congested on its behalf tells it to wait (see _congested).
 _delivering: MessageQueuePeer | None = None
+# Set when a receiver got congested by the message being delivered: the reader checks it
+# after each message (cheaper than looking at its own _pressure every time).
+_congestion = False
+# Transport messages from this size on are "large" (MessageQueuePeer.inbound_large).
+EXPANSION = 8
+_large_inbound = DEFAULT_MAX_QUEUE_BYTES // EXPANSION
+
+
+def _go_round() -> None:
+    """Yield until the hub's loop has gone round once: callbacks (the writers), then a poll of
+    every socket and what it woke. Not sleep(0): that only queues us behind the callbacks, and
+    the hub polls sockets only after 50 callbacks past its switch interval, so other
+    connections (HTTP) waited ~150 ms during a burst. A timer due at once costs ~5 µs."""
+    hub = get_hub()
+    timer = hub.loop.timer(0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
 
 
 def _park(peer: MessageQueuePeer) -> None:
@@ -201,11 +223,12 @@ class MessageQueuePeer:
     ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
     """
 
-    # The smallest max_queue_bytes of any peer so far: the broker skips its per-subscriber
-    # size check for a publication far below it (geonode.router.broker.Broker._oversized).
-    smallest_queue_bytes = DEFAULT_MAX_QUEUE_BYTES
-    # Size of the transport message (payload) being handed to the router: the broker's hint.
-    inbound_size = 0
+    # True while the transport message being handed to the router is big enough (at least
+    # 1/EXPANSION of the smallest queue bound of any peer) for one of its events to be too
+    # big for some subscriber's queue: only then does the broker check, per subscriber
+    # (geonode.router.broker.Broker._oversized). Re-encoded for another serializer an event
+    # can grow (JSON escapes of binary strings, base64 of bytes, floats in text): 8 is ample.
+    inbound_large = False
     # Rarely set, so kept out of every instance's dict until needed:
     _pressure: set | None = None   # receivers this reader congested: wait for them
     _room: Event | None = None     # set when this peer's writer takes its queue
@@ -223,9 +246,8 @@ class MessageQueuePeer:
         # the largest single message this peer sends (RawSocket lowers it to the client's
         # announced maximum)
         self.max_message_out = max_queue_bytes
-        cls = MessageQueuePeer
-        if max_queue_bytes < cls.smallest_queue_bytes:
-            cls.smallest_queue_bytes = max_queue_bytes
+        global _large_inbound
+        _large_inbound = min(_large_inbound, max_queue_bytes // EXPANSION)
         self.session: Any = None
         self._queue: list = []
         self._queued_bytes = 0
@@ -405,6 +427,8 @@ class MessageQueuePeer:
             self._room.clear()
         src = _delivering
         if src is not None and not self._stuck:
+            global _congestion
+            _congestion = True
             if src._pressure is None:
                 src._pressure = {self}
             else:
@@ -436,15 +460,25 @@ class MessageQueuePeer:
                 # re-checked at least every 0.25 s: a peer may die with no writer to wake us
                 peer._room.wait(min(left, 0.25))
 
-    def _pace(self) -> int:
-        """The reader's slice is used up, or it congested receivers: let the hub run the
-        others (the writers first: they were scheduled before us), or wait for the congested
-        receivers. Returns the next slice (see the module docstring)."""
+    def _pace(self, mark: tuple[int, float] | None) -> tuple[int, float] | None:
+        """Called by the reader every CHECK_EVERY messages, and after a message that congested
+        receivers: waits for those, or lets the hub run the others (the writers first: they
+        were scheduled before us) once this slice has taken QUANTUM. ``mark`` is the current
+        slice (the hub loop's iteration and the time it began, None: none yet); a reader that
+        had to wait for data let the loop run, which starts a new slice. Returns the slice."""
+        global _congestion
+        _congestion = False
         if self._pressure is not None:
             self._relieve()
-        else:
-            gevent.sleep(0)
-        return SLICE
+            return None
+        iteration = get_hub().loop.iteration
+        now = time.monotonic()
+        if mark is None or mark[0] != iteration:
+            return iteration, now + QUANTUM
+        if now < mark[1]:
+            return mark
+        _go_round()
+        return None
 
     # -- internals -------------------------------------------------------------------
     def _who(self) -> str:
@@ -501,18 +535,17 @@ class MessageQueuePeer:
             self._violation(str(e)[:300])
             return False
         global _delivering
-        self.inbound_size = len(payload)
-        _delivering = self
-        try:
-            for msg in msgs:
-                try:
-                    self.session.receive(msg)
-                except Exception:
-                    log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
-                    self._close(CLOSE_INTERNAL, "internal error")
-                    return False
-        finally:
-            _delivering = None
+        self.inbound_large = len(payload) >= _large_inbound
+        _delivering = self    # receive() never raises here nor switches greenlets
+        for msg in msgs:
+            try:
+                self.session.receive(msg)
+            except Exception:
+                log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
+                self._close(CLOSE_INTERNAL, "internal error")
+                _delivering = None
+                return False
+        _delivering = None
         return True
 
     def _violation(self, text: str) -> None:
@@ -548,7 +581,7 @@ class WampWebSocketPeer(MessageQueuePeer):
         """Attach to ``router`` and pump incoming messages until the connection ends."""
         self.session = router.attach(self, auth_config=auth_config)
         ws = self.ws
-        budget = SLICE
+        budget, mark = CHECK_EVERY, None
         try:
             # Keep reading while closing: the WebSocket layer needs the peer's close frame.
             while True:
@@ -558,8 +591,8 @@ class WampWebSocketPeer(MessageQueuePeer):
                 if self._closing is None and not self._dead:
                     self._receive_payload(payload)
                     budget -= 1 + (len(payload) >> 12)
-                    if budget <= 0 or self._pressure is not None:
-                        budget = self._pace()
+                    if budget <= 0 or _congestion:
+                        budget, mark = CHECK_EVERY, self._pace(mark)
         except Exception as e:
             if not self._dead:
                 log.info("%s: connection error: %s", self._who(), e)
