@@ -34,9 +34,12 @@ BENCHES = [
     ("bridge", "bridge/run.py", [], ["--rounds", "1", "--duration", "2"]),
     ("websocket", "websocket/run.py", [], ["--rounds", "1", "--messages", "5000", "--big", "4"]),
     ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
+    ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
 ]
-NO_CROSSBAR = {"inprocess"}  # geonode's in-process hand-off: Crossbar has no counterpart
-CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client"}
+# geonode's in-process hand-off: Crossbar has no counterpart; burst: geonode alone
+NO_CROSSBAR = {"inprocess", "burst"}
+CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
+          "burst": "raw-frame client"}
 
 
 def run(name: str, cmd: list[str], log: Path) -> tuple[int, str, float]:

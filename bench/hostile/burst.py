@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slow-sizes", default="10000,100000",
                     help="burst sizes for the slow subscriber")
     ap.add_argument("--pythonpath", help="run the geonode found here (e.g. /work/main)")
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     cases = [(1, 0.0, sizes)]
@@ -407,7 +408,34 @@ def main(argv: list[str] | None = None) -> int:
           "best": vars(b) if b else None, "failed": vars(x) if x else None}
          for k, s, n, r, f, b, x in rows], indent=2))
     print(f"\nlog and raw numbers: {work}")
+    common.write_summary(args.summary, "burst", summary(rows), client_cpu_max=max(
+        (b.client_cpu for *_, b, _ in rows if b is not None), default=None))
     return 0
+
+
+#: what issue 9 asks: a subscriber reading at full speed survives a 100k-event burst
+TARGET = 100_000
+
+
+def summary(rows: list) -> list[dict]:
+    """run_all.py's rows: per case the largest burst survived, its delivery rate, and the
+    HTTP latency meanwhile."""
+    out = []
+    for kind, ser, subs, rate, _figure, b, failed in rows:
+        who = (f"1 subscriber reading {rate:.0f} events/s" if rate else
+               f"{subs} subscriber{'s' if subs > 1 else ''} reading at full speed")
+        largest = b.events if b is not None else 0
+        label = f"burst {kind} {ser}, {who}: largest burst delivered whole"
+        out.append({"metric": label + ("" if failed else " (largest tried)"), "unit": "events",
+                    "geonode": largest, "vs": "", "other": None, "ratio": None,
+                    "target": "" if rate else f"≥ {TARGET}",
+                    "ok": None if rate else largest >= TARGET})
+        if b is not None:
+            out.append(common.absolute(f"burst {kind} {ser}, {who}: delivered", "events/s",
+                                       b.rate))
+            out.append(common.absolute(f"burst {kind} {ser}, {who}: HTTP GET meanwhile, p50",
+                                       "ms", b.http_ms[0]))
+    return out
 
 
 if __name__ == "__main__":
