@@ -465,7 +465,8 @@ class MessageQueuePeer:
         receivers: waits for those, or lets the hub run the others (the writers first: they
         were scheduled before us) once this slice has taken QUANTUM. ``mark`` is the current
         slice (the hub loop's iteration and the time it began, None: none yet); a reader that
-        had to wait for data let the loop run, which starts a new slice. Returns the slice."""
+        had to wait for data let the loop run, which starts a new slice (libuv's loop has no
+        iteration count, -1: there slices just end by time). Returns the slice."""
         global _congestion
         _congestion = False
         if self._pressure is not None:
