@@ -55,7 +55,7 @@ PAYLOAD_SIZE_EXCEEDED = ApplicationError.PAYLOAD_SIZE_EXCEEDED
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 # A reader lets the hub run everybody else (other readers, HTTP, the writers) once it has
-# handed the router QUANTUM seconds' worth of messages in a row (gevent's own switch interval).
+# spent QUANTUM seconds of CPU on messages in a row (gevent's own switch interval).
 # Shorter slices cost throughput: every slice ends with each busy writer flushing, and with
 # 64-message slices pub/sub to 10 subscribers spent 10-18% more CPU per event. The clock is
 # read every CHECK_EVERY messages (a message of n KiB counts n/4 + 1).
@@ -460,13 +460,17 @@ class MessageQueuePeer:
                 # re-checked at least every 0.25 s: a peer may die with no writer to wake us
                 peer._room.wait(min(left, 0.25))
 
-    def _pace(self, mark: tuple[int, float] | None) -> tuple[int, float] | None:
+    def _pace(self, mark: tuple[int, float, float] | None) -> tuple[int, float, float] | None:
         """Called by the reader every CHECK_EVERY messages, and after a message that congested
         receivers: waits for those, or lets the hub run the others (the writers first: they
-        were scheduled before us) once this slice has taken QUANTUM. ``mark`` is the current
-        slice (the hub loop's iteration and the time it began, None: none yet); a reader that
-        had to wait for data let the loop run, which starts a new slice (libuv's loop has no
-        iteration count, -1: there slices just end by time). Returns the slice."""
+        were scheduled before us) once this slice has taken QUANTUM of CPU. ``mark`` is the
+        current slice (the hub loop's iteration, when it ends by the clock, the thread's CPU
+        time when it began; None: none yet). A reader that had to wait for data let the loop
+        run, which starts a new slice (libuv's loop has no iteration count, -1: there slices
+        just end by time). The clock is cheap, CPU time is not (~1 µs), so CPU time is read
+        once the clock says the slice is over: while the machine's other processes hold the
+        CPU, the clock runs without our work, and yielding then only costs throughput (every
+        yield makes each busy writer flush). Returns the slice."""
         global _congestion
         _congestion = False
         if self._pressure is not None:
@@ -475,9 +479,12 @@ class MessageQueuePeer:
         iteration = get_hub().loop.iteration
         now = time.monotonic()
         if mark is None or mark[0] != iteration:
-            return iteration, now + QUANTUM
+            return iteration, now + QUANTUM, time.thread_time()
         if now < mark[1]:
             return mark
+        left = QUANTUM - (time.thread_time() - mark[2])
+        if left > 0.0005:
+            return iteration, now + left, mark[2]
         _go_round()
         return None
 
