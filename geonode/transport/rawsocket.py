@@ -23,9 +23,12 @@ from gevent.server import StreamServer
 
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
+from geonode.transport import websocket as websocket_transport
 from geonode.transport.channel import channel_ids
 from geonode.transport.websocket import (
+    CHECK_EVERY,
     CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
     MessageQueuePeer,
     configured_serializers,
     queue_limits,
@@ -70,6 +73,8 @@ class RawSocketPeer(MessageQueuePeer):
         self.sock = sock
         self.max_receive = max_receive
         self.max_send = max_send
+        # what the client announced it accepts (JSON counts characters here, bytes in _write)
+        self.max_message_out = min(self.max_message_out, max_send)
         self._wlock = Semaphore()
         self._closed = False
 
@@ -79,6 +84,7 @@ class RawSocketPeer(MessageQueuePeer):
         buf = bytearray(initial)
         pos = 0
         sock = self.sock
+        budget, mark = CHECK_EVERY, None
         try:
             while True:
                 # Parse every complete frame in the buffer before reading more.
@@ -100,6 +106,9 @@ class RawSocketPeer(MessageQueuePeer):
                                 self._receive_payload(payload)
                             else:
                                 self._receive_payload(payload.decode("utf-8", "strict"))
+                            budget -= 1 + (size >> 12)
+                            if budget <= 0 or websocket_transport._congestion:
+                                budget, mark = CHECK_EVERY, self._pace(mark)
                     elif kind == FRAME_PING:
                         self._write_raw(_frame(FRAME_PONG, payload))
                 if pos:
@@ -209,7 +218,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
         s = ser.get(name)
         allowed[s.rawsocket_id] = s
     options = transport_cfg.get("options") or {}
-    max_message_size = int(options.get("max_message_size", 1 << 24) or (1 << 24))
+    max_message_size = int(options.get("max_message_size") or DEFAULT_MAX_MESSAGE_SIZE)
     own_exp = length_exponent(max_message_size)
     max_receive = min(max_message_size, MAX_PAYLOAD)
     limits = queue_limits(options, json_path)

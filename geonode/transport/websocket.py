@@ -6,6 +6,16 @@ right away (autobahn caches the bytes on the message, per shared serializer) and
 short-lived writer greenlet flushes everything queued with one ``send_many`` (or one frame for
 batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
 so a slow consumer costs bounded memory and never stalls the router.
+
+Fairness (``docs/transports.md`` "Bursts and slow readers"): before, a reader whose socket
+had data never let the hub run anything else, so a publisher's pipelined burst was processed
+whole before any subscriber's writer ran, and the subscribers overflowed. Now a reader whose
+message pushed some receiver's queue over a quarter of its bound stops reading until that
+receiver's writer has taken the queue, so the sender is paced by TCP like any slow stream;
+but at most ``STALL_TIMEOUT`` per receiver and episode: a receiver that does not drain in
+that time is not waited for again until it does, and if it never reads it overflows and is
+dropped as before. And a reader yields to the hub after ``QUANTUM`` of continuous work, so one
+busy connection delays the others (HTTP too) by milliseconds, not by its whole backlog.
 """
 
 from __future__ import annotations
@@ -15,8 +25,10 @@ import time
 from typing import Any
 
 import gevent
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import Abort, Call, Error, Invocation, Result
 from gevent import get_hub
+from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config import ConfigError
@@ -34,6 +46,27 @@ BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 INVALID_PAYLOAD = "wamp.error.invalid_payload"
+PAYLOAD_SIZE_EXCEEDED = ApplicationError.PAYLOAD_SIZE_EXCEEDED
+
+# Largest WAMP message a client may send (WebSocket paths and RawSocket transports without
+# their own max_message_size): Crossbar's `crossbar init` template and autobahn's client
+# runners use 1 MiB, so larger events would not reach autobahn subscribers anyway; it bounds
+# what one connection's message costs (reading, parsing, fan-out copies) to a few MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+# A reader lets the hub run everybody else (other readers, HTTP, the writers) once it has
+# spent QUANTUM seconds of CPU on messages in a row (gevent's own switch interval).
+# Shorter slices cost throughput: every slice ends with each busy writer flushing, and with
+# 64-message slices pub/sub to 10 subscribers spent 10-18% more CPU per event. The clock is
+# read every CHECK_EVERY messages (a message of n KiB counts n/4 + 1).
+QUANTUM = 0.005
+CHECK_EVERY = 16
+# A receiver's queue past 1/2**HIGH_SHIFT of its bound (messages or bytes) makes the reader
+# that filled it wait for the receiver's writer (backpressure), at most STALL_TIMEOUT seconds
+# per receiver and episode. A quarter: far below the bound, so a writer that is merely behind
+# never reaches it, and the bytes in flight per receiver stay under half of it.
+HIGH_SHIFT = 2
+STALL_TIMEOUT = 1.0
 
 # WebSocket close codes used here
 CLOSE_NORMAL = 1000
@@ -48,6 +81,28 @@ RETIRE_AFTER = 2.0       # seconds a writer may stay parked before it ends
 
 _parked: dict = {}        # peer -> time it parked (insertion ordered: oldest first)
 _sweeper: Any = None
+# The reader whose message the router is handling right now (None outside session.receive):
+# a receiver that gets congested on its behalf tells it to wait (see _congested).
+_delivering: MessageQueuePeer | None = None
+# Set when a receiver got congested by the message being delivered: the reader checks it
+# after each message (cheaper than looking at its own _pressure every time).
+_congestion = False
+# Transport messages from this size on are "large" (MessageQueuePeer.inbound_large).
+EXPANSION = 8
+_large_inbound = DEFAULT_MAX_QUEUE_BYTES // EXPANSION
+
+
+def _go_round() -> None:
+    """Yield until the hub's loop has gone round once: callbacks (the writers), then a poll of
+    every socket and what it woke. Not sleep(0): that only queues us behind the callbacks, and
+    the hub polls sockets only after 50 callbacks past its switch interval, so other
+    connections (HTTP) waited ~150 ms during a burst. A timer due at once costs ~5 µs."""
+    hub = get_hub()
+    timer = hub.loop.timer(0)
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
 
 
 def _park(peer: MessageQueuePeer) -> None:
@@ -168,6 +223,17 @@ class MessageQueuePeer:
     ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
     """
 
+    # True while the transport message being handed to the router is big enough (at least
+    # 1/EXPANSION of the smallest queue bound of any peer) for one of its events to be too
+    # big for some subscriber's queue: only then does the broker check, per subscriber
+    # (geonode.router.broker.Broker._oversized). Re-encoded for another serializer an event
+    # can grow (JSON escapes of binary strings, base64 of bytes, floats in text): 8 is ample.
+    inbound_large = False
+    # Rarely set, so kept out of every instance's dict until needed:
+    _pressure: set | None = None   # receivers this reader congested: wait for them
+    _room: Event | None = None     # set when this peer's writer takes its queue
+    _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
+
     def __init__(self, serializer: WampSerializer, details: dict,
                  max_queue: int = DEFAULT_MAX_QUEUE,
                  max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES) -> None:
@@ -175,6 +241,13 @@ class MessageQueuePeer:
         self.transport_details = details
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self._high = max_queue >> HIGH_SHIFT
+        self._high_bytes = max_queue_bytes >> HIGH_SHIFT
+        # the largest single message this peer sends (RawSocket lowers it to the client's
+        # announced maximum)
+        self.max_message_out = max_queue_bytes
+        global _large_inbound
+        _large_inbound = min(_large_inbound, max_queue_bytes // EXPANSION)
         self.session: Any = None
         self._queue: list = []
         self._queued_bytes = 0
@@ -197,12 +270,38 @@ class MessageQueuePeer:
             data = self._unserializable(msg, e)
             if data is None:
                 return
-        self._queue.append(data)
-        self._queued_bytes += len(data)
-        if len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes:
-            self._overflow()
-            return
+        size = len(data)
+        if size > self.max_message_out:
+            # One message over the whole bound would cost this session its connection for
+            # nothing: it is replaced or dropped instead (the broker refuses such events to
+            # their publisher before they get here, see Broker._oversized).
+            data = self._undeliverable(msg, PAYLOAD_SIZE_EXCEEDED,
+                                       f"message of {size} bytes is over this connection's "
+                                       f"limit of {self.max_message_out}")
+            if data is None:
+                return
+            size = len(data)
+        queue = self._queue
+        queue.append(data)
+        queued = self._queued_bytes = self._queued_bytes + size
+        if len(queue) > self._high or queued > self._high_bytes:
+            if len(queue) > self.max_queue or queued > self.max_queue_bytes:
+                self._overflow()
+                return
+            self._congested()
         self._kick()
+
+    def oversized(self, msg: Any) -> int:
+        """The encoded size of ``msg`` if it is bigger than this peer's whole outgoing queue
+        bound (``max_queue_bytes``, the node's setting), else 0. The broker asks before it
+        publishes a large event (geonode.router.broker.Broker._oversized). The client's own
+        announced maximum (RawSocket) is not asked about: a client must not be able to veto
+        other clients' publications; send() drops what it cannot take."""
+        try:
+            size = len(self.serializer.serialize(msg))   # cached on msg for send()
+        except Exception:
+            return 0   # send() deals with it (wamp.error.invalid_payload)
+        return size if size > self.max_queue_bytes else 0
 
     def close(self) -> None:
         """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
@@ -243,6 +342,8 @@ class MessageQueuePeer:
             while True:
                 while self._queue and not self._dead:
                     items, self._queue, self._queued_bytes = self._queue, [], 0
+                    if self._room is not None:
+                        self._drained()
                     self._write(items)
                 if self._dead:
                     return
@@ -293,22 +394,98 @@ class MessageQueuePeer:
 
     def _unserializable(self, msg: Any, e: Exception) -> bytes | str | None:
         """What to send instead of ``msg``, which this client's serializer cannot encode (a
-        CBOR bignum for a msgpack client, say): the sender's fault, but no call may hang on
-        it. A final RESULT/ERROR for this caller becomes ERROR ``wamp.error.invalid_payload``;
-        an INVOCATION for this callee is answered in its name with that ERROR, so its caller
-        gets it; anything else (an EVENT, a progressive result) is dropped. One log line."""
-        text = f"payload cannot be encoded with {self.serializer.name}: {e}"[:300]
+        CBOR bignum for a msgpack client, say): see ``_undeliverable``."""
+        return self._undeliverable(
+            msg, INVALID_PAYLOAD, f"payload cannot be encoded with {self.serializer.name}: {e}")
+
+    def _undeliverable(self, msg: Any, error: str, text: str) -> bytes | str | None:
+        """What to send instead of ``msg``, which this connection cannot carry (not encodable
+        by its serializer, or bigger than its bound): the sender's fault, but no call may hang
+        on it. A final RESULT/ERROR for this caller becomes ERROR ``error``; an INVOCATION for
+        this callee is answered in its name with that ERROR, so its caller gets it; anything
+        else (an EVENT, a progressive result) is dropped. One log line."""
+        text = text[:300]
         log.warning("%s: %s not sent: %s", self._who(), type(msg).__name__, text)
         if isinstance(msg, Invocation):
             if self.session is not None:
                 # After the router's current call stack: it is still delivering this one.
                 get_hub().loop.run_callback(self.session.receive, Error(
-                    Invocation.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+                    Invocation.MESSAGE_TYPE, msg.request, error, [text]))
             return None
         final = isinstance(msg, Result) and not msg.progress
         if final or (isinstance(msg, Error) and msg.request_type == Call.MESSAGE_TYPE):
             return self.serializer.serialize(
-                Error(Call.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
+                Error(Call.MESSAGE_TYPE, msg.request, error, [text]))
+        return None
+
+    # -- backpressure ----------------------------------------------------------------
+    def _congested(self) -> None:
+        """This peer's queue is past its high mark: the reader delivering to it waits."""
+        if self._room is None:
+            self._room = Event()
+        elif self._room.is_set():
+            self._room.clear()
+        src = _delivering
+        if src is not None and not self._stuck:
+            global _congestion
+            _congestion = True
+            if src._pressure is None:
+                src._pressure = {self}
+            else:
+                src._pressure.add(self)
+
+    def _drained(self) -> None:
+        """The writer took the queue (or the peer is gone): readers waiting for it go on."""
+        self._stuck = False
+        self._room.set()
+
+    def _over_high(self) -> bool:
+        return len(self._queue) > self._high or self._queued_bytes > self._high_bytes
+
+    def _relieve(self) -> None:
+        """Stop reading until the receivers this reader congested have taken their queues:
+        the sender then waits on TCP, as for any slow stream. Bounded: STALL_TIMEOUT in all
+        per call; a receiver that does not drain in time is marked stuck and not waited for
+        again until its writer makes progress (if it never does, it overflows and goes)."""
+        peers, self._pressure = self._pressure, None
+        deadline = time.monotonic() + STALL_TIMEOUT
+        for peer in peers or ():
+            while not peer._dead and not peer._stuck and not self._dead and peer._over_high():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    peer._stuck = True
+                    log.info("%s: not draining its queue (%d messages): senders no longer "
+                             "wait for it", peer._who(), len(peer._queue))
+                    break
+                # re-checked at least every 0.25 s: a peer may die with no writer to wake us
+                peer._room.wait(min(left, 0.25))
+
+    def _pace(self, mark: tuple[int, float, float] | None) -> tuple[int, float, float] | None:
+        """Called by the reader every CHECK_EVERY messages, and after a message that congested
+        receivers: waits for those, or lets the hub run the others (the writers first: they
+        were scheduled before us) once this slice has taken QUANTUM of CPU. ``mark`` is the
+        current slice (the hub loop's iteration, when it ends by the clock, the thread's CPU
+        time when it began; None: none yet). A reader that had to wait for data let the loop
+        run, which starts a new slice (libuv's loop has no iteration count, -1: there slices
+        just end by time). The clock is cheap, CPU time is not (~1 µs), so CPU time is read
+        once the clock says the slice is over: while the machine's other processes hold the
+        CPU, the clock runs without our work, and yielding then only costs throughput (every
+        yield makes each busy writer flush). Returns the slice."""
+        global _congestion
+        _congestion = False
+        if self._pressure is not None:
+            self._relieve()
+            return None
+        iteration = get_hub().loop.iteration
+        now = time.monotonic()
+        if mark is None or mark[0] != iteration:
+            return iteration, now + QUANTUM, time.thread_time()
+        if now < mark[1]:
+            return mark
+        left = QUANTUM - (time.thread_time() - mark[2])
+        if left > 0.0005:
+            return iteration, now + left, mark[2]
+        _go_round()
         return None
 
     # -- internals -------------------------------------------------------------------
@@ -327,6 +504,8 @@ class MessageQueuePeer:
                     self._who(), len(self._queue), self._queued_bytes)
         self._dead = True
         self._queue, self._queued_bytes = [], 0
+        if self._room is not None:
+            self._drained()
         # The writer is stuck on a full socket: stop it and drop the connection from a fresh
         # greenlet, so the router's send() returns at once.
         gevent.spawn(self._stop_and_abort)
@@ -363,13 +542,18 @@ class MessageQueuePeer:
         except ProtocolError as e:
             self._violation(str(e)[:300])
             return False
+        global _delivering
+        self.inbound_large = len(payload) >= _large_inbound
+        _delivering = self    # receive() never raises here nor switches greenlets
         for msg in msgs:
             try:
                 self.session.receive(msg)
             except Exception:
                 log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
                 self._close(CLOSE_INTERNAL, "internal error")
+                _delivering = None
                 return False
+        _delivering = None
         return True
 
     def _violation(self, text: str) -> None:
@@ -405,6 +589,7 @@ class WampWebSocketPeer(MessageQueuePeer):
         """Attach to ``router`` and pump incoming messages until the connection ends."""
         self.session = router.attach(self, auth_config=auth_config)
         ws = self.ws
+        budget, mark = CHECK_EVERY, None
         try:
             # Keep reading while closing: the WebSocket layer needs the peer's close frame.
             while True:
@@ -413,6 +598,9 @@ class WampWebSocketPeer(MessageQueuePeer):
                     break
                 if self._closing is None and not self._dead:
                     self._receive_payload(payload)
+                    budget -= 1 + (len(payload) >> 12)
+                    if budget <= 0 or _congestion:
+                        budget, mark = CHECK_EVERY, self._pace(mark)
         except Exception as e:
             if not self._dead:
                 log.info("%s: connection error: %s", self._who(), e)

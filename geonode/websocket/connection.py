@@ -278,8 +278,13 @@ class WebSocket:
                 self._msg_size = 0
                 if rsv1:
                     self._pmd.start_message()
+            # Refused on the header, before any of the payload is read; fragments add up.
             self._msg_size += length
-            if self._max_msg and self._msg_size > self._max_msg and not self._msg_compressed:
+            if self._max_msg and self._msg_size > self._max_msg and (
+                    not self._msg_compressed
+                    # compressed: the wire bytes too (incompressible data grows a little;
+                    # the inflated size is bounded by PerMessageDeflate.decompress)
+                    or self._msg_size > self._max_msg + (self._max_msg >> 8) + 64):
                 raise ProtocolError(F.CLOSE_TOO_BIG, f"message over {self._max_msg} bytes")
             msg = self._read_data(length, mask, bool(fin))
             if fin:

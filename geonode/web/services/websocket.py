@@ -14,6 +14,7 @@ from geonode import __version__
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
 from geonode.transport.websocket import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     QUEUE_OPTIONS,
     WampWebSocketPeer,
     configured_serializers,
@@ -61,6 +62,8 @@ def build(cfg: dict, ctx: BuildContext):
     limits = queue_limits(options_cfg, json_path)
     for key in QUEUE_OPTIONS:
         options_cfg.pop(key, None)
+    # No limit (Crossbar's default) let one 1 GiB message take the node to 2 GiB RSS.
+    options_cfg.setdefault("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     ws_options = WebSocketOptions.from_config(options_cfg)
     protocols = ser.subprotocols(names)
     fallback = ser.get("json" if "json" in names else names[0])
