@@ -157,4 +157,5 @@ def _wait_started(node: Node, timeout: float = 15.0) -> None:
         node.wait_ports(timeout)
     except Exception:
         node.stop(signal.SIGKILL)
-        raise RuntimeError(f"{node.proc.args[2:]} did not start:\n{node.log()}") from None
+        what = " ".join(map(str, node.proc.args[2:]))
+        raise RuntimeError(f"`{what}` did not start:\n{node.log()}") from None
