@@ -117,7 +117,8 @@ def test_plain_wsgi_app_under_geonode_worker(tmp_path, gunicorn):
     r = s.head(f"{g.url}/hello/x", timeout=scaled(5))
     assert r.status_code == 200 and r.headers["Content-Length"] == str(len(
         "plain HEAD /hello/x upgrade-hook=False"))
-    assert s.get(f"{g.url}/after-head", timeout=scaled(5)).text == "plain GET /after-head upgrade-hook=False"
+    assert s.get(f"{g.url}/after-head", timeout=scaled(5)).text == \
+        "plain GET /after-head upgrade-hook=False"
     s.close()  # an idle keep-alive connection would hold the graceful stop for its timeout
     r = requests.post(f"{g.url}/form", data=b"x" * 100_000, timeout=scaled(5))
     assert r.text == "plain POST /form upgrade-hook=False"

@@ -267,7 +267,8 @@ def test_concurrent_requests(node):
         it = held.iter_content(None)
         assert next(it) == b"first\n"
         for i in range(5):
-            assert requests.get(node.url + f"/up/n{i}", timeout=scaled(5)).json()["path"] == f"/base/n{i}"
+            r = requests.get(node.url + f"/up/n{i}", timeout=scaled(5))
+            assert r.json()["path"] == f"/base/n{i}"
         STREAM_GO.set()
         assert b"".join(it) == b"second\n"
 

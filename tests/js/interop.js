@@ -12,7 +12,8 @@ const SERIALIZERS = {
   cbor: autobahn.serializer.CBORSerializer,
 };
 
-const timer = setTimeout(() => { console.error('timeout'); process.exit(2); }, Number(limitMs || 20000));
+const timer = setTimeout(() => { console.error('timeout'); process.exit(2); },
+                         Number(limitMs || 20000));
 
 function connect() {
   return new Promise((resolve, reject) => {

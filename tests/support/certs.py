@@ -75,6 +75,6 @@ def self_signed() -> tuple[str, str]:
 
 
 def tls_files(cert: str = "server.crt", key: str = "server.key") -> dict[str, str]:
-    """A fresh self-signed pair as ``launch(files=...)`` takes it: {cert name: PEM, key name: PEM}."""
+    """A fresh self-signed pair as ``launch(files=...)`` takes it: {file name: PEM text}."""
     cert_pem, key_pem = self_signed()
     return {cert: cert_pem, key: key_pem}

@@ -19,10 +19,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:``port``."""
+def port_open(port: int, host: str = HOST) -> bool:
+    """Whether something accepts connections on ``host``:``port`` (127.0.0.1 by default)."""
     try:
-        with socket.create_connection((HOST, port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -32,10 +32,11 @@ def port_closed(port: int) -> bool:
     return not port_open(port)
 
 
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
-    """Wait (``scaled(timeout)``) until 127.0.0.1:``port`` accepts; fails at once if ``proc``
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0,
+              host: str = HOST) -> None:
+    """Wait (``scaled(timeout)``) until ``host``:``port`` accepts; fails at once if ``proc``
     (the server that should listen there) exits first."""
-    wait_for(lambda: port_open(port), timeout, f"something listening on {HOST}:{port}",
+    wait_for(lambda: port_open(port, host), timeout, f"something listening on {host}:{port}",
              interval=0.02, proc=proc)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -67,15 +68,47 @@ def start_process(cmd: list[str], cwd: Path, log_path: Path, env: dict | None = 
                                 env=full_env, start_new_session=new_session)
 
 
+def endpoints_of(config: dict, folder: Path) -> list[tuple[str, int] | Path]:
+    """Where the config's enabled workers listen: (address to connect to, port) for a TCP
+    endpoint, the socket's path for a Unix one (relative to the config's folder)."""
+    out: list[tuple[str, int] | Path] = []
+    for worker in config.get("workers", []):
+        if (worker.get("options") or {}).get("disabled"):
+            continue
+        for transport in worker.get("transports", []):
+            ep = transport.get("endpoint") or {}
+            kind = ep.get("type", "tcp")
+            if kind == "unix" and isinstance(ep.get("path"), str):
+                out.append(folder / ep["path"])
+            elif kind == "tcp" and isinstance(ep.get("port"), int):
+                interface = ep.get("interface") or ("::" if ep.get("version") == 6 else "")
+                host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+                    interface, interface)
+                out.append((host, ep["port"]))
+    return out
+
+
+def _unix_open(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(0.5)
+            s.connect(str(path))
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class Node:
-    """A server process: its folder, log and ports."""
+    """A server process: its folder, log and ports (``endpoints``: every TCP address it is
+    to listen on, when known: what ``wait_ports`` waits for)."""
 
     proc: subprocess.Popen
     port: int
     dir: Path
     log_path: Path
     ports: list[int] = field(default_factory=list)
+    endpoints: list[tuple[str, int] | Path] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -102,8 +135,15 @@ class Node:
             raise AssertionError(f"{e}; the log:\n{self.log()}") from None
 
     def wait_ports(self, timeout: float = 15.0) -> None:
-        for p in self.ports:
-            wait_port(p, self.proc, timeout)
+        """Wait until every endpoint (else every port on 127.0.0.1) accepts. A node opens all
+        its endpoints before it serves any, but the first may accept (into its backlog) while
+        the node is still opening the others: so all of them, not the first."""
+        for where in self.endpoints or [("127.0.0.1", p) for p in self.ports]:
+            if isinstance(where, Path):
+                wait_for(lambda w=where: _unix_open(w), timeout,
+                         f"something listening on {where}", interval=0.02, proc=self.proc)
+            else:
+                wait_port(where[1], self.proc, timeout, where[0])
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Signal the process and wait for it (``scaled(timeout)``, then SIGKILL)."""
@@ -121,7 +161,8 @@ def launch(config: dict, folder: Path, files: dict[str, str] | None = None,
            args: tuple[str, ...] = (), nports: int = 1, env: dict | None = None,
            wait: bool = True, config_name: str = "node.json") -> Node:
     """Write ``config`` (``$PORT``, ``$PORT2``… replaced) and ``files`` into ``folder`` and
-    start ``python -m geonode ARGS <config>`` there; with ``wait``, until every port answers."""
+    start ``python -m geonode ARGS <config>`` there; with ``wait``, until every TCP endpoint
+    of the config answers."""
     folder.mkdir(parents=True, exist_ok=True)
     write_files(folder, files)
     ports = [free_port() for _ in range(nports)]
@@ -129,10 +170,12 @@ def launch(config: dict, folder: Path, files: dict[str, str] | None = None,
     for i, p in enumerate(ports[1:], start=2):
         mapping[f"$PORT{i}"] = p
     cfg_path = folder / config_name
-    cfg_path.write_text(json.dumps(substitute(config, mapping), indent=2))
+    final = substitute(config, mapping)
+    cfg_path.write_text(json.dumps(final, indent=2))
     log_path = folder / "node.log"
     proc = start_process(geonode_cmd(*args, str(cfg_path)), folder, log_path, env)
-    node = Node(proc=proc, port=ports[0], dir=folder, log_path=log_path, ports=ports)
+    node = Node(proc=proc, port=ports[0], dir=folder, log_path=log_path, ports=ports,
+                endpoints=endpoints_of(final, cfg_path.parent))
     if wait:
         _wait_started(node)
     return node
