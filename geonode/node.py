@@ -123,7 +123,8 @@ class Node:
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
-        from geonode.web.limits import default_max_connections, timeouts
+        from geonode.endpoints import default_max_connections
+        from geonode.web.limits import timeouts
         from geonode.web.server import WebServer
 
         # Endpoints without max_connections share the open-file budget between them.
@@ -230,7 +231,7 @@ def run(cfg: Any) -> int:
     import gevent
     from gevent.event import Event
 
-    from geonode.web.listeners import EndpointError
+    from geonode.endpoints import EndpointError
 
     t0 = time.monotonic()
     node = Node(cfg)
