@@ -19,7 +19,7 @@ SERVICES: dict[str, str] = {
     "path": "geonode.web.dispatch:build_path",
     "reverseproxy": "geonode.web.services.reverseproxy:build",
     "websocket": "geonode.web.services.websocket:build",
-    "websocket-testee": "geonode.websocket.testee:build",
+    "websocket-testee": "geonode.web.services.testee:build",
     "publisher": "geonode.bridge.publisher:build",
     "caller": "geonode.bridge.caller:build",
     "webhook": "geonode.bridge.webhook:build",
