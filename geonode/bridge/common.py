@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 from geonode import wamp
 from geonode.bridge import signing
-from geonode.transport.websocket import INVALID_PAYLOAD
+from geonode.transport.queue import INVALID_PAYLOAD
 
 log = logging.getLogger("geonode.bridge")
 

@@ -29,10 +29,10 @@ from geonode.endpoints import (
     tls_context,
     unix_listener,
 )
+from geonode.transport import queue
 from geonode.transport import serializers as ser
-from geonode.transport import websocket as websocket_transport
 from geonode.transport.channel import channel_ids
-from geonode.transport.websocket import (
+from geonode.transport.queue import (
     CHECK_EVERY,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -113,7 +113,7 @@ class RawSocketPeer(MessageQueuePeer):
                             else:
                                 self._receive_payload(payload.decode("utf-8", "strict"))
                             budget -= 1 + (size >> 12)
-                            if budget <= 0 or websocket_transport._congestion:
+                            if budget <= 0 or queue.congestion:
                                 budget, mark = CHECK_EVERY, self._pace(mark)
                     elif kind == FRAME_PING:
                         self._write_raw(_frame(FRAME_PONG, payload))

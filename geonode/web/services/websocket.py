@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from geonode import __version__
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
-from geonode.transport.websocket import (
+from geonode.transport.queue import (
     DEFAULT_MAX_MESSAGE_SIZE,
     QUEUE_OPTIONS,
     WampWebSocketPeer,

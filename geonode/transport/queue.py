@@ -1,11 +1,11 @@
-"""WampWebSocketPeer: the router's Peer over one ``geonode.websocket.WebSocket``.
+"""MessageQueuePeer: the transport-independent half of the router's Peer over a connection.
 
-Reading happens in the connection's own greenlet (``run``); writing never happens in the
-caller of ``send`` (usually the router, busy delivering to many peers): messages are serialized
-right away (autobahn caches the bytes on the message, per shared serializer) and queued, and a
-short-lived writer greenlet flushes everything queued with one ``send_many`` (or one frame for
-batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
-so a slow consumer costs bounded memory and never stalls the router.
+WebSocket (``geonode.transport.websocket``) and RawSocket (``geonode.transport.rawsocket``)
+peers build on it. Writing never happens in the caller of ``send`` (usually the router, busy
+delivering to many peers): messages are serialized right away (autobahn caches the bytes on the
+message, per shared serializer) and queued, and a short-lived writer greenlet flushes
+everything queued with one write. A peer that does not read fills its queue; past the bound it
+is closed, so a slow consumer costs bounded memory and never stalls the router.
 
 Fairness (``docs/transports.md`` "Bursts and slow readers"): before, a reader whose socket
 had data never let the hub run anything else, so a publisher's pipelined burst was processed
@@ -16,6 +16,8 @@ but at most ``STALL_TIMEOUT`` per receiver and episode: a receiver that does not
 that time is not waited for again until it does, and if it never reads it overflows and is
 dropped as before. And a reader yields to the hub after ``QUANTUM`` of continuous work, so one
 busy connection delays the others (HTTP too) by milliseconds, not by its whole backlog.
+Readers call ``_receive_payload`` per transport message and ``_pace`` every ``CHECK_EVERY``
+messages or when ``congestion`` is set.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
 DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
 # geonode's own transport options (not Crossbar's): the bound of a connection's outgoing queue.
 QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
-BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 INVALID_PAYLOAD = "wamp.error.invalid_payload"
@@ -85,8 +86,8 @@ _sweeper: Any = None
 # a receiver that gets congested on its behalf tells it to wait (see _congested).
 _delivering: MessageQueuePeer | None = None
 # Set when a receiver got congested by the message being delivered: the reader checks it
-# after each message (cheaper than looking at its own _pressure every time).
-_congestion = False
+# (``queue.congestion``) after each message (cheaper than looking at its own _pressure).
+congestion = False
 # Transport messages from this size on are "large" (MessageQueuePeer.inbound_large).
 EXPANSION = 8
 _large_inbound = DEFAULT_MAX_QUEUE_BYTES // EXPANSION
@@ -162,58 +163,6 @@ def queue_limits(options: dict, json_path: str) -> dict[str, int]:
                 raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
             limits[key] = value
     return limits
-
-
-def peer_address(environ: dict) -> str:
-    """Crossbar-style peer string: ``tcp4:127.0.0.1:5555``, ``tcp6:[::1]:5555``, ``unix``."""
-    host = environ.get("REMOTE_ADDR") or ""
-    port = environ.get("REMOTE_PORT") or ""
-    if not host or not port:
-        return "unix" if host in ("", "unix") else f"tcp4:{host}"
-    if ":" in host:
-        return f"tcp6:[{host}]:{port}"
-    return f"tcp4:{host}:{port}"
-
-
-def http_headers(environ: dict) -> dict[str, str]:
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            headers[key[5:].replace("_", "-").lower()] = value
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
-    return headers
-
-
-def _extensions(ext: Any) -> list[str]:
-    if not ext:
-        return []
-    return [ext] if isinstance(ext, str) else list(ext)
-
-
-def _connection_socket(environ: dict) -> Any:
-    """The request's socket (an SSLSocket under TLS), from the upgrade hook's pywsgi handler."""
-    handler = getattr(environ.get("geonode.websocket"), "handler", None)
-    return getattr(handler, "socket", None)
-
-
-def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
-    """What the router (and ``wamp.session.get``) learns about this connection."""
-    return {
-        "type": "websocket",
-        "channel_type": "tls" if environ.get("wsgi.url_scheme") == "https" else "tcp",
-        # cryptosign's channel binding reads this; the router never sees the socket
-        "channel_id": channel_ids(_connection_socket(environ)),
-        "channel_framing": "websocket",
-        "channel_serializer": serializer.name,
-        "peer": peer_address(environ),
-        "is_server": True,
-        "http_headers_received": http_headers(environ),
-        "websocket_protocol": getattr(ws, "subprotocol", None) or serializer.subprotocol,
-        "websocket_extensions_in_use": _extensions(getattr(ws, "extensions", None)),
-        "http_path": (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
-    }
 
 
 class MessageQueuePeer:
@@ -427,8 +376,8 @@ class MessageQueuePeer:
             self._room.clear()
         src = _delivering
         if src is not None and not self._stuck:
-            global _congestion
-            _congestion = True
+            global congestion
+            congestion = True
             if src._pressure is None:
                 src._pressure = {self}
             else:
@@ -471,8 +420,8 @@ class MessageQueuePeer:
         once the clock says the slice is over: while the machine's other processes hold the
         CPU, the clock runs without our work, and yielding then only costs throughput (every
         yield makes each busy writer flush). Returns the slice."""
-        global _congestion
-        _congestion = False
+        global congestion
+        congestion = False
         if self._pressure is not None:
             self._relieve()
             return None
@@ -578,6 +527,62 @@ class MessageQueuePeer:
         raise NotImplementedError
 
 
+# -- WebSocket (moving to transport/websocket.py) --
+BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
+
+
+def peer_address(environ: dict) -> str:
+    """Crossbar-style peer string: ``tcp4:127.0.0.1:5555``, ``tcp6:[::1]:5555``, ``unix``."""
+    host = environ.get("REMOTE_ADDR") or ""
+    port = environ.get("REMOTE_PORT") or ""
+    if not host or not port:
+        return "unix" if host in ("", "unix") else f"tcp4:{host}"
+    if ":" in host:
+        return f"tcp6:[{host}]:{port}"
+    return f"tcp4:{host}:{port}"
+
+
+def http_headers(environ: dict) -> dict[str, str]:
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def _extensions(ext: Any) -> list[str]:
+    if not ext:
+        return []
+    return [ext] if isinstance(ext, str) else list(ext)
+
+
+def _connection_socket(environ: dict) -> Any:
+    """The request's socket (an SSLSocket under TLS), from the upgrade hook's pywsgi handler."""
+    handler = getattr(environ.get("geonode.websocket"), "handler", None)
+    return getattr(handler, "socket", None)
+
+
+def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
+    """What the router (and ``wamp.session.get``) learns about this connection."""
+    return {
+        "type": "websocket",
+        "channel_type": "tls" if environ.get("wsgi.url_scheme") == "https" else "tcp",
+        # cryptosign's channel binding reads this; the router never sees the socket
+        "channel_id": channel_ids(_connection_socket(environ)),
+        "channel_framing": "websocket",
+        "channel_serializer": serializer.name,
+        "peer": peer_address(environ),
+        "is_server": True,
+        "http_headers_received": http_headers(environ),
+        "websocket_protocol": getattr(ws, "subprotocol", None) or serializer.subprotocol,
+        "websocket_extensions_in_use": _extensions(getattr(ws, "extensions", None)),
+        "http_path": (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+    }
+
+
 class WampWebSocketPeer(MessageQueuePeer):
     """Peer over a ``geonode.websocket.WebSocket``; ``run`` blocks for the connection's life."""
 
@@ -599,7 +604,7 @@ class WampWebSocketPeer(MessageQueuePeer):
                 if self._closing is None and not self._dead:
                     self._receive_payload(payload)
                     budget -= 1 + (len(payload) >> 12)
-                    if budget <= 0 or _congestion:
+                    if budget <= 0 or congestion:
                         budget, mark = CHECK_EVERY, self._pace(mark)
         except Exception as e:
             if not self._dead:
