@@ -16,11 +16,10 @@ from geonode.transport import serializers as ser
 from geonode.transport.queue import (
     DEFAULT_MAX_MESSAGE_SIZE,
     QUEUE_OPTIONS,
-    WampWebSocketPeer,
     configured_serializers,
     queue_limits,
-    transport_details,
 )
+from geonode.transport.websocket import WampWebSocketPeer, transport_details
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
