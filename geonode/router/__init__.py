@@ -16,7 +16,7 @@ txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializ
 
 from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
-from geonode.router.session import RouterSession, install_handlers  # noqa: E402
+from geonode.router.session import RouterSession  # noqa: E402
 
 log = logging.getLogger("geonode.router")
 
@@ -29,7 +29,6 @@ class Router:
     def __init__(self, worker_cfg: dict | None = None, config_dir: Path | None = None) -> None:
         worker_cfg = worker_cfg or {}
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
-        install_handlers()
         self.realms: dict[str, Realm] = {}
         for cfg in worker_cfg.get("realms", []) or []:
             self.realms[cfg["name"]] = Realm(self, cfg)

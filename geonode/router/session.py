@@ -233,7 +233,7 @@ class RouterSession:
         try:
             state = self.state
             if state == JOINED:
-                handler = _JOINED_HANDLERS.get(type(msg))
+                handler = self.realm.handlers.get(type(msg))
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
                         self._on_goodbye(msg)
@@ -244,7 +244,7 @@ class RouterSession:
                     else:
                         self.protocol_violation(f"unexpected {type(msg).__name__} after WELCOME")
                     return
-                handler(self.realm, self, msg)
+                handler(self, msg)
             elif state == ESTABLISHING:
                 if isinstance(msg, m.Hello):
                     self._on_hello(msg)
@@ -410,25 +410,5 @@ class RouterSession:
             self._init_joined_state()
 
 
-def _handlers() -> dict:
-    from geonode.router import realm as r
-    return {
-        m.Publish: r.Realm.on_publish,
-        m.Subscribe: r.Realm.on_subscribe,
-        m.Unsubscribe: r.Realm.on_unsubscribe,
-        m.Call: r.Realm.on_call,
-        m.Cancel: r.Realm.on_cancel,
-        m.Register: r.Realm.on_register,
-        m.Unregister: r.Realm.on_unregister,
-        m.Yield: r.Realm.on_yield,
-        m.Error: r.Realm.on_error,
-    }
-
-
-_JOINED_HANDLERS: dict = {}
+# A callee's answers: never held behind an authorizer (see receive).
 _ANSWERS = (m.Yield, m.Error)
-
-
-def install_handlers() -> None:
-    if not _JOINED_HANDLERS:
-        _JOINED_HANDLERS.update(_handlers())
