@@ -51,9 +51,12 @@ def load(path: str | Path) -> Config:
     errors = dups + errors
     # A key whose variable is missing still holds "$VAR": its schema complaint would be noise.
     unset = {e.split(": ", 1)[0] for e in errors}
-    from geonode.config.schema import validate  # jsonschema: only when a config is loaded
+    # jsonschema: only when a config is loaded
+    from geonode.config.schema import schema_errors, version_errors
+    from geonode.config.semantic import semantic_errors
 
-    errors += [e for e in validate(data, p.parent) if e.split(": ", 1)[0] not in unset]
+    found = version_errors(data) or schema_errors(data) + semantic_errors(data, p.parent)
+    errors += [e for e in found if e.split(": ", 1)[0] not in unset]
     if errors:
         raise ConfigError(errors)
     return Config(path=p, dir=p.parent, data=data)
