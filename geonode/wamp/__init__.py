@@ -14,7 +14,7 @@ Threading model
 ---------------
 The session itself lives on the gevent hub: all protocol state is touched only there. A worker
 thread never calls into the hub: it builds the message, hands it over with
-``loop.run_callback_threadsafe`` (see ``geonode.transport.inprocess.Pump``) and, when it needs an
+``loop.run_callback_threadsafe`` (see ``geonode.handoff.Pump``) and, when it needs an
 answer, waits on a native lock. A greenlet on the hub waits cooperatively (gevent Event) instead.
 The API is the same from both; the session picks the right wait.
 

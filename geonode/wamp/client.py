@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,8 @@ from autobahn.wamp import message, role
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, CallResult
 
-from geonode.transport.inprocess import InProcessPeer, Pump, real_sleep
+from geonode.handoff import Pump
+from geonode.transport.inprocess import InProcessPeer
 from geonode.wamp.handlers import Handlers, wants_hub
 from geonode.wamp.pending import REGISTER, SUBSCRIBE, Reply, Request, Want, WantChange
 from geonode.wamp.registry import find_router, hub, in_hub_thread, lock
@@ -235,19 +235,12 @@ class Session:
         if in_hub_thread():
             out.put(item)
             return
-        if len(out) >= MAX_QUEUED:
-            self._wait_for_room(out)
-        out.put_threadsafe(item)
-
-    def _wait_for_room(self, out: Pump) -> None:
         # Back-pressure for threads that publish faster than the router takes it: wait
         # (this thread only, never the hub) rather than queue without bound.
-        deadline = time.monotonic() + DEFAULT_TIMEOUT
-        while len(out) >= MAX_QUEUED:
-            if time.monotonic() > deadline:
-                raise ApplicationError("wamp.error.overloaded",
-                                       f"{len(out)} messages to the router not yet sent")
-            real_sleep(0.001)
+        if len(out) >= MAX_QUEUED and not out.wait_for_room(MAX_QUEUED, DEFAULT_TIMEOUT):
+            raise ApplicationError("wamp.error.overloaded",
+                                   f"{len(out)} messages to the router not yet sent")
+        out.put_threadsafe(item)
 
     def _kick(self) -> None:
         self._submit(_JOIN)

@@ -21,7 +21,7 @@ from autobahn.wamp import message
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallResult
 
-from geonode.transport.inprocess import Pump
+from geonode.handoff import Pump
 from geonode.wamp.pending import Job, Want
 from geonode.wamp.registry import hub
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from geonode.transport.inprocess import real_allocate_lock, real_get_ident
+from geonode.handoff import real_allocate_lock, real_get_ident
 
 if TYPE_CHECKING:
     from geonode.wamp.client import Session

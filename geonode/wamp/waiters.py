@@ -11,7 +11,7 @@ from typing import Any
 
 import gevent.event
 
-from geonode.transport.inprocess import real_allocate_lock
+from geonode.handoff import real_allocate_lock
 from geonode.wamp.registry import in_hub_thread
 
 log = logging.getLogger("geonode.wamp")
