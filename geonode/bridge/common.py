@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 from geonode import wamp
 from geonode.bridge import signing
-from geonode.transport.queue import INVALID_PAYLOAD
+from geonode.router.errors import INVALID_PAYLOAD, NO_ROUTER, TIMEOUT
 
 log = logging.getLogger("geonode.bridge")
 
@@ -279,9 +279,9 @@ class BridgeService:
         """A WAMP error: 200 with {"error", "args", "kwargs"} like Crossbar; a timeout is 504 and
         no router in the process 503 (geonode)."""
         status = 200
-        if e.error == wamp.ApplicationError.TIMEOUT:
+        if e.error == TIMEOUT:
             status = 504
-        elif e.error == wamp.NO_ROUTER:
+        elif e.error == NO_ROUTER:
             status = 503
         try:
             body = error_body(e.error, list(e.args), e.kwargs or {})

@@ -58,7 +58,9 @@ class Router:
         r = self.realms.get(realm)
         if r is None:
             from autobahn.wamp.exception import ApplicationError
-            raise ApplicationError("wamp.error.no_such_realm", f"no realm {realm!r}")
+
+            from geonode.router.errors import NO_SUCH_REALM
+            raise ApplicationError(NO_SUCH_REALM, f"no realm {realm!r}")
         return r.service.call(procedure, args, kwargs, timeout=timeout)
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from autobahn.wamp.exception import ApplicationError
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
+from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
 from geonode.router.state import new_id
@@ -94,7 +95,7 @@ class ServiceSession(RouterSession):
             inv = self.calls.get(request)
             if inv is not None:
                 self.realm.dealer.cancel(self, m.Cancel(request, mode="killnowait"))
-            raise ApplicationError("wamp.error.timeout", f"{procedure} did not answer") from None
+            raise ApplicationError(TIMEOUT, f"{procedure} did not answer") from None
 
 
 class Realm:

@@ -27,13 +27,13 @@ import time
 from typing import Any
 
 import gevent
-from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.message import Abort, Call, Error, Invocation, Result
 from gevent import get_hub
 from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config import ConfigError
+from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
 from geonode.transport import serializers as ser
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
@@ -45,8 +45,6 @@ DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for 
 QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
-INVALID_PAYLOAD = "wamp.error.invalid_payload"
-PAYLOAD_SIZE_EXCEEDED = ApplicationError.PAYLOAD_SIZE_EXCEEDED
 
 # Largest WAMP message a client may send (WebSocket paths and RawSocket transports without
 # their own max_message_size): Crossbar's `crossbar init` template and autobahn's client
@@ -513,7 +511,7 @@ class MessageQueuePeer:
             violation(text)   # the router logs, sends ABORT, forgets the session, closes us
         else:
             log.warning("%s: protocol violation: %s", self._who(), text)
-            self.send(Abort("wamp.error.protocol_violation", message=text))
+            self.send(Abort(PROTOCOL_VIOLATION, message=text))
         self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
 
     def _write(self, items: list) -> None:

@@ -51,10 +51,10 @@ txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its modules 
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.types import CallResult  # noqa: E402
 
+from geonode.router.errors import NO_ROUTER  # noqa: E402
 from geonode.wamp.client import (  # noqa: E402
     DEFAULT_TIMEOUT,
     MAX_QUEUED,
-    NO_ROUTER,
     Registration,
     Session,
     Subscription,

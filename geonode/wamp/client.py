@@ -19,6 +19,16 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, CallResult
 
 from geonode.handoff import Pump
+from geonode.router.errors import (
+    CANCELED,
+    CLOSE_SYSTEM_SHUTDOWN,
+    CLOSE_TRANSPORT_LOST,
+    NO_ROUTER,
+    NO_SUCH_REGISTRATION,
+    OVERLOADED,
+    RUNTIME_ERROR,
+    TIMEOUT,
+)
 from geonode.transport.inprocess import InProcessPeer
 from geonode.wamp.handlers import Handlers, wants_hub
 from geonode.wamp.pending import REGISTER, SUBSCRIBE, Reply, Request, Want, WantChange
@@ -31,7 +41,6 @@ log = logging.getLogger("geonode.wamp")
 DEFAULT_TIMEOUT = 30.0
 #: messages from threads waiting for the hub before a publishing thread is made to wait
 MAX_QUEUED = 10_000
-NO_ROUTER = "wamp.error.no_router"
 
 _IDLE, _JOINING, _JOINED = range(3)
 # What callers hand the pump besides WAMP messages, WantChange and Reply: join, leave.
@@ -238,7 +247,7 @@ class Session:
         # Back-pressure for threads that publish faster than the router takes it: wait
         # (this thread only, never the hub) rather than queue without bound.
         if len(out) >= MAX_QUEUED and not out.wait_for_room(MAX_QUEUED, DEFAULT_TIMEOUT):
-            raise ApplicationError("wamp.error.overloaded",
+            raise ApplicationError(OVERLOADED,
                                    f"{len(out)} messages to the router not yet sent")
         out.put_threadsafe(item)
 
@@ -263,7 +272,7 @@ class Session:
             if self._pending.pop(req, None) is not None:
                 if kind == "call":   # geonode's router always supports call canceling
                     self._submit(message.Cancel(req, mode="killnowait"))
-                raise ApplicationError(ApplicationError.TIMEOUT,
+                raise ApplicationError(TIMEOUT,
                                        f"no answer to {kind} '{uri}' within {timeout} s")
             waiter.wait(None)  # answered while timing out: take the answer
         if waiter.error is not None:
@@ -278,7 +287,7 @@ class Session:
         self._submit(WantChange(want, True, waiter))
         if not waiter.wait(timeout):
             self._submit(WantChange(want, False, Waiter()))  # nobody waits for this one
-            raise ApplicationError(ApplicationError.TIMEOUT,
+            raise ApplicationError(TIMEOUT,
                                    f"no answer to {want.kind} '{want.uri}' within {timeout} s")
         if waiter.error is not None:
             raise waiter.error
@@ -389,7 +398,7 @@ class Session:
         except Exception as e:
             log.exception("%s: cannot join the router", self.name)
             self._state = _IDLE
-            self._fail_all(ApplicationError("wamp.error.runtime_error", str(e)))
+            self._fail_all(ApplicationError(RUNTIME_ERROR, str(e)))
 
     # -- on the hub: incoming ---------------------------------------------------------------------
 
@@ -416,7 +425,7 @@ class Session:
             # answered at once; the endpoint's late result is dropped by Handlers
             if self._handlers.cancel(msg.request):
                 self._rs.receive(message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                               ApplicationError.CANCELED))
+                                               CANCELED))
         elif t is message.Welcome:
             self._on_welcome(msg)
         elif t is message.Abort:
@@ -501,11 +510,10 @@ class Session:
         want = self._regs.get(msg.registration)
         if want is None:
             self._rs.receive(message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                           "wamp.error.no_such_registration"))
+                                           NO_SUCH_REGISTRATION))
         elif not self._handlers.invoke(want, msg):
             self._rs.receive(message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                           "wamp.error.runtime_error",
-                                           args=["callee overloaded"]))
+                                           RUNTIME_ERROR, args=["callee overloaded"]))
 
     def _answer_invocation(self, reply: message.Message) -> None:
         """An endpoint's YIELD/ERROR (from Handlers, on the hub): queued behind what callers
@@ -516,7 +524,7 @@ class Session:
 
     def _peer_closed(self) -> None:
         if self._state != _IDLE:
-            self._left("wamp.close.transport_lost")
+            self._left(CLOSE_TRANSPORT_LOST)
 
     def _left(self, reason: str) -> None:
         was_joined = self._state == _JOINED
@@ -533,7 +541,7 @@ class Session:
         # A session that only subscribes/registers (import time, components) is never "used"
         # again, so it re-joins by itself when the router dropped it (killed, overflow) -- not
         # at shutdown, and with back-off when the router keeps refusing.
-        if not self._wanted or reason == "wamp.close.system_shutdown" or self._rejoins >= 6:
+        if not self._wanted or reason == CLOSE_SYSTEM_SHUTDOWN or self._rejoins >= 6:
             return
         delay = min(0.2 * 2 ** self._rejoins, 10.0)
         self._rejoins += 1

@@ -22,6 +22,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallResult
 
 from geonode.handoff import Pump
+from geonode.router.errors import RUNTIME_ERROR
 from geonode.wamp.pending import Job, Want
 from geonode.wamp.registry import hub
 
@@ -196,7 +197,7 @@ class Handlers:
             log.error("%s: procedure %s failed: %s: %s", self.name, want.uri,
                       type(error).__name__, error)
             reply = message.Error(message.Invocation.MESSAGE_TYPE, msg.request,
-                                  "wamp.error.runtime_error",
+                                  RUNTIME_ERROR,
                                   args=[str(error) or type(error).__name__])
         elif isinstance(value, CallResult):
             reply = message.Yield(msg.request, args=list(value.results) or None,
