@@ -17,8 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from geonode.logs import LEVELS as LOGLEVELS
+
 COMMANDS = ("start", "dev", "check", "init", "version")
-LOGLEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONFIG = "node.json"
 
 

@@ -7,10 +7,10 @@ each object is checked against exactly its own subschema, so errors are specific
 ("'module' is required") instead of the noise ``oneOf`` produces. Types Crossbar has but geonode
 does not implement are rejected by name.
 
-``validate(data)`` returns short lines, each led by the JSON path of the offending key, e.g.
-``workers[0].transports[0].paths.api.module: 'module' is required``. Checks a schema cannot
-express (realm references, duplicate names, files that must exist) run afterwards
-(``geonode.config.semantic``, called by ``geonode.config.load``).
+``version_errors(data)``, then ``schema_errors(data)``, return short lines, each led by the JSON
+path of the offending key, e.g. ``workers[0].transports[0].paths.api.module: 'module' is
+required``. Checks a schema cannot express (realm references, duplicate names, files that must
+exist) run afterwards (``geonode.config.semantic``; ``geonode.config.load`` runs all three).
 """
 
 from __future__ import annotations
@@ -35,14 +35,12 @@ URI_PATTERN = r"^(([^\s.#]+\.)|\.)*([^\s.#]+)?$"  # autobahn's loose URI, empty 
 PROCEDURE = r"^([^\s.#]+\.)*([^\s.#]+)$"  # autobahn's loose non-empty URI
 SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
 
-WORKER_TYPES = ["router"]
 UNSUPPORTED_WORKERS = {
     "container": "run components in a router worker's 'components' instead",
     "guest": "run the program beside geonode",
     "websocket-testee": "use a 'websocket-testee' path service on a web transport",
     "proxy": "", "hostmonitor": "", "xbrmm": "", "marketplace": "",
 }
-TRANSPORT_TYPES = ["web", "rawsocket"]
 UNSUPPORTED_TRANSPORTS = {
     "websocket": "use a 'web' transport with a 'websocket' path service",
     "universal": "use a 'web' transport: it serves HTTP and WebSocket on one port",
@@ -69,9 +67,7 @@ UNSUPPORTED_KEYS = {
     "role": {"allow-by-default": ""},
     "router": {"connections": "database connections"},
 }
-COMPONENT_TYPES = ["class"]
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
-AUTH_METHODS = ["anonymous", "ticket", "wampcra", "cryptosign"]
 UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
                     "anonymous-proxy": ""}
 
@@ -93,7 +89,6 @@ def obj(properties: dict, required: Iterable[str] = (), unsupported: str = "",
 STR = {"type": "string"}
 BOOL = {"type": "boolean"}
 INT = {"type": "integer"}
-NUM = {"type": "number"}
 STR_LIST = {"type": "array", "items": STR}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 MS = {"type": "integer", "minimum": 0}
@@ -574,8 +569,3 @@ def version_errors(data: Any) -> list[str]:
         return [f"version: must be 2, not {version!r}"]
     return []
 
-
-def validate(data: Any) -> list[str]:
-    """Every problem the schema finds in a (substituted) config, its version first.
-    ``geonode.config.load`` runs the cross-checks (``semantic``) after it."""
-    return version_errors(data) or schema_errors(data)

@@ -33,7 +33,6 @@ from geonode.uri import uri_text
 # unanswered calls without limit.
 MAX_CALLS_IN_FLIGHT = 10_000
 INVOKE_POLICIES = ("single", "roundrobin", "random", "first", "last")
-CANCEL_MODES = ("skip", "kill", "killnowait")
 
 _CALL = m.Call.MESSAGE_TYPE
 _NONE_ELIGIBLE = object()   # no callee of the registration may register the procedure

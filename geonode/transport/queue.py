@@ -37,6 +37,15 @@ from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOC
 from geonode.transport import serializers as ser
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
+# WebSocket's close codes say how a connection ends; RawSocket, which has none, ignores them.
+from geonode.websocket.frames import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+)
+
 log = logging.getLogger("geonode.transport")
 
 DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
@@ -65,13 +74,6 @@ CHECK_EVERY = 16
 # never reaches it, and the bytes in flight per receiver stay under half of it.
 HIGH_SHIFT = 2
 STALL_TIMEOUT = 1.0
-
-# WebSocket close codes used here
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
 
 # writer greenlet states
 _RUNNING, _SCHEDULED, _PARKED, _RETIRED = 0, 1, 2, 3
@@ -465,7 +467,7 @@ class MessageQueuePeer:
             gevent.sleep(0)
         elif self._wstate == _PARKED:
             self._retire()
-        self._abort(CLOSE_POLICY, "outgoing queue overflow")
+        self._abort(CLOSE_POLICY_VIOLATION, "outgoing queue overflow")
 
     def _throw_exit(self, g: greenlet) -> None:
         if self._writer is g and self._wstate == _RUNNING and not g.dead:
@@ -496,7 +498,7 @@ class MessageQueuePeer:
                 self.session.receive(msg)
             except Exception:
                 log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
-                self._close(CLOSE_INTERNAL, "internal error")
+                self._close(CLOSE_INTERNAL_ERROR, "internal error")
                 _delivering = None
                 return False
         _delivering = None
@@ -520,5 +522,5 @@ class MessageQueuePeer:
     def _shutdown(self, code: int, reason: str) -> None:
         raise NotImplementedError
 
-    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
+    def _abort(self, code: int = CLOSE_INTERNAL_ERROR, reason: str = "") -> None:
         raise NotImplementedError

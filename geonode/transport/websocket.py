@@ -16,14 +16,9 @@ import gevent
 
 from geonode.transport import queue
 from geonode.transport.channel import channel_ids
-from geonode.transport.queue import (
-    CHECK_EVERY,
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_TIMEOUT,
-    MessageQueuePeer,
-)
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer
 from geonode.transport.serializers import WampSerializer
+from geonode.websocket.frames import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 
 log = logging.getLogger("geonode.transport")
 
@@ -141,7 +136,7 @@ class WampWebSocketPeer(MessageQueuePeer):
     def _shutdown(self, code: int, reason: str) -> None:
         self.ws.close(code, reason)
 
-    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
+    def _abort(self, code: int = CLOSE_INTERNAL_ERROR, reason: str = "") -> None:
         ws = self.ws
         try:
             if not ws.closed:
