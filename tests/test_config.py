@@ -507,8 +507,9 @@ def test_all_services_accepted(tmp_path):
 
 @pytest.mark.inprocess
 def test_schema_covers_every_registered_service():
-    from geonode.config.schema import SERVICE_SCHEMAS
-    from geonode.web.services import SERVICES, UNSUPPORTED
+    from geonode.config.schema import SERVICE_SCHEMAS, UNSUPPORTED_SERVICES
+    from geonode.web.services import SERVICES
 
-    assert set(SERVICES) <= set(SERVICE_SCHEMAS)
-    assert not set(UNSUPPORTED) & set(SERVICES)
+    # check accepts exactly the types start can build
+    assert set(SERVICES) == set(SERVICE_SCHEMAS)
+    assert not set(UNSUPPORTED_SERVICES) & set(SERVICES)

@@ -178,7 +178,7 @@ def _http(node, request: bytes) -> bytes:
 
 def test_plain_get_shows_status_page(node):
     reply = _http(node, b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 200")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")   # not "200 Error"
     with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         body = b""

@@ -340,7 +340,7 @@ def test_build_error_names_root_path_as_the_checker_does(start_node):
 @pytest.mark.inprocess
 def test_listeners_api(tmp_path):
     """The public endpoint listeners (shared by web and RawSocket transports)."""
-    from geonode.web.listeners import EndpointError, tcp_listener, unix_listener
+    from geonode.endpoints import EndpointError, tcp_listener, unix_listener
 
     sock, where = tcp_listener({"type": "tcp", "port": 0, "interface": "127.0.0.1"}, "ep")
     try:

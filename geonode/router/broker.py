@@ -7,17 +7,19 @@ import time
 from typing import Any
 
 from autobahn.wamp import message as m
-from autobahn.wamp.exception import ApplicationError
 
 from geonode.router import publishfilter
 from geonode.router.authorization import CONCRETE
+from geonode.router.errors import (
+    INVALID_URI,
+    NO_SUCH_SUBSCRIPTION,
+    NOT_AUTHORIZED,
+    PAYLOAD_SIZE_EXCEEDED,
+)
 from geonode.router.holding import HeldPeer
 from geonode.router.state import BrokerState, Subscription, new_id
 from geonode.uri import uri_text
 
-NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
-NOT_AUTHORIZED = "wamp.error.not_authorized"
-INVALID_URI = "wamp.error.invalid_uri"
 _PER_SESSION = object()   # a dynamic role: its answers depend on the session
 
 log = logging.getLogger("geonode.router")
@@ -226,7 +228,7 @@ class Broker:
                                 topic, text)
                     if msg.acknowledge:
                         session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request,
-                                             ApplicationError.PAYLOAD_SIZE_EXCEEDED, [text]))
+                                             PAYLOAD_SIZE_EXCEEDED, [text]))
                     return True
         return False
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from geonode.web.services.plain import text_response
-from geonode.websocket.handshake import HandshakeError
-from geonode.websocket.options import DeflateOptions, WebSocketOptions
+from geonode.websocket import DeflateOptions, HandshakeError, WebSocketOptions
 
 TESTSUITE_MAX_MESSAGE = 16 << 20
 _PAGE = "geonode websocket-testee: connect with a WebSocket client, every message is echoed."
