@@ -24,15 +24,17 @@ import msgpack
 import paho.mqtt.client as paho
 import pytest
 import websocket
-from _wampclient import SyncClient
 from autobahn.wamp.interfaces import IPayloadCodec
 from autobahn.wamp.types import EncodedPayload
-from conftest import geonode_cmd
 from paho.mqtt.enums import CallbackAPIVersion
+from support.certs import self_signed
+from support.nodes import geonode_cmd
+from support.timing import scaled
+from support.wamp import SyncClient
 
 MiB = 1 << 20
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
-TIMEOUT = 15.0   # generous: the machine is shared
+TIMEOUT = scaled(15.0)   # generous: the machine is shared
 
 CODEC = '''
 class Codec:
@@ -883,7 +885,6 @@ def test_meta_events_reach_mqtt_only_when_asked(node, clients):
 def test_tls_and_unix_endpoints_and_shutdown(start_node):
     """MQTT over TLS (paho, mosquitto_sub) and over a Unix socket (paho); SIGTERM ends the
     node promptly with MQTT clients connected, persistent ones offline included."""
-    from certs import self_signed
 
     cert, key = self_signed()
     cfg = {"version": 2, "workers": [{"type": "router",

@@ -116,6 +116,10 @@ class WampSub:
 class MqttSession:
     """The router's Peer for one MQTT client id (see the module doc)."""
 
+    # The PUBLISH being handed to the router is large (the broker then checks it against its
+    # subscribers' queue bounds: MessageQueuePeer.inbound_large). Set per PUBLISH.
+    inbound_large = False
+
     def __init__(self, service: Any, client_id: str, clean: bool, details: dict) -> None:
         self.service = service
         self.client_id = client_id
@@ -356,9 +360,10 @@ class MqttSession:
                             retain=retain or None, **options)
             conn = self.conn
             if conn is not None:
-                conn.deliver(wamp, msg)
+                conn.deliver(wamp, msg, len(payload))
             else:
-                wamp.receive(msg)   # a will: its connection is gone
+                self.inbound_large = False   # a will: at most max_message_size
+                wamp.receive(msg)   # its connection is gone
         finally:
             _publishing_qos = outer
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,20 @@ from gevent import get_hub
 from gevent.server import StreamServer
 
 from geonode.config import ConfigError
+from geonode.endpoints import (
+    ConnectionCap,
+    default_max_connections,
+    tcp_listener,
+    tls_context,
+    unix_listener,
+)
 from geonode.mqtt import codec
 from geonode.mqtt.codec import Malformed
 from geonode.mqtt.service import MqttService
 from geonode.mqtt.session import check_will
-from geonode.transport import websocket as ws_transport
+from geonode.transport import queue
 from geonode.transport.channel import channel_ids
-from geonode.transport.websocket import CLOSE_TIMEOUT, MessageQueuePeer, queue_limits
-from geonode.web.limits import ConnectionCap, default_max_connections
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer, queue_limits
 
 log = logging.getLogger("geonode.mqtt")
 
@@ -44,20 +49,7 @@ RECV_SIZE = 65536
 
 # Time slices as the WAMP transports take them (issue 9's fairness work): every CHECK_EVERY
 # packets (a packet of n KiB counts n/4 + 1) the reader asks MessageQueuePeer._pace whether
-# its slice is over, and so lets the hub run everybody else.
-CHECK_EVERY = getattr(ws_transport, "CHECK_EVERY", 16)
-QUANTUM = getattr(ws_transport, "QUANTUM", 0.005)
-
-
-def _go_round() -> None:
-    """Yield until the hub's loop has gone round once (its callbacks, then a poll of every
-    socket): a timer due at once, not sleep(0), which only queues behind the callbacks."""
-    hub = get_hub()
-    timer = hub.loop.timer(0)
-    try:
-        hub.wait(timer)
-    finally:
-        timer.close()
+# its slice is over or a receiver it congested must be waited for.
 
 
 def peer_string(sock: socket.socket, address: Any) -> str:
@@ -88,18 +80,6 @@ class MqttConnection(MessageQueuePeer):
         self._timer: Any = None
         self._expired = False
         self._taken_over = False
-
-    if not hasattr(MessageQueuePeer, "_pace"):
-        # A stand-in until this branch meets main's MessageQueuePeer._pace (which also waits
-        # for receivers this reader congested): the slice ends after QUANTUM of the clock.
-        def _pace(self, mark: tuple | None) -> tuple | None:
-            now = time.monotonic()
-            if mark is None:
-                return (0, now + QUANTUM, 0.0)
-            if now < mark[1]:
-                return mark
-            _go_round()
-            return None
 
     def who(self) -> str:
         if self.mqtt is not None:
@@ -134,16 +114,19 @@ class MqttConnection(MessageQueuePeer):
         self._kick()
         return True
 
-    def deliver(self, wamp: Any, msg: Any) -> None:
-        """``wamp.receive(msg)`` for a PUBLISH of this client, as the WAMP transports hand
-        their messages over: a receiver whose queue the delivery congests makes this reader
-        wait (MessageQueuePeer backpressure, issue 9). receive() neither raises nor switches
-        greenlets, so the mark cannot leak to anyone else."""
-        ws_transport._delivering = self
+    def deliver(self, wamp: Any, msg: Any, size: int) -> None:
+        """``wamp.receive(msg)`` for a PUBLISH of this client (``size``: its payload's bytes),
+        as the WAMP transports hand their messages over: a receiver whose queue the delivery
+        congests makes this reader wait (MessageQueuePeer backpressure, issue 9), and a large
+        one is checked against its subscribers' queue bounds by the broker (``inbound_large``
+        of the router session's peer, the MqttSession). receive() neither raises nor
+        switches greenlets, so the mark cannot leak to anyone else."""
+        wamp.peer.inbound_large = size >= queue._large_inbound
+        queue._delivering = self
         try:
             wamp.receive(msg)
         finally:
-            ws_transport._delivering = None
+            queue._delivering = None
 
     def taken_over(self) -> None:
         """Another connection took this client id: close, no will (MQTT-3.1.4-2)."""
@@ -195,7 +178,7 @@ class MqttConnection(MessageQueuePeer):
                     else:
                         self._control(first, body)
                     budget -= 1 + (rl >> 12)
-                    if budget <= 0 or getattr(ws_transport, "_congestion", False):
+                    if budget <= 0 or queue.congestion:
                         budget, mark = CHECK_EVERY, self._pace(mark)
                 if pos != start:
                     self._last_rx = loop.now()
@@ -364,8 +347,6 @@ def serve_connection(service: MqttService, sock: socket.socket, address: Any,
 
 def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
     """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
-    from geonode.web.listeners import tcp_listener, tls_context, unix_listener
-
     kind = endpoint.get("type", "tcp")
     if kind == "unix":
         sock, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
