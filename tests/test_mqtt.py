@@ -23,7 +23,6 @@ import cbor2
 import msgpack
 import paho.mqtt.client as paho
 import pytest
-import websocket
 from autobahn.wamp.interfaces import IPayloadCodec
 from autobahn.wamp.types import EncodedPayload
 from paho.mqtt.enums import CallbackAPIVersion
@@ -31,6 +30,7 @@ from support.certs import self_signed
 from support.nodes import geonode_cmd
 from support.timing import scaled
 from support.wamp import SyncClient
+from support.ws import RawWamp
 
 MiB = 1 << 20
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
@@ -117,7 +117,10 @@ def node(start_module_node):
             {"type": "web", "endpoint": {"type": "tcp", "port": "$PORT2",
                                          "interface": "127.0.0.1"},
              "paths": {"ws": {"type": "websocket", "serializers": ["json", "msgpack"],
-                              "options": {"max_message_size": 16 * MiB}}}},
+                              "options": {"max_message_size": 16 * MiB}},
+                       # a subscriber whose whole outgoing queue is smaller than an event
+                       "small": {"type": "websocket", "serializers": ["json"],
+                                 "options": {"max_queue_bytes": 256 * 1024}}}},
             _mqtt("$PORT3", role="limited"),
             _mqtt("$PORT4", auth={"ticket": {"type": "static", "principals": {
                 "alice": {"ticket": "secret", "role": "alices"},
@@ -578,18 +581,17 @@ def test_wamp_topic_with_no_mqtt_name_is_dropped_with_a_log_line(node, clients):
     1.5.3): such events do not reach MQTT subscribers, who keep their connection."""
     sub = clients(node.port, client_id="odd-topics")
     sub.subscribe("odd/#", 1)
-    # websocket-client: autobahn will not send a lone surrogate, a JSON client may (escaped)
-    ws = websocket.create_connection(f"ws://127.0.0.1:{node.ports[1]}/ws",
-                                     subprotocols=["wamp.2.json"], timeout=TIMEOUT)
+    # a raw JSON client: autobahn will not send a lone surrogate, a JSON text may (escaped)
+    wamp = RawWamp(node.ports[1])
     try:
-        ws.send('[1, "realm1", {"roles": {"publisher": {}}}]')
-        assert json.loads(ws.recv())[0] == 2
-        for i, uri in enumerate(['"odd.a+b"', r'"odd.s\ud800"', '"odd.marker"']):
-            ws.send(f'[16, {i + 1}, {{"acknowledge": true}}, {uri}, ["x"]]')
-            assert json.loads(ws.recv())[0] == 17     # PUBLISHED: the router took it
+        assert wamp.hello()[0] == 2
+        for i, uri in enumerate(["odd.a+b", "odd.s\ud800", "odd.marker"]):
+            # json.dumps escapes the surrogate: "odd.s\ud800" on the wire
+            wamp.send([16, i + 1, {"acknowledge": True}, uri, ["x"]])
+            assert wamp.recv()[0] == 17     # PUBLISHED: the router took it, no ABORT
         assert sub.nothing_but("odd/marker").payload == b"x"
     finally:
-        ws.close()
+        wamp.close()
     wait_for(lambda: any("MQTT forbids" in line for line in log_lines(node, "odd-topics")),
              what="the drop's log line")
 
@@ -832,6 +834,52 @@ def test_megabyte_payloads(node, clients):
         assert time.monotonic() - t0 < TIMEOUT
     finally:
         wamp.close()
+
+
+def test_event_bigger_than_a_wamp_subscribers_queue_is_refused(node, clients):
+    """An MQTT PUBLISH bigger than a WAMP subscriber's whole outgoing queue is refused by the
+    broker (as a WAMP publisher's is), not sent to cost that subscriber its session."""
+    small = SyncClient(node.ports[1], path="small")
+    try:
+        events = small.subscribe("nat.json.big")
+        pub = clients(node.port, client_id="big-pub")
+        pub.publish("nat/json/big", json.dumps({"args": ["x" * MiB]}), qos=1)   # PUBACK still
+        pub.publish("nat/json/big", json.dumps({"args": ["after"]}), qos=1)
+        assert events.get(timeout=TIMEOUT) == (["after"], {})
+        assert small.call("wamp.session.count") >= 1           # still connected
+    finally:
+        small.close()
+    wait_for(lambda: any("payload_size_exceeded" in line for line in log_lines(node, "big-pub")),
+             what="the refusal's log line")
+
+
+def test_mqtt_publisher_waits_for_a_congested_wamp_subscriber(node):
+    """Backpressure: an MQTT publisher flooding a WAMP subscriber with a small outgoing queue
+    (the "small" path: 256 KiB, 32 of these events) waits for it, as a WAMP publisher would,
+    instead of overflowing its queue: every event arrives and the subscriber keeps its
+    session."""
+    n = 400
+    sub = RawWamp(node.ports[1], path="small")
+    try:
+        assert sub.hello()[0] == 2
+        sub.send([32, 1, {}, "nat.json.bp"])
+        assert sub.recv()[0] == 33
+        pub = Raw(node.port)
+        pub.connect(client_id="bp-pub")
+        packet = publish_pkt("nat/json/bp", json.dumps({"args": ["z" * 8000]}).encode())
+        # the node stops reading while it waits: send from a thread, read here
+        sender = threading.Thread(target=pub.send, args=(packet * n,), daemon=True)
+        sender.start()
+        for i in range(n):
+            msg = sub.recv()
+            assert msg[0] == 36, (i, msg[:2])
+        sender.join(TIMEOUT)
+        assert not sender.is_alive()
+        pub.close()
+        sub.send([16, 2, {"acknowledge": True}, "bp.still.here", []])
+        assert sub.recv()[0] == 17       # the session lives on
+    finally:
+        sub.close()
 
 
 def test_slow_qos0_subscriber_loses_messages_not_its_connection(node, clients):
