@@ -1066,3 +1066,38 @@ def test_start_agrees_with_check(tmp_path):
                          timeout=60, cwd=tmp_path)
     assert out.returncode == 1
     assert "options.realm: realm 'nope' is not defined" in out.stderr + out.stdout
+
+
+def test_universal_hook_serves_a_connection_whose_first_bytes_were_read():
+    """The seam a ``universal`` transport uses (docs/mqtt.md): it sniffs the first bytes of an
+    accepted connection (0x10: an MQTT CONNECT), then hands the socket and those bytes to
+    ``serve_connection``. In-process, on this process's hub."""
+    from gevent import socket as gsocket
+    from gevent.server import StreamServer
+    from support.router import make_router, realm
+
+    from geonode.transport.mqtt import build_service, serve_connection
+
+    service = build_service({"options": {"realm": "realm1"}}, make_router(realm()), "t")
+    sniffed = []
+
+    def handle(sock, address):
+        first = sock.recv(3)        # what a universal transport reads before it decides
+        sniffed.append(first)
+        serve_connection(service, sock, address, first)
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    try:
+        raw = Raw(0, gsocket.create_connection(("127.0.0.1", server.server_port),
+                                               timeout=TIMEOUT))
+        assert raw.connect(client_id="universal") == b"\x00\x00"
+        assert sniffed[0][:1] == b"\x10"
+        raw.send(subscribe_pkt("u/t", 1, pid=2))
+        assert raw.read() == (0x90, b"\x00\x02\x01")
+        raw.send(publish_pkt("u/t", b"via the hook", qos=1, pid=3))
+        assert {raw.read(), raw.read()} == {
+            (0x40, b"\x00\x03"), (0x32, _str("u/t") + b"\x00\x01via the hook")}
+        raw.close()
+    finally:
+        server.stop()
