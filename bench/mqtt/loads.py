@@ -150,8 +150,6 @@ def flow(pub_port: int, sub_port: int, pub_kind: str, sub_kind: str, qos: int,
         scpu = (common.tree_cpu_s(server_pids()) - s0) / dt
         if sub.got > sent:
             raise RuntimeError(f"miscounted: {sub.got} delivered for {sent} published")
-        if delivered == 0:
-            raise RuntimeError("nothing delivered")
     finally:
         sel.close()
         for end in (pub, sub):

@@ -157,9 +157,12 @@ def main() -> None:
                                        args.duration, b.server.pids, window=args.window,
                                        tag=f"{rnd}{qos}")
                         results.setdefault((b.name, flow, qos), []).append(r)
+                        # nothing delivered (a server starved on the busy machine, or
+                        # broken): a 0 in this round's cell, no ratio from it; see its log
                         print(f"  {b.name:9} {flow} QoS {qos}: {r.rate:9.0f} msg/s   "
                               f"server cpu {r.server_cpu:4.0%}  load generator cpu "
-                              f"{r.client_cpu:4.0%}", flush=True)
+                              f"{r.client_cpu:4.0%}"
+                              + ("   NOTHING DELIVERED" if not r.delivered else ""), flush=True)
                         time.sleep(0.2)
     finally:
         for b in brokers:
@@ -192,6 +195,9 @@ def report(results: dict, names: list[str], flows: list[str], rounds: int) -> li
                     continue
                 # the median of each round's ratio: both measured within seconds of each other
                 per_round = [a.rate / b.rate for a, b in zip(g, rs, strict=False) if b.rate]
+                if not per_round:
+                    ratios.append(f"- ({n} delivered nothing)")
+                    continue
                 ratio = statistics.median(per_round)
                 ratios.append(f"{ratio:.2f}x (target {TARGETS[n]:g}x)")
                 rows.append({**common.compare(f"MQTT {flow} QoS {qos}", "msg/s",
