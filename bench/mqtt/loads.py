@@ -34,6 +34,11 @@ class Result:
     client_cpu: float    # fraction of one core used by this (load generator) process
     server_cpu: float    # fraction of one core used by the server process tree
     delivered: int
+    # the whole flow, warm-up included: what the publisher sent, what was acknowledged (QoS 1)
+    # and what the subscriber got (a stalled flow says where it stalled)
+    sent: int = 0
+    acked: int = 0
+    got: int = 0
 
 
 class _MqttPub:
@@ -101,7 +106,7 @@ KINDS = {"mqtt": (_MqttPub, _MqttSub), "wamp": (_WampPub, _WampSub)}
 
 def flow(pub_port: int, sub_port: int, pub_kind: str, sub_kind: str, qos: int,
          duration: float, server_pids, window: int = 2000, chunk: int = 100,
-         warmup: float = 0.5, tag: str = "") -> Result:
+         warmup: float = 0.5, tag: str = "", drain: float = 30.0) -> Result:
     """Messages/s from one ``pub_kind`` publisher to one ``sub_kind`` subscriber. QoS 1: the
     MQTT publisher counts PUBACKs (a WAMP publisher PUBLISHED acknowledgements), the MQTT
     subscriber acknowledges every message; at most ``window`` messages unacknowledged."""
@@ -150,8 +155,27 @@ def flow(pub_port: int, sub_port: int, pub_kind: str, sub_kind: str, qos: int,
         scpu = (common.tree_cpu_s(server_pids()) - s0) / dt
         if sub.got > sent:
             raise RuntimeError(f"miscounted: {sub.got} delivered for {sent} published")
+        got_then, acked_then = sub.got, getattr(pub, "acked", 0)
+        # Let the server work off what it still holds (a slow one is up to a window behind),
+        # so that the next flow is measured on an idle server: until everything arrived,
+        # 1 s without progress (QoS 0 may drop), or ``drain`` s.
+        deadline = time.perf_counter() + drain
+        last, still_since = (sub.got, getattr(pub, "acked", 0)), time.perf_counter()
+        while (now := time.perf_counter()) < deadline:
+            if sub.got >= sent and (not qos or pub.acked >= sent):
+                break
+            for key, _ in sel.select(0.1):
+                try:
+                    key.data.readable()
+                except BlockingIOError:
+                    pass
+            progress = (sub.got, getattr(pub, "acked", 0))
+            if progress != last:
+                last, still_since = progress, now
+            elif now - still_since > 1.0:
+                break
     finally:
         sel.close()
         for end in (pub, sub):
             end.conn.close()
-    return Result(delivered / dt, ccpu, scpu, delivered)
+    return Result(delivered / dt, ccpu, scpu, delivered, sent, acked_then, got_then)

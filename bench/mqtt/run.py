@@ -162,7 +162,9 @@ def main() -> None:
                         print(f"  {b.name:9} {flow} QoS {qos}: {r.rate:9.0f} msg/s   "
                               f"server cpu {r.server_cpu:4.0%}  load generator cpu "
                               f"{r.client_cpu:4.0%}"
-                              + ("   NOTHING DELIVERED" if not r.delivered else ""), flush=True)
+                              + ("" if r.delivered else f"   NOTHING DELIVERED (in all: sent {r.sent}, "
+                                                     f"acknowledged {r.acked}, got {r.got})"),
+                              flush=True)
                         time.sleep(0.2)
     finally:
         for b in brokers:
