@@ -115,7 +115,8 @@ class Node:
                     app = dispatch.build_app(transport.get("paths") or {}, ctx)
                     app = options.wrap(app, topts, tls=tls)
                     self.web.append(_Transport(transport, tpath, app))
-                elif kind == "rawsocket":
+                elif kind in ("rawsocket", "mqtt"):
+                    # stream transports on their own StreamServer (rawsocket_servers holds both)
                     self._pending_rawsocket.append((tpath, transport, router, ctx))
                 else:
                     raise ConfigError(f"{tpath}.type: transport type {kind!r} "
@@ -141,9 +142,12 @@ class Node:
                                      json_path=t.json_path, timeouts=timeouts(topts),
                                      max_connections=topts.get("max_connections", fair_share))
             for tpath, transport, router, ctx in self._pending_rawsocket:
-                from geonode.transport import rawsocket
+                if transport.get("type") == "mqtt":
+                    from geonode.transport import mqtt as stream
+                else:
+                    from geonode.transport import rawsocket as stream  # type: ignore[no-redef]
 
-                self.rawsocket_servers.append((tpath, rawsocket.serve(
+                self.rawsocket_servers.append((tpath, stream.serve(
                     transport, router, ctx, max_connections_default=fair_share)))
         except BaseException:
             self.close_listeners()

@@ -44,7 +44,7 @@ UNSUPPORTED_WORKERS = {
 UNSUPPORTED_TRANSPORTS = {
     "websocket": "use a 'web' transport with a 'websocket' path service",
     "universal": "use a 'web' transport: it serves HTTP and WebSocket on one port",
-    "mqtt": "", "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
+    "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
     "stream.testee": "",
 }
 # Crossbar path services geonode does not implement: rejected by name, with a hint where one helps.
@@ -295,7 +295,41 @@ RAWSOCKET_TRANSPORT = obj({
     "auth": AUTH,
 }, required=["endpoint"])
 
-TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT}, "transport")
+# MQTT (docs/mqtt.md): Crossbar's options, plus geonode's limits (geonode.mqtt.service).
+_MQTT_MATCH = {"enum": ["prefix"]}   # Crossbar's examples write it; prefix is all there is
+_MQTT_PASSTHROUGH = obj({"type": STR, "match": _MQTT_MATCH})
+MQTT_PAYLOAD_MAPPING = {
+    "type": "object",
+    "propertyNames": {"pattern": URI_PATTERN},
+    "additionalProperties": dispatch({
+        "passthrough": _MQTT_PASSTHROUGH,
+        "passthru": _MQTT_PASSTHROUGH,
+        "native": obj({"type": STR, "match": _MQTT_MATCH,
+                       "serializer": {"enum": ["json", "msgpack", "cbor", "ubjson"]}},
+                      required=["serializer"]),
+        "dynamic": obj({"type": STR, "match": _MQTT_MATCH,
+                        "realm": {"type": "string", "pattern": REALM_NAME},
+                        "encoder": PROC, "decoder": PROC}, required=["encoder", "decoder"]),
+    }, "payload mapping"),
+}
+MQTT_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT,
+    "options": obj({
+        "realm": {"type": "string", "pattern": REALM_NAME}, "role": STR, "auth": AUTH,
+        "payload_mapping": MQTT_PAYLOAD_MAPPING,
+        "max_message_size": {"type": "integer", "minimum": 64, "maximum": 268_435_455},
+        "max_inflight_messages": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "max_queued_messages": {"type": "integer", "minimum": 0},
+        "max_queued_bytes": {"type": "integer", "minimum": 0},
+        "max_offline_sessions": {"type": "integer", "minimum": 0},
+        "max_queue": {"type": "integer", "minimum": 1},
+        "max_queue_bytes": {"type": "integer", "minimum": 1},
+        "max_connections": MAX_CONNECTIONS,
+    }, required=["realm"]),
+}, required=["endpoint", "options"])
+
+TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT,
+                      "mqtt": MQTT_TRANSPORT}, "transport")
 
 # --- realms, roles (§5) -------------------------------------------------------------------------
 

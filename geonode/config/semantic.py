@@ -42,6 +42,9 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             if transport.get("type") == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
                              config_dir, errors)
+            elif transport.get("type") == "mqtt":
+                _check_mqtt(_dict(transport.get("options")), f"{tpath}.options", worker,
+                            realms, errors)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
@@ -83,6 +86,38 @@ def _check_realms(worker: dict, wpath: str, errors: list[str]) -> dict[str, str]
             if "permissions" in role and "authorizer" in role:
                 errors.append(f"{opath}: give either 'permissions' or 'authorizer', not both")
     return realms
+
+
+def _check_mqtt(options: dict, opath: str, worker: dict, realms: dict,
+                errors: list[str]) -> None:
+    """The realm (and a dynamic payload codec's realm) exist; the role too when no ``auth``
+    decides it; native serializers are installed."""
+    realm = options.get("realm")
+    if isinstance(realm, str):
+        if realm not in realms:
+            errors.append(_unknown_realm(f"{opath}.realm", realm, realms))
+        elif "auth" not in options:
+            role = options.get("role", "anonymous")
+            cfg = next((_dict(r) for r in _list(worker.get("realms"))
+                        if _dict(r).get("name") == realm), {})
+            roles = [_dict(r).get("name") for r in _list(cfg.get("roles"))]
+            if isinstance(role, str) and role != "trusted" and role not in roles:
+                errors.append(f"{opath}.role: role {role!r} is not defined on realm {realm!r} "
+                              f"(defined: {', '.join(repr(r) for r in roles) or 'none'})")
+    for prefix, entry in _dict(options.get("payload_mapping")).items():
+        entry = _dict(entry)
+        epath = join_path(f"{opath}.payload_mapping", prefix)
+        codec_realm = entry.get("realm")
+        if entry.get("type") == "dynamic" and isinstance(codec_realm, str) \
+                and codec_realm not in realms:
+            errors.append(_unknown_realm(f"{epath}.realm", codec_realm, realms))
+        serializer = entry.get("serializer")
+        if entry.get("type") == "native" and isinstance(serializer, str):
+            from geonode.transport import serializers
+
+            if serializer in serializers.KNOWN and serializer not in serializers.SERIALIZERS:
+                errors.append(f"{epath}.serializer: serializer {serializer!r} is not "
+                              f"installed (installed: {', '.join(serializers.available())})")
 
 
 def _check_file(path: str, value: Any, config_dir: Path, what: str, errors: list[str]) -> None:

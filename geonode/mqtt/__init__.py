@@ -1,0 +1,9 @@
+"""MQTT 3.1.1 as a face of the WAMP router (Crossbar's MQTT transport, docs/mqtt.md).
+
+``codec``    the wire format: fixed header, packet bodies in and out, protocol checks
+``topics``   MQTT topic names and filters <-> WAMP URIs and subscriptions
+``payload``  payload mapping (passthrough, native, dynamic) between MQTT bytes and WAMP events
+``session``  an MQTT session: the router's Peer, kept across connections when not clean
+
+The sockets live in ``geonode.transport.mqtt``; nothing here touches one.
+"""
