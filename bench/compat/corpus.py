@@ -142,7 +142,7 @@ def main() -> int:
     features: collections.Counter = collections.Counter()
     only_pending = 0
     others: list[tuple[str, list[str]]] = []
-    for config, (rc, lines) in zip(configs, results):
+    for config, (rc, lines) in zip(configs, results, strict=True):
         bucket, why = classify(rc, lines)
         buckets[bucket] += 1
         if bucket == "unsupported":

@@ -135,7 +135,14 @@ def configured_serializers(cfg: dict, json_path: str) -> list[str]:
     """The base serializer names a transport config asks for (default: all installed)."""
     names = cfg.get("serializers")
     if names is None:
-        return ser.available()
+        one = cfg.get("serializer")   # Crossbar 0.x's RawSocket form: one name
+        if one is None:
+            return ser.available()
+        if one not in ser.SERIALIZERS:
+            state = "unknown" if one not in ser.KNOWN else "not installed"
+            raise ConfigError(f"{json_path}.serializer: serializer {one!r} is {state} "
+                              f"(installed: {', '.join(ser.available())})")
+        return [one]
     errors = []
     if not isinstance(names, list) or not names:
         raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
