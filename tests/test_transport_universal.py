@@ -154,3 +154,56 @@ def test_universal_silent_client_does_not_hold_the_port(node):
     with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)):
         resp = exchange(port, b"GET /api HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert resp.startswith(b"HTTP/1.1 200")
+
+
+def test_check_and_start_name_the_same_errors(tmp_path):
+    """Every mistake in the new transports and services: ``geonode check`` and ``geonode
+    start`` print the same JSON-path lines (start listens nowhere)."""
+    import json
+    import subprocess
+
+    from support.nodes import geonode_cmd
+
+    config = {"version": 2, "workers": [
+        {"type": "router", "transports": [
+            {"type": "websocket", "endpoint": endpoint(18766),
+             "serializers": ["json", "flatbuffers"], "bogus": 1},
+            {"type": "universal", "endpoint": endpoint(18767), "mqtt": {},
+             "rawsocket": {"serializer": "flatbuffers"},
+             "websocket": {"ws": {"type": "websocket", "endpoint": {}}},
+             "web": {"paths": {"lp": {"type": "longpoll",
+                                      "options": {"request_timeout": -1, "bogus": 1}},
+                               "s": {"type": "static", "directory": "nope"}}}},
+            {"type": "rawsocket", "endpoint": endpoint(18767)}]},
+        {"type": "websocket-testee", "transport": {"type": "websocket",
+                                                   "endpoint": endpoint(18766)}}]}
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(config))
+    check = subprocess.run(geonode_cmd("check", str(path)), capture_output=True, text=True,
+                           timeout=scaled(60))
+    start = subprocess.run(geonode_cmd("start", str(path)), capture_output=True, text=True,
+                           timeout=scaled(60))
+    assert check.returncode == 1 and start.returncode == 1
+
+    def lines(out: str) -> list[str]:
+        return [ln.strip() for ln in out.splitlines() if ln.startswith("  ")]
+
+    assert lines(check.stderr) == lines(start.stderr)
+    got = "\n".join(lines(check.stderr))
+    for expected in (
+        "workers[0].transports[0].bogus: unknown key 'bogus'",
+        "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not "
+        "supported by geonode",
+        "workers[0].transports[1].websocket.ws.endpoint: unknown key 'endpoint'",
+        "workers[0].transports[1].web.paths.lp.options.request_timeout: -1 is out of range",
+        "workers[0].transports[1].web.paths.lp.options.bogus: unknown key 'bogus'",
+        "workers[0].transports[0]: a websocket transport needs a router worker with realms",
+        "workers[0].transports[0].serializers[1]: unknown serializer 'flatbuffers'",
+        "workers[0].transports[1].rawsocket.serializer: unknown serializer 'flatbuffers'",
+        "workers[0].transports[1].web.paths.lp: a longpoll path needs a router worker",
+        "workers[0].transports[1].web.paths.s.directory: folder 'nope' not found",
+        "workers[0].transports[2].endpoint.port: port 18767 is already used by "
+        "workers[0].transports[1].endpoint",
+        "workers[1].transport.endpoint.port: port 18766 is already used",
+    ):
+        assert expected in got, (expected, got)

@@ -138,9 +138,11 @@ def configured_serializers(cfg: dict, json_path: str) -> list[str]:
         one = cfg.get("serializer")   # Crossbar 0.x's RawSocket form: one name
         if one is None:
             return ser.available()
+        if one not in ser.KNOWN:
+            raise ConfigError(f"{json_path}.serializer: unknown serializer {one!r} "
+                              f"(known: {', '.join(ser.KNOWN)})")
         if one not in ser.SERIALIZERS:
-            state = "unknown" if one not in ser.KNOWN else "not installed"
-            raise ConfigError(f"{json_path}.serializer: serializer {one!r} is {state} "
+            raise ConfigError(f"{json_path}.serializer: serializer {one!r} is not installed "
                               f"(installed: {', '.join(ser.available())})")
         return [one]
     errors = []

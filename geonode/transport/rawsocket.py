@@ -213,6 +213,10 @@ def connection_handler(transport_cfg: dict, router: Any, json_path: str,
 
     ``initial``: octets already read from ``sock`` (the universal transport's sniffer read the
     first ones to pick the protocol); they are taken as the start of the stream."""
+    if router is None:
+        from geonode.config.semantic import ROUTER_NEEDED
+
+        raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="rawsocket transport"))
     allowed: dict[int, ser.WampSerializer] = {}
     for name in configured_serializers(transport_cfg, json_path):
         s = ser.get(name)

@@ -33,6 +33,7 @@ import gevent
 from gevent.event import Event
 
 from geonode.config import ConfigError
+from geonode.config.semantic import ROUTER_NEEDED
 from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
 from geonode.transport.queue import (
@@ -151,7 +152,7 @@ class LongPollService:
     def __init__(self, cfg: dict, ctx: BuildContext) -> None:
         json_path = ctx.json_path
         if ctx.router is None:
-            raise ConfigError(f"{json_path}: a longpoll path needs a router worker")
+            raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="longpoll path"))
         self.router = ctx.router
         self.json_path = json_path
         opts = cfg.get("options") or {}
