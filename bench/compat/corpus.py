@@ -42,8 +42,10 @@ CONTENT_EXT = (".json", ".yaml", ".yml", ".py", ".pem", ".crt", ".key", ".txt")
 MAX_CONTENT = 1 << 20
 NOT_SUPPORTED = "is not supported by geonode"
 MISSING_RE = re.compile(r": (folder|file|TLS \w+ file|certificate file) '.*' not found")
-# the feature an unsupported-line names: "worker type 'container'", "'trace' (...)", ...
-FEATURE_RE = re.compile(r"^\S+: (?:(\w[\w ]*? type '[^']+')|'([^']+)'|(.+?)) .*" + NOT_SUPPORTED)
+# the feature an unsupported-line names: "worker type 'container'", "authentication method
+# 'tls'", "'fabric' (...)", else the clause before "is not supported"
+KIND_RE = re.compile(r"\b(\w+ (?:type|method) '[^']+')")
+KEY_RE = re.compile(r"^\S+: '([^']+)'")
 DEFAULT_PENDING = "worker type 'container',worker type 'guest',component type 'function'"
 
 
@@ -106,10 +108,11 @@ def run_check(config: Path) -> tuple[int, list[str]]:
 
 
 def feature(line: str) -> str:
-    m = FEATURE_RE.match(line)
-    if not m:
-        return line.split(": ", 1)[-1][:80]
-    return next(g for g in m.groups() if g)
+    m = KIND_RE.search(line) or KEY_RE.match(line)
+    if m:
+        return m.group(1)
+    before = line.split(NOT_SUPPORTED, 1)[0]
+    return before.rsplit(": ", 1)[-1].strip()[:80]
 
 
 def classify(rc: int, lines: list[str]) -> tuple[str, list[str]]:

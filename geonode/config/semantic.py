@@ -228,6 +228,13 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
                 out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
             if transport.get("type") == "web":
                 _wsgi_modules(_dict(transport.get("paths")), f"{tpath}.paths", search, out)
+            elif transport.get("type") == "universal":
+                _wsgi_modules(_dict(transport.get("websocket")), f"{tpath}.websocket", search,
+                              out)
+                _wsgi_modules(_dict(_dict(transport.get("web")).get("paths")),
+                              f"{tpath}.web.paths", search, out)
+            elif transport.get("type") == "websocket":
+                _wsgi_modules({"": transport}, tpath, search, out)
     return out
 
 
@@ -235,7 +242,7 @@ def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) ->
     """Warnings about path services: wsgi modules not found, keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
-        spath = join_path(ppath, key)
+        spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
             _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
         elif svc.get("type") == "websocket" and "cookie" in svc:
