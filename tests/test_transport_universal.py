@@ -207,3 +207,29 @@ def test_check_and_start_name_the_same_errors(tmp_path):
         "workers[1].transport.endpoint.port: port 18766 is already used",
     ):
         assert expected in got, (expected, got)
+
+
+def test_universal_over_tls(start_node):
+    """The sniffer reads the decrypted stream: RawSocket and HTTPS on one TLS port."""
+    import ssl
+
+    import requests
+    from support.certs import tls_files
+
+    tls_node = start_node(router_config([
+        {"type": "universal", "rawsocket": {"serializers": ["json"]},
+         "endpoint": {**endpoint("$PORT"), "tls": {"key": "server.key",
+                                                   "certificate": "server.crt"}},
+         "web": {"paths": {"/": {"type": "json", "value": 1}}}}]), files=tls_files())
+    cafile = str(tls_node.dir / "server.crt")
+
+    async def main():
+        ctx = ssl.create_default_context(cafile=cafile)
+        s = await rawsocket_session("json", port=tls_node.port, ssl=ctx)
+        info = await s.call("wamp.session.get", s._session_id)
+        assert info["transport"]["channel_type"] == "tls"
+        await leave(s)
+
+    _run(main())
+    r = requests.get(f"https://127.0.0.1:{tls_node.port}/", verify=cafile, timeout=scaled(10))
+    assert r.status_code == 200 and r.json() == 1
