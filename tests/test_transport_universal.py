@@ -202,6 +202,7 @@ def test_check_and_start_name_the_same_errors(tmp_path):
         "workers[0].transports[1].rawsocket.serializer: unknown serializer 'flatbuffers'",
         "workers[0].transports[1].web.paths.lp: a longpoll path needs a router worker",
         "workers[0].transports[1].web.paths.s.directory: folder 'nope' not found",
+        "workers[0].transports[1].websocket.ws: a websocket path needs a router worker",
         "workers[0].transports[2].endpoint.port: port 18767 is already used by "
         "workers[0].transports[1].endpoint",
         "workers[1].transport.endpoint.port: port 18766 is already used",

@@ -147,7 +147,8 @@ def _check_wamp(cfg: dict, path: str, kind: str, has_router: bool, errors: list[
     from geonode.config.reader import ConfigError
     from geonode.transport.queue import configured_serializers
 
-    if not has_router:
+    # (RawSocket without realms is allowed, as before: its connections are refused)
+    if not has_router and kind != "rawsocket transport":
         errors.append(ROUTER_NEEDED.format(path=path, what=kind))
     try:
         configured_serializers(cfg, path)

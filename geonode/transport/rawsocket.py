@@ -213,10 +213,6 @@ def connection_handler(transport_cfg: dict, router: Any, json_path: str,
 
     ``initial``: octets already read from ``sock`` (the universal transport's sniffer read the
     first ones to pick the protocol); they are taken as the start of the stream."""
-    if router is None:
-        from geonode.config.semantic import ROUTER_NEEDED
-
-        raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="rawsocket transport"))
     allowed: dict[int, ser.WampSerializer] = {}
     for name in configured_serializers(transport_cfg, json_path):
         s = ser.get(name)
@@ -256,6 +252,11 @@ def connection_handler(transport_cfg: dict, router: Any, json_path: str,
         return allowed[ser_id], their_exp, hello[4:]
 
     def handle(sock: socket.socket, address: Any, initial: bytes = b"") -> None:
+        if router is None:   # a worker without realms: no WAMP session can be had here
+            log.info("%s: refusing %s: the worker has no realms", json_path,
+                     _peer_string(sock, address))
+            sock.close()
+            return
         try:
             agreed = handshake(sock, initial)
         except OSError as e:   # reset, or a failed TLS handshake: the client's problem
