@@ -46,10 +46,17 @@ def _process_age() -> float | None:
 class _Transport:
     """One configured web transport before and after its endpoint is bound."""
 
-    def __init__(self, cfg: dict, json_path: str, app: Callable) -> None:
+    def __init__(self, cfg: dict, json_path: str, app: Callable,
+                 server_options: dict | None = None,
+                 protocols: dict[str, Callable] | None = None) -> None:
         self.cfg = cfg
         self.json_path = json_path
         self.app = app
+        # the HTTP server's options (timeouts, max_connections): a web transport's "options"
+        self.server_options = cfg.get("options") or {} if server_options is None \
+            else server_options
+        # universal transport: the non-HTTP protocols its first octet may pick
+        self.protocols = protocols
         self.server: Any = None
 
 
@@ -95,11 +102,15 @@ class Node:
 
         for wi, worker in enumerate(self.cfg.data.get("workers", [])):
             wpath = f"workers[{wi}]"
-            if worker.get("type", "router") != "router":
-                raise ConfigError(f"{wpath}.type: worker type {worker.get('type')!r} "
+            wtype = worker.get("type", "router")
+            if wtype not in ("router", "websocket-testee"):
+                raise ConfigError(f"{wpath}.type: worker type {wtype!r} "
                                   "is not supported by geonode")
             if worker_disabled(worker):
                 log.info("%s: disabled (options.disabled), not started", wpath)
+                continue
+            if wtype == "websocket-testee":
+                self._build_testee(worker, wpath)
                 continue
             router = self._make_router(worker)
             for ti, transport in enumerate(worker.get("transports", [])):
@@ -118,6 +129,15 @@ class Node:
                 elif kind in ("rawsocket", "mqtt"):
                     # stream transports on their own StreamServer (rawsocket_servers holds both)
                     self._pending_rawsocket.append((tpath, transport, router, ctx))
+                elif kind == "websocket":
+                    # Crossbar's stand-alone WebSocket transport: WAMP on every path
+                    from geonode.web.services import websocket
+
+                    ctx.json_path = tpath
+                    self.web.append(_Transport(transport, tpath, websocket.build(transport, ctx),
+                                               server_options={}))
+                elif kind == "universal":
+                    self.web.append(self._build_universal(transport, tpath, router, tls))
                 else:
                     raise ConfigError(f"{tpath}.type: transport type {kind!r} "
                                       "is not supported by geonode")
@@ -126,6 +146,44 @@ class Node:
                 ctx = BuildContext(config_dir=self.dir, json_path=f"{wpath}.components",
                                    router=router, node=self.info)
                 self._pending_components.append((router, comps, ctx))
+
+    def _build_testee(self, worker: dict, wpath: str) -> None:
+        """Crossbar's ``websocket-testee`` worker: the echo service on every path."""
+        from geonode.web.services import testee
+
+        transport = worker.get("transport") or {}
+        tpath = f"{wpath}.transport"
+        ctx = BuildContext(config_dir=self.dir, json_path=tpath, router=None, node=self.info,
+                           tls=bool((transport.get("endpoint") or {}).get("tls")))
+        self.web.append(_Transport(transport, tpath, testee.build(transport, ctx),
+                                   server_options={}))
+
+    def _build_universal(self, transport: dict, tpath: str, router: Any,
+                         tls: bool) -> _Transport:
+        """RawSocket and HTTP on one endpoint (geonode.web.universal)."""
+        from geonode.web import dispatch, options
+        from geonode.web.services import build_service
+        from geonode.web.universal import route_websockets
+
+        web = transport.get("web") or {}
+        wopts = web.get("options") or {}
+        wctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.web.paths", router=router,
+                            transport_options=wopts, node=self.info, tls=tls)
+        web_app = dispatch.build_app(web.get("paths") or {}, wctx) if web else dispatch.not_found
+        wsctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.websocket", router=router,
+                             transport_options=wopts, node=self.info, tls=tls)
+        sockets = {key: build_service({**cfg, "type": "websocket"}, wsctx.child(key))
+                   for key, cfg in (transport.get("websocket") or {}).items()}
+        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls)
+        protocols: dict[str, Callable] = {}
+        if "rawsocket" in transport:
+            from geonode.transport import rawsocket
+
+            endpoint = transport.get("endpoint") or {}
+            framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls else "tcp")
+            protocols["rawsocket"] = rawsocket.connection_handler(
+                transport["rawsocket"] or {}, router, f"{tpath}.rawsocket", framing)
+        return _Transport(transport, tpath, app, server_options=wopts, protocols=protocols)
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
@@ -137,10 +195,17 @@ class Node:
         fair_share = default_max_connections(len(self.web) + len(self._pending_rawsocket))
         try:
             for t in self.web:
-                topts = t.cfg.get("options") or {}
-                t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
-                                     json_path=t.json_path, timeouts=timeouts(topts),
-                                     max_connections=topts.get("max_connections", fair_share))
+                topts = t.server_options
+                extra: dict = {}
+                server_class: Any = WebServer
+                if t.protocols is not None:
+                    from geonode.web.universal import UniversalServer
+
+                    server_class, extra = UniversalServer, {"protocols": t.protocols}
+                t.server = server_class(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
+                                        json_path=t.json_path, timeouts=timeouts(topts),
+                                        max_connections=topts.get("max_connections",
+                                                                  fair_share), **extra)
             for tpath, transport, router, ctx in self._pending_rawsocket:
                 if transport.get("type") == "mqtt":
                     from geonode.transport import mqtt as stream

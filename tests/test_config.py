@@ -87,8 +87,9 @@ BAD: list[tuple[str, object, str]] = [
      f'{T0}.paths["/"].wamp.realm: realm \'nope\' is not defined'),
     ("cgi", lambda c: paths_of(c).update(cgi={"type": "cgi", "directory": "."}),
      f"{T0}.paths.cgi.type: service type 'cgi' is not supported by geonode"),
-    ("longpoll", lambda c: paths_of(c).update(lp={"type": "longpoll"}),
-     f"{T0}.paths.lp.type: service type 'longpoll' is not supported by geonode"),
+    ("longpoll", lambda c: paths_of(c).update(lp={"type": "longpoll",
+                                                  "options": {"request_timeout": "x"}}),
+     f"{T0}.paths.lp.options.request_timeout: must be an integer"),
     ("unknown-service", lambda c: paths_of(c).update(x={"type": "fancy"}),
      f"{T0}.paths.x.type: unknown service type 'fancy'"),
     ("service-typo", lambda c: paths_of(c).update(x={"type": "wsgii"}),
@@ -164,10 +165,14 @@ BAD: list[tuple[str, object, str]] = [
     ("transport-no-paths", lambda c: worker(c)["transports"][0].pop("paths"),
      f"{T0}.paths: 'paths' is required"),
     ("transport-websocket", lambda c: worker(c)["transports"].append(
-        {"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}}),
-     "workers[0].transports[1].type: transport type 'websocket' is not supported by geonode"),
+        {"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}, "paths": {}}),
+     "workers[0].transports[1].paths: unknown key 'paths'"),
     ("transport-universal", lambda c: worker(c)["transports"].append({"type": "universal"}),
-     "workers[0].transports[1].type: transport type 'universal' is not supported by geonode"),
+     "workers[0].transports[1].endpoint: 'endpoint' is required"),
+    ("universal-mqtt", lambda c: worker(c)["transports"].append(
+        {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
+     "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not supported "
+     "by geonode"),
     ("same-port", lambda c: worker(c)["transports"].append(
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
@@ -301,7 +306,7 @@ def test_every_error_is_reported_once(tmp_path):
 @pytest.mark.inprocess
 def test_errors_come_in_document_order(tmp_path):
     cfg = base()
-    paths_of(cfg).update(a={"type": "longpoll"}, b={"type": "wsgi", "object": "x"},
+    paths_of(cfg).update(a={"type": "archive"}, b={"type": "wsgi", "object": "x"},
                          c={"type": "cgi"}, d={"type": "redirect", "url": 1})
     worker(cfg)["realms"][0]["inventory"] = {}
     worker(cfg)["components"] = [{"type": "function"}]

@@ -38,12 +38,9 @@ SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
 UNSUPPORTED_WORKERS = {
     "container": "run components in a router worker's 'components' instead",
     "guest": "run the program beside geonode",
-    "websocket-testee": "use a 'websocket-testee' path service on a web transport",
     "proxy": "", "hostmonitor": "", "xbrmm": "", "marketplace": "",
 }
 UNSUPPORTED_TRANSPORTS = {
-    "websocket": "use a 'web' transport with a 'websocket' path service",
-    "universal": "use a 'web' transport: it serves HTTP and WebSocket on one port",
     "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
     "stream.testee": "",
 }
@@ -52,7 +49,6 @@ UNSUPPORTED_TRANSPORTS = {
 # registry, geonode.web.services.SERVICES.)
 UNSUPPORTED_SERVICES = {
     "resource": "a Twisted Web resource; host the app as a 'wsgi' service instead",
-    "longpoll": "WAMP clients connect over a 'websocket' service",
     "archive": "serve the unpacked files with a 'static' service",
     "fileupload": "handle uploads in a 'wsgi' app", "upload": "handle uploads in a 'wsgi' app",
     "cgi": "", "wap": "", "catalog": "", "websocket-reverseproxy": "", "mqtt": "",
@@ -62,9 +58,10 @@ UNSUPPORTED_SERVICES = {
 # "unknown key", so a Crossbar user knows the key is right but the feature is missing.
 UNSUPPORTED_KEYS = {
     "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
-    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links",
-              "trace": ""},
-    "role": {"allow-by-default": ""},
+    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links"},
+    # MQTT inside a universal transport: the sniffer's table (geonode.web.universal) has the
+    # slot (first byte 0x10, CONNECT) for when geonode's MQTT transport lands.
+    "universal": {"mqtt": "MQTT on a universal transport"},
     "router": {"connections": "database connections"},
 }
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
@@ -231,6 +228,17 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "cookie": COOKIE, "url": STR, "debug": BOOL,
     }),
     "websocket-testee": obj({**BASE, "options": WEBSOCKET_OPTIONS}),
+    # WAMP over HTTP long-poll (geonode.web.services.longpoll): Crossbar's options, seconds
+    # and counts; geonode's max_sessions / max_body_size bound what clients can hold.
+    "longpoll": obj({**BASE, "options": obj({
+        "debug": BOOL, "debug_transport_id": STR,
+        "request_timeout": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "session_timeout": {"type": "integer", "minimum": 0, "maximum": 86400},
+        "queue_limit_bytes": {"type": "integer", "minimum": 1},
+        "queue_limit_messages": {"type": "integer", "minimum": 1},
+        "max_sessions": {"type": "integer", "minimum": 1},
+        "max_body_size": {"type": "integer", "minimum": 1},
+    }), "serializers": SERIALIZER_LIST}),
     "static": obj({
         **BASE, "directory": STR, "package": STR, "resource": STR,
         "options": obj({
@@ -274,25 +282,35 @@ PATHS = {
 
 # --- transports -------------------------------------------------------------------------------
 
+WEB_TRANSPORT_OPTIONS = obj({
+    "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
+    "hsts_max_age": {"type": "integer", "minimum": 0},
+    "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
+    "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
+    "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
+})
 WEB_TRANSPORT = obj({
     "id": ID, "type": STR, "endpoint": ENDPOINT, "paths": {"$ref": "#/$defs/paths"},
-    "options": obj({
-        "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
-        "hsts_max_age": {"type": "integer", "minimum": 0},
-        "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
-        "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
-        "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
-    }),
+    "options": WEB_TRANSPORT_OPTIONS,
 }, required=["endpoint", "paths"])
 
-RAWSOCKET_TRANSPORT = obj({
-    "id": ID, "type": STR, "endpoint": ENDPOINT, "serializers": SERIALIZER_LIST, "debug": BOOL,
+RAWSOCKET_KEYS = {
+    "id": ID, "type": STR, "serializers": SERIALIZER_LIST, "debug": BOOL,
+    # Crossbar 0.x's one-serializer form; "serializers" wins when both are given
+    "serializer": {"enum": SERIALIZERS},
     "options": obj({"max_message_size": {"type": "integer", "minimum": 512,
                                          "maximum": 64 * 1024 * 1024},
                     "max_queue": {"type": "integer", "minimum": 1},
                     "max_queue_bytes": {"type": "integer", "minimum": 1},
                     "max_connections": MAX_CONNECTIONS}),
     "auth": AUTH,
+}
+RAWSOCKET_TRANSPORT = obj({**RAWSOCKET_KEYS, "endpoint": ENDPOINT}, required=["endpoint"])
+
+# Crossbar's stand-alone WebSocket transport: WAMP on every path of its endpoint.
+WEBSOCKET_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT, "url": STR, "serializers": SERIALIZER_LIST,
+    "debug": BOOL, "options": WEBSOCKET_OPTIONS, "auth": AUTH, "cookie": COOKIE,
 }, required=["endpoint"])
 
 # MQTT (docs/mqtt.md): Crossbar's options, plus geonode's limits (geonode.mqtt.service).
@@ -328,7 +346,19 @@ MQTT_TRANSPORT = obj({
     }, required=["realm"]),
 }, required=["endpoint", "options"])
 
+# One port, protocol by the first byte (geonode.web.universal): RawSocket (0x7F), else HTTP,
+# whose request path picks a "websocket" entry or else the "web" paths.
+UNIVERSAL_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT,
+    "rawsocket": obj(RAWSOCKET_KEYS),
+    "websocket": {"type": "object", "propertyNames": {"pattern": WEB_PATH},
+                  "additionalProperties": SERVICE_SCHEMAS["websocket"]},
+    "web": obj({"paths": {"$ref": "#/$defs/paths"}, "options": WEB_TRANSPORT_OPTIONS},
+               required=["paths"]),
+}, required=["endpoint"], unsupported="universal")
+
 TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT,
+                      "websocket": WEBSOCKET_TRANSPORT, "universal": UNIVERSAL_TRANSPORT,
                       "mqtt": MQTT_TRANSPORT}, "transport")
 
 # --- realms, roles (§5) -------------------------------------------------------------------------
@@ -342,8 +372,10 @@ PERMISSION = obj({
 }, required=["uri"])
 
 ROLE = obj({"id": STR, "name": STR, "permissions": {"type": "array", "items": PERMISSION},
-            "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
-           required=["name"], unsupported="role")
+            "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL}),
+            # Crossbar 0.x: a URI no permission matches is allowed, not denied
+            "allow-by-default": BOOL},
+           required=["name"])
 
 REALM = obj({
     "id": STR, "name": {"type": "string", "pattern": REALM_NAME},
@@ -357,6 +389,9 @@ REALM = obj({
     }),
     # event history (retained events), Crossbar's realm store
     "store": {"type": "object"},
+    # Crossbar's realm statistics events and message tracing: accepted, not acted on
+    # (geonode.config.semantic.warnings says so)
+    "stats": {"type": "object"}, "trace": BOOL,
 }, required=["name"], unsupported="realm")
 
 COMPONENT = dispatch({
@@ -393,7 +428,16 @@ ROUTER_WORKER = obj({
     "components": {"type": "array", "items": COMPONENT},
 }, unsupported="router")
 
-WORKER = dispatch({"router": ROUTER_WORKER}, "worker")
+# Crossbar's echo worker for Autobahn|Testsuite: its transport serves the websocket-testee
+# service on every path.
+TESTEE_WORKER = obj({
+    "id": ID, "type": STR, "options": WORKER_OPTIONS,
+    "transport": obj({"id": ID, "type": {"const": "websocket"}, "endpoint": ENDPOINT,
+                      "url": STR, "debug": BOOL, "options": WEBSOCKET_OPTIONS},
+                     required=["endpoint"]),
+}, required=["transport"])
+
+WORKER = dispatch({"router": ROUTER_WORKER, "websocket-testee": TESTEE_WORKER}, "worker")
 
 SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

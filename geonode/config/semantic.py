@@ -30,21 +30,39 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
+        wpath = f"workers[{wi}]"
+        if worker.get("type") == "websocket-testee":
+            _check_endpoint(_dict(_dict(worker.get("transport")).get("endpoint")),
+                            f"{wpath}.transport.endpoint", config_dir, listening, errors)
+            continue
         if worker.get("type") != "router":
             continue
-        wpath = f"workers[{wi}]"
         realms = _check_realms(worker, wpath, errors)
+        has_router = bool(worker.get("realms"))
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)
             _check_endpoint(_dict(transport.get("endpoint")), f"{tpath}.endpoint", config_dir,
                             listening, errors)
-            if transport.get("type") == "web":
+            kind = transport.get("type")
+            if kind == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
-                             config_dir, errors)
-            elif transport.get("type") == "mqtt":
+                             config_dir, errors, has_router)
+            elif kind == "mqtt":
                 _check_mqtt(_dict(transport.get("options")), f"{tpath}.options", worker,
                             realms, errors)
+            elif kind in ("websocket", "rawsocket"):
+                _check_wamp(transport, tpath, f"{kind} transport", has_router, errors)
+            elif kind == "universal":
+                if "rawsocket" in transport:
+                    _check_wamp(_dict(transport["rawsocket"]), f"{tpath}.rawsocket",
+                                "rawsocket transport", has_router, errors)
+                for key, svc in _dict(transport.get("websocket")).items():
+                    _check_wamp(_dict(svc), join_path(f"{tpath}.websocket", key),
+                                "websocket path", has_router, errors)
+                if "web" in transport:
+                    _check_paths(_dict(_dict(transport["web"]).get("paths")),
+                                 f"{tpath}.web.paths", realms, config_dir, errors, has_router)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
@@ -158,14 +176,36 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path,
                 listening[key] = (epath, False)
 
 
+def _check_wamp(cfg: dict, path: str, kind: str, has_router: bool, errors: list[str]) -> None:
+    """A WAMP transport or path: its serializers (installed?) and its router, as start checks
+    them (``geonode.transport.queue.configured_serializers``, the services' builders)."""
+    from geonode.config.reader import ConfigError
+    from geonode.transport.queue import configured_serializers
+
+    # (RawSocket without realms is allowed, as before: its connections are refused)
+    if not has_router and kind != "rawsocket transport":
+        errors.append(ROUTER_NEEDED.format(path=path, what=kind))
+    try:
+        configured_serializers(cfg, path)
+    except ConfigError as e:
+        errors.extend(e.errors)
+
+
+#: what start says of a WAMP transport or path in a router worker without realms
+ROUTER_NEEDED = "{path}: a {what} needs a router worker with realms"
+
+
 def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
-                 errors: list[str]) -> None:
+                 errors: list[str], has_router: bool = True) -> None:
     for key, svc in paths.items():
         svc = _dict(svc)
         spath = join_path(ppath, key)
         kind = svc.get("type")
+        if kind in ("websocket", "longpoll"):
+            _check_wamp(svc, spath, f"{kind} path", has_router, errors)
         if kind == "path":
-            _check_paths(_dict(svc.get("paths")), f"{spath}.paths", realms, config_dir, errors)
+            _check_paths(_dict(svc.get("paths")), f"{spath}.paths", realms, config_dir, errors,
+                         has_router)
         elif kind == "wsgi":
             lo, hi = svc.get("minthreads", 0), svc.get("maxthreads", 20)
             if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
@@ -210,6 +250,12 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
                     out.append(f"{wpath}.options.pythonpath[{i}]: {entry!r} is not a folder "
                                f"({full})")
         search += [p for p in sys.path if p]
+        for ri, realm in enumerate(_list(worker.get("realms"))):
+            for key, what in (("stats", "realm statistics events"),
+                              ("trace", "message tracing")):
+                if key in _dict(realm):
+                    out.append(f"{wpath}.realms[{ri}].{key}: ignored, {what} "
+                               f"{NOT_SUPPORTED}")
         for ti, transport in enumerate(_list(worker.get("transports"))):
             transport = _dict(transport)
             tpath = f"{wpath}.transports[{ti}]"
@@ -218,6 +264,13 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
                 out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
             if transport.get("type") == "web":
                 _wsgi_modules(_dict(transport.get("paths")), f"{tpath}.paths", search, out)
+            elif transport.get("type") == "universal":
+                _wsgi_modules(_dict(transport.get("websocket")), f"{tpath}.websocket", search,
+                              out)
+                _wsgi_modules(_dict(_dict(transport.get("web")).get("paths")),
+                              f"{tpath}.web.paths", search, out)
+            elif transport.get("type") == "websocket":
+                _wsgi_modules({"": transport}, tpath, search, out)
     return out
 
 
@@ -225,7 +278,7 @@ def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) ->
     """Warnings about path services: wsgi modules not found, keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
-        spath = join_path(ppath, key)
+        spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
             _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
         elif svc.get("type") == "websocket" and "cookie" in svc:

@@ -122,8 +122,11 @@ class _Permission:
 
 
 class StaticRole(Role):
-    def __init__(self, name: str, permissions: list[dict]) -> None:
+    def __init__(self, name: str, permissions: list[dict], allow_by_default: bool = False) -> None:
         self.name = name
+        # Crossbar 0.x's "allow-by-default": a URI no permission matches is allowed (all four
+        # actions, nothing disclosed) instead of denied; real configs still carry it.
+        self._default = ALLOW if allow_by_default else DENY
         self.table: UriTable[_Permission] = UriTable()
         for p in permissions:
             uri = p.get("uri", "")
@@ -142,7 +145,7 @@ class StaticRole(Role):
         ans = self._answers.get(key)
         if ans is None:
             perm = self.table.best(uri)
-            ans = perm.authorization(action) if perm is not None else DENY
+            ans = perm.authorization(action) if perm is not None else self._default
             self._answers.put(key, ans)
         return ans
 
@@ -211,5 +214,6 @@ def build_roles(roles_cfg: list[dict], realm: Any) -> dict[str, Role]:
         if "authorizer" in r:
             roles[name] = DynamicRole(name, r["authorizer"], realm)
         else:
-            roles[name] = StaticRole(name, r.get("permissions", []))
+            roles[name] = StaticRole(name, r.get("permissions", []),
+                                     bool(r.get("allow-by-default", False)))
     return roles

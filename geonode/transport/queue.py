@@ -135,7 +135,16 @@ def configured_serializers(cfg: dict, json_path: str) -> list[str]:
     """The base serializer names a transport config asks for (default: all installed)."""
     names = cfg.get("serializers")
     if names is None:
-        return ser.available()
+        one = cfg.get("serializer")   # Crossbar 0.x's RawSocket form: one name
+        if one is None:
+            return ser.available()
+        if one not in ser.KNOWN:
+            raise ConfigError(f"{json_path}.serializer: unknown serializer {one!r} "
+                              f"(known: {', '.join(ser.KNOWN)})")
+        if one not in ser.SERIALIZERS:
+            raise ConfigError(f"{json_path}.serializer: serializer {one!r} is not installed "
+                              f"(installed: {', '.join(ser.available())})")
+        return [one]
     errors = []
     if not isinstance(names, list) or not names:
         raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from geonode import __version__
 from geonode.config import ConfigError
+from geonode.config.semantic import ROUTER_NEEDED
 from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
 from geonode.transport.queue import (
@@ -51,7 +52,7 @@ def build(cfg: dict, ctx: BuildContext):
     json_path = ctx.json_path
     router = ctx.router
     if router is None:
-        raise ConfigError(f"{json_path}: a websocket path needs a router worker")
+        raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="websocket path"))
     names = configured_serializers(cfg, json_path)
     options_cfg = dict(cfg.get("options") or {})
     limits = queue_limits(options_cfg, json_path)
