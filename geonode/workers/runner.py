@@ -280,8 +280,11 @@ def choose(spec: dict, comps: list[Component]) -> tuple[type[Framework], str]:
         return Asyncio, f"detected: {first.name} is an asyncio ApplicationSession"
     from geonode.workers.kinds import twisted_available
 
+    functions = any(c.type == "function" for c in comps)
+    why = "function components run on Twisted, as in Crossbar" if functions else \
+        "no component class could be loaded; Twisted, as in Crossbar"
     if twisted_available():
-        return Twisted, "function components run on Twisted, as in Crossbar"
+        return Twisted, why
     return Asyncio, "Twisted is not installed"
 
 
