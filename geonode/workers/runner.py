@@ -75,6 +75,7 @@ class Component:
         self.failed = False
         self.failures = 0
         self.started_at = 0.0
+        self.first_start_done = False   # ready (onJoin returned) or failed, once
 
     def load(self) -> None:
         if self.type == "function":
@@ -129,9 +130,30 @@ class Twisted(Framework):
         from twisted.internet import reactor
 
         self.reactor = reactor
+        self._log_to_stderr()
         from autobahn.twisted.wamp import ApplicationSession
 
         self.Session = ApplicationSession
+
+    @staticmethod
+    def _log_to_stderr() -> None:
+        """Components' ``self.log`` (txaio on Twisted's logger) as ``LEVEL message`` lines."""
+        import txaio
+        from twisted.logger import formatEvent, globalLogBeginner
+
+        def observer(event: dict) -> None:
+            level = event.get("log_level")
+            name = getattr(level, "name", "info").upper()
+            text = formatEvent(event)
+            failure = event.get("log_failure")
+            if failure is not None:
+                text = f"{text} {failure.getErrorMessage()}".strip()
+            if text:
+                sys.stderr.write(f"{'WARNING' if name == 'WARN' else name} {text}\n")
+
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False,
+                                         discardBuffer=True)
+        txaio.set_global_log_level(logging.getLevelName(logging.getLogger().level).lower())
 
     def factories(self) -> tuple[Any, Any]:
         from autobahn.twisted.rawsocket import WampRawSocketClientFactory
@@ -301,6 +323,7 @@ class Container:
         self.running: set[Component] = set()
         self.stopping = False
         self.exit_code = 0
+        self._next = 0  # the next component of the first, in-order start
         self.fw: Framework = None  # type: ignore[assignment]
         self.channel: socket.socket | None = None
         if spec.get("channel_fd") is not None:
@@ -417,6 +440,7 @@ class Container:
 
         session._swallow_error = panic
         session.on("join", lambda s, details: self.joined(c, details))
+        session.on("ready", lambda s: self.ready(c))
         session.on("disconnect", lambda s, was_clean=True: self.closed(c, not was_clean))
         return session
 
@@ -436,12 +460,28 @@ class Container:
         log.info("%s: %s joined realm %r (session %s, authid %r, role %r)", c.path, c.name,
                  details.realm, details.session, details.authid, details.authrole)
 
+    def ready(self, c: Component) -> None:
+        """onJoin is done: Crossbar starts a container's next component only now (a
+        component may rely on the ones before it, e.g. an authorizer)."""
+        if not c.first_start_done:
+            c.first_start_done = True
+            self.start_next()
+
+    def start_next(self) -> None:
+        if self._next < len(self.comps):
+            c = self.comps[self._next]
+            self._next += 1
+            self.start(c)
+
     def closed(self, c: Component, failed: bool) -> None:
         """Crossbar's ``_component_closed``: the container's shutdown mode first, then its
         restart mode (geonode waits with a backoff before each restart)."""
         if c not in self.running:
             return
         self.running.discard(c)
+        if not c.first_start_done:
+            c.first_start_done = True
+            self.start_next()
         failed = failed or c.failed
         c.session = None
         if self.stopping:
@@ -499,11 +539,7 @@ class Container:
         if sys.stdin.readline().strip() != "start":
             return 0  # the node went away before it was ready
 
-        def start_all() -> None:
-            for c in self.comps:
-                self.start(c)
-
-        self.fw.run(start_all, self.terminate)
+        self.fw.run(self.start_next, self.terminate)
         return self.exit_code
 
 
