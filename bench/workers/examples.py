@@ -40,6 +40,9 @@ EXAMPLES: dict[str, list[str] | None] = {
     "rest/caller_performance": None,
     "webservices/wap": None,
     "hello/nodejs": None,
+    "demos/votes/nodejs": None,
+    "demos/visitors_counter": None,
+    "reactjs": None,
     "containers/failures/container/failure1": None,
     "containers/failures/container/failure2": None,
 }
@@ -66,6 +69,11 @@ def set_port(root: Path, port: int) -> None:
                 p.write_text(text.replace("8080", str(port)))
 
 
+def guests(cfg: dict) -> list[str]:
+    return [w.get("id") or f"worker{i:03d}" for i, w in enumerate(cfg.get("workers", []))
+            if w.get("type") == "guest"]
+
+
 def components(cfg: dict) -> int:
     n = 0
     for w in cfg.get("workers", []):
@@ -74,7 +82,7 @@ def components(cfg: dict) -> int:
     return n
 
 
-def run_one(repo: Path, folder: str, work: Path, wait: float) -> dict:
+def run_one(repo: Path, folder: str, work: Path, wait: float, env: dict[str, str]) -> dict:
     root = export(repo, folder, work)
     port = common.free_port()
     set_port(root, port)
@@ -93,17 +101,22 @@ def run_one(repo: Path, folder: str, work: Path, wait: float) -> dict:
     out["check"] = "ok" if check.returncode == 0 else check.stderr.strip().splitlines()[1:3]
     cfg = json.loads(cfg_path.read_text())
     want = components(cfg)
+    chatty = guests(cfg)
     log = root / "node.log"
-    server = common.Server("geonode", common.geonode_cmd(cfg_path), cbdir, port, log)
+    server = common.Server("geonode", common.geonode_cmd(cfg_path), cbdir, port, log, env=env)
     try:
         server.start(timeout=60)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if len(JOINED.findall(log.read_text(errors="replace"))) >= want:
+            text = log.read_text(errors="replace")
+            if len(JOINED.findall(text)) >= want and all(
+                    f" worker.{g}: " in text for g in chatty):
                 break
             time.sleep(0.1)
         text = log.read_text(errors="replace")
         out["joined"] = f"{len(JOINED.findall(text))}/{want}"
+        out["guest_output"] = [line.split(" ", 2)[2][:120] for line in text.splitlines()
+                               if " worker." in line and "components" not in line][:4]
         out["web"] = common.http_status(f"http://127.0.0.1:{port}/")
         out["errors"] = [line.split(": ", 1)[-1][:160] for line in text.splitlines()
                          if " ERROR " in line][:3]
@@ -120,12 +133,16 @@ def main() -> int:
     ap.add_argument("--repo", required=True, help="crossbar-examples git directory")
     ap.add_argument("--wait", type=float, default=20.0)
     ap.add_argument("--only", help="comma-separated example folders")
+    ap.add_argument("--work", default="/tmp/geonode-examples",
+                    help="where examples are copied (short: unix socket paths are bounded)")
+    ap.add_argument("--node-path", help="NODE_PATH for Node.js guests (autobahn-js)")
     args = ap.parse_args()
-    work = common.WORK / "examples"
+    work = Path(args.work)
     names = args.only.split(",") if args.only else list(EXAMPLES)
+    env = {"NODE_PATH": args.node_path} if args.node_path else {}
     for name in names:
         print(json.dumps(run_one(Path(args.repo), name, work / name.replace("/", "_"),
-                                 args.wait)), flush=True)
+                                 args.wait, env)), flush=True)
     return 0
 
 

@@ -580,8 +580,9 @@ def main() -> None:
     except ImportError as e:
         from geonode.workers.kinds import twisted_missing_message
 
-        if (e.name or "").startswith("twisted"):
-            log.error("%s", twisted_missing_message(spec.get("path", "worker"), "this worker"))
+        if (e.name or "").startswith("twisted"):  # options.framework "twisted" (check agrees)
+            log.error("%s", twisted_missing_message(f"{spec.get('path', 'worker')}.options."
+                                                    "framework", "'twisted'"))
         else:
             log.error("%s: %s", spec.get("path", "worker"), _one_line(e))
         code = 2
