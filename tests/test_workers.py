@@ -422,3 +422,32 @@ def test_schema_accepts_crossbar_container_and_guest_keys(tmp_path):
     errs = check(tmp_path / "node.json")
     assert errs[0].startswith("workers[1].options.restart: 'restart-sometimes' is not one of")
     assert errs[1].startswith("workers[2].options.stdout: 'print' is not one of"), errs
+    cfg["workers"][1]["options"]["restart"] = "restart-always"
+    del cfg["workers"][2]["options"]["stdout"]
+    (tmp_path / "node.json").write_text(json.dumps(cfg))
+    assert check(tmp_path / "node.json") == [
+        "workers[1].options.restart: 'restart-always' won't work with shutdown "
+        "'shutdown-on-last-component-stopped'"]
+
+
+def test_missing_twisted_is_named_with_the_extra_by_check_and_start(tmp_path):
+    """Twisted hidden from the container (a stand-in package that fails to import)."""
+    from support import launch
+
+    hide = {"twisted/__init__.py": 'raise ModuleNotFoundError("No module named \'twisted\'", '
+                                   'name="twisted")\n'}
+    cfg = _node()
+    cfg["workers"].append(
+        {"type": "container", "options": {"pythonpath": ["."], "framework": "twisted"},
+         "components": [{"type": "function", "realm": "realm1", "auth": {},
+                         "callbacks": {"join": "funcs.on_join"}, "transport": TRANSPORT}]})
+    want = ("workers[1].options.framework: 'twisted' needs Twisted, which is not installed "
+            "(pip install 'geonode[twisted]')")
+    node = launch(cfg, tmp_path, files={**FILES, **hide})
+    try:
+        node.wait_log(want)
+    finally:
+        node.stop()
+    done = subprocess.run(geonode_cmd("check", str(tmp_path / "node.json")), capture_output=True,
+                          text=True, cwd=tmp_path, timeout=scaled(60))
+    assert done.returncode == 1 and want in done.stderr, done.stderr

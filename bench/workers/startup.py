@@ -49,8 +49,9 @@ def config(port: int) -> dict:
                                                     "port": port}}}]}]}
 
 
-def one(name: str, cmd_for, folder: Path, settle: float) -> tuple[float, float]:
-    """(seconds to the component's join, tree RSS in MB after ``settle`` s)."""
+def one(name: str, cmd_for, folder: Path, settle: float) -> tuple[float, float, float]:
+    """(seconds to the component's join, tree RSS in MB after ``settle`` s, CPU seconds the
+    tree used until the join: the load-independent part of the start-up)."""
     port = common.free_port()
     cbdir = folder / ".crossbar"
     common.write_config(cbdir, "config.json" if name == "crossbar" else "node.json",
@@ -62,8 +63,9 @@ def one(name: str, cmd_for, folder: Path, settle: float) -> tuple[float, float]:
     try:
         joined = server.start(ready=lambda: MARKER in log.read_text(errors="replace"),
                               timeout=60)
+        cpu = server.cpu_s()
         time.sleep(settle)
-        return joined, server.rss_mb()
+        return joined, server.rss_mb(), cpu
     finally:
         server.stop()
 
@@ -81,24 +83,26 @@ def main() -> int:
         exe = common.crossbar_exe(args.crossbar)
         runners["crossbar"] = lambda cbdir: [exe, "start", "--cbdir", str(cbdir),
                                              "--loglevel", "info"]
-    results: dict[str, list[tuple[float, float]]] = {n: [] for n in runners}
+    results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in runners}
     for r in range(args.rounds):
         for name, cmd_for in runners.items():
-            t, rss = one(name, cmd_for, work / f"{name}{r}", args.settle)
-            results[name].append((t, rss))
-            print(f"round {r + 1} {name:<8} joined in {t:.2f} s, tree RSS {rss:.0f} MB",
-                  flush=True)
-    med = {n: (common.median(x[0] for x in v), common.median(x[1] for x in v))
+            t, rss, cpu = one(name, cmd_for, work / f"{name}{r}", args.settle)
+            results[name].append((t, rss, cpu))
+            print(f"round {r + 1} {name:<8} joined in {t:.2f} s (tree CPU {cpu:.2f} s), "
+                  f"tree RSS {rss:.0f} MB", flush=True)
+    med = {n: tuple(common.median(x[i] for x in v) for i in range(3))
            for n, v in results.items()}
     print()
-    for n, (t, rss) in med.items():
-        print(f"median {n:<8} start to component joined {t:.2f} s, tree RSS {rss:.0f} MB")
+    for n, (t, rss, cpu) in med.items():
+        print(f"median {n:<8} start to component joined {t:.2f} s (tree CPU {cpu:.2f} s), "
+              f"tree RSS {rss:.0f} MB")
     rows = [common.absolute("container: start to Twisted component joined", "s",
                             med["geonode"][0], TARGET,
                             med.get("crossbar", (None,))[0], "Crossbar")]
     if "crossbar" in med:
         g, c = med["geonode"], med["crossbar"]
-        print(f"ratio (Crossbar / geonode): start-up {c[0] / g[0]:.2f}x, RSS {c[1] / g[1]:.2f}x")
+        print(f"ratio (Crossbar / geonode): start-up {c[0] / g[0]:.2f}x, CPU to join "
+              f"{c[2] / g[2]:.2f}x, RSS {c[1] / g[1]:.2f}x")
         rows.append(common.compare("container: node + container tree RSS", "MB", g[1],
                                    "Crossbar", c[1], higher_is_better=False))
     common.write_summary(args.summary, "workers", rows, rounds=args.rounds)

@@ -30,6 +30,8 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
+        if worker.get("type") == "container":
+            _check_container(_dict(worker.get("options")), f"workers[{wi}]", errors)
         if worker.get("type") != "router":
             continue
         wpath = f"workers[{wi}]"
@@ -48,6 +50,20 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
     return errors
+
+
+# Crossbar's checkconfig: a restart mode the shutdown mode would never let happen.
+_IMPOSSIBLE = {("restart-always", "shutdown-on-any-component-stopped"),
+               ("restart-always", "shutdown-on-any-component-failed"),
+               ("restart-always", "shutdown-on-last-component-stopped"),
+               ("restart-on-failed", "shutdown-on-any-component-failed")}
+
+
+def _check_container(options: dict, wpath: str, errors: list[str]) -> None:
+    pair = (options.get("restart"), options.get("shutdown"))
+    if pair in _IMPOSSIBLE:
+        errors.append(f"{wpath}.options.restart: {pair[0]!r} won't work with "
+                      f"shutdown {pair[1]!r}")
 
 
 def _unknown_realm(path: str, realm: str, realms: dict) -> str:
