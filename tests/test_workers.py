@@ -428,6 +428,13 @@ def test_schema_accepts_crossbar_container_and_guest_keys(tmp_path):
     assert check(tmp_path / "node.json") == [
         "workers[1].options.restart: 'restart-always' won't work with shutdown "
         "'shutdown-on-last-component-stopped'"]
+    cfg["workers"][1]["options"]["restart"] = "restart-never"
+    cfg["controller"] = {"options": {"shutdown": ["shutdown_on_worker_exit", "nope"]}}
+    (tmp_path / "node.json").write_text(json.dumps(cfg))
+    errs = check(tmp_path / "node.json")
+    assert errs == ["controller.options.shutdown[1]: 'nope' is not one of "
+                    "'shutdown_on_shutdown_requested', 'shutdown_on_worker_exit', "
+                    "'shutdown_on_worker_exit_with_error', 'shutdown_on_last_worker_exit'"], errs
 
 
 def test_missing_twisted_is_named_with_the_extra_by_check_and_start(tmp_path):

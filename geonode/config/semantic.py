@@ -28,6 +28,7 @@ def _list(x: Any) -> list:
 def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     errors: list[str] = []
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
+    _check_node_shutdown(_dict(_dict(data.get("controller")).get("options")), errors)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         if worker.get("type") == "container":
@@ -57,6 +58,20 @@ _IMPOSSIBLE = {("restart-always", "shutdown-on-any-component-stopped"),
                ("restart-always", "shutdown-on-any-component-failed"),
                ("restart-always", "shutdown-on-last-component-stopped"),
                ("restart-on-failed", "shutdown-on-any-component-failed")}
+
+
+# controller.options.shutdown, Crossbar's names (what they do: geonode.workers.manager)
+NODE_SHUTDOWN_MODES = ("shutdown_on_shutdown_requested", "shutdown_on_worker_exit",
+                  "shutdown_on_worker_exit_with_error", "shutdown_on_last_worker_exit")
+
+
+def _check_node_shutdown(options: dict, errors: list[str]) -> None:
+    modes = options.get("shutdown")
+    for i, mode in enumerate([modes] if isinstance(modes, str) else _list(modes)):
+        if isinstance(mode, str) and mode not in NODE_SHUTDOWN_MODES:
+            where = "" if isinstance(modes, str) else f"[{i}]"
+            errors.append(f"controller.options.shutdown{where}: {mode!r} is not one of "
+                          + ", ".join(repr(m) for m in NODE_SHUTDOWN_MODES))
 
 
 def _check_container(options: dict, wpath: str, errors: list[str]) -> None:

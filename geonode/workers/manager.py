@@ -18,17 +18,14 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from geonode.config.semantic import NODE_SHUTDOWN_MODES
 from geonode.workers import container, guest
 from geonode.workers.process import STOP_GRACE, Supervised
 
 log = logging.getLogger("geonode.workers")
 
-ON_WORKER_EXIT = "shutdown_on_worker_exit"
-ON_WORKER_EXIT_WITH_ERROR = "shutdown_on_worker_exit_with_error"
-ON_LAST_WORKER_EXIT = "shutdown_on_last_worker_exit"
-ON_SHUTDOWN_REQUESTED = "shutdown_on_shutdown_requested"
-NODE_SHUTDOWN_MODES = (ON_SHUTDOWN_REQUESTED, ON_WORKER_EXIT, ON_WORKER_EXIT_WITH_ERROR,
-                       ON_LAST_WORKER_EXIT)
+# (the first, shutdown_on_shutdown_requested, is what happens anyway: SIGTERM/SIGINT)
+ON_WORKER_EXIT, ON_WORKER_EXIT_WITH_ERROR, ON_LAST_WORKER_EXIT = NODE_SHUTDOWN_MODES[1:]
 
 
 def worker_name(worker: dict, index: int) -> str:
