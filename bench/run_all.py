@@ -37,6 +37,7 @@ BENCHES = [
     ("hostile-uri", "hostile/long_uri.py", [], ["--rounds", "1", "--sizes", "64,256"]),
     ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
     ("mqtt", "mqtt/run.py", [], ["--rounds", "1", "--duration", "2"]),
+    ("workers", "workers/startup.py", ["--rounds", "5"], ["--rounds", "1", "--settle", "0.5"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
 NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}

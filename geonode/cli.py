@@ -130,6 +130,12 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print_errors(args.config, e.errors)
         return 1
+    from geonode.workers.check import errors as worker_errors
+
+    found = worker_errors(cfg.data, cfg.dir)  # imports components in a child process
+    if found:
+        print_errors(args.config, found)
+        return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
     print(f"ok: {args.config} looks good")

@@ -149,7 +149,10 @@ def start(router: Any, components_cfg: list[dict], ctx: Any) -> Components:
     wamp.register_router(router)
     base = getattr(ctx, "json_path", "components")
     prepared = []
+    skip = getattr(ctx, "skip", set())  # autobahn components: run by geonode.workers
     for i, cfg in enumerate(components_cfg or []):
+        if i in skip:
+            continue
         path = f"{base}[{i}]"
         if cfg.get("type", "class") != "class":
             raise _config_error(f"{path}.type: only 'class' components are supported by geonode")

@@ -77,6 +77,8 @@ class Node:
         self._pending_components: list[tuple[Any, list, BuildContext]] = []
         self._pending_rawsocket: list[tuple[str, dict, Any, BuildContext]] = []
         self.info.session_count = self._session_count
+        self.workers: Any = None  # geonode.workers.manager.Workers: containers, guests, ...
+        self.run_workers = True   # False under gunicorn: each of its processes would start them
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
@@ -103,14 +105,14 @@ class Node:
         for wi, worker in enumerate(self.cfg.data.get("workers", [])):
             wpath = f"workers[{wi}]"
             wtype = worker.get("type", "router")
-            if wtype not in ("router", "websocket-testee"):
-                raise ConfigError(f"{wpath}.type: worker type {wtype!r} "
-                                  "is not supported by geonode")
             if worker_disabled(worker):
                 log.info("%s: disabled (options.disabled), not started", wpath)
                 continue
             if wtype == "websocket-testee":
                 self._build_testee(worker, wpath)
+                continue
+            if wtype != "router":
+                self._worker_manager().add(worker, wi)
                 continue
             router = self._make_router(worker)
             for ti, transport in enumerate(worker.get("transports", [])):
@@ -143,8 +145,16 @@ class Node:
                                       "is not supported by geonode")
             comps = worker.get("components") or []
             if comps:
+                # autobahn ApplicationSession components run in a child (geonode.workers)
+                from geonode.workers.routercomp import split
+
+                skip, autobahn_comps = split(comps)
+                if autobahn_comps:
+                    self._worker_manager().add_router_components(router, autobahn_comps,
+                                                                 worker, wi)
                 ctx = BuildContext(config_dir=self.dir, json_path=f"{wpath}.components",
                                    router=router, node=self.info)
+                ctx.skip = skip  # type: ignore[attr-defined]
                 self._pending_components.append((router, comps, ctx))
 
     def _build_testee(self, worker: dict, wpath: str) -> None:
@@ -184,6 +194,19 @@ class Node:
             protocols["rawsocket"] = rawsocket.connection_handler(
                 transport["rawsocket"] or {}, router, f"{tpath}.rawsocket", framing)
         return _Transport(transport, tpath, app, server_options=wopts, protocols=protocols)
+
+    def _worker_manager(self) -> Any:
+        if self.workers is None:
+            from geonode.workers.manager import Workers
+
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+            self.workers = Workers(self.cfg.data, self.dir, level)
+        return self.workers
+
+    def prestart_workers(self) -> None:
+        """Component children start importing while the node binds (they connect later)."""
+        if self.workers is not None and self.run_workers:
+            self.workers.prestart()
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
@@ -229,6 +252,12 @@ class Node:
         for tpath, server in self.rawsocket_servers:
             log.info("listening on %s (%s)", server.url, tpath)
         self.start_components()
+        if self.workers is not None:
+            if self.run_workers:
+                self.workers.start()  # after the routers listen: their clients connect at once
+            else:
+                log.warning("container, guest and autobahn component workers are not started "
+                            "here (run the node with `geonode start` for them)")
 
     def start_components(self) -> None:
         """Start every worker's router components (their sessions join on the hub)."""
@@ -271,6 +300,9 @@ class Node:
         ``wamp.close.system_shutdown``; then the components' objects are stopped."""
         from geonode import wamp
 
+        if self.workers is not None:
+            # Before the routers close: a component told system_shutdown might restart itself.
+            self.workers.stop()
         # Routers first: a component hears the shutdown like any client (its on_leave gets
         # system_shutdown) instead of leaving on its own beforehand.
         for router in self.routers:
@@ -317,8 +349,8 @@ def prepare(cfg: Config) -> None:
         log.warning("%s", line)
     paths: list[str] = []
     for wi, worker in enumerate(cfg.data.get("workers", [])):
-        if worker_disabled(worker):
-            continue
+        if worker_disabled(worker) or worker.get("type", "router") != "router":
+            continue  # a container's or guest's options are its own process's
         options = worker.get("options") or {}
         for entry in options.get("pythonpath", []):
             full = str((cfg.dir / entry).resolve())
@@ -372,6 +404,7 @@ def run(cfg: Any) -> int:
     node = Node(cfg)
     try:
         node.build()
+        node.prestart_workers()
         node.bind()
         node.start()
     except Exception as e:
@@ -405,6 +438,8 @@ def run(cfg: Any) -> int:
                         "are cut off", name)
             node.force_stop = True
 
+    if node.workers is not None:
+        node.workers.request_stop = lambda why: stopping.set()
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
         stopping.wait()
@@ -451,6 +486,7 @@ def load_app(path: str | Path) -> NodeApp:
     node = Node(cfg)
     try:
         node.build()
+        node.run_workers = False
         if not node.web:
             raise ConfigError(f"{path}: the config has no web transport to serve")
         unserved = [t.json_path for t in node.web[1:]] + [p for p, *_ in node._pending_rawsocket]

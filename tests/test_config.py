@@ -177,10 +177,12 @@ BAD: list[tuple[str, object, str]] = [
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
      "workers[0].transports[0].endpoint"),
-    ("container", lambda c: c["workers"].append({"type": "container", "components": []}),
-     "workers[1].type: worker type 'container' is not supported by geonode"),
-    ("guest", lambda c: c["workers"].append({"type": "guest", "executable": "node"}),
-     "workers[1].type: worker type 'guest' is not supported by geonode"),
+    ("container", lambda c: c["workers"].append({"type": "container", "components": [],
+                                                  "options": {"restart": "sometimes"}}),
+     "workers[1].options.restart: 'sometimes' is not one of 'restart-always', "
+     "'restart-on-failed', 'restart-never'"),
+    ("guest", lambda c: c["workers"].append({"type": "guest"}),
+     "workers[1].executable: 'executable' is required"),
     ("worker-type", lambda c: c["workers"].append({"type": "rooter"}),
      "workers[1].type: unknown worker type 'rooter'"),
     ("worker-not-object", lambda c: c["workers"].append(3),
@@ -314,7 +316,7 @@ def test_errors_come_in_document_order(tmp_path):
     where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
     assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
                      f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
-                     "workers[0].components[0].type", "workers[1].type"]
+                     "workers[0].components[0].type", "workers[1].executable"]
 
 
 @pytest.mark.inprocess
@@ -503,7 +505,9 @@ def test_all_services_accepted(tmp_path):
         "serializers": ["msgpack"], "options": {"max_message_size": 65536}})
     worker(cfg)["components"] = [{"type": "class", "classname": "app.Backend",
                                   "realm": "realm1", "extra": {"a": 1}}]
-    worker(cfg)["options"].update(env={"vars": {"A": "b"}}, title="t")
+    worker(cfg)["options"].update(env={"vars": {"A": "b"}}, title="t", pythonpath=["."])
+    # check imports components (in a child process), as start does
+    (tmp_path / "app.py").write_text("class Backend:\n    def on_join(self, s): pass\n")
     cfg["controller"] = {"id": "node_one", "options": {"title": "x"}}
     cfg["$schema"] = "https://example.org/schema.json"
     r = run_check(write(tmp_path, cfg))

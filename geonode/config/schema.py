@@ -36,8 +36,6 @@ PROCEDURE = r"^([^\s.#]+\.)*([^\s.#]+)$"  # autobahn's loose non-empty URI
 SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
 
 UNSUPPORTED_WORKERS = {
-    "container": "run components in a router worker's 'components' instead",
-    "guest": "run the program beside geonode",
     "proxy": "", "hostmonitor": "", "xbrmm": "", "marketplace": "",
 }
 UNSUPPORTED_TRANSPORTS = {
@@ -63,6 +61,7 @@ UNSUPPORTED_KEYS = {
     # slot (first byte 0x10, CONNECT) for when geonode's MQTT transport lands.
     "universal": {"mqtt": "MQTT on a universal transport"},
     "router": {"connections": "database connections"},
+    "container": {"connections": "database connections"},
 }
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
 UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
@@ -437,7 +436,65 @@ TESTEE_WORKER = obj({
                      required=["endpoint"]),
 }, required=["transport"])
 
-WORKER = dispatch({"router": ROUTER_WORKER, "websocket-testee": TESTEE_WORKER}, "worker")
+# --- container and guest workers (geonode/workers/, docs/workers.md) -------------------------
+
+CONNECTING_TLS = obj({"hostname": STR, "certificate": STR, "key": STR,
+                      "ca_certificates": STR_LIST})
+CONNECTING_ENDPOINT = dispatch({
+    "tcp": obj({"type": STR, "host": STR, "port": PORT, "version": {"enum": [4, 6]},
+                "timeout": {"type": "integer", "minimum": 1}, "tls": CONNECTING_TLS},
+               required=["host", "port"]),
+    "unix": obj({"type": STR, "path": STR, "timeout": {"type": "integer", "minimum": 1}},
+                required=["path"]),
+}, "endpoint")
+CONNECTING_TRANSPORT = dispatch({
+    "websocket": obj({"type": STR, "endpoint": CONNECTING_ENDPOINT, "url": STR,
+                      "serializers": SERIALIZER_LIST, "options": {"type": "object"}},
+                     required=["endpoint", "url"]),
+    "rawsocket": obj({"type": STR, "endpoint": CONNECTING_ENDPOINT, "url": STR,
+                      "serializer": {"enum": SERIALIZERS}, "serializers": SERIALIZER_LIST,
+                      "options": {"type": "object"}}, required=["endpoint"]),
+}, "transport")
+CONTAINER_COMPONENT = dispatch({
+    "class": obj({"id": STR, "type": STR, "classname": STR, "realm": STR, "extra": _ANY,
+                  "transport": CONNECTING_TRANSPORT},
+                 required=["classname", "realm", "transport"]),
+    "function": obj({"id": STR, "type": STR, "realm": STR, "role": STR, "extra": _ANY,
+                     "transport": CONNECTING_TRANSPORT, "auth": {"type": "object"},
+                     "callbacks": obj({"join": STR, "leave": STR, "connect": STR,
+                                       "disconnect": STR})},
+                    required=["realm", "transport"]),
+}, "component")
+RESTART = {"enum": ["restart-always", "restart-on-failed", "restart-never"]}
+CONTAINER_WORKER = obj({
+    "id": ID, "type": STR, "components": {"type": "array", "items": CONTAINER_COMPONENT},
+    "options": obj({
+        **WORKER_OPTIONS["properties"], "restart": RESTART,
+        "shutdown": {"enum": ["shutdown-manual", "shutdown-on-last-component-stopped",
+                              "shutdown-on-any-component-failed",
+                              "shutdown-on-any-component-stopped"]},
+        "reactor": {"type": "object"},  # Crossbar's reactor choice per platform: ignored
+        # geonode: the components' framework; "auto" detects it from their classes
+        "framework": {"enum": ["auto", "twisted", "asyncio"]},
+    }),
+    "manhole": {"type": "object"},
+}, unsupported="container")
+GUEST_WORKER = obj({
+    "id": ID, "type": STR, "executable": STR, "arguments": STR_LIST,
+    "options": obj({
+        "env": WORKER_OPTIONS["properties"]["env"], "workdir": STR,
+        "stdin": {"anyOf": [{"const": "close"}, obj({"type": {"const": "json"}, "value": _ANY,
+                                                     "close": BOOL}, required=["type"])]},
+        "stdout": {"enum": ["close", "log", "drop"]}, "stderr": {"enum": ["close", "log", "drop"]},
+        "watch": obj({"directories": STR_LIST, "action": {"enum": ["restart"]},
+                      "timeout": {"type": "number", "minimum": 0}}),
+        "restart": RESTART,  # geonode: Crossbar never restarts a guest
+        "disabled": {"type": ["boolean", "string"]},
+    }),
+}, required=["executable"])
+
+WORKER = dispatch({"router": ROUTER_WORKER, "container": CONTAINER_WORKER,
+                   "guest": GUEST_WORKER, "websocket-testee": TESTEE_WORKER}, "worker")
 
 SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

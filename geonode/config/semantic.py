@@ -28,6 +28,7 @@ def _list(x: Any) -> list:
 def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     errors: list[str] = []
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
+    _check_node_shutdown(_dict(_dict(data.get("controller")).get("options")), errors)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         wpath = f"workers[{wi}]"
@@ -35,6 +36,8 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             _check_endpoint(_dict(_dict(worker.get("transport")).get("endpoint")),
                             f"{wpath}.transport.endpoint", config_dir, listening, errors)
             continue
+        if worker.get("type") == "container":
+            _check_container(_dict(worker.get("options")), wpath, errors)
         if worker.get("type") != "router":
             continue
         realms = _check_realms(worker, wpath, errors)
@@ -69,6 +72,34 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
     return errors
+
+
+# Crossbar's checkconfig: a restart mode the shutdown mode would never let happen.
+_IMPOSSIBLE = {("restart-always", "shutdown-on-any-component-stopped"),
+               ("restart-always", "shutdown-on-any-component-failed"),
+               ("restart-always", "shutdown-on-last-component-stopped"),
+               ("restart-on-failed", "shutdown-on-any-component-failed")}
+
+
+# controller.options.shutdown, Crossbar's names (what they do: geonode.workers.manager)
+NODE_SHUTDOWN_MODES = ("shutdown_on_shutdown_requested", "shutdown_on_worker_exit",
+                  "shutdown_on_worker_exit_with_error", "shutdown_on_last_worker_exit")
+
+
+def _check_node_shutdown(options: dict, errors: list[str]) -> None:
+    modes = options.get("shutdown")
+    for i, mode in enumerate([modes] if isinstance(modes, str) else _list(modes)):
+        if isinstance(mode, str) and mode not in NODE_SHUTDOWN_MODES:
+            where = "" if isinstance(modes, str) else f"[{i}]"
+            errors.append(f"controller.options.shutdown{where}: {mode!r} is not one of "
+                          + ", ".join(repr(m) for m in NODE_SHUTDOWN_MODES))
+
+
+def _check_container(options: dict, wpath: str, errors: list[str]) -> None:
+    pair = (options.get("restart"), options.get("shutdown"))
+    if pair in _IMPOSSIBLE:
+        errors.append(f"{wpath}.options.restart: {pair[0]!r} won't work with "
+                      f"shutdown {pair[1]!r}")
 
 
 def _unknown_realm(path: str, realm: str, realms: dict) -> str:
