@@ -179,8 +179,11 @@ def config_path(args: argparse.Namespace) -> Path:
 
 
 def node_dir(args: argparse.Namespace, config: Path) -> Path:
-    """The node directory: --cbdir, else the config's folder."""
-    return Path(args.cbdir) if args.cbdir else (config.parent if str(config.parent) else Path("."))
+    """The node directory: --cbdir, else the config's folder (the config itself when it is
+    a folder: ``geonode start .crossbar``)."""
+    if args.cbdir:
+        return Path(args.cbdir)
+    return config if config.is_dir() else config.parent
 
 
 def main(argv: list[str] | None = None) -> int:

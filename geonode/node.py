@@ -331,7 +331,11 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
         if adjust is not None:
             adjust(cfg)
         prepare(cfg)
-        return int(run(cfg, shutdown_timeout_of(cfg, shutdown_timeout)) or 0)
+        # Under a supervisor the same SIGTERM may come twice at once: from a service manager
+        # that signals the whole process group (systemd's default KillMode) and passed on by
+        # the parent. That is one stop, not "stop now".
+        return int(run(cfg, shutdown_timeout_of(cfg, shutdown_timeout),
+                       same_stop_window=1.0 if process else 0.0) or 0)
     except ConfigError as e:
         print_errors(config, e.errors)
         return 1
@@ -348,8 +352,12 @@ def _log_cause(e: BaseException) -> None:
     log.error("caused by:", exc_info=(type(cause), cause, cause.__traceback__))
 
 
-def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> int:
-    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
+def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        same_stop_window: float = 0.0) -> int:
+    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code.
+
+    A second signal cuts requests in flight off, unless it comes within ``same_stop_window``
+    seconds of the first."""
     import gevent
     from gevent.event import Event
 
@@ -384,10 +392,15 @@ def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> int:
     grace = stop_budget(shutdown_timeout)[0]
 
     stopping = Event()
+    first_signal = [0.0]
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
+        if stopping.is_set() and time.monotonic() - first_signal[0] < same_stop_window:
+            log.debug("received %s again at once: the same stop", name)
+            return
         if not stopping.is_set():
+            first_signal[0] = time.monotonic()
             log.info("received %s: stopping (waiting up to %.1f s for requests in flight; "
                      "again to stop now)", name, grace)
             sdnotify.notify("STOPPING=1")

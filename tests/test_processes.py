@@ -214,3 +214,25 @@ def test_processes_share_a_unix_endpoint(start_node, tmp_path):
     assert seen == set(child_pids(node))
     assert node.stop() == 0
     assert not path.exists()
+
+
+def test_sigterm_to_every_process_at_once_is_one_graceful_stop(start_node):
+    """systemd's default KillMode signals the whole cgroup: each child gets SIGTERM from it and
+    again from the parent. That must still let requests in flight finish."""
+    node = start(start_node)
+    pids = child_pids(node)
+    result: dict = {}
+
+    def slow() -> None:
+        r = requests.get(f"{node.url}/slow?{scaled(1.5)}", timeout=scaled(20))
+        result.update(status=r.status_code, text=r.text)
+
+    th = threading.Thread(target=slow)
+    th.start()
+    wait_for(lambda: list(node.dir.glob("slow-started-*")), 10, "the slow view to start")
+    for pid in [node.proc.pid, *pids]:
+        os.kill(pid, signal.SIGTERM)
+    th.join()
+    assert result == {"status": 200, "text": "finished"}
+    assert node.proc.wait(scaled(15)) == 0
+    assert "second signal" not in node.log()
