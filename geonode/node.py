@@ -346,10 +346,21 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
 def _log_cause(e: BaseException) -> None:
     """The traceback of what caused a config error (an app module that fails to import), with
     its file and line, at error level: the error line alone says only what, not where."""
+    import traceback
+
     cause = e.__cause__
     if cause is None or isinstance(cause, ConfigError):
         return
-    log.error("caused by:", exc_info=(type(cause), cause, cause.__traceback__))
+    # Only failures while importing user code: a component refusing its "extra" (a ValueError
+    # raised on purpose) is a config error like any other, its line says it all.
+    # A module that is simply not there (a typo in the config) has no user frame: no traceback.
+    frames = traceback.extract_tb(cause.__traceback__)
+    here = str(Path(__file__).parent)
+    importing = any(f.filename.startswith("<frozen importlib") for f in frames)
+    user_code = any(not f.filename.startswith(("<", here)) and "importlib" not in f.filename
+                    for f in frames)
+    if isinstance(cause, SyntaxError) or (importing and user_code):
+        log.error("the import failed here:", exc_info=(type(cause), cause, cause.__traceback__))
 
 
 def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,

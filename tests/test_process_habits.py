@@ -294,3 +294,22 @@ def test_processes_flag_with_realm_but_web_only_serves(start_node):
     node.wait_log("ready: 2 processes", 20)
     assert requests.get(node.url, timeout=scaled(5)).text == "hello"
     assert port_open(node.port)
+
+
+def test_check_knows_the_new_keys(tmp_path):
+    cfg = config(port=8080)
+    cfg["controller"] = {"options": {"shutdown_timeout": 3.5}}
+    cfg["workers"][0]["options"]["backplane"] = {"type": "redis", "url": "redis://h:6379/0",
+                                                 "prefix": "geonode", "heartbeat": 2}
+    (tmp_path / "habitapp.py").write_text(APP)
+    (tmp_path / "node.json").write_text(json.dumps(cfg))
+    r = run("check", "node.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg["controller"]["options"]["shutdown_timeout"] = "soon"
+    del cfg["workers"][0]["options"]["backplane"]["url"]
+    (tmp_path / "node.json").write_text(json.dumps(cfg))
+    r = run("check", "node.json", cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1
+    assert "controller.options.shutdown_timeout" in out
+    assert "workers[0].options.backplane" in out and "url" in out
