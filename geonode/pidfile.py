@@ -18,14 +18,23 @@ __all__ = ["FILENAME", "read_running", "remove", "write"]
 FILENAME = "node.pid"
 
 
-def _is_geonode(pid: int) -> bool:
+def _cmdline(pid: int | str) -> list[str] | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return False
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return True  # no /proc (not Linux): trust the pid
-    return any(b"geonode" in part for part in cmdline[:4])
+        return None
+    return raw.decode(errors="replace").rstrip("\0").split("\0") if raw else []
+
+
+def _is_our_node(pid: int, data: dict) -> bool:
+    """Whether ``pid`` is still the process that wrote ``data``: the same command line (a pid
+    reused by another node, as happens after a crash, is not it), else at least a geonode."""
+    cmdline = _cmdline(pid)
+    if cmdline is None:
+        return not Path("/proc").is_dir()  # no /proc (not Linux): trust the pid
+    if data.get("cmdline") is not None:
+        return cmdline == data["cmdline"]
+    return any("geonode" in part for part in cmdline[:4])
 
 
 def _alive(pid: int) -> bool:
@@ -50,7 +59,7 @@ def read_running(cbdir: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         _unlink(path)
         return None
-    if pid != os.getpid() and _alive(pid) and _is_geonode(pid):
+    if pid != os.getpid() and _alive(pid) and _is_our_node(pid, data):
         return data
     _unlink(path)
     return None
@@ -60,7 +69,7 @@ def write(cbdir: Path, argv: list[str]) -> Path:
     """Write this process's pid file (OSError when the directory is not writable)."""
     path = Path(cbdir) / FILENAME
     data = {"pid": os.getpid(), "argv": [sys.executable, "-m", "geonode", *argv],
-            "cbdir": str(Path(cbdir).resolve())}
+            "cbdir": str(Path(cbdir).resolve()), "cmdline": _cmdline("self")}
     tmp = path.with_name(f".{FILENAME}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=4) + "\n")
     os.replace(tmp, path)  # a reader never sees half a file

@@ -313,3 +313,15 @@ def test_check_knows_the_new_keys(tmp_path):
     assert r.returncode == 1
     assert "controller.options.shutdown_timeout" in out
     assert "workers[0].options.backplane" in out and "url" in out
+
+
+def test_pid_file_of_another_process_with_a_reused_pid_is_stale(start_node, tmp_path):
+    """After a crash the pid may belong to another geonode: only the same command line counts."""
+    other = start_node(config(), files={"habitapp.py": APP})
+    folder = tmp_path / "node1"
+    folder.mkdir()
+    (folder / "node.pid").write_text(json.dumps({"pid": other.proc.pid,
+                                                 "cmdline": ["python3", "-m", "geonode", "x"]}))
+    node = start_node(config(), files={"habitapp.py": APP})
+    assert node.dir == folder
+    assert json.loads((folder / "node.pid").read_text())["pid"] == node.proc.pid
