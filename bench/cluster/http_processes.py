@@ -95,6 +95,35 @@ def children(server: common.Server) -> list[int]:
     return [p for p in server.pids() if p != server.proc.pid] or [server.proc.pid]
 
 
+def established(pids: list[int], port: int) -> list[int]:
+    """How many established TCP connections on ``port`` each of ``pids`` holds now."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:  # ESTABLISHED
+                inodes.add(f[9])
+    counts = []
+    for pid in pids:
+        n = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    n += 1
+        except OSError:
+            pass
+        counts.append(n)
+    return counts
+
+
 def spread(server: common.Server) -> tuple[Counter, Counter]:
     sequential = Counter(pid_of(server.port) for _ in range(200))
     burst: Counter = Counter()
@@ -144,13 +173,19 @@ def main() -> None:
             for s in servers:
                 kids = children(s)
                 before = [common.tree_cpu_s([k]) for k in kids]
+                conns: list[int] = []
+                sampler = threading.Timer(args.duration / 2,
+                                          lambda k=kids, p=s.port, c=conns: c.extend(established(k, p)))
+                sampler.start()
                 w = common.wrk(s.url, args.threads, args.connections, args.duration)
+                sampler.join()
                 used = [common.tree_cpu_s([k]) - b for k, b in zip(kids, before, strict=True)]
                 rps[s.name].append(w.rps)
                 wrk_cpu[s.name].append(w.cpu)
                 child_cpu[s.name].append(used)
                 print(f"round {r + 1} {s.name:<13} {w.rps:9.0f} req/s  wrk CPU {w.cpu:.2f} cores"
                       f"  children CPU {' + '.join(f'{u:.1f}' for u in used)} s"
+                      f"  wrk connections {' + '.join(map(str, conns))}"
                       f"{'  ' + w.problems if w.problems else ''}", flush=True)
         print("\nmedians")
         base = common.median(rps["p1"])
