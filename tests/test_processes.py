@@ -103,7 +103,8 @@ def test_killed_child_is_restarted(start_node):
     assert not alive(new) and not alive(other)
 
 
-def test_sigterm_drains_every_child(start_node):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_every_child(start_node, sig):
     node = start(start_node)
     pids = child_pids(node)
     result: dict = {}
@@ -115,13 +116,13 @@ def test_sigterm_drains_every_child(start_node):
     th = threading.Thread(target=slow)
     th.start()
     wait_for(lambda: list(node.dir.glob("slow-started-*")), 10, "the slow view to start")
-    node.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: not port_open(node.port), 2, "the port to close after SIGTERM")
+    node.proc.send_signal(sig)
+    wait_for(lambda: not port_open(node.port), 2, "the port to close after the signal")
     th.join()
     assert result == {"status": 200, "text": "finished"}
     assert node.proc.wait(scaled(15)) == 0
     log = node.log()
-    assert "received SIGTERM: stopping 2 processes" in log
+    assert f"received {sig.name}: stopping 2 processes" in log
     assert log.count("geonode.node[1]: stopped") == 1 and log.count("geonode.node[2]: stopped") == 1
     assert re.search(r"process \d \(pid \d+\) exited with status 0", log)
     assert "Traceback" not in log
@@ -236,3 +237,18 @@ def test_sigterm_to_every_process_at_once_is_one_graceful_stop(start_node):
     assert result == {"status": 200, "text": "finished"}
     assert node.proc.wait(scaled(15)) == 0
     assert "second signal" not in node.log()
+
+
+def test_geonode_stop_stops_the_supervisor_and_children(start_node):
+    import subprocess
+
+    from support import geonode_cmd
+
+    node = start(start_node)
+    pids = child_pids(node)
+    r = subprocess.run(geonode_cmd("stop"), cwd=node.dir, capture_output=True, text=True,
+                       timeout=scaled(30))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"pid {node.proc.pid}" in r.stdout
+    assert node.proc.wait(scaled(5)) == 0
+    assert not any(alive(p) for p in pids)
