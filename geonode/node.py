@@ -51,6 +51,9 @@ def shutdown_timeout_of(cfg: Any, override: float | None = None) -> float:
     return DEFAULT_SHUTDOWN_TIMEOUT if value is None else float(value)
 
 
+#: A supervised node takes a repeated signal within this many seconds for the same stop.
+SAME_STOP_WINDOW = 1.0
+
 #: ``--port``'s environment variable
 PORT_ENV = "GEONODE_PORT"
 
@@ -335,7 +338,7 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
         # that signals the whole process group (systemd's default KillMode) and passed on by
         # the parent. That is one stop, not "stop now".
         return int(run(cfg, shutdown_timeout_of(cfg, shutdown_timeout),
-                       same_stop_window=1.0 if process else 0.0) or 0)
+                       same_stop_window=SAME_STOP_WINDOW if process else 0.0) or 0)
     except ConfigError as e:
         print_errors(config, e.errors)
         return 1

@@ -50,6 +50,7 @@ from typing import Any
 from geonode import sdnotify
 from geonode.cli import SUPERVISOR_ENV
 from geonode.endpoints import LISTEN_FDS_ENV, EndpointError, tcp_listener, unix_listener
+from geonode.node import SAME_STOP_WINDOW
 
 __all__ = ["LISTEN_MODES", "SUPERVISOR_ENV", "backplane_configured", "run",
            "wamp_without_backplane"]
@@ -191,6 +192,8 @@ class Supervisor:
         self.node_ready = False
         self.failed = False
         self.deadline = float("inf")
+        self.first_forward = 0.0
+        self.force_at: float | None = None
         self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         # The abstract namespace: no file to clean up, nothing left behind by a SIGKILL.
         self.notify_name = f"@geonode-supervisor-{os.getpid()}-{os.urandom(4).hex()}"
@@ -280,9 +283,17 @@ class Supervisor:
                          signal.Signals(signum).name, len(self.children), self.shutdown_timeout)
             self.close_listeners()
             self.deadline = time.monotonic() + self.shutdown_timeout + KILL_MARGIN
+            self.first_forward = time.monotonic()
         elif signum is not None:
             log.warning("received %s again (second signal): the processes stop now",
                         signal.Signals(signum).name)
+            # A child takes a repeat within SAME_STOP_WINDOW for the same stop (the service
+            # manager may have signalled it too): "stop now" must come after that.
+            self.force_at = self.first_forward + SAME_STOP_WINDOW + 0.05
+            return
+        self.signal_children()
+
+    def signal_children(self) -> None:
         for c in self.children:
             c.restart_at = None
             if c.proc is not None and c.proc.poll() is None:
@@ -336,6 +347,12 @@ class Supervisor:
                             self.spawn(c)
                         else:
                             timeout = min(timeout, c.restart_at - now)
+                if self.force_at is not None:
+                    if self.force_at <= now:
+                        self.force_at = None
+                        self.signal_children()
+                    else:
+                        timeout = min(timeout, self.force_at - now)
                 if self.stopping:
                     timeout = min(timeout, max(0.0, self.deadline - now))
                 for key, _ in sel.select(timeout):

@@ -252,3 +252,30 @@ def test_geonode_stop_stops_the_supervisor_and_children(start_node):
     assert f"pid {node.proc.pid}" in r.stdout
     assert node.proc.wait(scaled(5)) == 0
     assert not any(alive(p) for p in pids)
+
+
+def test_second_signal_to_the_parent_stops_the_children_now(start_node):
+    node = start(start_node)
+    result: dict = {}
+
+    def slow() -> None:
+        try:
+            r = requests.get(f"{node.url}/slow?60", timeout=scaled(30))
+            result.update(status=r.status_code)
+        except requests.RequestException as e:
+            result.update(error=type(e).__name__)
+
+    th = threading.Thread(target=slow)
+    th.start()
+    wait_for(lambda: list(node.dir.glob("slow-started-*")), 10, "the slow view to start")
+    t0 = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    node.wait_log("received SIGTERM: stopping 2 processes", 5)
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(scaled(10)) == 0
+    th.join()
+    # Not the 5 s grace of the default shutdown timeout: the children were told "now".
+    assert time.monotonic() - t0 < 1.05 + scaled(1.5)
+    log = node.log()
+    assert "received SIGTERM again (second signal): the processes stop now" in log
+    assert "stopping now, requests in flight are cut off" in log
