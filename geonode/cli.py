@@ -267,6 +267,8 @@ def _start(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
     """``--processes N``: the parent; each child is ``geonode start`` with the same options."""
+    import logging
+
     from geonode import logs
 
     logs.setup(args.loglevel, args.logformat)
@@ -279,7 +281,10 @@ def _supervise(args: argparse.Namespace, argv: list[str]) -> int:
         print_errors(args.config, e.errors)
         return 1
     if args.port is not None:
-        node.apply_port(cfg, args.port)
+        where = node.apply_port(cfg, args.port)
+        logging.getLogger("geonode.supervisor").info(
+            "%s = %d (--port / %s)", where or "no TCP endpoint: --port ignored", args.port,
+            node.PORT_ENV)
     timeout = node.shutdown_timeout_of(cfg, args.shutdown_timeout)
     child = [sys.executable, "-m", "geonode", "start", args.config,
              "--loglevel", args.loglevel, "--logformat", args.logformat,

@@ -255,10 +255,12 @@ def test_start_and_check_find_crossbar_dir(tmp_path, name):
         assert node.stop() == 0
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["flag", "env", "processes"])
 def test_port_override(tmp_path, how):
     port = free_port()
-    args = ("--port", str(port)) if how == "flag" else ()
+    args = ("--port", str(port)) if how != "env" else ()
+    if how == "processes":
+        args += ("--processes", "2")
     env = {"GEONODE_PORT": str(port)} if how == "env" else None
     node = launch(config(port=1), tmp_path, {"habitapp.py": APP}, args=args, env=env,
                   wait=False)
