@@ -235,7 +235,7 @@ def _start(args: argparse.Namespace, argv: list[str]) -> int:
                   file=sys.stderr)
             return 1
         try:
-            pidfile.write(cbdir, argv)
+            pidfile.write(cbdir, argv, Path(args.config), args.shutdown_timeout)
             pid_written = True
         except OSError as e:
             # A read-only config folder (/etc, an image layer): the node runs without one.
@@ -297,7 +297,6 @@ def _stop(args: argparse.Namespace) -> int:
     import time
 
     from geonode import pidfile
-    from geonode.node import DEFAULT_SHUTDOWN_TIMEOUT
 
     cbdir = node_dir(args, Path(args.config))
     running = pidfile.read_running(cbdir)
@@ -307,8 +306,7 @@ def _stop(args: argparse.Namespace) -> int:
     pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
     print(f"SIGTERM sent to geonode node (pid {pid}) in {cbdir}; waiting for it to stop ...")
-    wait = (args.shutdown_timeout if args.shutdown_timeout is not None
-            else DEFAULT_SHUTDOWN_TIMEOUT) + 2.0
+    wait = _stop_timeout(args, running) + 2.0
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if pidfile.read_running(cbdir) is None:
@@ -321,6 +319,26 @@ def _stop(args: argparse.Namespace) -> int:
     except ProcessLookupError:
         pass
     return 1
+
+
+def _stop_timeout(args: argparse.Namespace, running: dict) -> float:
+    """How long the running node's stop may take: ``stop --shutdown-timeout``, else what the
+    node was started with (its ``--shutdown-timeout``, else its config's controller option),
+    else the default."""
+    from geonode.node import DEFAULT_SHUTDOWN_TIMEOUT, shutdown_timeout_of
+
+    if args.shutdown_timeout is not None:
+        return float(args.shutdown_timeout)
+    if running.get("shutdown_timeout") is not None:
+        return float(running["shutdown_timeout"])
+    if running.get("config"):
+        from geonode.config import ConfigError, load
+
+        try:
+            return shutdown_timeout_of(load(running["config"]))
+        except (ConfigError, OSError, ValueError, TypeError):
+            pass  # edited since: the default
+    return DEFAULT_SHUTDOWN_TIMEOUT
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -70,6 +70,8 @@ def _inherited_listener(json_path: str) -> tuple[socket.socket, Any] | None:
 
     sock = gsocket.socket(fileno=fd)
     sock.setblocking(False)
+    # Inheritable only to get here: not into subprocesses the app starts.
+    sock.set_inheritable(False)
     return sock, sock.getsockname()
 
 

@@ -65,11 +65,15 @@ def read_running(cbdir: Path) -> dict | None:
     return None
 
 
-def write(cbdir: Path, argv: list[str]) -> Path:
-    """Write this process's pid file (OSError when the directory is not writable)."""
+def write(cbdir: Path, argv: list[str], config: Path,
+          shutdown_timeout: float | None) -> Path:
+    """Write this process's pid file (OSError when the directory is not writable). ``config``
+    and ``shutdown_timeout`` (``--shutdown-timeout``, if given) tell ``geonode stop`` how long
+    the node's stop may take."""
     path = Path(cbdir) / FILENAME
     data = {"pid": os.getpid(), "argv": [sys.executable, "-m", "geonode", *argv],
-            "cbdir": str(Path(cbdir).resolve()), "cmdline": _cmdline("self")}
+            "cbdir": str(Path(cbdir).resolve()), "cmdline": _cmdline("self"),
+            "config": str(Path(config).resolve()), "shutdown_timeout": shutdown_timeout}
     tmp = path.with_name(f".{FILENAME}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=4) + "\n")
     os.replace(tmp, path)  # a reader never sees half a file

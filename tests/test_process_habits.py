@@ -327,3 +327,29 @@ def test_pid_file_of_another_process_with_a_reused_pid_is_stale(start_node, tmp_
     node = start_node(config(), files={"habitapp.py": APP})
     assert node.dir == folder
     assert json.loads((folder / "node.pid").read_text())["pid"] == node.proc.pid
+
+
+@pytest.mark.parametrize("where", ["cli", "controller"])
+def test_stop_waits_as_long_as_the_node_may_take(start_node, where):
+    """A node started with a long shutdown timeout is not SIGKILLed by `geonode stop` after the
+    default's 10 s: stop reads the node's own timeout."""
+    from geonode.cli import _stop_timeout
+
+    cfg = config()
+    args: tuple = ()
+    if where == "cli":
+        args = ("--shutdown-timeout", "30")
+    else:
+        cfg["controller"] = {"options": {"shutdown_timeout": 30}}
+    node = start_node(cfg, files={"habitapp.py": APP}, args=args)
+    from geonode.pidfile import read_running
+
+    running = read_running(node.dir)
+    assert running is not None
+
+    class Args:
+        shutdown_timeout = None
+
+    assert _stop_timeout(Args(), running) == 30
+    Args.shutdown_timeout = 3
+    assert _stop_timeout(Args(), running) == 3
