@@ -14,7 +14,12 @@ The parent imports no app code and runs no gevent hub. It
 5. on SIGTERM/SIGINT closes its own copies of the sockets, passes SIGTERM to every child (each
    drains as a single node does: ``geonode.node``), waits for them within the shutdown timeout
    plus a margin, then SIGKILLs what is left; a second signal is passed on too (the children's
-   "stop now"). Every child is reaped: no zombies.
+   "stop now"). Every child is reaped: no zombies;
+6. on SIGHUP replaces the children one at a time (new code, a re-read config): the new process
+   takes the same sockets, and only once it is ready is the old one stopped (its graceful
+   drain), so no client is refused. A replacement that fails before it is ready leaves the old
+   process serving and ends the reload. Endpoints stay the parent's: changing one needs a
+   restart.
 
 How connections are spread (``LISTEN_MODES``, measured in bench/cluster/accept_spread.py):
 ``reuseport`` (default) gives every child its own listening socket on the same port
@@ -194,6 +199,11 @@ class Supervisor:
         self.deadline = float("inf")
         self.first_forward = 0.0
         self.force_at: float | None = None
+        # SIGHUP: the slots still to replace, the one being replaced (its child, the old
+        # process that serves until the new one is ready), old processes draining
+        self.reload_queue: list[int] = []
+        self.replacing: tuple[Child, subprocess.Popen | None] | None = None
+        self.outgoing: list[tuple[int, subprocess.Popen]] = []
         self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         # The abstract namespace: no file to clean up, nothing left behind by a SIGKILL.
         self.notify_name = f"@geonode-supervisor-{os.getpid()}-{os.urandom(4).hex()}"
@@ -227,12 +237,33 @@ class Supervisor:
         return None
 
     def reap(self) -> None:
+        for index, proc in list(self.outgoing):
+            if proc.poll() is not None:
+                self.outgoing.remove((index, proc))
+                log.info("process %d's previous pid %d %s", index, proc.pid,
+                         describe_status(proc.returncode))
+        if self.replacing is not None and self.replacing[1] is not None \
+                and self.replacing[1].poll() is not None:
+            child, old = self.replacing
+            log.warning("process %d's previous pid %d %s while its replacement started",
+                        child.index, old.pid, describe_status(old.returncode))
+            self.replacing = (child, None)
         for child in self.children:
             proc = child.proc
             if proc is None or proc.poll() is None:
                 continue
             child.proc = None
             status = describe_status(proc.returncode)
+            if self.replacing is not None and self.replacing[0] is child and not self.stopping:
+                old = self.replacing[1]
+                self.replacing = None
+                self.reload_queue.clear()
+                log.error("process %d's replacement (pid %d) %s before it was ready: the "
+                          "reload stops%s", child.index, proc.pid, status,
+                          f", pid {old.pid} keeps serving" if old is not None else "")
+                if old is not None:
+                    child.proc, child.ready = old, True
+                    continue
             if self.stopping:
                 log.log(logging.INFO if proc.returncode == 0 else logging.WARNING,
                         "process %d (pid %d) %s", child.index, proc.pid, status)
@@ -267,11 +298,46 @@ class Supervisor:
             if child is None or b"READY=1" not in data.split(b"\n"):
                 continue
             child.ready = True
+            if self.replacing is not None and self.replacing[0] is child:
+                old = self.replacing[1]
+                self.replacing = None
+                if old is not None and old.poll() is None:
+                    old.send_signal(signal.SIGTERM)
+                    self.outgoing.append((child.index, old))
+                    log.info("process %d replaced: pid %d serves, pid %d stops", child.index,
+                             child.proc.pid, old.pid)
+                self.next_replacement()
             if not self.node_ready and all(c.ready for c in self.children):
                 self.node_ready = True
                 pids = ", ".join(str(c.proc.pid) for c in self.children if c.proc)
                 log.info("ready: %d processes (pids %s)", len(self.children), pids)
                 sdnotify.notify(f"READY=1\nSTATUS=serving with {len(self.children)} processes")
+
+    # -- reload (SIGHUP)
+    def begin_reload(self) -> None:
+        if self.stopping:
+            return
+        if self.reload_queue or self.replacing is not None:
+            log.warning("received SIGHUP: a reload is already under way")
+            return
+        if not self.node_ready:
+            log.warning("received SIGHUP before the node was ready: ignored")
+            return
+        log.info("received SIGHUP: replacing the %d processes one at a time",
+                 len(self.children))
+        self.reload_queue = [c.index for c in self.children]
+        self.next_replacement()
+
+    def next_replacement(self) -> None:
+        """Start the next slot's new process; the old one serves until it is ready."""
+        while self.reload_queue:
+            child = self.children[self.reload_queue.pop(0) - 1]
+            if child.proc is None:
+                continue  # dead, waiting for its restart: that one starts fresh anyway
+            self.replacing = (child, child.proc)
+            self.spawn(child)
+            return
+        log.info("reload done: %d processes replaced", len(self.children))
 
     # -- stop
     def begin_stop(self, signum: int | None) -> None:
@@ -293,11 +359,21 @@ class Supervisor:
             return
         self.signal_children()
 
+    def processes(self) -> list[subprocess.Popen]:
+        """Every process of ours not yet reaped: the children, old ones being replaced."""
+        procs = [c.proc for c in self.children if c.proc is not None]
+        procs += [p for _, p in self.outgoing]
+        if self.replacing is not None and self.replacing[1] is not None:
+            procs.append(self.replacing[1])
+        return procs
+
     def signal_children(self) -> None:
+        self.reload_queue.clear()
         for c in self.children:
             c.restart_at = None
-            if c.proc is not None and c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGTERM)
+        for p in self.processes():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
 
     def close_listeners(self) -> None:
         for socks in self.listeners.values():
@@ -314,7 +390,7 @@ class Supervisor:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         old = {s: signal.signal(s, lambda signum, frame: self.signals.append(signum))
-               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)}
         sel = selectors.DefaultSelector()
         sel.register(rfd, selectors.EVENT_READ)
         sel.register(self.notify_sock, selectors.EVENT_READ)
@@ -324,20 +400,21 @@ class Supervisor:
             while True:
                 while self.signals:
                     signum = self.signals.pop(0)
-                    if signum != signal.SIGCHLD:
+                    if signum == signal.SIGHUP:
+                        self.begin_reload()
+                    elif signum != signal.SIGCHLD:
                         self.begin_stop(signum)
                 self.reap()
-                alive = [c for c in self.children if c.proc is not None]
+                alive = self.processes()
                 if self.stopping and not alive:
                     break
                 now = time.monotonic()
                 if self.stopping and now >= self.deadline:
-                    for c in alive:
-                        log.warning("process %d (pid %d) still running: killing it",
-                                    c.index, c.proc.pid)
-                        c.proc.kill()
-                    for c in alive:
-                        c.proc.wait()
+                    for p in alive:
+                        log.warning("pid %d still running: killing it", p.pid)
+                        p.kill()
+                    for p in alive:
+                        p.wait()
                     self.deadline = float("inf")
                     continue
                 timeout = 1.0
@@ -372,10 +449,10 @@ class Supervisor:
             os.close(rfd)
             os.close(wfd)
             self.notify_sock.close()
-            for c in self.children:
-                if c.proc is not None and c.proc.poll() is None:
-                    c.proc.kill()
-                    c.proc.wait()
+            for p in self.processes():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         if self.failed:
             return 1
         log.info("stopped")

@@ -279,3 +279,59 @@ def test_second_signal_to_the_parent_stops_the_children_now(start_node):
     log = node.log()
     assert "received SIGTERM again (second signal): the processes stop now" in log
     assert "stopping now, requests in flight are cut off" in log
+
+
+def test_sighup_replaces_every_child_without_refusing_anyone(start_node):
+    """SIGHUP: a new process per slot, the old one serving until the new one is ready, then
+    draining: new code deployed while clients never see a refused or failed request."""
+    node = start(start_node)
+    old = child_pids(node)
+    result: dict = {}
+    th_slow = threading.Thread(target=lambda: result.update(
+        slow=requests.get(f"{node.url}/slow?{scaled(1.0)}", timeout=scaled(30)).text))
+    th_slow.start()
+    wait_for(lambda: list(node.dir.glob("slow-started-*")), 10, "the slow view to start")
+    stop = threading.Event()
+    answered: list = []
+    failures: list = []
+
+    def hammer() -> None:
+        while not stop.is_set() and len(answered) < 100_000:
+            try:
+                answered.append(pid_of_fresh_connection(node.port))
+            except (requests.RequestException, AssertionError) as e:
+                failures.append(repr(e))
+
+    th = threading.Thread(target=hammer)
+    th.start()
+    try:
+        node.proc.send_signal(signal.SIGHUP)
+        node.wait_log("reload done: 2 processes replaced", 40)
+        new = child_pids(node)
+        assert not set(new) & set(old)
+        wait_for(lambda: not any(alive(p) for p in old), 15, "the old processes to exit")
+        n = len(answered)
+        wait_for(lambda: len(answered) > n + 5, 10, "requests answered after the reload")
+    finally:
+        stop.set()
+        th.join()
+        th_slow.join()
+    assert failures == [], failures[:3]
+    assert result["slow"] == "finished"  # the old process drained its request in flight
+    assert set(answered[-5:]) <= set(new)
+    log = node.log()
+    assert re.search(rf"process 1 replaced: pid {new[0]} serves, pid {old[0]} stops", log)
+    assert node.stop() == 0
+
+
+def test_sighup_with_broken_code_keeps_the_old_processes(start_node):
+    node = start(start_node)
+    old = child_pids(node)
+    (node.dir / "pidapp.py").write_text(BROKEN_APP)
+    node.proc.send_signal(signal.SIGHUP)
+    node.wait_log(re.compile(r"process 1's replacement \(pid \d+\) exited with status 1 before "
+                             rf"it was ready: the reload stops, pid {old[0]} keeps serving"), 30)
+    assert {pid_of_fresh_connection(node.port) for _ in range(20)} == set(old)
+    assert node.proc.poll() is None
+    assert node.stop() == 0
+    assert not any(alive(p) for p in old)
