@@ -27,8 +27,8 @@ from geonode.web.context import BuildContext, NodeInfo
 log = logging.getLogger("geonode.node")
 
 #: The whole graceful stop, from the signal to the exit (``--shutdown-timeout``, the controller
-#: option ``shutdown_timeout``): inside Docker's 10 s between SIGTERM and SIGKILL, with room for
-#: interpreter start-up-like costs of the exit itself.
+#: option ``shutdown_timeout``): inside Docker's 10 s between SIGTERM and SIGKILL, leaving 2 s
+#: for the exit itself and for a ``--processes`` parent's margin.
 DEFAULT_SHUTDOWN_TIMEOUT = 8.0
 
 
@@ -225,12 +225,13 @@ class Node:
             except Exception:
                 log.debug("closing %s failed", tpath, exc_info=True)
 
-    def stop(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+    def stop(self, grace: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
         """Stop accepting, close idle connections, let requests in flight finish, close routers
-        (WAMP sessions get GOODBYE) and WebSockets, drop what is left: within ``timeout``."""
+        (WAMP sessions get GOODBYE) and WebSockets, drop what is left: all within ``grace``
+        seconds (the shutdown timeout, split by ``stop_budget``)."""
         from geonode.web.shutdown import graceful_stop
 
-        grace, close, kill = stop_budget(timeout)
+        grace, close, kill = stop_budget(grace)
         self.close_listeners()
         servers = [t.server for t in self.web if t.server is not None]
         graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop,
@@ -385,7 +386,7 @@ def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         node.bind()
         node.start()
     except Exception as e:
-        node.stop(0)
+        node.stop(grace=0)
         if isinstance(e, ConfigError):
             for line in e.errors:
                 log.error("%s", line)
@@ -457,7 +458,7 @@ class NodeApp:
         if self._closed:
             return
         self._closed = True
-        self.node.stop(0)
+        self.node.stop(grace=0)
 
 
 def load_app(path: str | Path) -> NodeApp:
@@ -478,7 +479,7 @@ def load_app(path: str | Path) -> NodeApp:
                         path, node.web[0].json_path, ", ".join(unserved))
         node.start_components()
     except BaseException:
-        node.stop(0)
+        node.stop(grace=0)
         raise
     gc.freeze()  # as in run(): the built node lives as long as the worker
     return NodeApp(node)
