@@ -25,9 +25,15 @@ FORMATS = ("standard", "json")
 FIELDS = "geonode_fields"
 
 
+#: Crossbar's level names that Python's logging spells differently
+_CROSSBAR_LEVELS = {"warn": "warning", "trace": "debug", "critical": "error"}
+
+
 def level_name(value: str) -> str:
-    """``--loglevel``'s argparse type: any case, checked against LEVELS by argparse."""
-    return value.strip().lower()
+    """``--loglevel``'s argparse type: any case, Crossbar's names too (``warn``, ``trace``);
+    argparse checks the result against LEVELS."""
+    name = value.strip().lower()
+    return _CROSSBAR_LEVELS.get(name, name)
 
 
 def _utc(record: logging.LogRecord) -> str:

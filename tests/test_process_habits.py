@@ -90,10 +90,14 @@ def test_import_error_names_file_and_line(start_node):
     assert f'File "{app}", line 3, in <module>' in log
 
 
-def test_loglevel_any_case():
-    r = subprocess.run(geonode_cmd("check", "--loglevel", "WARNING", "missing.json"),
+@pytest.mark.parametrize("level", ["WARNING", "Debug", "warn", "trace"])
+def test_loglevel_any_case_and_crossbar_names(level):
+    r = subprocess.run(geonode_cmd("check", "--loglevel", level, "missing.json"),
                        capture_output=True, text=True, timeout=scaled(30))
-    assert "invalid choice" not in r.stderr
+    assert r.returncode == 1 and "invalid choice" not in r.stderr, r.stderr
+    r = subprocess.run(geonode_cmd("check", "--loglevel", "loud", "missing.json"),
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
 # ---- shutdown timeout ----------------------------------------------------------------------
