@@ -18,8 +18,8 @@ The parent imports no app code and runs no gevent hub. It
 6. on SIGHUP replaces the children one at a time (new code, a re-read config): the new process
    takes the same sockets, and only once it is ready is the old one stopped (its graceful
    drain), so no client is refused. A replacement that fails before it is ready leaves the old
-   process serving and ends the reload. Endpoints stay the parent's: changing one needs a
-   restart.
+   process serving and ends the reload. TLS certificates are re-read (the child builds its TLS
+   context); the listening sockets stay the parent's: a changed port needs a restart.
 
 How connections are spread (``LISTEN_MODES``, measured in bench/cluster/accept_spread.py):
 ``reuseport`` (default) gives every child its own listening socket on the same port
