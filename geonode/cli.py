@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate CONFIG: 'ok' (exit 0) or every error (exit 1)")
     located(p)
+    p.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+                   help="also check that the config can be served by N processes")
     common(p)
 
     p = sub.add_parser("stop", help="stop the node running from the node directory (SIGTERM)")
@@ -374,6 +376,13 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
+    if args.processes > 1:
+        from geonode.supervisor import backplane_refusal
+
+        refusal = backplane_refusal(cfg.data, args.processes)
+        if refusal:
+            print(f"error: {args.config}: {refusal}", file=sys.stderr)
+            return 1
     print(f"ok: {args.config} looks good")
     return 0
 

@@ -120,6 +120,16 @@ def wamp_without_backplane(data: dict) -> list[str]:
     return out
 
 
+def backplane_refusal(data: dict, n: int) -> str | None:
+    """Why ``data`` cannot be served by ``n`` processes (one line), or None."""
+    refused = wamp_without_backplane(data) if n > 1 else []
+    if not refused:
+        return None
+    return (f"{', '.join(refused)}: --processes {n} needs {refused[0]}.options.backplane: this "
+            "router worker serves WAMP, and without a backplane each process would be a "
+            "separate router (run with --processes 1, or configure options.backplane)")
+
+
 # ---- endpoints --------------------------------------------------------------------------------
 
 def _endpoints(data: dict) -> Iterator[tuple[str, dict]]:
@@ -461,12 +471,9 @@ class Supervisor:
 
 def run(cfg: Any, child_argv: list[str], n: int, shutdown_timeout: float) -> int:
     """Serve ``cfg`` with ``n`` processes running ``child_argv``; the exit status."""
-    refused = wamp_without_backplane(cfg.data)
-    if refused:
-        log.error("%s: --processes %d needs %s.options.backplane: this router worker serves "
-                  "WAMP, and without a backplane each process would be a separate router "
-                  "(run with --processes 1, or configure options.backplane)",
-                  ", ".join(refused), n, refused[0])
+    refusal = backplane_refusal(cfg.data, n)
+    if refusal:
+        log.error("%s", refusal)
         return 1
     mode = os.environ.get(LISTEN_MODE_ENV, "reuseport")
     if mode not in LISTEN_MODES:

@@ -147,6 +147,17 @@ def test_wamp_without_backplane_is_refused_before_listening(start_node):
     assert len(lines) == 1, log
     assert "workers[0].options.backplane" in lines[0] and "--processes 2" in lines[0]
     assert "Traceback" not in log and "listening" not in log
+    # geonode check agrees with geonode start
+    import subprocess
+
+    from support import geonode_cmd
+
+    r = subprocess.run(geonode_cmd("check", "--processes", "2", "node.json"), cwd=node.dir,
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 1 and "workers[0].options.backplane" in r.stderr, r.stderr
+    r = subprocess.run(geonode_cmd("check", "node.json"), cwd=node.dir,
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("extra", [
