@@ -38,6 +38,7 @@ from typing import Any
 
 from geonode import wamp
 from geonode.config import ConfigError
+from geonode.logs import origin
 
 log = logging.getLogger("geonode.components")
 
@@ -78,7 +79,7 @@ def load_class(classname: str, json_path: str) -> type:
         module = importlib.import_module(module_name)
     except Exception as e:
         raise _config_error(f"{json_path}.classname: cannot import {module_name!r}: "
-                            f"{type(e).__name__}: {e}") from e
+                            f"{type(e).__name__}: {e}{origin(e)}") from e
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):
         raise _config_error(f"{json_path}.classname: module {module_name!r} has no class {attr!r}")

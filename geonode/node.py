@@ -26,8 +26,50 @@ from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
 
-#: How long a shutdown waits for requests in flight before closing their connections.
-GRACE_SECONDS = 10.0
+#: The whole graceful stop, from the signal to the exit (``--shutdown-timeout``, the controller
+#: option ``shutdown_timeout``): inside Docker's 10 s between SIGTERM and SIGKILL, leaving 2 s
+#: for the exit itself and for a ``--processes`` parent's margin.
+DEFAULT_SHUTDOWN_TIMEOUT = 8.0
+
+
+def stop_budget(total: float) -> tuple[float, float, float]:
+    """``total`` seconds split into (requests in flight, WebSocket closing handshakes, the
+    final kill of what is left): the phases of ``geonode.web.shutdown.graceful_stop``."""
+    total = max(0.0, float(total))
+    close = min(2.0, total / 4)
+    kill = min(1.0, total / 8)
+    return total - close - kill, close, kill
+
+
+def shutdown_timeout_of(cfg: Any, override: float | None = None) -> float:
+    """``--shutdown-timeout`` if given, else ``controller.options.shutdown_timeout``, else the
+    default."""
+    if override is not None:
+        return float(override)
+    controller = cfg.data.get("controller") or {}
+    value = (controller.get("options") or {}).get("shutdown_timeout")
+    return DEFAULT_SHUTDOWN_TIMEOUT if value is None else float(value)
+
+
+#: A supervised node takes a repeated signal within this many seconds for the same stop.
+SAME_STOP_WINDOW = 1.0
+
+#: ``--port``'s environment variable
+PORT_ENV = "GEONODE_PORT"
+
+
+def apply_port(cfg: Any, port: int) -> str | None:
+    """Set the port of the first TCP endpoint (enabled workers, config order); its JSON path,
+    or None when the config has no TCP endpoint."""
+    for wi, worker in enumerate(cfg.data.get("workers") or []):
+        if worker_disabled(worker):
+            continue
+        for ti, transport in enumerate(worker.get("transports") or []):
+            endpoint = transport.get("endpoint")
+            if isinstance(endpoint, dict) and endpoint.get("type", "tcp") == "tcp":
+                endpoint["port"] = int(port)
+                return f"workers[{wi}].transports[{ti}].endpoint.port"
+    return None
 
 
 def _process_age() -> float | None:
@@ -281,17 +323,20 @@ class Node:
             except Exception:
                 log.debug("closing %s failed", tpath, exc_info=True)
 
-    def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Stop accepting, close idle connections, let requests in flight finish (bounded),
-        close routers (WAMP sessions get GOODBYE) and WebSockets, drop what is left."""
+    def stop(self, grace: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Stop accepting, close idle connections, let requests in flight finish, close routers
+        (WAMP sessions get GOODBYE) and WebSockets, drop what is left: all within ``grace``
+        seconds (the shutdown timeout, split by ``stop_budget``)."""
         from geonode.web.shutdown import graceful_stop
 
+        grace, close, kill = stop_budget(grace)
         self.close_listeners()
         servers = [t.server for t in self.web if t.server is not None]
-        graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop)
+        graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop,
+                      close_seconds=close)
         for tpath, server in self.rawsocket_servers:
             try:
-                server.stop(timeout=1)
+                server.stop(timeout=kill)
             except Exception:
                 log.debug("stopping %s failed", tpath, exc_info=True)
 
@@ -368,24 +413,34 @@ def prepare(cfg: Config) -> None:
         log.debug("python path: %s", paths)
 
 
-def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None) -> int:
+def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None, *,
+         logformat: str = "standard", shutdown_timeout: float | None = None,
+         port: int | None = None, process: int | None = None) -> int:
     """Run the node of ``config`` until it stops; the exit code (1: a config it cannot run).
 
     ``geonode start`` and the dev server's node process. The process must be monkey-patched
     already. ``adjust`` may change the loaded config before anything is built (the dev server
-    turns tracebacks on).
+    turns tracebacks on); ``port`` replaces the first TCP endpoint's (``--port``).
     """
     from geonode import logs
 
-    logs.setup(loglevel)
+    logs.setup(loglevel, logformat, process=process)
     from geonode.config import load, print_errors
 
     try:
         cfg = load(config)
+        if port is not None:
+            where = apply_port(cfg, port)
+            log.info("%s = %d (--port / %s)", where or "no TCP endpoint: --port ignored", port,
+                     PORT_ENV)
         if adjust is not None:
             adjust(cfg)
         prepare(cfg)
-        return int(run(cfg) or 0)
+        # Under a supervisor the same SIGTERM may come twice at once: from a service manager
+        # that signals the whole process group (systemd's default KillMode) and passed on by
+        # the parent. That is one stop, not "stop now".
+        return int(run(cfg, shutdown_timeout_of(cfg, shutdown_timeout),
+                       same_stop_window=SAME_STOP_WINDOW if process else 0.0) or 0)
     except ConfigError as e:
         print_errors(config, e.errors)
         return 1
@@ -393,11 +448,36 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
         return 0
 
 
-def run(cfg: Any) -> int:
-    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
+def _log_cause(e: BaseException) -> None:
+    """The traceback of what caused a config error (an app module that fails to import), with
+    its file and line, at error level: the error line alone says only what, not where."""
+    import traceback
+
+    cause = e.__cause__
+    if cause is None or isinstance(cause, ConfigError):
+        return
+    # Only failures while importing user code: a component refusing its "extra" (a ValueError
+    # raised on purpose) is a config error like any other, its line says it all.
+    # A module that is simply not there (a typo in the config) has no user frame: no traceback.
+    frames = traceback.extract_tb(cause.__traceback__)
+    here = str(Path(__file__).parent)
+    importing = any(f.filename.startswith("<frozen importlib") for f in frames)
+    user_code = any(not f.filename.startswith(("<", here)) and "importlib" not in f.filename
+                    for f in frames)
+    if isinstance(cause, SyntaxError) or (importing and user_code):
+        log.error("the import failed here:", exc_info=(type(cause), cause, cause.__traceback__))
+
+
+def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        same_stop_window: float = 0.0) -> int:
+    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code.
+
+    A second signal cuts requests in flight off, unless it comes within ``same_stop_window``
+    seconds of the first."""
     import gevent
     from gevent.event import Event
 
+    from geonode import sdnotify
     from geonode.endpoints import EndpointError
 
     t0 = time.monotonic()
@@ -412,6 +492,7 @@ def run(cfg: Any) -> int:
         if isinstance(e, ConfigError):
             for line in e.errors:
                 log.error("%s", line)
+            _log_cause(e)
         elif isinstance(e, EndpointError):
             log.error("%s", e)
         else:
@@ -424,14 +505,22 @@ def run(cfg: Any) -> int:
     age = _process_age()
     log.info("ready in %.2f s%s", time.monotonic() - t0,
              f" ({age:.2f} s since process start)" if age is not None else "")
+    sdnotify.notify("READY=1\nSTATUS=serving")
+    grace = stop_budget(shutdown_timeout)[0]
 
     stopping = Event()
+    first_signal = [0.0]
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
+        if stopping.is_set() and time.monotonic() - first_signal[0] < same_stop_window:
+            log.debug("received %s again at once: the same stop", name)
+            return
         if not stopping.is_set():
-            log.info("received %s: stopping (waiting up to %.0f s for requests in flight; "
-                     "again to stop now)", name, GRACE_SECONDS)
+            first_signal[0] = time.monotonic()
+            log.info("received %s: stopping (waiting up to %.1f s for requests in flight; "
+                     "again to stop now)", name, grace)
+            sdnotify.notify("STOPPING=1")
             stopping.set()
         elif not node.force_stop:
             log.warning("received %s again (second signal): stopping now, requests in flight "
@@ -443,7 +532,7 @@ def run(cfg: Any) -> int:
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
         stopping.wait()
-        node.stop()
+        node.stop(shutdown_timeout)
     finally:
         for h in handlers:
             h.cancel()

@@ -418,6 +418,11 @@ WORKER_OPTIONS = obj({
         "max_addresses": {"type": "integer", "minimum": 1},
         "max_authids": {"type": "integer", "minimum": 1},
     }),
+    # geonode: one router across processes (issue 11); the backplane's own module owns the
+    # meaning of its keys, this only admits the object
+    "backplane": {"type": "object", "properties": {
+        "type": {"enum": ["redis"]}, "url": STR, "prefix": STR,
+    }, "required": ["type", "url"], "additionalProperties": True},
 })
 
 ROUTER_WORKER = obj({
@@ -509,6 +514,8 @@ SCHEMA: dict = {
                 "title": STR,
                 "shutdown": {"type": ["string", "array"], "items": STR},
                 "enable_parallel_worker_start": BOOL,
+                # geonode: the whole graceful stop, seconds (--shutdown-timeout; geonode.node)
+                "shutdown_timeout": {"type": "number", "minimum": 0, "maximum": 3600},
             }),
         }, unsupported="controller"),
         "workers": {"type": "array", "items": WORKER},

@@ -28,6 +28,7 @@ from typing import Any
 
 from geonode.config import ConfigError
 from geonode.httpstatus import status_line
+from geonode.logs import origin
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
 
@@ -123,7 +124,7 @@ def load_object(cfg: dict, ctx: BuildContext) -> Callable:
     except Exception as e:  # any import-time failure of user code is a config problem
         raise ConfigError([
             f"{ctx.json_path}.module: cannot import WSGI module {module_name!r}: "
-            f"{type(e).__name__}: {e}\n  sys.path = {sys.path!r}"
+            f"{type(e).__name__}: {e}{origin(e)}\n  sys.path = {sys.path!r}"
         ]) from e
     obj: Any = module
     for part in str(object_name).split("."):
