@@ -80,6 +80,28 @@ def thread():
             "multiprocess": request.environ["wsgi.multiprocess"]}
 
 
+BUSY = []
+
+
+def cpu(environ, start_response):
+    # CPU work under the GIL (a template render, say; 3 ms unless ?ms=N), then which pool
+    # thread ran it
+    ms = int(environ.get("QUERY_STRING", "").partition("ms=")[2] or 3)
+    BUSY.append(ms)
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+    BUSY.remove(ms)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(native_ident()).encode()]
+
+
+def busy(environ, start_response):
+    # (greenlet mode: answers while the pool's threads are busy) the calls of cpu() under way
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [repr(sorted(BUSY)).encode()]
+
+
 def boom(environ, start_response):
     raise ValueError("secret-detail-42")
 
@@ -153,7 +175,8 @@ def node(start_module_node):
              "str": wsgi("yields_str"), "badheader": wsgi("bad_header"),
              "badstatus": wsgi("bad_status"), "nostart": wsgi("no_start"),
              "greenstr": wsgi("yields_str", threads=False),
-             "greenstream": wsgi("green_stream", threads=False)}
+             "greenstream": wsgi("green_stream", threads=False), "cpu": wsgi("cpu"),
+             "busy": wsgi("busy", threads=False)}
     cfg = web_node(paths, worker_options={"pythonpath": ["."]})
     cfg["workers"][0]["transports"].append({
         "type": "web",
@@ -222,6 +245,25 @@ def test_maxthreads_limits_concurrency(node):
     took = time.monotonic() - t0
     assert out == ["slept"] * 4
     assert 1.9 < took < 3.5
+
+
+def test_long_cpu_bound_call_does_not_hold_up_the_others(node):
+    # One request holds the GIL 600 ms: its thread finishes nothing meanwhile, so the pool
+    # adds a thread and the short requests behind it are served (taking turns at the GIL).
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.setdefault("long", get(node, "/cpu/?ms=600")))
+    th.start()
+    deadline = time.monotonic() + 5
+    while get(node, "/busy").text != "[600]":
+        assert time.monotonic() < deadline, "the long call did not start"
+    worst = 0.0
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert get(node, "/cpu/?ms=1").status_code == 200
+        worst = max(worst, time.monotonic() - t0)
+    th.join()
+    assert out["long"].status_code == 200
+    assert worst < 0.4, f"a 1 ms request took {worst:.2f} s behind a 600 ms one"
 
 
 def test_multi_megabyte_upload(node):
