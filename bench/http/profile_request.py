@@ -127,6 +127,8 @@ class Accounts:
         self.segments: dict[str, int] = defaultdict(int)
         self.dropped: dict[str, int] = defaultdict(int)
         self.responses = 0
+        self.loop_cpu = self.switches = 0
+        self.cpu_mark = 0
         # app time on pool threads, per native thread (one writer per key)
         self.pool_app: dict[int, int] = defaultdict(int)
         self.pool_apps: dict[int, int] = defaultdict(int)
@@ -146,6 +148,8 @@ class Accounts:
                   self.strict_calls):
             d.clear()
         self.responses = 0
+        self.loop_cpu = self.switches = 0
+        self.cpu_mark = self.cpu_clock()
 
     def charge(self, nxt: str) -> None:
         now = self.clock()
@@ -163,6 +167,13 @@ class Accounts:
     def trace(self, event: str, args: Any) -> None:
         if event == "switch" or event == "throw":
             origin, target = args
+            # CPU clock at every switch: the hub greenlet's own time (the loop) is CPU, not the
+            # wall clock (that includes its sleeps in epoll)
+            cpu = self.cpu_clock()
+            if origin is self.hub:
+                self.loop_cpu += cpu - self.cpu_mark
+            self.cpu_mark = cpu
+            self.switches += 1
             st = self.stacks.get(origin)
             if st and st[-1] == "hand-off (hub)":
                 st[-1] = "hand-back (hub)"  # the host waits for the pool: what follows is after
@@ -263,6 +274,7 @@ class Accounts:
                 "strict_calls": [[f, p, c] for (f, p), c in self.strict_calls.items()],
                 "strict_cost_ns": self.replay() if self.stamped else {},
                 "boundary_ns": self.boundary_ns, "cpu_clock_ns": self.cpu_clock_ns,
+                "loop_cpu_ns": self.loop_cpu, "switches": self.switches,
                 "hub_ident": self.hub_ident}
 
 
@@ -508,6 +520,7 @@ def per_request(res: dict, requests: int, tick_ns: float) -> dict[str, float]:
     out["pool system"] = sum(st["stime"] for st in others.values()) * tick_ns / n / 1e3
     out["hub ctx switches"] = (hub.get("vcs", 0) + hub.get("nvcs", 0)) / n
     out["pool ctx switches"] = sum(st["vcs"] + st["nvcs"] for st in others.values()) / n
+    out["pool threads used"] = sum(1 for st in others.values() if st["cpu_ns"] > 0)
     if res.get("boundary_ns"):
         k = res["boundary_ns"]
         ns = dict(res["ns"])
@@ -519,16 +532,23 @@ def per_request(res: dict, requests: int, tick_ns: float) -> dict[str, float]:
             c = cost.get(fname, 0.0) * calls
             corrected[phase] = corrected.get(phase, 0.0) - c
             strict_total += c
-        corrected["strict checks"] = strict_total
-        for p in PHASES:
-            if p in ("app", "pool overhead", "hub loop"):
-                continue
-            out[p] = corrected.get(p, 0.0) / n / 1e3
-        # The hub greenlet's wall time includes its idle waits in epoll: the loop's CPU is what
-        # the hub thread used besides the phases (the instrumentation's error lands here too).
-        out["instrumentation"] = sum(segs.values()) * k / n / 1e3
-        out["hub loop"] = out["hub thread"] - out["instrumentation"] - sum(
-            out[p] for p in PHASES if p not in ("app", "pool overhead", "hub loop"))
+        # Wall-clock segments include moments the thread was off the CPU (preempted for less
+        # than SEGMENT_CAP_NS, or waiting for the GIL): the handler greenlets' phases are
+        # scaled to what the hub thread really used outside its own greenlet (CPU clock).
+        c = res.get("cpu_clock_ns", 0.0)
+        switches = res.get("switches", 0)
+        loop = res.get("loop_cpu_ns", 0) - switches * c / 2
+        instr = sum(segs.values()) * k + switches * c
+        handler_cpu = out["hub thread"] * n * 1e3 - loop - instr
+        walls = {p: max(corrected.get(p, 0.0), 0.0) for p in PHASES
+                 if p not in ("app", "pool overhead", "hub loop", "strict checks")}
+        scale = (handler_cpu - strict_total) / max(sum(walls.values()), 1.0)
+        for p, v in walls.items():
+            out[p] = v * scale / n / 1e3
+        out["strict checks"] = strict_total / n / 1e3
+        out["hub loop"] = loop / n / 1e3
+        out["instrumentation"] = instr / n / 1e3
+        out["wall scale"] = scale
         # two CPU clock reads per app call, about half of each inside
         calls = sum(res["pool_apps"].values())
         app = sum(res["pool_app_ns"].values()) - calls * res.get("cpu_clock_ns", 0.0)
@@ -659,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [("= total (hub + pool threads)", lambda m: m["total"] - m["instrumentation"]),
                 ("  (instrumentation taken off)", lambda m: m["instrumentation"]),
                 ("  (boundaries per request)", lambda m: m["boundaries"]),
-                ("  (segments dropped per 1000 req)", lambda m: m["dropped"] * 1000)]
+                ("  (segments dropped per 1000 req)", lambda m: m["dropped"] * 1000),
+                ("  (wall-clock phases scaled by)", lambda m: m["wall scale"])]
         for label, f in rows if cols else ():
             print(f"{label:<34}" + "".join(f"{f(med[n]):>18.1f}" for n in cols))
         grind = [n for n in names if n.endswith("/callgrind")]
@@ -672,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{'plain process':<34}" + "".join(
                 f"{n.rsplit('/', 1)[0]:>18}" for n in plain))
             for key in ("total", "hub thread", "pool threads", "hub system", "pool system",
-                        "hub ctx switches", "pool ctx switches", "req/s", "wrk cores"):
+                        "hub ctx switches", "pool ctx switches", "pool threads used", "req/s",
+                        "wrk cores"):
                 print(f"{key:<34}" + "".join(f"{med[n][key]:>18.2f}" for n in plain))
     print(f"\nconfigs and server logs: {work}")
     return 0
