@@ -20,8 +20,10 @@ import errno
 import importlib
 import io
 import logging
+import os
 import sys
 import tempfile
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -319,12 +321,14 @@ def _no_notify(call: _Call) -> None:
     """Greenlet mode's wake-up: the hub is running the app itself, nobody waits."""
 
 
-# A request waiting this long for a thread makes the pool add one (up to maxthreads), if the
-# threads it has finished nothing for STUCK_AFTER (blocked, or busy with one long call). Twice
-# Python's GIL switch interval: a thread running short CPU-bound calls that lost the GIL to the
-# hub for one interval is not stuck.
+# A request waiting this long for a thread makes the pool add one (up to maxthreads) when the
+# threads it has are blocked: the node's threads wanted a CPU less than SATURATED of the time
+# meanwhile (they wait in calls, not for the GIL), or none finished anything for STUCK_AFTER
+# (one long call). STUCK_AFTER is twice Python's GIL switch interval: a thread running short
+# CPU-bound calls that lost the GIL to the hub for one interval is not stuck.
 GROW_AFTER = 0.005
 STUCK_AFTER = 0.010
+SATURATED = 0.75
 
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
@@ -339,6 +343,42 @@ _pools: Any = None  # the WeakSet of every Pool, for the fork handler (made by t
 def _forget_threads_after_fork() -> None:
     for pool in list(_pools):
         pool._after_fork()
+
+
+class _Demand:
+    """How long some threads wanted a CPU: running or runnable (Linux schedstat: time on a
+    CPU plus time waiting for one). A thread waiting for the GIL, or blocked in a call (a
+    sleep, a socket, a lock), wants nothing. Without /proc: the process's CPU time."""
+
+    def __init__(self) -> None:
+        self.tids: list[int] = []
+        self.fds: dict[int, int] = {}
+        self.proc = os.path.isdir("/proc/self/task")
+
+    def ns(self) -> int:
+        if not self.proc:
+            return time.process_time_ns()
+        total = 0
+        for tid in self.tids:
+            try:
+                fd = self.fds.get(tid)
+                if fd is None:
+                    fd = self.fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                running, waiting, _ = os.pread(fd, 128, 0).split()
+                total += int(running) + int(waiting)
+            except (OSError, ValueError):
+                pass
+        return total
+
+    def forget(self) -> None:
+        """After a fork: these were the parent's threads."""
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+        self.tids.clear()
 
 
 class Pool:
@@ -363,13 +403,12 @@ class Pool:
 
     def __init__(self, maxsize: int, minsize: int = 0) -> None:
         global _pools
-        import os
         import weakref
 
         from gevent.monkey import get_original
 
-        self._start_new_thread, self._allocate_lock = get_original(
-            "_thread", ["start_new_thread", "allocate_lock"])
+        self._start_new_thread, self._allocate_lock, self._native_id = get_original(
+            "_thread", ["start_new_thread", "allocate_lock", "get_native_id"])
         self.maxsize = max(int(maxsize), 1)
         self.minsize = min(int(minsize), self.maxsize)
         self.size = 0  # threads started
@@ -379,6 +418,11 @@ class Pool:
         self.waiting = 0  # greenlets waiting for a call of this pool
         self.last_done = 0.0  # monotonic time a thread last finished a task
         self._wake_scheduled = False
+        # the hub's and the threads' demand for a CPU, sampled by the backlog timer
+        self._demand = _Demand()
+        self._tick_at = 0.0
+        self._tick_demand = 0
+        self._slack = False  # last verdict: calls waited while the threads were blocked
         self.hub: Any = None
         self.watcher: Any = None
         self.send: Callable[[], None] = _no_send
@@ -400,12 +444,16 @@ class Pool:
         self.idle.clear()
         self.waiting = 0
         self._wake_scheduled = False
+        self._demand.forget()
+        if self.hub is not None:
+            self._demand.tids.append(self._native_id())  # the forking thread: the hub
 
     def _bind(self) -> None:
         """The async watcher, on the hub of the thread that first submits (the node's hub)."""
         from gevent import get_hub
 
         self.hub = get_hub()
+        self._demand.tids.append(self._native_id())
         self.watcher = self.hub.loop.async_()
         self.watcher.start(self._deliver)
         self.watcher.ref = False  # only while a greenlet waits (see wait)
@@ -415,35 +463,41 @@ class Pool:
     def submit(self, call: _Call, task: Callable[[_Call], None]) -> None:
         """Queue ``task(call)`` for a thread.
 
-        A parked thread is woken only when no thread is awake, or when the awake ones have
-        finished nothing for ``GROW_AFTER`` (blocked in a view): a CPU-bound app then runs on
-        one thread, call after call, instead of several threads taking turns at the GIL. The
-        wake-up itself waits for the end of the hub's loop iteration (``run_callback``), so
-        the requests that arrived together go to the thread as one batch, and it takes the
-        GIL while the hub sleeps in epoll instead of at the hub's every socket call.
+        Parked threads are woken for it only when no thread is awake, when the awake ones
+        have finished nothing for ``STUCK_AFTER``, or when the last look found them blocked
+        (see ``_check_backlog``): a CPU-bound app then runs on one thread, call after call,
+        instead of several threads taking turns at the GIL. The wake-up itself waits for the
+        end of the hub's loop iteration (``run_callback``), so the requests that arrived
+        together go to the pool as one batch, and its thread takes the GIL while the hub
+        sleeps in epoll instead of at the hub's every socket call.
         """
         if self.watcher is None:
             self._bind()
         call.task = task
         now = call.submitted = _monotonic()
-        self.pending.append(call)
+        pending = self.pending
+        pending.append(call)
         if self._wake_scheduled:
             return
         idle = self.idle
-        if idle and (len(idle) == self.size or now - self.last_done >= STUCK_AFTER):
+        if idle and (len(idle) == self.size or self._slack
+                     or now - self.last_done >= STUCK_AFTER):
             self._wake_scheduled = True
             self.hub.loop.run_callback(self._wake)
         elif self.size < max(self.minsize, 1):
             self._start_thread()
         elif self._grow_timer is None and (idle or self.size < self.maxsize):
-            self._watch_backlog()
+            self._watch_backlog()  # the call waits for an awake thread: keep an eye on it
 
     def _wake(self) -> None:
         self._wake_scheduled = False
-        if self.pending and self.idle:
-            self.idle.pop().release()
-            if self._grow_timer is None and len(self.pending) > 1:
-                self._watch_backlog()  # in case the woken thread blocks on the first call
+        pending, idle = self.pending, self.idle
+        woken = 0
+        while len(pending) > woken and (not woken or self._slack) and self._wake_one():
+            woken += 1
+        if len(pending) > woken and self._grow_timer is None and (
+                idle or self.size < self.maxsize):
+            self._watch_backlog()  # more calls than threads woken: they may block
 
     def wait(self, call: _Call) -> None:
         """Park this greenlet until a thread reports on ``call`` (spurious wake-ups possible).
@@ -480,29 +534,52 @@ class Pool:
             if done:
                 self.send()
 
-    def _watch_backlog(self) -> None:
-        """Add a thread (wake a parked one, else start one) while calls wait ``GROW_AFTER``
-        and no thread finished anything for ``STUCK_AFTER``.
+    def _wake_one(self) -> bool:
+        """Release one parked thread; False when none is parked (a thread that found work
+        while parking takes itself off ``idle``: pop, never look-then-pop)."""
+        try:
+            park = self.idle.pop()
+        except IndexError:
+            return False
+        park.release()
+        return True
 
-        Growing on every busy moment (what ``ThreadPool.spawn`` does) puts 20 threads on a
-        CPU-bound app: they take turns at the GIL and every turn costs a context switch (about
-        a third more CPU per request than with two threads), and a request waiting behind
-        others is no reason to grow either while threads keep finishing calls. Threads that
-        are *blocked* (sleeping, waiting on a database) or busy with one long call finish
-        nothing meanwhile, which is what the timer looks for: then the pool grows by one
-        thread per ``GROW_AFTER``, and the requests behind them are served.
+    def _watch_backlog(self) -> None:
+        """Every ``GROW_AFTER`` while calls wait: add a thread (wake a parked one, else start
+        one) if the threads there are blocked.
+
+        Growing whenever requests queue (what ``ThreadPool.spawn`` does, and queueing is the
+        normal state of a busy CPU-bound app) puts 20 threads on a CPU-bound app: they take
+        turns at the GIL and every turn costs a context switch (about a third more CPU per
+        request than with two threads), for nothing. Threads that are *blocked* (sleeping,
+        waiting on a database or on the hub) leave the CPU unwanted while calls wait, which is
+        what this looks for; so is a thread busy with one long call that holds up the calls
+        behind it (nothing finished for ``STUCK_AFTER``).
         """
+        self._tick_at = _monotonic()
+        self._tick_demand = self._demand.ns()
         timer = self._grow_timer = self.hub.loop.timer(GROW_AFTER, GROW_AFTER)
         timer.start(self._check_backlog)
 
     def _check_backlog(self) -> None:
         pending = self.pending
         if pending and (self.idle or self.size < self.maxsize):
+            if self._wake_scheduled:
+                return  # threads are parked only until this loop iteration ends: not stuck
             now = _monotonic()
-            if now - pending[0].submitted >= GROW_AFTER and now - self.last_done >= STUCK_AFTER:
-                if self.idle:
-                    self.idle.pop().release()
-                else:
+            window = now - self._tick_at
+            if window < GROW_AFTER:
+                return  # an overdue timer fires again at once: judge whole periods only
+            demand = self._demand.ns()  # system calls: the threads may take calls meanwhile
+            self._slack = demand - self._tick_demand < SATURATED * window * 1e9
+            self._tick_at, self._tick_demand = now, demand
+            try:
+                head = pending[0]
+            except IndexError:
+                return
+            if now - head.submitted >= GROW_AFTER and (
+                    self._slack or now - self.last_done >= STUCK_AFTER):
+                if not self._wake_one():
                     self._start_thread()
             return
         timer, self._grow_timer = self._grow_timer, None
@@ -532,6 +609,7 @@ class Pool:
         """A pool thread: run pending calls, park (on its own lock) when there are none."""
         import threading
 
+        self._demand.tids.append(self._native_id())
         pending = self.pending
         idle = self.idle
         take = pending.popleft
