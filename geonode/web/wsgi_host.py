@@ -321,14 +321,19 @@ def _no_notify(call: _Call) -> None:
     """Greenlet mode's wake-up: the hub is running the app itself, nobody waits."""
 
 
-# A request waiting this long for a thread makes the pool add one (up to maxthreads) when the
-# threads it has are blocked: the node's threads wanted a CPU less than SATURATED of the time
-# meanwhile (they wait in calls, not for the GIL), or none finished anything for STUCK_AFTER
-# (one long call). STUCK_AFTER is twice Python's GIL switch interval: a thread running short
-# CPU-bound calls that lost the GIL to the hub for one interval is not stuck.
+# A request waiting this long for a thread makes the pool add one (wake a parked one, else
+# start one; up to maxthreads) while fewer than FREE_THREADS are awake, and beyond that only
+# when the threads it has are blocked: the node's threads used a CPU less than SATURATED of
+# the time meanwhile (they wait in calls, not for the GIL), or none finished anything for
+# STUCK_AFTER (one long call). STUCK_AFTER is twice Python's GIL switch interval: a thread
+# running short CPU-bound calls that lost the GIL to the hub for one interval is not stuck.
+# FREE_THREADS: a few threads waiting briefly on the hub (an acknowledged WAMP publish) let
+# the hub batch that work even when the node is CPU-bound (bench/bridge flask-puback: one
+# thread cost 20 % more CPU per request than four); more than that contend for the GIL.
 GROW_AFTER = 0.005
 STUCK_AFTER = 0.010
 SATURATED = 0.75
+FREE_THREADS = 4
 
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
@@ -346,9 +351,14 @@ def _forget_threads_after_fork() -> None:
 
 
 class _Demand:
-    """How long some threads wanted a CPU: running or runnable (Linux schedstat: time on a
-    CPU plus time waiting for one). A thread waiting for the GIL, or blocked in a call (a
-    sleep, a socket, a lock), wants nothing. Without /proc: the process's CPU time."""
+    """CPU time used by some threads (Linux schedstat, one ``pread`` per thread: the hub's
+    own clock would not see the pool's threads). A thread waiting for the GIL, or blocked in a
+    call (a sleep, a socket, a lock), uses none. Without /proc: the process's CPU time.
+
+    Time spent runnable but not running (a machine busy with other processes) is left out on
+    purpose: counted, it makes blocked threads on a busy machine look CPU-bound, and a pool
+    that grows too little serialises blocking calls; one that grows a little too much only
+    costs some GIL turns."""
 
     def __init__(self) -> None:
         self.tids: list[int] = []
@@ -364,8 +374,7 @@ class _Demand:
                 fd = self.fds.get(tid)
                 if fd is None:
                     fd = self.fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
-                running, waiting, _ = os.pread(fd, 128, 0).split()
-                total += int(running) + int(waiting)
+                total += int(os.pread(fd, 128, 0).split(None, 1)[0])
             except (OSError, ValueError):
                 pass
         return total
@@ -418,7 +427,7 @@ class Pool:
         self.waiting = 0  # greenlets waiting for a call of this pool
         self.last_done = 0.0  # monotonic time a thread last finished a task
         self._wake_scheduled = False
-        # the hub's and the threads' demand for a CPU, sampled by the backlog timer
+        # the hub's and the threads' CPU time, sampled by the backlog timer
         self._demand = _Demand()
         self._tick_at = 0.0
         self._tick_demand = 0
@@ -546,7 +555,7 @@ class Pool:
 
     def _watch_backlog(self) -> None:
         """Every ``GROW_AFTER`` while calls wait: add a thread (wake a parked one, else start
-        one) if the threads there are blocked.
+        one) while fewer than ``FREE_THREADS`` are awake or the awake ones are blocked.
 
         Growing whenever requests queue (what ``ThreadPool.spawn`` does, and queueing is the
         normal state of a busy CPU-bound app) puts 20 threads on a CPU-bound app: they take
@@ -578,7 +587,8 @@ class Pool:
             except IndexError:
                 return
             if now - head.submitted >= GROW_AFTER and (
-                    self._slack or now - self.last_done >= STUCK_AFTER):
+                    self._slack or now - self.last_done >= STUCK_AFTER
+                    or self.size - len(self.idle) < FREE_THREADS):
                 if not self._wake_one():
                     self._start_thread()
             return
