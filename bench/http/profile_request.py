@@ -15,10 +15,10 @@ time, round by round, so a noisy moment hits every row alike; medians over the r
 Measured per request (CPU time, user + system, µs):
 
 - every thread of the server from ``/proc/self/task/*/schedstat`` (the hub thread, the pool's
-  threads, any other), its system (kernel) share and its context switches;
+  threads), its system (kernel) share, its context switches, how many pool threads ran;
 - in the stamped process, the hub thread's CPU split by phase. Each handler greenlet keeps a
-  stack of phases; the CPU between two boundaries (a phase entered or left, a greenlet switch
-  seen by ``greenlet.settrace``) is charged to the phase on top (``time.thread_time_ns``):
+  stack of phases; the time between two boundaries (a phase entered or left, a greenlet
+  switch seen by ``greenlet.settrace``) is charged to the phase on top:
 
   =================  =========================================================================
   parse              request line, headers, environ: pywsgi's request loop with geonode's
@@ -26,7 +26,7 @@ Measured per request (CPU time, user + system, µs):
   strict checks      ``geonode.web.httprules``' request line, framing, status and response
                      header checks, the body-length clip: counted live, each timed afterwards
                      by a loop over the arguments of a real call, moved out of its phase
-  access log         ``options.access_log`` (``--access-log``)
+  access log         ``options.access_log`` (``--access-log``): the middleware and its line
   dispatch           werkzeug's DispatcherMiddleware (the node has a ``ws`` sibling of ``/``)
   spool              ``spool_body`` (a GET: the empty body)
   hand-off (hub)     the WSGI host's code before the greenlet waits for the pool
@@ -35,13 +35,17 @@ Measured per request (CPU time, user + system, µs):
   hub loop           the hub greenlet: libev, epoll, watcher callbacks, greenlet wake-ups
   app                the WSGI callable and the iteration of its response (on the pool; on the
                      hub with ``--greenlet``)
-  pool overhead      the pool threads' CPU besides the app: task queue, wake-up, parking,
+  pool overhead      the pool threads' CPU besides the app: taking calls, waking, parking,
                      telling the hub, and the kernel's part of it
   =================  =========================================================================
 
-  Each boundary costs one clock read (~1 µs here: ``thread_time_ns`` is a system call) plus
-  bookkeeping; that cost, calibrated in the process, is taken off per segment, and the stamped
-  total (less it) is printed next to the plain process's total as a check.
+  Clocks: a thread's CPU clock is a system call here (~1 µs, and it disturbs what it
+  measures), so phase boundaries read the wall clock (``perf_counter_ns``, a segment over
+  ``SEGMENT_CAP_NS`` is dropped as interrupted) and only greenlet switches read the hub
+  thread's CPU clock: the hub loop is its CPU between switches, and the handler greenlets'
+  phases are scaled so that they add up to the rest of the hub thread's CPU (schedstat). The
+  instrumentation's own cost (a boundary's and a clock read's, calibrated in the process) is
+  taken off and printed; the plain process's figures below the table are the check.
 
 Nothing here changes the code measured: hooks wrap functions of the running node from outside.
 """
