@@ -3,6 +3,7 @@ loopback, wrk, process-tree CPU and memory, medians and the summary rows run_all
 
 Import it from a script one folder down with
 ``sys.path.insert(0, str(Path(__file__).resolve().parents[1]))`` then ``import common``.
+Free ports and port probes are the tests' own (``tests/support``, put on sys.path here).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+# common.free_port and common.port_open, as the scripts call them
+from support.net import free_port, port_open  # noqa: E402, F401
+
 WORK = ROOT / "bench" / ".work"  # git-ignored: configs, logs, raw numbers, the Crossbar venv
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -57,20 +63,6 @@ def crossbar_exe(given: str | None) -> str:
 
 
 # -- servers ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
 
 def http_status(url: str, timeout: float = 0.5) -> int | None:
     """Status of GET ``url`` (body read), None when nothing answers."""

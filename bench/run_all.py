@@ -35,10 +35,12 @@ BENCHES = [
     ("websocket", "websocket/run.py", [], ["--rounds", "1", "--messages", "5000", "--big", "4"]),
     ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
     ("hostile-uri", "hostile/long_uri.py", [], ["--rounds", "1", "--sizes", "64,256"]),
+    ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
 ]
-# geonode's in-process hand-off and the hostile-input curves: no Crossbar counterpart
-NO_CROSSBAR = {"inprocess", "hostile-uri"}
-CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client"}
+# geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
+NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}
+CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
+          "burst": "raw-frame client"}
 
 
 def run(name: str, cmd: list[str], log: Path) -> tuple[int, str, float]:

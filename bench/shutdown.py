@@ -23,53 +23,37 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support import free_port, geonode_cmd, wait_for, wait_port, web_node  # noqa: E402
+from support.nodes import gunicorn_cmd  # noqa: E402
+
 APP = '''
 import time
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
+        open("slow-started", "w").close()  # the benchmark waits for this: in flight now
         time.sleep(1.0)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
-
-
 def start(kind: str, folder: Path, env: dict) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cfg = {"version": 2, "controller": {}, "workers": [{
-        "type": "router", "options": {"pythonpath": ["."]},
-        "transports": [{"type": "web", "endpoint": {"type": "tcp", "port": port,
-                                                    "interface": "127.0.0.1"},
-                        "paths": {"/": {"type": "wsgi", "module": "benchapp",
-                                        "object": "app"}}}]}]}
+    cfg = web_node({"/": {"type": "wsgi", "module": "benchapp", "object": "app"}},
+                   worker_options={"pythonpath": ["."]}, port=port)
     (folder / "benchapp.py").write_text(APP)
     (folder / "node.json").write_text(json.dumps(cfg))
     if kind == "node":
-        cmd = [sys.executable, "-m", "geonode", "node.json"]
+        cmd = geonode_cmd("node.json")
     else:
-        cmd = [sys.executable, "-m", "gunicorn", "-k", "geonode.gunicorn.GeventWorker",
-               "-w", "1", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10",
-               "--no-control-socket", "geonode:load('node.json')"]
+        cmd = gunicorn_cmd("geonode:load('node.json')", port,
+                           extra=("--graceful-timeout", "10"))
     proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_port(port)
+    wait_port(port, proc, timeout=20)
     return proc, port
 
 
@@ -95,7 +79,8 @@ def one_run(kind: str, idle: int, in_flight: bool, env: dict) -> float:
                 th = threading.Thread(target=lambda: urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/slow", timeout=15).read())
                 th.start()
-                time.sleep(0.3)
+                marker = Path(tmp) / "slow-started"
+                wait_for(marker.exists, 10, "the slow request to be in flight")
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)

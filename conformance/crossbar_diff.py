@@ -30,7 +30,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,10 @@ from autobahn.wamp import message as m  # noqa: E402
 from autobahn.wamp import role  # noqa: E402
 from autobahn.wamp.serializer import JsonSerializer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import free_port, wait_for  # noqa: E402
+from support.timing import WaitTimeout  # noqa: E402
+
 CROSSBAR = "/work/cbvenv/bin/crossbar"
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
 NONE = {"call": False, "register": False, "publish": False, "subscribe": False}
@@ -55,12 +58,6 @@ TICKETS = {"alice": ("secret-a", "full"), "bob": ("secret-b", "full"),
            "carol": ("secret-c", "restricted")}
 QUIET = 0.15      # a router is "done" when no client received anything for this long
 SETTLE_MAX = 3.0  # ... bounded, for scenarios where a router keeps sending
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_config(port: int) -> dict:
@@ -104,22 +101,20 @@ class RouterProc:
                                      start_new_session=True)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited ({self.proc.returncode}), see {self.log.name}")
+        def welcomed() -> bool:
             try:
                 c = Client(self.port, "probe")
                 w = c.hello("realm1")
                 c.close()
-                if isinstance(w, m.Welcome):
-                    return
-            except OSError:
-                pass
-            except websocket.WebSocketException:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"{self.name} not ready after {timeout}s, see {self.log.name}")
+            except (OSError, websocket.WebSocketException):
+                return False
+            return isinstance(w, m.Welcome)
+
+        try:
+            wait_for(welcomed, timeout, f"{self.name} to welcome a session", interval=0.2,
+                     proc=self.proc)
+        except WaitTimeout as e:
+            raise SystemExit(f"{e}, see {self.log.name}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

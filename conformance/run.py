@@ -17,29 +17,25 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support import free_port, geonode_cmd, wait_port, web_node  # noqa: E402
+from support.nodes import start_process  # noqa: E402
+
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_config(port: int, options: dict | None = None) -> dict:
     path: dict = {"type": "websocket-testee"}
     if options:
         path["options"] = options
-    return {"version": 2, "workers": [{"type": "router", "transports": [{
-        "type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-        "paths": {"/": path}}]}]}
+    return web_node({"/": path}, port=port)
 
 
 def kosoku_cmd() -> list[str]:
@@ -47,19 +43,6 @@ def kosoku_cmd() -> list[str]:
     if exe.exists():
         return [str(exe)]
     return [sys.executable, "-c", "import sys; from kosoku._cli import main; sys.exit(main())"]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"geonode exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"geonode not listening on {port}")
 
 
 def summarize(outdir: Path) -> tuple[collections.Counter, dict[str, dict]]:
@@ -81,12 +64,10 @@ def run(includes: list[str], excludes: list[str], parallel: int, workdir: Path,
     port = free_port()
     cfg = workdir / "node.json"
     cfg.write_text(json.dumps(node_config(port, options), indent=2))
-    log = open(workdir / "node.log", "wb")
-    node = subprocess.Popen([sys.executable, "-m", "geonode", "--loglevel", "warning", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    node = start_process(geonode_cmd("--loglevel", "warning", str(cfg)), workdir,
+                         workdir / "node.log")
     try:
-        wait_port(port, node)
+        wait_port(port, node, timeout=20)
         outdir = workdir / "reports"
         cmd = kosoku_cmd() + ["-m", "fuzzingclient", "-p", str(parallel), "-o", str(outdir)]
         for pattern in includes:
@@ -105,7 +86,6 @@ def run(includes: list[str], excludes: list[str], parallel: int, workdir: Path,
             node.wait(10)
         except subprocess.TimeoutExpired:
             node.kill()
-        log.close()
 
 
 def main() -> int:

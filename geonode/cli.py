@@ -14,17 +14,12 @@ every later import (the user's app included) sees the patched stdlib.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from geonode.config import Config
+from geonode.logs import LEVELS as LOGLEVELS
 
 COMMANDS = ("start", "dev", "check", "init", "version")
-LOGLEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONFIG = "node.json"
 
 
@@ -105,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-        return start(args.config, args.loglevel)
+        from geonode import node
+
+        return node.main(args.config, args.loglevel)
     if args.command == "check":
         return _check(args)
     if args.command == "init":
@@ -114,77 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         return _version()
     parser.print_help()
     return 2
-
-
-def _print_errors(config: str, errors: list[str]) -> None:
-    print(f"error: {config}: the node config has {len(errors)} problem(s):", file=sys.stderr)
-    for line in errors:
-        print(f"  {line}", file=sys.stderr)
-
-
-# Worker options that mean something only for Crossbar's one-process-per-worker model.
-_IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
-
-
-def prepare(cfg: Config) -> None:
-    """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``.
-
-    Logs what ``geonode check`` warns about (a missing pythonpath folder, ...) first. A worker
-    with ``options.disabled`` is not started, so its options are not applied either.
-    """
-    import logging
-
-    from geonode.config import warnings
-    from geonode.node import worker_disabled
-
-    log = logging.getLogger("geonode.config")
-    for line in warnings(cfg):
-        log.warning("%s", line)
-    paths: list[str] = []
-    for wi, worker in enumerate(cfg.data.get("workers", [])):
-        if worker_disabled(worker):
-            continue
-        options = worker.get("options") or {}
-        for entry in options.get("pythonpath", []):
-            full = str((cfg.dir / entry).resolve())
-            if full not in paths:
-                paths.append(full)
-        env = options.get("env") or {}
-        for name, value in (env.get("vars") or {}).items():
-            os.environ[name] = str(value)
-        for key in _IGNORED_OPTIONS:
-            if key in options:
-                log.debug("workers[%d].options.%s: ignored (geonode runs one process)", wi, key)
-    # Prepend in config order: the first entry wins, as in Crossbar.
-    sys.path[:0] = [p for p in paths if p not in sys.path]
-    if paths:
-        log.debug("python path: %s", paths)
-
-
-def start(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None) -> int:
-    """Run the node of ``config`` until it stops; the exit code (1: a config it cannot run).
-
-    The process must be monkey-patched already. ``adjust`` may change the loaded config
-    before anything is built (the dev server turns tracebacks on).
-    """
-    from geonode import logs
-
-    logs.setup(loglevel)
-    from geonode.config import ConfigError, load
-
-    try:
-        cfg = load(config)
-        if adjust is not None:
-            adjust(cfg)
-        prepare(cfg)
-        from geonode import node
-
-        return int(node.run(cfg) or 0)
-    except ConfigError as e:
-        _print_errors(config, e.errors)
-        return 1
-    except KeyboardInterrupt:
-        return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -197,12 +123,12 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from geonode.config import ConfigError, load, warnings
+    from geonode.config import ConfigError, load, print_errors, warnings
 
     try:
         cfg = load(args.config)
     except ConfigError as e:
-        _print_errors(args.config, e.errors)
+        print_errors(args.config, e.errors)
         return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)

@@ -476,12 +476,12 @@ def _child_loglevel(loglevel: str) -> str:
 
 def run_child(config_path: str, loglevel: str) -> int:
     """The node, in dev mode (called in the child process, already monkey-patched)."""
-    from geonode.cli import start
+    from geonode.node import main
 
     # Flask answers a view's exception with its own bare 500 unless in debug mode, where it
     # lets it propagate to geonode's display_tracebacks page (the app's code is unchanged).
     os.environ.setdefault("FLASK_DEBUG", "1")
-    return start(config_path, _child_loglevel(loglevel), adjust=_show_tracebacks)
+    return main(config_path, _child_loglevel(loglevel), adjust=_show_tracebacks)
 
 
 def _show_tracebacks(cfg: Config) -> None:

@@ -33,12 +33,12 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers import ggevent
 
+from geonode.endpoints import ConnectionCap
 from geonode.web.handler import Handler
 from geonode.web.limits import (
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_REQUEST_HEAD_TIMEOUT,
-    ConnectionCap,
 )
 from geonode.web.shutdown import Connections, graceful_stop
 

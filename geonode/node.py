@@ -3,6 +3,10 @@
 Start-up order matters for "nothing left listening" on errors: first every app is built (user
 modules imported, routers created), then every endpoint is bound, then all start accepting. A
 failure in any step undoes what was done and ``run`` returns 1.
+
+``main`` is the node process (``geonode start``, the dev server's child): logging, the config,
+``prepare`` (the worker options that act on the process: ``pythonpath``, ``env``), ``run``.
+``load_app`` builds the same node for gunicorn, without listening.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from geonode.config import ConfigError
+from geonode.config import Config, ConfigError
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
@@ -123,7 +128,8 @@ class Node:
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
-        from geonode.web.limits import default_max_connections, timeouts
+        from geonode.endpoints import default_max_connections
+        from geonode.web.limits import timeouts
         from geonode.web.server import WebServer
 
         # Endpoints without max_connections share the open-file budget between them.
@@ -225,12 +231,73 @@ def worker_disabled(worker: dict) -> bool:
     return bool(value)
 
 
+# Worker options that mean something only for Crossbar's one-process-per-worker model.
+_IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
+
+
+def prepare(cfg: Config) -> None:
+    """Apply worker options that act on this process: ``pythonpath`` and ``env.vars``.
+
+    Logs what ``geonode check`` warns about (a missing pythonpath folder, ...) first. A worker
+    with ``options.disabled`` is not started, so its options are not applied either.
+    """
+    from geonode.config import warnings
+
+    log = logging.getLogger("geonode.config")
+    for line in warnings(cfg):
+        log.warning("%s", line)
+    paths: list[str] = []
+    for wi, worker in enumerate(cfg.data.get("workers", [])):
+        if worker_disabled(worker):
+            continue
+        options = worker.get("options") or {}
+        for entry in options.get("pythonpath", []):
+            full = str((cfg.dir / entry).resolve())
+            if full not in paths:
+                paths.append(full)
+        env = options.get("env") or {}
+        for name, value in (env.get("vars") or {}).items():
+            os.environ[name] = str(value)
+        for key in _IGNORED_OPTIONS:
+            if key in options:
+                log.debug("workers[%d].options.%s: ignored (geonode runs one process)", wi, key)
+    # Prepend in config order: the first entry wins, as in Crossbar.
+    sys.path[:0] = [p for p in paths if p not in sys.path]
+    if paths:
+        log.debug("python path: %s", paths)
+
+
+def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None) -> int:
+    """Run the node of ``config`` until it stops; the exit code (1: a config it cannot run).
+
+    ``geonode start`` and the dev server's node process. The process must be monkey-patched
+    already. ``adjust`` may change the loaded config before anything is built (the dev server
+    turns tracebacks on).
+    """
+    from geonode import logs
+
+    logs.setup(loglevel)
+    from geonode.config import load, print_errors
+
+    try:
+        cfg = load(config)
+        if adjust is not None:
+            adjust(cfg)
+        prepare(cfg)
+        return int(run(cfg) or 0)
+    except ConfigError as e:
+        print_errors(config, e.errors)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
 def run(cfg: Any) -> int:
     """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
     import gevent
     from gevent.event import Event
 
-    from geonode.web.listeners import EndpointError
+    from geonode.endpoints import EndpointError
 
     t0 = time.monotonic()
     node = Node(cfg)
@@ -308,7 +375,6 @@ class NodeApp:
 def load_app(path: str | Path) -> NodeApp:
     """The config's first web transport as a WSGI app, routers built and components started,
     nothing bound (gunicorn binds). Call its ``close()`` when the server stops."""
-    from geonode.cli import prepare
     from geonode.config import load
 
     cfg = load(path)

@@ -47,7 +47,7 @@ def tflood(ws, count: int, size: int) -> None:
         longest = 0
         for i in range(count):
             ws.send(bytes([65 + i % 26]) * size)
-            longest = max(longest, len(ws._xqueue or ()))
+            longest = max(longest, len(ws._handoffs or ()))
         return longest
 
     longest = gevent.get_hub().threadpool.spawn(sender).get()

@@ -11,13 +11,14 @@ import json
 import queue
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
-from _wampclient import SyncClient
 from autobahn.wamp.exception import ApplicationError
-from conftest import web_node
+from support import scaled, wait_for, web_node
+from support.http import http_server
+from support.wamp import SyncClient, wait_subscribed
 
 from geonode.bridge.signing import sign_query
 
@@ -98,6 +99,10 @@ class Adder:
 '''
 
 
+#: how long the slow HTTP target takes per request (far longer than publishing 8 events)
+SLOW_TARGET = scaled(2.0)
+
+
 class Recorder(BaseHTTPRequestHandler):
     """The test's HTTP service: /events records forwarded events, /api/* echoes requests."""
 
@@ -121,7 +126,7 @@ class Recorder(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self._body()
         if self.path == "/slow":
-            time.sleep(1.0)
+            time.sleep(SLOW_TARGET)  # the scenario: an HTTP target slower than the publishers
             self._reply(200, b"slow", "text/plain")
         elif self.path == "/events":
             Recorder.events.put((self.headers.get("Content-Type"), json.loads(body)))
@@ -140,17 +145,9 @@ class Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def http_service():
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request, client_address):
-            pass  # the node going away mid-request (slow target) is expected here
-
-    srv = Server(("127.0.0.1", 0), Recorder)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv.server_address[1]
-    srv.shutdown()
+    # quiet: the node going away mid-request (slow target) is expected here
+    with http_server(Recorder, quiet=True) as port:
+        yield port
 
 
 SECRET = "s3cret"
@@ -212,25 +209,13 @@ def node(start_module_node, http_service):
                    components=components)
     n = start_module_node(cfg, files={"flaskapp.py": FLASK_APP, "comp.py": COMPONENT})
     # components join right after the node listens: wait until all of them are in place
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            c = SyncClient(n.port)
-            try:
-                ready = [c.call("wamp.subscription.lookup", t) for t in
-                         ("com.example.fwd", "com.example.fwdcode", "com.example.fwdrefused",
-                          "com.example.fwdslow")]
-                ready += [c.call("wamp.registration.lookup", p) for p in
-                          ("com.example.rest", "com.example.comp.where_hub")]
-                if all(ready):
-                    break
-            finally:
-                c.close()
-        except Exception:
-            pass
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"components did not start:\n{n.log()}")
+    c = SyncClient(n.port)
+    try:
+        wait_subscribed(c, ("com.example.fwd", "com.example.fwdcode", "com.example.fwdrefused",
+                            "com.example.fwdslow"),
+                        ("com.example.rest", "com.example.comp.where_hub"))
+    finally:
+        c.close()
     return n
 
 
@@ -242,7 +227,33 @@ def client(node):
 
 
 def get_event(q: queue.Queue, timeout: float = 5.0):
-    return q.get(timeout=timeout)
+    return q.get(timeout=scaled(timeout))
+
+
+class Gate:
+    """A callee for ``client.register`` that holds every call until ``open()``: a test sees
+    all its calls waiting at once (``wait_entered``), then lets them finish."""
+
+    def __init__(self, client: SyncClient, fn) -> None:
+        import asyncio
+
+        self.client, self.fn, self.entered = client, fn, 0
+        self._open = client._run(lambda: _make_event(asyncio))
+
+    async def __call__(self, *args):
+        self.entered += 1
+        await self._open.wait()
+        return self.fn(*args)
+
+    def wait_entered(self, n: int) -> None:
+        wait_for(lambda: self.entered >= n, 10, f"{n} calls waiting in the callee")
+
+    def open(self) -> None:
+        self.client.loop.call_soon_threadsafe(self._open.set)
+
+
+async def _make_event(asyncio):
+    return asyncio.Event()  # made on the client's loop: it belongs to that loop
 
 
 # -- in-process WAMP from a Flask view ----------------------------------------------------------
@@ -250,7 +261,7 @@ def get_event(q: queue.Queue, timeout: float = 5.0):
 def test_flask_view_publishes_autobahn_receives(node, client):
     q = client.subscribe("com.example.news")
     r = requests.get(f"{node.url}/app/publish", params={"topic": "com.example.news",
-                                                      "value": "hello"}, timeout=5)
+                                                      "value": "hello"}, timeout=scaled(5))
     assert r.status_code == 200, r.text
     assert isinstance(r.json()["id"], int)
     assert get_event(q) == (["hello"], {})
@@ -264,112 +275,101 @@ def test_flask_view_calls_autobahn_procedure(node, client):
 
     client.register("com.example.fail2", fail)
     r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.add2",
-                                                   "args": "[2, 3]"}, timeout=5)
+                                                   "args": "[2, 3]"}, timeout=scaled(5))
     assert r.status_code == 200 and r.json() == {"result": 5}
     r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.fail2"},
-                     timeout=5)
+                     timeout=scaled(5))
     assert r.status_code == 500
     assert r.json() == {"error": "com.example.oops", "args": ["bad input"]}
     r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.nothing"},
-                     timeout=5)
+                     timeout=scaled(5))
     assert r.json()["error"] == "wamp.error.no_such_procedure"
 
 
 def test_greenlet_hosted_app_waits_cooperatively(node, client):
     """``"threads": false``: the view runs on the hub; its calls wait without blocking it."""
-    import asyncio
-
-    async def slow_double(x):
-        await asyncio.sleep(0.3)
-        return 2 * x
-
-    client.register("com.example.slowdouble", slow_double)
+    gate = Gate(client, lambda x: 2 * x)
+    client.register("com.example.slowdouble", gate)
     results: list = []
 
     def get(i):
         r = requests.get(f"{node.url}/app3/call", params={"procedure": "com.example.slowdouble",
-                                                        "args": json.dumps([i])}, timeout=10)
+                                                        "args": json.dumps([i])},
+                         timeout=scaled(10))
         results.append(r.json()["result"])
 
-    t0 = time.monotonic()
     threads = [threading.Thread(target=get, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
+    # five calls from greenlets on the hub wait at the callee at once: concurrent, not one
+    # after another (one view blocking the hub would keep the others from calling)
+    gate.wait_entered(5)
+    gate.open()
     for t in threads:
-        t.join(10)
-    # five 0.3 s calls at once from greenlets on the hub: concurrent, not one after another
+        t.join(scaled(10))
     assert sorted(results) == [0, 2, 4, 6, 8]
-    assert time.monotonic() - t0 < 1.2
 
 
 def test_flask_call_timeout(node, client):
-    import asyncio
-
-    async def slow():
-        await asyncio.sleep(3)
-        return "late"
-
-    client.register("com.example.slow1", slow)
+    gate = Gate(client, lambda: "late")  # never opened: answers only after the test
+    client.register("com.example.slow1", gate)
     t0 = time.monotonic()
     r = requests.get(f"{node.url}/app/call", params={"procedure": "com.example.slow1",
-                                                   "timeout": "0.3"}, timeout=5)
+                                                   "timeout": "0.3"}, timeout=scaled(5))
     assert r.status_code == 500 and r.json()["error"] == "wamp.error.timeout"
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < scaled(2.5)
+    gate.open()
 
 
 def test_role_permissions_apply_to_inprocess_session(node, client):
     client.register("com.example.public", lambda: "public ok")
     q = client.subscribe("com.example.news2")
     r = requests.get(f"{node.url}/app2/publish", params={"topic": "com.example.news2",
-                                                       "value": "x"}, timeout=5)
+                                                       "value": "x"}, timeout=scaled(5))
     assert r.status_code == 500 and r.json()["error"] == "wamp.error.not_authorized"
     r = requests.get(f"{node.url}/app2/call", params={"procedure": "com.example.public"},
-                     timeout=5)
+                     timeout=scaled(5))
     assert r.json() == {"result": "public ok"}
     r = requests.get(f"{node.url}/app2/call", params={"procedure": "com.example.comp.add",
-                                                    "args": "[1, 2]"}, timeout=5)
+                                                    "args": "[1, 2]"}, timeout=scaled(5))
     assert r.json()["error"] == "wamp.error.not_authorized"
     assert q.empty()
 
 
 def test_nothing_leaks_per_request(node, client):
     # the first request joins the app's shared session (lazily); later ones add nothing
-    requests.get(f"{node.url}/app/publish", params={"topic": "com.example.leak"}, timeout=5)
+    requests.get(f"{node.url}/app/publish", params={"topic": "com.example.leak"}, timeout=scaled(5))
     before = client.call("wamp.session.count")
     with requests.Session() as http:
         for i in range(40):
             r = http.get(f"{node.url}/app/publish", params={"topic": "com.example.leak",
-                                                          "value": str(i)}, timeout=5)
+                                                          "value": str(i)}, timeout=scaled(5))
             assert r.status_code == 200
     assert client.call("wamp.session.count") == before
 
 
 def test_import_time_subscription(node, client):
     client.publish("com.example.importtime", 7)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        got = requests.get(f"{node.url}/app/received", timeout=5).json()
-        if got:
-            break
-        time.sleep(0.05)
+    got = wait_for(lambda: requests.get(f"{node.url}/app/received", timeout=scaled(5)).json(),
+                   5, "the import-time subscription's event", interval=0.05)
     assert got == [7]
 
 
 def test_killed_session_rejoins_and_resubscribes(node, client):
     killed = client.call("wamp.session.kill_by_authid", "importtime")
     assert killed  # the Flask module's import-time session was there
-    deadline = time.monotonic() + 10
-    got: list = []
-    while time.monotonic() < deadline:
+
+    def received_after_rejoin() -> bool:
+        # published again on every poll: an event sent before the re-subscription is lost
         client.publish("com.example.importtime", 8)
-        got = requests.get(f"{node.url}/app/received", timeout=5).json()
-        if 8 in got:
-            break
-        time.sleep(0.2)
-    assert 8 in got
+        return 8 in requests.get(f"{node.url}/app/received", timeout=scaled(5)).json()
+
+    wait_for(received_after_rejoin, 10, "the re-joined session's re-subscription",
+             interval=0.2)
     # and the view's session, killed too, re-joins on next use
     client.call("wamp.session.kill_by_authid", "geonode-backend")
-    r = requests.get(f"{node.url}/app/publish", params={"topic": "com.example.x"}, timeout=5)
+    r = requests.get(f"{node.url}/app/publish", params={"topic": "com.example.x"},
+                     timeout=scaled(5))
     assert r.status_code == 200 and isinstance(r.json()["id"], int)
 
 
@@ -384,7 +384,7 @@ def check_common_headers(r: requests.Response) -> None:
 def post(node, path: str, body, **kw) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = kw.pop("headers", {"Content-Type": "application/json"})
-    r = requests.post(f"{node.url}/{path}", data=data, headers=headers, timeout=10, **kw)
+    r = requests.post(f"{node.url}/{path}", data=data, headers=headers, timeout=scaled(10), **kw)
     check_common_headers(r)
     return r
 
@@ -397,7 +397,7 @@ def test_publisher_publishes(node, client):
     assert r.headers["Content-Type"] == "application/json; charset=UTF-8"
     assert isinstance(r.json()["id"], int)
     assert get_event(q) == ([1, "two"], {"three": 3})
-    r = requests.put(f"{node.url}/pub", json={"topic": "com.example.bridged"}, timeout=5)
+    r = requests.put(f"{node.url}/pub", json={"topic": "com.example.bridged"}, timeout=scaled(5))
     assert r.status_code == 200
     assert get_event(q) == ([], {})
     # "acknowledge" in the options is the bridge's own choice anyway (it always waits)
@@ -428,46 +428,36 @@ def test_caller_calls(node, client):
 
 
 def test_caller_requests_do_not_block_the_hub(node, client):
-    import asyncio
-
-    async def slow_inc(x):
-        await asyncio.sleep(0.5)
-        return x + 1
-
-    client.register("com.example.slowinc", slow_inc)
+    gate = Gate(client, lambda x: x + 1)
+    client.register("com.example.slowinc", gate)
     results: list = []
 
     def one(i):
         r = requests.post(f"{node.url}/call", json={"procedure": "com.example.slowinc",
-                                                    "args": [i]}, timeout=10)
+                                                    "args": [i]}, timeout=scaled(10))
         results.append(r.json()["args"][0])
 
-    t0 = time.monotonic()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
-    t1 = time.monotonic()
-    assert requests.options(f"{node.url}/call", timeout=5).status_code == 200
-    assert time.monotonic() - t1 < 0.3  # answered while ten calls wait
+    gate.wait_entered(10)  # concurrent: all ten calls wait at the callee at once
+    # answered while ten calls wait (a blocked hub would answer only after they finish)
+    assert requests.options(f"{node.url}/call", timeout=scaled(5)).status_code == 200
+    gate.open()
     for t in threads:
-        t.join(10)
+        t.join(scaled(10))
     assert sorted(results) == list(range(1, 11))
-    assert time.monotonic() - t0 < 2.0  # concurrent, not 10 × 0.5 s
 
 
 def test_caller_timeout_504(node, client):
-    import asyncio
-
-    async def slow():
-        await asyncio.sleep(5)
-
-    client.register("com.example.slow2", slow)
+    gate = Gate(client, lambda: None)  # never opened: answers only after the test
+    client.register("com.example.slow2", gate)
     t0 = time.monotonic()
     r = post(node, "call", {"procedure": "com.example.slow2"})
     assert r.status_code == 504
     assert r.json()["error"] == "wamp.error.timeout"
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < scaled(4)  # the caller's 1 s timeout, not the callee
+    gate.open()
 
 
 def test_component_procedure_via_caller(node):
@@ -477,7 +467,7 @@ def test_component_procedure_via_caller(node):
 
 @pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH"])
 def test_other_methods_405(node, method):
-    r = requests.request(method, f"{node.url}/pub", timeout=5)
+    r = requests.request(method, f"{node.url}/pub", timeout=scaled(5))
     assert r.status_code == 405
     check_common_headers(r)
     assert "error" in r.json()
@@ -486,7 +476,7 @@ def test_other_methods_405(node, method):
 def test_options_200_with_allow_and_cors(node):
     r = requests.options(f"{node.url}/call", headers={
         "Origin": "http://example.com", "Access-Control-Request-Headers": "content-type"},
-        timeout=5)
+        timeout=scaled(5))
     assert r.status_code == 200
     assert r.headers["Allow"] == "POST,PUT,OPTIONS"
     assert r.headers["Access-Control-Allow-Origin"] == "http://example.com"
@@ -555,7 +545,7 @@ def test_signed_requests(node, client):
 def test_webhook_publishes_raw_body_and_headers(node, client):
     q = client.subscribe("com.example.hook")
     r = requests.post(f"{node.url}/hook", data=b"raw text body",
-                      headers={"X-Custom": "v1", "Content-Type": "text/plain"}, timeout=5)
+                      headers={"X-Custom": "v1", "Content-Type": "text/plain"}, timeout=scaled(5))
     assert r.status_code == 202 and r.text == "OK"
     check_common_headers(r)
     (payload,), _ = get_event(q)
@@ -570,18 +560,18 @@ def test_webhook_github_signature(node, client):
     sig256 = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     sig1 = "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
     r = requests.post(f"{node.url}/hookgh", data=body,
-                      headers={"X-Hub-Signature-256": sig256}, timeout=5)
+                      headers={"X-Hub-Signature-256": sig256}, timeout=scaled(5))
     assert r.status_code == 202 and r.text == "thanks"
     assert get_event(q)[0][0]["body"] == body.decode()
     r = requests.post(f"{node.url}/hookgh", data=body, headers={"X-Hub-Signature": sig1},
-                      timeout=5)
+                      timeout=scaled(5))
     assert r.status_code == 202
-    r = requests.post(f"{node.url}/hookgh", data=body, timeout=5)
+    r = requests.post(f"{node.url}/hookgh", data=body, timeout=scaled(5))
     assert r.status_code == 400 and r.text == "NOT OK"
     assert r.headers["Content-Type"].startswith("text/plain")
-    assert requests.get(f"{node.url}/hookgh", timeout=5).status_code == 405
+    assert requests.get(f"{node.url}/hookgh", timeout=scaled(5)).status_code == 405
     r = requests.post(f"{node.url}/hookgh", data=body,
-                      headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}, timeout=5)
+                      headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}, timeout=scaled(5))
     assert r.status_code == 401 and r.text == "NOT OK"
 
 
@@ -591,7 +581,7 @@ def test_forwarder_posts_events(node, client):
     while not Recorder.events.empty():
         Recorder.events.get_nowait()
     client.publish("com.example.fwd", 1, "a", k="v")
-    ctype, body = Recorder.events.get(timeout=5)
+    ctype, body = Recorder.events.get(timeout=scaled(5))
     assert ctype == "application/json"
     assert body == {"args": [1, "a"], "kwargs": {"k": "v"}}
 
@@ -599,16 +589,9 @@ def test_forwarder_posts_events(node, client):
 def test_forwarder_failures_are_logged(node, client):
     client.publish("com.example.fwdcode", 1)
     client.publish("com.example.fwdrefused", 2)
-    refused = "forwarding an event to http://127.0.0.1:9/refused failed"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        # (not just "127.0.0.1:9/refused": the start-up line "forwarding ... to" has that)
-        log = node.log()
-        if "returned 201, not the expected 200" in log and refused in log:
-            break
-        time.sleep(0.05)
-    assert "returned 201, not the expected 200" in log
-    assert refused in log
+    # (not just "127.0.0.1:9/refused": the start-up line "forwarding ... to" has that)
+    node.wait_log("returned 201, not the expected 200")
+    node.wait_log("forwarding an event to http://127.0.0.1:9/refused failed")
     # the node keeps serving
     assert client.call("com.example.comp.add", 1, 1) == 102
 
@@ -621,7 +604,7 @@ def test_forwarder_survives_events_it_cannot_send(node, client):
     for _ in range(12):
         client.publish("com.example.fwd", b"\x00\x01binary")
     client.publish("com.example.fwd", "after")
-    assert Recorder.events.get(timeout=5)[1] == {"args": ["after"], "kwargs": {}}
+    assert Recorder.events.get(timeout=scaled(5))[1] == {"args": ["after"], "kwargs": {}}
     assert "has no JSON form, not forwarded: Object of type bytes" in node.log()
 
 
@@ -633,13 +616,11 @@ def test_forwarder_is_bounded(node, client):
     t0 = time.monotonic()
     for i in range(8):
         client.publish("com.example.fwdslow", i)
-    assert time.monotonic() - t0 < 1.0  # publishing never waited for the slow target
+    # publishing never waited for the slow target (SLOW_TARGET per event)
+    assert time.monotonic() - t0 < scaled(1.0)
     client.publish("com.example.fwd", "still flowing")
-    assert Recorder.events.get(timeout=5)[1] == {"args": ["still flowing"], "kwargs": {}}
-    deadline = time.monotonic() + 5
-    while "forwarder queue full (2)" not in node.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "forwarder queue full (2): event for http://127.0.0.1:" in node.log()
+    assert Recorder.events.get(timeout=scaled(5))[1] == {"args": ["still flowing"], "kwargs": {}}
+    node.wait_log("forwarder queue full (2): event for http://127.0.0.1:")
 
 
 def test_rest_callee(node, client):
@@ -667,49 +648,44 @@ def test_bridge_sample(tmp_path):
     app's import-time subscription and forwarded back over HTTP; bridge caller → component and
     RESTCallee → Flask."""
     import shutil
-    import signal
-    import subprocess
 
-    from conftest import SAMPLES, free_port, geonode_cmd, wait_port
+    from support import SAMPLES, Node, free_port, geonode_cmd
+    from support.nodes import start_process
 
     port = free_port()
     shutil.copytree(SAMPLES / "bridge", tmp_path / "bridge")
     cfg_path = tmp_path / "bridge" / "node.json"
     cfg_path.write_text(cfg_path.read_text().replace("8080", str(port)))
-    with open(tmp_path / "log", "wb") as log:
-        proc = subprocess.Popen(geonode_cmd(str(cfg_path)), stdout=log, stderr=subprocess.STDOUT)
+    proc = start_process(geonode_cmd(str(cfg_path)), tmp_path, tmp_path / "log")
+    node = Node(proc, port, tmp_path, tmp_path / "log", [port])
     try:
-        wait_port(port, proc)
-        url = f"http://127.0.0.1:{port}"
+        node.wait_ports()
+        url = node.url
         call = {"procedure": "com.example.greet", "args": ["you"]}
-        deadline = time.monotonic() + 5
-        while True:  # components join right after the node listens
-            r = requests.post(f"{url}/call", json=call, timeout=5)
-            if "error" not in r.json() or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+
+        def greeted():  # components join right after the node listens
+            r = requests.post(f"{url}/call", json=call, timeout=scaled(5))
+            return r if "error" not in r.json() else None
+
+        r = wait_for(greeted, 5, "the sample's component procedure", interval=0.05)
         assert r.json() == {"args": ["Hello, you!"], "kwargs": {}}
         r = requests.post(f"{url}/call", json={"procedure": "com.example.flaskapi",
-                                               "args": ["GET", "status"]}, timeout=5)
+                                               "args": ["GET", "status"]}, timeout=scaled(5))
         res = r.json()["args"][0]
         assert res["code"] == 200 and json.loads(res["content"])["name"] == "status"
-        assert requests.post(f"{url}/click", allow_redirects=False, timeout=5).status_code == 302
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            page = requests.get(url, timeout=5).text
-            if "subscription: 1" in page and "&#39;args&#39;: [1]" in page:
-                break
-            time.sleep(0.05)
-        assert "subscription: 1" in page          # import-time subscription saw the click
-        assert "&#39;args&#39;: [1]" in page      # the forwarder POSTed it back
-        assert "WebSocket" in requests.get(f"{url}/live/", timeout=5).text
+        r = requests.post(f"{url}/click", allow_redirects=False, timeout=scaled(5))
+        assert r.status_code == 302
+
+        def click_shown() -> bool:
+            page = requests.get(url, timeout=scaled(5)).text
+            # the import-time subscription saw the click, and the forwarder POSTed it back
+            return "subscription: 1" in page and "&#39;args&#39;: [1]" in page
+
+        wait_for(click_shown, 5, "the click on the sample's page", interval=0.05)
+        assert "WebSocket" in requests.get(f"{url}/live/", timeout=scaled(5)).text
         check_live_page(tmp_path, port)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        node.stop()
 
 
 LIVE_PAGE_HARNESS = r"""
@@ -726,7 +702,7 @@ global.document = {getElementById: el, createElement: () => ({textContent: ''})}
 global.location = {protocol: 'http:', host: process.argv[3]};
 global.WebSocket = require('ws');
 eval(script);
-const deadline = Date.now() + 8000;
+const deadline = Date.now() + Number(process.argv[4]);
 let clicked = false;
 setInterval(() => {
   const b = el('add');
@@ -746,7 +722,7 @@ def check_live_page(tmp_path, port: int) -> None:
     import shutil
     import subprocess
 
-    from conftest import ROOT, SAMPLES
+    from support import ROOT, SAMPLES
 
     modules = ROOT / "tests" / "js" / "node_modules"
     if shutil.which("node") is None or not (modules / "ws").exists():
@@ -754,14 +730,16 @@ def check_live_page(tmp_path, port: int) -> None:
     harness = tmp_path / "live_harness.js"
     harness.write_text(LIVE_PAGE_HARNESS)
     proc = subprocess.Popen(["node", str(harness), str(SAMPLES / "bridge" / "static" / "index.html"),
-                             f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True,
+                             f"127.0.0.1:{port}", str(int(scaled(8000)))],
+                            stdout=subprocess.PIPE, text=True,
                             env={"NODE_PATH": str(modules), "PATH": "/usr/bin:/usr/local/bin"})
     try:
         assert proc.stdout.readline().strip() == "JOINED"
         r = requests.post(f"http://127.0.0.1:{port}/publish",
-                          json={"topic": "com.example.live", "args": ["from http"]}, timeout=5)
+                          json={"topic": "com.example.live", "args": ["from http"]},
+                          timeout=scaled(5))
         assert r.status_code == 200
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=scaled(10))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -793,5 +771,5 @@ assert sub.active and sub.id is None
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=scaled(60))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

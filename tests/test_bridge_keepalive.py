@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import requests
-from conftest import web_node
+from support import scaled, wait_for, web_node
+from support.wamp import SyncClient, wait_subscribed
 
 EVENTS = 5
 
@@ -83,21 +83,25 @@ def test_forwarder_delivers_every_event_to_an_upstream_expiring_keepalive(start_
                  "extra": {"subscriptions": [{"url": f"http://127.0.0.1:{upstream.port}/ev",
                                               "topic": "com.example.ev"}],
                            "expectedcode": 200}}
+    # (the ws path is the test's window on the router: is the forwarder subscribed yet?)
     node = start_node(web_node({"pub": {"type": "publisher", "realm": "realm1",
-                                        "role": "backend"}},
+                                        "role": "backend"},
+                                "ws": {"type": "websocket", "auth": {"anonymous": {
+                                    "type": "static", "role": "backend"}}}},
                                realms=[realm], components=[forwarder]))
     try:
+        client = SyncClient(node.port)
+        try:
+            wait_subscribed(client, ("com.example.ev",))
+        finally:
+            client.close()
         for i in range(EVENTS):
             # One event at a time, each sent only once the last one reached the upstream.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                r = requests.post(f"http://127.0.0.1:{node.port}/pub",
-                                  json={"topic": "com.example.ev", "args": [i]}, timeout=5)
-                if r.status_code == 200:
-                    break
-                time.sleep(0.05)   # the forwarder component may still be joining
-            while upstream.seen() < i + 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            r = requests.post(f"http://127.0.0.1:{node.port}/pub",
+                              json={"topic": "com.example.ev", "args": [i]}, timeout=scaled(5))
+            assert r.status_code == 200, r.text
+            wait_for(lambda: upstream.seen() >= i + 1, 10,  # noqa: B023 - called right here
+                     f"event {i} at the upstream\n{node.log()}")
             assert upstream.seen() == i + 1, node.log()
         assert upstream.expired == 0
         assert [json.loads(body)["args"] for body in upstream.answered] == \

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, Node, free_port, geonode_cmd, launch, wait_port, web_node
+from support import ROOT, Node, free_port, geonode_cmd, launch, scaled, web_node
+from support.net import port_closed
+from support.nodes import start_process
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
                       r"[\w.]+: ")
@@ -20,16 +21,9 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARN
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 30,
         env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(geonode_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=dict(os.environ, **(env or {})))
-
-
-def port_is_closed(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return False
-    except OSError:
-        return True
+    return subprocess.run(geonode_cmd(*args), capture_output=True, text=True,
+                          timeout=scaled(timeout), cwd=cwd,
+                          env=dict(os.environ, **(env or {})))
 
 
 def test_version():
@@ -53,7 +47,7 @@ def test_console_script():
     exe = Path(sys.executable).with_name("geonode")
     if not exe.exists():
         pytest.skip("geonode console script not installed next to this interpreter")
-    r = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=scaled(30))
     assert r.returncode == 0 and r.stdout.startswith("geonode")
 
 
@@ -126,12 +120,12 @@ def test_init_then_start(tmp_path):
     cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
     node = launch(cfg, target, args=("start",))
     try:
-        r = requests.get(node.url + "/", timeout=5)
+        r = requests.get(node.url + "/", timeout=scaled(5))
         assert r.status_code == 200
         assert "<h1>Hello from geonode</h1>" in r.text
-        r = requests.get(node.url + "/static/style.css", timeout=5)
+        r = requests.get(node.url + "/static/style.css", timeout=scaled(5))
         assert r.status_code == 200 and "font-family" in r.text
-        assert requests.get(node.url + "/api/ping", timeout=5).json() == {"pong": True}
+        assert requests.get(node.url + "/api/ping", timeout=scaled(5)).json() == {"pong": True}
     finally:
         assert node.stop() == 0
     # one line per event, timestamped
@@ -161,13 +155,11 @@ def test_pythonpath_and_env_relative_to_config(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     log_path = tmp_path / "node.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(geonode_cmd("../conf/node.json"), cwd=elsewhere, stdout=log,
-                                stderr=subprocess.STDOUT)
-    node = Node(proc=proc, port=port, dir=tmp_path, log_path=log_path)
+    proc = start_process(geonode_cmd("../conf/node.json"), elsewhere, log_path)
+    node = Node(proc=proc, port=port, dir=tmp_path, log_path=log_path, ports=[port])
     try:
-        wait_port(port, proc)
-        r = requests.get(node.url + "/", timeout=5)
+        node.wait_ports()
+        r = requests.get(node.url + "/", timeout=scaled(5))
         assert r.status_code == 200 and r.text == "hi there"
     finally:
         node.stop()
@@ -193,7 +185,7 @@ def test_disabled_worker_options_are_not_applied(tmp_path):
                                          "object": "app"}}}]}]}
     node = launch(cfg, tmp_path)
     try:
-        assert requests.get(node.url + "/", timeout=5).text == "real -"
+        assert requests.get(node.url + "/", timeout=scaled(5)).text == "real -"
     finally:
         node.stop()
 
@@ -205,11 +197,11 @@ def test_start_bad_config_exits_1_and_listens_nowhere(tmp_path):
         "paths": {"/": {"type": "wsgi", "module": "m", "object": "app", "threadz": 3}}}]}]}
     p = tmp_path / "node.json"
     p.write_text(json.dumps(cfg))
-    r = run(str(p), timeout=30)
+    r = run(str(p))
     assert r.returncode == 1
     assert "workers[0].transports[0].paths[\"/\"].threadz: unknown key 'threadz'" in r.stderr
     assert "Traceback" not in r.stderr
-    assert port_is_closed(port)
+    assert port_closed(port)
 
 
 def test_start_missing_config_file(tmp_path):
@@ -230,12 +222,12 @@ def test_start_app_import_failure(tmp_path):
                            "object": "app"}}}]}]}
     p = tmp_path / "node.json"
     p.write_text(json.dumps(cfg))
-    r = run(str(p), timeout=30)
+    r = run(str(p))
     assert r.returncode == 1
     assert "workers[0].transports[1].paths.app" in r.stderr
     assert "no_such_module_xyz" in r.stderr
     assert "sys.path" in r.stderr
-    assert port_is_closed(port) and port_is_closed(port2)
+    assert port_closed(port) and port_closed(port2)
 
 
 def test_loglevel_debug_and_warning(tmp_path):
@@ -246,7 +238,7 @@ def test_loglevel_debug_and_warning(tmp_path):
     loud = launch(cfg, tmp_path / "loud", args=("start", "--loglevel", "debug"))
     try:
         for node in (quiet, loud):
-            assert requests.get(node.url + "/", timeout=5).json() == {"ok": True}
+            assert requests.get(node.url + "/", timeout=scaled(5)).json() == {"ok": True}
     finally:
         quiet.stop()
         loud.stop()
@@ -295,7 +287,7 @@ def test_start_logs_the_check_warnings(tmp_path):
         "options": {"hsts": True}, "paths": {"/": {"type": "json", "value": 1}}}]}]}
     node = launch(cfg, tmp_path)
     try:
-        assert requests.get(node.url + "/", timeout=5).json() == 1
+        assert requests.get(node.url + "/", timeout=scaled(5)).json() == 1
     finally:
         node.stop()
     log = node.log()
@@ -318,7 +310,7 @@ def test_app_is_imported_after_monkey_patching(start_node):
     cfg = web_node({"/": {"type": "wsgi", "module": "patchapp", "object": "app"}},
                    worker_options={"pythonpath": ["."]})
     node = start_node(cfg, files={"patchapp.py": app})
-    assert requests.get(node.url + "/", timeout=5).json() == {
+    assert requests.get(node.url + "/", timeout=scaled(5)).json() == {
         "socket": True, "threading": True, "ssl": True, "same": True}
 
 
@@ -337,7 +329,7 @@ def test_log_lines():
             "    log.exception('boom')\n"
             "warnings.warn('old thing', DeprecationWarning)\n")
     r = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
-                       text=True, timeout=30)
+                       text=True, timeout=scaled(30))
     assert r.returncode == 0 and r.stdout == ""
     lines = r.stderr.splitlines()
     events = [x for x in lines if not x.startswith("    ")]

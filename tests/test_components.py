@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from _wampclient import SyncClient
-from certs import self_signed
-from conftest import launch, web_node
+from support import launch, scaled, wait_for, web_node
+from support.certs import self_signed
+from support.wamp import SyncClient, wait_subscribed
 
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
 REALM = {"name": "realm1", "roles": [
@@ -46,23 +46,15 @@ def test_component_registers_with_its_role(start_node):
                       files={"mycomp.py": COMPONENT})
     c = SyncClient(node.port)
     try:
-        import time
-
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                assert c.call("com.limited.greet", "bob") == "hi, bob (realm1/limited)"
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        # the components join right after the node listens
+        wait_subscribed(c, ("com.limited.ping",), ("com.limited.greet", "com.limited.refused"))
+        assert c.call("com.limited.greet", "bob") == "hi, bob (realm1/limited)"
         # the role's permissions apply to components too
         assert c.call("com.limited.refused") == "wamp.error.not_authorized"
         # a handler on the pool publishing from its thread
         q = c.subscribe("com.limited.pong")
         c.publish("com.limited.ping", 5)
-        assert q.get(timeout=5) == ([5], {})
+        assert q.get(timeout=scaled(5)) == ([5], {})
     finally:
         c.close()
 
@@ -77,9 +69,9 @@ def test_bad_classname_names_the_path(tmp_path, classname, needle):
                    worker_options={"pythonpath": ["."]}, components=comps)
     node = launch(cfg, tmp_path, files={"mycomp.py": COMPONENT}, wait=False)
     try:
-        node.proc.wait(15)
+        node.proc.wait(scaled(15))
     except Exception:
-        pass
+        pass  # still running: node.stop() below ends it, the assertions say what was wrong
     log = node.log()
     node.stop()
     assert "workers[0].components[0].classname" in log, log
@@ -98,9 +90,9 @@ def test_bad_component_extra_is_a_config_error(tmp_path, comp, needle):
                    components=[{"type": "class", "realm": "realm1", **comp}])
     node = launch(cfg, tmp_path, wait=False)
     try:
-        node.proc.wait(15)
+        node.proc.wait(scaled(15))
     except Exception:
-        pass
+        pass  # still running: node.stop() below ends it, the assertions say what was wrong
     log = node.log()
     node.stop()
     assert node.proc.returncode == 1, log
@@ -152,19 +144,10 @@ def test_rest_callee_over_https(start_node, tmp_path):
                       files={"ca.pem": cert.read_text()})
     c = SyncClient(node.port)
     try:
-        import time
-
         from autobahn.wamp.exception import ApplicationError
 
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                res = c.call("com.limited.tls", "GET", "hello")
-                break
-            except ApplicationError as e:
-                if e.error != "wamp.error.no_such_procedure" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_subscribed(c, procedures=("com.limited.tls", "com.limited.notrust"))
+        res = c.call("com.limited.tls", "GET", "hello")
         assert res["code"] == 200 and res["content"] == "secure /hello"
         with pytest.raises(ApplicationError) as ei:
             c.call("com.limited.notrust", "GET", "hello")
@@ -196,7 +179,7 @@ class Collector:
         seen = []
 
         def on_progress(i):
-            time.sleep(0.001)   # monkey-patched: on the hub this switches to other greenlets
+            time.sleep(0.001)   # the scenario: monkey-patched, on the hub it switches greenlets
             seen.append(i)
 
         result = self.session.call("com.limited.count", n, on_progress=on_progress, timeout=10)
@@ -224,17 +207,20 @@ def test_call_with_on_progress(start_node):
         return "done"
 
     try:
+        wait_subscribed(c, ("com.limited.mixed",),
+                        ("com.limited.collect", "com.limited.collect_hub", "com.limited.got"))
         c._run(lambda: c.session.register(count, "com.limited.count",
                                           options=RegisterOptions(details_arg="details")))
         for proc in ("com.limited.collect", "com.limited.collect_hub"):
             res = c.call(proc, 50)
             assert res == {"seen": list(range(50)), "result": "done", "n": 50}, proc
         c.publish("com.limited.mixed", 7)
-        import time
 
-        deadline = time.monotonic() + 5
-        while len(got := c.call("com.limited.got")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        def both() -> list | None:
+            got = c.call("com.limited.got")
+            return got if len(got) >= 2 else None
+
+        got = wait_for(both, 5, "both handlers of com.limited.mixed", interval=0.05)
         assert got == [["details", 7, "com.limited.mixed"], ["plain", 7]]
     finally:
         c.close()

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import geonode_cmd
+from support import geonode_cmd, scaled
 
 from geonode.cli import main
 from geonode.config import ConfigError, check, load
@@ -44,7 +44,7 @@ def base() -> dict:
 
 def run_check(cfg_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(geonode_cmd("check", str(cfg_path)), capture_output=True, text=True,
-                          timeout=30, env=dict(os.environ, **(env or {})))
+                          timeout=scaled(30), env=dict(os.environ, **(env or {})))
 
 
 def cli_check(capsys, cfg_path: Path) -> tuple[int, str, str]:
@@ -257,6 +257,7 @@ def test_base_config_is_good(tmp_path):
     assert r.stdout.strip() == f"ok: {tmp_path / 'node.json'} looks good"
 
 
+@pytest.mark.inprocess
 @pytest.mark.parametrize("change,expected", [(c, e) for _, c, e in BAD],
                          ids=[i for i, _, _ in BAD])
 def test_bad_config_names_the_path(tmp_path, capsys, change, expected):
@@ -268,6 +269,7 @@ def test_bad_config_names_the_path(tmp_path, capsys, change, expected):
     assert out == ""
 
 
+@pytest.mark.inprocess
 def test_crossbar_keys_accepted_or_warned(tmp_path, capsys):
     """Dynamic auth's authenticator-role is accepted; a websocket's cookie is a warning."""
     cfg = base()
@@ -296,6 +298,7 @@ def test_every_error_is_reported_once(tmp_path):
         "workers[0].realms[1].name"])
 
 
+@pytest.mark.inprocess
 def test_errors_come_in_document_order(tmp_path):
     cfg = base()
     paths_of(cfg).update(a={"type": "longpoll"}, b={"type": "wsgi", "object": "x"},
@@ -309,6 +312,7 @@ def test_errors_come_in_document_order(tmp_path):
                      "workers[0].components[0].type", "workers[1].type"]
 
 
+@pytest.mark.inprocess
 def test_wrong_type_hides_noise_below(tmp_path):
     cfg = base()
     worker(cfg)["transports"][0] = "web"
@@ -377,6 +381,7 @@ def test_env_substitution(tmp_path):
     assert "s3cr3t" not in p.read_text()
 
 
+@pytest.mark.inprocess
 def test_dollar_in_user_data_is_data(tmp_path):
     """A json value or component extra may hold "$5"-like text; only ${VAR} is replaced."""
     cfg = base()
@@ -433,6 +438,7 @@ def test_yaml_errors(tmp_path):
     assert r.returncode == 1 and "not valid YAML" in r.stderr
 
 
+@pytest.mark.inprocess
 def test_load_result(tmp_path):
     p = write(tmp_path, base())
     cfg = load(p)
@@ -499,9 +505,11 @@ def test_all_services_accepted(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.inprocess
 def test_schema_covers_every_registered_service():
-    from geonode.config.schema import SERVICE_SCHEMAS
-    from geonode.web.services import SERVICES, UNSUPPORTED
+    from geonode.config.schema import SERVICE_SCHEMAS, UNSUPPORTED_SERVICES
+    from geonode.web.services import SERVICES
 
-    assert set(SERVICES) <= set(SERVICE_SCHEMAS)
-    assert not set(UNSUPPORTED) & set(SERVICES)
+    # check accepts exactly the types start can build
+    assert set(SERVICES) == set(SERVICE_SCHEMAS)
+    assert not set(UNSUPPORTED_SERVICES) & set(SERVICES)

@@ -11,7 +11,7 @@ import importlib.util
 import subprocess
 
 import pytest
-from conftest import ROOT, web_node
+from support import ROOT, scaled, web_node
 
 _spec = importlib.util.spec_from_file_location("conformance_run", ROOT / "conformance" / "run.py")
 conformance = importlib.util.module_from_spec(_spec)
@@ -23,7 +23,7 @@ SUBSET = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*",
           "13.3.1", "13.4.1", "13.5.1", "13.6.1", "13.7.1"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(scaled(180))
 def test_autobahn_subset_all_pass(start_node, tmp_path):
     node = start_node(web_node({"/": {"type": "websocket-testee"}}), args=("--loglevel", "warning"))
     outdir = tmp_path / "reports"
@@ -31,7 +31,7 @@ def test_autobahn_subset_all_pass(start_node, tmp_path):
     for pattern in SUBSET:
         cmd += ["-i", pattern]
     proc = subprocess.run(cmd + [f"127.0.0.1:{node.port}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=170)
+                          text=True, timeout=scaled(170))
     counts, bad = conformance.summarize(outdir)
     assert sum(counts.values()) > 250, (counts, proc.stdout[-2000:])
     assert not bad, {case: (r["behavior"], r.get("behaviorClose"), r.get("result"))

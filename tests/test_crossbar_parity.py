@@ -8,8 +8,11 @@ other router tests. In process (router core), so these run in well under a secon
 
 from __future__ import annotations
 
+import pytest
 from autobahn.wamp import message as m
-from router_helpers import ALL, Client, make_router, realm
+from support.router import ALL, Client, make_router, realm
+
+pytestmark = pytest.mark.inprocess
 
 NONE = {"call": False, "register": False, "publish": False, "subscribe": False}
 TICKET = {"ticket": {"type": "static", "principals": {"alice": {"ticket": "s3", "role": "anonymous"}}}}

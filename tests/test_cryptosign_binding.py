@@ -12,7 +12,6 @@ import os
 import ssl
 
 import pytest
-from _transport_client import make_serializer, router_config
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
@@ -22,9 +21,11 @@ from autobahn.wamp.auth import AuthCryptoSign
 from autobahn.wamp.cryptosign import CryptosignKey
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import ComponentConfig
-from certs import self_signed
 from nacl.signing import SigningKey
-from router_helpers import Client, make_router
+from support import router_config, scaled
+from support.certs import self_signed
+from support.router import Client, make_router
+from support.wamp import make_serializer
 
 KEY = SigningKey.generate()
 PRIV, PUB = KEY.encode().hex(), KEY.verify_key.encode().hex()
@@ -121,12 +122,12 @@ async def connect(node, kind: str, authextra: dict, sign, ctx: ssl.SSLContext | 
     extra = {"ssl": tls, "server_hostname": "127.0.0.1"} if tls else {}
     transport, _ = await loop.create_connection(factory, "127.0.0.1", port, **extra)
     if wait:
-        return await asyncio.wait_for(joined, 10)
+        return await asyncio.wait_for(joined, scaled(10))
     return joined, transport
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, scaled(30)))
 
 
 def _client_channel_id(session) -> bytes:
@@ -182,12 +183,12 @@ def test_unbound_or_foreign_signature_refused(node):
             return loop.create_future()    # never answered
 
         joined_a, transport_a = await connect(node, "wss", BOUND, stall, wait=False)
-        foreign = await asyncio.wait_for(seen, 10)
+        foreign = await asyncio.wait_for(seen, scaled(10))
         with pytest.raises(ApplicationError) as e:
             await connect(node, "wss", BOUND, key_signer(foreign))
         assert e.value.error == "wamp.error.authentication_failed"
         transport_a.close()
-        await asyncio.wait_for(asyncio.gather(joined_a, return_exceptions=True), 10)
+        await asyncio.wait_for(asyncio.gather(joined_a, return_exceptions=True), scaled(10))
         # rawsocket too
         with pytest.raises(ApplicationError) as e:
             await connect(node, "rawsocket+tls", BOUND, key_signer(os.urandom(32)))
@@ -219,6 +220,7 @@ def test_binding_over_plain_tcp_refused(node):
     _run(main())
 
 
+@pytest.mark.inprocess
 def test_dynamic_authenticator_binding_in_process():
     """The dynamic path binds the same way; the authenticator sees the channel id in
     ``details.transport`` (in-process router, a peer that reports a channel id)."""

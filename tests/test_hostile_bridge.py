@@ -18,7 +18,7 @@ import msgpack
 import pytest
 import requests
 import websocket
-from conftest import web_node
+from support import scaled, web_node
 
 from geonode.bridge.signing import (
     TIMESTAMP_FORMAT,
@@ -52,7 +52,7 @@ def node(start_module_node):
 
 def post(node, path: str, body: bytes, query: str = "") -> requests.Response:
     return requests.post(f"{node.url}/{path}" + (f"?{query}" if query else ""), data=body,
-                         headers={"Content-Type": "application/json"}, timeout=15)
+                         headers={"Content-Type": "application/json"}, timeout=scaled(15))
 
 
 def signed_query(body: bytes, seq: str, nonce: str, signature: str | None = None,
@@ -75,7 +75,7 @@ class Raw:
 
     def __init__(self, node, serializer: str = "json") -> None:
         self.binary = serializer == "msgpack"
-        self.ws = websocket.create_connection(f"{node.ws_url}/ws", timeout=15,
+        self.ws = websocket.create_connection(f"{node.ws_url}/ws", timeout=scaled(15),
                                               subprotocols=[f"wamp.2.{serializer}"])
         self.send([1, "realm1", {"roles": {"subscriber": {}, "publisher": {}, "caller": {},
                                            "callee": {}}}])
@@ -141,6 +141,7 @@ def test_a_request_signed_for_one_path_is_refused_on_another_with_the_same_key(n
     assert post(node, "callsigned", body, q).status_code == 401    # main: 200 (the call made)
 
 
+@pytest.mark.inprocess
 def test_replay_memory_is_bounded():
     """Full: the oldest timestamp goes, and nothing not newer than it is accepted again (it
     could be a replay of what was forgotten); fresh requests still are."""
@@ -214,14 +215,14 @@ def test_caller_bridge_result_without_json_form(node):
 
     def call() -> None:
         out["r"] = requests.post(f"{node.url}/call", json={"procedure": "com.nan.proc"},
-                                 timeout=15)
+                                 timeout=scaled(15))
 
     th = threading.Thread(target=call)
     th.start()
     inv = callee.recv()
     assert inv[0] == 68, inv
     callee.send([70, inv[1], {}, [float("inf")]])
-    th.join(20)
+    th.join(scaled(20))
     r = out["r"]
     body = strict_json(r.text)                                      # main: "[Infinity]"
     assert r.status_code == 200 and body["error"] == "wamp.error.invalid_payload", r.text

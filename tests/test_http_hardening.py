@@ -15,7 +15,12 @@ import time
 
 import pytest
 import requests
-from conftest import web_node
+from support import scaled, web_node
+from support.http import parse_response
+
+#: the module node's client_timeout (which lowers request_head_timeout and keepalive_timeout
+#: to it): every "at once" below is well under it, every timeout test waits past it
+LIMIT = scaled(1.0)
 
 APP = r'''
 import json, time
@@ -35,11 +40,11 @@ def stream(environ, start_response):
     def gen():
         for i in range(3):
             yield b"part%d;" % i
-            time.sleep(0.01)
+            time.sleep(0.01)  # the scenario: chunks written one by one
     return gen()
 
 def sleepy(environ, start_response):
-    time.sleep(0.05)
+    time.sleep(0.05)  # the scenario: the first of pipelined requests is the slowest
     start_response("200 OK", [("Content-Length", "5")])
     return [b"awake"]
 
@@ -55,7 +60,7 @@ def short_cl_stream(environ, start_response):
     start_response("200 OK", [("Content-Length", "3")])
     def gen():
         yield b"abcd"
-        time.sleep(0.01)
+        time.sleep(0.01)  # the scenario: two separate writes
         yield b"efgh"
     return gen()
 
@@ -63,7 +68,7 @@ def long_cl_stream(environ, start_response):
     start_response("200 OK", [("Content-Length", "100")])
     def gen():
         yield b"abc"
-        time.sleep(0.01)
+        time.sleep(0.01)  # the scenario: two separate writes
         yield b"def"
     return gen()
 
@@ -103,7 +108,7 @@ def node(start_module_node):
         "badstatus": wsgi("bad_status"), "badheader": wsgi("bad_header"),
         "static": {"type": "static", "directory": "www"},
         "json": {"type": "json", "value": 42},
-    }, options={"client_timeout": 1}, worker_options={"pythonpath": ["."]})
+    }, options={"client_timeout": LIMIT}, worker_options={"pythonpath": ["."]})
     return start_module_node(cfg, files={"hardapp.py": APP, "www/a.txt": "hello\n"})
 
 
@@ -111,7 +116,7 @@ def node(start_module_node):
 
 def exchange(port: int, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]:
     """Send ``data``, read until the server closes; (bytes, closed by the server in time)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout)) as s:
         s.sendall(data)
         out = b""
         try:
@@ -124,31 +129,7 @@ def exchange(port: int, data: bytes, timeout: float = 3.0) -> tuple[bytes, bool]
             return out, False
 
 
-def parse(buf: bytes, head: bool = False) -> tuple[int, dict, bytes, bytes]:
-    """One response off the front of ``buf``: (status, headers, body, rest)."""
-    head_end = buf.index(b"\r\n\r\n")
-    lines = buf[:head_end].decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    rest = buf[head_end + 4:]
-    if head or status in (100, 204, 304):
-        return status, headers, b"", rest
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size_end = rest.index(b"\r\n")
-            size = int(rest[:size_end], 16)
-            chunk, rest = rest[size_end + 2:size_end + 2 + size], rest[size_end + 4 + size:]
-            if size == 0:
-                return status, headers, body, rest
-            body += chunk
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        return status, headers, rest[:n], rest[n:]
-    return status, headers, rest, b""
+parse = parse_response
 
 
 def responses(buf: bytes) -> list[int]:
@@ -351,7 +332,7 @@ def test_http10_keep_alive_without_length_closes_at_once(node, path):
     t0 = time.monotonic()
     out, closed = exchange(node.port, b"GET " + path + b" HTTP/1.0\r\n"
                            b"Connection: keep-alive\r\n\r\n")
-    assert closed and time.monotonic() - t0 < 0.8
+    assert closed and time.monotonic() - t0 < 0.8 * LIMIT
     status, headers, body, _ = parse(out)
     assert headers["connection"] == "close" and body == b"part0;part1;part2;"
 
@@ -380,7 +361,7 @@ def test_pipelined_requests_are_answered_in_order(node):
 
 @pytest.mark.parametrize("path", [b"/", b"/green"])
 def test_expect_100_continue(node, path):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=3) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(3)) as s:
         s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                   b"Content-Length: 5\r\n\r\n")
         assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -403,15 +384,22 @@ def test_final_answer_to_expect_100_continue_closes(node, path):
 
 # ---- slow clients ------------------------------------------------------------------------
 
-def trickle(port: int, head: bytes, pieces: list[bytes], pause: float) -> tuple[bytes, float]:
-    """Send ``head`` then one piece per ``pause`` until the server answers; (answer, elapsed)."""
+def trickle(port: int, head: bytes, pieces: list[bytes], pause: float,
+            started: threading.Event | None = None) -> tuple[bytes, float]:
+    """Send ``head`` then one piece per ``pause`` (the slow client under test) until the
+    server answers or 0.75 LIMIT have passed; (answer, elapsed). ``started`` is set once two
+    pieces are out. (A piece into a connection the server has just closed draws a TCP reset,
+    which can discard its answer unread: RFC 9112 9.6. So the pieces stop before the
+    server's deadline.)"""
     t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)) as s:
         s.sendall(head)
-        for piece in pieces:
-            if select.select([s], [], [], pause)[0]:
+        for i, piece in enumerate(pieces):
+            if select.select([s], [], [], pause)[0] or time.monotonic() - t0 > 0.75 * LIMIT:
                 break
             s.sendall(piece)
+            if i == 1 and started is not None:
+                started.set()
         out = b""
         while True:
             chunk = s.recv(65536)
@@ -421,31 +409,33 @@ def trickle(port: int, head: bytes, pieces: list[bytes], pause: float) -> tuple[
 
 
 def test_slowloris_headers_time_out(node):
-    # Each line comes well within the 1 s idle timeout; the whole head may take 1 s
-    # (client_timeout: 1 lowers request_head_timeout's default to it).
+    # Each line comes well within the idle timeout (LIMIT); the whole head may take LIMIT
+    # (client_timeout lowers request_head_timeout's default to it).
     lines = [b"X-%d: 1\r\n" % i for i in range(20)] + [b"\r\n"]
-    out, elapsed = trickle(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n", lines, 0.25)
+    out, elapsed = trickle(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n", lines, LIMIT / 4)
     assert out.startswith(b"HTTP/1.1 408 ") and b"request_head_timeout" in out
-    assert elapsed < 2.0
+    assert elapsed < 2 * LIMIT
 
 
 def test_slow_body_times_out_without_holding_a_thread(node):
     # "/" has one thread: a body trickling in must not take it (the hub spools it).
     result = {}
+    started = threading.Event()
 
     def slow():
         result["out"] = trickle(node.port, b"POST / HTTP/1.1\r\nHost: x\r\n"
-                                b"Content-Length: 20\r\n\r\n", [b"a"] * 20, 0.25)
+                                b"Content-Length: 20\r\n\r\n", [b"a"] * 20, LIMIT / 4,
+                                started)
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.3)
+    assert started.wait(scaled(5)), "the slow body never started"
     t0 = time.monotonic()
-    assert requests.get(node.url + "/?during", timeout=3).json()["query"] == "during"
-    assert time.monotonic() - t0 < 0.5
-    t.join(5)
+    assert requests.get(node.url + "/?during", timeout=scaled(3)).json()["query"] == "during"
+    assert time.monotonic() - t0 < LIMIT / 2  # not after the slow body's 408
+    t.join(scaled(5))
     out, elapsed = result["out"]
-    assert out.startswith(b"HTTP/1.1 408 ") and elapsed < 2.0
+    assert out.startswith(b"HTTP/1.1 408 ") and elapsed < 2 * LIMIT
 
 
 # ---- faulty WSGI responses ---------------------------------------------------------------
@@ -476,10 +466,10 @@ def test_bad_status_or_headers_from_the_app_are_a_500(node, url):
 
 def test_gunicorn_worker_refuses_the_same(tmp_path):
     pytest.importorskip("gunicorn")
-    from test_gunicorn import Gunicorn
+    from support import launch_gunicorn
 
     (tmp_path / "hardapp.py").write_text(APP)
-    g = Gunicorn(tmp_path, "hardapp:echo")
+    g = launch_gunicorn(tmp_path, "hardapp:echo")
     try:
         for data, status in [
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import threading
 import time
 
-import gevent
 import pytest
+from support import scaled
+from support.router import green_wait_for
 
 from geonode import wamp
 from geonode.router import Router
 from geonode.wamp import ApplicationError, CallResult, Session
+
+pytestmark = pytest.mark.inprocess
 
 ALLOW = {"call": True, "register": True, "publish": True, "subscribe": True}
 # realm1: roles "backend" and "other" may do everything, "denied" nothing.
@@ -47,11 +50,8 @@ def in_thread(fn, *args):
 
     t = threading.Thread(target=run)
     t.start()
-    deadline = time.monotonic() + 10
-    while t.is_alive() and time.monotonic() < deadline:
-        gevent.sleep(0.005)
-    t.join(0)
-    assert not t.is_alive(), "worker thread hung"
+    green_wait_for(lambda: not t.is_alive(), 10, "the worker thread to finish (hung?)",
+                   interval=0.005)
     if "error" in out:
         raise out["error"]
     return out["value"]
@@ -64,9 +64,7 @@ def test_publish_subscribe_from_threads(router):
     in_thread(sub.subscribe, "com.example.topic", lambda *a, **kw: got.append((a, kw)))
     assert in_thread(lambda: pub.publish("com.example.topic", 1, 2, x=3, acknowledge=True)) > 0
     in_thread(pub.publish, "com.example.topic", "fire-and-forget")
-    deadline = time.monotonic() + 5
-    while len(got) < 2 and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    green_wait_for(lambda: len(got) >= 2, 5, "both events")
     assert got == [((1, 2), {"x": 3}), (("fire-and-forget",), {})]
 
 
@@ -77,7 +75,7 @@ def test_handlers_run_on_pool_unless_on_hub(router):
 
     def blocking(name):
         seen[name] = threading.get_ident()
-        time.sleep(0.05)  # a real blocking call: must not stall the hub
+        time.sleep(0.05)  # the scenario: a real blocking call, which must not stall the hub
 
     @wamp.on_hub
     def greenlet_handler(name):
@@ -88,9 +86,7 @@ def test_handlers_run_on_pool_unless_on_hub(router):
     p = Session("realm1", "other", router=router)
     p.publish("t.pool", "pool")
     p.publish("t.hub", "hub")
-    deadline = time.monotonic() + 5
-    while len(seen) < 2 and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    green_wait_for(lambda: len(seen) >= 2, 5, "both handlers")
     assert seen["hub"] == hub_thread
     assert seen["pool"] != hub_thread
 
@@ -133,12 +129,16 @@ def test_call_register_result_and_errors(router):
 def test_call_timeout(router):
     callee = Session("realm1", "backend", router=router)
     caller = Session("realm1", "backend", router=router)
-    callee.register("com.example.slow", lambda: time.sleep(2))
+    answer = threading.Event()  # the callee answers only once the test is done
+    callee.register("com.example.slow", lambda: answer.wait(scaled(10)))
     t0 = time.monotonic()
-    with pytest.raises(ApplicationError) as ei:
-        in_thread(lambda: caller.call("com.example.slow", timeout=0.2))
-    assert ei.value.error == "wamp.error.timeout"
-    assert time.monotonic() - t0 < 1.5
+    try:
+        with pytest.raises(ApplicationError) as ei:
+            in_thread(lambda: caller.call("com.example.slow", timeout=0.2))
+        assert ei.value.error == "wamp.error.timeout"
+        assert time.monotonic() - t0 < scaled(1.5)
+    finally:
+        answer.set()
 
 
 def test_permission_error_and_shared_session(router):
@@ -169,10 +169,7 @@ def test_leave_detaches(router):
     s.publish("a.b", acknowledge=True)
     assert s.joined
     s.leave()
-    deadline = time.monotonic() + 5
-    while s.joined and time.monotonic() < deadline:
-        gevent.sleep(0.01)
-    assert not s.joined
+    green_wait_for(lambda: not s.joined, 5, "the session to leave")
     assert router.session_count() == 0 and not router.sessions
 
 
@@ -195,9 +192,8 @@ def test_many_threads_at_once(router):
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-        gevent.sleep(0.005)
+    green_wait_for(lambda: not any(t.is_alive() for t in threads), 20, "the 8 threads",
+                   interval=0.005)
     assert not errors
     assert sorted(results) == sorted(n * 1000 + i for n in range(8) for i in range(100))
 
@@ -212,19 +208,20 @@ def test_unsubscribe_unregister_and_realm_errors():
         s = Session("realm9", "backend", router=real)
         got = []
         sub = in_thread(s.subscribe, "com.t", lambda v: got.append(v))
+        # a second topic: its event, published last, is the barrier (handlers start in order)
+        in_thread(s.subscribe, "com.barrier", lambda v: got.append(v))
         reg = in_thread(s.register, "com.p", lambda: "p")
         assert in_thread(s.call, "com.p") == "p"
         s.publish("com.t", 1, acknowledge=True)
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            gevent.sleep(0.01)
+        green_wait_for(lambda: got, 5, "the event")
         assert got == [1]
         in_thread(sub.unsubscribe)
         in_thread(reg.unregister)
         assert not sub.active and not reg.active
         s.publish("com.t", 2, acknowledge=True)
-        gevent.sleep(0.1)
-        assert got == [1]
+        s.publish("com.barrier", "barrier", acknowledge=True)
+        green_wait_for(lambda: "barrier" in got, 5, "the barrier event")
+        assert got == [1, "barrier"]
         with pytest.raises(ApplicationError) as ei:
             in_thread(s.call, "com.p")
         assert ei.value.error == "wamp.error.no_such_procedure"
@@ -257,9 +254,7 @@ def test_details_for_pattern_subscriptions_and_registrations():
                                                                           details.caller_authid],
                                        match="prefix", details=True))
         pub.publish("com.news.sport", 1, acknowledge=True)
-        deadline = time.monotonic() + 5
-        while not got and time.monotonic() < deadline:
-            gevent.sleep(0.01)
+        green_wait_for(lambda: got, 5, "the event")
         (args, details), = got
         assert args == (1,) and details.topic == "com.news.sport"
         assert details.publisher_authid == "publisher"
@@ -274,16 +269,19 @@ def test_autobahn_argument_order_and_call_options(router):
 
     s = Session("realm1", "backend", router=router)
     got = []
+    answer = threading.Event()  # the callee answers only once the test is done
     s.subscribe(lambda v: got.append(v), "com.example.ab")  # autobahn: (handler, topic)
-    s.register(lambda: time.sleep(2), "com.example.ab.slow")  # autobahn: (endpoint, procedure)
+    # autobahn: (endpoint, procedure)
+    s.register(lambda: answer.wait(scaled(10)), "com.example.ab.slow")
     assert s.publish("com.example.ab", 1, options=PublishOptions(acknowledge=True)) > 0
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    green_wait_for(lambda: got, 5, "the event")
     assert got == [1]
-    with pytest.raises(ApplicationError) as ei:
-        in_thread(lambda: s.call("com.example.ab.slow", options=CallOptions(timeout=0.2)))
-    assert ei.value.error == "wamp.error.timeout"
+    try:
+        with pytest.raises(ApplicationError) as ei:
+            in_thread(lambda: s.call("com.example.ab.slow", options=CallOptions(timeout=0.2)))
+        assert ei.value.error == "wamp.error.timeout"
+    finally:
+        answer.set()
 
 
 def test_closed_router_is_forgotten():

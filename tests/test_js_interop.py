@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _transport_client import router_config, web_transport, ws_session
+from support import router_config, scaled, web_transport
+from support.wamp import leave, ws_session
 
 JS = Path(__file__).resolve().parent / "js"
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("node") is None or shutil.which("np
 @pytest.fixture(scope="module")
 def node(start_module_node):
     if not (JS / "node_modules" / "autobahn").is_dir():
-        subprocess.run(["bash", str(JS / "install.sh")], check=True, timeout=300)
+        subprocess.run(["bash", str(JS / "install.sh")], check=True, timeout=scaled(300))
     return start_module_node(router_config([web_transport({"ws": {"type": "websocket"}})]))
 
 
@@ -34,8 +35,9 @@ def test_autobahn_js(node, serializer):
         await py.subscribe(lambda *a: got.done() or got.set_result(list(a)), "com.py.topic")
         proc = await asyncio.create_subprocess_exec(
             "node", str(JS / "interop.js"), f"{node.ws_url}/ws", serializer,
+            str(int(scaled(20) * 1000)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=JS)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        out, err = await asyncio.wait_for(proc.communicate(), scaled(30))
         assert proc.returncode == 0, err.decode()
         seen = json.loads(out.decode().strip().splitlines()[-1])
         assert seen["protocol"] == f"wamp.2.{serializer}"
@@ -43,7 +45,7 @@ def test_autobahn_js(node, serializer):
         assert seen["event"] == {"args": [1, "two", {"three": 3}], "kwargs": {"k": "v"}}
         assert seen["error"] == "wamp.error.no_such_procedure"
         assert seen["py"] == ["hi", 42]
-        assert await asyncio.wait_for(got, 5) == ["from js", serializer]
-        py.leave()
+        assert await asyncio.wait_for(got, scaled(5)) == ["from js", serializer]
+        await leave(py)
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    asyncio.run(asyncio.wait_for(main(), scaled(60)))

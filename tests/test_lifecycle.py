@@ -9,13 +9,14 @@ import time
 
 import pytest
 import requests
-from conftest import web_node
+from support import port_open, scaled, wait_for, wait_port, web_node
 
 APP = r'''
 import time
 
 def slow(environ, start_response):
-    time.sleep(1.5)
+    open("slow-started", "w").close()  # the test waits for this: the request is in flight
+    time.sleep(float(environ["QUERY_STRING"]))  # the scenario: a request that takes its time
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"finished"]
 
@@ -32,18 +33,29 @@ def config() -> dict:
 
 
 def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return True
-    return False
+    return not port_open(port)
+
+
+def slow_request(n, seconds: float, result: dict) -> threading.Thread:
+    """GET /slow (the view takes ``seconds``) on a thread; returns once the view runs."""
+    def run():
+        try:
+            r = requests.get(f"{n.url}/slow?{seconds}", timeout=scaled(10) + seconds)
+            result.update(status=r.status_code, text=r.text, done=time.monotonic())
+        except requests.exceptions.RequestException as e:
+            result.update(error=type(e).__name__, done=time.monotonic())
+
+    th = threading.Thread(target=run)
+    th.start()
+    wait_for(lambda: (n.dir / "slow-started").exists(), 10, "the slow view to start")
+    return th
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_lets_in_flight_request_finish(start_node, sig):
     n = start_node(config(), files={"lifeapp.py": APP})
     # An idle keep-alive connection must not hold the shutdown for the whole grace period.
-    idle = socket.create_connection(("127.0.0.1", n.port), timeout=5)
+    idle = socket.create_connection(("127.0.0.1", n.port), timeout=scaled(5))
     idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     buf = b""
     while not buf.endswith(b"fast"):
@@ -51,23 +63,18 @@ def test_signal_lets_in_flight_request_finish(start_node, sig):
         assert chunk
         buf += chunk
     result: dict = {}
-
-    def slow():
-        r = requests.get(n.url + "/slow", timeout=10)
-        result["status"], result["text"] = r.status_code, r.text
-
-    th = threading.Thread(target=slow)
-    th.start()
-    time.sleep(0.4)  # the request is in the app now
+    th = slow_request(n, scaled(1.5), result)
     t0 = time.monotonic()
     n.proc.send_signal(sig)
-    time.sleep(0.3)
-    assert refused(n.port), "still accepting after the signal"
+    wait_for(lambda: refused(n.port), 1, "the listener to close after the signal")
+    assert "done" not in result  # closed at once, not when the request in flight ended
+    assert idle.recv(4096) == b""  # the idle connection was closed...
+    idle_closed = time.monotonic()
     th.join()
-    assert result == {"status": 200, "text": "finished"}
-    assert n.proc.wait(10) == 0
-    assert time.monotonic() - t0 < 5
-    assert idle.recv(4096) == b""  # the idle connection was closed
+    assert result["status"] == 200 and result["text"] == "finished", result
+    assert idle_closed < result["done"]  # ...before the request in flight finished
+    assert n.proc.wait(scaled(10)) == 0
+    assert time.monotonic() - t0 < scaled(5)  # the view's time, not the 10 s grace
     idle.close()
     log = n.log()
     assert "stopping" in log and "stopped" in log
@@ -86,7 +93,7 @@ def test_bind_failure_stops_everything(start_node):
             "type": "web", "endpoint": {"type": "tcp", "port": busy, "interface": "127.0.0.1"},
             "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}})
         n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
-        assert n.proc.wait(20) == 1
+        assert n.proc.wait(scaled(20)) == 1
     log = n.log()
     assert "workers[0].transports[1].endpoint" in log
     assert str(busy) in log and "in use" in log
@@ -99,32 +106,24 @@ def test_bad_tls_file_names_key(start_node):
     cfg["workers"][0]["transports"][0]["endpoint"]["tls"] = {"key": "nope.key",
                                                              "certificate": "nope.crt"}
     n = start_node(cfg, files={"lifeapp.py": APP}, wait=False)
-    assert n.proc.wait(20) == 1
+    assert n.proc.wait(scaled(20)) == 1
     assert "workers[0].transports[0].endpoint.tls" in n.log()
     assert refused(n.port)
 
 
 def test_second_signal_stops_at_once(start_node):
     n = start_node(config(), files={"lifeapp.py": APP})
-    outcome: list = []
-
-    def slow():
-        try:
-            outcome.append(requests.get(n.url + "/slow", timeout=10).status_code)
-        except requests.exceptions.RequestException as e:
-            outcome.append(type(e).__name__)
-
-    th = threading.Thread(target=slow)
-    th.start()
-    time.sleep(0.4)
+    outcome: dict = {}
+    view = scaled(5)
+    th = slow_request(n, view, outcome)
     t0 = time.monotonic()
     n.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    n.wait_log("received SIGTERM: stopping")
     n.proc.send_signal(signal.SIGTERM)
-    assert n.proc.wait(10) == 0
-    assert time.monotonic() - t0 < 1.2  # did not wait for the 1.5 s view
+    assert n.proc.wait(scaled(10)) == 0
+    assert time.monotonic() - t0 < view / 2  # did not wait for the view
     th.join()
-    assert outcome and outcome[0] != 200  # cut off, not completed
+    assert outcome.get("status") != 200, outcome  # cut off, not completed
     assert "second signal" in n.log()
 
 
@@ -141,7 +140,7 @@ def app(environ, start_response):
 
 def test_wamp_session_reaches_router_without_wamp_key(start_node):
     """A view publishes via geonode.wamp.session() though its path has no "wamp" key."""
-    from _wampclient import SyncClient
+    from support.wamp import SyncClient
 
     allow = [{"uri": "", "match": "prefix",
               "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}]
@@ -154,9 +153,9 @@ def test_wamp_session_reaches_router_without_wamp_key(start_node):
     client = SyncClient(n.port)
     try:
         events = client.subscribe("com.app.news")
-        r = requests.get(n.url + "/hello", timeout=10)
+        r = requests.get(n.url + "/hello", timeout=scaled(10))
         assert (r.status_code, r.text) == (200, "published")
-        assert events.get(timeout=5) == (["/hello"], {})
+        assert events.get(timeout=scaled(5)) == (["/hello"], {})
     finally:
         client.close()
     assert "no_router" not in n.log()
@@ -170,10 +169,8 @@ def test_disabled_worker_does_not_start(start_node):
                         "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
                         "paths": {"/": {"type": "wsgi", "module": "lifeapp", "object": "fast"}}}]})
     n = start_node(cfg, files={"lifeapp.py": APP}, nports=2, wait=False)
-    from conftest import wait_port
-
     wait_port(n.port, n.proc)
-    assert requests.get(n.url + "/", timeout=5).text == "fast"
+    assert requests.get(n.url + "/", timeout=scaled(5)).text == "fast"
     assert refused(n.ports[1])
     log = n.log()
     assert log.count("workers[1]: disabled (options.disabled), not started") == 1, log

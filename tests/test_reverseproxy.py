@@ -11,10 +11,13 @@ import time
 
 import pytest
 import requests
-from conftest import free_port, web_node
+from support import free_port, scaled, web_node
+from support.http import http_server
 
 # Set by tests, waited on by the upstream: proves bytes move before the whole body exists.
 STREAM_GO = threading.Event()
+# Set by the timeout test once the proxy gave up: until then the upstream says nothing.
+SILENT_GO = threading.Event()
 BODY_HALF = threading.Event()
 DROPPED: list[str] = []
 BIG = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)
@@ -63,7 +66,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"6\r\nfirst\n\r\n")
             self.wfile.flush()
-            STREAM_GO.wait(10)
+            STREAM_GO.wait(scaled(10))
             self.wfile.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
             return
         if self.path.startswith("/base/status/418"):
@@ -85,7 +88,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/base/big"):
             return self._send(200, BIG)
         if self.path.startswith("/base/silent"):
-            time.sleep(3)
+            SILENT_GO.wait(scaled(10))  # silent past the proxy's timeout
             return self._send(200, b"too late")
         if self.path.startswith("/base/eof"):
             # No framing at all: the body ends when the upstream closes.
@@ -120,13 +123,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstream():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with http_server(Upstream) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -215,11 +213,11 @@ def test_request_body_chunked(node):
 def test_request_body_streams_before_complete(node):
     BODY_HALF.clear()
     body = b"x" * 200_000
-    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(10)) as s:
         s.sendall(b"POST /up/halves HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:100_000])
         # The upstream sees the first 64 KiB while the client still holds the rest.
-        assert BODY_HALF.wait(5), "first half never reached the upstream"
+        assert BODY_HALF.wait(scaled(5)), "first half never reached the upstream"
         s.sendall(body[100_000:])
         data = b""
         while chunk := s.recv(65536):
@@ -230,7 +228,7 @@ def test_request_body_streams_before_complete(node):
 
 def test_response_streams(node):
     STREAM_GO.clear()
-    with requests.get(node.url + "/up/stream", stream=True, timeout=10) as r:
+    with requests.get(node.url + "/up/stream", stream=True, timeout=scaled(10)) as r:
         it = r.iter_content(None)
         # "first" arrives while the upstream is still blocked before "second".
         assert next(it) == b"first\n"
@@ -251,9 +249,12 @@ def test_upstream_down_is_502(node):
 
 def test_upstream_timeout_is_504(node):
     t0 = time.monotonic()
-    r = requests.get(node.url + "/slow/silent", timeout=10)
-    assert r.status_code == 504 and "timeout" in r.text
-    assert time.monotonic() - t0 < 2.5
+    try:
+        r = requests.get(node.url + "/slow/silent", timeout=scaled(10))
+        assert r.status_code == 504 and "timeout" in r.text
+        assert time.monotonic() - t0 < scaled(2.5)  # the proxy's 0.5 s, not the upstream
+    finally:
+        SILENT_GO.set()
     # The node still serves everyone else.
     assert requests.get(node.url + "/").json() == "alive"
     assert requests.get(node.url + "/slow/fast").status_code == 200
@@ -262,11 +263,12 @@ def test_upstream_timeout_is_504(node):
 def test_concurrent_requests(node):
     # Streams held open do not stall other proxied requests (all on the hub, cooperatively).
     STREAM_GO.clear()
-    with requests.get(node.url + "/up/stream", stream=True, timeout=10) as held:
+    with requests.get(node.url + "/up/stream", stream=True, timeout=scaled(10)) as held:
         it = held.iter_content(None)
         assert next(it) == b"first\n"
         for i in range(5):
-            assert requests.get(node.url + f"/up/n{i}", timeout=5).json()["path"] == f"/base/n{i}"
+            r = requests.get(node.url + f"/up/n{i}", timeout=scaled(5))
+            assert r.json()["path"] == f"/base/n{i}"
         STREAM_GO.set()
         assert b"".join(it) == b"second\n"
 
@@ -301,7 +303,7 @@ def test_dead_pooled_connection_is_retried(node):
 
 def test_expect_100_continue(node):
     body = b"payload" * 1000
-    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(10)) as s:
         s.sendall(b"POST /up/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
         interim = s.recv(1024)
@@ -318,7 +320,7 @@ def test_expect_100_continue(node):
 def test_truncated_upstream_body_breaks_the_connection(node):
     # Headers are already out when the upstream dies: the client must see a short body on a
     # closed connection, never a "complete" response or a hang.
-    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(10)) as s:
         s.sendall(b"GET /up/truncated HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from autobahn.wamp import message as m
 from autobahn.wamp import role
-from router_helpers import ALL, Client, make_router, realm
+from support.router import ALL, Client, make_router, realm
+
+pytestmark = pytest.mark.inprocess
 
 
 def _clients(n, router=None, **kw):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gevent
+import pytest
 from autobahn.wamp import message as m
 from autobahn.wamp import role
-from router_helpers import ALL, Client, make_router, realm
+from support import scaled
+from support.router import ALL, Client, green_wait_for, make_router, realm
+
+pytestmark = pytest.mark.inprocess
 
 
 def _clients(n, router=None):
@@ -161,21 +165,17 @@ def test_call_timeout_enforced_by_router():
     r = caller.call("com.sleep", timeout=50)
     inv = callee.take(m.Invocation)
     t0 = gevent.get_hub().loop.now()
-    e = None
-    for _ in range(100):
-        gevent.sleep(0.01)
-        if caller.messages:
-            e = caller.take(m.Error)
-            break
-    assert e is not None and (e.request, e.error) == (r, "wamp.error.timeout")
-    assert 0.04 <= gevent.get_hub().loop.now() - t0 < 0.5
+    green_wait_for(lambda: caller.messages, 1, "the router's timeout ERROR", interval=0.01)
+    e = caller.take(m.Error)
+    assert (e.request, e.error) == (r, "wamp.error.timeout")
+    assert 0.04 <= gevent.get_hub().loop.now() - t0 < scaled(0.5)
     i = callee.take(m.Interrupt)
     assert (i.request, i.mode, i.reason) == (inv.request, "killnowait", "wamp.error.timeout")
     # an answered call's timer is cancelled
     caller.call("com.sleep", timeout=30)
     _answer(callee, 1)
     caller.take(m.Result)
-    gevent.sleep(0.06)
+    gevent.sleep(0.06)  # the scenario: past the cancelled timer's due time (30 ms)
     caller.none()
     callee.none()
 

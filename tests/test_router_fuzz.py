@@ -9,8 +9,11 @@ from __future__ import annotations
 import random
 
 import gevent
+import pytest
 from autobahn.wamp import message as m
-from router_helpers import ROLES_ALL, Client, make_router
+from support.router import ROLES_ALL, Client, green_wait_for, make_router
+
+pytestmark = pytest.mark.inprocess
 
 TOPICS = ["a.b", "a.c", "a.", "a..c", "x"]
 
@@ -70,10 +73,12 @@ def test_random_sequences_leave_no_state():
         c.peer.messages.clear()
         c.send(_random_message(rnd, c, ids))
         if step % 500 == 0:
-            gevent.sleep(0.01)   # let some call timeouts fire
+            gevent.sleep(0.01)   # the scenario: time passes, some call timeouts fire
     for c in clients:
         c.session.detach()
-    gevent.sleep(0.06)
+    green_wait_for(lambda: not router.sessions and not realm.sessions
+                   and not realm.broker.state.by_id and not realm.dealer.state.by_id,
+                   5, "the router to forget every detached session")
     assert not router.sessions and not realm.sessions
     assert not realm.broker.state.by_id and not len(realm.broker.state.table)
     assert not realm.dealer.state.by_id and not len(realm.dealer.state.table)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from autobahn.wamp import message as m
-from router_helpers import ALL, Client, make_router, realm
+from support.router import ALL, Client, make_router, realm
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_session_procedures_and_events():

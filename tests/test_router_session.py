@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import binascii
 
-import gevent
 import pytest
 from autobahn.wamp import message as m
 from autobahn.wamp import role
 from autobahn.wamp.auth import compute_wcs, derive_key
 from nacl.signing import SigningKey
-from router_helpers import ALL, Client, make_router, realm
+from support.router import ALL, Client, make_router, realm, settle
+
+pytestmark = pytest.mark.inprocess
 
 ROLES = dict(role.DEFAULT_CLIENT_ROLES)
 
@@ -436,7 +437,7 @@ def test_kill_goodbye_then_close_on_reply():
     assert b.id not in router.realms["realm1"].sessions
     b.send(m.Goodbye("wamp.close.goodbye_and_out"))
     assert b.peer.closed
-    gevent.sleep(0)
+    settle()
 
 
 def test_session_leaving_while_authorizer_thinks_is_dropped():
@@ -448,7 +449,7 @@ def test_session_leaving_while_authorizer_thinks_is_dropped():
     c.send(m.Subscribe(1, "com.a"))
     c.session.detach()
     _serve_authenticator(backend, lambda a: True)
-    gevent.sleep(0.01)
+    settle()
     assert not router.realms["realm1"].broker.state.by_id
     assert c.messages == []
 

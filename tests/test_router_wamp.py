@@ -17,7 +17,6 @@ import txaio
 txaio.use_asyncio()
 
 import websocket  # noqa: E402  (websocket-client, for raw protocol-violation frames)
-from _transport_client import rawsocket_session, ws_session  # noqa: E402
 from autobahn.wamp.auth import compute_wcs, derive_key  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.types import (  # noqa: E402
@@ -26,8 +25,9 @@ from autobahn.wamp.types import (  # noqa: E402
     RegisterOptions,
     SubscribeOptions,
 )
-from conftest import web_node  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
+from support import async_wait_for, scaled, web_node  # noqa: E402
+from support.wamp import rawsocket_session, ws_session  # noqa: E402
 
 SERIALIZERS = ["json", "msgpack", "cbor", "ubjson"]
 ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
@@ -75,16 +75,26 @@ async def connect(node, path="ws", serializer="json", realm="realm1", rawsocket=
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, scaled(30)))
 
 
 async def _next(q: asyncio.Queue, timeout=5):
-    return await asyncio.wait_for(q.get(), timeout)
+    return await asyncio.wait_for(q.get(), scaled(timeout))
 
 
-async def _nothing(q: asyncio.Queue, wait=0.2):
-    await asyncio.sleep(wait)
-    assert q.empty(), q.get_nowait()
+def slow_callee(entered: asyncio.Queue, interrupted: asyncio.Future):
+    """A callee that never answers (the scenario): says when a call reached it, and when
+    the router interrupted it."""
+    async def slow():
+        entered.put_nowait(True)
+        try:
+            await asyncio.sleep(scaled(10))  # the scenario: a callee that never answers
+        except asyncio.CancelledError:
+            if not interrupted.done():
+                interrupted.set_result(True)
+            raise
+
+    return slow
 
 
 # -- pub/sub and RPC, every serializer ------------------------------------------------------
@@ -108,12 +118,13 @@ def test_pubsub_and_rpc_every_serializer(node, serializer):
         assert args == (1, b"\x00bin") and kwargs == {"k": "ü"}
         assert details.topic == f"com.{serializer}.t1"
         assert details.publication == pub.id and details.publisher == b._session_id
-        # publisher exclusion (default) and exclude_me=False
+        # publisher exclusion (default) and exclude_me=False: the router delivers in order,
+        # so an event for t2 would come before t3's
         await a.publish(f"com.{serializer}.t2", options=PublishOptions(acknowledge=True))
-        await _nothing(events, 0.1)
         await a.publish(f"com.{serializer}.t3", options=PublishOptions(
             acknowledge=True, exclude_me=False))
         assert (await _next(events))[2].topic == f"com.{serializer}.t3"
+        assert events.empty()
         await a.leave()
         await b.leave()
     run(main())
@@ -172,7 +183,7 @@ def test_rpc_features(node):
         async def countdown(n, details=None):
             for i in range(n, 0, -1):
                 details.progress(i)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # the scenario: progress spread over time
             return "done"
 
         await c2.register(countdown, "com.rpc.progress", RegisterOptions(details_arg="details"))
@@ -202,28 +213,22 @@ def test_call_timeout_and_callee_leaving(node):
     async def main():
         caller, callee = await connect(node), await connect(node)
         interrupted = asyncio.get_running_loop().create_future()
-
-        async def slow():
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                interrupted.set_result(True)
-                raise
-
-        await callee.register(slow, "com.to.slow")
+        entered: asyncio.Queue = asyncio.Queue()
+        await callee.register(slow_callee(entered, interrupted), "com.to.slow")
         t0 = time.monotonic()
         with pytest.raises(ApplicationError) as e:
             await caller.call("com.to.slow", options=CallOptions(timeout=500))  # ms (WAMP spec)
         took = time.monotonic() - t0
         assert e.value.error == "wamp.error.timeout"
-        assert 0.4 < took < 2.0, took
-        assert await asyncio.wait_for(interrupted, 5)   # the callee got INTERRUPT
+        assert 0.4 < took < scaled(2.0), took
+        assert await asyncio.wait_for(interrupted, scaled(5))   # the callee got INTERRUPT
+        await _next(entered)
         # callee goes away mid-call: the caller gets wamp.error.canceled
         fut = asyncio.ensure_future(caller.call("com.to.slow"))
-        await asyncio.sleep(0.2)
+        await _next(entered)  # the call reached the callee
         callee.disconnect()
         with pytest.raises(ApplicationError) as e:
-            await asyncio.wait_for(fut, 5)
+            await asyncio.wait_for(fut, scaled(5))
         assert e.value.error == "wamp.error.canceled"
         await caller.leave()
     run(main())
@@ -331,7 +336,7 @@ def test_meta_api_and_testament(node):
         k = await connect(node)
         await _next(joins)
         await admin.call("wamp.session.kill", k._session_id, reason="com.kicked")
-        details = await asyncio.wait_for(k.left, 5)
+        details = await asyncio.wait_for(k.left, scaled(5))
         assert details.reason == "com.kicked"
         await admin.leave()
     run(main())
@@ -348,7 +353,7 @@ def test_protocol_violation_ends_only_that_session(node, frames):
     async def main():
         other = await connect(node)
         ws = websocket.create_connection(f"ws://127.0.0.1:{node.port}/ws",
-                                         subprotocols=["wamp.2.json"], timeout=5)
+                                         subprotocols=["wamp.2.json"], timeout=scaled(5))
         got = []
         try:
             for f in frames:
@@ -375,22 +380,19 @@ def test_cancel_and_registration_revocation(node):
     async def main():
         caller, callee, admin = await connect(node), await connect(node), await connect(node)
         interrupted = asyncio.get_running_loop().create_future()
-
-        async def slow():
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                interrupted.set_result(True)
-                raise
-
-        reg = await callee.register(slow, "com.cancel.slow")
+        entered: asyncio.Queue = asyncio.Queue()
+        reg = await callee.register(slow_callee(entered, interrupted), "com.cancel.slow")
         fut = asyncio.ensure_future(caller.call("com.cancel.slow"))
-        await asyncio.sleep(0.2)
+        await _next(entered)  # the call reached the callee
         fut.cancel()   # autobahn sends CANCEL; the router INTERRUPTs the callee
-        assert await asyncio.wait_for(interrupted, 5)
+        assert await asyncio.wait_for(interrupted, scaled(5))
         # revocation: the router unregisters the callee (UNREGISTERED with request 0)
         await admin.call("wamp.registration.remove_callee", reg.id, callee._session_id)
-        await asyncio.sleep(0.2)
+
+        async def gone() -> bool:
+            return await admin.call("wamp.registration.lookup", "com.cancel.slow") is None
+
+        await async_wait_for(gone, 5, "the registration to be gone")
         with pytest.raises(ApplicationError) as e:
             await caller.call("com.cancel.slow")
         assert e.value.error == "wamp.error.no_such_procedure"

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import requests
-import websocket
-from conftest import ROOT, SAMPLES, launch
+from support import ROOT, SAMPLES, launch, scaled
+from support.ws import RawWamp
 
 
 def sample_node(name: str, tmp_path):
@@ -24,14 +24,12 @@ def sample_node(name: str, tmp_path):
 
 def wamp_hello(node, realm: str = "realm1") -> list:
     """Join ``realm`` on the node's ``ws`` path as a raw WAMP client; return the reply."""
-    ws = websocket.create_connection(node.ws_url + "/ws", subprotocols=["wamp.2.json"],
-                                     timeout=5)
+    c = RawWamp(node.port, "ws", timeout=5)
     try:
-        assert ws.subprotocol == "wamp.2.json"
-        ws.send(json.dumps([1, realm, {"roles": {"subscriber": {}, "publisher": {}}}]))
-        return json.loads(ws.recv())
+        assert c.ws.subprotocol == "wamp.2.json"
+        return c.hello(realm, roles={"subscriber": {}, "publisher": {}})
     finally:
-        ws.close()
+        c.close()
 
 
 @pytest.fixture
@@ -42,6 +40,7 @@ def stopper():
         n.stop()
 
 
+@pytest.mark.inprocess
 def test_flask_sample_is_the_seed_example():
     src = (SAMPLES / "flask" / "myapp.py").read_text()
     assert "app = Flask(__name__)" in src
@@ -57,11 +56,11 @@ def test_flask_sample_is_the_seed_example():
 def test_flask_sample(tmp_path, stopper):
     node = sample_node("flask", tmp_path)
     stopper(node)
-    r = requests.get(node.url + "/", timeout=5)
+    r = requests.get(node.url + "/", timeout=scaled(5))
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/html")
     assert "<h1>Hello from</h1>" in r.text
-    assert requests.get(node.url + "/nothing-here", timeout=5).status_code == 404
+    assert requests.get(node.url + "/nothing-here", timeout=scaled(5)).status_code == 404
     welcome = wamp_hello(node)
     assert welcome[0] == 2, welcome  # WELCOME
     assert welcome[2]["authrole"] == "anonymous"
@@ -70,20 +69,20 @@ def test_flask_sample(tmp_path, stopper):
 def test_django_sample(tmp_path, stopper):
     node = sample_node("django", tmp_path)
     stopper(node)
-    r = requests.get(node.url + "/", timeout=5)
+    r = requests.get(node.url + "/", timeout=scaled(5))
     assert r.status_code == 200, r.text
     assert "<h1>Hello from Django</h1>" in r.text
-    assert requests.get(node.url + "/missing/", timeout=5).status_code == 404
+    assert requests.get(node.url + "/missing/", timeout=scaled(5)).status_code == 404
     assert wamp_hello(node)[0] == 2
 
 
 def test_pyramid_sample(tmp_path, stopper):
     node = sample_node("pyramid", tmp_path)
     stopper(node)
-    r = requests.get(node.url + "/", timeout=5)
+    r = requests.get(node.url + "/", timeout=scaled(5))
     assert r.status_code == 200
     assert "<h1>Hello from Pyramid</h1>" in r.text
-    r = requests.get(node.url + "/greet/ada", timeout=5)
+    r = requests.get(node.url + "/greet/ada", timeout=scaled(5))
     assert r.json() == {"greeting": "Hello, ada!"}
     assert wamp_hello(node)[0] == 2
 
@@ -102,7 +101,7 @@ def test_root_node_json_serves_the_flask_sample(tmp_path, stopper):
                     ignore=shutil.ignore_patterns("__pycache__"))
     node = launch(cfg, work)
     stopper(node)
-    assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=5).text
+    assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=scaled(5)).text
     welcome = wamp_hello(node, "realm1")
     assert welcome[0] == 2
 
@@ -116,4 +115,4 @@ def test_crossbar_layout_runs_unchanged(tmp_path, stopper):
     cfg["workers"][0]["transports"][0]["endpoint"].update(port="$PORT", interface="127.0.0.1")
     node = launch(cfg, tmp_path / ".crossbar")
     stopper(node)
-    assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=5).text
+    assert "<h1>Hello from</h1>" in requests.get(node.url + "/", timeout=scaled(5)).text

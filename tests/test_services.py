@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 import requests
-from conftest import web_node
+from support import scaled, web_node
+from support.http import exchange, split_response
 
 VALUE = {"name": "geonode", "list": [1, 2.5, None, True], "text": "caf\u00e9 <&>"}
 
@@ -35,16 +35,8 @@ def node(start_module_node):
 
 
 def raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
+    """Send ``request`` as given, read until the node closes: (status, headers, body)."""
+    return split_response(exchange(port, request, timeout=5))
 
 
 def test_json_value_and_defaults(node):
@@ -132,7 +124,7 @@ def test_bad_request_leaves_node_serving(node):
 ])
 def test_bad_service_config_exits_1(start_node, service, key):
     node = start_node(web_node({"www": service}), wait=False)
-    rc = node.proc.wait(20)
+    rc = node.proc.wait(scaled(20))
     log = node.log()
     assert rc == 1, log
     assert key in log, log

@@ -1,9 +1,9 @@
 """Graceful shutdown, the same under ``python -m geonode`` and gunicorn's GeventWorker.
 
-SIGTERM: idle keep-alive connections close at once, a request in flight (a view sleeping 1 s)
-still gets its whole answer, every WAMP session (WebSocket, RawSocket, in-process) gets GOODBYE
-``wamp.close.system_shutdown`` after the testaments went out, and the process exits 0 well
-under 2 s. A second SIGTERM cuts off what is in flight.
+SIGTERM: idle keep-alive connections close at once, a request in flight (a view sleeping
+``VIEW`` s) still gets its whole answer, every WAMP session (WebSocket, RawSocket, in-process)
+gets GOODBYE ``wamp.close.system_shutdown`` after the testaments went out, and the process exits
+0 right after (not after a graceful timeout). A second SIGTERM cuts off what is in flight.
 """
 
 from __future__ import annotations
@@ -14,16 +14,24 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from _transport_client import router_config
-from conftest import free_port, wait_port
+from support import (
+    Node,
+    free_port,
+    launch,
+    launch_gunicorn,
+    router_config,
+    scaled,
+    wait_for,
+    web_transport,
+)
+from support.config import rawsocket_transport
+from support.timing import async_wait_for
 
 APP = r'''
 import time
@@ -32,7 +40,7 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
         # the test waits for this file: from then on the request is in flight
         open("slow-started", "w").close()
-        time.sleep(float(environ["QUERY_STRING"] or 1.0))
+        time.sleep(float(environ["QUERY_STRING"] or 1.0))  # the scenario: a request in flight
         body = b"slow answer " + b"x" * 100000   # big enough for several writes
     else:
         body = b"fast"
@@ -64,15 +72,13 @@ class Watcher:
 '''
 
 
-def node_config(port: int | str, rawsocket_port: int | str | None = None,
+def node_config(port: int | str = "$PORT", rawsocket: bool = False,
                 component: bool = False) -> dict:
-    web = {"type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-           "paths": {"/": {"type": "wsgi", "module": "shutapp", "object": "app"},
-                     "ws": {"type": "websocket"}}}
+    web = web_transport({"/": {"type": "wsgi", "module": "shutapp", "object": "app"},
+                         "ws": {"type": "websocket"}}, port)
     transports = [web]
-    if rawsocket_port is not None:
-        transports.append({"type": "rawsocket", "endpoint": {
-            "type": "tcp", "port": rawsocket_port, "interface": "127.0.0.1"}})
+    if rawsocket:
+        transports.append(rawsocket_transport("$PORT2"))
     cfg = router_config(transports)
     cfg["workers"][0]["options"] = {"pythonpath": ["."]}
     if component:
@@ -81,44 +87,32 @@ def node_config(port: int | str, rawsocket_port: int | str | None = None,
     return cfg
 
 
-def start_node(tmp: Path, cfg: dict) -> subprocess.Popen:
-    (tmp / "shutapp.py").write_text(APP)
-    (tmp / "watcher.py").write_text(COMPONENT)
-    (tmp / "node.json").write_text(json.dumps(cfg))
-    log = open(tmp / "node.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "geonode", "node.json"], cwd=tmp,
-                            stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    log.close()
-    return proc
+FILES = {"shutapp.py": APP, "watcher.py": COMPONENT}
 
 
-def start_gunicorn(tmp: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+def start_node(tmp: Path, cfg: dict, nports: int = 1) -> Node:
+    return launch(cfg, tmp, FILES, nports=nports)
+
+
+def start_gunicorn(tmp: Path) -> Node:
+    # the port in node.json is ignored under gunicorn (gunicorn owns the socket)
     (tmp / "shutapp.py").write_text(APP)
     (tmp / "node.json").write_text(json.dumps(node_config(free_port())))
-    log = open(tmp / "node.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "geonode.gunicorn.GeventWorker", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "--no-control-socket", "geonode:load('node.json')"],
-        cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    log.close()
-    return proc, port
+    return launch_gunicorn(tmp, "geonode:load('node.json')", log_name="node.log")
 
 
 @pytest.fixture
 def procs():
-    started: list[subprocess.Popen] = []
+    """Nodes a test started: killed at its end if still running."""
+    started: list[Node] = []
     yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    for n in started:
+        n.stop(signal.SIGKILL)
 
 
 def idle_keepalive(port: int, tls: ssl.SSLContext | None = None) -> socket.socket:
     """A connection that had one request answered and now sits idle (keep-alive)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
     if tls is not None:
         s = tls.wrap_socket(s, server_hostname="127.0.0.1")
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -139,8 +133,8 @@ def slow_request(tmp: Path, port: int, result: dict, ca: str | None = None,
     def run():
         scheme = "https" if ca else "http"
         try:
-            r = requests.get(f"{scheme}://127.0.0.1:{port}/slow?{seconds}", timeout=10 + seconds,
-                             verify=ca or True)
+            r = requests.get(f"{scheme}://127.0.0.1:{port}/slow?{seconds}",
+                             timeout=scaled(10) + seconds, verify=ca or True)
         except requests.RequestException as e:
             result["error"] = e
             return
@@ -155,51 +149,44 @@ def slow_request(tmp: Path, port: int, result: dict, ca: str | None = None,
 
 def wait_started(marker: Path) -> None:
     """Wait until the slow view has written its marker file (it is sleeping now)."""
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the slow view never started"
-        time.sleep(0.01)
+    wait_for(marker.exists, 10, "the slow view to start")
 
 
-def wait_log(tmp: Path, text: str, timeout: float = 5.0) -> None:
-    """Wait until the server's log has ``text`` (a signal was handled, say)."""
-    deadline = time.monotonic() + timeout
-    while text not in (tmp / "node.log").read_text():
-        assert time.monotonic() < deadline, (tmp / "node.log").read_text()
-        time.sleep(0.01)
+#: how long the slow view of check_http_stop takes: longer than every "at once" bound there
+VIEW = scaled(1.0)
 
 
-def check_http_stop(tmp: Path, proc: subprocess.Popen, port: int, sig_target: int,
-                    ca: str | None = None) -> None:
-    """Idle keep-alive + a 1 s request in flight, SIGTERM: the idle connection closes at
-    once, the request gets its whole answer, the process exits 0 in well under 2 s."""
+def check_http_stop(tmp: Path, node: Node, sig_target: int, ca: str | None = None) -> None:
+    """Idle keep-alive + a VIEW s request in flight, SIGTERM: the idle connection closes at
+    once, the request gets its whole answer, the process exits 0 right after it."""
+    port, proc = node.port, node.proc
     idle = idle_keepalive(port, ssl.create_default_context(cafile=ca) if ca else None)
     result: dict = {}
-    th = slow_request(tmp, port, result, ca)
+    th = slow_request(tmp, port, result, ca, seconds=VIEW)
     t0 = time.monotonic()
     os.kill(sig_target, signal.SIGTERM)
-    idle.settimeout(3)
+    idle.settimeout(scaled(3))
     assert idle.recv(4096) == b""  # closed by the server...
     idle_closed = time.monotonic()
-    th.join(5)
+    th.join(scaled(5))
     assert result.get("status") == 200, result
     # ...at once, not after the request in flight
-    assert idle_closed < result["done"] and idle_closed - t0 < 0.8, (idle_closed - t0)
+    assert idle_closed < result["done"] and idle_closed - t0 < 0.8 * VIEW, (idle_closed - t0)
     assert result["size"] == 11 + 1 + 100000 and result["head"] == b"slow answer"
     assert result["connection"] == "close"  # its connection's last response
-    assert proc.wait(5) == 0
+    assert proc.wait(scaled(5)) == 0
     took = time.monotonic() - t0
-    assert took < 2.5, took  # < 1 s of the view left, then a prompt exit (no graceful timeout)
+    # < VIEW of the view left, then a prompt exit (no graceful timeout: 10 s, gunicorn's 30 s)
+    assert took < VIEW + scaled(1.5), took
     idle.close()
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_node_http_stop(tmp_path, procs, tls):
-    port = free_port()
-    cfg = node_config(port)
+    cfg = node_config()
     ca = None
     if tls:
-        from certs import self_signed
+        from support.certs import self_signed
 
         cert, key = self_signed()
         (tmp_path / "cert.pem").write_text(cert)
@@ -207,22 +194,20 @@ def test_node_http_stop(tmp_path, procs, tls):
         ca = str(tmp_path / "cert.pem")
         cfg["workers"][0]["transports"][0]["endpoint"]["tls"] = {"certificate": "cert.pem",
                                                                  "key": "key.pem"}
-    proc = start_node(tmp_path, cfg)
-    procs.append(proc)
-    wait_port(port, proc)
-    check_http_stop(tmp_path, proc, port, proc.pid, ca)
-    log = (tmp_path / "node.log").read_text()
+    node = start_node(tmp_path, cfg)
+    procs.append(node)
+    check_http_stop(tmp_path, node, node.proc.pid, ca)
+    log = node.log()
     assert "stopped" in log and "Traceback" not in log, log
 
 
 def test_node_http10_keepalive_answer_during_stop_says_close(tmp_path, procs):
     """An HTTP/1.0 keep-alive request in flight at SIGTERM: its answer says Connection: close
     (not the keep-alive it would get otherwise), then the connection closes."""
-    port = free_port()
-    proc = start_node(tmp_path, node_config(port))
-    procs.append(proc)
-    wait_port(port, proc)
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    node = start_node(tmp_path, node_config())
+    procs.append(node)
+    proc = node.proc
+    s = socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5))
     s.sendall(b"GET /slow?0.3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     wait_started(tmp_path / "slow-started")
     proc.send_signal(signal.SIGTERM)
@@ -235,15 +220,14 @@ def test_node_http10_keepalive_answer_during_stop_says_close(tmp_path, procs):
     assert lines[0].startswith(b"http/1.1 200"), head
     assert b"connection: close" in lines and not any(b"keep-alive" in h for h in lines), head
     assert body.startswith(b"slow answer")
-    assert proc.wait(5) == 0
+    assert proc.wait(scaled(5)) == 0
 
 
 def test_gunicorn_http_stop(tmp_path, procs):
-    proc, port = start_gunicorn(tmp_path)
-    procs.append(proc)
-    wait_port(port, proc, timeout=20)
-    check_http_stop(tmp_path, proc, port, proc.pid)
-    log = (tmp_path / "node.log").read_text()
+    node = start_gunicorn(tmp_path)
+    procs.append(node)
+    check_http_stop(tmp_path, node, node.proc.pid)
+    log = node.log()
     assert "graceful timeout" not in log.lower() and "Traceback" not in log, log
 
 
@@ -281,7 +265,7 @@ async def _client(name: str, events: list, port: int, rawsocket: bool = False):
     else:
         factory = WampWebSocketClientFactory(make, url=f"ws://127.0.0.1:{port}/ws")
     await loop.create_connection(factory, "127.0.0.1", port)
-    return await asyncio.wait_for(joined, 10)
+    return await asyncio.wait_for(joined, scaled(10))
 
 
 async def _wamp_shutdown(port: int, rawsocket_port: int | None, sig: callable) -> dict:
@@ -299,10 +283,11 @@ async def _wamp_shutdown(port: int, rawsocket_port: int | None, sig: callable) -
     ids = [s.session_id for s in sessions]
     t0 = time.monotonic()
     sig()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and \
-            sum(1 for e in events if e[1] == "disconnect") < len(sessions):
-        await asyncio.sleep(0.01)
+    try:
+        await async_wait_for(lambda: sum(1 for e in events if e[1] == "disconnect")
+                             >= len(sessions), 5, "every session to be disconnected")
+    except AssertionError:
+        pass  # check_told says which session was not told
     return {"events": events, "testaments": testaments, "took": time.monotonic() - t0,
             "ids": ids}
 
@@ -315,18 +300,17 @@ def check_told(out: dict, names: list[str]) -> None:
 
 
 def test_node_wamp_sessions_told(tmp_path, procs):
-    port, rport = free_port(), free_port()
-    proc = start_node(tmp_path, node_config(port, rport, component=True))
-    procs.append(proc)
-    wait_port(port, proc)
-    wait_port(rport, proc)
-    out = asyncio.run(_wamp_shutdown(port, rport, lambda: proc.send_signal(signal.SIGTERM)))
+    node = start_node(tmp_path, node_config(rawsocket=True, component=True), nports=2)
+    procs.append(node)
+    proc = node.proc
+    out = asyncio.run(_wamp_shutdown(node.port, node.ports[1],
+                                     lambda: proc.send_signal(signal.SIGTERM)))
     check_told(out, ["ws", "raw"])
     # Every testament was published while all sessions were still there, the subscriber's
     # own included.
     assert sorted(out["testaments"]) == sorted(f"last words of {i}" for i in out["ids"]), out
-    assert proc.wait(5) == 0
-    assert out["took"] < 1.0, out
+    assert proc.wait(scaled(5)) == 0
+    assert out["took"] < scaled(1.0), out
     # The in-process component was told too (not left hanging), after the clients: it saw
     # their on_leave meta events and their testaments.
     watcher = json.loads((tmp_path / "watcher.json").read_text())
@@ -338,14 +322,14 @@ def test_node_wamp_sessions_told(tmp_path, procs):
 
 
 def test_gunicorn_wamp_session_told(tmp_path, procs):
-    proc, port = start_gunicorn(tmp_path)
-    procs.append(proc)
-    wait_port(port, proc, timeout=20)
-    out = asyncio.run(_wamp_shutdown(port, None, lambda: proc.send_signal(signal.SIGTERM)))
+    node = start_gunicorn(tmp_path)
+    procs.append(node)
+    proc = node.proc
+    out = asyncio.run(_wamp_shutdown(node.port, None, lambda: proc.send_signal(signal.SIGTERM)))
     check_told(out, ["ws"])
     assert out["testaments"] == [f"last words of {out['ids'][0]}"], out
-    assert proc.wait(5) == 0
-    assert out["took"] < 1.0, out
+    assert proc.wait(scaled(5)) == 0
+    assert out["took"] < scaled(1.0), out
 
 
 def _close_frame(ws) -> tuple[int, list]:
@@ -365,17 +349,16 @@ def test_node_websockets_closed_going_away(tmp_path, procs):
     (the echo service) gets close 1001 too."""
     import websocket
 
-    port = free_port()
-    cfg = node_config(port)
+    cfg = node_config()
     cfg["workers"][0]["transports"][0]["paths"]["echo"] = {"type": "websocket-testee"}
-    proc = start_node(tmp_path, cfg)
-    procs.append(proc)
-    wait_port(port, proc)
+    node = start_node(tmp_path, cfg)
+    procs.append(node)
+    proc, port = node.proc, node.port
     wamp = websocket.create_connection(f"ws://127.0.0.1:{port}/ws",
-                                       subprotocols=["wamp.2.json"], timeout=5)
+                                       subprotocols=["wamp.2.json"], timeout=scaled(5))
     wamp.send(json.dumps([1, "realm1", {"roles": {"subscriber": {}}}]))
     assert json.loads(wamp.recv())[0] == 2  # WELCOME
-    echo = websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=5)
+    echo = websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=scaled(5))
     echo.send("ping")
     assert echo.recv() == "ping"
     proc.send_signal(signal.SIGTERM)
@@ -383,45 +366,48 @@ def test_node_websockets_closed_going_away(tmp_path, procs):
     assert code == 1001
     assert [[m[0], m[2]] for m in map(json.loads, texts)] == [[6, "wamp.close.system_shutdown"]]
     assert _close_frame(echo) == (1001, [])
-    assert proc.wait(5) == 0
+    assert proc.wait(scaled(5)) == 0
+
+
+#: the slow view of the "cut off" tests: far longer than their bounds
+LONG_VIEW = scaled(5)
 
 
 def test_node_second_signal_cuts_off(tmp_path, procs):
-    port = free_port()
-    proc = start_node(tmp_path, node_config(port))
-    procs.append(proc)
-    wait_port(port, proc)
+    node = start_node(tmp_path, node_config())
+    procs.append(node)
+    proc = node.proc
     result: dict = {}
-    th = slow_request(tmp_path, port, result, seconds=5)
+    th = slow_request(tmp_path, node.port, result, seconds=LONG_VIEW)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    wait_log(tmp_path, "received SIGTERM")
+    node.wait_log("received SIGTERM")
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(5) == 0
-    assert time.monotonic() - t0 < 3  # did not wait for the view's 5 s
-    th.join(10)
-    log = (tmp_path / "node.log").read_text()
+    assert proc.wait(scaled(5)) == 0
+    assert time.monotonic() - t0 < LONG_VIEW * 0.6  # did not wait for the view
+    th.join(scaled(10))
+    log = node.log()
     assert "second signal" in log, log
 
 
 def test_gunicorn_sigint_during_grace_cuts_off(tmp_path, procs):
     """gunicorn's master turns SIGINT during its graceful stop into a quick one (SIGQUIT to
     the worker); the worker does not wait for the request in flight."""
-    proc, port = start_gunicorn(tmp_path)
-    procs.append(proc)
-    wait_port(port, proc, timeout=20)
+    node = start_gunicorn(tmp_path)
+    procs.append(node)
+    proc = node.proc
     result: dict = {}
-    th = slow_request(tmp_path, port, result, seconds=5)
+    th = slow_request(tmp_path, node.port, result, seconds=LONG_VIEW)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    wait_log(tmp_path, "Handling signal: term")
-    time.sleep(0.2)  # the master has passed it on to the worker
+    node.wait_log("Handling signal: term")
+    node.wait_log("request(s) in flight")  # the worker has begun its graceful stop
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(5) == 0
-    assert time.monotonic() - t0 < 3  # did not wait for the view's 5 s
-    th.join(10)
+    assert proc.wait(scaled(5)) == 0
+    assert time.monotonic() - t0 < LONG_VIEW * 0.6  # did not wait for the view
+    th.join(scaled(10))
     assert result.get("status") != 200, result
-    log = (tmp_path / "node.log").read_text()
+    log = node.log()
     assert "Quick shutdown" in log, log
 
 
@@ -430,23 +416,22 @@ def test_gunicorn_worker_second_sigterm_cuts_off(tmp_path, procs):
     once, and the worker says so in the log."""
     import re
 
-    proc, port = start_gunicorn(tmp_path)
-    procs.append(proc)
-    wait_port(port, proc, timeout=20)
+    node = start_gunicorn(tmp_path)
+    procs.append(node)
+    proc = node.proc
     # The master listens (and the port answers) before it has forked and logged the worker.
-    wait_log(tmp_path, "Booting worker with pid: ")
-    worker = int(re.search(r"Booting worker with pid: (\d+)",
-                           (tmp_path / "node.log").read_text()).group(1))
+    node.wait_log("Booting worker with pid: ")
+    worker = int(re.search(r"Booting worker with pid: (\d+)", node.log()).group(1))
     result: dict = {}
-    th = slow_request(tmp_path, port, result, seconds=5)
+    th = slow_request(tmp_path, node.port, result, seconds=LONG_VIEW)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    wait_log(tmp_path, "Handling signal: term")
-    time.sleep(0.2)  # the master has passed it on to the worker
+    node.wait_log("Handling signal: term")
+    node.wait_log("request(s) in flight")  # the worker has begun its graceful stop
     os.kill(worker, signal.SIGTERM)
-    assert proc.wait(5) == 0
-    assert time.monotonic() - t0 < 3  # did not wait for the view's 5 s
-    th.join(10)
+    assert proc.wait(scaled(5)) == 0
+    assert time.monotonic() - t0 < LONG_VIEW * 0.6  # did not wait for the view
+    th.join(scaled(10))
     assert result.get("status") != 200, result  # cut off: dropped, or a 500 from the kill
-    log = (tmp_path / "node.log").read_text()
+    log = node.log()
     assert "second SIGTERM" in log and "cut off" in log, log

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 
 import pytest
 import requests
-from conftest import web_node
+from support import web_node
+from support.http import exchange, split_response
 
 SECRET = "SECRET-MARKER-outside-the-root"
 
@@ -53,19 +53,7 @@ def node(start_module_node):
 
 def raw(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     """Send bytes exactly as given (no client normalization) and read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return status, headers, body
+    return split_response(exchange(port, request, timeout))
 
 
 def get(port: int, target: str, method: str = "GET", extra: str = "") -> tuple[int, dict, bytes]:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 
 import pytest
 import requests
-from conftest import web_node
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import scaled, web_node
+from support.certs import certificate as _cert
+from support.certs import new_key as _key
+from support.certs import pem as _pem
 
 APP = r'''
 def app(environ, start_response):
@@ -21,46 +18,6 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 '''
-
-
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, server: bool = False,
-          client: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    b = (x509.CertificateBuilder()
-         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-         .public_key(key.public_key())
-         .serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                          crl_sign=True, content_commitment=False,
-                                          key_encipherment=False, data_encipherment=False,
-                                          key_agreement=False, encipher_only=False,
-                                          decipher_only=False), critical=True)
-    if server:
-        b = b.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                            critical=False)
-    if client:
-        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                            critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(obj) -> str:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM).decode()
-    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +57,7 @@ def node(start_module_node, pki):
 def test_https_with_chain_and_hsts(node):
     # The client trusts only the root: this works only if the intermediate is sent.
     r = requests.get(f"https://127.0.0.1:{node.port}/x", verify=str(node.dir / "root.pem"),
-                     timeout=5)
+                     timeout=scaled(5))
     assert r.status_code == 200
     assert r.text == "https /x"
     assert r.headers["Strict-Transport-Security"] == "max-age=1234"
@@ -108,7 +65,7 @@ def test_https_with_chain_and_hsts(node):
 
 
 def test_plain_http_on_tls_port_fails_quietly(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
             data = s.recv(4096)
@@ -116,7 +73,7 @@ def test_plain_http_on_tls_port_fails_quietly(node):
             data = b""
     assert b"200 OK" not in data
     r = requests.get(f"https://127.0.0.1:{node.port}/", verify=str(node.dir / "root.pem"),
-                     timeout=5)
+                     timeout=scaled(5))
     assert r.status_code == 200
     assert "Traceback" not in node.log()
 
@@ -124,16 +81,16 @@ def test_plain_http_on_tls_port_fails_quietly(node):
 def test_client_certificate_required(node):
     url = f"https://127.0.0.1:{node.ports[1]}/secure"
     verify = str(node.dir / "root.pem")
-    r = requests.get(url, verify=verify, timeout=5,
+    r = requests.get(url, verify=verify, timeout=scaled(5),
                      cert=(str(node.dir / "client.crt"), str(node.dir / "client.key")))
     assert r.text == "https /secure"
     with pytest.raises(requests.exceptions.RequestException):
-        requests.get(url, verify=verify, timeout=5)
+        requests.get(url, verify=verify, timeout=scaled(5))
     with pytest.raises(requests.exceptions.RequestException):
-        requests.get(url, verify=verify, timeout=5,
+        requests.get(url, verify=verify, timeout=scaled(5),
                      cert=(str(node.dir / "rogue.crt"), str(node.dir / "rogue.key")))
     # Still serving, no traceback for the refused handshakes.
-    r = requests.get(url, verify=verify, timeout=5,
+    r = requests.get(url, verify=verify, timeout=scaled(5),
                      cert=(str(node.dir / "client.crt"), str(node.dir / "client.key")))
     assert r.status_code == 200
     assert "Traceback" not in node.log()
@@ -141,7 +98,7 @@ def test_client_certificate_required(node):
 
 def test_keep_alive_over_tls(node):
     ctx = ssl.create_default_context(cafile=str(node.dir / "root.pem"))
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as raw:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
             for path in (b"/one", b"/two"):
                 s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _transport_client import rawsocket_session, router_config, web_transport, ws_session
 from autobahn.wamp.exception import ApplicationError
+from support import router_config, scaled, web_transport
+from support.wamp import rawsocket_session, ws_session
 
 AUTH = {"ticket": {"type": "static",
                    "principals": {"joe": {"ticket": "s3cr3t", "role": "anonymous"}}}}
@@ -24,7 +25,7 @@ def node(start_module_node):
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, scaled(30)))
 
 
 def test_websocket_path_auth(node):

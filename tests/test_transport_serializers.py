@@ -9,6 +9,7 @@ txaio.use_asyncio()  # before autobahn.wamp.serializer is imported
 
 from autobahn.wamp import message as M  # noqa: E402
 from autobahn.wamp import serializer as AS  # noqa: E402
+from support import scaled  # noqa: E402
 
 from geonode.transport import serializers as ser  # noqa: E402
 
@@ -28,6 +29,7 @@ def _autobahn(name: str):
     return AUTOBAHN[base](batched=bool(batched))
 
 
+@pytest.mark.inprocess
 @pytest.mark.parametrize("name", NAMES)
 def test_autobahn_reads_what_we_write(name):
     ours, theirs = ser.get(name), _autobahn(name)
@@ -42,6 +44,7 @@ def test_autobahn_reads_what_we_write(name):
         assert m.args == ev.args and m.kwargs == ev.kwargs and m.publication == 4242
 
 
+@pytest.mark.inprocess
 @pytest.mark.parametrize("name", NAMES)
 def test_we_read_what_autobahn_writes(name):
     ours, theirs = ser.get(name), _autobahn(name)
@@ -53,6 +56,7 @@ def test_we_read_what_autobahn_writes(name):
     assert got == [msg] and got[0].args == msg.args and got[0].kwargs == msg.kwargs
 
 
+@pytest.mark.inprocess
 def test_one_encoding_per_message_and_serializer():
     """An EVENT sent to many subscribers is encoded once per serializer type."""
     ev = _event()
@@ -62,6 +66,7 @@ def test_one_encoding_per_message_and_serializer():
     assert ser.get("json.batched").serialize(ev) == first + "\x18"
 
 
+@pytest.mark.inprocess
 @pytest.mark.parametrize("name,payload", [
     ("json", ""), ("json", "[1, 2"), ("json", "{}"), ("json", "[]"), ("json", "[999]"),
     ("json", '["HELLO"]'), ("json", "[16]"), ("json", "[16, 1, {}, 5]"),
@@ -73,12 +78,14 @@ def test_garbage_is_a_protocol_error(name, payload):
         ser.get(name).unserialize(payload)
 
 
+@pytest.mark.inprocess
 def test_json_binary_convention_only_when_present():
     js = ser.get("json")
     [m] = js.unserialize('[16, 1, {}, "a.b", ["\\u0000AAE=", "plain"]]')
     assert m.args == [b"\x00\x01", "plain"]
 
 
+@pytest.mark.inprocess
 def test_lookup_helpers():
     assert ser.by_subprotocol("wamp.2.cbor.batched") is ser.get("cbor.batched")
     assert ser.by_subprotocol("wamp.2.xml") is None
@@ -86,6 +93,7 @@ def test_lookup_helpers():
     assert ser.available()[-1] == "json"
 
 
+@pytest.mark.inprocess
 def test_message_table_matches_autobahn():
     assert ser.MESSAGE_CLASSES == AS.Serializer.MESSAGE_TYPE_MAP
 
@@ -107,5 +115,5 @@ def test_import_leaves_numpy_until_first_ubjson_message():
         "print(m.args, loaded('bjdata'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout.splitlines()
+                         timeout=scaled(60), check=True).stdout.splitlines()
     assert out == ["[]", "[1099511627776, 'x'] True"]

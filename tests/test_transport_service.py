@@ -8,11 +8,14 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from support import scaled
 
 from geonode.config import ConfigError
 from geonode.transport import serializers as ser
 from geonode.web.context import BuildContext
 from geonode.web.services import websocket as service
+
+pytestmark = pytest.mark.inprocess
 
 PATH = "workers[0].transports[0].paths.ws"
 
@@ -65,7 +68,7 @@ def foreign_server():
 
 
 def _get(port: int, headers: dict) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(5))
     conn.request("GET", "/", headers=headers)
     resp = conn.getresponse()
     body = resp.read().decode()

@@ -9,13 +9,8 @@ import time
 
 import pytest
 import websocket  # websocket-client: a raw client that can misbehave on purpose
-from _transport_client import (
-    WS_SERIALIZERS,
-    exercise,
-    router_config,
-    web_transport,
-    ws_session,
-)
+from support import async_wait_for, router_config, scaled, web_transport
+from support.wamp import WS_SERIALIZERS, exercise, ws_session
 
 PATHS = {
     "ws": {"type": "websocket"},
@@ -31,7 +26,7 @@ def node(start_module_node):
 
 
 def _run(coro, timeout: float = 30):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return asyncio.run(asyncio.wait_for(coro, scaled(timeout)))
 
 
 @pytest.mark.parametrize("serializer", WS_SERIALIZERS)
@@ -48,7 +43,7 @@ def test_join_rpc_pubsub_each_serializer(node, serializer):
         assert "sec-websocket-key" in transport["http_headers_received"]
         a.leave()
         b.leave()
-        await asyncio.wait_for(a.left, 5)
+        await asyncio.wait_for(a.left, scaled(5))
 
     _run(main())
 
@@ -67,7 +62,7 @@ def test_one_event_many_serializers(node):
         pub = await ws_session(node.port, "json")
         pub.publish("com.test.fanout", "x", b"\x01\x02", n=7)
         for f in futs:
-            assert await asyncio.wait_for(f, 5) == (("x", b"\x01\x02"), {"n": 7})
+            assert await asyncio.wait_for(f, scaled(5)) == (("x", b"\x01\x02"), {"n": 7})
 
     _run(main())
 
@@ -81,18 +76,18 @@ def test_sessions_are_detached_when_connections_go(node):
         for o in others[:2]:
             o.leave()
         others[2]._transport.close()   # no GOODBYE: the connection just goes
-        for _ in range(50):
-            if not ids & set(await watcher.call("wamp.session.list")):
-                break
-            await asyncio.sleep(0.1)
-        assert not ids & set(await watcher.call("wamp.session.list"))
+
+        async def all_gone() -> bool:
+            return not ids & set(await watcher.call("wamp.session.list"))
+
+        await async_wait_for(all_gone, 5, "the three sessions to be detached", interval=0.1)
 
     _run(main())
 
 
 def _raw_ws(node, protocol: str = "wamp.2.json", path: str = "ws", **kw):
     return websocket.create_connection(f"{node.ws_url}/{path}", subprotocols=[protocol],
-                                       timeout=10, **kw)
+                                       timeout=scaled(10), **kw)
 
 
 HELLO = json.dumps([1, "realm1", {"roles": {"subscriber": {}, "caller": {}}}])
@@ -149,10 +144,8 @@ def test_malformed_message_ends_only_that_session(node, protocol, payload):
         assert abort_seen, frames
         other = await ws_session(node.port, "msgpack")
         assert await other.call("com.test.alive") == "still here"
-        for _ in range(20):
-            if node.log().count("protocol violation") > log_before:
-                break
-            await asyncio.sleep(0.05)
+        await async_wait_for(lambda: node.log().count("protocol violation") > log_before, 1,
+                             "the protocol violation's log line", interval=0.05)
         assert node.log().count("protocol violation") == log_before + 1
         callee.leave()
         other.leave()
@@ -172,7 +165,7 @@ def _decode_any(data: bytes) -> bytes:
 
 
 def _http(node, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data:
@@ -185,8 +178,8 @@ def _http(node, request: bytes) -> bytes:
 
 def test_plain_get_shows_status_page(node):
     reply = _http(node, b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 200")
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")   # not "200 Error"
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET /wsjson HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         body = b""
         while chunk := s.recv(65536):
@@ -235,20 +228,18 @@ def test_slow_subscriber_is_closed_not_buffered(start_node):
         for i in range(4000):     # ~16 MB for the slow subscriber
             pub.publish("com.test.flood", i, payload)
             if i % 200 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # a yield, not a wait: the publishes go out meanwhile
         await pub.publish("com.test.flood", "last", options=PublishOptions(acknowledge=True))
         assert await pub.call("com.test.ping") == "pong"
-        assert time.monotonic() - t0 < 20
-        for _ in range(100):
-            if "outgoing queue over its bound" in node.log():
-                break
-            await asyncio.sleep(0.1)
+        assert time.monotonic() - t0 < scaled(20)
+        await async_wait_for(lambda: "outgoing queue over its bound" in node.log(), 10,
+                             "the slow subscriber's queue to pass its bound", interval=0.1)
         assert "outgoing queue over its bound" in node.log()
         assert _rss_kb(node.proc.pid) - rss_before < 64 * 1024
 
         def drain_slow():
             # It gets what was in flight, then the connection ends.
-            slow.settimeout(10)
+            slow.settimeout(scaled(10))
             try:
                 while True:
                     opcode, _ = slow.recv_data()
@@ -266,7 +257,7 @@ def test_slow_subscriber_is_closed_not_buffered(start_node):
 
 
 def test_no_subprotocol_falls_back_to_json_when_allowed(node):
-    ws = websocket.create_connection(f"{node.ws_url}/wsany", timeout=10)
+    ws = websocket.create_connection(f"{node.ws_url}/wsany", timeout=scaled(10))
     try:
         ws.send(HELLO)
         welcome = json.loads(ws.recv())
@@ -294,7 +285,7 @@ def test_batched_subscriber_gets_a_large_burst(node, serializer):
         blob = "y" * 2048
         for i in range(400):         # ~800 KiB queued for the subscriber at once
             pub.publish(f"com.test.burst.{serializer}", i, blob)
-        await asyncio.wait_for(done, 20)
+        await asyncio.wait_for(done, scaled(20))
         assert got == list(range(400))
         sub.leave()
         pub.leave()
@@ -317,7 +308,7 @@ def test_payload_the_other_serializer_cannot_encode_fails_the_call(node):
         for caller, proc, args in ((cb, "com.test.mp_callee", [big]),   # INVOCATION fails
                                    (mp, "com.test.cbor_callee", [])):   # RESULT fails
             with pytest.raises(SerializationError, match="cannot be encoded with msgpack"):
-                await asyncio.wait_for(caller.call(proc, *args), 5)
+                await asyncio.wait_for(caller.call(proc, *args), scaled(5))
         assert await mp.call("com.test.mp_callee", 1) == "got it"
         assert await cb.call("com.test.cbor_callee") == big
         cb.leave()

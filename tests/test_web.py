@@ -9,7 +9,11 @@ import time
 
 import pytest
 import requests
-from conftest import web_node
+from support import scaled, web_node
+from support.http import read_response
+
+#: client_timeout of the module node's second transport
+LIMIT = scaled(1.0)
 
 APP = r'''
 import json
@@ -47,7 +51,7 @@ def chunked(environ, start_response):
     def gen():
         for i in range(5):
             yield b"part%d;" % i
-            time.sleep(0.01)
+            time.sleep(0.01)  # the scenario: a generator still producing
     return gen()
 '''
 
@@ -76,7 +80,7 @@ def node(start_module_node):
         "type": "web",
         "endpoint": {"type": "tcp", "port": "$PORT2", "interface": "127.0.0.1"},
         "paths": {"/": wsgi("second")},
-        "options": {"client_timeout": 1},
+        "options": {"client_timeout": LIMIT},
     })
     worker["transports"].append({
         "type": "web",
@@ -87,11 +91,11 @@ def node(start_module_node):
 
 
 def get(node, path: str, **kw) -> requests.Response:
-    return requests.get(node.url + path, timeout=5, **kw)
+    return requests.get(node.url + path, timeout=scaled(5), **kw)
 
 
 def raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: float = 5) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout)) as s:
         s.sendall(data)
         if not read_until_close:
             return s.recv(65536)
@@ -101,24 +105,6 @@ def raw(port: int, data: bytes, *, read_until_close: bool = True, timeout: float
             if not chunk:
                 return out
             out += chunk
-
-
-def read_response(s: socket.socket, buf: bytes = b"") -> tuple[bytes, dict, bytes, bytes]:
-    """Read exactly one Content-Length response from ``s``; return (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, f"connection closed mid-headers: {buf!r}"
-        buf += chunk
-    head, _, buf = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {k.strip().lower(): v.strip()
-               for k, v in (ln.decode("latin-1").split(":", 1) for ln in lines[1:])}
-    n = int(headers.get("content-length", 0))
-    while len(buf) < n:
-        chunk = s.recv(65536)
-        assert chunk
-        buf += chunk
-    return lines[0], headers, buf[:n], buf[n:]
 
 
 # ---- routing -------------------------------------------------------------------------------
@@ -151,17 +137,17 @@ def test_404_names_the_path(start_node):
     n = start_node(web_node({"api": {"type": "wsgi", "module": "webapp", "object": "api"}},
                             worker_options={"pythonpath": ["."]}),
                    files={"webapp.py": APP})
-    r = requests.get(n.url + "/nothing/here", timeout=5)
+    r = requests.get(n.url + "/nothing/here", timeout=scaled(5))
     assert r.status_code == 404
     assert "/nothing/here" in r.text
     assert len(r.content) < 1000
-    assert requests.get(n.url + "/api/x", timeout=5).json()["tag"] == "api"
+    assert requests.get(n.url + "/api/x", timeout=scaled(5)).json()["tag"] == "api"
 
 
 # ---- HTTP/1.1 ------------------------------------------------------------------------------
 
 def test_keep_alive_two_requests_one_connection(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET /api/one HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, body, rest = read_response(s)
         assert status.startswith(b"HTTP/1.1 200")
@@ -172,7 +158,7 @@ def test_keep_alive_two_requests_one_connection(node):
 
 
 def test_pipelined_requests(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
         _, _, body1, rest = read_response(s)
         _, _, body2, _ = read_response(s, rest)
@@ -190,11 +176,14 @@ def test_chunked_response(node):
 
 
 def test_head_has_headers_but_no_body(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"HEAD /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.2)
-        s.sendall(b"GET /api/after HTTP/1.1\r\nHost: x\r\n\r\n")
         buf = b""
+        while b"\r\n\r\n" not in buf:  # the HEAD's answer has begun: now the next request
+            chunk = s.recv(65536)
+            assert chunk
+            buf += chunk
+        s.sendall(b"GET /api/after HTTP/1.1\r\nHost: x\r\n\r\n")
         while buf.count(b"\r\n\r\n") < 2 or not buf.rstrip().endswith(b"}"):
             chunk = s.recv(65536)
             assert chunk
@@ -207,7 +196,7 @@ def test_head_has_headers_but_no_body(node):
 
 
 def test_head_content_length_kept(node):
-    r = requests.head(node.url + "/api/x", timeout=5)
+    r = requests.head(node.url + "/api/x", timeout=scaled(5))
     assert r.status_code == 200
     assert int(r.headers["Content-Length"]) > 0
     assert r.content == b""
@@ -242,15 +231,19 @@ def test_request_headers_reach_the_app(node):
 
 def test_tcp_nodelay_keepalive_latency(node):
     # Without TCP_NODELAY, keep-alive responses written in two sends stall ~40 ms each.
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    times = []
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rest = b""
-        t0 = time.perf_counter()
         for _ in range(20):
+            t0 = time.perf_counter()
             s.sendall(b"GET /api/fast HTTP/1.1\r\nHost: x\r\n\r\n")
             _, _, _, rest = read_response(s, rest)
-        per_request = (time.perf_counter() - t0) / 20
-    assert per_request < 0.03, f"{per_request * 1000:.1f} ms per keep-alive request"
+            times.append(time.perf_counter() - t0)
+    per_request = sorted(times)[len(times) // 2]
+    # Not scaled: the stall it catches is the kernel's fixed delayed-ACK timer, not the
+    # machine's speed; the median of 20 keeps a busy machine's slow moments out.
+    assert per_request < 0.03, f"{per_request * 1000:.1f} ms per keep-alive request (median)"
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -259,10 +252,7 @@ def test_access_log_common_log_format(node):
     get(node, "/api/logged?q=1")
     pattern = re.compile(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
                          r'"GET /api/logged\?q=1 HTTP/1\.1" 200 \d+')
-    deadline = time.monotonic() + 3
-    while not pattern.search(node.log()):
-        assert time.monotonic() < deadline, node.log()[-2000:]
-        time.sleep(0.05)
+    node.wait_log(pattern, 3)
     lines = [ln for ln in node.log().splitlines() if "/api/logged" in ln]
     assert len(lines) == 1
 
@@ -274,14 +264,14 @@ def test_no_hsts_without_tls(node):
 # ---- endpoints -------------------------------------------------------------------------------
 
 def test_second_tcp_transport(node):
-    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/x", timeout=5)
+    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/x", timeout=scaled(5))
     assert r.json()["tag"] == "second"
 
 
 def test_unix_socket_endpoint(node):
     path = node.dir / "web.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
+        s.settimeout(scaled(5))
         s.connect(str(path))
         s.sendall(b"GET /via/unix HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, body, _ = read_response(s)
@@ -298,15 +288,16 @@ def test_listening_lines_logged(node):
 
 
 def test_client_timeout_closes_idle_connection(node):
-    with socket.create_connection(("127.0.0.1", node.ports[1]), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.ports[1]), timeout=scaled(5)) as s:
         s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
         read_response(s)
         t0 = time.monotonic()
         assert s.recv(1024) == b""  # the server closed the idle keep-alive connection
         waited = time.monotonic() - t0
-    assert 0.5 < waited < 3.5
-    # The transport without client_timeout keeps idle connections open.
-    with socket.create_connection(("127.0.0.1", node.port), timeout=1.5) as s:
+    assert LIMIT / 2 < waited < LIMIT + scaled(2.5)
+    # The transport without client_timeout keeps idle connections open (watched for longer
+    # than the other one's timeout: the scenario).
+    with socket.create_connection(("127.0.0.1", node.port), timeout=1.5 * LIMIT) as s:
         with pytest.raises(socket.timeout):
             s.recv(1024)
 
@@ -325,14 +316,14 @@ def test_ipv6_and_shared_endpoints(start_node):
                        "endpoint": {"type": "tcp", "version": 6, "interface": "::1",
                                     "port": port6}})
     n = start_node(cfg, files={"webapp.py": APP})
-    r = requests.get(f"http://[::1]:{port6}/six", timeout=5)
+    r = requests.get(f"http://[::1]:{port6}/six", timeout=scaled(5))
     assert r.json()["tag"] == "second"
     assert f"listening on http://[::1]:{port6} (workers[0].transports[1])" in n.log()
     # "shared" sets SO_REUSEPORT: another process may bind the same port next to the node.
     with socket.socket() as other:
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("127.0.0.1", n.port))
-    assert requests.get(n.url + "/", timeout=5).json()["tag"] == "root"
+    assert requests.get(n.url + "/", timeout=scaled(5)).json()["tag"] == "root"
 
 
 def test_build_error_names_root_path_as_the_checker_does(start_node):
@@ -340,15 +331,16 @@ def test_build_error_names_root_path_as_the_checker_does(start_node):
     n = start_node(web_node({"x": {"type": "path", "paths": {
         "/": {"type": "wsgi", "module": "okmod", "object": "nothere"}}}},
         worker_options={"pythonpath": ["."]}), files={"okmod.py": "x = 1\n"}, wait=False)
-    assert n.proc.wait(20) == 1
+    assert n.proc.wait(scaled(20)) == 1
     log = n.log()
     assert 'workers[0].transports[0].paths.x.paths["/"].object' in log, log
     assert "paths./" not in log
 
 
+@pytest.mark.inprocess
 def test_listeners_api(tmp_path):
     """The public endpoint listeners (shared by web and RawSocket transports)."""
-    from geonode.web.listeners import EndpointError, tcp_listener, unix_listener
+    from geonode.endpoints import EndpointError, tcp_listener, unix_listener
 
     sock, where = tcp_listener({"type": "tcp", "port": 0, "interface": "127.0.0.1"}, "ep")
     try:

@@ -10,7 +10,13 @@ import time
 
 import pytest
 import requests
-from conftest import web_node
+from support import scaled, wait_for, web_node
+
+#: how long the blocking views (/sleep, /stream's pause) take: every "meanwhile" bound is a
+#: fraction of it, so a stalled hub (which holds others for all of it) still fails them
+VIEW = scaled(1.0)
+#: the greenlet stream's cooperative pause
+GREEN = scaled(0.5)
 
 APP = r'''
 import hashlib
@@ -32,7 +38,10 @@ def fast():
 
 @app.route("/sleep")
 def sleep():
-    time.sleep(1.0)  # a plain blocking call: must not stall the hub
+    if "marker" in request.args:  # the test waits for this file: the view is running
+        open(request.args["marker"], "w").close()
+    # the scenario: a plain blocking call, which must not stall the hub
+    time.sleep(float(request.args["s"]))
     return "slept"
 
 @app.route("/upload", methods=["POST", "PUT"])
@@ -42,9 +51,10 @@ def upload():
 
 @app.route("/stream")
 def stream():
+    pause = float(request.args["s"])
     def gen():
         yield "first;"
-        time.sleep(1.0)  # iteration runs on the pool too
+        time.sleep(pause)  # the scenario: iteration runs on the pool too
         yield "second;"
     return Response(gen(), mimetype="text/plain")
 
@@ -64,7 +74,7 @@ def endless():
         try:
             while True:
                 yield b"tick;" * 100
-                time.sleep(0.02)
+                time.sleep(0.02)  # the scenario: a stream that never ends
         finally:
             CLOSED.append(1)
     return Response(gen(), mimetype="text/plain")
@@ -117,14 +127,14 @@ def boom_midway(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     def gen():
         yield b"partial;"
-        time.sleep(0.05)
+        time.sleep(0.05)  # the scenario: the failure comes after the first chunk went out
         raise RuntimeError("midway failure")
     return gen()
 
 
 def green(environ, start_response):
     import gevent
-    gevent.sleep(0.01)  # gevent-aware: cooperative sleep in the handler greenlet
+    gevent.sleep(0.01)  # the scenario: gevent-aware, a cooperative sleep in its greenlet
     body = repr((environ["wsgi.multithread"], native_ident() == MAIN)).encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
@@ -132,14 +142,17 @@ def green(environ, start_response):
 
 def green_stream(environ, start_response):
     import gevent
+    from urllib.parse import parse_qs
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     start_response("200 OK", [("Content-Type", "text/plain")])
     def gen():
         yield b""  # empty chunks are skipped, never sent as a terminating chunk
         yield b"g1;"
-        gevent.sleep(0.5)  # cooperative: the node serves others meanwhile
+        # the scenario: a cooperative pause, the node serves others meanwhile
+        gevent.sleep(float(query["pause"][0]))
         yield b"g2;"
         yield b"g3;"
-        if environ.get("QUERY_STRING") == "fail":
+        if "fail" in query:
             raise RuntimeError("green midway failure")
     return gen()
 
@@ -195,7 +208,7 @@ def node(start_module_node):
 
 
 def get(node, path: str, **kw) -> requests.Response:
-    return requests.get(node.url + path, timeout=10, **kw)
+    return requests.get(node.url + path, timeout=scaled(10) + VIEW, **kw)
 
 
 def test_blocking_view_does_not_stall_others(node):
@@ -203,12 +216,12 @@ def test_blocking_view_does_not_stall_others(node):
 
     def slow():
         t0 = time.monotonic()
-        results["slow"] = get(node, "/sleep").text
+        results["slow"] = get(node, f"/sleep?s={VIEW}&marker=sleeping").text
         results["slow_t"] = time.monotonic() - t0
 
     th = threading.Thread(target=slow)
     th.start()
-    time.sleep(0.1)
+    wait_for(lambda: (node.dir / "sleeping").exists(), 10, "the blocking view to run")
     worst = 0.0
     for _ in range(10):
         t0 = time.monotonic()
@@ -216,14 +229,14 @@ def test_blocking_view_does_not_stall_others(node):
         worst = max(worst, time.monotonic() - t0)
     th.join()
     assert results["slow"] == "slept"
-    assert results["slow_t"] >= 0.95
-    # A stalled hub would hold a fast request until the 1 s sleep ends.
-    assert worst < 0.6, f"a fast request took {worst:.2f}s while a view slept"
+    assert results["slow_t"] >= 0.95 * VIEW
+    # A stalled hub would hold a fast request until the view's sleep ends.
+    assert worst < 0.6 * VIEW, f"a fast request took {worst:.2f}s while a view slept"
 
 
 def test_blocking_views_run_in_parallel(node):
     out: list = []
-    threads = [threading.Thread(target=lambda: out.append(get(node, "/sleep").text))
+    threads = [threading.Thread(target=lambda: out.append(get(node, f"/sleep?s={VIEW}").text))
                for _ in range(4)]
     t0 = time.monotonic()
     for t in threads:
@@ -231,7 +244,7 @@ def test_blocking_views_run_in_parallel(node):
     for t in threads:
         t.join()
     assert out == ["slept"] * 4
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 2.5 * VIEW  # not one after another (4 × VIEW)
 
 
 def test_runs_on_a_pool_thread(node):
@@ -240,10 +253,10 @@ def test_runs_on_a_pool_thread(node):
 
 
 def test_maxthreads_limits_concurrency(node):
-    # "small" has maxthreads 2: four 1-second views need two rounds.
+    # "small" has maxthreads 2: four views of VIEW s each need two rounds.
     out: list = []
-    threads = [threading.Thread(target=lambda: out.append(get(node, "/small/sleep").text))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: out.append(
+        get(node, f"/small/sleep?s={VIEW}").text)) for _ in range(4)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -251,7 +264,7 @@ def test_maxthreads_limits_concurrency(node):
         t.join()
     took = time.monotonic() - t0
     assert out == ["slept"] * 4
-    assert 1.9 < took < 3.5
+    assert 1.9 * VIEW < took < 3.5 * VIEW
 
 
 def test_long_cpu_bound_call_does_not_hold_up_the_others(node):
@@ -296,26 +309,26 @@ def test_short_blocking_calls_spread_over_threads(node):
 
 def test_multi_megabyte_upload(node):
     data = os.urandom(5 * 1024 * 1024 + 123)
-    r = requests.post(node.url + "/upload", data=data, timeout=20)
+    r = requests.post(node.url + "/upload", data=data, timeout=scaled(20))
     assert r.json() == {"n": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def test_chunked_upload(node):
     parts = [os.urandom(70_000) for _ in range(20)]
-    r = requests.put(node.url + "/upload", data=iter(parts), timeout=20)  # chunked encoding
+    r = requests.put(node.url + "/upload", data=iter(parts), timeout=scaled(20))  # chunked encoding
     whole = b"".join(parts)
     assert r.json() == {"n": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
 
 
 def test_small_upload_and_empty_body(node):
-    r = requests.post(node.url + "/upload", data=b"abc", timeout=5)
+    r = requests.post(node.url + "/upload", data=b"abc", timeout=scaled(5))
     assert r.json()["n"] == 3
-    r = requests.post(node.url + "/upload", timeout=5)
+    r = requests.post(node.url + "/upload", timeout=scaled(5))
     assert r.json()["n"] == 0
 
 
 def test_truncated_body_gets_400(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nshort")
         s.shutdown(socket.SHUT_WR)
         out = s.recv(4096)
@@ -324,9 +337,10 @@ def test_truncated_body_gets_400(node):
 
 
 def test_streaming_chunks_arrive_before_generator_finishes(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         t0 = time.monotonic()
-        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /stream?s=%f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  % VIEW)
         buf = b""
         while b"first;" not in buf:
             chunk = s.recv(4096)
@@ -336,15 +350,15 @@ def test_streaming_chunks_arrive_before_generator_finishes(node):
         # Meanwhile the node answers others: the generator's sleep is on the pool.
         t1 = time.monotonic()
         assert get(node, "/fast").text == "fast"
-        assert time.monotonic() - t1 < 0.5
+        assert time.monotonic() - t1 < 0.5 * VIEW
         while True:
             chunk = s.recv(4096)
             if not chunk:
                 break
             buf += chunk
         done_at = time.monotonic() - t0
-    assert first_at < 0.7, first_at
-    assert done_at >= 0.95
+    assert first_at < 0.7 * VIEW, first_at
+    assert done_at >= 0.95 * VIEW
     assert b"second;" in buf and buf.rstrip().endswith(b"0")
 
 
@@ -361,10 +375,7 @@ def test_app_exception_is_500_without_traceback(node):
     assert len(r.content) < 1000
     # Logged instead, and the node keeps serving.
     assert get(node, "/fast").text == "fast"
-    deadline = time.monotonic() + 3
-    while "secret-detail-42" not in node.log():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    node.wait_log("secret-detail-42", 3)
     assert "Traceback" in node.log()
 
 
@@ -378,14 +389,14 @@ def test_broken_app_answers_are_500(node, path):
 
 
 def test_display_tracebacks_shows_it(node):
-    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/", timeout=5)
+    r = requests.get(f"http://127.0.0.1:{node.ports[1]}/", timeout=scaled(5))
     assert r.status_code == 500
     assert "secret-detail-42" in r.text
     assert "Traceback" in r.text
 
 
 def test_exception_after_headers_closes_connection(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         s.sendall(b"GET /midway HTTP/1.1\r\nHost: x\r\n\r\n")
         buf = b""
         while True:
@@ -404,15 +415,17 @@ def test_greenlet_mode(node):
 
 
 def test_greenlet_mode_streams(node):
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
         t0 = time.monotonic()
-        s.sendall(b"GET /greenstream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /greenstream?pause=%f HTTP/1.1\r\nHost: x\r\nConnection: close"
+                  b"\r\n\r\n" % GREEN)
         buf = b""
         while b"g1;" not in buf:
             chunk = s.recv(4096)
             assert chunk
             buf += chunk
-        assert time.monotonic() - t0 < 0.4  # the first chunk did not wait for the sleep
+        # the first chunk did not wait for the pause
+        assert time.monotonic() - t0 < 0.8 * GREEN
         assert get(node, "/fast").text == "fast"
         while chunk:
             chunk = s.recv(4096)
@@ -421,8 +434,8 @@ def test_greenlet_mode_streams(node):
     assert b"g1;" in buf and b"g2;" in buf and b"g3;" in buf
     assert buf.endswith(b"0\r\n\r\n")
     # An exception after the headers: the connection is dropped, no clean end.
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
-        s.sendall(b"GET /greenstream?fail HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
+        s.sendall(b"GET /greenstream?fail&pause=%f HTTP/1.1\r\nHost: x\r\n\r\n" % GREEN)
         buf = chunk = b"x"
         while chunk:
             chunk = s.recv(4096)
@@ -436,7 +449,7 @@ def test_legacy_write_callable(node):
 
 
 def test_head_on_flask(node):
-    r = requests.head(node.url + "/fast", timeout=5)
+    r = requests.head(node.url + "/fast", timeout=scaled(5))
     assert r.status_code == 200
     assert r.headers["Content-Length"] == "4"
 
@@ -444,7 +457,7 @@ def test_head_on_flask(node):
 def test_import_failure_exits_1_naming_module(start_node):
     cfg = web_node({"/": {"type": "wsgi", "module": "no_such_module_xyz", "object": "app"}})
     n = start_node(cfg, wait=False)
-    assert n.proc.wait(20) == 1
+    assert n.proc.wait(scaled(20)) == 1
     out = n.log()
     assert "no_such_module_xyz" in out
     assert "sys.path" in out
@@ -458,25 +471,23 @@ def test_error_at_import_and_missing_object(start_node):
     cfg = web_node({"a": {"type": "wsgi", "module": "okmod", "object": "nothere"}},
                    worker_options={"pythonpath": ["."]})
     n = start_node(cfg, files={"okmod.py": "app = None\n"}, wait=False)
-    assert n.proc.wait(20) == 1
+    assert n.proc.wait(scaled(20)) == 1
     assert "nothere" in n.log() and "paths.a.object" in n.log()
 
     cfg = web_node({"/": {"type": "wsgi", "module": "badmod", "object": "app"}},
                    worker_options={"pythonpath": ["."]})
     n = start_node(cfg, files={"badmod.py": "raise RuntimeError('broken at import')\n"},
                    wait=False)
-    assert n.proc.wait(20) == 1
+    assert n.proc.wait(scaled(20)) == 1
     assert "broken at import" in n.log() and "badmod" in n.log()
 
 
 def test_client_disconnect_mid_stream_frees_the_thread(node):
     before = int(get(node, "/closed").text)
     for _ in range(3):  # more than "small"'s two threads: each must be given back
-        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(5)) as s:
             s.sendall(b"GET /small/endless HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"tick;" in s.recv(4096)
-    deadline = time.monotonic() + 5
-    while int(get(node, "/closed").text) < before + 3:
-        assert time.monotonic() < deadline, "the generators were not closed"
-        time.sleep(0.05)
+    wait_for(lambda: int(get(node, "/closed").text) >= before + 3, 5,
+             "the three generators to be closed", interval=0.05)
     assert get(node, "/small/fast").text == "fast"

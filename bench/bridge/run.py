@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "wamp")]
 
 import common  # noqa: E402
+from support.config import realm, role, web_node  # noqa: E402
 from wire import Closed, Conn  # noqa: E402
 
 WORK = common.WORK / "bridge"
@@ -49,25 +50,10 @@ def node_config(port: int, geonode: bool) -> dict:
     app: dict = {"type": "wsgi", "module": "app", "object": "app", "maxthreads": 20}
     if geonode:
         app["wamp"] = {"realm": "realm1", "role": "backend"}
-    allow = {"call": True, "register": True, "publish": True, "subscribe": True}
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router",
-        "options": {"pythonpath": [str(HERE)]},
-        "realms": [{"name": "realm1", "roles": [
-            {"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": allow}]},
-            {"name": "backend", "permissions": [{"uri": "", "match": "prefix", "allow": allow}]},
-        ]}],
-        "transports": [{
-            "type": "web",
-            "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-            "paths": {
-                "/": {"type": "json", "value": "ok"},
-                "app": app,
-                "ws": {"type": "websocket"},
-                "publish": {"type": "publisher", "realm": "realm1", "role": "backend"},
-            },
-        }],
-    }]}
+    paths = {"/": {"type": "json", "value": "ok"}, "app": app, "ws": {"type": "websocket"},
+             "publish": {"type": "publisher", "realm": "realm1", "role": "backend"}}
+    return web_node(paths, realms=[realm(roles=[role("anonymous"), role("backend")])],
+                    worker_options={"pythonpath": [str(HERE)]}, port=port)
 
 
 class Bench:

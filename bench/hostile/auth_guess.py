@@ -35,22 +35,18 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
+from support.config import realm, role, web_node  # noqa: E402
 
 WORK = common.WORK / "hostile"
 INVALID = "ticket in static WAMP-Ticket authentication is invalid"   # logged per examined guess
 
 
 def node_config(port: int) -> dict:
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router",
-        "realms": [{"name": "realm1", "roles": [{"name": "user", "permissions": [
-            {"uri": "", "match": "prefix",
-             "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}]}]}],
-        "transports": [{"type": "web", "endpoint": {"type": "tcp", "port": port,
-                                                    "interface": "127.0.0.1"},
-                        "paths": {"ws": {"type": "websocket", "serializers": ["json"], "auth": {
-                            "ticket": {"type": "static", "principals": {
-                                "joe": {"ticket": "the-right-ticket", "role": "user"}}}}}}}]}]}
+    ticket = {"type": "static", "principals": {"joe": {"ticket": "the-right-ticket",
+                                                       "role": "user"}}}
+    return web_node({"ws": {"type": "websocket", "serializers": ["json"],
+                            "auth": {"ticket": ticket}}},
+                    realms=[realm(roles=[role("user")])], port=port)
 
 
 def attempt(port: int, source: str, ticket: str, wait: bool) -> str:

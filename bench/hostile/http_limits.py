@@ -37,6 +37,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
+from support.config import web_node  # noqa: E402
 
 WORK = common.WORK / "hostile"
 
@@ -72,13 +73,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 
 def node_config(port: int, upstream: int) -> dict:
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router", "options": {"pythonpath": ["."]},
-        "transports": [{"type": "web", "endpoint": {"type": "tcp", "port": port,
-                                                    "interface": "127.0.0.1", "backlog": 1024},
-                        "paths": {"/": {"type": "wsgi", "module": "benchapp", "object": "echo"},
-                                  "p": {"type": "reverseproxy", "host": "127.0.0.1",
-                                        "port": upstream, "path": "/api"}}}]}]}
+    cfg = web_node({"/": {"type": "wsgi", "module": "benchapp", "object": "echo"},
+                    "p": {"type": "reverseproxy", "host": "127.0.0.1", "port": upstream,
+                          "path": "/api"}}, worker_options={"pythonpath": ["."]}, port=port)
+    cfg["workers"][0]["transports"][0]["endpoint"]["backlog"] = 1024
+    return cfg
 
 
 def slowloris(port: int, n: int, seconds: float) -> str:

@@ -38,6 +38,7 @@ ROOT = HERE.parent.parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "wamp")]
 
 import common  # noqa: E402
+from support.config import web_node  # noqa: E402
 from wire import Conn  # noqa: E402
 
 KiB = 1024
@@ -56,13 +57,9 @@ def node_config(port: int, max_uri_length: int | None) -> dict:
     realm: dict = {"name": "realm1", "roles": ROLES}
     if max_uri_length is not None:
         realm["options"] = {"max_uri_length": max_uri_length}
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router", "realms": [realm],
-        "transports": [{"type": "web",
-                        "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-                        "paths": {"ws": {"type": "websocket", "serializers": ["json"],
-                                         "options": {"max_message_size": 16 * MiB}},
-                                  "info": {"type": "json", "value": {"ok": True}}}}]}]}
+    return web_node({"ws": {"type": "websocket", "serializers": ["json"],
+                            "options": {"max_message_size": 16 * MiB}},
+                     "info": {"type": "json", "value": {"ok": True}}}, realms=[realm], port=port)
 
 
 class Row:

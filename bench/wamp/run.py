@@ -27,33 +27,18 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import common  # noqa: E402
 import loads  # noqa: E402
+from support.config import allow_all, realm, role, web_node  # noqa: E402
 from wire import Conn  # noqa: E402
 
 PATH = "/ws"
 
 
 def node_config(port: int) -> dict:
-    return {
-        "version": 2,
-        "controller": {},
-        "workers": [{
-            "type": "router",
-            "realms": [{"name": loads.REALM, "roles": [{
-                "name": "anonymous",
-                "permissions": [{"uri": "", "match": "prefix",
-                                 "allow": {"call": True, "register": True, "publish": True,
-                                           "subscribe": True},
-                                 "disclose": {"caller": False, "publisher": False},
-                                 "cache": True}],
-            }]}],
-            "transports": [{
-                "type": "web",
-                "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1",
-                             "backlog": 1024},
-                "paths": {"ws": {"type": "websocket", "serializers": ["json", "msgpack"]}},
-            }],
-        }],
-    }
+    perm = allow_all(disclose={"caller": False, "publisher": False}, cache=True)
+    cfg = web_node({"ws": {"type": "websocket", "serializers": ["json", "msgpack"]}},
+                   realms=[realm(loads.REALM, [role(permissions=[perm])])], port=port)
+    cfg["workers"][0]["transports"][0]["endpoint"]["backlog"] = 1024
+    return cfg
 
 
 def start(name: str, tmp: Path, crossbar: str | None,

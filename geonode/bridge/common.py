@@ -28,7 +28,8 @@ from urllib.parse import parse_qs
 
 from geonode import wamp
 from geonode.bridge import signing
-from geonode.transport.websocket import INVALID_PAYLOAD
+from geonode.httpstatus import status_line
+from geonode.router.errors import INVALID_PAYLOAD, NO_ROUTER, TIMEOUT
 
 log = logging.getLogger("geonode.bridge")
 
@@ -38,10 +39,6 @@ MAX_BODY = 1024 * 1024
 # payload between the two would be refused by some subscribers' serializers but not others.
 MAX_DEPTH = 128
 _READ = 65536
-_STATUS = {200: "200 OK", 202: "202 Accepted", 400: "400 Bad Request", 401: "401 Unauthorized",
-           403: "403 Forbidden", 405: "405 Method Not Allowed", 413: "413 Payload Too Large",
-           500: "500 Internal Server Error", 503: "503 Service Unavailable",
-           504: "504 Gateway Timeout"}
 
 
 class Deny(Exception):
@@ -163,7 +160,7 @@ class BridgeService:
                 headers += [("Allow", "POST,PUT,OPTIONS"),
                             ("Access-Control-Allow-Methods", "POST,PUT,OPTIONS"),
                             ("Content-Length", "0")]
-                start_response(_STATUS[200], headers)
+                start_response(status_line(200), headers)
                 return [b""]
             if method not in ("POST", "PUT"):
                 headers.append(("Allow", "POST,PUT,OPTIONS"))
@@ -180,7 +177,7 @@ class BridgeService:
             log.info("%s %s%s: %d %s", self.kind, environ.get("SCRIPT_NAME", ""),
                      environ.get("PATH_INFO", ""), d.status, d.message)
         headers += [("Content-Type", ctype), ("Content-Length", str(len(payload)))]
-        start_response(_STATUS.get(status, f"{status} Error"), headers)
+        start_response(status_line(status), headers)
         return [payload]
 
     def deny_body(self, d: Deny) -> bytes:
@@ -279,9 +276,9 @@ class BridgeService:
         """A WAMP error: 200 with {"error", "args", "kwargs"} like Crossbar; a timeout is 504 and
         no router in the process 503 (geonode)."""
         status = 200
-        if e.error == wamp.ApplicationError.TIMEOUT:
+        if e.error == TIMEOUT:
             status = 504
-        elif e.error == wamp.NO_ROUTER:
+        elif e.error == NO_ROUTER:
             status = 503
         try:
             body = error_body(e.error, list(e.args), e.kwargs or {})

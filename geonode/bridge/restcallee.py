@@ -19,6 +19,7 @@ import gevent.lock
 
 from geonode.bridge import httpclient
 from geonode.bridge.httpclient import config_path
+from geonode.router.errors import RUNTIME_ERROR
 from geonode.wamp import ApplicationError
 
 log = logging.getLogger("geonode.bridge.restcallee")
@@ -52,13 +53,13 @@ class RESTCallee:
                 hdrs.append((k, str(item)))
         data = body.encode("utf-8") if isinstance(body, str) else (body or None)
         if not self.slots.acquire(timeout=self.timeout):
-            raise ApplicationError("wamp.error.runtime_error",
+            raise ApplicationError(RUNTIME_ERROR,
                                    f"{self.procedure}: too many HTTP requests in flight")
         try:
             resp = httpclient.request(str(method).upper(), full, data or None, hdrs,
                                       timeout=self.timeout, context=self.tls)
         except httpclient.HTTPError as e:
-            raise ApplicationError("wamp.error.runtime_error", str(e)) from None
+            raise ApplicationError(RUNTIME_ERROR, str(e)) from None
         finally:
             self.slots.release()
         return {"code": resp.status, "content": resp.text, "headers": resp.header_lists()}

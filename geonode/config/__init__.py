@@ -6,13 +6,14 @@ with the JSON path of the offending key (``workers[0].transports[0].paths.api.mo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from geonode.config.environ import substitute
 from geonode.config.reader import ConfigError, duplicates, read
 
-__all__ = ["Config", "ConfigError", "check", "load", "read", "warnings"]
+__all__ = ["Config", "ConfigError", "check", "load", "print_errors", "read", "warnings"]
 
 
 @dataclass
@@ -50,12 +51,22 @@ def load(path: str | Path) -> Config:
     errors = dups + errors
     # A key whose variable is missing still holds "$VAR": its schema complaint would be noise.
     unset = {e.split(": ", 1)[0] for e in errors}
-    from geonode.config.schema import validate  # jsonschema: only when a config is loaded
+    # jsonschema: only when a config is loaded
+    from geonode.config.schema import schema_errors, version_errors
+    from geonode.config.semantic import semantic_errors
 
-    errors += [e for e in validate(data, p.parent) if e.split(": ", 1)[0] not in unset]
+    found = version_errors(data) or schema_errors(data) + semantic_errors(data, p.parent)
+    errors += [e for e in found if e.split(": ", 1)[0] not in unset]
     if errors:
         raise ConfigError(errors)
     return Config(path=p, dir=p.parent, data=data)
+
+
+def print_errors(config: str | Path, errors: list[str]) -> None:
+    """How ``geonode check`` and ``geonode start`` show a config's errors (on stderr)."""
+    print(f"error: {config}: the node config has {len(errors)} problem(s):", file=sys.stderr)
+    for line in errors:
+        print(f"  {line}", file=sys.stderr)
 
 
 def warnings(cfg: Config) -> list[str]:

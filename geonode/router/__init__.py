@@ -16,7 +16,7 @@ txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializ
 
 from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
-from geonode.router.session import RouterSession, install_handlers  # noqa: E402
+from geonode.router.session import RouterSession  # noqa: E402
 
 log = logging.getLogger("geonode.router")
 
@@ -29,7 +29,6 @@ class Router:
     def __init__(self, worker_cfg: dict | None = None, config_dir: Path | None = None) -> None:
         worker_cfg = worker_cfg or {}
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
-        install_handlers()
         self.realms: dict[str, Realm] = {}
         for cfg in worker_cfg.get("realms", []) or []:
             self.realms[cfg["name"]] = Realm(self, cfg)
@@ -59,7 +58,9 @@ class Router:
         r = self.realms.get(realm)
         if r is None:
             from autobahn.wamp.exception import ApplicationError
-            raise ApplicationError("wamp.error.no_such_realm", f"no realm {realm!r}")
+
+            from geonode.router.errors import NO_SUCH_REALM
+            raise ApplicationError(NO_SUCH_REALM, f"no realm {realm!r}")
         return r.service.call(procedure, args, kwargs, timeout=timeout)
 
     def close(self) -> None:

@@ -11,26 +11,28 @@ from autobahn.wamp import message as m
 
 from geonode.router.authorization import CONCRETE
 from geonode.router.broker import denied_text, strict_note
+from geonode.router.errors import (
+    CANCELED,
+    INVALID_ARGUMENT,
+    INVALID_URI,
+    LIMIT_EXCEEDED,
+    MAX_CONCURRENCY,
+    NO_SUCH_PROCEDURE,
+    NO_SUCH_REGISTRATION,
+    NOT_AUTHORIZED,
+    POLICY_CONFLICT,
+    PROCEDURE_ALREADY_EXISTS,
+    TIMEOUT,
+    UNREGISTERED,
+)
 from geonode.router.session import JOINED
 from geonode.router.state import DealerState, Registration
 from geonode.uri import uri_text
 
-NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
-NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
-PROCEDURE_ALREADY_EXISTS = "wamp.error.procedure_already_exists"
-POLICY_CONFLICT = "wamp.error.procedure_exists_with_different_invocation_policy"
-NOT_AUTHORIZED = "wamp.error.not_authorized"
-INVALID_URI = "wamp.error.invalid_uri"
-INVALID_ARGUMENT = "wamp.error.invalid_argument"
-CANCELED = "wamp.error.canceled"
-TIMEOUT = "wamp.error.timeout"
-LIMIT_EXCEEDED = "wamp.error.limit_exceeded"
-MAX_CONCURRENCY = "crossbar.error.max_concurrency_reached"   # Crossbar's URI
 # Pending calls are per-message state: bounded per caller so a session cannot pile up
 # unanswered calls without limit.
 MAX_CALLS_IN_FLIGHT = 10_000
 INVOKE_POLICIES = ("single", "roundrobin", "random", "first", "last")
-CANCEL_MODES = ("skip", "kill", "killnowait")
 
 _CALL = m.Call.MESSAGE_TYPE
 _NONE_ELIGIBLE = object()   # no callee of the registration may register the procedure
@@ -119,7 +121,7 @@ class Dealer:
             if msg.force_reregister and session not in reg.callees:
                 # The newcomer takes over: existing callees are revoked (Crossbar semantics).
                 for callee in list(reg.callees):
-                    self.remove_callee(reg, callee, "wamp.error.unregistered")
+                    self.remove_callee(reg, callee, UNREGISTERED)
                 reg = None
             elif session in reg.callees or reg.invoke == "single":
                 session.send(m.Error(err, msg.request, PROCEDURE_ALREADY_EXISTS,

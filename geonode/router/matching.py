@@ -30,15 +30,6 @@ def wildcard_matches(parts: tuple[str, ...], uri_parts: list[str]) -> bool:
     return True
 
 
-def pattern_matches(pattern: str, match: str, uri: str) -> bool:
-    """Whether one pattern matches ``uri`` (O(len(uri)))."""
-    if match == "exact":
-        return pattern == uri
-    if match == "prefix":
-        return uri.startswith(pattern)
-    return wildcard_matches(tuple(pattern.split(".")), uri.split("."))
-
-
 def wildcard_rank(parts: tuple[str, ...]) -> tuple[int, int]:
     """Sort key of a wildcard pattern among those of its length: more fixed components is more
     specific; at equal count, fixed components earlier win (``a.b.`` beats ``a..c``), the WAMP

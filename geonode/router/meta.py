@@ -13,19 +13,21 @@ from typing import Any
 
 from autobahn.wamp import message as m
 
+from geonode.router.errors import (
+    HISTORY_UNAVAILABLE,
+    INVALID_ARGUMENT,
+    INVALID_URI,
+    NO_SUCH_REGISTRATION,
+    NO_SUCH_SESSION,
+    NO_SUCH_SUBSCRIPTION,
+    NOT_AUTHORIZED,
+    TESTAMENT_ERROR,
+)
 from geonode.router.state import new_id
 from geonode.uri import uri_text
 
 log = logging.getLogger("geonode.router")
 
-NO_SUCH_SESSION = "wamp.error.no_such_session"
-NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
-NO_SUCH_SUBSCRIPTION = "wamp.error.no_such_subscription"
-NOT_AUTHORIZED = "wamp.error.not_authorized"
-INVALID_ARGUMENT = "wamp.error.invalid_argument"
-INVALID_URI = "wamp.error.invalid_uri"
-TESTAMENT_ERROR = "wamp.error.testament_error"
-HISTORY_UNAVAILABLE = "wamp.error.history_unavailable"
 TESTAMENT_LIMIT = 100
 TESTAMENT_OPTIONS = ("exclude", "exclude_authid", "exclude_authrole", "eligible",
                      "eligible_authid", "eligible_authrole", "retain")

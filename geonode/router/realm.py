@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gevent.event
@@ -13,6 +14,7 @@ from autobahn.wamp.exception import ApplicationError
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
+from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
 from geonode.router.state import new_id
@@ -93,7 +95,7 @@ class ServiceSession(RouterSession):
             inv = self.calls.get(request)
             if inv is not None:
                 self.realm.dealer.cancel(self, m.Cancel(request, mode="killnowait"))
-            raise ApplicationError("wamp.error.timeout", f"{procedure} did not answer") from None
+            raise ApplicationError(TIMEOUT, f"{procedure} did not answer") from None
 
 
 class Realm:
@@ -120,6 +122,19 @@ class Realm:
             self.broker.state.keep_history(entry["uri"], entry.get("match", "exact"),
                                            entry.get("limit", default_limit))
         self.dealer = Dealer(self)
+        # What a joined session hands each message type to (RouterSession._process): the
+        # realm's broker and dealer, so the session needs nothing of the realm's modules.
+        self.handlers: dict[type, Callable[[RouterSession, Any], None]] = {
+            m.Publish: self.broker.publish,
+            m.Subscribe: self.broker.subscribe,
+            m.Unsubscribe: self.broker.unsubscribe,
+            m.Call: self.dealer.call,
+            m.Cancel: self.dealer.cancel,
+            m.Register: self.dealer.register,
+            m.Unregister: self.dealer.unregister,
+            m.Yield: self.dealer.yield_,
+            m.Error: self.dealer.error,
+        }
         self.meta = MetaAPI(self)
         self.welcome_roles = welcome_roles(self.meta_enabled,
                                            bool(store.get("event-history")))
@@ -178,31 +193,3 @@ class Realm:
         if session.state != JOINED or session.realm is not self:
             return None  # the session left while the authorizer was thinking: drop the message
         return ans
-
-    # -- message handlers (called by RouterSession with the realm first) ------------------
-    def on_publish(self, session: RouterSession, msg: m.Publish) -> None:
-        self.broker.publish(session, msg)
-
-    def on_subscribe(self, session: RouterSession, msg: m.Subscribe) -> None:
-        self.broker.subscribe(session, msg)
-
-    def on_unsubscribe(self, session: RouterSession, msg: m.Unsubscribe) -> None:
-        self.broker.unsubscribe(session, msg)
-
-    def on_call(self, session: RouterSession, msg: m.Call) -> None:
-        self.dealer.call(session, msg)
-
-    def on_cancel(self, session: RouterSession, msg: m.Cancel) -> None:
-        self.dealer.cancel(session, msg)
-
-    def on_register(self, session: RouterSession, msg: m.Register) -> None:
-        self.dealer.register(session, msg)
-
-    def on_unregister(self, session: RouterSession, msg: m.Unregister) -> None:
-        self.dealer.unregister(session, msg)
-
-    def on_yield(self, session: RouterSession, msg: m.Yield) -> None:
-        self.dealer.yield_(session, msg)
-
-    def on_error(self, session: RouterSession, msg: m.Error) -> None:
-        self.dealer.error(session, msg)

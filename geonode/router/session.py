@@ -18,26 +18,24 @@ from typing import Any
 import gevent
 from autobahn.wamp import message as m
 
-from geonode.router.auth import (
+from geonode.router.auth import METHODS, Accept, Challenge, Deny, PendingAuth, pending_auth
+from geonode.router.auth.throttle import address_key
+from geonode.router.authorization import AnswerCache
+from geonode.router.errors import (
     AUTHENTICATION_FAILED,
-    METHODS,
+    CLOSE_GOODBYE_AND_OUT,
+    CLOSE_KILLED,
+    CLOSE_SYSTEM_SHUTDOWN,
     NO_AUTH_METHOD,
     NO_SUCH_REALM,
     NO_SUCH_ROLE,
-    Accept,
-    Challenge,
-    Deny,
-    PendingAuth,
-    pending_auth,
+    PROTOCOL_VIOLATION,
 )
-from geonode.router.auth.throttle import address_key
-from geonode.router.authorization import AnswerCache
 from geonode.router.state import new_id
 
 log = logging.getLogger("geonode.router")
 
 ESTABLISHING, AUTHENTICATING, JOINED, CLOSING, CLOSED = range(5)
-PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
 # Messages a session may queue while one of its own earlier messages waits on an authorizer.
 BACKLOG_LIMIT = 1000
 GOODBYE_TIMEOUT = 5.0
@@ -200,7 +198,7 @@ class RouterSession:
         """Router-initiated end of session: GOODBYE now, state freed now."""
         if self.state != JOINED:
             return
-        self.peer.send(m.Goodbye(reason or "wamp.close.killed", message))
+        self.peer.send(m.Goodbye(reason or CLOSE_KILLED, message))
         self._leave_realm()
         self.state = CLOSING
         # The client should answer GOODBYE; if it does not, drop the connection.
@@ -210,7 +208,7 @@ class RouterSession:
     def shutdown(self) -> None:
         """Router shutdown: GOODBYE (if joined), state freed, transport closed."""
         if self.state == JOINED:
-            self.peer.send(m.Goodbye("wamp.close.system_shutdown", "router is shutting down"))
+            self.peer.send(m.Goodbye(CLOSE_SYSTEM_SHUTDOWN, "router is shutting down"))
             self._leave_realm()
         self._stop_goodbye_timer()   # a killed session's wait for its GOODBYE ends here too
         self.state = CLOSED
@@ -233,7 +231,7 @@ class RouterSession:
         try:
             state = self.state
             if state == JOINED:
-                handler = _JOINED_HANDLERS.get(type(msg))
+                handler = self.realm.handlers.get(type(msg))
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
                         self._on_goodbye(msg)
@@ -244,7 +242,7 @@ class RouterSession:
                     else:
                         self.protocol_violation(f"unexpected {type(msg).__name__} after WELCOME")
                     return
-                handler(self.realm, self, msg)
+                handler(self, msg)
             elif state == ESTABLISHING:
                 if isinstance(msg, m.Hello):
                     self._on_hello(msg)
@@ -395,7 +393,7 @@ class RouterSession:
         realm.join(self)
 
     def _on_goodbye(self, msg: m.Goodbye) -> None:
-        self.peer.send(m.Goodbye("wamp.close.goodbye_and_out"))
+        self.peer.send(m.Goodbye(CLOSE_GOODBYE_AND_OUT))
         self._leave_realm()
         # The transport stays open: the client may send a new HELLO or close it.
         self.state = ESTABLISHING
@@ -410,25 +408,5 @@ class RouterSession:
             self._init_joined_state()
 
 
-def _handlers() -> dict:
-    from geonode.router import realm as r
-    return {
-        m.Publish: r.Realm.on_publish,
-        m.Subscribe: r.Realm.on_subscribe,
-        m.Unsubscribe: r.Realm.on_unsubscribe,
-        m.Call: r.Realm.on_call,
-        m.Cancel: r.Realm.on_cancel,
-        m.Register: r.Realm.on_register,
-        m.Unregister: r.Realm.on_unregister,
-        m.Yield: r.Realm.on_yield,
-        m.Error: r.Realm.on_error,
-    }
-
-
-_JOINED_HANDLERS: dict = {}
+# A callee's answers: never held behind an authorizer (see receive).
 _ANSWERS = (m.Yield, m.Error)
-
-
-def install_handlers() -> None:
-    if not _JOINED_HANDLERS:
-        _JOINED_HANDLERS.update(_handlers())

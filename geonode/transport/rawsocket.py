@@ -22,15 +22,24 @@ from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
 from geonode.config import ConfigError
+from geonode.endpoints import (
+    ConnectionCap,
+    default_max_connections,
+    tcp_listener,
+    tls_context,
+    unix_listener,
+)
+from geonode.transport import queue
 from geonode.transport import serializers as ser
 from geonode.transport.channel import channel_ids
-from geonode.transport.websocket import (
+from geonode.transport.queue import (
+    CHECK_EVERY,
     CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
     MessageQueuePeer,
     configured_serializers,
     queue_limits,
 )
-from geonode.web.limits import ConnectionCap, default_max_connections
 
 log = logging.getLogger("geonode.transport")
 
@@ -70,6 +79,8 @@ class RawSocketPeer(MessageQueuePeer):
         self.sock = sock
         self.max_receive = max_receive
         self.max_send = max_send
+        # what the client announced it accepts (JSON counts characters here, bytes in _write)
+        self.max_message_out = min(self.max_message_out, max_send)
         self._wlock = Semaphore()
         self._closed = False
 
@@ -79,6 +90,7 @@ class RawSocketPeer(MessageQueuePeer):
         buf = bytearray(initial)
         pos = 0
         sock = self.sock
+        budget, mark = CHECK_EVERY, None
         try:
             while True:
                 # Parse every complete frame in the buffer before reading more.
@@ -100,6 +112,9 @@ class RawSocketPeer(MessageQueuePeer):
                                 self._receive_payload(payload)
                             else:
                                 self._receive_payload(payload.decode("utf-8", "strict"))
+                            budget -= 1 + (size >> 12)
+                            if budget <= 0 or queue.congestion:
+                                budget, mark = CHECK_EVERY, self._pace(mark)
                     elif kind == FRAME_PING:
                         self._write_raw(_frame(FRAME_PONG, payload))
                 if pos:
@@ -178,20 +193,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
     """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
-    from geonode.web.listeners import tcp_listener as _tcp_listener
-    from geonode.web.listeners import tls_context as _tls_context
-    from geonode.web.listeners import unix_listener as _unix_listener
-
     kind = endpoint.get("type", "tcp")
     if kind == "unix":
-        sock, where = _unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
+        sock, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
         return sock, None, f"rawsocket+unix://{where}"
     if kind != "tcp":
         raise ConfigError(f"{json_path}.endpoint.type: {kind!r} is not supported for rawsocket "
                           "(tcp or unix)")
     tls = endpoint.get("tls")
-    ctx = _tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
-    sock, where = _tcp_listener(endpoint, f"{json_path}.endpoint")
+    ctx = tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
+    sock, where = tcp_listener(endpoint, f"{json_path}.endpoint")
     return sock, ctx, f"rawsocket{'+tls' if tls else ''}://{where}"
 
 
@@ -199,7 +210,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
           max_connections_default: int | None = None) -> StreamServer:
     """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport.
 
-    ``options.max_connections`` caps its connections (``geonode.web.limits.ConnectionCap``);
+    ``options.max_connections`` caps its connections (``geonode.endpoints.ConnectionCap``);
     without it ``max_connections_default`` (the node's share per endpoint), or the open-file
     share of a lone endpoint."""
     json_path = getattr(ctx, "json_path", "rawsocket")
@@ -209,14 +220,14 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
         s = ser.get(name)
         allowed[s.rawsocket_id] = s
     options = transport_cfg.get("options") or {}
-    max_message_size = int(options.get("max_message_size", 1 << 24) or (1 << 24))
+    max_message_size = int(options.get("max_message_size") or DEFAULT_MAX_MESSAGE_SIZE)
     own_exp = length_exponent(max_message_size)
     max_receive = min(max_message_size, MAX_PAYLOAD)
     limits = queue_limits(options, json_path)
     auth_config = transport_cfg.get("auth")
     endpoint = transport_cfg.get("endpoint") or {}
-    listener, tls_context, url = _listener(endpoint, config_dir, json_path)
-    framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls_context else "tcp")
+    listener, ssl_context, url = _listener(endpoint, config_dir, json_path)
+    framing = "unix" if endpoint.get("type") == "unix" else ("tls" if ssl_context else "tcp")
 
     def handshake(sock: socket.socket) -> tuple[ser.WampSerializer, int] | None:
         """(serializer, client's length exponent), or None when the connection is done."""
@@ -265,7 +276,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
                              max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)
         peer.run(router, auth_config)
 
-    ssl_args = {"ssl_context": tls_context} if tls_context is not None else {}
+    ssl_args = {"ssl_context": ssl_context} if ssl_context is not None else {}
     cap = ConnectionCap(options.get("max_connections") or max_connections_default
                         or default_max_connections(), json_path)
     server = StreamServer(listener, handle, spawn=cap.pool, **ssl_args)

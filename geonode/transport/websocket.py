@@ -1,112 +1,28 @@
 """WampWebSocketPeer: the router's Peer over one ``geonode.websocket.WebSocket``.
 
-Reading happens in the connection's own greenlet (``run``); writing never happens in the
-caller of ``send`` (usually the router, busy delivering to many peers): messages are serialized
-right away (autobahn caches the bytes on the message, per shared serializer) and queued, and a
-short-lived writer greenlet flushes everything queued with one ``send_many`` (or one frame for
-batched subprotocols). A peer that does not read fills its queue; past the bound it is closed,
-so a slow consumer costs bounded memory and never stalls the router.
+The queue, the writer greenlet and the reader's pacing are the shared half
+(``geonode.transport.queue.MessageQueuePeer``); this module adds what is WebSocket's: reading
+messages in the connection's own greenlet (``run``), writing the queue with one ``send_many``
+(or one frame per bounded batch for ``.batched`` subprotocols), the closing handshake, and what
+the router learns about the connection (``transport_details``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import gevent
-from autobahn.wamp.message import Abort, Call, Error, Invocation, Result
-from gevent import get_hub
-from greenlet import GreenletExit, greenlet
 
-from geonode.config import ConfigError
-from geonode.transport import serializers as ser
+from geonode.transport import queue
 from geonode.transport.channel import channel_ids
-from geonode.transport.serializers import ProtocolError, WampSerializer
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer
+from geonode.transport.serializers import WampSerializer
+from geonode.websocket.frames import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 
 log = logging.getLogger("geonode.transport")
 
-DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
-DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
-# geonode's own transport options (not Crossbar's): the bound of a connection's outgoing queue.
-QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
 BATCH_FRAME_LIMIT = 256 * 1024        # bytes per frame on .batched subprotocols
-CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
-
-INVALID_PAYLOAD = "wamp.error.invalid_payload"
-
-# WebSocket close codes used here
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-
-# writer greenlet states
-_RUNNING, _SCHEDULED, _PARKED, _RETIRED = 0, 1, 2, 3
-RETIRE_AFTER = 2.0       # seconds a writer may stay parked before it ends
-
-_parked: dict = {}        # peer -> time it parked (insertion ordered: oldest first)
-_sweeper: Any = None
-
-
-def _park(peer: MessageQueuePeer) -> None:
-    global _sweeper
-    _parked[peer] = time.monotonic()
-    if _sweeper is None:
-        loop = get_hub().loop
-        _sweeper = loop.timer(RETIRE_AFTER, RETIRE_AFTER, ref=False)  # never keeps the hub alive
-        _sweeper.start(_sweep)
-
-
-def _unpark(peer: MessageQueuePeer) -> None:
-    _parked.pop(peer, None)
-
-
-def _sweep() -> None:
-    limit = time.monotonic() - RETIRE_AFTER
-    old = []
-    for peer, since in _parked.items():
-        if since > limit:
-            break
-        old.append(peer)
-    for peer in old:
-        del _parked[peer]
-        peer._retire()
-
-
-# -- transport config shared by WebSocket paths and RawSocket transports ----------------------
-def configured_serializers(cfg: dict, json_path: str) -> list[str]:
-    """The base serializer names a transport config asks for (default: all installed)."""
-    names = cfg.get("serializers")
-    if names is None:
-        return ser.available()
-    errors = []
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
-                          f"serializer names ({', '.join(ser.KNOWN)})")
-    for i, name in enumerate(names):
-        if name not in ser.KNOWN:
-            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
-                          f"(known: {', '.join(ser.KNOWN)})")
-        elif name not in ser.SERIALIZERS:
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
-                          f"(installed: {', '.join(ser.available())})")
-    if errors:
-        raise ConfigError(errors)
-    return list(dict.fromkeys(names))
-
-
-def queue_limits(options: dict, json_path: str) -> dict[str, int]:
-    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
-    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
-    for key in QUEUE_OPTIONS:
-        if key in options:
-            value = options[key]
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
-            limits[key] = value
-    return limits
 
 
 def peer_address(environ: dict) -> str:
@@ -161,239 +77,6 @@ def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dic
     }
 
 
-class MessageQueuePeer:
-    """The transport-independent half: bounded queue, writer greenlet, detach-once.
-
-    Subclasses implement ``_write(items)`` (blocking write of serialized messages),
-    ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
-    """
-
-    def __init__(self, serializer: WampSerializer, details: dict,
-                 max_queue: int = DEFAULT_MAX_QUEUE,
-                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES) -> None:
-        self.serializer = serializer
-        self.transport_details = details
-        self.max_queue = max_queue
-        self.max_queue_bytes = max_queue_bytes
-        self.session: Any = None
-        self._queue: list = []
-        self._queued_bytes = 0
-        self._writer: greenlet | None = None
-        self._wstate = _RUNNING
-        self._closing: tuple[int, str] | None = None
-        # what close() (the router's request) sends: 1002 once the transport saw a violation
-        self._close_with: tuple[int, str] = (CLOSE_NORMAL, "")
-        self._dead = False        # nothing more is written (overflow, broken socket)
-        self._detached = False
-
-    # -- Peer contract ---------------------------------------------------------------
-    def send(self, msg: Any) -> None:
-        """Queue ``msg`` for the socket; never blocks. Over the bound the peer closes."""
-        if self._dead or self._closing is not None:
-            return
-        try:
-            data = self.serializer.serialize(msg)
-        except Exception as e:
-            data = self._unserializable(msg, e)
-            if data is None:
-                return
-        self._queue.append(data)
-        self._queued_bytes += len(data)
-        if len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes:
-            self._overflow()
-            return
-        self._kick()
-
-    def close(self) -> None:
-        """Flush what is queued (e.g. a GOODBYE/ABORT), then close the transport."""
-        self._close(*self._close_with)
-
-    def close_going_away(self) -> None:
-        """Node shutdown (optional Peer method): flush the GOODBYE, then close with 1001, the
-        WebSocket code for "server going down"."""
-        self._close(CLOSE_GOING_AWAY, "server shutting down")
-
-    # -- the writer ------------------------------------------------------------------
-    # One raw greenlet per busy connection. Spawning a gevent.Greenlet per burst costs
-    # ~20 µs; waking a parked raw greenlet costs ~1.5 µs. A parked writer keeps ~6 KB of
-    # saved stack, so writers idle for a while are retired by a shared timer and idle
-    # sessions cost no greenlet at all.
-    def _kick(self) -> None:
-        state = self._wstate
-        if self._writer is None:
-            hub = get_hub()
-            self._writer = greenlet(self._writer_loop, parent=hub)
-            self._wstate = _SCHEDULED
-            hub.loop.run_callback(self._resume)
-        elif state == _PARKED:
-            self._wstate = _SCHEDULED
-            _unpark(self)
-            get_hub().loop.run_callback(self._resume)
-        # _RUNNING / _SCHEDULED: the writer will see the queue before it parks
-
-    def _resume(self) -> None:
-        g = self._writer
-        if g is not None and self._wstate == _SCHEDULED and not g.dead:
-            self._wstate = _RUNNING
-            g.switch()
-
-    def _writer_loop(self) -> None:
-        hub = get_hub()
-        try:
-            while True:
-                while self._queue and not self._dead:
-                    items, self._queue, self._queued_bytes = self._queue, [], 0
-                    self._write(items)
-                if self._dead:
-                    return
-                if self._closing is not None:
-                    self._dead = True
-                    with gevent.Timeout(CLOSE_TIMEOUT, False):
-                        self._shutdown(*self._closing)
-                        return
-                    self._abort()
-                    return
-                self._wstate = _PARKED
-                _park(self)
-                hub.switch()   # back via _resume (more to send, closing, or retirement)
-                if self._wstate == _RETIRED:
-                    return
-        except GreenletExit:
-            pass
-        except BaseException as e:  # noqa: BLE001 - must not reach the hub
-            # the socket broke: the reader sees it too and detaches
-            if not self._dead:
-                log.info("%s: write failed: %s", self._who(), e)
-            self._dead = True
-            self._queue = []
-            self._abort()
-        finally:
-            _unpark(self)
-            self._writer = None
-            self._wstate = _RUNNING
-
-    def _retire(self) -> None:
-        """Called by the sweeper for a writer parked too long: let it end."""
-        if self._wstate == _PARKED and self._writer is not None:
-            self._wstate = _RETIRED
-            g = self._writer
-            get_hub().loop.run_callback(self._resume_retired, g)
-
-    def _resume_retired(self, g: greenlet) -> None:
-        if self._writer is g and self._wstate == _RETIRED and not g.dead:
-            g.switch()
-
-    def _wait_writer(self, timeout: float) -> None:
-        """Give a busy writer time to flush (the session's last words), then let it go."""
-        deadline = time.monotonic() + timeout
-        while self._writer is not None and self._wstate != _PARKED \
-                and time.monotonic() < deadline:
-            gevent.sleep(0.01)
-        self._retire()
-
-    def _unserializable(self, msg: Any, e: Exception) -> bytes | str | None:
-        """What to send instead of ``msg``, which this client's serializer cannot encode (a
-        CBOR bignum for a msgpack client, say): the sender's fault, but no call may hang on
-        it. A final RESULT/ERROR for this caller becomes ERROR ``wamp.error.invalid_payload``;
-        an INVOCATION for this callee is answered in its name with that ERROR, so its caller
-        gets it; anything else (an EVENT, a progressive result) is dropped. One log line."""
-        text = f"payload cannot be encoded with {self.serializer.name}: {e}"[:300]
-        log.warning("%s: %s not sent: %s", self._who(), type(msg).__name__, text)
-        if isinstance(msg, Invocation):
-            if self.session is not None:
-                # After the router's current call stack: it is still delivering this one.
-                get_hub().loop.run_callback(self.session.receive, Error(
-                    Invocation.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
-            return None
-        final = isinstance(msg, Result) and not msg.progress
-        if final or (isinstance(msg, Error) and msg.request_type == Call.MESSAGE_TYPE):
-            return self.serializer.serialize(
-                Error(Call.MESSAGE_TYPE, msg.request, INVALID_PAYLOAD, [text]))
-        return None
-
-    # -- internals -------------------------------------------------------------------
-    def _who(self) -> str:
-        sid = getattr(self.session, "id", None)
-        return f"session {sid} ({self.transport_details.get('peer')})"
-
-    def _close(self, code: int, reason: str) -> None:
-        if self._closing is not None or self._dead:
-            return
-        self._closing = (code, reason)
-        self._kick()
-
-    def _overflow(self) -> None:
-        log.warning("%s: outgoing queue over its bound (%d messages, %d bytes): closing",
-                    self._who(), len(self._queue), self._queued_bytes)
-        self._dead = True
-        self._queue, self._queued_bytes = [], 0
-        # The writer is stuck on a full socket: stop it and drop the connection from a fresh
-        # greenlet, so the router's send() returns at once.
-        gevent.spawn(self._stop_and_abort)
-
-    def _stop_and_abort(self) -> None:
-        g = self._writer
-        if g is not None and not g.dead and self._wstate == _RUNNING:
-            # Blocked in a write: abandon it. Thrown from the hub, so that when the writer
-            # ends (returning to its parent, the hub) nobody is left suspended.
-            get_hub().loop.run_callback(self._throw_exit, g)
-            gevent.sleep(0)
-        elif self._wstate == _PARKED:
-            self._retire()
-        self._abort(CLOSE_POLICY, "outgoing queue overflow")
-
-    def _throw_exit(self, g: greenlet) -> None:
-        if self._writer is g and self._wstate == _RUNNING and not g.dead:
-            g.throw(GreenletExit)
-
-    def _detach(self) -> None:
-        if self._detached:
-            return
-        self._detached = True
-        if self.session is not None:
-            try:
-                self.session.detach()
-            except Exception:
-                log.exception("%s: detach failed", self._who())
-
-    def _receive_payload(self, payload: bytes | str) -> bool:
-        """Hand one transport message to the session; False when the session must end."""
-        try:
-            msgs = self.serializer.unserialize(payload)
-        except ProtocolError as e:
-            self._violation(str(e)[:300])
-            return False
-        for msg in msgs:
-            try:
-                self.session.receive(msg)
-            except Exception:
-                log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
-                self._close(CLOSE_INTERNAL, "internal error")
-                return False
-        return True
-
-    def _violation(self, text: str) -> None:
-        """End only this session: ABORT (protocol_violation), one log line, close 1002."""
-        # The router's protocol_violation() closes us itself: it must close with 1002 too.
-        self._close_with = (CLOSE_PROTOCOL_ERROR, "protocol violation")
-        violation = getattr(self.session, "protocol_violation", None)
-        if violation is not None:
-            violation(text)   # the router logs, sends ABORT, forgets the session, closes us
-        else:
-            log.warning("%s: protocol violation: %s", self._who(), text)
-            self.send(Abort("wamp.error.protocol_violation", message=text))
-        self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
-
-    def _write(self, items: list) -> None:
-        raise NotImplementedError
-
-    def _shutdown(self, code: int, reason: str) -> None:
-        raise NotImplementedError
-
-    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
-        raise NotImplementedError
-
-
 class WampWebSocketPeer(MessageQueuePeer):
     """Peer over a ``geonode.websocket.WebSocket``; ``run`` blocks for the connection's life."""
 
@@ -405,6 +88,7 @@ class WampWebSocketPeer(MessageQueuePeer):
         """Attach to ``router`` and pump incoming messages until the connection ends."""
         self.session = router.attach(self, auth_config=auth_config)
         ws = self.ws
+        budget, mark = CHECK_EVERY, None
         try:
             # Keep reading while closing: the WebSocket layer needs the peer's close frame.
             while True:
@@ -413,6 +97,9 @@ class WampWebSocketPeer(MessageQueuePeer):
                     break
                 if self._closing is None and not self._dead:
                     self._receive_payload(payload)
+                    budget -= 1 + (len(payload) >> 12)
+                    if budget <= 0 or queue.congestion:
+                        budget, mark = CHECK_EVERY, self._pace(mark)
         except Exception as e:
             if not self._dead:
                 log.info("%s: connection error: %s", self._who(), e)
@@ -449,7 +136,7 @@ class WampWebSocketPeer(MessageQueuePeer):
     def _shutdown(self, code: int, reason: str) -> None:
         self.ws.close(code, reason)
 
-    def _abort(self, code: int = CLOSE_INTERNAL, reason: str = "") -> None:
+    def _abort(self, code: int = CLOSE_INTERNAL_ERROR, reason: str = "") -> None:
         ws = self.ws
         try:
             if not ws.closed:

@@ -14,7 +14,10 @@ from typing import Any
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
+
+_NOT_FOUND = status_line(404)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -23,11 +26,11 @@ def not_found(environ: dict, start_response: Callable) -> list[bytes]:
     """The answer for URLs no path service claims: small, and naming the path."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     body = (
-        "<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>"
-        f"<h1>404 Not Found</h1><p>No resource at <code>{html.escape(path)}</code>.</p>"
+        f"<!DOCTYPE html><html><head><title>{_NOT_FOUND}</title></head><body>"
+        f"<h1>{_NOT_FOUND}</h1><p>No resource at <code>{html.escape(path)}</code>.</p>"
         "</body></html>\n"
     ).encode()
-    start_response("404 Not Found", [("Content-Type", "text/html; charset=utf-8"),
+    start_response(_NOT_FOUND, [("Content-Type", "text/html; charset=utf-8"),
                                      ("Content-Length", str(len(body)))])
     if environ.get("REQUEST_METHOD") == "HEAD":
         return [b""]

@@ -26,6 +26,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from geonode.web.httprules import RequestError, check_field
 from geonode.web.strict import StrictHTTP
+from geonode.websocket.frames import CLOSE_GOING_AWAY
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
 __all__ = ["Handler", "RequestHeaders", "set_nodelay"]
@@ -227,7 +228,7 @@ class Handler(StrictHTTP, WebSocketHandler):
             ws = upgrader.websocket if upgrader is not None else None
             if ws is not None and not ws.closed:
                 # The app returned with its WebSocket still open: close it properly.
-                ws.close(1001, "going away")
+                ws.close(CLOSE_GOING_AWAY, "going away")
 
     def start_response(self, status, headers, exc_info=None):
         if self.websocket_upgraded:

@@ -35,25 +35,19 @@ WebSockets are not HTTP connections once upgraded: none of the timeouts apply to
 
 from __future__ import annotations
 
-import logging
-import resource
-import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ConnectionCap", "Timeouts", "default_max_connections", "max_body_size", "timeouts"]
+# max_connections is an endpoint's (web and rawsocket alike): its cap lives with the listeners.
+from geonode.endpoints import ConnectionCap, default_max_connections, open_file_limit
 
-log = logging.getLogger("geonode.web")
+__all__ = ["ConnectionCap", "Timeouts", "default_max_connections", "max_body_size",
+           "open_file_limit", "timeouts"]
 
 DEFAULT_CLIENT_TIMEOUT = 60.0
 DEFAULT_REQUEST_HEAD_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-
-#: share of the open-file limit the endpoints' connections may take together
-_FD_SHARE = 0.8
-#: at most one "max_connections reached" line per endpoint in this many seconds
-CAP_LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,60 +85,3 @@ def max_body_size(cfg: dict, ctx: Any) -> int | None:
         return cfg["max_body_size"]
     options = getattr(ctx, "transport_options", None) or {}
     return options.get("max_body_size", DEFAULT_MAX_BODY_SIZE)
-
-
-def open_file_limit() -> int:
-    """The process's soft RLIMIT_NOFILE (a large number when unlimited)."""
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return 1024
-    return 1 << 20 if soft == resource.RLIM_INFINITY or soft <= 0 else int(soft)
-
-
-def default_max_connections(endpoints: int = 1) -> int:
-    """``max_connections`` of each of ``endpoints`` endpoints when the config has none."""
-    return max(16, int(open_file_limit() * _FD_SHARE) // max(1, endpoints))
-
-
-class ConnectionCap:
-    """``max_connections`` for a gevent server: a bounded Pool plus one log line when hit.
-
-    gevent's accept loop asks ``server.full()`` before each ``accept()``; while it says so the
-    listening socket is not watched at all (no busy loop, other endpoints unaffected), and the
-    pool's first free slot starts accepting again. So excess clients wait in the kernel's
-    listen backlog; nothing is read from them and nothing is answered early.
-    """
-
-    def __init__(self, limit: int, where: str, key: str = "max_connections") -> None:
-        from gevent.pool import Pool
-
-        self.limit = limit
-        self.where = where
-        self.key = key
-        self.pool = Pool(limit)
-        self._next_log = 0.0
-        self._missed = 0
-        if limit >= open_file_limit():
-            log.warning("%s: %s %d is not below the open-file limit %d (ulimit -n): "
-                        "the process runs out of file descriptors first", where, key, limit,
-                        open_file_limit())
-
-    def install(self, server: Any) -> None:
-        """Make ``server`` (built with ``spawn=self.pool``) log when the cap stops it."""
-        server.full = self.full
-
-    def full(self) -> bool:
-        if self.pool.free_count() > 0:
-            return False
-        now = time.monotonic()
-        if now >= self._next_log:
-            more = f"; reached {self._missed} more time(s) since the last report" \
-                if self._missed else ""
-            log.warning("%s: %d connections open (%s): new connections wait until one "
-                        "closes%s", self.where, self.limit, self.key, more)
-            self._next_log = now + CAP_LOG_INTERVAL
-            self._missed = 0
-        else:
-            self._missed += 1
-        return True

@@ -21,9 +21,15 @@ from typing import Any
 
 from gevent import pywsgi
 
+from geonode.endpoints import (
+    ConnectionCap,
+    default_max_connections,
+    tcp_listener,
+    tls_context,
+    unix_listener,
+)
 from geonode.web.handler import Handler
-from geonode.web.limits import ConnectionCap, Timeouts, default_max_connections
-from geonode.web.listeners import tcp_listener, tls_context, unix_listener
+from geonode.web.limits import Timeouts
 from geonode.web.shutdown import Connections
 
 __all__ = ["WebServer"]

@@ -26,13 +26,14 @@ from typing import Any
 
 import gevent
 
+from geonode.websocket.frames import CLOSE_GOING_AWAY
+
 __all__ = ["Connections", "graceful_stop", "connections_of"]
 
 log = logging.getLogger("geonode.web")
 
 #: How long closing WebSockets get for their closing handshakes before connections are dropped.
 CLOSE_SECONDS = 2.0
-GOING_AWAY = 1001
 
 
 class Connections:
@@ -63,7 +64,7 @@ class Connections:
                 n += 1
         return n
 
-    def close_websockets(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> int:
+    def close_websockets(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> int:
         """Start the closing handshake on every WebSocket still open; how many."""
         n = 0
         for h in list(self._handlers):

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 import time
-from http import HTTPStatus
 from typing import Any
 
 from gevent import Timeout
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
 
+from geonode.httpstatus import status_line
 from geonode.web.httprules import (
     GOOD_STATUS,
     RequestError,
@@ -53,9 +53,9 @@ class _OptionsStar(RequestError):
 
 
 def _answer(status: int, text: str, extra: str = "") -> bytes:
-    phrase = HTTPStatus(status).phrase
-    body = f"{status} {phrase}: {text}\n".encode() if status >= 400 else b""
-    head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    line = status_line(status)
+    body = f"{line}: {text}\n".encode() if status >= 400 else b""
+    head = (f"HTTP/1.1 {line}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"X-Content-Type-Options: nosniff\r\n{extra}Content-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n")
     return head.encode("latin-1") + body

@@ -34,9 +34,9 @@ from typing import Any
 from greenlet import getcurrent
 
 from geonode.config import ConfigError
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
-from geonode.web.services.plain import phrase
 
 log = logging.getLogger("geonode.wsgi")
 
@@ -53,19 +53,19 @@ _HANDOFF = object()
 class BadRequestBody(Exception):
     """The client sent a body that does not match its own framing."""
 
-    status = "400 Bad Request"
+    status = status_line(400)
 
 
 class BodyTimeout(BadRequestBody):
     """The body did not arrive in time (idle past client_timeout, or slower than MIN_BODY_RATE)."""
 
-    status = "408 Request Timeout"
+    status = status_line(408)
 
 
 class BodyTooLarge(BadRequestBody):
     """The body is (or has become, chunk by chunk) larger than the path's ``max_body_size``."""
 
-    status = f"413 {phrase(413)}"
+    status = status_line(413)
 
     def __init__(self, limit: int, length: int | None = None) -> None:
         size = f"of {length} bytes " if length is not None else ""
@@ -834,7 +834,7 @@ class WSGIHost:
                 log.warning("%s: bad request body for %s %s: %s", self.name,
                             environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                             call.error[1])
-                return _simple_response(start_response, "400 Bad Request",
+                return _simple_response(start_response, status_line(400),
                                         "<h1>400 Bad Request</h1><p>unreadable request body</p>\n",
                                         (("Connection", "close"),))
             return self._error_page(environ, start_response, call.error)
@@ -942,14 +942,15 @@ class WSGIHost:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         log.error("%s: exception in WSGI app for %s %s", self.name,
                   environ.get("REQUEST_METHOD"), path, exc_info=exc_info)
-        text = "<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head><body>" \
-               "<h1>500 Internal Server Error</h1><p>The application failed to answer " \
+        status = status_line(500)
+        text = f"<!DOCTYPE html><html><head><title>{status}</title></head><body>" \
+               f"<h1>{status}</h1><p>The application failed to answer " \
                f"<code>{escape(path)}</code>.</p>"
         if self.display_tracebacks:
             tb = "".join(traceback.format_exception(*exc_info))
             text += f"<pre>{escape(tb)}</pre>"
         text += "</body></html>\n"
-        return _simple_response(start_response, "500 Internal Server Error", text)
+        return _simple_response(start_response, status, text)
 
 
 def _client_body_error(exc: BaseException) -> bool:

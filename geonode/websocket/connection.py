@@ -6,11 +6,11 @@ so frames of concurrent senders never interleave; compression happens under that
 because with context takeover the deflate stream must follow wire order.
 
 Sends from other OS threads (e.g. a WSGI app on a gevent ThreadPool) are not done in that
-thread: :meth:`send`, :meth:`send_many`, :meth:`ping` and :meth:`close` called off the hub's
-thread queue the call and wake the hub with ``loop.run_callback_threadsafe``; one greenlet per
-connection then performs the queued calls in order. Such calls return at once (fire and
-forget); a send on a closed connection is dropped silently, as from any greenlet. A thread
-that sends faster than the peer reads waits (that thread only, never the hub) once
+thread: :meth:`send`, :meth:`send_many`, :meth:`ping`, :meth:`close` and :meth:`abort` called
+off the hub's thread are handed to the hub (``geonode.handoff.Pump``: one greenlet per
+connection, started by the first such call, performs them in order). Such calls return at once
+(fire and forget); a send on a closed connection is dropped silently, as from any greenlet. A
+thread that sends faster than the peer reads waits (that thread only, never the hub) once
 ``MAX_HANDOFFS`` calls are queued, as a blocking socket write would make it.
 
 Pongs (and the peer's close frame) are only seen while some greenlet is in ``receive()``:
@@ -31,20 +31,18 @@ import codecs
 import os
 import socket
 import struct
-from collections import deque
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
-from gevent.monkey import get_original
 
+from geonode.handoff import Pump, real_allocate_lock, real_get_ident
 from geonode.websocket import frames as F
 from geonode.websocket.frames import ProtocolError
 from geonode.websocket.options import WebSocketOptions
 
-_thread_ident = get_original("_thread", "get_ident")
-_real_sleep = get_original("time", "sleep")
-_xqueue_lock = get_original("_thread", "allocate_lock")()   # a real lock: foreign threads
+_thread_ident = real_get_ident
+_handoff_lock = real_allocate_lock()   # a real lock: foreign threads race to make the pump
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _unpack_H = struct.Struct("!H").unpack
 _unpack_Q = struct.Struct("!Q").unpack
@@ -62,8 +60,8 @@ class WebSocket:
 
     # Thousands of idle connections are normal for a router: keep each one small.
     __slots__ = ("_sock", "_rfile", "options", "subprotocol", "environ", "_pmd", "_max_msg",
-                 "_max_frame", "_validate", "_wlock", "_loop", "_hub_thread", "_xqueue",
-                 "_xdrainer", "_close_sent", "_close_received", "_dead", "_reading",
+                 "_max_frame", "_validate", "_wlock", "_loop", "_hub_thread", "_handoffs",
+                 "_close_sent", "_close_received", "_dead", "_reading",
                  "close_code", "close_reason", "_msg_op", "_msg_compressed", "_msg_size",
                  "_parts", "_decoder", "_pong", "_ping_payload", "_rx_frames", "_pinger",
                  "__weakref__")
@@ -83,8 +81,7 @@ class WebSocket:
         hub = gevent.get_hub()
         self._loop = hub.loop
         self._hub_thread = _thread_ident()
-        self._xqueue: deque | None = None    # calls handed over by other threads (lazy)
-        self._xdrainer = None
+        self._handoffs: Pump | None = None   # calls handed over by other threads (lazy)
         # state
         self._close_sent = False
         self._close_received = False
@@ -278,8 +275,13 @@ class WebSocket:
                 self._msg_size = 0
                 if rsv1:
                     self._pmd.start_message()
+            # Refused on the header, before any of the payload is read; fragments add up.
             self._msg_size += length
-            if self._max_msg and self._msg_size > self._max_msg and not self._msg_compressed:
+            if self._max_msg and self._msg_size > self._max_msg and (
+                    not self._msg_compressed
+                    # compressed: the wire bytes too (incompressible data grows a little;
+                    # the inflated size is bounded by PerMessageDeflate.decompress)
+                    or self._msg_size > self._max_msg + (self._max_msg >> 8) + 64):
                 raise ProtocolError(F.CLOSE_TOO_BIG, f"message over {self._max_msg} bytes")
             msg = self._read_data(length, mask, bool(fin))
             if fin:
@@ -424,32 +426,25 @@ class WebSocket:
             self._sendall(F.frame_header(F.OP_CLOSE, len(payload)) + payload)
 
     def _handoff(self, method, *args) -> None:
-        q = self._xqueue
-        if q is None:
-            with _xqueue_lock:
-                q = self._xqueue
-                if q is None:
-                    q = self._xqueue = deque()
-        while len(q) >= MAX_HANDOFFS and not self._dead:
-            _real_sleep(0.001)   # a foreign thread: back-pressure instead of unbounded memory
-        q.append((method, args))
-        self._loop.run_callback_threadsafe(self._start_drainer)
+        pump = self._handoffs
+        if pump is None:
+            with _handoff_lock:
+                pump = self._handoffs
+                if pump is None:
+                    # fair_share=0: never yield between calls, so what a thread sent goes out
+                    # before what the hub sends after it (the write lock is not fair)
+                    pump = self._handoffs = Pump(_perform, self._loop, name="websocket",
+                                                 fair_share=0)
+        if len(pump) >= MAX_HANDOFFS:
+            # a foreign thread: back-pressure instead of unbounded memory (until the
+            # connection is gone: its pump stops then)
+            pump.wait_for_room(MAX_HANDOFFS)
+        pump.put_threadsafe((method, args))
 
-    def _start_drainer(self) -> None:
-        if self._xdrainer is None:
-            self._xdrainer = gevent.spawn(self._drain_handoffs)
-
-    def _drain_handoffs(self) -> None:
-        try:
-            q = self._xqueue
-            while q:
-                method, args = q.popleft()
-                try:
-                    method(*args)
-                except Exception:  # noqa: BLE001 - a bad foreign call must not stop the queue
-                    pass
-        finally:
-            self._xdrainer = None
+    def _stop_handoffs(self) -> None:
+        # The connection is dead: the calls still queued run (as no-ops), later ones are dropped.
+        if self._handoffs is not None:
+            self._handoffs.stop()
 
     # ------------------------------------------------------------------ closing
     def _fail(self, code: int, reason: str) -> None:
@@ -465,6 +460,7 @@ class WebSocket:
         self._dead = True
         self._shutdown(socket.SHUT_RDWR)
         self._stop_pinger()
+        self._stop_handoffs()
 
     def _terminate(self) -> None:
         """After the close frames: the server closes TCP first (RFC 6455 §7.1.1).
@@ -476,6 +472,7 @@ class WebSocket:
             return
         self._dead = True
         self._stop_pinger()
+        self._stop_handoffs()
         self._shutdown(socket.SHUT_WR)
         timeout = self.options.close_handshake_timeout / 1000.0 or 1.0
         try:
@@ -523,3 +520,12 @@ class WebSocket:
                     self._pinger = None
                     self._lost()
                 return
+
+
+def _perform(call: tuple) -> None:
+    """A call handed over by another thread, on the hub."""
+    method, args = call
+    try:
+        method(*args)
+    except Exception:  # noqa: BLE001 - a bad foreign call must not stop the queue
+        pass

@@ -17,11 +17,13 @@ import re
 import time
 from typing import Any
 
+from geonode.httpstatus import status_line
 from geonode.websocket import deflate
 from geonode.websocket.connection import WebSocket
 from geonode.websocket.options import WebSocketOptions
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SWITCHING = status_line(101)
 
 
 class HandshakeError(Exception):
@@ -141,7 +143,7 @@ class Upgrader:
 
         pmd = None
         headers = [
-            "HTTP/1.1 101 Switching Protocols",
+            f"HTTP/1.1 {_SWITCHING}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Accept: {accept_key(key)}",
@@ -170,8 +172,8 @@ class Upgrader:
         """Tell pywsgi the response is out: it writes nothing more and closes afterwards."""
         h = self.handler
         h.websocket_upgraded = True
-        h.status = b"101 Switching Protocols"
-        h._orig_status = "101 Switching Protocols"
+        h.status = _SWITCHING.encode()
+        h._orig_status = _SWITCHING
         h.code = 101
         h.headers_sent = True
         h.response_use_chunked = False

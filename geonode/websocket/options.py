@@ -5,15 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Crossbar option names geonode accepts without acting on them (so configs stay portable).
-IGNORED_OPTIONS = frozenset({
-    "auto_fragment_size", "fail_by_drop", "echo_close_codereason",
-    "enable_webstatus", "mask_server_frames", "require_masked_client_frames", "apply_mask",
-    "tcp_nodelay", "external_port", "show_server_version", "enable_flash_policy",
-    "flash_policy", "server", "accept_all_origins", "trust_x_forwarded_for",
-    "enable_hybi10", "enable_rfc6455", "max_connections", "debug", "debug_traffic",
-})
-
 
 @dataclass
 class DeflateOptions:

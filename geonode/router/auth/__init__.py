@@ -15,16 +15,20 @@ from typing import Any
 
 from autobahn.util import generate_serial_number
 
-NOT_AUTHORIZED = "wamp.error.not_authorized"
-AUTHENTICATION_FAILED = "wamp.error.authentication_failed"
-NO_SUCH_ROLE = "wamp.error.no_such_role"
-NO_SUCH_REALM = "wamp.error.no_such_realm"
-NO_AUTH_METHOD = "wamp.error.no_auth_method"
+from geonode.router.errors import (
+    AUTHENTICATION_FAILED,
+    CANCELED,
+    NO_SUCH_PROCEDURE,
+    NO_SUCH_REALM,
+    NOT_AUTHORIZED,
+    TIMEOUT,
+    WAMP_ERROR_PREFIX,
+)
+
 AUTHENTICATOR_TIMEOUT = 30.0
 # Errors the router itself raises around an authenticator call (none registered, no answer):
 # the same for every authid, so they may be told to the client as they are.
-ROUTER_ERRORS = frozenset({"wamp.error.no_such_procedure", "wamp.error.timeout",
-                           "wamp.error.canceled", "wamp.error.no_such_realm"})
+ROUTER_ERRORS = frozenset({NO_SUCH_PROCEDURE, TIMEOUT, CANCELED, NO_SUCH_REALM})
 
 METHODS = ("anonymous", "ticket", "wampcra", "cryptosign")
 
@@ -107,7 +111,7 @@ class PendingAuth:
 
     def deny_from_error(self, e: Exception) -> Deny:
         error = getattr(e, "error", None)
-        if isinstance(error, str) and error.startswith("wamp.error."):
+        if isinstance(error, str) and error.startswith(WAMP_ERROR_PREFIX):
             # the router's own errors judge no credential: not counted by the throttle
             return Deny(error, str(getattr(e, "args", [""])[0] if e.args else ""),
                         counts=error not in ROUTER_ERRORS)

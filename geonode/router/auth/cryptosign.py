@@ -30,14 +30,8 @@ import os
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from geonode.router.auth import (
-    AUTHENTICATION_FAILED,
-    ROUTER_ERRORS,
-    Accept,
-    Challenge,
-    Deny,
-    PendingAuth,
-)
+from geonode.router.auth import ROUTER_ERRORS, Accept, Challenge, Deny, PendingAuth
+from geonode.router.errors import AUTHENTICATION_FAILED
 
 log = logging.getLogger("geonode.router")
 

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import os
 
-from geonode.router.auth import AUTHENTICATION_FAILED, Accept, Challenge, Deny, PendingAuth
+from geonode.router.auth import Accept, Challenge, Deny, PendingAuth
+from geonode.router.errors import AUTHENTICATION_FAILED
 
 # What an unknown authid's ticket is compared with: no ticket hashes to it (but who knows
 # the process's random bytes).

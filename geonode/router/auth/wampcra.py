@@ -29,14 +29,8 @@ from dataclasses import dataclass
 
 from autobahn.wamp.auth import compute_wcs, derive_key
 
-from geonode.router.auth import (
-    AUTHENTICATION_FAILED,
-    ROUTER_ERRORS,
-    Accept,
-    Challenge,
-    Deny,
-    PendingAuth,
-)
+from geonode.router.auth import ROUTER_ERRORS, Accept, Challenge, Deny, PendingAuth
+from geonode.router.errors import AUTHENTICATION_FAILED
 
 log = logging.getLogger("geonode.router")
 

@@ -6,11 +6,14 @@ import json
 from collections.abc import Callable, Iterable
 
 from geonode.config import ConfigError
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 
 _NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
              ("Pragma", "no-cache"), ("Expires", "0")]
+
+_OK, _NO_CONTENT = status_line(200), status_line(204)
 
 
 def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
@@ -38,13 +41,13 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
     def app(environ: dict, start_response) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "GET":
-            start_response("200 OK", list(headers))
+            start_response(_OK, list(headers))
             return [body]
         if method == "HEAD":
-            start_response("200 OK", list(headers))
+            start_response(_OK, list(headers))
             return []
         if method == "OPTIONS":
-            start_response("204 No Content", list(preflight))
+            start_response(_NO_CONTENT, list(preflight))
             return []
         return text_response(start_response, 405,
                       f"method {method} not allowed here", [("Allow", "GET, HEAD, OPTIONS")])

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import gevent
 
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 
@@ -55,7 +56,7 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
         body = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
                 f"<title>{title}</title></head>\n<body><h1>{title}</h1>\n"
                 f"<table>\n{table}\n</table></body></html>\n").encode()
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+        start_response(status_line(200), [("Content-Type", "text/html; charset=utf-8"),
                                   ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-store")])
         return [] if method == "HEAD" else [body]

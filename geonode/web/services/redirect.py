@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from geonode.config import ConfigError
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 
 
@@ -25,8 +26,10 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
     headers = [("Location", location), ("Content-Type", "text/html; charset=utf-8"),
                ("Content-Length", str(len(body)))]
 
+    status = status_line(302)
+
     def app(environ: dict, start_response) -> Iterable[bytes]:
-        start_response("302 Found", list(headers))
+        start_response(status, list(headers))
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     return app

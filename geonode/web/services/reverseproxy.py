@@ -39,9 +39,10 @@ from urllib.parse import quote, unquote
 from gevent import socket
 
 from geonode.config import ConfigError
+from geonode.httpstatus import phrase
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
-from geonode.web.services.plain import phrase, text_response
+from geonode.web.services.plain import text_response
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ import gevent
 from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
 
 from geonode.config import ConfigError
+from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response as _error
 
@@ -38,6 +39,8 @@ _ALLOW = [("Allow", "GET, HEAD")]
 _COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
                "xz": "application/x-xz", "br": "application/octet-stream",
                "compress": "application/x-compress"}
+
+_OK, _PARTIAL, _NOT_MODIFIED = status_line(200), status_line(206), status_line(304)
 
 
 class FileIter:
@@ -236,11 +239,11 @@ class StaticApp:
 
             if self._not_modified(environ, etag, mtime):
                 f.close()
-                start_response("304 Not Modified", headers)
+                start_response(_NOT_MODIFIED, headers)
                 return []
 
             ctype = self._content_type(path)
-            start, length, status = 0, size, "200 OK"
+            start, length, status = 0, size, _OK
             rng = self._range(environ, etag, mtime)
             if rng is not None:
                 bounds = rng.range_for_length(size) if len(rng.ranges) == 1 else None
@@ -252,7 +255,7 @@ class StaticApp:
                 if bounds is not None:
                     start, end = bounds
                     length = end - start
-                    status = "206 Partial Content"
+                    status = _PARTIAL
                     headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
             headers += [("Content-Type", ctype), ("Content-Length", str(length))]
             start_response(status, headers)
@@ -302,7 +305,7 @@ class StaticApp:
         body = gevent.get_hub().threadpool.apply(self._render_listing, (real, segs))
         if body is None:
             return _error(start_response, 404, "not found", head=head)
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+        start_response(_OK, [("Content-Type", "text/html; charset=utf-8"),
                                   ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-cache")])
         return [] if head else [body]

@@ -12,28 +12,24 @@ from collections.abc import Iterable
 
 from geonode import __version__
 from geonode.config import ConfigError
+from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
-from geonode.transport.websocket import (
+from geonode.transport.queue import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     QUEUE_OPTIONS,
-    WampWebSocketPeer,
     configured_serializers,
     queue_limits,
-    transport_details,
 )
+from geonode.transport.websocket import WampWebSocketPeer, transport_details
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
 __all__ = ["build", "configured_serializers", "queue_limits"]
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 426: "Upgrade Required", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}
-
-
 def _respond(start_response, status: int, body: str, content_type: str = "text/plain",
              headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     data = body.encode("utf-8")
-    start_response(f"{status} {_REASONS.get(status, 'Error')}",
+    start_response(status_line(status),
                    [("Content-Type", f"{content_type}; charset=utf-8"),
                     ("Content-Length", str(len(data))), *(headers or [])])
     return [data]
@@ -61,6 +57,8 @@ def build(cfg: dict, ctx: BuildContext):
     limits = queue_limits(options_cfg, json_path)
     for key in QUEUE_OPTIONS:
         options_cfg.pop(key, None)
+    # No limit (Crossbar's default) let one 1 GiB message take the node to 2 GiB RSS.
+    options_cfg.setdefault("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     ws_options = WebSocketOptions.from_config(options_cfg)
     protocols = ser.subprotocols(names)
     fallback = ser.get("json" if "json" in names else names[0])

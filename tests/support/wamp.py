@@ -1,10 +1,12 @@
-"""autobahn-python (asyncio) clients for tests over real sockets: WebSocket or RawSocket, any
-serializer, plain or batched, any authmethod. Each test runs its own event loop
-(``asyncio.run``); ``tests/_wampclient.py`` wraps these for blocking test code."""
+"""Real autobahn-python (asyncio) WAMP clients over real sockets: WebSocket or RawSocket, any
+serializer, plain or batched, any authmethod; and ``SyncClient``, a blocking wrapper for test
+code that is not async. Each async test runs its own event loop (``asyncio.run``)."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,12 @@ from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp import serializer as S  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.types import ComponentConfig  # noqa: E402
+from autobahn.wamp.types import ComponentConfig, PublishOptions  # noqa: E402
+
+from .timing import scaled  # noqa: E402
+
+__all__ = ["WS_SERIALIZERS", "Client", "SyncClient", "exercise", "make_serializer",
+           "rawsocket_session", "ws_session"]
 
 CLASSES = {"json": S.JsonSerializer, "msgpack": S.MsgPackSerializer,
            "cbor": S.CBORSerializer, "ubjson": S.UBJSONSerializer}
@@ -82,7 +89,7 @@ async def _session(factory_maker, connect, realm: str, timeout: float, auth: dic
     joined, left = loop.create_future(), loop.create_future()
     factory = factory_maker(lambda: Client(ComponentConfig(realm), joined, left, **auth))
     await connect(factory)
-    session = await asyncio.wait_for(joined, timeout)
+    session = await asyncio.wait_for(joined, scaled(timeout))
     session.left = left
     return session
 
@@ -90,8 +97,9 @@ async def _session(factory_maker, connect, realm: str, timeout: float, auth: dic
 async def ws_session(port: int, serializer: str = "json", path: str = "ws",
                      realm: str = "realm1", timeout: float = 10.0,
                      ticket: tuple[str, str] | None = None, **auth: Any):
-    """A joined autobahn session over WebSocket (``session.left``: future of its end).
-    ``auth``: ``authmethods``, ``authid``, ``authextra``, ``on_challenge(challenge)``."""
+    """A joined autobahn session over WebSocket (``session.left``: future of its end), joined
+    within ``scaled(timeout)``. ``auth``: ``authmethods``, ``authid``, ``authextra``,
+    ``on_challenge(challenge)``."""
     loop = asyncio.get_running_loop()
     return await _session(
         lambda mk: WampWebSocketClientFactory(mk, url=f"ws://127.0.0.1:{port}/{path}",
@@ -119,6 +127,13 @@ async def rawsocket_session(serializer: str = "json", port: int | None = None,
         connect, realm, timeout, _auth(ticket, auth))
 
 
+async def leave(session, timeout: float = 5.0) -> None:
+    """Leave (GOODBYE) and wait until the session has ended."""
+    if session.is_attached():
+        session.leave()
+    await asyncio.wait_for(asyncio.shield(session.left), scaled(timeout))
+
+
 async def exercise(a, b, tag: str = "") -> None:
     """Register/call, subscribe/publish (acknowledged, binary payload) between two sessions."""
     loop = asyncio.get_running_loop()
@@ -129,30 +144,74 @@ async def exercise(a, b, tag: str = "") -> None:
                       topic)
     res = await b.call(proc, 2, 3, flag="ü")
     assert res == {"sum": 5, "kw": {"flag": "ü"}}
-    from autobahn.wamp.types import PublishOptions
     pub = await b.publish(topic, 1, "two", b"\x00\x01\xffbinary", {"n": [1.5, None, True]},
                           color="green", options=PublishOptions(acknowledge=True))
     assert pub.id
-    args, kwargs = await asyncio.wait_for(got, 5)
+    args, kwargs = await asyncio.wait_for(got, scaled(5))
     assert list(args) == [1, "two", b"\x00\x01\xffbinary", {"n": [1.5, None, True]}]
     assert kwargs == {"color": "green"}
 
 
-def router_config(transports: list) -> dict:
-    """One router worker, realm1 where anonymous may do everything."""
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router",
-        "realms": [{"name": "realm1", "roles": [{
-            "name": "anonymous",
-            "permissions": [{"uri": "", "match": "prefix",
-                             "allow": {"call": True, "register": True, "publish": True,
-                                       "subscribe": True},
-                             "disclose": {"caller": True, "publisher": True}, "cache": True}],
-        }]}],
-        "transports": transports,
-    }]}
+class SyncClient:
+    """A blocking autobahn-python client: its asyncio loop runs in a background thread; test
+    code calls ``call``, ``publish``, ``subscribe`` and ``register`` synchronously. Events land
+    in ``queue.Queue``s."""
+
+    def __init__(self, port: int, path: str = "ws", realm: str = "realm1",
+                 timeout: float = 10.0) -> None:
+        self.timeout = scaled(timeout)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.session: ApplicationSession = self._run(
+            ws_session(port, path=path, realm=realm, timeout=timeout))
+
+    def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
+        """Run a coroutine, or a zero-argument callable returning an awaitable, on the
+        client's loop (autobahn's futures belong to the loop that creates them)."""
+        async def wrapped():
+            return await (awaitable() if callable(awaitable) else awaitable)
+
+        fut = asyncio.run_coroutine_threadsafe(wrapped(), self.loop)
+        return fut.result(timeout or self.timeout)
+
+    def call(self, procedure: str, *args: Any, **kwargs: Any) -> Any:
+        return self._run(lambda: self.session.call(procedure, *args, **kwargs))
+
+    def publish(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        return self._run(lambda: self.session.publish(topic, *args,
+                                              options=PublishOptions(acknowledge=True), **kwargs))
+
+    def subscribe(self, topic: str) -> queue.Queue:
+        q: queue.Queue = queue.Queue()
+
+        def handler(*args, **kwargs):
+            q.put((list(args), kwargs))
+
+        self._run(lambda: self.session.subscribe(handler, topic))
+        return q
+
+    def register(self, procedure: str, fn: Any) -> None:
+        self._run(lambda: self.session.register(fn, procedure))
+
+    def close(self) -> None:
+        try:
+            self._run(leave(self.session), timeout=scaled(5))
+        except Exception:
+            pass  # already gone (the node stopped): nothing left to close
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(scaled(2))
 
 
-def web_transport(paths: dict, port: str = "$PORT") -> dict:
-    return {"type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1"},
-            "paths": paths}
+def wait_subscribed(client: SyncClient, topics: tuple[str, ...] = (),
+                    procedures: tuple[str, ...] = (), timeout: float = 10.0) -> None:
+    """Wait until every topic has a subscriber and every procedure a callee, as the router's
+    meta API sees them (a node's components join and subscribe just after it listens)."""
+    from .timing import wait_for
+
+    def ready() -> bool:
+        return (all(client.call("wamp.subscription.lookup", t) for t in topics)
+                and all(client.call("wamp.registration.lookup", p) for p in procedures))
+
+    wait_for(ready, timeout, f"subscriptions to {list(topics)} and registrations of "
+             f"{list(procedures)}", interval=0.05)

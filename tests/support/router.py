@@ -1,12 +1,11 @@
-"""In-process test clients for the router core: a real Router, a Peer that records messages.
+"""In-process clients for the router core: a real Router, a Peer that records messages.
 
 Every message the router sends is serialized and parsed back with autobahn's JSON serializer,
-so what the tests see is what a real client would receive.
+so what the tests see is what a real client would receive. The router runs on this process's
+gevent hub (not monkey-patched): waits here yield to it with ``gevent.sleep``.
 """
 
 from __future__ import annotations
-
-import time
 
 import txaio
 
@@ -19,23 +18,32 @@ from autobahn.wamp.serializer import JsonSerializer  # noqa: E402
 
 from geonode.router import Router  # noqa: E402
 
+from .config import ALL, realm  # noqa: E402
+from .timing import wait_for  # noqa: E402
+
+__all__ = ["ALL", "ROLES_ALL", "Client", "TestPeer", "green_wait_for", "make_router", "realm",
+           "settle"]
+
 _ser = JsonSerializer()
 _client_ser = JsonSerializer()
 
-ALL = {"call": True, "register": True, "publish": True, "subscribe": True}
 ROLES_ALL = dict(role.DEFAULT_CLIENT_ROLES)
-
-
-def realm(name="realm1", roles=None, **options):
-    cfg = {"name": name, "roles": roles if roles is not None else [
-        {"name": "anonymous", "permissions": [{"uri": "", "match": "prefix", "allow": ALL}]}]}
-    if options:
-        cfg["options"] = options
-    return cfg
 
 
 def make_router(*realms) -> Router:
     return Router({"realms": list(realms) or [realm()]}, None)
+
+
+def green_wait_for(predicate, timeout: float = 5.0, what: str | None = None,
+                   interval: float = 0.001):
+    """``wait_for`` on the hub: the router's greenlets and timers run while it polls."""
+    return wait_for(predicate, timeout, what, interval=interval, sleep=gevent.sleep)
+
+
+def settle() -> None:
+    """Return once the hub has nothing left to run now: every greenlet the router spawned for
+    what was sent so far has had its turn (timers that are not due yet have not fired)."""
+    gevent.idle()
 
 
 class TestPeer:
@@ -70,7 +78,7 @@ class Client:
         data, binary = _client_ser.serialize(msg)
         for parsed in JsonSerializer().unserialize(data, binary):
             self.session.receive(parsed)
-        gevent.sleep(0)
+        gevent.sleep(0)  # a yield, not a wait: what the router spawned runs first
 
     def next(self) -> int:
         self.req += 1
@@ -82,17 +90,16 @@ class Client:
 
     def take(self, cls=None, timeout: float = 5.0):
         # a deadline, not a count: a failed authentication is answered late (auth throttle)
-        deadline = time.monotonic() + timeout
-        while not self.peer.messages and time.monotonic() < deadline:
-            gevent.sleep(0.001)
-        assert self.peer.messages, f"no message (wanted {cls.__name__ if cls else 'any'})"
+        green_wait_for(lambda: self.peer.messages, timeout,
+                       f"a message (wanted {cls.__name__ if cls else 'any'})")
         msg = self.peer.messages.pop(0)
         if cls is not None:
             assert isinstance(msg, cls), f"wanted {cls.__name__}, got {msg}"
         return msg
 
     def none(self):
-        gevent.sleep(0.001)
+        """Nothing was sent to this client for anything sent so far (once the hub is idle)."""
+        settle()
         assert self.peer.messages == [], f"unexpected {self.peer.messages}"
 
     def join(self, realm="realm1", authmethods=None, authid=None, authextra=None, roles=None):

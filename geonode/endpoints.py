@@ -1,4 +1,5 @@
-"""Listening sockets for a Crossbar endpoint config (``tcp``, ``tcp`` + ``tls``, ``unix``).
+"""Endpoints: listening sockets for a Crossbar endpoint config (``tcp``, ``tcp`` + ``tls``,
+``unix``) and the cap on the connections one endpoint holds.
 
 Shared by the web transports (``geonode.web.server``) and RawSocket transports
 (``geonode.transport.rawsocket``), so both follow the same endpoint rules and name the same
@@ -14,18 +15,33 @@ JSON paths in their errors. Each function takes ``json_path``, the endpoint's ow
   required, ``ciphers``, ``dhparam``); TLS 1.2 at least.
 
 The sockets are gevent sockets, bound and listening, non-blocking: hand them to a gevent server.
+
+- ``ConnectionCap(limit, where)``: ``max_connections`` for a gevent server (why and the
+  default: ``geonode.web.limits``); ``default_max_connections(endpoints)``: an endpoint's share
+  of the open-file limit when the config sets none.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EndpointError", "tcp_listener", "tls_context", "unix_listener"]
+__all__ = ["ConnectionCap", "EndpointError", "default_max_connections", "open_file_limit",
+           "tcp_listener", "tls_context", "unix_listener"]
+
+log = logging.getLogger("geonode.web")
+
+#: share of the open-file limit the endpoints' connections may take together
+_FD_SHARE = 0.8
+#: at most one "max_connections reached" line per endpoint in this many seconds
+CAP_LOG_INTERVAL = 60.0
 
 
 class EndpointError(Exception):
@@ -135,3 +151,60 @@ def unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.so
                             f"{e.strerror or e}") from e
     sock.setblocking(False)
     return sock, str(path)
+
+
+def open_file_limit() -> int:
+    """The process's soft RLIMIT_NOFILE (a large number when unlimited)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024
+    return 1 << 20 if soft == resource.RLIM_INFINITY or soft <= 0 else int(soft)
+
+
+def default_max_connections(endpoints: int = 1) -> int:
+    """``max_connections`` of each of ``endpoints`` endpoints when the config has none."""
+    return max(16, int(open_file_limit() * _FD_SHARE) // max(1, endpoints))
+
+
+class ConnectionCap:
+    """``max_connections`` for a gevent server: a bounded Pool plus one log line when hit.
+
+    gevent's accept loop asks ``server.full()`` before each ``accept()``; while it says so the
+    listening socket is not watched at all (no busy loop, other endpoints unaffected), and the
+    pool's first free slot starts accepting again. So excess clients wait in the kernel's
+    listen backlog; nothing is read from them and nothing is answered early.
+    """
+
+    def __init__(self, limit: int, where: str, key: str = "max_connections") -> None:
+        from gevent.pool import Pool
+
+        self.limit = limit
+        self.where = where
+        self.key = key
+        self.pool = Pool(limit)
+        self._next_log = 0.0
+        self._missed = 0
+        if limit >= open_file_limit():
+            log.warning("%s: %s %d is not below the open-file limit %d (ulimit -n): "
+                        "the process runs out of file descriptors first", where, key, limit,
+                        open_file_limit())
+
+    def install(self, server: Any) -> None:
+        """Make ``server`` (built with ``spawn=self.pool``) log when the cap stops it."""
+        server.full = self.full
+
+    def full(self) -> bool:
+        if self.pool.free_count() > 0:
+            return False
+        now = time.monotonic()
+        if now >= self._next_log:
+            more = f"; reached {self._missed} more time(s) since the last report" \
+                if self._missed else ""
+            log.warning("%s: %d connections open (%s): new connections wait until one "
+                        "closes%s", self.where, self.limit, self.key, more)
+            self._next_log = now + CAP_LOG_INTERVAL
+            self._missed = 0
+        else:
+            self._missed += 1
+        return True

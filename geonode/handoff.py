@@ -1,0 +1,146 @@
+"""Handing work to the gevent hub: the one mechanism geonode uses, from greenlets and threads.
+
+``Pump(handler, loop)`` is a queue drained by one greenlet on the hub, which calls
+``handler(item)`` for each item in order. Greenlets on the hub queue with ``put``; native threads
+(a WSGI app's pool, the in-process WAMP session's callers) with ``put_threadsafe``: the only
+thing a thread ever does to the hub is ``loop.run_callback_threadsafe``, once per burst, not
+per item. Draining in a dedicated greenlet (never in the hub greenlet itself, never inside the
+caller's stack) means the handler may switch greenlets freely and is never re-entered. A thread
+that produces faster than the hub takes waits (that thread only, never the hub) with
+``wait_for_room``, so memory stays bounded.
+
+Users: ``geonode.transport.inprocess`` (the in-process Peer: router -> session),
+``geonode.wamp`` (session callers -> the router, handlers and endpoints) and
+``geonode.websocket.connection`` (sends, pings and closes from other threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+from gevent import monkey
+
+log = logging.getLogger("geonode.inprocess")
+
+# The real OS thread id even when threading is monkey-patched (patched get_ident returns
+# greenlet ids, which cannot tell the hub thread from a worker thread).
+real_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+real_allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
+real_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
+
+_STOP = object()
+# items a pump handles before it lets other greenlets run (unless made with fair_share=0)
+FAIR_SHARE = 64
+# how long a thread waiting for room sleeps between looks at the queue
+ROOM_POLL = 0.001
+
+
+class Pump:
+    """Items in, one greenlet out: ``handler(item)`` is called in order on the hub.
+
+    The greenlet starts with the first item and lives until ``stop()``; a handler's exception
+    is logged and the next item handled. It yields to other greenlets every ``fair_share``
+    items; 0: only when the handler blocks."""
+
+    __slots__ = ("_handler", "_loop", "_queue", "_event", "_greenlet", "_scheduled", "_stopped",
+                 "_fair_share", "stopping", "name")
+
+    def __init__(self, handler: Callable[[Any], None], loop: Any, name: str = "pump",
+                 fair_share: int = FAIR_SHARE) -> None:
+        self._handler = handler
+        self._fair_share = fair_share
+        self._loop = loop
+        self._queue: deque = deque()
+        self._event: gevent.event.Event | None = None
+        self._greenlet: gevent.Greenlet | None = None
+        self._scheduled = False
+        self._stopped = False
+        #: stop() was called: what is queued before it is still handled, nothing after it
+        self.stopping = False
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, item: Any) -> None:
+        """Queue from the hub thread (any greenlet, or a loop callback)."""
+        if self.stopping:
+            return
+        self._queue.append(item)
+        self._wake()
+
+    def put_front(self, items: list) -> None:
+        """Queue ahead of everything else (hub thread): used to replay a backlog in order."""
+        if self.stopping:
+            return
+        self._queue.extendleft(reversed(items))
+        self._wake()
+
+    def put_threadsafe(self, item: Any) -> None:
+        """Queue from any native thread. Costs one loop wake-up per burst, not per item."""
+        if self.stopping:
+            return
+        self._queue.append(item)
+        # The callback clears the flag *before* waking the drainer, so an item appended
+        # after the flag was seen set is still drained by that wake-up.
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback_threadsafe(self._wake_threadsafe)
+
+    def wait_for_room(self, limit: int, timeout: float | None = None) -> bool:
+        """From a native thread (never the hub's): wait while ``limit`` or more items are
+        queued. False when ``timeout`` seconds passed first; True at once once stopping."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._queue) >= limit and not self.stopping:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            real_sleep(ROOM_POLL)
+        return True
+
+    def stop(self) -> None:
+        """Handle what is queued, then end the greenlet (hub thread)."""
+        if self.stopping:
+            return
+        self._queue.append(_STOP)
+        self._wake()
+        self.stopping = True
+
+    def _wake_threadsafe(self) -> None:
+        self._scheduled = False
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._stopped:
+            return
+        if self._greenlet is None:
+            self._event = gevent.event.Event()
+            self._greenlet = gevent.spawn(self._run)
+        self._event.set()
+
+    def _run(self) -> None:
+        queue, event, handler, fair_share = self._queue, self._event, self._handler, \
+            self._fair_share
+        handled = 0
+        while True:
+            event.wait()
+            event.clear()
+            while queue:
+                handled += 1
+                if fair_share and handled % fair_share == 0:
+                    # a flood from one producer must not starve every other greenlet
+                    gevent.sleep(0)
+                item = queue.popleft()
+                if item is _STOP:
+                    self._stopped = True
+                    queue.clear()
+                    return
+                try:
+                    handler(item)
+                except Exception:
+                    log.exception("%s: handler failed on %r", self.name, item)
