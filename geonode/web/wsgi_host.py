@@ -34,6 +34,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from geonode.config import ConfigError
+from geonode.handoff import Wakeup
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -400,10 +401,11 @@ class Pool:
     - hub → thread: the call is appended to ``pending``; if a thread is parked, the lock it
       sleeps on is released (the only system call). A thread takes the next pending call before
       it parks, so under load it runs call after call without sleeping;
-    - thread → hub: a finished call (or a streamed chunk) is appended to ``done`` and the pool's
-      one async watcher is sent. Sends coalesce until the hub runs (libev writes its wake-up
-      pipe only while the loop sleeps), and one callback resumes every waiting greenlet of the
-      batch: a busy hub wakes once per batch, not once per request.
+    - thread → hub: a finished call (or a streamed chunk) is appended to ``done`` and the
+      pool's ``geonode.handoff.Wakeup`` is sent (the node's one thread-to-hub mechanism:
+      ``loop.run_callback_threadsafe`` once per burst). Sends coalesce until the hub runs, and
+      one callback resumes every waiting greenlet of the batch directly: a busy hub wakes
+      once per batch, not once per request.
 
     ``deque``/``list`` appends and pops are atomic under the GIL, so no other lock is needed.
     Threads start on demand (``minthreads`` up front), never more than ``maxthreads``, and
@@ -433,7 +435,8 @@ class Pool:
         self._tick_demand = 0
         self._slack = False  # last verdict: calls waited while the threads were blocked
         self.hub: Any = None
-        self.watcher: Any = None
+        self.keepalive: Any = None
+        self.wakeup: Wakeup | None = None
         self.send: Callable[[], None] = _no_send
         self._grow_timer: Any = None
         if _pools is None:
@@ -453,20 +456,25 @@ class Pool:
         self.idle.clear()
         self.waiting = 0
         self._wake_scheduled = False
+        if self.wakeup is not None:
+            self.wakeup.reset()
         self._demand.forget()
         if self.hub is not None:
             self._demand.tids.append(self._native_id())  # the forking thread: the hub
 
     def _bind(self) -> None:
-        """The async watcher, on the hub of the thread that first submits (the node's hub)."""
+        """The hub of the thread that first submits (the node's hub) is the one told."""
         from gevent import get_hub
 
         self.hub = get_hub()
         self._demand.tids.append(self._native_id())
-        self.watcher = self.hub.loop.async_()
-        self.watcher.start(self._deliver)
-        self.watcher.ref = False  # only while a greenlet waits (see wait)
-        self.send = self.watcher.send
+        # The wake-up's callback keeps the loop running only once scheduled: while a thread
+        # runs a call, this (never sent) watcher does, but only while a greenlet waits.
+        self.keepalive = self.hub.loop.async_()
+        self.keepalive.start(_no_send)
+        self.keepalive.ref = False
+        self.wakeup = Wakeup(self.hub.loop, self._deliver)
+        self.send = self.wakeup.send
 
     # ---- hub side ---------------------------------------------------------------------
     def submit(self, call: _Call, task: Callable[[_Call], None]) -> None:
@@ -480,7 +488,7 @@ class Pool:
         together go to the pool as one batch, and its thread takes the GIL while the hub
         sleeps in epoll instead of at the hub's every socket call.
         """
-        if self.watcher is None:
+        if self.hub is None:
             self._bind()
         call.task = task
         now = call.submitted = _monotonic()
@@ -515,7 +523,7 @@ class Pool:
         finishes alone and stops at the next chunk."""
         call.waiter = getcurrent()
         if not self.waiting:
-            self.watcher.ref = True  # a waiting greenlet keeps the loop alive
+            self.keepalive.ref = True  # a waiting greenlet keeps the loop alive
         self.waiting += 1
         try:
             self.hub.switch()
@@ -526,10 +534,10 @@ class Pool:
             call.waiter = None
             self.waiting -= 1
             if not self.waiting:
-                self.watcher.ref = False
+                self.keepalive.ref = False
 
     def _deliver(self) -> None:
-        """The async watcher's callback: resume the greenlet of every call reported so far."""
+        """The wake-up's callback: resume the greenlet of every call reported so far."""
         done = self.done
         try:
             # Calls reported while this runs come with a send of their own: the next callback.
@@ -669,7 +677,7 @@ def _run_hooked(call: _Call, trace: Any, profile: Any) -> None:
 
 
 def _no_send() -> None:
-    """The watcher's send before the pool has one (nothing can be waiting yet)."""
+    """The send before the pool has a wake-up (nothing can be waiting yet)."""
 
 
 class WSGIHost:
