@@ -461,9 +461,11 @@ def serve(args: argparse.Namespace) -> int:
 
     gevent.get_hub()  # the hooks need the hub of this (main) thread
     hooks()
-    from geonode import cli
-
-    return cli.start(args.config, "info")
+    try:
+        from geonode.node import main as start  # the layout since 2026-12 (issue 10)
+    except ImportError:
+        from geonode.cli import start  # type: ignore[attr-defined,no-redef]
+    return start(args.config, "info")
 
 
 # ============================================================================================

@@ -332,6 +332,10 @@ def _no_notify(call: _Call) -> None:
 # the hub batch that work even when the node is CPU-bound (bench/bridge flask-puback: one
 # thread cost 20 % more CPU per request than four); more than that contend for the GIL.
 GROW_AFTER = 0.005
+# A thread beyond minthreads that had nothing to do for this long ends (a burst's threads are
+# given back; minthreads stay ready). Waking is LIFO, so the threads a quiet node does not need
+# are the ones that time out.
+IDLE_TIMEOUT = 60.0
 STUCK_AFTER = 0.010
 SATURATED = 0.75
 FREE_THREADS = 4
@@ -364,11 +368,19 @@ class _Demand:
     def __init__(self) -> None:
         self.tids: list[int] = []
         self.fds: dict[int, int] = {}
+        self.gone: deque[int] = deque()  # threads that ended (appended by them, read by ns)
         self.proc = os.path.isdir("/proc/self/task")
 
     def ns(self) -> int:
         if not self.proc:
             return time.process_time_ns()
+        while self.gone:
+            tid = self.gone.popleft()
+            try:
+                self.tids.remove(tid)
+                os.close(self.fds.pop(tid))
+            except (ValueError, KeyError, OSError):
+                pass
         total = 0
         for tid in self.tids:
             try:
@@ -389,6 +401,7 @@ class _Demand:
                 pass
         self.fds.clear()
         self.tids.clear()
+        self.gone.clear()
 
 
 class Pool:
@@ -408,11 +421,13 @@ class Pool:
       once per batch, not once per request.
 
     ``deque``/``list`` appends and pops are atomic under the GIL, so no other lock is needed.
-    Threads start on demand (``minthreads`` up front), never more than ``maxthreads``, and
-    stay; the hub owns every watcher and timer.
+    Threads start on demand (``minthreads`` up front), never more than ``maxthreads``; those
+    beyond ``minthreads`` end after ``idle_timeout`` s with nothing to do. The hub owns every
+    watcher and timer.
     """
 
-    def __init__(self, maxsize: int, minsize: int = 0) -> None:
+    def __init__(self, maxsize: int, minsize: int = 0,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         global _pools
         import weakref
 
@@ -422,7 +437,11 @@ class Pool:
             "_thread", ["start_new_thread", "allocate_lock", "get_native_id"])
         self.maxsize = max(int(maxsize), 1)
         self.minsize = min(int(minsize), self.maxsize)
-        self.size = 0  # threads started
+        self.size = 0  # threads started and not ended
+        self.idle_timeout = idle_timeout
+        # ``size`` changes on the hub (a thread started) and on a thread (it ends): a += is
+        # not atomic between threads. Held for a few bytecodes, and rarely.
+        self._size_lock = self._allocate_lock()
         self.pending: deque[_Call] = deque()
         self.done: deque[_Call] = deque()
         self.idle: list[Any] = []  # the park locks of threads with nothing to do
@@ -451,6 +470,7 @@ class Pool:
         # Only the forking thread survives a fork: the others, and what they held, are gone.
         # (A running backlog timer stops itself once nothing is pending.)
         self.size = 0
+        self._size_lock = self._allocate_lock()  # a parent's thread may have held it
         self.pending.clear()
         self.done.clear()
         self.idle.clear()
@@ -608,11 +628,13 @@ class Pool:
     def _start_thread(self) -> None:
         park = self._allocate_lock()
         park.acquire()
-        self.size += 1
+        with self._size_lock:
+            self.size += 1
         try:
             self._start_new_thread(self._work, (park,))
         except BaseException:
-            self.size -= 1
+            with self._size_lock:
+                self.size -= 1
             raise
 
     # ---- thread side ------------------------------------------------------------------
@@ -627,7 +649,8 @@ class Pool:
         """A pool thread: run pending calls, park (on its own lock) when there are none."""
         import threading
 
-        self._demand.tids.append(self._native_id())
+        tid = self._native_id()
+        self._demand.tids.append(tid)
         pending = self.pending
         idle = self.idle
         take = pending.popleft
@@ -646,7 +669,21 @@ class Pool:
                     except ValueError:
                         park.acquire()
                     continue
-                park.acquire()  # until the hub releases it
+                # Until the hub releases it; beyond minthreads, at most idle_timeout.
+                if park.acquire(True, self.idle_timeout if self.size > self.minsize else -1):
+                    continue
+                try:
+                    idle.remove(park)
+                except ValueError:
+                    park.acquire()  # the hub picked this thread meanwhile: its release comes
+                    continue
+                with self._size_lock:
+                    leave = self.size > self.minsize and not pending
+                    if leave:
+                        self.size -= 1
+                if leave:
+                    self._demand.gone.append(tid)
+                    return
                 continue
             # As gevent's pool does: threading.settrace/setprofile hooks (debuggers, coverage)
             # apply to what the task runs.
