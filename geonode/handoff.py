@@ -15,8 +15,9 @@ on the hub once per burst (the WSGI host's pool resumes the waiting request gree
 directly, saving the drain greenlet's switch per request). ``Pump`` is built on it.
 
 Users: ``geonode.transport.inprocess`` (the in-process Peer: router -> session),
-``geonode.wamp`` (session callers -> the router, handlers and endpoints) and
-``geonode.websocket.connection`` (sends, pings and closes from other threads).
+``geonode.wamp`` (session callers -> the router, handlers and endpoints),
+``geonode.websocket.connection`` (sends, pings and closes from other threads) and, through
+``Wakeup`` alone, ``geonode.web.wsgi_host.Pool`` (calls finished by the WSGI pool's threads).
 """
 
 from __future__ import annotations
