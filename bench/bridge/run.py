@@ -62,6 +62,8 @@ class Bench:
     def __init__(self, name: str, exe: str | None, pythonpath: str | None = None) -> None:
         self.name, self.exe, self.pythonpath = name, exe, pythonpath
         self.rps: dict[str, list[float]] = {r[0]: [] for r in ROWS}
+        # the server's CPU (process tree) per request: steadier than req/s on a busy machine
+        self.cpu_us: dict[str, list[float]] = {r[0]: [] for r in ROWS}
         self.problems: list[str] = []
 
     def start(self) -> common.Server:
@@ -145,13 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 for _, path, lua in ROWS:
                     common.wrk(srv.url + path[1:], 1, 4, 1, HERE / "post.lua" if lua else None)
                 for row, path, lua in ROWS:
+                    cpu0 = srv.cpu_s()
                     w = common.wrk(srv.url + path[1:], args.threads, args.connections,
                                    args.duration, HERE / "post.lua" if lua else None)
+                    cpu_us = (srv.cpu_s() - cpu0) / max(w.requests, 1) * 1e6
                     b.rps[row].append(w.rps)
+                    b.cpu_us[row].append(cpu_us)
                     client_cpu.append(w.cpu)
                     if w.problems:
                         b.problems.append(f"{row}: {w.problems}")
                     print(f"round {rnd} {b.name:9s} {row:13s} {w.rps:10.0f} req/s"
+                          f" {cpu_us:7.0f} CPU µs/req"
                           + (f"  ({w.problems})" if w.problems else ""), flush=True)
                 time.sleep(0.5)
                 events[b.name] = events.get(b.name, 0) + sub.count
@@ -174,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         summary.append(common.compare(f"bridge: {LABELS[row]}", "req/s", med["geonode"],
                                       "crossbar", med.get("crossbar")))
+    print("\nmedian server CPU µs per request (process tree):")
+    print(f"{'row':14s}" + "".join(f"{s.name:>12s}" for s in servers)
+          + "".join(f"{o + '/geonode':>18s}" for o in ratios))
+    for row, _, _ in ROWS:
+        med = {s.name: statistics.median(s.cpu_us[row]) for s in servers}
+        print(f"{row:14s}" + "".join(f"{med[n]:12.1f}" for n in names)
+              + "".join(f"{med[o] / med['geonode']:17.3f}x" if med["geonode"] else ""
+                        for o in ratios))
     for s in servers:
         print(f"{s.name}: events delivered to the WAMP subscriber: {events.get(s.name, 0)}")
         for p in s.problems:
