@@ -70,17 +70,22 @@ class Node:
         self._pending_components: list[tuple[Any, list, BuildContext]] = []
         self._pending_rawsocket: list[tuple[str, dict, Any, BuildContext]] = []
         self.info.session_count = self._session_count
+        self.info.owner = self
+        from geonode.metrics import SOURCES
+
+        SOURCES.nodes.add(self)
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
         return sum(r.session_count() for r in self.routers)
 
-    def _make_router(self, worker: dict) -> Any:
+    def _make_router(self, worker: dict, wpath: str) -> Any:
         if not worker.get("realms"):
             return None  # a web-only worker: the router modules are not even imported
         from geonode.router import Router
 
         router = Router(worker, self.dir)
+        router.json_path = wpath   # the health service reports per worker
         self.routers.append(router)
         # Known to geonode.wamp.session() from now on: code outside any request (a module at
         # import time, a thread the app starts) reaches it even without a "wamp" key.
@@ -101,7 +106,7 @@ class Node:
             if worker_disabled(worker):
                 log.info("%s: disabled (options.disabled), not started", wpath)
                 continue
-            router = self._make_router(worker)
+            router = self._make_router(worker, wpath)
             for ti, transport in enumerate(worker.get("transports", [])):
                 tpath = f"{wpath}.transports[{ti}]"
                 kind = transport.get("type")
@@ -140,6 +145,10 @@ class Node:
                 t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
                                      json_path=t.json_path, timeouts=timeouts(topts),
                                      max_connections=topts.get("max_connections", fair_share))
+                if self.info.count_http:
+                    from geonode.metrics import HttpStats
+
+                    t.server.http_stats = HttpStats(t.json_path)
             for tpath, transport, router, ctx in self._pending_rawsocket:
                 from geonode.transport import rawsocket
 
@@ -319,6 +328,7 @@ def run(cfg: Any) -> int:
     # garbage collector's full collections skip it (~50k objects for the sample node, a hub
     # stall of 10-40 ms each time one runs while serving).
     gc.freeze()
+    node.info.state = "up"
     age = _process_age()
     log.info("ready in %.2f s%s", time.monotonic() - t0,
              f" ({age:.2f} s since process start)" if age is not None else "")
@@ -328,6 +338,7 @@ def run(cfg: Any) -> int:
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if not stopping.is_set():
+            node.info.state = "stopping"   # the health service answers 503 from now on
             log.info("received %s: stopping (waiting up to %.0f s for requests in flight; "
                      "again to stop now)", name, GRACE_SECONDS)
             stopping.set()
@@ -369,6 +380,7 @@ class NodeApp:
         if self._closed:
             return
         self._closed = True
+        self.node.info.state = "stopping"
         self.node.stop(grace=0)
 
 
@@ -392,5 +404,6 @@ def load_app(path: str | Path) -> NodeApp:
     except BaseException:
         node.stop(grace=0)
         raise
+    node.info.state = "up"
     gc.freeze()  # as in run(): the built node lives as long as the worker
     return NodeApp(node)

@@ -245,6 +245,11 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "prettify": BOOL, "allow_cross_origin": BOOL, "discourage_caching": BOOL})},
         required=["value"]),
     "nodeinfo": obj(BASE),
+    # geonode additions (issue 13, docs/observability.md)
+    "metrics": obj(BASE),
+    "health": obj(BASE),
+    "status": obj({**BASE, "realm": STR, "role": STR, "auth": {"type": "object"}},
+                  required=["realm"]),
     "none": obj(BASE),
     "path": obj({**BASE, "paths": {"$ref": "#/$defs/paths"}}, required=["paths"]),
     "reverseproxy": obj({

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from autobahn.wamp import message as m
 from autobahn.wamp import role as r
 from autobahn.wamp.exception import ApplicationError
 
+from geonode.metrics import CALL_BUCKETS, Histogram
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
@@ -113,6 +115,11 @@ class Realm:
         self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
         self.roles = build_roles(cfg.get("roles", []) or [], self)
         self.sessions: dict[int, RouterSession] = {}
+        # Plain counters on the hot path, read by geonode.metrics and the status page at
+        # scrape time: messages by class, received from joined sessions and sent to them.
+        self.received: defaultdict[type, int] = defaultdict(int)
+        self.sent: defaultdict[type, int] = defaultdict(int)
+        self.call_durations = Histogram(CALL_BUCKETS)
         self.broker = Broker(self)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
         # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
