@@ -118,7 +118,7 @@ class Node:
                                    tls=tls)
                 if kind == "web":
                     app = dispatch.build_app(transport.get("paths") or {}, ctx)
-                    app = options.wrap(app, topts, tls=tls)
+                    app = options.wrap(app, topts, tls=tls, json_path=f"{tpath}.options")
                     self.web.append(_Transport(transport, tpath, app))
                 elif kind == "rawsocket":
                     self._pending_rawsocket.append((tpath, transport, router, ctx))

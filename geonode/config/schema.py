@@ -287,6 +287,8 @@ WEB_TRANSPORT = obj({
         "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
         "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
         "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
+        # geonode (gunicorn's name): proxies whose X-Forwarded-*/Forwarded headers count
+        "forwarded_allow_ips": {"oneOf": [STR, {"type": "array", "items": STR}]},
     }),
 }, required=["endpoint", "paths"])
 

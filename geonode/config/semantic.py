@@ -42,6 +42,14 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             if transport.get("type") == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
                              config_dir, errors)
+                allow = _dict(transport.get("options")).get("forwarded_allow_ips")
+                if allow:
+                    from geonode.config import ConfigError
+                    from geonode.web.forwarded import TrustedProxies
+                    try:
+                        TrustedProxies(allow, f"{tpath}.options.forwarded_allow_ips")
+                    except ConfigError as e:
+                        errors.extend(e.errors)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
