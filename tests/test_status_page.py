@@ -159,3 +159,62 @@ def test_off_unless_configured_and_role_required(start_node):
         finally:
             v.close()
     assert json.dumps  # the module's imports stay used
+
+
+def _readme_block(lang: str) -> str:
+    from support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"```{lang}\n", text.index("## A WAMP client in five lines"))
+    return text[start + len(lang) + 4:text.index("```", start + 3)]
+
+
+def test_sample_page_and_readme_clients(tmp_path, browser):
+    """The README's five-line clients against the Flask sample, and the sample page itself:
+    a greeting from the browser reaches the Python client, and the page shows it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from support import SAMPLES, launch, wait_for
+    from support.wamp import SyncClient, wait_subscribed
+
+    py = _readme_block("python")
+    js = _readme_block("html")
+    assert len(py.strip().splitlines()) == 5 and len(js.strip().splitlines()) == 6
+    cfg = json.loads((SAMPLES / "flask" / "node.json").read_text())
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
+    shutil.copytree(SAMPLES / "flask", tmp_path / "flask",
+                    ignore=shutil.ignore_patterns("__pycache__", "node.json"))
+    node = launch(cfg, tmp_path / "flask")
+    listener = subprocess.Popen([sys.executable, "-u", "-c", py.replace("8080", str(node.port))],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    import threading
+    threading.Thread(target=lambda: lines.extend(listener.stdout), daemon=True).start()
+    watcher = SyncClient(node.port)
+    try:
+        wait_subscribed(watcher, topics=("com.example.hello",), timeout=20)
+        page = tmp_path / "hello.html"
+        page.write_text(js.replace("8080", str(node.port)))
+        browser.get(page.as_uri())
+        wait_for(lambda: any("hello from a web page" in x for x in lines), 10,
+                 "the Python client's print")
+        # the sample page: a person presses the button and sees the greeting
+        browser.get(node.url + "/")
+        assert "Hello from" in browser.find_element("tag name", "h1").text
+        wait_js(browser, "return !document.getElementById('hello').disabled", scaled(10),
+                "the page's WAMP session")
+        name = browser.find_element("id", "name")
+        name.clear()
+        name.send_keys("tab one")
+        browser.find_element("id", "hello").click()
+        wait_js(browser, "return document.getElementById('log').textContent"
+                         ".includes('hello from tab one')", scaled(5), "the greeting shown")
+        wait_for(lambda: any("hello from tab one" in x for x in lines), 10,
+                 "the Python client's print of the page's greeting")
+    finally:
+        watcher.close()
+        listener.terminate()
+        listener.wait(scaled(10))
+        node.stop()
