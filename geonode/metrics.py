@@ -17,6 +17,7 @@ Several processes (``geonode start --processes N``): each process counts its own
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import weakref
@@ -308,8 +309,120 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     """The scrape body and its content type (OpenMetrics when the scraper asks for it)."""
     from prometheus_client.exposition import choose_encoder
 
+    folder = multiprocess_dir()
+    if folder is not None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return multiprocess_exposition(folder), CONTENT_TYPE_LATEST
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry()), content_type
+
+
+#: Several node processes (``geonode start --processes N``, or a supervisor of your own): each
+#: writes its samples to ``<dir>/<pid>.json`` and a scrape answered by any of them merges all.
+MULTIPROCESS_ENV = "GEONODE_METRICS_DIR"
+#: how often each process refreshes its file (a scrape also refreshes the answering one's)
+WRITE_EVERY = 1.0
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+def write_snapshot(folder: str) -> None:
+    """This process's samples to ``<folder>/<pid>.json``, atomically (rename)."""
+    path = os.path.join(folder, f"{os.getpid()}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(snapshot(), f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def start_writer(folder: str) -> Any:
+    """A greenlet refreshing this process's file every WRITE_EVERY seconds (idempotent)."""
+    global _writer
+    if _writer is None:
+        import gevent
+
+        def loop() -> None:
+            while True:
+                try:
+                    write_snapshot(folder)
+                except OSError as e:
+                    import logging
+                    logging.getLogger("geonode.metrics").warning(
+                        "cannot write metrics to %s: %s", folder, e)
+                gevent.sleep(WRITE_EVERY)
+
+        _writer = gevent.spawn(loop)
+    return _writer
+
+
+_writer: Any = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def read_snapshots(folder: str) -> list[dict]:
+    """Every process's last samples; a process that is gone keeps its counters and histograms
+    (totals must not go down when a worker is replaced), not its gauges."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name)) as f:
+                snap = json.load(f)
+        except (OSError, ValueError):
+            continue   # being replaced right now, or not ours
+        if snap.get("pid") != os.getpid() and not _alive(int(snap.get("pid", 0))):
+            snap["samples"] = [x for x in snap["samples"] if x[1] in ("counter", "histogram")]
+        out.append(snap)
+    return out
+
+
+def multiprocess_exposition(folder: str) -> bytes:
+    """The text exposition of every process's samples merged (see merge_snapshots)."""
+    write_snapshot(folder)
+    snaps = read_snapshots(folder)
+    types: dict[str, str] = {}
+    for snap in snaps:
+        for family, kind, *_ in snap["samples"]:
+            types.setdefault(family, kind)
+    lines: list[str] = []
+    done: set[str] = set()
+    for name, labels, value in merge_snapshots(snaps):
+        family = _family_of(name, types)
+        if family not in done:
+            done.add(family)
+            lines.append(f"# TYPE {family} {types.get(family, 'untyped')}")
+        text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        lines.append(f"{name}{{{text}}} {_float_repr(value)}" if text
+                     else f"{name} {_float_repr(value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _family_of(sample: str, types: dict[str, str]) -> str:
+    for suffix in ("_total", "_created", "_bucket", "_count", "_sum", ""):
+        if sample.endswith(suffix) and sample[:len(sample) - len(suffix)] in types:
+            return sample[:len(sample) - len(suffix)]
+    return sample
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _float_repr(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
 
 
 def snapshot() -> dict:

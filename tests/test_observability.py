@@ -226,3 +226,28 @@ def test_health_checks_hook_makes_it_503():
     link["ok"] = False
     ok, body = health.report(info)
     assert not ok and body["status"] == "down" and body["down"] == ["backplane"]
+
+
+def test_several_processes_counted_together(start_node, tmp_path):
+    """GEONODE_METRICS_DIR: each node process writes its counts there; a scrape of any merges
+    all (the hook for ``--processes N`` and gunicorn's workers), a stopped one's counters stay."""
+    import os
+
+    folder = tmp_path / "metrics"
+    env = dict(os.environ, GEONODE_METRICS_DIR=str(folder))
+    cfg = web_node({"hello": {"type": "json", "value": 1}, "metrics": {"type": "metrics"}})
+    a = start_node(cfg, env=env)
+    b = start_node(cfg, env=env)
+    for node, n in ((a, 3), (b, 4)):
+        for _ in range(n):
+            assert requests.get(node.url + "/hello", timeout=scaled(10)).status_code == 200
+
+    def total() -> float:
+        return metric(scrape(a), "geonode_http_requests_total", path="/hello", status="200")
+
+    wait_for(lambda: total() == 7, scaled(10), "7 requests over both processes")
+    pids = set(re.findall(r'process_open_fds\{pid="(\d+)"\}', scrape(a)))
+    assert pids == {str(a.proc.pid), str(b.proc.pid)}
+    b.stop()
+    assert total() == 7
+    assert set(re.findall(r'process_open_fds\{pid="(\d+)"\}', scrape(a))) == {str(a.proc.pid)}

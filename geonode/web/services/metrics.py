@@ -6,6 +6,7 @@ geonode addition (Crossbar has no such service). What is counted and how cheaply
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from geonode.config import ConfigError
@@ -25,6 +26,11 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
         raise ConfigError(f"{ctx.json_path}.type: the metrics service needs prometheus_client "
                           f"(pip install 'geonode[metrics]'): {e}") from None
     ctx.node.count_http = True   # the node gives every web server an HttpStats
+    folder = metrics.multiprocess_dir()
+    if folder is not None:
+        # one of several node processes: every one publishes its counts for the others' scrapes
+        os.makedirs(folder, exist_ok=True)
+        metrics.start_writer(folder)
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
