@@ -34,7 +34,7 @@ def browser():
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
         pytest.skip("chromium and chromedriver are needed (apt-get install chromium "
-                    "chromium-driver; .ci/run installs them)")
+                    "chromium-driver)")
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
