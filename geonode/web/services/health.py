@@ -66,7 +66,9 @@ def report(info: NodeInfo) -> tuple[bool, dict]:
     state = info.state
     if state == "up" and down:
         # Components join just after the endpoints accept: not joined yet is still starting.
-        status = "starting" if node is not None and _never_joined(node, down) else "down"
+        never = {c.json_path for h in (node.components if node is not None else ())
+                 for c in h.items if not getattr(c, "_started", True)}
+        status = "starting" if set(down) <= never else "down"
     else:
         status = "ok" if state == "up" else state
     body = {"status": status, "version": info.version, "pid": info.pid,
@@ -77,14 +79,6 @@ def report(info: NodeInfo) -> tuple[bool, dict]:
     if down:
         body["down"] = down
     return status == "ok", body
-
-
-def _never_joined(node: Any, down: list[str]) -> bool:
-    for handle in node.components:
-        for c in handle.items:
-            if c.json_path in down and getattr(c, "_started", False):
-                return False
-    return all(any(c.json_path == d for h in node.components for c in h.items) for d in down)
 
 
 def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
