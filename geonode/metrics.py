@@ -2,8 +2,8 @@
 
 Why not ``prometheus_client``'s ``Counter.inc()`` where things happen: each call takes a lock
 and walks a labels dict (about a microsecond), and the router counts several messages per WAMP
-call. Here the hot paths only bump ints they own (a realm's ``received``/``sent`` dicts keyed
-by message class, an ``HttpStats`` per web server, a ``Histogram`` per realm); one
+call. Here the hot paths only bump ints they own (a realm's ``received``/``sent`` lists indexed
+by WAMP message type, an ``HttpStats`` per web server, a ``Histogram`` per realm); one
 :class:`NodeCollector` reads them all when Prometheus scrapes (``prometheus_client``'s custom
 collector interface), next to ``prometheus_client``'s own process collector.
 
@@ -180,8 +180,26 @@ def connection_counts(node: Any) -> dict[tuple[str, str], int]:
     return counts
 
 
-def message_type_name(cls: type) -> str:
-    return cls.__name__.upper()
+#: size of a realm's per-type counters (WAMP type codes are below 128)
+MESSAGE_TYPES = 128
+_TYPE_NAMES: dict[int, str] = {}
+
+
+def message_type_name(code: int) -> str:
+    """``48`` -> ``CALL``: autobahn's message classes name the codes."""
+    if not _TYPE_NAMES:
+        from autobahn.wamp import message as m
+
+        for obj in vars(m).values():
+            code_of = getattr(obj, "MESSAGE_TYPE", None)
+            if isinstance(obj, type) and isinstance(code_of, int):
+                _TYPE_NAMES[code_of] = obj.__name__.upper()
+    return _TYPE_NAMES.get(code, str(code))
+
+
+def type_counts(table: list[int]) -> dict[str, int]:
+    """A realm's counters as {type name: count}, the types seen so far only."""
+    return {message_type_name(code): n for code, n in enumerate(table) if n}
 
 
 class NodeCollector:
@@ -261,8 +279,8 @@ class NodeCollector:
                 for name, realm in list(router.realms.items()):
                     sessions.add_metric([name], len(realm.sessions))
                     for direction, table in (("in", realm.received), ("out", realm.sent)):
-                        for cls, n in sorted(list(table.items()), key=lambda kv: kv[0].__name__):
-                            msgs.add_metric([name, message_type_name(cls), direction], n)
+                        for typ, n in sorted(type_counts(table).items()):
+                            msgs.add_metric([name, typ, direction], n)
                     h = realm.call_durations
                     calls.add_metric([name], h.cumulative(), h.sum)
                 for (realm_name, method), n in sorted(list(router.auth_failures.items())):

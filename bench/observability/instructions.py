@@ -121,7 +121,7 @@ def child(load: str, n: int, warm: int) -> None:
 
 # ---- the parent ----------------------------------------------------------------------------
 def instructions(tree: str, load: str, n: int, warm: int) -> int:
-    env = dict(os.environ, PYTHONPATH=tree)
+    env = dict(os.environ, PYTHONPATH=tree, PYTHONHASHSEED="0")   # same dict layouts each run
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                           sys.executable, str(Path(__file__).resolve()), "--child", load,
                           str(n), str(warm)],

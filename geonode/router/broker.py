@@ -25,6 +25,8 @@ _PER_SESSION = object()   # a dynamic role: its answers depend on the session
 log = logging.getLogger("geonode.router")
 
 
+_EVENT = m.Event.MESSAGE_TYPE   # realm.sent's index for EVENT
+
 def strict_note(realm: Any) -> str:
     # Crossbar's suffix on invalid-URI errors
     return f"(URI strict checking {realm.uri_check == 'strict'})"
@@ -76,7 +78,7 @@ class Broker:
                     if match == "exact":
                         session.send(event)
                     else:
-                        self.realm.sent[m.Event] += self._deliver_checked((session,), event,
+                        self.realm.sent[_EVENT] += self._deliver_checked((session,), event,
                                                                           topic)
 
     # -- UNSUBSCRIBE ----------------------------------------------------------------------
@@ -167,9 +169,9 @@ class Broker:
                     # peer. Their role allowed this very topic when they subscribed.
                     for target in targets:
                         target.peer.send(event)
-                    sent[m.Event] += len(targets)
+                    sent[_EVENT] += len(targets)
                 else:
-                    sent[m.Event] += self._deliver_checked(targets, event, topic)
+                    sent[_EVENT] += self._deliver_checked(targets, event, topic)
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})

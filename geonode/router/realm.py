@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ from autobahn.wamp import message as m
 from autobahn.wamp import role as r
 from autobahn.wamp.exception import ApplicationError
 
-from geonode.metrics import CALL_BUCKETS, Histogram
+from geonode.metrics import CALL_BUCKETS, MESSAGE_TYPES, Histogram
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
@@ -116,9 +115,10 @@ class Realm:
         self.roles = build_roles(cfg.get("roles", []) or [], self)
         self.sessions: dict[int, RouterSession] = {}
         # Plain counters on the hot path, read by geonode.metrics and the status page at
-        # scrape time: messages by class, received from joined sessions and sent to them.
-        self.received: defaultdict[type, int] = defaultdict(int)
-        self.sent: defaultdict[type, int] = defaultdict(int)
+        # scrape time: messages by WAMP type code, received from joined sessions and sent
+        # to them (a list index is the cheapest count there is: issue 13's <= 3%).
+        self.received: list[int] = [0] * MESSAGE_TYPES
+        self.sent: list[int] = [0] * MESSAGE_TYPES
         self.call_durations = Histogram(CALL_BUCKETS)
         self.broker = Broker(self)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,

@@ -108,7 +108,7 @@ class RouterSession:
         if self.state != CLOSED:
             realm = self.realm
             if realm is not None:
-                realm.sent[type(msg)] += 1
+                realm.sent[msg.MESSAGE_TYPE] += 1
             self.peer.send(msg)
 
     def next_request_id(self) -> int:
@@ -236,7 +236,7 @@ class RouterSession:
             if state == JOINED:
                 realm = self.realm
                 cls = type(msg)
-                realm.received[cls] += 1
+                realm.received[msg.MESSAGE_TYPE] += 1
                 handler = realm.handlers.get(cls)
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
@@ -395,7 +395,7 @@ class RouterSession:
         self.client_roles = client_features(hello.roles)
         self._init_joined_state()
         self.state = JOINED
-        realm.sent[m.Welcome] += 1
+        realm.sent[m.Welcome.MESSAGE_TYPE] += 1
         self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
                                  authrole=a.authrole, authmethod=a.authmethod,
                                  authprovider=a.authprovider, authextra=a.authextra or {}))

@@ -59,14 +59,14 @@ STATS_PROCEDURE = "geonode.status.get"
 
 def stats(router: Any, info: Any) -> dict:
     """What ``geonode.status.get`` answers: counters the page turns into rates."""
-    from geonode.metrics import message_type_name, wsgi_use
+    from geonode.metrics import type_counts, wsgi_use
 
     realms = {}
     for name, realm in list(router.realms.items()):
         realms[name] = {
             "sessions": len(realm.sessions),
-            "received": {message_type_name(c): n for c, n in list(realm.received.items())},
-            "sent": {message_type_name(c): n for c, n in list(realm.sent.items())},
+            "received": type_counts(realm.received),
+            "sent": type_counts(realm.sent),
             "calls": sum(realm.call_durations.counts),
         }
     return {"time": time.time(), "version": info.version, "title": info.title,
