@@ -218,3 +218,15 @@ def test_sample_page_and_readme_clients(tmp_path, browser):
         listener.terminate()
         listener.wait(scaled(10))
         node.stop()
+
+
+@pytest.mark.inprocess
+def test_check_names_an_unknown_status_realm(tmp_path):
+    from geonode.config import check
+
+    cfg = web_node({"status": {"type": "status", "realm": "nope"}}, realms=[realm()], port=8080)
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(cfg))
+    errors = check(path)
+    assert any(e.startswith("workers[0].transports[0].paths.status.realm: realm 'nope'")
+               for e in errors), errors

@@ -248,7 +248,7 @@ SERVICE_SCHEMAS: dict[str, dict] = {
     # geonode additions (issue 13, docs/observability.md)
     "metrics": obj(BASE),
     "health": obj(BASE),
-    "status": obj({**BASE, "realm": STR, "role": STR, "auth": {"type": "object"}},
+    "status": obj({**BASE, "realm": STR, "role": STR, "auth": AUTH},
                   required=["realm"]),
     "none": obj(BASE),
     "path": obj({**BASE, "paths": {"$ref": "#/$defs/paths"}}, required=["paths"]),

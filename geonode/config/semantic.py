@@ -147,7 +147,7 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = _dict(svc.get("wamp")).get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.wamp.realm", realm, realms))
-        elif kind in _BRIDGES:
+        elif kind in _BRIDGES or kind == "status":
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
