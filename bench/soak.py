@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         fds0 = proc_fds(pid)
         stop = threading.Event()
         ready = threading.Event()
-        threads = [threading.Thread(target=callee_worker, args=(port, ready, stop, c),
+        callee_stop = threading.Event()   # set after the callers stopped: no call is cut
+        threads = [threading.Thread(target=callee_worker, args=(port, ready, callee_stop, c),
                                     daemon=True)]
         threads[0].start()
         ready.wait(scaled(10))
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             s.done.set()
             s.join(scaled(5))
             s.w.close()
+        callee_stop.set()
         threads[0].join(scaled(10))
         try:
             wait_for(lambda: proc_fds(pid) <= fds0, 10, f"the node's fds back to {fds0}")
