@@ -75,6 +75,7 @@ async function loadTable(session, kind, tableId, countId, columns) {
     for (const id of (lists[match] || [])) {
       try {
         const info = await session.call("wamp." + kind + ".get", [id]);
+        if (String(info.uri).startsWith("wamp.")) continue;   // the router's own (this page's)
         const n = await session.call(kind === "subscription" ? "wamp.subscription.count_subscribers"
                                                              : "wamp.registration.count_callees", [id]);
         rows.push(columns(info, n));
