@@ -121,17 +121,22 @@ class Node:
         self.info.session_count = self._session_count
         self.workers: Any = None  # geonode.workers.manager.Workers: containers, guests, ...
         self.run_workers = True   # False under gunicorn: each of its processes would start them
+        self.info.owner = self
+        from geonode.metrics import SOURCES
+
+        SOURCES.nodes.add(self)
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
         return sum(r.session_count() for r in self.routers)
 
-    def _make_router(self, worker: dict) -> Any:
+    def _make_router(self, worker: dict, wpath: str) -> Any:
         if not worker.get("realms"):
             return None  # a web-only worker: the router modules are not even imported
         from geonode.router import Router
 
         router = Router(worker, self.dir)
+        router.json_path = wpath   # the health service reports per worker
         self.routers.append(router)
         # Known to geonode.wamp.session() from now on: code outside any request (a module at
         # import time, a thread the app starts) reaches it even without a "wamp" key.
@@ -156,7 +161,7 @@ class Node:
             if wtype != "router":
                 self._worker_manager().add(worker, wi)
                 continue
-            router = self._make_router(worker)
+            router = self._make_router(worker, wpath)
             for ti, transport in enumerate(worker.get("transports", [])):
                 tpath = f"{wpath}.transports[{ti}]"
                 kind = transport.get("type")
@@ -168,7 +173,7 @@ class Node:
                                    tls=tls)
                 if kind == "web":
                     app = dispatch.build_app(transport.get("paths") or {}, ctx)
-                    app = options.wrap(app, topts, tls=tls)
+                    app = options.wrap(app, topts, tls=tls, json_path=f"{tpath}.options")
                     self.web.append(_Transport(transport, tpath, app))
                 elif kind in ("rawsocket", "mqtt"):
                     # stream transports on their own StreamServer (rawsocket_servers holds both)
@@ -271,6 +276,10 @@ class Node:
                                         json_path=t.json_path, timeouts=timeouts(topts),
                                         max_connections=topts.get("max_connections",
                                                                   fair_share), **extra)
+                if self.info.count_http:
+                    from geonode.metrics import HttpStats
+
+                    t.server.http_stats = HttpStats(t.json_path)
             for tpath, transport, router, ctx in self._pending_rawsocket:
                 if transport.get("type") == "mqtt":
                     from geonode.transport import mqtt as stream
@@ -502,6 +511,7 @@ def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     # garbage collector's full collections skip it (~50k objects for the sample node, a hub
     # stall of 10-40 ms each time one runs while serving).
     gc.freeze()
+    node.info.state = "up"
     age = _process_age()
     log.info("ready in %.2f s%s", time.monotonic() - t0,
              f" ({age:.2f} s since process start)" if age is not None else "")
@@ -518,6 +528,7 @@ def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
             return
         if not stopping.is_set():
             first_signal[0] = time.monotonic()
+            node.info.state = "stopping"   # the health service answers 503 from now on
             log.info("received %s: stopping (waiting up to %.1f s for requests in flight; "
                      "again to stop now)", name, grace)
             sdnotify.notify("STOPPING=1")
@@ -562,6 +573,7 @@ class NodeApp:
         if self._closed:
             return
         self._closed = True
+        self.node.info.state = "stopping"
         self.node.stop(grace=0)
 
 
@@ -586,5 +598,6 @@ def load_app(path: str | Path) -> NodeApp:
     except BaseException:
         node.stop(grace=0)
         raise
+    node.info.state = "up"
     gc.freeze()  # as in run(): the built node lives as long as the worker
     return NodeApp(node)

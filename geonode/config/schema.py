@@ -252,6 +252,11 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "prettify": BOOL, "allow_cross_origin": BOOL, "discourage_caching": BOOL})},
         required=["value"]),
     "nodeinfo": obj(BASE),
+    # geonode additions (issue 13, docs/observability.md)
+    "metrics": obj(BASE),
+    "health": obj(BASE),
+    "status": obj({**BASE, "realm": STR, "role": STR, "auth": AUTH},
+                  required=["realm"]),
     "none": obj(BASE),
     "path": obj({**BASE, "paths": {"$ref": "#/$defs/paths"}}, required=["paths"]),
     "reverseproxy": obj({
@@ -287,6 +292,8 @@ WEB_TRANSPORT_OPTIONS = obj({
     "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
     "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
     "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
+    # geonode (gunicorn's name): proxies whose X-Forwarded-*/Forwarded headers count
+    "forwarded_allow_ips": {"oneOf": [STR, {"type": "array", "items": STR}]},
 })
 WEB_TRANSPORT = obj({
     "id": ID, "type": STR, "endpoint": ENDPOINT, "paths": {"$ref": "#/$defs/paths"},

@@ -66,6 +66,18 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
                 if "web" in transport:
                     _check_paths(_dict(_dict(transport["web"]).get("paths")),
                                  f"{tpath}.web.paths", realms, config_dir, errors, has_router)
+            if kind in ("web", "universal"):
+                opath = f"{tpath}.options" if kind == "web" else f"{tpath}.web.options"
+                topts = _dict(transport.get("options")) if kind == "web" else \
+                    _dict(_dict(transport.get("web")).get("options"))
+                allow = topts.get("forwarded_allow_ips")
+                if allow:
+                    from geonode.config import ConfigError
+                    from geonode.web.forwarded import TrustedProxies
+                    try:
+                        TrustedProxies(allow, f"{opath}.forwarded_allow_ips")
+                    except ConfigError as e:
+                        errors.extend(e.errors)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
@@ -245,7 +257,7 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = _dict(svc.get("wamp")).get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.wamp.realm", realm, realms))
-        elif kind in _BRIDGES:
+        elif kind in _BRIDGES or kind == "status":
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))

@@ -33,6 +33,9 @@ class Router:
         for cfg in worker_cfg.get("realms", []) or []:
             self.realms[cfg["name"]] = Realm(self, cfg)
         self.sessions: set[RouterSession] = set()
+        # (realm, authmethod) -> failed authentications (geonode.metrics); realm names a
+        # client made up count as "" so the label set stays bounded
+        self.auth_failures: dict[tuple[str, str], int] = {}
         # failed authentications of every transport of this router (auth/throttle.py)
         self.auth_throttle = AuthThrottle(ThrottleConfig.from_options(
             (worker_cfg.get("options") or {}).get("auth_throttle")))
@@ -48,6 +51,10 @@ class Router:
 
     def detached(self, session: RouterSession) -> None:
         self.sessions.discard(session)
+
+    def auth_failed(self, realm: str | None, method: str) -> None:
+        key = (realm if realm in self.realms else "", method)
+        self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
 
     def session_count(self) -> int:
         return sum(len(r.sessions) for r in self.realms.values())

@@ -25,6 +25,8 @@ _PER_SESSION = object()   # a dynamic role: its answers depend on the session
 log = logging.getLogger("geonode.router")
 
 
+_EVENT = m.Event.MESSAGE_TYPE   # realm.sent's index for EVENT
+
 def strict_note(realm: Any) -> str:
     # Crossbar's suffix on invalid-URI errors
     return f"(URI strict checking {realm.uri_check == 'strict'})"
@@ -76,7 +78,8 @@ class Broker:
                     if match == "exact":
                         session.send(event)
                     else:
-                        self._deliver_checked((session,), event, topic)
+                        self.realm.sent[_EVENT] += self._deliver_checked((session,), event,
+                                                                          topic)
 
     # -- UNSUBSCRIBE ----------------------------------------------------------------------
     def unsubscribe(self, session: Any, msg: m.Unsubscribe) -> None:
@@ -150,6 +153,7 @@ class Broker:
             # event (exclude_me: false) sees the acknowledgement first.
             session.send(m.Published(msg.request, publication))
         record = None
+        sent = realm.sent
         flt = publishfilter.compile_filter(msg)
         for sub in self.state.matching(topic):
             if sub.history is not None:
@@ -165,19 +169,21 @@ class Broker:
                     # peer. Their role allowed this very topic when they subscribed.
                     for target in targets:
                         target.peer.send(event)
+                    sent[_EVENT] += len(targets)
                 else:
-                    self._deliver_checked(targets, event, topic)
+                    sent[_EVENT] += self._deliver_checked(targets, event, topic)
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})
 
     @staticmethod
-    def _deliver_checked(targets, event: m.Event, topic: str) -> None:
+    def _deliver_checked(targets, event: m.Event, topic: str) -> int:
         """A pattern subscription's event: only to the subscribers whose role may subscribe to
         ``topic`` itself. Static roles answer from their cache (asked once per role here);
         a dynamic authorizer not yet asked holds that subscriber's messages (HeldPeer) while
         it answers, so neither the publisher nor the hub waits and order is kept."""
         allowed: dict = {}   # role -> True / False, or _PER_SESSION
+        n = 0   # sent now (held ones are not counted: their authorizer may still refuse)
         for target in targets:
             role = target.role
             allow = allowed.get(role)
@@ -187,12 +193,15 @@ class Broker:
                                                             CONCRETE).allow)
             if allow is True:
                 target.peer.send(event)
+                n += 1
             elif allow is _PER_SESSION:
                 ans = role.authorize_now(target, topic, "subscribe", CONCRETE)
                 if ans is None:
                     HeldPeer.of(target).hold(event, topic)
                 elif ans.allow:
                     target.peer.send(event)
+                    n += 1
+        return n
 
     def _oversized(self, session: Any, msg: m.Publish, topic: str, publication: int,
                    disclose: tuple | None) -> bool:

@@ -106,6 +106,9 @@ class RouterSession:
     # -- helpers used by realm/broker/dealer ----------------------------------------------
     def send(self, msg: Any) -> None:
         if self.state != CLOSED:
+            realm = self.realm
+            if realm is not None:
+                realm.sent[msg.MESSAGE_TYPE] += 1
             self.peer.send(msg)
 
     def next_request_id(self) -> int:
@@ -231,7 +234,10 @@ class RouterSession:
         try:
             state = self.state
             if state == JOINED:
-                handler = self.realm.handlers.get(type(msg))
+                realm = self.realm
+                cls = type(msg)
+                realm.received[msg.MESSAGE_TYPE] += 1
+                handler = realm.handlers.get(cls)
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
                         self._on_goodbye(msg)
@@ -349,6 +355,7 @@ class RouterSession:
         why = self.router.auth_throttle.check(address_key(self.transport_details), hello.authid)
         if why is None:
             return False
+        self.router.auth_failed(hello.realm, pending.method)
         self._abort(AUTHENTICATION_FAILED, why)
         return True
 
@@ -362,6 +369,7 @@ class RouterSession:
             self._accept(answer, hello)
         else:
             assert isinstance(answer, Deny)
+            self.router.auth_failed(hello.realm, pending.method)
             if answer.counts and pending.checks_credentials:
                 delay = self.router.auth_throttle.failed(address_key(self.transport_details),
                                                          hello.authid)
@@ -387,6 +395,7 @@ class RouterSession:
         self.client_roles = client_features(hello.roles)
         self._init_joined_state()
         self.state = JOINED
+        realm.sent[m.Welcome.MESSAGE_TYPE] += 1
         self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
                                  authrole=a.authrole, authmethod=a.authmethod,
                                  authprovider=a.authprovider, authextra=a.authextra or {}))

@@ -92,6 +92,14 @@ EXPANSION = 8
 _large_inbound = DEFAULT_MAX_QUEUE_BYTES // EXPANSION
 
 
+# Connections dropped for an outgoing queue over its bound (geonode_wamp_queue_overflows_total).
+_overflows = 0
+
+
+def overflow_count() -> int:
+    return _overflows
+
+
 def _go_round() -> None:
     """Yield until the hub's loop has gone round once: callbacks (the writers), then a poll of
     every socket and what it woke. Not sleep(0): that only queues us behind the callbacks, and
@@ -457,6 +465,8 @@ class MessageQueuePeer:
         self._kick()
 
     def _overflow(self) -> None:
+        global _overflows
+        _overflows += 1
         log.warning("%s: outgoing queue over its bound (%d messages, %d bytes): closing",
                     self._who(), len(self._queue), self._queued_bytes)
         self._dead = True

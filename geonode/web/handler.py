@@ -187,9 +187,13 @@ class Handler(StrictHTTP, WebSocketHandler):
     #: for its next request (a graceful stop closes those at once: geonode.web.shutdown)
     in_request = False
 
+    #: the server's geonode.metrics.HttpStats when the node counts requests, else None
+    http_stats: Any = None
+
     def handle(self) -> None:
         # Once per connection, whichever server accepted it (node or gunicorn).
         set_nodelay(self.socket)
+        self.http_stats = getattr(self.server, "http_stats", None)
         connections = getattr(self.server, "connections", None)
         if connections is None:
             return super().handle()
@@ -249,6 +253,15 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     def handle_one_response(self) -> None:
         super().handle_one_response()
+        stats = self.http_stats
+        if stats is not None:
+            # After routing, SCRIPT_NAME is the path service's mount (dispatch rewrites the
+            # environ in place). An upgraded request lasted as long as its WebSocket: counted,
+            # but kept out of the durations.
+            upgraded = self.websocket_upgraded
+            stats.observe(self.environ.get("SCRIPT_NAME") or "/",
+                          101 if upgraded else (self.code or 0),
+                          None if upgraded else self.time_finish - self.time_start)
         if self.server.closed:
             # The server stopped accepting (graceful stop): this response is the connection's
             # last, so the stop does not wait for the client's next keep-alive request.

@@ -1,4 +1,5 @@
-"""Web transport ``options`` as WSGI middleware: ``access_log``, ``hsts``/``hsts_max_age``.
+"""Web transport ``options`` as WSGI middleware: ``access_log``, ``hsts``/``hsts_max_age``,
+``forwarded_allow_ips`` (geonode.web.forwarded).
 
 ``display_tracebacks`` is read by the WSGI Host Service from ``ctx.transport_options`` (it decides
 what its 500 pages show); the limits (``client_timeout``, ``request_head_timeout``,
@@ -130,10 +131,17 @@ class HSTS:
         return self.app(environ, sr)
 
 
-def wrap(app: Callable, options: dict, *, tls: bool) -> Callable:
+def wrap(app: Callable, options: dict, *, tls: bool,
+         json_path: str = "options") -> Callable:
     """Apply a web transport's ``options`` to its root app."""
     if options.get("hsts") and tls:
         app = HSTS(app, options.get("hsts_max_age", 31536000))
     if options.get("access_log"):
         app = AccessLog(app)
+    allow = options.get("forwarded_allow_ips")
+    if allow:
+        # Outermost: the access log and everything below see the client, not the proxy.
+        from geonode.web.forwarded import ProxyHeaders, TrustedProxies
+
+        app = ProxyHeaders(app, TrustedProxies(allow, f"{json_path}.forwarded_allow_ips"))
     return app

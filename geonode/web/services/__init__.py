@@ -26,6 +26,9 @@ SERVICES: dict[str, str] = {
     "publisher": "geonode.bridge.publisher:build",
     "caller": "geonode.bridge.caller:build",
     "webhook": "geonode.bridge.webhook:build",
+    "metrics": "geonode.web.services.metrics:build",   # geonode additions (issue 13)
+    "health": "geonode.web.services.health:build",
+    "status": "geonode.web.services.status:build",
 }
 
 
@@ -34,4 +37,9 @@ def build_service(cfg: dict, ctx: Any):
     target = SERVICES[cfg["type"]]
     module_name, func_name = target.split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, func_name)(cfg, ctx)
+    app = getattr(module, func_name)(cfg, ctx)
+    if cfg["type"] == "wsgi":
+        from geonode.metrics import SOURCES, url_path
+
+        SOURCES.add_wsgi(url_path(ctx.json_path), app)   # its pool use, read at scrape time
+    return app
