@@ -146,9 +146,7 @@ def pool_use(host: Any) -> tuple[int, int, int]:
     pool = getattr(host, "pool", None)
     if pool is None:
         return 0, 0, 0
-    q = pool.task_queue
-    waiting = q.qsize()
-    return max(0, q.unfinished_tasks - waiting), waiting, pool.maxsize
+    return pool.use()
 
 
 def wsgi_use() -> list[dict]:

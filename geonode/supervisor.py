@@ -486,7 +486,23 @@ def run(cfg: Any, child_argv: list[str], n: int, shutdown_timeout: float) -> int
         return 1
     if not listeners:
         log.warning("the config has no endpoint: the %d processes serve nothing", n)
-    return Supervisor(child_argv, n, listeners, shutdown_timeout).run()
+    # A metrics scrape reaches one child: every child writes its samples to a shared folder
+    # so that one answers for all (geonode.metrics). A folder of the user's is kept as is.
+    from geonode.metrics import MULTIPROCESS_ENV
+
+    own_dir = None
+    if not os.environ.get(MULTIPROCESS_ENV):
+        import tempfile
+
+        own_dir = tempfile.mkdtemp(prefix="geonode-metrics-")
+        os.environ[MULTIPROCESS_ENV] = own_dir
+    try:
+        return Supervisor(child_argv, n, listeners, shutdown_timeout).run()
+    finally:
+        if own_dir is not None:
+            import shutil
+
+            shutil.rmtree(own_dir, ignore_errors=True)
 
 
 def child_setup() -> None:

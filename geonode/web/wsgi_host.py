@@ -467,6 +467,11 @@ class Pool:
         for _ in range(self.minsize):
             self._start_thread()
 
+    def use(self) -> tuple[int, int, int]:
+        """(calls running on a thread, calls waiting for one, maxthreads): the metrics' view."""
+        queued = len(self.pending)
+        return max(0, self.waiting - queued), queued, self.maxsize
+
     def _after_fork(self) -> None:
         # Only the forking thread survives a fork: the others, and what they held, are gone.
         # (A running backlog timer stops itself once nothing is pending.)
