@@ -171,8 +171,11 @@ BAD: list[tuple[str, object, str]] = [
      "workers[0].transports[1].endpoint: 'endpoint' is required"),
     ("universal-mqtt", lambda c: worker(c)["transports"].append(
         {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
-     "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not supported "
-     "by geonode"),
+     "workers[0].transports[1].mqtt.options: 'options' is required"),
+    ("universal-mqtt-realm", lambda c: worker(c)["transports"].append(
+        {"type": "universal", "endpoint": {"type": "tcp", "port": 9000},
+         "mqtt": {"options": {"realm": "nope1"}}}),
+     "workers[0].transports[1].mqtt.options.realm: realm 'nope1' is not defined"),
     ("same-port", lambda c: worker(c)["transports"].append(
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
@@ -314,7 +317,7 @@ def test_errors_come_in_document_order(tmp_path):
     worker(cfg)["components"] = [{"type": "function"}]
     cfg["workers"].append({"type": "guest"})
     where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
-    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
+    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.archive",
                      f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
                      "workers[0].components[0].type", "workers[1].executable"]
 

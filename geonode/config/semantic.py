@@ -63,6 +63,9 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
                 for key, svc in _dict(transport.get("websocket")).items():
                     _check_wamp(_dict(svc), join_path(f"{tpath}.websocket", key),
                                 "websocket path", has_router, errors)
+                if "mqtt" in transport:
+                    _check_mqtt(_dict(_dict(transport["mqtt"]).get("options")),
+                                f"{tpath}.mqtt.options", worker, realms, errors)
                 if "web" in transport:
                     _check_paths(_dict(_dict(transport["web"]).get("paths")),
                                  f"{tpath}.web.paths", realms, config_dir, errors, has_router)
