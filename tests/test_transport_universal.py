@@ -244,8 +244,8 @@ def test_universal_mqtt_and_wamp_on_one_port(start_node):
 
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
-    from support.wamp import SyncClient
     from support.timing import wait_for
+    from support.wamp import SyncClient
 
     transports = [{"type": "universal", "endpoint": endpoint("$PORT"),
                    "websocket": {"ws": {"type": "websocket"}},
