@@ -252,6 +252,8 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
+        elif kind in ("wap", "archive", "upload"):
+            _check_service_files(kind, svc, spath, realms, config_dir, errors)
         elif kind == "static":
             has_dir = "directory" in svc
             has_pkg = "package" in svc or "resource" in svc
@@ -264,6 +266,29 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             if isinstance(directory, str) and not (config_dir / directory).is_dir():
                 errors.append(f"{spath}.directory: folder {directory!r} not found "
                               f"(looked for {(config_dir / directory).resolve()})")
+
+
+def _check_service_files(kind: str, svc: dict, spath: str, realms: dict, config_dir: Path,
+                         errors: list[str]) -> None:
+    """wap, archive, upload (geonode.web.services): their realm and files, as start sees them."""
+    realm, rpath = (_dict(svc.get("wamp")).get("realm"), f"{spath}.wamp.realm") \
+        if kind == "wap" else (svc.get("realm"), f"{spath}.realm")
+    if isinstance(realm, str) and realm not in realms:
+        errors.append(_unknown_realm(rpath, realm, realms))
+    if kind == "wap" and "templates" in svc:
+        from geonode.web.services.wap import template_errors
+
+        errors.extend(template_errors(svc, config_dir, spath))
+    elif kind == "archive" and isinstance(svc.get("archive"), str):
+        from geonode.web.services.archive import archive_problem
+
+        problem = archive_problem(svc, config_dir, spath)
+        if problem:
+            errors.append(problem)
+    elif kind == "upload":
+        from geonode.web.services.upload import folder_errors
+
+        errors.extend(folder_errors(svc, config_dir, spath))
 
 
 def warnings(data: dict, config_dir: Path) -> list[str]:
