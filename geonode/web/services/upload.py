@@ -364,9 +364,10 @@ class UploadApp:
             up.received.add(number)
             up.received_bytes += target.written
         remaining = up.total_size - up.received_bytes
+        # every chunk's "progress", then "finished" after the last one (as Crossbar)
+        self._publish(values, up, number, "progress", remaining,
+                      round(up.received_bytes / up.total_size, 3) if up.total_size else 1.0)
         if len(up.received) < up.total_chunks:
-            self._publish(values, up, number, "progress", remaining,
-                          round(up.received_bytes / up.total_size, 3) if up.total_size else 1.0)
             return text_response(start_response, 200, "ok")
         up.done = True
         try:
