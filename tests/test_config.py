@@ -172,6 +172,10 @@ BAD: list[tuple[str, object, str]] = [
     ("universal-mqtt", lambda c: worker(c)["transports"].append(
         {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
      "workers[0].transports[1].mqtt.options: 'options' is required"),
+    ("rlinks", lambda c: worker(c)["realms"][0].update(rlinks=[]),
+     "workers[0].realms[0].rlinks: 'rlinks' (router-to-router links; geonode spreads a realm "
+     "over several processes or hosts with its Redis backplane instead (docs/scaling.md)) is "
+     "not supported by geonode"),
     ("universal-mqtt-realm", lambda c: worker(c)["transports"].append(
         {"type": "universal", "endpoint": {"type": "tcp", "port": 9000},
          "mqtt": {"options": {"realm": "nope1"}}}),
@@ -239,7 +243,8 @@ BAD: list[tuple[str, object, str]] = [
     # Crossbar features geonode lacks: named as "not supported", with a way out where one exists.
     ("resource-service", lambda c: paths_of(c).update(r={"type": "resource", "classname": "x.Y"}),
      f"{T0}.paths.r.type: service type 'resource' is not supported by geonode (a Twisted Web "
-     "resource; host the app as a 'wsgi' service instead)"),
+     "resource class; geonode hosts a web app (Flask, Django, any WSGI app) as a 'wsgi' path "
+     "service instead)"),
     ("controller-fabric", lambda c: c["controller"].update(fabric={"transport": {}}),
      "controller.fabric: 'fabric' (Crossbar FX management uplink) is not supported by geonode"),
     ("realm-inventory", lambda c: worker(c)["realms"][0].update(inventory={}),
