@@ -280,6 +280,9 @@ def test_check_agrees_with_start(tmp_path):
     paths["zip"] = {"type": "archive", "archive": "none.zip"}
     paths["wap"] = {"type": "wap", "templates": "tpl", "routes": [],
                     "wamp": {"realm": "realm1", "authrole": "anonymous"}}
+    paths["wsp"] = {"type": "websocket-reverseproxy", "backend": {
+        "type": "websocket", "url": "http://x/",
+        "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 9}}}
     (tmp_path / "www").mkdir()
     p = tmp_path / "node.json"
     p.write_text(json.dumps(cfg).replace("$PORT", "18999").replace('"18999"', "18999"))
@@ -306,6 +309,7 @@ def test_check_agrees_with_start(tmp_path):
     for expected in (f"{T}.upload.realm: realm 'nope1' is not defined",
                      f"{T}.upload.directory: folder 'missing' not found",
                      f"{T}.zip.archive: file 'none.zip' not found",
-                     f"{T}.wap.templates: folder 'tpl' not found"):
+                     f"{T}.wap.templates: folder 'tpl' not found",
+                     f"{T}.wsp.backend.url: 'http://x/' is not a ws:// or wss:// URL"):
         assert expected in got, got
     assert os.path.exists(tmp_path / "www")

@@ -254,6 +254,10 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
         elif kind in ("wap", "archive", "upload"):
             _check_service_files(kind, svc, spath, realms, config_dir, errors)
+        elif kind == "websocket-reverseproxy":
+            url = _dict(svc.get("backend")).get("url")
+            if isinstance(url, str) and not url.startswith(("ws://", "wss://")):
+                errors.append(f"{spath}.backend.url: {url!r} is not a ws:// or wss:// URL")
         elif kind == "static":
             has_dir = "directory" in svc
             has_pkg = "package" in svc or "resource" in svc
