@@ -39,9 +39,10 @@ BENCHES = [
     ("mqtt", "mqtt/run.py", [], ["--rounds", "1", "--duration", "2"]),
     ("workers", "workers/startup.py", ["--rounds", "5"], ["--rounds", "1", "--settle", "0.5"]),
     ("http-processes", "cluster/http_processes.py", [], ["--rounds", "1", "--duration", "3"]),
+    ("upload", "services/upload.py", [], ["--rounds", "1", "--size-mib", "50"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
-NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "http-processes"}
+NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "http-processes", "upload"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
           "burst": "raw-frame client", "mqtt": "bench/mqtt/wire.py client"}
 

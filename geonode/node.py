@@ -11,6 +11,7 @@ failure in any step undoes what was done and ``run`` returns 1.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -240,6 +241,12 @@ class Node:
             framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls else "tcp")
             protocols["rawsocket"] = rawsocket.connection_handler(
                 transport["rawsocket"] or {}, router, f"{tpath}.rawsocket", framing)
+        if "mqtt" in transport:
+            from geonode.transport import mqtt
+
+            protocols["mqtt"] = functools.partial(
+                mqtt.serve_connection, mqtt.build_service(transport["mqtt"], router,
+                                                          f"{tpath}.mqtt"))
         return _Transport(transport, tpath, app, server_options=wopts, protocols=protocols)
 
     def _worker_manager(self) -> Any:

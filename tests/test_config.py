@@ -171,8 +171,15 @@ BAD: list[tuple[str, object, str]] = [
      "workers[0].transports[1].endpoint: 'endpoint' is required"),
     ("universal-mqtt", lambda c: worker(c)["transports"].append(
         {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
-     "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not supported "
-     "by geonode"),
+     "workers[0].transports[1].mqtt.options: 'options' is required"),
+    ("rlinks", lambda c: worker(c)["realms"][0].update(rlinks=[]),
+     "workers[0].realms[0].rlinks: 'rlinks' (router-to-router links; geonode spreads a realm "
+     "over several processes or hosts with its Redis backplane instead (docs/scaling.md)) is "
+     "not supported by geonode"),
+    ("universal-mqtt-realm", lambda c: worker(c)["transports"].append(
+        {"type": "universal", "endpoint": {"type": "tcp", "port": 9000},
+         "mqtt": {"options": {"realm": "nope1"}}}),
+     "workers[0].transports[1].mqtt.options.realm: realm 'nope1' is not defined"),
     ("same-port", lambda c: worker(c)["transports"].append(
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
@@ -236,7 +243,8 @@ BAD: list[tuple[str, object, str]] = [
     # Crossbar features geonode lacks: named as "not supported", with a way out where one exists.
     ("resource-service", lambda c: paths_of(c).update(r={"type": "resource", "classname": "x.Y"}),
      f"{T0}.paths.r.type: service type 'resource' is not supported by geonode (a Twisted Web "
-     "resource; host the app as a 'wsgi' service instead)"),
+     "resource class; geonode hosts a web app (Flask, Django, any WSGI app) as a 'wsgi' path "
+     "service instead)"),
     ("controller-fabric", lambda c: c["controller"].update(fabric={"transport": {}}),
      "controller.fabric: 'fabric' (Crossbar FX management uplink) is not supported by geonode"),
     ("realm-inventory", lambda c: worker(c)["realms"][0].update(inventory={}),
@@ -314,7 +322,7 @@ def test_errors_come_in_document_order(tmp_path):
     worker(cfg)["components"] = [{"type": "function"}]
     cfg["workers"].append({"type": "guest"})
     where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
-    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
+    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.archive",
                      f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
                      "workers[0].components[0].type", "workers[1].executable"]
 

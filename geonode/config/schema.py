@@ -46,20 +46,18 @@ UNSUPPORTED_TRANSPORTS = {
 # (The ones it does implement: SERVICE_SCHEMAS below, one schema per entry of the path service
 # registry, geonode.web.services.SERVICES.)
 UNSUPPORTED_SERVICES = {
-    "resource": "a Twisted Web resource; host the app as a 'wsgi' service instead",
-    "archive": "serve the unpacked files with a 'static' service",
-    "fileupload": "handle uploads in a 'wsgi' app", "upload": "handle uploads in a 'wsgi' app",
-    "cgi": "", "wap": "", "catalog": "", "websocket-reverseproxy": "", "mqtt": "",
-    "schemadoc": "",
+    "resource": "a Twisted Web resource class; geonode hosts a web app (Flask, Django, any "
+                "WSGI app) as a 'wsgi' path service instead",
+    "fileupload": "Crossbar 0.x's name; use an 'upload' path service",
+    "cgi": "", "catalog": "", "mqtt": "", "schemadoc": "",
 }
 # Crossbar keys (per object) of features geonode does not implement: "not supported", not
 # "unknown key", so a Crossbar user knows the key is right but the feature is missing.
 UNSUPPORTED_KEYS = {
     "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
-    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links"},
-    # MQTT inside a universal transport: the sniffer's table (geonode.web.universal) has the
-    # slot (first byte 0x10, CONNECT) for when geonode's MQTT transport lands.
-    "universal": {"mqtt": "MQTT on a universal transport"},
+    "realm": {"inventory": "payload validation",
+              "rlinks": "router-to-router links; geonode spreads a realm over several "
+                        "processes or hosts with its Redis backplane instead (docs/scaling.md)"},
     "router": {"connections": "database connections"},
     "container": {"connections": "database connections"},
 }
@@ -266,6 +264,50 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "timeout": {"type": "number", "exclusiveMinimum": 0},
         "max_body_size": BODY_SIZE,
     }, required=["host"]),
+    # geonode.web.services.wap / archive / upload / wsproxy (docs/services.md): Crossbar's keys
+    "wap": obj({
+        **BASE, "path": STR, "sandbox": BOOL,
+        "templates": {"anyOf": [STR, obj({"package": STR, "resource": STR},
+                                         required=["package", "resource"])]},
+        "routes": {"type": "array", "items": obj({
+            "path": STR, "method": {"enum": ["GET", "POST"]},
+            "call": {"type": ["string", "null"], "pattern": PROCEDURE}, "render": STR},
+            required=["path", "render"])},
+        "wamp": obj({"realm": STR, "authrole": STR, "authid": STR},
+                    required=["realm", "authrole"]),
+        "max_body_size": BODY_SIZE,
+        # geonode: a call that never answers ends with 504 after this many seconds
+        "timeout": {"type": "number", "exclusiveMinimum": 0},
+    }, required=["templates", "routes", "wamp"]),
+    "archive": obj({
+        **BASE, "archive": STR, "origin": STR, "download": BOOL, "cache": BOOL,
+        "default_object": STR, "object_prefix": STR,
+        "mime_types": {"type": "object", "additionalProperties": STR},
+        "hashes": {"type": "array", "items": {"type": "string",
+                                               "pattern": "^[0-9a-fA-F]{64}$"}},
+        "options": obj({"default_file": STR}),
+    }, required=["archive"]),
+    "upload": obj({
+        **BASE, "realm": STR, "role": STR, "directory": STR, "temp_directory": STR,
+        "form_fields": obj({
+            **{k: STR for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                                "chunk_size", "total_chunks", "content", "on_progress",
+                                "session", "chunk_extra", "finish_extra")},
+        }, required=["file_name", "mime_type", "total_size", "chunk_number", "chunk_size",
+                     "total_chunks", "content"]),
+        "options": obj({
+            "max_file_size": {"type": "integer", "minimum": 0},
+            "file_types": STR_LIST,
+            "file_permissions": {"type": "string", "pattern": "^0?[0-7]{3}$"},
+        }),
+    }, required=["realm", "role", "directory", "form_fields"]),
+    "websocket-reverseproxy": obj({
+        **BASE, "url": STR, "options": WEBSOCKET_OPTIONS,
+        "backend": obj({"type": {"const": "websocket"}, "endpoint": {"$ref": "#/$defs/connect"},
+                        "url": STR, "options": {"type": "object"},
+                        "serializers": SERIALIZER_LIST},
+                       required=["type", "endpoint"]),
+    }, required=["backend"]),
     "publisher": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
                      required=["realm", "role"]),
     "caller": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
@@ -361,7 +403,9 @@ UNIVERSAL_TRANSPORT = obj({
                   "additionalProperties": SERVICE_SCHEMAS["websocket"]},
     "web": obj({"paths": {"$ref": "#/$defs/paths"}, "options": WEB_TRANSPORT_OPTIONS},
                required=["paths"]),
-}, required=["endpoint"], unsupported="universal")
+    # MQTT (first octet 0x10, CONNECT): the mqtt transport's options
+    "mqtt": obj({"options": MQTT_TRANSPORT["properties"]["options"]}, required=["options"]),
+}, required=["endpoint"])
 
 TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT,
                       "websocket": WEBSOCKET_TRANSPORT, "universal": UNIVERSAL_TRANSPORT,
@@ -530,6 +574,7 @@ SCHEMA: dict = {
     "$defs": {
         "paths": PATHS,
         "service": dispatch(SERVICE_SCHEMAS, "service"),
+        "connect": CONNECTING_ENDPOINT,   # a websocket-reverseproxy's backend
     },
 }
 
@@ -550,7 +595,8 @@ _PATTERN_HINTS = {
     REALM_NAME: "a realm name starts with a letter and has 3-255 letters, digits or _ - @ .",
     ITEM_ID: "an id is 3-64 lower-case letters, digits or '_', starting with a letter",
     COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
-    "^[0-9a-fA-F]{64}$": "a public key is 64 hex digits",
+    "^[0-9a-fA-F]{64}$": "a public key (or a SHA-256 hash) is 64 hex digits",
+    "^0?[0-7]{3}$": "file permissions are an octal mode such as '0644'",
     URI_PATTERN: "a URI pattern has dot-separated parts without spaces or '#'",
     PROCEDURE: "a procedure URI has non-empty dot-separated parts without spaces or '#'",
 }

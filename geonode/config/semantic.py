@@ -63,6 +63,9 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
                 for key, svc in _dict(transport.get("websocket")).items():
                     _check_wamp(_dict(svc), join_path(f"{tpath}.websocket", key),
                                 "websocket path", has_router, errors)
+                if "mqtt" in transport:
+                    _check_mqtt(_dict(_dict(transport["mqtt"]).get("options")),
+                                f"{tpath}.mqtt.options", worker, realms, errors)
                 if "web" in transport:
                     _check_paths(_dict(_dict(transport["web"]).get("paths")),
                                  f"{tpath}.web.paths", realms, config_dir, errors, has_router)
@@ -261,6 +264,12 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
+        elif kind in ("wap", "archive", "upload"):
+            _check_service_files(kind, svc, spath, realms, config_dir, errors)
+        elif kind == "websocket-reverseproxy":
+            url = _dict(svc.get("backend")).get("url")
+            if isinstance(url, str) and not url.startswith(("ws://", "wss://")):
+                errors.append(f"{spath}.backend.url: {url!r} is not a ws:// or wss:// URL")
         elif kind == "static":
             has_dir = "directory" in svc
             has_pkg = "package" in svc or "resource" in svc
@@ -273,6 +282,29 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             if isinstance(directory, str) and not (config_dir / directory).is_dir():
                 errors.append(f"{spath}.directory: folder {directory!r} not found "
                               f"(looked for {(config_dir / directory).resolve()})")
+
+
+def _check_service_files(kind: str, svc: dict, spath: str, realms: dict, config_dir: Path,
+                         errors: list[str]) -> None:
+    """wap, archive, upload (geonode.web.services): their realm and files, as start sees them."""
+    realm, rpath = (_dict(svc.get("wamp")).get("realm"), f"{spath}.wamp.realm") \
+        if kind == "wap" else (svc.get("realm"), f"{spath}.realm")
+    if isinstance(realm, str) and realm not in realms:
+        errors.append(_unknown_realm(rpath, realm, realms))
+    if kind == "wap" and "templates" in svc:
+        from geonode.web.services.wap import template_errors
+
+        errors.extend(template_errors(svc, config_dir, spath))
+    elif kind == "archive" and isinstance(svc.get("archive"), str):
+        from geonode.web.services.archive import archive_problem
+
+        problem = archive_problem(svc, config_dir, spath)
+        if problem:
+            errors.append(problem)
+    elif kind == "upload":
+        from geonode.web.services.upload import folder_errors
+
+        errors.extend(folder_errors(svc, config_dir, spath))
 
 
 def warnings(data: dict, config_dir: Path) -> list[str]:

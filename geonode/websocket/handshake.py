@@ -96,8 +96,17 @@ class Upgrader:
                options: WebSocketOptions | None = None) -> WebSocket:
         """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError)."""
         opts = options or WebSocketOptions()
-        handler = self.handler
-        env = handler.environ
+        env = self.handler.environ
+        key = self.validate(opts)
+
+        offered = [p.strip() for p in env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
+                   if p.strip()]
+        return self._accepted(opts, key, offered, subprotocols)
+
+    def validate(self, opts: WebSocketOptions) -> str:
+        """The opening handshake's checks (RFC 6455 4.2.1, origin, deadline): the client's
+        ``Sec-WebSocket-Key``, or HandshakeError."""
+        env = self.handler.environ
         if self.websocket is not None:
             raise HandshakeError(500, "WebSocket already accepted on this request")
         if env.get("REQUEST_METHOD") != "GET":
@@ -126,9 +135,24 @@ class Upgrader:
         if opts.open_handshake_timeout and \
                 (time.monotonic() - self.requested_at) * 1000 > opts.open_handshake_timeout:
             raise HandshakeError(408, "opening handshake timed out")
+        return key
 
-        offered = [p.strip() for p in env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
-                   if p.strip()]
+    def hijack(self, head: bytes) -> tuple[Any, Any]:
+        """Send ``head`` (a complete 101 response someone else made, e.g. a proxied backend's)
+        and hand over the connection: ``(socket, buffered reader)``; pywsgi writes nothing
+        more and closes the socket when the app returns."""
+        if self.websocket is not None:
+            raise HandshakeError(500, "WebSocket already accepted on this request")
+        sock = self.handler.socket
+        sock.settimeout(None)
+        sock.sendall(head)
+        self._mark_upgraded(len(head))
+        return sock, self.handler.rfile
+
+    def _accepted(self, opts: WebSocketOptions, key: str, offered: list[str],
+                  subprotocols: list[str] | None) -> WebSocket:
+        handler = self.handler
+        env = handler.environ
         chosen = select_subprotocol(offered, subprotocols)
         required = opts.require_websocket_subprotocol
         if required is None:
