@@ -104,6 +104,20 @@ class WebSocket:
             self._pong = Event()
             self._pinger = gevent.spawn(self._auto_ping)
 
+    def rebind(self, sock) -> None:
+        """Continue on ``sock``, the same connection in a new socket object (a detach)."""
+        self._sock = sock
+        self._rfile.sock = sock
+        self.environ = {}
+
+    def release(self) -> None:
+        """Close the TCP socket: the connection's owner is done with it (after a detach the
+        WebSocket's greenlet owns it, not pywsgi)."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
     # ------------------------------------------------------------------ public API
     @property
     def closed(self) -> bool:
