@@ -245,24 +245,40 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     import logging
     logging.basicConfig(level=logging.WARNING)
+    combos = [(t, s) for t in args.transports.split(",") for s in args.serializers.split(",")]
+    if len(combos) > 1:
+        # One process per combination: memory freed by one measurement would otherwise be
+        # reused by the next, and its RSS growth would read as zero.
+        results = []
+        for transport, serializer in combos:
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                subprocess.run([sys.executable, __file__, "-n", str(args.n), "--top",
+                                str(args.top), "--transports", transport, "--serializers",
+                                serializer, "--json", out.name], check=True)
+                results.extend(json.loads(Path(out.name).read_text()))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        print("\nKiB per idle session (RSS / traced): " + "; ".join(
+            f"{r['transport']} {r['serializer']} {r['rss_kib_per_session']} / "
+            f"{r['traced_kib_per_session']}" for r in results))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         node, ports = start_node(Path(tmp))
         gc.freeze()
         results = []
         try:
-            for transport in args.transports.split(","):
-                for serializer in args.serializers.split(","):
-                    t0 = time.monotonic()
-                    r = measure(ports, transport, serializer, args.n, args.top)
-                    results.append(r)
-                    print(f"\n== {transport} {serializer}: {r['rss_kib_per_session']} KiB RSS per "
-                          f"idle session, {r['traced_kib_per_session']} KiB traced by Python "
-                          f"({args.n} sessions, {time.monotonic() - t0:.0f} s)")
-                    for row in r["by_line"]:
-                        print(f"  {row['bytes_per_session']:7d} B {row['blocks_per_session']:6.2f} "
-                              f"blocks  {row['where']}")
-                    print("  objects per session: " + ", ".join(
-                        f"{k} {v}" for k, v in r["objects_per_session"].items()))
+            for transport, serializer in combos:
+                t0 = time.monotonic()
+                r = measure(ports, transport, serializer, args.n, args.top)
+                results.append(r)
+                print(f"\n== {transport} {serializer}: {r['rss_kib_per_session']} KiB RSS per "
+                      f"idle session, {r['traced_kib_per_session']} KiB traced by Python "
+                      f"({args.n} sessions, {time.monotonic() - t0:.0f} s)")
+                for row in r["by_line"]:
+                    print(f"  {row['bytes_per_session']:7d} B {row['blocks_per_session']:6.2f} "
+                          f"blocks  {row['where']}")
+                print("  objects per session: " + ", ".join(
+                    f"{k} {v}" for k, v in r["objects_per_session"].items()))
         finally:
             node.stop(grace=0)
     if args.json:
