@@ -107,6 +107,12 @@ class Node:
     """Everything one config describes, in one process."""
 
     def __init__(self, cfg: Any) -> None:
+        import gevent
+
+        # gevent records every greenlet's spawning stack (about ten frame summaries, ~1.2 KiB)
+        # for its debugging tree; a node's greenlets live as long as its connections, so that
+        # was a tenth of an idle WebSocket session's memory (bench/sessions/breakdown.py).
+        gevent.config.track_greenlet_tree = False
         self.cfg = cfg
         self.dir = Path(cfg.dir)
         controller = cfg.data.get("controller") or {}

@@ -21,6 +21,7 @@ from geonode.httpstatus import status_line
 from geonode.websocket import deflate
 from geonode.websocket.connection import WebSocket
 from geonode.websocket.options import WebSocketOptions
+from geonode.websocket.reader import SocketReader, take_buffered
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SWITCHING = status_line(101)
@@ -90,6 +91,8 @@ class Upgrader:
     def __init__(self, handler: Any):
         self.handler = handler
         self.websocket: WebSocket | None = None
+        #: True once ``detach`` handed the WebSocket to a greenlet of its own
+        self.detached = False
         self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
     def accept(self, subprotocols: list[str] | None = None,
@@ -187,10 +190,28 @@ class Upgrader:
         sock.settimeout(None)
         sock.sendall(head)
         self._mark_upgraded(len(head))
-        ws = WebSocket(sock, handler.rfile, opts, subprotocol=chosen, deflate=pmd,
-                       environ=env)
+        # From here the WebSocket reads the socket itself (no per-connection buffer); what
+        # the request's reader already holds of the client's first frames goes with it.
+        reader = SocketReader(sock, take_buffered(handler.rfile, sock))
+        ws = WebSocket(sock, reader, opts, subprotocol=chosen, deflate=pmd, environ=env)
         self.websocket = ws
         return ws
+
+    def detach(self, run: Any, *args: Any) -> bool:
+        """Run ``run(*args)`` for the accepted WebSocket's life in a greenlet of its own, and
+        let the request end now: its handler, environ and buffers are freed instead of living
+        as long as the connection (most of an idle WebSocket's memory). False when the server
+        cannot hand the connection over (TLS, a server without the hook, a full connection
+        pool): the caller then runs ``run`` itself, in the request, as before.
+
+        The WebSocket's ``environ`` is emptied: take what the connection needs from it first.
+        """
+        ws = self.websocket
+        hand_over = getattr(self.handler, "detach_websocket", None)
+        if ws is None or hand_over is None:
+            return False
+        self.detached = bool(hand_over(ws, run, args))
+        return self.detached
 
     def _mark_upgraded(self, nbytes: int) -> None:
         """Tell pywsgi the response is out: it writes nothing more and closes afterwards."""

@@ -88,7 +88,10 @@ def build(cfg: dict, ctx: BuildContext):
         serializer = ser.by_subprotocol(ws.subprotocol) or fallback
         details = transport_details(environ, ws, serializer)
         peer = WampWebSocketPeer(ws, serializer, details, **limits)
-        peer.run(router, auth_config)
+        # The session outlives the request: run it in a lean greenlet of its own, so an idle
+        # session does not keep the request's handler, environ and buffers (issue 16).
+        if not upgrader.detach(peer.run, router, auth_config):
+            peer.run(router, auth_config)
         return []
 
     return app
