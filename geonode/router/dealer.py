@@ -118,12 +118,13 @@ class Dealer:
             return
         reg = self.state.lookup(uri, match)
         if reg is not None:
-            if msg.force_reregister and session not in reg.callees:
+            callees = self.state.callees(reg)
+            if msg.force_reregister and session not in callees:
                 # The newcomer takes over: existing callees are revoked (Crossbar semantics).
-                for callee in list(reg.callees):
+                for callee in list(callees):
                     self.remove_callee(reg, callee, UNREGISTERED)
                 reg = None
-            elif session in reg.callees or reg.invoke == "single":
+            elif session in callees or reg.invoke == "single":
                 session.send(m.Error(err, msg.request, PROCEDURE_ALREADY_EXISTS,
                                      [f"register for already registered procedure {uri!r}"]))
                 return
@@ -145,7 +146,7 @@ class Dealer:
     # -- UNREGISTER -----------------------------------------------------------------------
     def unregister(self, session: Any, msg: m.Unregister) -> None:
         reg = self.state.get(msg.registration)
-        if reg is None or session not in reg.callees:
+        if reg is None or session not in self.state.callees(reg):
             session.send(m.Error(m.Unregister.MESSAGE_TYPE, msg.request, NO_SUCH_REGISTRATION))
             return
         deleted = self._remove(session, reg)
@@ -200,7 +201,7 @@ class Dealer:
         reg = self.state.exact(uri)
         if reg is not None:
             # The callee's role allowed this very procedure when it registered.
-            callee = self._pick(reg)
+            callee = self.state.pick(reg)
         else:
             routed = self._route_pattern(session, msg, uri)
             if routed is None:
@@ -213,8 +214,7 @@ class Dealer:
         if callee is None:
             session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY, [_busy_text(reg)]))
             return
-        if reg.limits:
-            reg.busy[callee] = reg.busy.get(callee, 0) + 1
+        self.state.acquire(reg, callee)
         inv = Invocation(callee.next_request_id(), session, msg.request, callee, reg,
                          bool(msg.receive_progress))
         session.calls[msg.request] = inv
@@ -250,7 +250,7 @@ class Dealer:
         while True:
             ask = None
             for reg in self.state.ranked(uri):
-                if not reg.callees:
+                if not reg.callees and not reg.remote:
                     continue
                 found = self._pick_eligible(reg, uri, answers)
                 if type(found) is _Ask:
@@ -272,7 +272,8 @@ class Dealer:
         """A callee of pattern registration ``reg`` that may register ``uri``, in the order of
         the invoke policy; None when the eligible ones are all busy; _NONE_ELIGIBLE; _Ask
         when a dynamic authorizer must be asked first."""
-        callees = reg.callees
+        state = self.state
+        callees = state.callees(reg)
         n = len(callees)
         policy = reg.invoke
         if policy == "roundrobin":
@@ -298,31 +299,11 @@ class Dealer:
             if not allow:
                 continue
             eligible = True
-            if reg.available(callee):
+            if state.available(reg, callee):
                 if policy == "roundrobin":
-                    reg.rr_index = i + 1
+                    state.advance(reg, i + 1)
                 return callee
         return None if eligible else _NONE_ELIGIBLE
-
-    @staticmethod
-    def _pick(reg: Registration) -> Any:
-        """The callee for the next invocation, or None when all are at their concurrency."""
-        callees = reg.callees
-        policy = reg.invoke
-        if policy == "roundrobin":
-            n = len(callees)
-            for _ in range(n if reg.limits else 1):
-                i = reg.rr_index % n
-                reg.rr_index = i + 1
-                if reg.available(callees[i]):
-                    return callees[i]
-            return None
-        if policy == "random":
-            if reg.limits:
-                callees = [c for c in callees if reg.available(c)]
-            return random.choice(callees) if callees else None
-        callee = callees[-1] if policy == "last" else callees[0]
-        return callee if reg.available(callee) else None
 
     def _finish(self, inv: Invocation) -> None:
         if inv.timer is not None:
@@ -330,9 +311,7 @@ class Dealer:
             inv.timer = None
         inv.caller.calls.pop(inv.call_request, None)
         inv.callee.invocations.pop(inv.id, None)
-        busy = inv.registration.busy
-        if inv.callee in busy:
-            busy[inv.callee] -= 1
+        self.state.release(inv.registration, inv.callee)
 
     def _interrupt(self, inv: Invocation, mode: str, reason: str | None = None) -> None:
         if inv.callee.feature("callee", "call_canceling"):

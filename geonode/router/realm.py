@@ -17,7 +17,7 @@ from geonode.router.dealer import Dealer
 from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
-from geonode.router.state import new_id
+from geonode.router.state import SessionState, new_id
 from geonode.uri import MAX_URI_LENGTH, checker
 
 log = logging.getLogger("geonode.router")
@@ -112,7 +112,9 @@ class Realm:
         # valid_uri(uri, match) -> bool: O(len(uri)), longer than max_uri_length is invalid
         self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
         self.roles = build_roles(cfg.get("roles", []) or [], self)
-        self.sessions: dict[int, RouterSession] = {}
+        self.session_state = SessionState()
+        # this process's joined sessions by ID (the state's own dict)
+        self.sessions: dict[int, RouterSession] = self.session_state.local
         self.broker = Broker(self)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
         # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
@@ -142,12 +144,12 @@ class Realm:
 
     # -- membership -----------------------------------------------------------------------
     def join(self, session: RouterSession) -> None:
-        self.sessions[session.id] = session
+        self.session_state.add(session)
         if not session.restricted:
             self.meta_event("wamp.session.on_join", lambda: [session.details()])
 
     def leave(self, session: RouterSession) -> None:
-        self.sessions.pop(session.id, None)
+        self.session_state.remove(session)
         self.broker.detach(session)
         self.dealer.detach(session)
         self.publish_testaments(session)
