@@ -34,6 +34,10 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             continue
         wpath = f"workers[{wi}]"
         realms = _check_realms(worker, wpath, errors)
+        # options.backplane (issue 11): what its schema cannot say
+        from geonode.cluster.config import errors as backplane_errors
+        errors += backplane_errors(_dict(worker.get("options")).get("backplane"),
+                                   f"{wpath}.options.backplane")
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)

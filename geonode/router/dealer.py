@@ -86,9 +86,9 @@ class Invocation:
 
 
 class Dealer:
-    def __init__(self, realm: Any) -> None:
+    def __init__(self, realm: Any, state: DealerState | None = None) -> None:
         self.realm = realm
-        self.state = DealerState()
+        self.state = state if state is not None else DealerState()
 
     # -- REGISTER -------------------------------------------------------------------------
     def register(self, session: Any, msg: m.Register) -> None:
@@ -166,6 +166,9 @@ class Dealer:
 
     def remove_callee(self, reg: Registration, session: Any, reason: str | None) -> None:
         """Registration revocation (meta API / force_reregister)."""
+        if getattr(session, "node", None) is not None:
+            session.revoke("registration", reg, reason)   # another node's callee: its node
+            return
         deleted = self._remove(session, reg)
         if session.feature("callee", "registration_revocation"):
             session.send(m.Unregistered(0, registration=reg.id, reason=reason))
@@ -324,6 +327,30 @@ class Dealer:
         self._finish(inv)
         inv.caller.send(m.Error(_CALL, inv.call_request, TIMEOUT, ["call timed out"]))
         self._interrupt(inv, "killnowait", TIMEOUT)
+
+    def invoke_remote(self, caller: Any, callee: Any, reg: Registration,
+                      invocation: m.Invocation) -> None:
+        """Another node's call for this node's ``callee`` (the backplane): ``caller`` stands
+        for that node, ``invocation.request`` is the ID that node gave the invocation. That
+        node keeps the call's timeout; this node its callee's concurrency."""
+        request = invocation.request
+        if request in caller.calls:
+            return   # a duplicate delivery: the first is in flight
+        if not self.state.available(reg, callee):
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, request, MAX_CONCURRENCY,
+                                [_busy_text(reg)]))
+            return
+        self.state.acquire(reg, callee)
+        receive_progress = bool(invocation.receive_progress)
+        inv = Invocation(callee.next_request_id(), caller, request, callee, reg,
+                         receive_progress)
+        caller.calls[request] = inv
+        callee.invocations[inv.id] = inv
+        invocation.request = inv.id
+        invocation.receive_progress = (True if receive_progress and
+                                       callee.feature("callee", "progressive_call_results")
+                                       else None)
+        callee.send(invocation)
 
     # -- CANCEL ---------------------------------------------------------------------------
     def cancel(self, session: Any, msg: m.Cancel) -> None:

@@ -200,13 +200,16 @@ class MetaAPI:
                                         kwargs=kwargs or None, **opts))
         except (AssertionError, TypeError, ValueError) as e:
             raise MetaError(INVALID_ARGUMENT, f"invalid publish_options: {e}") from None
+        self.realm.testaments_changed(caller)
         return pub_id
 
     @procedure("wamp.session.flush_testaments")
     def session_flush_testaments(self, caller, scope="destroyed"):
         if scope not in ("destroyed", "detached"):
             raise MetaError(TESTAMENT_ERROR, "scope must be destroyed or detached")
-        return len(caller.testaments.pop(scope, []))
+        flushed = len(caller.testaments.pop(scope, []))
+        self.realm.testaments_changed(caller)
+        return flushed
 
     # -- wamp.registration.* --------------------------------------------------------------
     @procedure("wamp.registration.list")
