@@ -133,8 +133,8 @@ class Backplane:
         # Lost while the link is down: a (re)connect sends the whole state anyway.
         self.link.send(self.link.all_channel, msg)
 
-    def send_node(self, node: str, msg: tuple) -> bool:
-        return self.link.send(self.link.channel_of(node), msg)
+    def send_node(self, node: str, msg: tuple, on_lost: Any = None) -> bool:
+        return self.link.send(self.link.channel_of(node), msg, on_lost)
 
     def _forward_publication(self, name: str, session: Any, publication: int,
                              msg: m.Publish, disclose: tuple | None, subs: list,
@@ -152,11 +152,12 @@ class Backplane:
         """What the dealer sends another node's callee."""
         realm = rs.realm
         if isinstance(msg, m.Invocation):
-            self.out_calls[msg.request] = rs
-            if not self.send_node(rs.node, ("I", realm.name, rs.id, msg.marshal())):
-                self.out_calls.pop(msg.request, None)
-                realm.dealer.error(rs, m.Error(_INVOCATION, msg.request, UNAVAILABLE, [
-                    f"the backplane cannot reach node {rs.node} now"]))
+            inv_id = msg.request
+            self.out_calls[inv_id] = rs
+            text = f"the backplane cannot reach node {rs.node} now"
+            if not self.send_node(rs.node, ("I", realm.name, rs.id, msg.marshal()),
+                                  lambda: self._fail_call(rs, inv_id, UNAVAILABLE, text)):
+                self._fail_call(rs, inv_id, UNAVAILABLE, text)
         elif isinstance(msg, m.Interrupt):
             self.send_node(rs.node, ("N", realm.name, msg.marshal()))
 
@@ -173,7 +174,7 @@ class Backplane:
         self._own_seen = now
         for node in self.nodes.values():
             node.last_seen = now   # give every node a full timeout to be heard again
-        self._send_state(self.link.all_channel)
+        self._send_state(self.link.all_channel, fresh=True)
         self._announce(("W",))
 
     def _on_down(self) -> None:
@@ -253,6 +254,12 @@ class Backplane:
 
     def _h_begin(self, sender, node, msg) -> None:
         node.stale = set(node.sessions)
+        if len(msg) > 1 and msg[1]:
+            # It (re)connected: what it was to answer before may be lost with its link.
+            for inv_id, rs in list(self.out_calls.items()):
+                if rs.node == sender:
+                    self._fail_call(rs, inv_id, UNAVAILABLE,
+                                    f"node {sender} lost its backplane connection")
 
     def _h_end(self, sender, node, msg) -> None:
         stale, node.stale = node.stale or set(), None
@@ -432,9 +439,10 @@ class Backplane:
     }
 
     # -- this node's state, whole ----------------------------------------------------------
-    def _send_state(self, channel: str) -> None:
+    def _send_state(self, channel: str, fresh: bool = False) -> None:
+        """This node's whole state to ``channel``; ``fresh``: after this node (re)connected."""
         send = self.link.send
-        send(channel, ("B",))
+        send(channel, ("B", fresh))
         for name, realm in self.realms.items():
             for s in list(realm.sessions.values()):
                 send(channel, ("J", name, s.id, _details(s), bool(s.restricted)))

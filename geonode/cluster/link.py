@@ -56,7 +56,8 @@ class RedisLink:
         self._on_batch, self._on_up, self._on_down = on_batch, on_up, on_down
         self._where = f"{worker_path}.{OPTION}.url" if worker_path else f"{OPTION}.url"
         self.up = False
-        self._queue: deque[tuple[str, bytes]] = deque()
+        # (channel, packed message, called if it reached no one or was lost)
+        self._queue: deque[tuple[str, bytes, Callable[[], None] | None]] = deque()
         self._queued_bytes = 0
         self._wake = gevent.event.Event()
         self._stopping = False
@@ -108,9 +109,11 @@ class RedisLink:
         return (len(self._queue) < self.cfg.max_queue
                 and self._queued_bytes < self.cfg.max_queue_bytes)
 
-    def send(self, channel: str, msg: tuple) -> bool:
+    def send(self, channel: str, msg: tuple, on_lost: Callable[[], None] | None = None) -> bool:
         """Queue ``msg`` for ``channel``; False when it cannot go (link down, queue full, or
-        a payload msgpack cannot carry): the caller answers with an error."""
+        a payload msgpack cannot carry): the caller answers with an error. ``on_lost`` is
+        called later if the message is lost after all: the write failed, or it was for one
+        node's inbox and Redis had no subscriber there (that node is reconnecting)."""
         if not self.up:
             return False
         try:
@@ -126,7 +129,7 @@ class RedisLink:
                             "dropping cross-node messages until it drains",
                             len(self._queue), self._queued_bytes)
             return False
-        self._queue.append((channel, data))
+        self._queue.append((channel, data, on_lost))
         self._queued_bytes += len(data)
         if len(self._queue) == 1:
             self._wake.set()
@@ -144,30 +147,45 @@ class RedisLink:
                 taken = self._take()
                 try:
                     pipe = client.pipeline(transaction=False)
-                    for channel, parts in taken:
+                    for channel, parts, _ in taken:
                         pipe.publish(channel, header + b"".join(parts))
-                    pipe.execute()
+                    receivers = pipe.execute()
                     self.sent_batches += len(taken)
                 except Exception as e:   # noqa: BLE001 - any Redis/socket failure
                     # At most once: what was taken is lost (the reader sees the same failure
                     # and reconnects, then the nodes re-announce their state).
                     self._lost(e)
+                    self._report_lost(taken)
                     break
+                self._report_lost([batch for batch, n in zip(taken, receivers, strict=True)
+                                   if n == 0 and batch[0] != self.all_channel])
 
-    def _take(self) -> list[tuple[str, list[bytes]]]:
-        """Everything queued, as (channel, packed messages) batches, in order."""
-        out: list[tuple[str, list[bytes]]] = []
+    @staticmethod
+    def _report_lost(batches: list) -> None:
+        for _channel, _parts, callbacks in batches:
+            for cb in callbacks:
+                try:
+                    cb()
+                except Exception:   # noqa: BLE001 - one caller's cleanup must not stop others
+                    log.exception("backplane: error reporting a lost message")
+
+    def _take(self) -> list[tuple[str, list[bytes], list]]:
+        """Everything queued, as (channel, packed messages, lost callbacks) batches, in
+        order."""
+        out: list[tuple[str, list[bytes], list]] = []
         queue = self._queue
         size = 0
         while queue:
-            channel, data = queue.popleft()
+            channel, data, on_lost = queue.popleft()
             self._queued_bytes -= len(data)
             if out and out[-1][0] == channel and size + len(data) <= BATCH_BYTES:
                 out[-1][1].append(data)
                 size += len(data)
             else:
-                out.append((channel, [data]))
+                out.append((channel, [data], []))
                 size = len(data)
+            if on_lost is not None:
+                out[-1][2].append(on_lost)
         if self._dropping and not queue:
             self._dropping = False
             log.warning("backplane: queue toward Redis drained; %d messages were dropped",
@@ -219,6 +237,7 @@ class RedisLink:
             except Exception as e:   # noqa: BLE001 - the connection broke
                 if not self._stopping:
                     self._lost(e)
+                    reported = True   # one line per outage: the retries stay quiet
             finally:
                 self._close_clients()
         self.up = False
