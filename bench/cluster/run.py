@@ -1,0 +1,277 @@
+"""The Redis backplane, measured: ``python bench/cluster/run.py`` (issue 11, docs/scaling.md).
+
+Starts a ``redis-server`` on a free port, two geonode nodes joined by ``options.backplane`` and
+one node without a backplane (the single-process baseline), all from this checkout, and
+measures with bench/wamp's raw-frame client (wire.py), interleaved so a noisy moment on a
+shared machine hits every variant alike:
+
+* events/s delivered to 10 subscribers, 5 on each node, the publisher on node A (``cluster``),
+  against the same 10 subscribers on the node without backplane (``single``);
+* the round trip of one call at a time: caller on A, callee on B (``cross-node``), callee on
+  A too (``same-node``, backplane on) and on the single node (``single``);
+* memory per idle session on a node with a backplane (RSS growth over ``--sessions`` joined
+  sessions, each subscribed to one topic), and Redis memory per session and per registration
+  (INFO memory's used_memory, before/after);
+* optionally (``--crossbar``) the events/s scenario on Crossbar: see ``crossbar_note``.
+
+    python bench/cluster/run.py                       # 5 rounds, 2 s per load
+    python bench/cluster/run.py --rounds 9 --duration 3 --sessions 4000 --json out.json
+
+Configs and logs: bench/.work/cluster/<time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import selectors
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "wamp"), str(HERE.parent)]
+
+import common  # noqa: E402
+import loads  # noqa: E402
+from wire import frame  # noqa: E402
+
+sys.path.insert(0, str(common.ROOT / "tests"))
+from support.config import allow_all, realm, role, web_node  # noqa: E402
+from support.redis import RedisServer  # noqa: E402
+
+PATH = "/ws"
+
+
+def node_config(port: int, redis_url: str | None) -> dict:
+    perm = allow_all(disclose={"caller": False, "publisher": False}, cache=True)
+    opts = {"backplane": {"type": "redis", "url": redis_url}} if redis_url else None
+    cfg = web_node({"ws": {"type": "websocket", "serializers": ["json", "msgpack"]}},
+                   realms=[realm(loads.REALM, [role(permissions=[perm])])], port=port,
+                   worker_options=opts)
+    cfg["workers"][0]["transports"][0]["endpoint"]["backlog"] = 1024
+    return cfg
+
+
+def start_node(name: str, work: Path, redis_url: str | None) -> common.Server:
+    port = common.free_port()
+    cfg = common.write_config(work / name, "node.json", node_config(port, redis_url))
+    server = common.Server(name, common.geonode_cmd(cfg, "--loglevel", "info"), work / name,
+                           port, work / f"{name}.log")
+    server.start()
+    if redis_url:
+        wait_log(server.log, "backplane: connected")
+    return server
+
+
+def wait_log(path: Path, text: str, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{text!r} not in {path} within {timeout} s")
+
+
+def addr(server: common.Server) -> tuple[str, int, str]:
+    return ("127.0.0.1", server.port, PATH)
+
+
+def pubsub(pub_addr, sub_addrs: list, serializer: str, duration: float, server_pids,
+           window: int = 400, chunk: int = 50, warmup: float = 1.0) -> loads.Result:
+    """Events delivered per second to subscribers at ``sub_addrs`` (one each), one publisher
+    at ``pub_addr``, no acks; at most ``window`` publications ahead of the slowest."""
+    subs = [loads.connect(a, serializer) for a in sub_addrs]
+    for s in subs:
+        s.subscribe(loads.TOPIC)
+    pub = loads.connect(pub_addr, serializer)
+    # the other node learns the subscriptions through Redis: a moment, then they count
+    time.sleep(0.3)
+    enc, op = pub.enc, pub.opcode
+    sel = selectors.DefaultSelector()
+    counts = [0] * len(subs)
+    for i, s in enumerate(subs):
+        s.sock.setblocking(False)
+        sel.register(s.sock, selectors.EVENT_READ, i)
+    req, sent = 1000, 0
+    meter = loads.Meter(server_pids)
+    t_warm = time.perf_counter() + warmup
+    t_end = t_warm + duration
+    measuring, base = False, 0
+    try:
+        while True:
+            now = time.perf_counter()
+            if not measuring and now >= t_warm:
+                measuring, base = True, sum(counts)
+                meter.start()
+            if now >= t_end:
+                break
+            can_send = sent - min(counts) < window
+            if can_send:
+                pub.send_raw(b"".join(frame(enc([16, req + i, {}, loads.TOPIC,
+                                                 [loads.PAYLOAD]]), op)
+                                      for i in range(chunk)))
+                req += chunk
+                sent += chunk
+            for key, _ in sel.select(0 if can_send else 0.05):
+                s = subs[key.data]
+                try:
+                    s._fill()
+                except BlockingIOError:
+                    continue
+                counts[key.data] += s.count_frames()
+        delivered = sum(counts) - base
+        dt, ccpu, scpu = meter.stop()
+        if max(counts) > sent:
+            raise RuntimeError(f"miscounted: {max(counts)} events for {sent} publications")
+    finally:
+        sel.close()
+        for c in [*subs, pub]:
+            c.close()
+    return loads.Result(delivered / dt, ccpu, scpu)
+
+
+def latency(pairs: list[tuple], serializer: str, count: int, block: int = 100,
+            warmup: int = 100) -> list[float]:
+    """p50 (ms) of one call at a time for each (caller address, callee address), taking
+    turns ``block`` calls each."""
+    conns = []
+    for i, (caller_addr, callee_addr) in enumerate(pairs):
+        callee = loads.connect(callee_addr, serializer)
+        callee.register(f"{loads.PROC}.{i}")
+        conns.append((loads.connect(caller_addr, serializer), callee, f"{loads.PROC}.{i}"))
+    time.sleep(0.3)   # registrations reach the other node
+    enc, op = conns[0][0].enc, conns[0][0].opcode
+    samples: list[list[float]] = [[] for _ in pairs]
+    req = 0
+
+    def call(i: int) -> float:
+        nonlocal req
+        req += 1
+        caller, callee, proc = conns[i]
+        t0 = time.perf_counter()
+        caller.send_raw(frame(enc([48, req, {}, proc, [req]]), op))
+        inv = callee.recv()
+        callee.send_raw(frame(enc([70, inv[1], {}, [req]]), op))
+        res = caller.recv()
+        if res[0] != 50:
+            raise RuntimeError(f"call failed: {res}")
+        return (time.perf_counter() - t0) * 1000
+
+    try:
+        for i in range(len(pairs)):
+            for _ in range(warmup):
+                call(i)
+        for _ in range(0, count, block):
+            for i in range(len(pairs)):
+                for _ in range(5):
+                    call(i)
+                samples[i].extend(call(i) for _ in range(block))
+    finally:
+        for caller, callee, _ in conns:
+            caller.close()
+            callee.close()
+    return [statistics.median(s) for s in samples]
+
+
+def redis_used_memory(r: RedisServer) -> int:
+    info = r.command("INFO", "memory").decode(errors="replace")
+    for line in info.splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":")[1])
+    raise RuntimeError("no used_memory in INFO")
+
+
+def memory(node: common.Server, r: RedisServer, serializer: str, n: int) -> dict:
+    """RSS per idle session with a backplane; Redis bytes per session and per registration."""
+    time.sleep(0.5)
+    rss0, mem0 = node.rss_mb(), redis_used_memory(r)
+    conns = loads.idle_sessions(addr(node), serializer, n)
+    time.sleep(1.0)
+    rss1, mem1 = node.rss_mb(), redis_used_memory(r)
+    for i, c in enumerate(conns[:min(n, 1000)]):
+        c.send([64, 2, {}, f"com.bench.reg{i}"])
+        if c.recv()[0] != 65:
+            raise RuntimeError("not registered")
+    time.sleep(0.5)
+    mem2 = redis_used_memory(r)
+    for c in conns:
+        c.close()
+    regs = min(n, 1000)
+    return {"sessions": n, "rss_kib_per_session": (rss1 - rss0) * 1024 / n,
+            "redis_bytes_per_session": (mem1 - mem0) / n,
+            "redis_bytes_per_registration": (mem2 - mem1) / regs}
+
+
+def crossbar_note() -> str:
+    return ("Crossbar's router-to-router links (rlinks) were not benchmarked: see "
+            "docs/scaling.md 'Compared with Crossbar'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=2.0)
+    ap.add_argument("--serializer", default="msgpack")
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=2000)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    common.raise_nofile()
+    work = common.WORK / "cluster" / time.strftime("%Y%m%d-%H%M%S")
+    r = RedisServer(work / "redis").start()
+    servers = []
+    try:
+        a = start_node("a", work, r.url)
+        b = start_node("b", work, r.url)
+        single = start_node("single", work, None)
+        servers = [a, b, single]
+        wait_log(a.log, "joined the cluster")
+        both = lambda: a.pids() + b.pids() + [r.proc.pid]   # noqa: E731
+        rates: dict[str, list[float]] = {"cluster": [], "single": []}
+        cpu: dict[str, list[float]] = {"cluster": [], "single": []}
+        p50: dict[str, list[float]] = {"cross-node": [], "same-node": [], "single": []}
+        for i in range(args.rounds):
+            order = ["cluster", "single"] if i % 2 == 0 else ["single", "cluster"]
+            for name in order:
+                if name == "cluster":
+                    res = pubsub(addr(a), [addr(a)] * 5 + [addr(b)] * 5, args.serializer,
+                                 args.duration, both)
+                else:
+                    res = pubsub(addr(single), [addr(single)] * 10, args.serializer,
+                                 args.duration, single.pids)
+                rates[name].append(res.rate)
+                cpu[name].append(res.server_cpu)
+            lat = latency([(addr(a), addr(b)), (addr(a), addr(a)),
+                           (addr(single), addr(single))], args.serializer, args.calls)
+            for name, v in zip(("cross-node", "same-node", "single"), lat, strict=True):
+                p50[name].append(v)
+            print(f"round {i + 1}/{args.rounds}: events/s cluster {rates['cluster'][-1]:,.0f}"
+                  f" single {rates['single'][-1]:,.0f}; p50 ms cross {lat[0]:.3f} same "
+                  f"{lat[1]:.3f} single {lat[2]:.3f}", flush=True)
+        mem = memory(a, r, args.serializer, args.sessions)
+        ratios = [c / s for c, s in zip(rates["cluster"], rates["single"], strict=True)]
+        out = {
+            "events_per_s": {k: statistics.median(v) for k, v in rates.items()},
+            "server_cpu_cores": {k: statistics.median(v) for k, v in cpu.items()},
+            "cluster_over_single": statistics.median(ratios),
+            "call_p50_ms": {k: statistics.median(v) for k, v in p50.items()},
+            "cross_minus_single_ms": statistics.median(
+                [c - s for c, s in zip(p50["cross-node"], p50["single"], strict=True)]),
+            "memory": mem,
+            "crossbar": crossbar_note(),
+            "load_average": list(__import__("os").getloadavg()),
+        }
+        print(json.dumps(out, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+    finally:
+        for s in servers:
+            s.stop()
+        r.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
