@@ -616,3 +616,42 @@ def test_check_accepts_a_backplane_from_the_environment(tmp_path):
     r = subprocess.run(geonode_cmd("check", str(p)), capture_output=True, text=True,
                        timeout=scaled(30), env=env)
     assert r.returncode == 0, r.stderr
+
+
+# -- the sample: components and the HTTP bridge of two nodes ---------------------------------------
+
+def test_cluster_sample_bridge_and_components_span_both_nodes(cluster):
+    import json
+    import shutil
+
+    import requests
+    from support import SAMPLES
+
+    nodes = []
+    for name in ("a", "b"):
+        work = cluster.base / f"sample-{name}"
+        shutil.copytree(SAMPLES / "cluster", work, ignore=shutil.ignore_patterns("__pycache__"))
+        cfg = json.loads((work / f"node-{name}.json").read_text())
+        cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
+        node = launch(cfg, work, env={"REDIS_URL": cluster.redis.url})
+        cluster.nodes.append(node)
+        nodes.append(node)
+    a, b = nodes
+    a.wait_log("joined the cluster", timeout=20)
+    b.wait_log("joined the cluster", timeout=20)
+
+    def call(node):
+        r = requests.post(node.url + "/call", json={"procedure": "com.example.where"},
+                          timeout=scaled(10))
+        assert r.status_code == 200, r.text
+        return r.json()["args"][0]
+
+    def both_callees():
+        return {call(a)["node"] for _ in range(4)} == {"a", "b"}
+    from support import wait_for
+    wait_for(both_callees, 15, "calls through node a's bridge reaching both nodes")
+    r = requests.post(b.url + "/publish", json={"topic": "com.example.news", "args": ["hi"]},
+                      timeout=scaled(10))
+    assert r.status_code == 200
+    wait_for(lambda: {call(b)["events_seen"] for _ in range(4)} == {1}, 15,
+             "the event published on b seen by both nodes' components")
