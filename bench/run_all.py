@@ -36,9 +36,10 @@ BENCHES = [
     ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
     ("hostile-uri", "hostile/long_uri.py", [], ["--rounds", "1", "--sizes", "64,256"]),
     ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
+    ("cluster", "cluster/run.py", [], ["--rounds", "1", "--sessions", "500", "--calls", "300"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
-NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}
+NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "cluster"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
           "burst": "raw-frame client"}
 

@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--sessions", type=int, default=2000)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
     common.raise_nofile()
     work = common.WORK / "cluster" / time.strftime("%Y%m%d-%H%M%S")
@@ -266,6 +267,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2))
+        ev, p = out["events_per_s"], out["call_p50_ms"]
+        common.write_summary(args.summary, "cluster", [
+            common.absolute("events/s, 10 subscribers over two nodes (>= 100k asked)",
+                            "/s", ev["cluster"], vs="one node, no backplane",
+                            other=ev["single"]),
+            common.compare("events/s, two nodes vs one node", "/s", ev["cluster"],
+                           "one node, no backplane", ev["single"]),
+            common.compare("call p50, caller and callee on two nodes", "ms", p["cross-node"],
+                           "one node, no backplane", p["single"], higher_is_better=False),
+            common.absolute("memory per idle session, backplane on", "KiB",
+                            mem["rss_kib_per_session"], limit=32),
+            common.absolute("Redis memory per session", "B", mem["redis_bytes_per_session"]),
+            common.absolute("Redis memory per registration", "B",
+                            mem["redis_bytes_per_registration"]),
+        ], note=out["crossbar"])
     finally:
         for s in servers:
             s.stop()
