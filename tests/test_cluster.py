@@ -655,3 +655,55 @@ def test_cluster_sample_bridge_and_components_span_both_nodes(cluster):
     assert r.status_code == 200
     wait_for(lambda: {call(b)["events_seen"] for _ in range(4)} == {1}, 15,
              "the event published on b seen by both nodes' components")
+
+
+AUTHZ_COMPONENT = '''
+class Authz:
+    def __init__(self, config):
+        pass
+
+    def on_join(self, session):
+        session.register("com.authz", self.authorize)
+
+    def authorize(self, details, uri, action, options):
+        return uri.startswith("com.ok")
+'''
+
+
+def test_dynamic_authorizer_on_one_node_serves_clients_of_the_other(cluster):
+    realm_cfg = {"name": "realm1", "roles": [
+        {"name": "anonymous", "authorizer": "com.authz"},
+        {"name": "backend", "permissions": [
+            {"uri": "com.authz", "match": "exact",
+             "allow": {"call": False, "register": True, "publish": False,
+                       "subscribe": False}}]}]}
+    nodes = []
+    for name, with_authorizer in (("a", False), ("b", True)):
+        cfg = cluster_config(cluster.redis.url, realms=[realm_cfg])
+        worker = cfg["workers"][0]
+        worker["options"]["pythonpath"] = ["."]
+        if with_authorizer:
+            worker["components"] = [{"type": "class", "classname": "authz.Authz",
+                                     "realm": "realm1", "role": "backend"}]
+        node = launch(cfg, cluster.base / name, files={"authz.py": AUTHZ_COMPONENT})
+        cluster.nodes.append(node)
+        nodes.append(node)
+    a, b = nodes
+    a.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        client = await ws_session(a.port)
+
+        async def allowed():
+            try:
+                await client.subscribe(lambda: None, "com.ok.topic")
+                return True
+            except ApplicationError:
+                return False   # node a has not heard of node b's authorizer yet
+        await until(allowed, "the authorizer on node b allowing a subscription on node a")
+        with pytest.raises(ApplicationError) as e:
+            await client.subscribe(lambda: None, "com.secret")
+        assert e.value.error == "wamp.error.not_authorized"
+        await leave(client)
+
+    asyncio.run(main())

@@ -183,13 +183,15 @@ def redis_used_memory(r: RedisServer) -> int:
     raise RuntimeError("no used_memory in INFO")
 
 
-def memory(node: common.Server, r: RedisServer, serializer: str, n: int) -> dict:
-    """RSS per idle session with a backplane; Redis bytes per session and per registration."""
+def memory(node: common.Server, other: common.Server, r: RedisServer, serializer: str,
+           n: int) -> dict:
+    """RSS per idle session with a backplane (on its node, and the replica on the other
+    node); Redis bytes per session and per registration."""
     time.sleep(0.5)
-    rss0, mem0 = node.rss_mb(), redis_used_memory(r)
+    rss0, other0, mem0 = node.rss_mb(), other.rss_mb(), redis_used_memory(r)
     conns = loads.idle_sessions(addr(node), serializer, n)
-    time.sleep(1.0)
-    rss1, mem1 = node.rss_mb(), redis_used_memory(r)
+    time.sleep(2.0)   # the other node applies the joins
+    rss1, other1, mem1 = node.rss_mb(), other.rss_mb(), redis_used_memory(r)
     for i, c in enumerate(conns[:min(n, 1000)]):
         c.send([64, 2, {}, f"com.bench.reg{i}"])
         if c.recv()[0] != 65:
@@ -200,6 +202,7 @@ def memory(node: common.Server, r: RedisServer, serializer: str, n: int) -> dict
         c.close()
     regs = min(n, 1000)
     return {"sessions": n, "rss_kib_per_session": (rss1 - rss0) * 1024 / n,
+            "other_node_rss_kib_per_session": (other1 - other0) * 1024 / n,
             "redis_bytes_per_session": (mem1 - mem0) / n,
             "redis_bytes_per_registration": (mem2 - mem1) / regs}
 
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {i + 1}/{args.rounds}: events/s cluster {rates['cluster'][-1]:,.0f}"
                   f" single {rates['single'][-1]:,.0f}; p50 ms cross {lat[0]:.3f} same "
                   f"{lat[1]:.3f} single {lat[2]:.3f}", flush=True)
-        mem = memory(a, r, args.serializer, args.sessions)
+        mem = memory(a, b, r, args.serializer, args.sessions)
         ratios = [c / s for c, s in zip(rates["cluster"], rates["single"], strict=True)]
         out = {
             "events_per_s": {k: statistics.median(v) for k, v in rates.items()},
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                            "one node, no backplane", p["single"], higher_is_better=False),
             common.absolute("memory per idle session, backplane on", "KiB",
                             mem["rss_kib_per_session"], limit=32),
+            common.absolute("memory per session on the other node (its replica)", "KiB",
+                            mem["other_node_rss_kib_per_session"]),
             common.absolute("Redis memory per session", "B", mem["redis_bytes_per_session"]),
             common.absolute("Redis memory per registration", "B",
                             mem["redis_bytes_per_registration"]),
