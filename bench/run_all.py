@@ -39,7 +39,7 @@ BENCHES = [
     ("cluster", "cluster/run.py", [], ["--rounds", "1", "--sessions", "500", "--calls", "300"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
-NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "cluster"}
+NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
           "burst": "raw-frame client"}
 

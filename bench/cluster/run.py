@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import selectors
 import statistics
 import sys
@@ -207,9 +208,12 @@ def memory(node: common.Server, other: common.Server, r: RedisServer, serializer
             "redis_bytes_per_registration": (mem2 - mem1) / regs}
 
 
-def crossbar_note() -> str:
-    return ("Crossbar's router-to-router links (rlinks) were not benchmarked: see "
-            "docs/scaling.md 'Compared with Crossbar'")
+def crossbar_note(ran: bool) -> str:
+    if ran:
+        return ("Crossbar: two nodes, realm1 joined by router-to-router links (rlinks, "
+                "cryptosign by node key, forward_remote_events on both: "
+                "bench/cluster/crossbar_rlinks.py), the same 10 subscribers 5+5")
+    return "Crossbar not run (--crossbar PATH or $CROSSBAR to compare with its rlinks)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=2000)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
+    ap.add_argument("--crossbar", default=os.environ.get("CROSSBAR"),
+                    help="crossbar executable: also run the scenario on two Crossbar nodes "
+                         "joined by rlinks")
+    ap.add_argument("--no-crossbar", action="store_true", help="geonode only")
     args = ap.parse_args(argv)
     common.raise_nofile()
     work = common.WORK / "cluster" / time.strftime("%Y%m%d-%H%M%S")
@@ -232,16 +240,27 @@ def main(argv: list[str] | None = None) -> int:
         single = start_node("single", work, None)
         servers = [a, b, single]
         wait_log(a.log, "joined the cluster")
+        cb: list = []
+        if args.crossbar and not args.no_crossbar:
+            import crossbar_rlinks
+
+            cb = crossbar_rlinks.start_pair(args.crossbar, work)
+            servers += cb
         both = lambda: a.pids() + b.pids() + [r.proc.pid]   # noqa: E731
-        rates: dict[str, list[float]] = {"cluster": [], "single": []}
-        cpu: dict[str, list[float]] = {"cluster": [], "single": []}
+        variants = ["cluster", "single"] + (["crossbar"] if cb else [])
+        rates: dict[str, list[float]] = {v: [] for v in variants}
+        cpu: dict[str, list[float]] = {v: [] for v in variants}
         p50: dict[str, list[float]] = {"cross-node": [], "same-node": [], "single": []}
         for i in range(args.rounds):
-            order = ["cluster", "single"] if i % 2 == 0 else ["single", "cluster"]
+            order = variants if i % 2 == 0 else variants[::-1]
             for name in order:
                 if name == "cluster":
                     res = pubsub(addr(a), [addr(a)] * 5 + [addr(b)] * 5, args.serializer,
                                  args.duration, both)
+                elif name == "crossbar":
+                    res = pubsub(addr(cb[0]), [addr(cb[0])] * 5 + [addr(cb[1])] * 5,
+                                 args.serializer, args.duration,
+                                 lambda: cb[0].pids() + cb[1].pids())
                 else:
                     res = pubsub(addr(single), [addr(single)] * 10, args.serializer,
                                  args.duration, single.pids)
@@ -251,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                            (addr(single), addr(single))], args.serializer, args.calls)
             for name, v in zip(("cross-node", "same-node", "single"), lat, strict=True):
                 p50[name].append(v)
-            print(f"round {i + 1}/{args.rounds}: events/s cluster {rates['cluster'][-1]:,.0f}"
-                  f" single {rates['single'][-1]:,.0f}; p50 ms cross {lat[0]:.3f} same "
-                  f"{lat[1]:.3f} single {lat[2]:.3f}", flush=True)
+            rates_now = " ".join(f"{v} {rates[v][-1]:,.0f}" for v in variants)
+            print(f"round {i + 1}/{args.rounds}: events/s {rates_now}; p50 ms cross "
+                  f"{lat[0]:.3f} same {lat[1]:.3f} single {lat[2]:.3f}", flush=True)
         mem = memory(a, b, r, args.serializer, args.sessions)
         ratios = [c / s for c, s in zip(rates["cluster"], rates["single"], strict=True)]
         out = {
@@ -264,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "cross_minus_single_ms": statistics.median(
                 [c - s for c, s in zip(p50["cross-node"], p50["single"], strict=True)]),
             "memory": mem,
-            "crossbar": crossbar_note(),
+            "crossbar": crossbar_note(bool(cb)),
             "load_average": list(__import__("os").getloadavg()),
         }
         print(json.dumps(out, indent=2))
@@ -277,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                             other=ev["single"]),
             common.compare("events/s, two nodes vs one node", "/s", ev["cluster"],
                            "one node, no backplane", ev["single"]),
+            *([common.compare("events/s, two nodes, 10 subscribers 5+5", "/s", ev["cluster"],
+                              "Crossbar, two nodes with rlinks", ev["crossbar"], target=5)]
+              if "crossbar" in ev else []),
             common.compare("call p50, caller and callee on two nodes", "ms", p["cross-node"],
                            "one node, no backplane", p["single"], higher_is_better=False),
             common.absolute("memory per idle session, backplane on", "KiB",
