@@ -217,7 +217,8 @@ class Dealer:
         if callee is None:
             session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY, [_busy_text(reg)]))
             return
-        self.state.acquire(reg, callee)
+        if reg.limits:
+            self.state.acquire(reg, callee)
         inv = Invocation(callee.next_request_id(), session, msg.request, callee, reg,
                          bool(msg.receive_progress))
         session.calls[msg.request] = inv
@@ -314,7 +315,8 @@ class Dealer:
             inv.timer = None
         inv.caller.calls.pop(inv.call_request, None)
         inv.callee.invocations.pop(inv.id, None)
-        self.state.release(inv.registration, inv.callee)
+        if inv.registration.busy:
+            self.state.release(inv.registration, inv.callee)
 
     def _interrupt(self, inv: Invocation, mode: str, reason: str | None = None) -> None:
         if inv.callee.feature("callee", "call_canceling"):

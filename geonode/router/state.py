@@ -268,20 +268,29 @@ class DealerState:
 
     def pick(self, reg: Registration) -> Any:
         """The callee for the next invocation, or None when all are at their concurrency."""
-        callees = self.callees(reg)
+        callees = reg.callees if not reg.remote else [*reg.callees, *reg.remote]
         policy = reg.invoke
+        if not reg.limits:   # the common case: nobody set a concurrency limit
+            if policy == "single" or policy == "first":
+                return callees[0]
+            if policy == "last":
+                return callees[-1]
+            if policy == "random":
+                return random.choice(callees)
+            i = reg.rr_index % len(callees)
+            reg.rr_index = i + 1
+            return callees[i]
         available = self.available
         if policy == "roundrobin":
             n = len(callees)
-            for _ in range(n if reg.limits else 1):
+            for _ in range(n):
                 i = reg.rr_index % n
                 reg.rr_index = i + 1
                 if available(reg, callees[i]):
                     return callees[i]
             return None
         if policy == "random":
-            if reg.limits:
-                callees = [c for c in callees if available(reg, c)]
+            callees = [c for c in callees if available(reg, c)]
             return random.choice(callees) if callees else None
         callee = callees[-1] if policy == "last" else callees[0]
         return callee if available(reg, callee) else None
