@@ -707,3 +707,36 @@ def test_dynamic_authorizer_on_one_node_serves_clients_of_the_other(cluster):
         await leave(client)
 
     asyncio.run(main())
+
+
+def test_pattern_callee_on_another_node_gets_only_what_its_role_may_register(cluster):
+    allow = {"call": True, "register": True, "publish": True, "subscribe": True}
+    realm_cfg = {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+        {"uri": "", "match": "prefix", "allow": dict(allow, register=False)},
+        {"uri": "com.pat.", "match": "prefix", "allow": allow},
+        {"uri": "com.pat.secret", "match": "exact", "allow": dict(allow, register=False)}]}]}
+    for name in ("a", "b"):
+        cluster.nodes.append(launch(cluster_config(cluster.redis.url, realms=[realm_cfg]),
+                                    cluster.base / name))
+    a, b = cluster.nodes
+    a.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        caller, callee = await ws_session(a.port), await ws_session(b.port)
+        await callee.register(lambda: "pattern", "com.pat.",
+                              options=RegisterOptions(match="prefix"))
+        await knows_callees_match(caller, "com.pat.ok")
+        assert await caller.call("com.pat.ok") == "pattern"
+        with pytest.raises(ApplicationError) as e:
+            await caller.call("com.pat.secret")
+        assert e.value.error == "wamp.error.no_such_procedure"
+        await leave(caller)
+        await leave(callee)
+
+    asyncio.run(main())
+
+
+async def knows_callees_match(session, procedure: str):
+    async def check():
+        return await session.call("wamp.registration.match", procedure)
+    return await until(check, f"a registration matching {procedure}")

@@ -34,9 +34,9 @@ from geonode.router.state import (
 
 
 class _OtherNodeRole(TrustedRole):
-    """A remote callee's role as this node sees it: its own node checked its role when it
-    registered a pattern; the concrete-URI check of pattern calls is that node's (not
-    repeated here: this node does not know the role's rules for a dynamic authorizer)."""
+    """A remote callee's role as this node sees it: the check whether a pattern callee's
+    role may register the called procedure itself is made by the callee's own node
+    (``Dealer.invoke_remote``), which knows the role (and its dynamic authorizer)."""
 
     name = "remote"
 

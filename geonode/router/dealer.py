@@ -338,6 +338,37 @@ class Dealer:
         request = invocation.request
         if request in caller.calls:
             return   # a duplicate delivery: the first is in flight
+        if reg.match != "exact" and invocation.procedure:
+            # A pattern callee gets a call only if its role may register that very
+            # procedure (as in one process); its own node knows the role, so it checks here.
+            ans = callee.role.authorize_now(callee, invocation.procedure, "register", CONCRETE)
+            if ans is None:
+                gevent.spawn(self._invoke_remote_asked, caller, callee, reg, invocation)
+                return
+            if not ans.allow:
+                caller.send(m.Error(m.Invocation.MESSAGE_TYPE, request, NO_SUCH_PROCEDURE,
+                                    [f"no callee registered for procedure "
+                                     f"<{invocation.procedure}>"]))
+                return
+        self._invoke_remote_now(caller, callee, reg, invocation)
+
+    def _invoke_remote_asked(self, caller: Any, callee: Any, reg: Registration,
+                             invocation: m.Invocation) -> None:
+        """invoke_remote after the callee's dynamic authorizer answered (in a greenlet)."""
+        ans = callee.role.authorize(callee, invocation.procedure, "register", CONCRETE)
+        if callee.state != JOINED:
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, invocation.request, CANCELED,
+                                ["callee disconnected from in-flight request"]))
+        elif not ans.allow:
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, invocation.request,
+                                NO_SUCH_PROCEDURE, [f"no callee registered for procedure "
+                                                    f"<{invocation.procedure}>"]))
+        else:
+            self._invoke_remote_now(caller, callee, reg, invocation)
+
+    def _invoke_remote_now(self, caller: Any, callee: Any, reg: Registration,
+                           invocation: m.Invocation) -> None:
+        request = invocation.request
         if not self.state.available(reg, callee):
             caller.send(m.Error(m.Invocation.MESSAGE_TYPE, request, MAX_CONCURRENCY,
                                 [_busy_text(reg)]))
