@@ -9,6 +9,10 @@ answers each INVOCATION at once), and measures the process CPU time of 30,000 PU
 30,000 CALLs. CPU time (not wall time) and one process: the machine's other jobs change the
 figures far less than a socket benchmark's rates. Printed: per checkout the median µs per
 operation, and per pair the median of the per-round ratios.
+
+``--instructions``: instead, instructions per operation under valgrind's callgrind (the
+machine's load does not change them): each operation run with n and 3n, the difference over
+2n, once per checkout.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +33,7 @@ from autobahn.wamp import message as m, role
 from geonode.router import Router
 
 N = int(sys.argv[1])
+OPS = sys.argv[2].split(",") if len(sys.argv) > 2 else ["publish", "call"]
 ROLES = dict(role.DEFAULT_CLIENT_ROLES)
 
 class Drop:
@@ -65,9 +71,10 @@ caller = join(Drop())
 out = {}
 for name, make in (("publish", lambda i: m.Publish(i, "com.bench.topic", args=["x" * 40])),
                    ("call", lambda i: m.Call(i, "com.bench.echo", args=[i]))):
+    if name not in OPS:
+        continue
     session = pub if name == "publish" else caller
-    msgs = [make(i + 1) for i in range(N)]
-    for msg in msgs[:2000]:
+    for msg in [make(i + 1) for i in range(2000)]:   # warm-up: the same for every N
         session.receive(msg)
     msgs = [make(i + 10_001) for i in range(N)]
     t0 = time.process_time()
@@ -87,14 +94,38 @@ def measure(tree: str, n: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def instructions(tree: str, op: str, n: int) -> int:
+    """Instructions of the whole CHILD run for ``op`` with ``n`` operations (callgrind)."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        sys.executable, "-c", CHILD, str(n), op], capture_output=True,
+                       text=True, env=env, timeout=3600)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode or not m:
+        raise RuntimeError(f"{tree}: {r.stderr[-2000:]}")
+    return int(m.group(1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trees", nargs="+", metavar="NAME=DIR")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("-n", type=int, default=30_000)
+    ap.add_argument("--instructions", action="store_true")
     args = ap.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.trees)
     names = list(trees)
+    if args.instructions:
+        n = min(args.n, 2000)
+        per: dict[tuple[str, str], float] = {}
+        for op in ("publish", "call"):
+            for name in names:
+                ir = [instructions(trees[name], op, k) for k in (n, 3 * n)]
+                per[name, op] = (ir[1] - ir[0]) / (2 * n)
+                print(f"{op} {name}: {per[name, op]:,.0f} instructions", flush=True)
+            for name in names[1:]:
+                print(f"  {name}/{names[0]}: x{per[name, op] / per[names[0], op]:.4f}")
+        return 0
     results: dict[str, list[dict]] = {name: [] for name in names}
     for i in range(args.rounds):
         for name in (names if i % 2 == 0 else names[::-1]):
