@@ -740,3 +740,36 @@ async def knows_callees_match(session, procedure: str):
     async def check():
         return await session.call("wamp.registration.match", procedure)
     return await until(check, f"a registration matching {procedure}")
+
+
+def test_meta_revocations_and_kills_reach_the_other_node(pair):
+    a, b = pair
+
+    async def main():
+        admin = await ws_session(a.port)
+        callee = await ws_session(b.port, authid=None)
+        subscriber = await ws_session(b.port)
+        reg = await callee.register(lambda: 1, "com.revoke.proc")
+        sub = await subscriber.subscribe(lambda: 1, "com.revoke.topic")
+        rid = await knows_callees(admin, "com.revoke.proc")
+        sid = await knows_subscription(admin, "com.revoke.topic")
+        await admin.call("wamp.registration.remove_callee", rid, callee.details.session)
+
+        async def gone():
+            return await admin.call("wamp.registration.lookup", "com.revoke.proc") is None
+        await until(gone, "the revocation done by node b")
+        with pytest.raises(ApplicationError) as e:
+            await admin.call("com.revoke.proc")
+        assert e.value.error == "wamp.error.no_such_procedure" and reg
+        # (autobahn-python announces subscription_revocation but fails on the UNSUBSCRIBED
+        # that carries it; the revocation itself goes the same way as the registration's)
+        assert sub.active and sid
+        # kill by authrole: every anonymous session but the caller, on both nodes
+        killed = await admin.call("wamp.session.kill_by_authrole", "anonymous")
+        assert {callee.details.session, subscriber.details.session} <= set(killed)
+        for s in (callee, subscriber):
+            details = await asyncio.wait_for(s.left, scaled(10))
+            assert details.reason == "wamp.close.killed"
+        await leave(admin)
+
+    asyncio.run(main())
