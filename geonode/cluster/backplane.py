@@ -47,6 +47,7 @@ from geonode.cluster.state import (
     RemoteSession,
 )
 from geonode.router.errors import CANCELED, PROCEDURE_ALREADY_EXISTS, UNAVAILABLE
+from geonode.transport.queue import QUANTUM
 
 log = logging.getLogger("geonode.cluster")
 
@@ -210,7 +211,15 @@ class Backplane:
             self._own_seen = time.monotonic()
             return
         node = self.nodes.get(sender)
-        for msg in msgs:
+        # A batch can hold thousands of publications: yield to the hub after QUANTUM of
+        # work in a row, as a transport's reader does (order is kept: this greenlet is the
+        # only one applying the other nodes' messages).
+        t_yield = time.perf_counter() + QUANTUM
+        for i, msg in enumerate(msgs):
+            if i & 63 == 63 and time.perf_counter() > t_yield:
+                gevent.sleep(0)
+                t_yield = time.perf_counter() + QUANTUM
+                node = self.nodes.get(sender)
             kind = msg[0]
             if node is None:
                 if kind == "B":
