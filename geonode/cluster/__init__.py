@@ -20,10 +20,11 @@ __all__ = ["BackplaneConfig", "create"]
 def create(router: Any, options: dict, worker_path: str = "") -> Any:
     where = f"{worker_path}.{OPTION}" if worker_path else OPTION
     try:
+        import hiredis  # noqa: F401
         import redis  # noqa: F401
     except ImportError:
-        log.error("%s: the backplane needs the redis package (pip install 'geonode[cluster]');"
-                  " serving local clients only", where)
+        log.error("%s: the backplane needs redis-py and hiredis (pip install "
+                  "'geonode[cluster]'); serving local clients only", where)
         return None
     from gevent import monkey
 

@@ -73,7 +73,7 @@ def errors(opts: Any, path: str) -> list[str]:
 
             parse_url(url)
         except ImportError:
-            out.append(f"{path}: the backplane needs the redis package: "
+            out.append(f"{path}: the backplane needs redis-py and hiredis: "
                        "pip install 'geonode[cluster]'")
         except ValueError as e:
             out.append(f"{path}.url: {redact(url)!r}: {e}")
