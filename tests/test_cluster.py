@@ -773,3 +773,34 @@ def test_meta_revocations_and_kills_reach_the_other_node(pair):
         await leave(admin)
 
     asyncio.run(main())
+
+
+def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
+    """``gunicorn -w 3`` with ``options.backplane``: whichever worker each client reaches,
+    a callee registered through one is called through all (without the backplane 6 callers
+    all reaching the callee's worker has a probability of 1/729)."""
+    import json
+
+    pytest.importorskip("gunicorn")
+    from support import launch_gunicorn
+
+    cfg = cluster_config(cluster.redis.url)
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080   # gunicorn owns the socket
+    (cluster.base / "node.json").write_text(json.dumps(cfg))
+    g = launch_gunicorn(cluster.base, "geonode:load('node.json')", workers=3)
+    cluster.nodes.append(g)
+    wait = __import__("support").wait_for
+    wait(lambda: g.log().count("backplane: connected") >= 3, 30, "3 workers connected")
+    wait(lambda: g.log().count("joined the cluster") >= 6, 30, "3 workers knowing each other")
+
+    async def main():
+        callee = await ws_session(g.port)
+        await callee.register(lambda: "one router", "com.gunicorn.proc")
+        callers = [await ws_session(g.port) for _ in range(6)]
+        for c in callers:
+            await knows_callees(c, "com.gunicorn.proc")
+            assert await c.call("com.gunicorn.proc") == "one router"
+        for s in (callee, *callers):
+            await leave(s)
+
+    asyncio.run(main())
