@@ -804,3 +804,53 @@ def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
             await leave(s)
 
     asyncio.run(main())
+
+
+def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
+    """SIGSTOP one node while the other publishes for its subscribers: the live node keeps
+    serving its own clients at once, forgets the stuck one after the timeout, and the two
+    are one router again after SIGCONT."""
+    import os
+    import signal
+
+    a, b = cluster.pair()
+
+    async def main():
+        pa, la = await ws_session(a.port), await ws_session(a.port)
+        sb = await ws_session(b.port)
+        local: list = []
+        await la.subscribe(lambda i, _blob: local.append(i), "com.stuck")
+        await sb.subscribe(lambda *x: None, "com.stuck")
+        await sb.register(lambda: "b", "com.stuck.proc")
+        await la.register(lambda: "a", "com.local.proc")
+        await knows_subscription(pa, "com.stuck", count=2)
+        await knows_callees(pa, "com.stuck.proc")
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            blob = "x" * 1000
+            for i in range(3000):   # 3 MB for node b, which reads nothing now
+                pa.publish("com.stuck", i, blob)
+            assert await pa.call("com.local.proc") == "a"
+            await wait_len(local, 3000, "the local subscriber's 3000 events", timeout=30)
+            assert loop.time() - t0 < scaled(15)
+            await async_wait_for(lambda: _log_has(a, "forgetting its"), 20,
+                                 "node a forgetting the stuck node")
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+
+        async def remote_works():
+            try:
+                return await pa.call("com.stuck.proc") == "b"
+            except ApplicationError:
+                return False
+        await until(remote_works, "a call to node b after it woke up", timeout=20)
+        for s in (pa, la, sb):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+async def _log_has(node, text: str) -> bool:
+    return text in node.log()
