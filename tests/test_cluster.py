@@ -854,3 +854,25 @@ def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
 
 async def _log_has(node, text: str) -> bool:
     return text in node.log()
+
+
+def test_clusters_with_different_prefixes_share_one_redis_apart(cluster):
+    x1 = cluster.node("x1", prefix="cluster-x")
+    y = cluster.node("y", prefix="cluster-y")
+    x2 = cluster.node("x2", prefix="cluster-x")
+    x1.wait_log("joined the cluster", timeout=20)
+    x2.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        on_x1, on_x2, on_y = [await ws_session(n.port) for n in (x1, x2, y)]
+        await on_x1.register(lambda: "x", "com.prefix.proc")
+        await knows_callees(on_x2, "com.prefix.proc")
+        assert await on_x2.call("com.prefix.proc") == "x"
+        # y started before x2: had prefixes been ignored it would know x1 by now
+        assert await on_y.call("wamp.registration.lookup", "com.prefix.proc") is None
+        assert await on_y.call("wamp.session.count") == 1
+        for s in (on_x1, on_x2, on_y):
+            await leave(s)
+
+    asyncio.run(main())
+    assert "joined the cluster" not in y.log()
