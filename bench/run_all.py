@@ -40,6 +40,7 @@ BENCHES = [
     ("workers", "workers/startup.py", ["--rounds", "5"], ["--rounds", "1", "--settle", "0.5"]),
     ("http-processes", "cluster/http_processes.py", [], ["--rounds", "1", "--duration", "3"]),
     ("upload", "services/upload.py", [], ["--rounds", "1", "--size-mib", "50"]),
+    ("cluster", "cluster/run.py", [], ["--rounds", "1", "--sessions", "500", "--calls", "300"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
 NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "http-processes", "upload"}

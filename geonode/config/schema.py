@@ -476,6 +476,20 @@ WORKER_OPTIONS = obj({
     }, "required": ["type", "url"], "additionalProperties": True},
 })
 
+# geonode (issue 11): several processes / machines as one router over Redis; defaults and why
+# in geonode/cluster/config.py, docs/scaling.md
+BACKPLANE = obj({
+    "type": {"enum": ["redis"]},
+    "url": {"type": "string", "pattern": r"^(redis|rediss|unix)://."},
+    "prefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,64}$"},
+    "heartbeat": {"type": "number", "minimum": 0.05, "maximum": 60},
+    "timeout": {"type": "number", "minimum": 0.2, "maximum": 600},
+    "connect_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+    "max_queue": {"type": "integer", "minimum": 100},
+    "max_queue_bytes": {"type": "integer", "minimum": 65536},
+}, required=["type", "url"])
+WORKER_OPTIONS["properties"]["backplane"] = BACKPLANE
+
 ROUTER_WORKER = obj({
     "id": ID, "type": STR, "options": WORKER_OPTIONS,
     "realms": {"type": "array", "items": REALM},

@@ -41,6 +41,10 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
         if worker.get("type") != "router":
             continue
         realms = _check_realms(worker, wpath, errors)
+        # options.backplane (issue 11): what its schema cannot say
+        from geonode.cluster.config import errors as backplane_errors
+        errors += backplane_errors(_dict(worker.get("options")).get("backplane"),
+                                   f"{wpath}.options.backplane")
         has_router = bool(worker.get("realms"))
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"

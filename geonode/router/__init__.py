@@ -30,8 +30,18 @@ class Router:
         worker_cfg = worker_cfg or {}
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
         self.realms: dict[str, Realm] = {}
+        # options.backplane: this router is one node of a cluster (geonode.cluster); the
+        # realms then keep their state in the backplane's tables.
+        self.backplane: Any = None
+        backplane_opts = (worker_cfg.get("options") or {}).get("backplane")
+        if backplane_opts:
+            from geonode.cluster import create
+
+            self.backplane = create(self, backplane_opts)
         for cfg in worker_cfg.get("realms", []) or []:
             self.realms[cfg["name"]] = Realm(self, cfg)
+        if self.backplane is not None:
+            self.backplane.start()
         self.sessions: set[RouterSession] = set()
         # (realm, authmethod) -> failed authentications (geonode.metrics); realm names a
         # client made up count as "" so the label set stays bounded
@@ -86,3 +96,5 @@ class Router:
         for s in sessions:
             s.shutdown()
         self.sessions.clear()
+        if self.backplane is not None:
+            self.backplane.close()   # after the leaves: the other nodes hear them first

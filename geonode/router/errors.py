@@ -41,6 +41,9 @@ TESTAMENT_ERROR = "wamp.error.testament_error"
 HISTORY_UNAVAILABLE = "wamp.error.history_unavailable"
 #: Crossbar's URI for a call refused by a registration's concurrency limit
 MAX_CONCURRENCY = "crossbar.error.max_concurrency_reached"
+#: the backplane (docs/scaling.md) is down or its queue full: a call to another node's callee
+#: or an acknowledged publish could not be delivered (never a false success)
+UNAVAILABLE = "wamp.error.unavailable"
 #: an endpoint raised something other than ApplicationError (autobahn's convention)
 RUNTIME_ERROR = "wamp.error.runtime_error"
 

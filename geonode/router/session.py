@@ -388,6 +388,9 @@ class RouterSession:
             self._abort(NO_SUCH_ROLE, f"no role {a.authrole!r} on realm {a.realm!r}")
             return
         self.id = self.pending_id or new_id()
+        while realm.session_state.get(self.id) is not None:
+            # taken in this realm (here, or on another node of a cluster: the state knows)
+            self.id = new_id()
         self.pending_id = 0
         self.realm, self.role = realm, role
         self.authid, self.authrole = a.authid, a.authrole
