@@ -177,7 +177,7 @@ class Broker:
         """Deliver a publication to this node's subscribers (``session``: the publisher, a
         stand-in for another node's), record history, retain; then ``forward`` it."""
         record = None
-        sent = realm.sent
+        sent = self.realm.sent
         flt = publishfilter.compile_filter(msg)
         subs = self.state.matching(topic)
         for sub in subs:
