@@ -93,8 +93,10 @@ class Upgrader:
         self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
     def accept(self, subprotocols: list[str] | None = None,
-               options: WebSocketOptions | None = None) -> WebSocket:
-        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError)."""
+               options: WebSocketOptions | None = None,
+               extra_headers: list[tuple[str, str]] | None = None) -> WebSocket:
+        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError).
+        ``extra_headers`` go into the 101 response (a Set-Cookie)."""
         opts = options or WebSocketOptions()
         handler = self.handler
         env = handler.environ
@@ -156,6 +158,7 @@ class Upgrader:
             if agreed is not None:
                 pmd, response = agreed
                 headers.append(f"Sec-WebSocket-Extensions: {response}")
+        headers.extend(f"{k}: {v}" for k, v in extra_headers or ())
         head = ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
 
         sock = handler.socket

@@ -14,6 +14,7 @@ from geonode import __version__
 from geonode.config import ConfigError
 from geonode.config.semantic import ROUTER_NEEDED
 from geonode.httpstatus import status_line
+from geonode.router.auth.cookie import CookieTracker
 from geonode.transport import serializers as ser
 from geonode.transport.queue import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -65,6 +66,13 @@ def build(cfg: dict, ctx: BuildContext):
     fallback = ser.get("json" if "json" in names else names[0])
     auth_config = cfg.get("auth")
     page = _status_page(names, protocols)
+    cookies = None
+    if "cookie" in cfg:
+        try:
+            cookies = CookieTracker.from_config(cfg["cookie"], ctx.config_dir)
+        except OSError as e:
+            raise ConfigError(f"{json_path}.cookie.store.filename: cannot use the cookie "
+                              f"file: {e}") from e
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
         upgrader = environ.get("geonode.websocket")
@@ -80,15 +88,27 @@ def build(cfg: dict, ctx: BuildContext):
                                 headers=[("Allow", "GET, HEAD")])
             body = _respond(start_response, 200, page, "text/html")
             return [] if method == "HEAD" else body
+        cookie, set_cookie = cookies.track(environ) if cookies is not None else (None, None)
         try:
-            ws = upgrader.accept(subprotocols=protocols, options=ws_options)
+            ws = upgrader.accept(subprotocols=protocols, options=ws_options,
+                                 extra_headers=[("Set-Cookie", set_cookie)] if set_cookie
+                                 else None)
         except HandshakeError as e:
             return _respond(start_response, e.status, e.message.rstrip("\n") + "\n",
                             headers=list(e.headers))
         serializer = ser.by_subprotocol(ws.subprotocol) or fallback
         details = transport_details(environ, ws, serializer)
         peer = WampWebSocketPeer(ws, serializer, details, **limits)
-        peer.run(router, auth_config)
+        if cookie is None:
+            peer.run(router, auth_config)
+            return []
+        cookies.redact(details["http_headers_received"])
+        peer.cookie = cookie
+        cookie.attach(peer)
+        try:
+            peer.run(router, auth_config)
+        finally:
+            cookie.detach(peer)
         return []
 
     return app
