@@ -173,6 +173,8 @@ class StaticAuth(PendingAuth):
         nonce = (extra or {}).get("nonce")
         if nonce is not None and nonce != _b64(self.server_nonce):
             return Deny(AUTHENTICATION_FAILED, "SCRAM nonce does not match the challenge's")
+        if isinstance(signature, bytes):   # autobahn sends the base64 text as bytes
+            signature = signature.decode("ascii", "replace")
         try:
             proof = base64.b64decode(signature.encode("ascii"), validate=True)
         except (AttributeError, binascii.Error, ValueError, UnicodeEncodeError):
