@@ -8,8 +8,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import os
+import shutil
 import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 from autobahn.asyncio.websocket import WampWebSocketClientFactory, WampWebSocketClientProtocol
@@ -24,6 +28,7 @@ from support.ws import RawWamp
 from geonode.router.auth.scram import principal as scram_principal
 
 FAILED = "wamp.error.authentication_failed"
+JS = Path(__file__).resolve().parent / "js"
 PW = "s3cr3t pässword"
 
 FUNCS = r'''
@@ -398,3 +403,32 @@ def test_tls_client_certificate(tls_node, pki):
 
     _run(main())
     assert "Traceback" not in tls_node.log()
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                    reason="node/npm not installed")
+def test_cookie_autobahn_js(node):
+    """autobahn|js (Node) re-authenticated by the cookie an autobahn-python login got."""
+    if not (JS / "node_modules" / "autobahn").is_dir():
+        subprocess.run(["bash", str(JS / "install.sh")], check=True, timeout=scaled(300))
+
+    async def main():
+        s = await _session(node.port, "ck", authmethods=["ticket"], authid="joe",
+                           on_challenge=lambda ch: "t1")
+        cookie = f"cbtid={_cookie_value(s.set_cookie)}"
+        out = []
+        for header in (cookie, "cbtid=" + "C" * 24):
+            proc = await asyncio.create_subprocess_exec(
+                "node", str(JS / "cookie.js"), f"ws://127.0.0.1:{node.port}/ck", header,
+                str(int(scaled(20) * 1000)), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=JS)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), scaled(30))
+            out.append((proc.returncode, stdout.decode(), stderr.decode()))
+        await leave(s)
+        return out
+
+    (rc, stdout, stderr), (bad_rc, _, bad_err) = _run(main())
+    assert rc == 0, stderr
+    assert json.loads(stdout) == {"authid": "joe", "authmethod": "ticket",
+                                  "authprovider": "cookie"}
+    assert bad_rc == 1 and FAILED in bad_err
