@@ -62,8 +62,7 @@ UNSUPPORTED_KEYS = {
     "container": {"connections": "database connections"},
 }
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
-UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
-                    "anonymous-proxy": ""}
+UNSUPPORTED_AUTH = {"cryptosign-proxy": "", "anonymous-proxy": ""}
 
 _ANY = True
 
@@ -135,8 +134,26 @@ DYNAMIC_AUTH = obj({"type": STR, "authenticator": PROC, "authenticator-realm": S
                     "authenticator-role": STR}, required=["authenticator"])
 
 
+# Crossbar's "function" authenticator: ``create`` names a factory (module.name) called with
+# ``config`` (geonode.router.auth.function_authenticator).
+FUNCTION_AUTH = obj({"type": STR, "create": {"type": "string", "pattern": r"^[\w.]+\.\w+$"},
+                     "config": {"type": "object"}, "expose_controller": BOOL},
+                    required=["create"])
+
+
 def auth_method(static: dict) -> dict:
-    return dispatch({"static": static, "dynamic": DYNAMIC_AUTH}, "authentication")
+    return dispatch({"static": static, "dynamic": DYNAMIC_AUTH, "function": FUNCTION_AUTH},
+                    "authentication")
+
+
+SCRAM_PRINCIPAL = obj({
+    "kdf": {"enum": ["argon2id-13", "pbkdf2"]}, "iterations": {"type": "integer", "minimum": 1},
+    "memory": {"type": "integer", "minimum": -1},
+    "salt": {"type": "string", "pattern": "^([0-9a-fA-F]{2})+$"},
+    "stored-key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "server-key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "role": STR, "realm": STR, "authid": STR, "extra": {"type": "object"},
+}, required=["kdf", "iterations", "memory", "salt", "stored-key", "server-key"])
 
 
 AUTH = obj({
@@ -160,6 +177,19 @@ AUTH = obj({
                                                              "pattern": "^[0-9a-fA-F]{64}$"}},
              "role": STR, "realm": STR}, required=["authorized_keys"])},
     }, required=["principals"])),
+    "scram": auth_method(obj({
+        "type": STR, "principals": {"type": "object", "additionalProperties": SCRAM_PRINCIPAL},
+    }, required=["principals"])),
+    "tls": auth_method(obj({
+        "type": STR,
+        "principals": {"type": "object", "additionalProperties": obj(
+            {"certificate-sha1": {"type": "string",
+                                  "pattern": "^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}$"},
+             "role": STR, "realm": STR, "extra": {"type": "object"}},
+            required=["certificate-sha1"])},
+    }, required=["principals"])),
+    # nothing to configure: logins come from the transport's cookie store
+    "cookie": obj({"type": {"enum": ["static"]}}),
 }, **{"x-kind": "auth"})
 
 # --- WebSocket (§5) ---------------------------------------------------------------------------
@@ -186,7 +216,14 @@ COOKIE = obj({
     "name": {"type": "string", "pattern": COOKIE_NAME}, "length": {"type": "integer",
                                                                    "minimum": 6, "maximum": 64},
     "max_age": {"type": "integer", "minimum": 1, "maximum": 86400 * 360 * 10},
-    "store": {"type": "object"}, "secure": BOOL, "http_strict": BOOL,
+    "store": dispatch({
+        "memory": obj({"type": STR, "max_cookies": {"type": "integer", "minimum": 1}}),
+        "file": obj({"type": STR, "filename": {"type": "string", "minLength": 1},
+                     "purge_on_startup": BOOL,
+                     "max_cookies": {"type": "integer", "minimum": 1}},
+                    required=["filename"]),
+    }, "cookie store"),
+    "secure": BOOL, "http_strict": BOOL,
     "same_site": {"enum": ["Strict", "Lax", "None"]},
 })
 
@@ -602,7 +639,7 @@ _UNSUPPORTED_BY_KIND: dict[str, dict[str, str]] = {
     "service": UNSUPPORTED_SERVICES,
     "component": UNSUPPORTED_COMPONENTS,
     "endpoint": {"twisted": "", "onion": "", "tor": ""},
-    "authentication": {"function": ""},
+    "cookie store": {"database": "use a 'file' store"},
 }
 
 _PATTERN_HINTS = {
@@ -611,6 +648,9 @@ _PATTERN_HINTS = {
     COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
     "^[0-9a-fA-F]{64}$": "a public key (or a SHA-256 hash) is 64 hex digits",
     "^0?[0-7]{3}$": "file permissions are an octal mode such as '0644'",
+    "^([0-9a-fA-F]{2})+$": "hex digits, an even number of them",
+    "^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}$": "a SHA1 fingerprint: 40 hex digits, may be "
+                                              "separated by ':'",
     URI_PATTERN: "a URI pattern has dot-separated parts without spaces or '#'",
     PROCEDURE: "a procedure URI has non-empty dot-separated parts without spaces or '#'",
 }

@@ -90,6 +90,8 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             realm = comp.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
+    from geonode.router.auth import check as auth_check  # what auth methods need of transports
+    errors.extend(auth_check.errors(data))
     return errors
 
 
@@ -360,9 +362,6 @@ def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) ->
         spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
             _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
-        elif svc.get("type") == "websocket" and "cookie" in svc:
-            out.append(f"{spath}.cookie: ignored, cookie tracking {NOT_SUPPORTED} "
-                       "(no cookie is set)")
         elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
             if svc.get("threads") is False:
                 for key in ("minthreads", "maxthreads"):

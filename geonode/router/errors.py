@@ -58,5 +58,7 @@ CLOSE_NORMAL = "wamp.close.normal"
 CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 CLOSE_KILLED = "wamp.close.killed"
+#: a client's GOODBYE reason that also ends its cookie login (Crossbar)
+CLOSE_LOGOUT = "wamp.close.logout"
 #: the in-process session's peer went away without a GOODBYE
 CLOSE_TRANSPORT_LOST = "wamp.close.transport_lost"

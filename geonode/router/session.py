@@ -25,6 +25,7 @@ from geonode.router.errors import (
     AUTHENTICATION_FAILED,
     CLOSE_GOODBYE_AND_OUT,
     CLOSE_KILLED,
+    CLOSE_LOGOUT,
     CLOSE_SYSTEM_SHUTDOWN,
     NO_AUTH_METHOD,
     NO_SUCH_REALM,
@@ -319,11 +320,18 @@ class RouterSession:
                 return
             pending = pending_auth("anonymous", {"type": "static", "role": "anonymous"}, self)
         else:
+            cookie_offered = False
             for method in authmethods:
                 if method in METHODS and method in self.auth_config:
-                    pending = pending_auth(method, self.auth_config[method], self)
-                    break
+                    candidate = pending_auth(method, self.auth_config[method], self)
+                    if candidate.usable(msg):
+                        pending = candidate
+                        break
+                    cookie_offered = True   # only cookie can be unusable
             if pending is None:
+                if cookie_offered:
+                    self._cookie_refused(msg)
+                    return
                 self._abort(NO_AUTH_METHOD, f"cannot authenticate using any of {authmethods}")
                 return
         # A dynamic authenticator may pick the realm; otherwise it must exist up front.
@@ -336,6 +344,23 @@ class RouterSession:
             return
         self._pending = pending
         self._handle_auth_answer(pending.hello(realm_name, msg), msg, pending)
+
+    def _cookie_refused(self, msg: m.Hello) -> None:
+        """Only ``cookie`` was offered (of the configured methods) and the connection's cookie
+        carries no login for this realm. A cookie value the node never issued is a guess: its
+        refusal is counted like a wrong password (auth/throttle.py)."""
+        ref = getattr(self.peer, "cookie", None)
+        why = ("the connection carries no cookie" if ref is None else
+               "the cookie presented is unknown or expired" if ref.presented_unknown else
+               "the cookie carries no login for this realm")
+        deny = Deny(AUTHENTICATION_FAILED, f"cookie authentication failed: {why}; "
+                                           "authenticate with another method first",
+                    counts=ref is not None and ref.presented_unknown)
+        if deny.counts:
+            self._abort_later(self.router.auth_throttle.failed(
+                address_key(self.transport_details), msg.authid), deny.reason, deny.message)
+        else:
+            self._abort(deny.reason, deny.message)
 
     def _on_authenticate(self, msg: m.Authenticate) -> None:
         pending = self._pending
@@ -403,8 +428,19 @@ class RouterSession:
                                  authrole=a.authrole, authmethod=a.authmethod,
                                  authprovider=a.authprovider, authextra=a.authextra or {}))
         realm.join(self)
+        ref = getattr(self.peer, "cookie", None)
+        if ref is not None and a.authprovider != "cookie" and self.auth_config \
+                and "cookie" in self.auth_config:
+            # the cookie remembers this login for the connection's next HELLO (Crossbar)
+            ref.remember(realm.name, a.authid, a.authrole, a.authmethod, a.authextra)
 
     def _on_goodbye(self, msg: m.Goodbye) -> None:
+        ref = getattr(self.peer, "cookie", None)
+        if msg.reason == CLOSE_LOGOUT and ref is not None:
+            kicked = ref.logout(self.peer)
+            log.info("session %s (%s): logged out: cookie login forgotten, %d other "
+                     "connections closed", self.id, self.transport_details.get("peer", "?"),
+                     kicked)
         self.peer.send(m.Goodbye(CLOSE_GOODBYE_AND_OUT))
         self._leave_realm()
         # The transport stays open: the client may send a new HELLO or close it.

@@ -96,15 +96,17 @@ class Upgrader:
         self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
     def accept(self, subprotocols: list[str] | None = None,
-               options: WebSocketOptions | None = None) -> WebSocket:
-        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError)."""
+               options: WebSocketOptions | None = None,
+               extra_headers: list[tuple[str, str]] | None = None) -> WebSocket:
+        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError).
+        ``extra_headers`` go into the 101 response (a Set-Cookie)."""
         opts = options or WebSocketOptions()
         env = self.handler.environ
         key = self.validate(opts)
 
         offered = [p.strip() for p in env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
                    if p.strip()]
-        return self._accepted(opts, key, offered, subprotocols)
+        return self._accepted(opts, key, offered, subprotocols, extra_headers)
 
     def validate(self, opts: WebSocketOptions) -> str:
         """The opening handshake's checks (RFC 6455 4.2.1, origin, deadline): the client's
@@ -153,7 +155,8 @@ class Upgrader:
         return sock, self.handler.rfile
 
     def _accepted(self, opts: WebSocketOptions, key: str, offered: list[str],
-                  subprotocols: list[str] | None) -> WebSocket:
+                  subprotocols: list[str] | None,
+                  extra_headers: list[tuple[str, str]] | None = None) -> WebSocket:
         handler = self.handler
         env = handler.environ
         chosen = select_subprotocol(offered, subprotocols)
@@ -183,6 +186,7 @@ class Upgrader:
             if agreed is not None:
                 pmd, response = agreed
                 headers.append(f"Sec-WebSocket-Extensions: {response}")
+        headers.extend(f"{k}: {v}" for k, v in extra_headers or ())
         head = ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
 
         sock = handler.socket
