@@ -43,7 +43,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def node_config(port: int) -> dict:
+def node_config(port: int, max_connections: int) -> dict:
     allow = {"uri": "", "match": "prefix",
              "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}
     return {"version": 2, "controller": {}, "workers": [{
@@ -52,6 +52,8 @@ def node_config(port: int) -> dict:
         "transports": [{
             "type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1",
                                         "backlog": 4096},
+            # The default cap is 80% of the fd limit, which the sessions are meant to fill.
+            "options": {"max_connections": max_connections},
             "paths": {"ws": {"type": "websocket", "serializers": ["json"]},
                       "ping": {"type": "json", "value": "pong"}}}]}]}
 
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     import wire
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="geonode-fill-"))
-    (work / "node.json").write_text(json.dumps(node_config(port)))
+    (work / "node.json").write_text(json.dumps(node_config(port, hard - 100)))
     node = subprocess.Popen([sys.executable, "-m", "geonode", "node.json", "--loglevel",
                              "warning"], cwd=work, stdout=open(work / "node.log", "w"),
                             stderr=subprocess.STDOUT)
