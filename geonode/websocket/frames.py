@@ -67,14 +67,6 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,
     return head + mask if mask is not None else head
 
 
-def build_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False,
-                mask: bytes | None = None) -> bytes:
-    """One complete frame; with ``mask`` the payload is masked (client → server)."""
-    if mask is not None:
-        payload = xor_mask(payload, mask)
-    return frame_header(opcode, len(payload), fin, rsv1, mask) + payload
-
-
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame: empty when there is no code (1005 is never sent)."""
     if code is None or code == CLOSE_NO_STATUS:
