@@ -492,7 +492,7 @@ def _show_tracebacks(cfg: Config) -> None:
 
 
 #: what a standby child imports ahead: the node's machinery and common frameworks, never app code
-WARM_IMPORTS = ("geonode.node", "geonode.config", "geonode.cli", "geonode.web.server",
+WARM_IMPORTS = ("geonode.node", "geonode.config", "geonode.web.server",
                 "geonode.web.dispatch", "geonode.web.options", "geonode.web.wsgi_host",
                 "geonode.web.handler", "geonode.web.services.static",
                 "geonode.web.services.websocket", "geonode.router", "flask")
