@@ -123,12 +123,17 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from geonode.config import ConfigError, load, print_errors, warnings
+    from geonode.config import ConfigError, load, print_errors, verify, warnings
 
     try:
         cfg = load(args.config)
     except ConfigError as e:
         print_errors(args.config, e.errors)
+        return 1
+    # what start resolves while it builds (imports of the app's code), resolved the same way
+    errors = verify(cfg)
+    if errors:
+        print_errors(args.config, errors)
         return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)

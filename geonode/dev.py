@@ -485,10 +485,10 @@ def run_child(config_path: str, loglevel: str) -> int:
 
 
 def _show_tracebacks(cfg: Config) -> None:
-    for worker in cfg.data.get("workers", []):
-        for transport in worker.get("transports", []):
-            if transport.get("type") == "web":
-                transport.setdefault("options", {})["display_tracebacks"] = True
+    for worker in cfg.model.workers:
+        for transport in worker.transports:
+            if transport.type == "web":
+                transport.options["display_tracebacks"] = True
 
 
 #: what a standby child imports ahead: the node's machinery and common frameworks, never app code

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geonode.config.model import Endpoint
+
 __all__ = ["ConnectionCap", "EndpointError", "default_max_connections", "open_file_limit",
            "tcp_listener", "tls_context", "unix_listener"]
 
@@ -100,21 +102,20 @@ def tls_context(tls: dict, base: Path, json_path: str) -> Any:
     return ctx
 
 
-def tcp_listener(endpoint: dict, json_path: str) -> tuple[socket.socket, str]:
+def tcp_listener(endpoint: Endpoint, json_path: str) -> tuple[socket.socket, str]:
     """A listening TCP socket for a ``tcp`` endpoint and its ``host:port`` (actual port)."""
     from gevent import socket as gsocket
 
-    version = int(endpoint.get("version", 4))
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    interface = endpoint.get("interface") or ("::" if version == 6 else "0.0.0.0")
-    port = int(endpoint["port"])
+    family = socket.AF_INET6 if endpoint.version == 6 else socket.AF_INET
+    interface = endpoint.any_interface
+    port = endpoint.port
     sock = gsocket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if endpoint.get("shared"):
+        if endpoint.shared:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((interface, port))
-        sock.listen(int(endpoint.get("backlog", 50)))
+        sock.listen(endpoint.backlog)
     except OSError as e:
         sock.close()
         raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
@@ -124,11 +125,11 @@ def tcp_listener(endpoint: dict, json_path: str) -> tuple[socket.socket, str]:
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
-def unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.socket, str]:
+def unix_listener(endpoint: Endpoint, base: Path, json_path: str) -> tuple[socket.socket, str]:
     """A listening Unix socket for a ``unix`` endpoint (path relative to ``base``)."""
     from gevent import socket as gsocket
 
-    path = (base / endpoint["path"]).absolute()
+    path = (base / str(endpoint.path)).absolute()
     if path.exists():
         if not stat.S_ISSOCK(path.stat().st_mode):
             raise EndpointError(f"{json_path}.path: {path} exists and is not a socket")
@@ -144,7 +145,7 @@ def unix_listener(endpoint: dict, base: Path, json_path: str) -> tuple[socket.so
     sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
-        sock.listen(int(endpoint.get("backlog", 50)))
+        sock.listen(endpoint.backlog)
     except OSError as e:
         sock.close()
         raise EndpointError(f"{json_path}: cannot listen on unix socket {path}: "

@@ -15,13 +15,13 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from geonode.config import Config, ConfigError
+from geonode.config.model import Component, Transport, Worker
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
@@ -46,9 +46,9 @@ def _process_age() -> float | None:
 class _Transport:
     """One configured web transport before and after its endpoint is bound."""
 
-    def __init__(self, cfg: dict, json_path: str, app: Callable) -> None:
+    def __init__(self, cfg: Transport, app: Callable) -> None:
         self.cfg = cfg
-        self.json_path = json_path
+        self.json_path = cfg.json_path
         self.app = app
         self.server: Any = None
 
@@ -56,27 +56,25 @@ class _Transport:
 class Node:
     """Everything one config describes, in one process."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.dir = Path(cfg.dir)
-        controller = cfg.data.get("controller") or {}
-        title = (controller.get("options") or {}).get("title")
-        self.info = NodeInfo(title=title)
+        self.info = NodeInfo(title=cfg.model.title)
         self.routers: list[Any] = []
         self.web: list[_Transport] = []
         self.rawsocket_servers: list[tuple[str, Any]] = []  # (json_path, StreamServer)
         self.components: list[Any] = []
         self.force_stop = False  # a second signal: do not wait for requests in flight
-        self._pending_components: list[tuple[Any, list, BuildContext]] = []
-        self._pending_rawsocket: list[tuple[str, dict, Any, BuildContext]] = []
+        self._pending_components: list[tuple[Any, list[Component], BuildContext]] = []
+        self._pending_rawsocket: list[tuple[Transport, Any, BuildContext]] = []
         self.info.session_count = self._session_count
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
         return sum(r.session_count() for r in self.routers)
 
-    def _make_router(self, worker: dict) -> Any:
-        if not worker.get("realms"):
+    def _make_router(self, worker: Worker) -> Any:
+        if not worker.has_router:
             return None  # a web-only worker: the router modules are not even imported
         from geonode.router import Router
 
@@ -93,38 +91,25 @@ class Node:
         """Build every router and app without binding anything (imports user code)."""
         from geonode.web import dispatch, options
 
-        for wi, worker in enumerate(self.cfg.data.get("workers", [])):
-            wpath = f"workers[{wi}]"
-            if worker.get("type", "router") != "router":
-                raise ConfigError(f"{wpath}.type: worker type {worker.get('type')!r} "
-                                  "is not supported by geonode")
-            if worker_disabled(worker):
-                log.info("%s: disabled (options.disabled), not started", wpath)
+        for worker in self.cfg.model.workers:
+            if worker.disabled:
+                log.info("%s: disabled (options.disabled), not started", worker.json_path)
                 continue
             router = self._make_router(worker)
-            for ti, transport in enumerate(worker.get("transports", [])):
-                tpath = f"{wpath}.transports[{ti}]"
-                kind = transport.get("type")
-                endpoint = transport.get("endpoint") or {}
-                tls = bool(endpoint.get("tls"))
-                topts = transport.get("options") or {}
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.paths",
-                                   router=router, transport_options=topts, node=self.info,
-                                   tls=tls)
-                if kind == "web":
-                    app = dispatch.build_app(transport.get("paths") or {}, ctx)
-                    app = options.wrap(app, topts, tls=tls)
-                    self.web.append(_Transport(transport, tpath, app))
-                elif kind == "rawsocket":
-                    self._pending_rawsocket.append((tpath, transport, router, ctx))
-                else:
-                    raise ConfigError(f"{tpath}.type: transport type {kind!r} "
-                                      "is not supported by geonode")
-            comps = worker.get("components") or []
-            if comps:
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{wpath}.components",
+            for transport in worker.transports:
+                ctx = BuildContext(config_dir=self.dir, json_path=f"{transport.json_path}.paths",
+                                   router=router, transport_options=transport.options,
+                                   node=self.info, tls=transport.tls)
+                if transport.type == "web":
+                    app = dispatch.build_app(transport.paths, ctx)
+                    app = options.wrap(app, transport.options, tls=transport.tls)
+                    self.web.append(_Transport(transport, app))
+                else:  # rawsocket (the config model admits no other)
+                    self._pending_rawsocket.append((transport, router, ctx))
+            if worker.components:
+                ctx = BuildContext(config_dir=self.dir, json_path=f"{worker.json_path}.components",
                                    router=router, node=self.info)
-                self._pending_components.append((router, comps, ctx))
+                self._pending_components.append((router, worker.components, ctx))
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
@@ -136,14 +121,13 @@ class Node:
         fair_share = default_max_connections(len(self.web) + len(self._pending_rawsocket))
         try:
             for t in self.web:
-                topts = t.cfg.get("options") or {}
-                t.server = WebServer(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
-                                     json_path=t.json_path, timeouts=timeouts(topts),
-                                     max_connections=topts.get("max_connections", fair_share))
-            for tpath, transport, router, ctx in self._pending_rawsocket:
+                t.server = WebServer(t.cfg.endpoint, t.app, config_dir=self.dir,
+                                     json_path=t.json_path, timeouts=timeouts(t.cfg.options),
+                                     max_connections=t.cfg.max_connections or fair_share)
+            for transport, router, ctx in self._pending_rawsocket:
                 from geonode.transport import rawsocket
 
-                self.rawsocket_servers.append((tpath, rawsocket.serve(
+                self.rawsocket_servers.append((transport.json_path, rawsocket.serve(
                     transport, router, ctx, max_connections_default=fair_share)))
         except BaseException:
             self.close_listeners()
@@ -223,14 +207,6 @@ class Node:
             gevent.sleep(0.05)
 
 
-def worker_disabled(worker: dict) -> bool:
-    """A worker's ``options.disabled``: a boolean, or a string from ``${VAR}`` substitution."""
-    value = (worker.get("options") or {}).get("disabled", False)
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 # Worker options that mean something only for Crossbar's one-process-per-worker model.
 _IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
 
@@ -242,27 +218,19 @@ def prepare(cfg: Config) -> None:
     with ``options.disabled`` is not started, so its options are not applied either.
     """
     from geonode.config import warnings
+    from geonode.config.imports import apply_worker_options
 
     log = logging.getLogger("geonode.config")
     for line in warnings(cfg):
         log.warning("%s", line)
-    paths: list[str] = []
-    for wi, worker in enumerate(cfg.data.get("workers", [])):
-        if worker_disabled(worker):
+    for worker in cfg.model.workers:
+        if worker.disabled:
             continue
-        options = worker.get("options") or {}
-        for entry in options.get("pythonpath", []):
-            full = str((cfg.dir / entry).resolve())
-            if full not in paths:
-                paths.append(full)
-        env = options.get("env") or {}
-        for name, value in (env.get("vars") or {}).items():
-            os.environ[name] = str(value)
         for key in _IGNORED_OPTIONS:
-            if key in options:
-                log.debug("workers[%d].options.%s: ignored (geonode runs one process)", wi, key)
-    # Prepend in config order: the first entry wins, as in Crossbar.
-    sys.path[:0] = [p for p in paths if p not in sys.path]
+            if key in worker.options:
+                log.debug("%s.options.%s: ignored (geonode runs one process)",
+                          worker.json_path, key)
+    paths = apply_worker_options(cfg)
     if paths:
         log.debug("python path: %s", paths)
 
@@ -292,7 +260,7 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
         return 0
 
 
-def run(cfg: Any) -> int:
+def run(cfg: Config) -> int:
     """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
     import gevent
     from gevent.event import Event
@@ -376,15 +344,16 @@ def load_app(path: str | Path) -> NodeApp:
     """The config's first web transport as a WSGI app, routers built and components started,
     nothing bound (gunicorn binds). Call its ``close()`` when the server stops."""
     from geonode.config import load
+    from geonode.config.model import require_web_transport
 
     cfg = load(path)
+    require_web_transport(cfg.model, str(path))
     prepare(cfg)
     node = Node(cfg)
     try:
         node.build()
-        if not node.web:
-            raise ConfigError(f"{path}: the config has no web transport to serve")
-        unserved = [t.json_path for t in node.web[1:]] + [p for p, *_ in node._pending_rawsocket]
+        unserved = ([t.json_path for t in node.web[1:]]
+                    + [t.json_path for t, *_ in node._pending_rawsocket])
         if unserved:
             log.warning("%s: only %s is served here (the server's own socket); not served: %s",
                         path, node.web[0].json_path, ", ".join(unserved))

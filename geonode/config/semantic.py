@@ -6,8 +6,6 @@ Runs after the schema, on data that may still be partly invalid, so every access
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,21 +158,19 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
 def warnings(data: dict, config_dir: Path) -> list[str]:
     """Things that are allowed but probably wrong; ``geonode check`` shows them, start logs them.
 
-    Looks only, never imports: a wsgi module is searched on the config's python path by name.
+    Looks only, never imports (a wsgi module that cannot be imported is an error of
+    ``geonode.config.verify``, which ``check`` runs and ``start`` meets while it builds).
     """
     out: list[str] = []
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         wpath = f"workers[{wi}]"
-        search: list[str] = []
         for i, entry in enumerate(_list(_dict(worker.get("options")).get("pythonpath"))):
             if isinstance(entry, str):
                 full = (config_dir / entry).resolve()
-                search.append(str(full))
                 if not full.is_dir():
                     out.append(f"{wpath}.options.pythonpath[{i}]: {entry!r} is not a folder "
                                f"({full})")
-        search += [p for p in sys.path if p]
         for ti, transport in enumerate(_list(worker.get("transports"))):
             transport = _dict(transport)
             tpath = f"{wpath}.transports[{ti}]"
@@ -182,17 +178,17 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
             if _dict(transport.get("options")).get("hsts") and "tls" not in ep:
                 out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
             if transport.get("type") == "web":
-                _wsgi_modules(_dict(transport.get("paths")), f"{tpath}.paths", search, out)
+                _ignored_keys(_dict(transport.get("paths")), f"{tpath}.paths", out)
     return out
 
 
-def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) -> None:
-    """Warnings about path services: wsgi modules not found, keys accepted but ignored."""
+def _ignored_keys(paths: dict, ppath: str, out: list[str]) -> None:
+    """Warnings about path services: keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
         spath = join_path(ppath, key)
         if svc.get("type") == "path":
-            _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
+            _ignored_keys(_dict(svc.get("paths")), f"{spath}.paths", out)
         elif svc.get("type") == "websocket" and "cookie" in svc:
             out.append(f"{spath}.cookie: ignored, cookie tracking {NOT_SUPPORTED} "
                        "(no cookie is set)")
@@ -202,9 +198,3 @@ def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) ->
                     if key in svc:
                         out.append(f"{spath}.{key}: ignored, \"threads\": false runs the app "
                                    "on the hub (no thread pool)")
-            top = svc["module"].split(".")[0]
-            if (top and top not in sys.builtin_module_names and top not in sys.modules
-                    and importlib.machinery.PathFinder.find_spec(top, search) is None):
-                shown = ", ".join(search[:3]) + (", ..." if len(search) > 3 else "")
-                out.append(f"{spath}.module: module {top!r} not found on the python path "
-                           f"({shown})")

@@ -14,6 +14,7 @@ import txaio
 
 txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializers load
 
+from geonode.config.model import Worker, parse_worker  # noqa: E402
 from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
 from geonode.router.session import RouterSession  # noqa: E402
@@ -26,16 +27,20 @@ __all__ = ["Router", "RouterSession", "Realm"]
 class Router:
     """One router worker: its realms by name, and every attached session."""
 
-    def __init__(self, worker_cfg: dict | None = None, config_dir: Path | None = None) -> None:
-        worker_cfg = worker_cfg or {}
+    def __init__(self, worker: Worker | dict | None = None,
+                 config_dir: Path | None = None) -> None:
+        """``worker``: the config model's router worker; a dict (a worker's config as
+        written: tests, benchmarks) is read through the same model."""
+        if not isinstance(worker, Worker):
+            worker = parse_worker(worker)
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
         self.realms: dict[str, Realm] = {}
-        for cfg in worker_cfg.get("realms", []) or []:
-            self.realms[cfg["name"]] = Realm(self, cfg)
+        for cfg in worker.realms:
+            self.realms[cfg.name] = Realm(self, cfg)
         self.sessions: set[RouterSession] = set()
         # failed authentications of every transport of this router (auth/throttle.py)
         self.auth_throttle = AuthThrottle(ThrottleConfig.from_options(
-            (worker_cfg.get("options") or {}).get("auth_throttle")))
+            worker.options.get("auth_throttle")))
 
     def attach(self, peer: Any, auth_config: dict | None = None,
                auth: dict | None = None) -> RouterSession:

@@ -11,6 +11,7 @@ from autobahn.wamp import message as m
 from autobahn.wamp import role as r
 from autobahn.wamp.exception import ApplicationError
 
+from geonode.config.model import RealmConfig
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
@@ -18,7 +19,7 @@ from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
 from geonode.router.state import new_id
-from geonode.uri import MAX_URI_LENGTH, checker
+from geonode.uri import checker
 
 log = logging.getLogger("geonode.router")
 
@@ -99,28 +100,21 @@ class ServiceSession(RouterSession):
 
 
 class Realm:
-    def __init__(self, router: Any, cfg: dict) -> None:
+    def __init__(self, router: Any, cfg: RealmConfig) -> None:
         self.router = router
-        self.name: str = cfg["name"]
-        options = cfg.get("options", {}) or {}
-        self.meta_enabled = bool(options.get("enable_meta_api", True))
-        # Crossbar's default is loose (its router factory), strict only when asked for.
-        self.uri_check = options.get("uri_check", "loose")
-        if self.uri_check not in ("strict", "loose"):
-            raise ValueError(f"realm {self.name!r}: uri_check must be 'strict' or 'loose'")
-        self.max_uri_length = int(options.get("max_uri_length", MAX_URI_LENGTH))
+        self.name: str = cfg.name
+        self.meta_enabled = cfg.options.enable_meta_api
+        self.uri_check = cfg.options.uri_check
+        self.max_uri_length = cfg.options.max_uri_length
         # valid_uri(uri, match) -> bool: O(len(uri)), longer than max_uri_length is invalid
         self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
-        self.roles = build_roles(cfg.get("roles", []) or [], self)
+        self.roles = build_roles(cfg.roles, self)
         self.sessions: dict[int, RouterSession] = {}
         self.broker = Broker(self)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
         # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
-        store = cfg.get("store") or {}
-        default_limit = store.get("limit", 1000)
-        for entry in store.get("event-history", []) or []:
-            self.broker.state.keep_history(entry["uri"], entry.get("match", "exact"),
-                                           entry.get("limit", default_limit))
+        for entry in cfg.history:
+            self.broker.state.keep_history(entry.uri, entry.match, entry.limit)
         self.dealer = Dealer(self)
         # What a joined session hands each message type to (RouterSession._process): the
         # realm's broker and dealer, so the session needs nothing of the realm's modules.
@@ -136,8 +130,7 @@ class Realm:
             m.Error: self.dealer.error,
         }
         self.meta = MetaAPI(self)
-        self.welcome_roles = welcome_roles(self.meta_enabled,
-                                           bool(store.get("event-history")))
+        self.welcome_roles = welcome_roles(self.meta_enabled, bool(cfg.history))
         self.service = ServiceSession(router, self)
 
     # -- membership -----------------------------------------------------------------------

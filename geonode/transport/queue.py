@@ -32,9 +32,8 @@ from gevent import get_hub
 from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
-from geonode.config import ConfigError
+from geonode.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES
 from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
-from geonode.transport import serializers as ser
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
 # WebSocket's close codes say how a connection ends; RawSocket, which has none, ignores them.
@@ -48,10 +47,8 @@ from geonode.websocket.frames import (
 
 log = logging.getLogger("geonode.transport")
 
-DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
-DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
-# geonode's own transport options (not Crossbar's): the bound of a connection's outgoing queue.
-QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
+# DEFAULT_MAX_QUEUE (messages) and DEFAULT_MAX_QUEUE_BYTES (bytes, characters for JSON)
+# waiting for the socket: the config model's defaults of max_queue and max_queue_bytes.
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 
@@ -128,40 +125,6 @@ def _sweep() -> None:
     for peer in old:
         del _parked[peer]
         peer._retire()
-
-
-# -- transport config shared by WebSocket paths and RawSocket transports ----------------------
-def configured_serializers(cfg: dict, json_path: str) -> list[str]:
-    """The base serializer names a transport config asks for (default: all installed)."""
-    names = cfg.get("serializers")
-    if names is None:
-        return ser.available()
-    errors = []
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
-                          f"serializer names ({', '.join(ser.KNOWN)})")
-    for i, name in enumerate(names):
-        if name not in ser.KNOWN:
-            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
-                          f"(known: {', '.join(ser.KNOWN)})")
-        elif name not in ser.SERIALIZERS:
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
-                          f"(installed: {', '.join(ser.available())})")
-    if errors:
-        raise ConfigError(errors)
-    return list(dict.fromkeys(names))
-
-
-def queue_limits(options: dict, json_path: str) -> dict[str, int]:
-    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
-    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
-    for key in QUEUE_OPTIONS:
-        if key in options:
-            value = options[key]
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
-            limits[key] = value
-    return limits
 
 
 class MessageQueuePeer:

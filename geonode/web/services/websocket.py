@@ -11,20 +11,15 @@ import html
 from collections.abc import Iterable
 
 from geonode import __version__
-from geonode.config import ConfigError
+from geonode.config.model import WebSocketService
 from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
-from geonode.transport.queue import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    QUEUE_OPTIONS,
-    configured_serializers,
-    queue_limits,
-)
+from geonode.transport.queue import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport.websocket import WampWebSocketPeer, transport_details
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
-__all__ = ["build", "configured_serializers", "queue_limits"]
+__all__ = ["build"]
 
 def _respond(start_response, status: int, body: str, content_type: str = "text/plain",
              headers: list[tuple[str, str]] | None = None) -> list[bytes]:
@@ -46,23 +41,19 @@ def _status_page(names: list[str], protocols: list[str]) -> str:
     )
 
 
-def build(cfg: dict, ctx: BuildContext):
-    """The WSGI app for a ``websocket`` path."""
-    json_path = ctx.json_path
+def build(cfg: WebSocketService, ctx: BuildContext):
+    """The WSGI app for a ``websocket`` path (the config model checked that the worker has a
+    router, and the serializers and queue bounds)."""
     router = ctx.router
-    if router is None:
-        raise ConfigError(f"{json_path}: a websocket path needs a router worker")
-    names = configured_serializers(cfg, json_path)
-    options_cfg = dict(cfg.get("options") or {})
-    limits = queue_limits(options_cfg, json_path)
-    for key in QUEUE_OPTIONS:
-        options_cfg.pop(key, None)
+    names = cfg.serializers
+    options_cfg = dict(cfg.options)
+    limits = {"max_queue": cfg.max_queue, "max_queue_bytes": cfg.max_queue_bytes}
     # No limit (Crossbar's default) let one 1 GiB message take the node to 2 GiB RSS.
     options_cfg.setdefault("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     ws_options = WebSocketOptions.from_config(options_cfg)
     protocols = ser.subprotocols(names)
     fallback = ser.get("json" if "json" in names else names[0])
-    auth_config = cfg.get("auth")
+    auth_config = cfg.auth
     page = _status_page(names, protocols)
 
     def app(environ: dict, start_response) -> Iterable[bytes]:

@@ -1,0 +1,155 @@
+"""The config's references to code: WSGI modules and objects, component classes, packages of
+static files. ``geonode start`` resolves them while it builds; ``geonode check`` resolves the
+same ones with the same functions (``verify``), so both name a missing module with one line.
+
+Resolving imports user code: that is what ``start`` does too, and the only way to know.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geonode.config.reader import ConfigError
+
+if TYPE_CHECKING:
+    from geonode.config import Config
+    from geonode.config.model import Component, Service, StaticService, WsgiService
+
+#: Crossbar's bridge component classes -> geonode's
+ALIASES = {
+    "crossbar.bridge.rest.MessageForwarder": "geonode.bridge.forwarder.MessageForwarder",
+    "crossbar.bridge.rest.subscriber.MessageForwarder":
+        "geonode.bridge.forwarder.MessageForwarder",
+    "crossbar.bridge.rest.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
+    "crossbar.bridge.rest.callee.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
+}
+
+
+def wsgi_object(svc: WsgiService) -> Callable:
+    """Import a wsgi path's ``module`` and return its attribute ``object`` (dotted)."""
+    try:
+        module = importlib.import_module(svc.module)
+    except Exception as e:  # any import-time failure of user code is a config problem
+        raise ConfigError([
+            f"{svc.json_path}.module: cannot import WSGI module {svc.module!r}: "
+            f"{type(e).__name__}: {e}\n  sys.path = {sys.path!r}"
+        ]) from e
+    obj: Any = module
+    for part in svc.object.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError([
+                f"{svc.json_path}.object: module {svc.module!r} "
+                f"({getattr(module, '__file__', '?')}) has no attribute {svc.object!r}"
+            ]) from None
+    if not callable(obj):
+        raise ConfigError([f"{svc.json_path}.object: {svc.module}.{svc.object} is not callable"])
+    return obj
+
+
+def component_class(comp: Component) -> type:
+    """Import a router component's ``classname`` (Crossbar's bridge names included)."""
+    path, classname = comp.json_path, comp.classname
+    target = ALIASES.get(classname, classname)
+    module_name, _, attr = target.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"{path}.classname: {classname!r} is not 'package.module.Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(f"{path}.classname: cannot import {module_name!r}: "
+                          f"{type(e).__name__}: {e}") from e
+    cls = getattr(module, attr, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{path}.classname: module {module_name!r} has no class {attr!r}")
+    if not callable(getattr(cls, "on_join", None)):
+        raise ConfigError(f"{path}.classname: {classname} has no on_join(session) method "
+                          "(geonode components are plain classes, see geonode.components)")
+    return cls
+
+
+def component_error(comp: Component, e: ValueError) -> ConfigError:
+    """A component constructor's complaint about its config (the bridge components say
+    ``extra.<key>: ...``), as a config error with its JSON path."""
+    msg = str(e)
+    return ConfigError(f"{comp.json_path}.{msg}" if msg.startswith("extra")
+                       else f"{comp.json_path}: {comp.classname}: {msg}")
+
+
+def static_root(svc: StaticService, config_dir: Path) -> Path:
+    """The folder a static path serves: its ``directory``, or a package's ``resource``."""
+    if svc.directory is not None:
+        root = Path(config_dir, svc.directory)
+        if not root.is_dir():
+            raise ConfigError(f"{svc.json_path}.directory: {str(root)!r} is not a directory")
+        return root
+    package, resource = str(svc.package), str(svc.resource)
+    try:
+        ref = importlib.resources.files(package).joinpath(resource)
+    except (ImportError, TypeError) as e:
+        raise ConfigError(f"{svc.json_path}.package: cannot import {package!r}: {e}") from None
+    root = Path(str(ref))
+    if not isinstance(ref, Path) and not root.is_dir():
+        raise ConfigError(f"{svc.json_path}.package: {package!r} is not installed as plain files")
+    if not root.is_dir():
+        raise ConfigError(
+            f"{svc.json_path}.resource: {resource!r} is not a folder in package {package!r}")
+    return root
+
+
+def _services(paths: dict[str, Service]) -> Iterable[Service]:
+    from geonode.config.model import PathService
+
+    for svc in paths.values():
+        if isinstance(svc, PathService):
+            yield from _services(svc.paths)
+        else:
+            yield svc
+
+
+def apply_worker_options(cfg: Config) -> list[str]:
+    """What ``start`` does to its process before it builds: the enabled workers'
+    ``pythonpath`` first on ``sys.path``, their ``env.vars`` in the environment. The folders
+    added (in order)."""
+    from geonode.config.model import python_path
+
+    paths = python_path(cfg.model, cfg.dir)
+    for worker in cfg.model.workers:
+        if not worker.disabled:
+            os.environ.update(worker.env_vars)
+    sys.path[:0] = [p for p in paths if p not in sys.path]
+    return paths
+
+
+def verify(cfg: Config) -> list[str]:
+    """Resolve every reference to code of an enabled worker as ``start`` would (after
+    ``apply_worker_options``); every failure, path-named. ``[]``: all of them resolve."""
+    from geonode.config.model import StaticService, WsgiService
+
+    errors: list[str] = []
+
+    def attempt(fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except ConfigError as e:
+            errors.extend(e.errors)
+
+    for worker in cfg.model.workers:
+        if worker.disabled:
+            continue
+        for transport in worker.transports:
+            for svc in _services(transport.paths):
+                if isinstance(svc, WsgiService):
+                    attempt(wsgi_object, svc)
+                elif isinstance(svc, StaticService):
+                    attempt(static_root, svc, cfg.dir)
+        for comp in worker.components:
+            attempt(component_class, comp)
+    return errors
