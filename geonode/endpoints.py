@@ -12,7 +12,8 @@ JSON paths in their errors. Each function takes ``json_path``, the endpoint's ow
   config folder; a stale socket file nobody answers on is replaced.
 - ``tls_context(tls, config_dir, json_path) -> ssl.SSLContext``: the endpoint's ``tls`` dict
   (``certificate``, ``key``, ``chain_certificates``, ``ca_certificates`` = client certificates
-  required, ``ciphers``, ``dhparam``); TLS 1.2 at least.
+  required, ``ciphers``, ``dhparam``); TLS 1.2 at least. A TLS file that does not load is a
+  config problem (``ConfigError``, from ``geonode.config.tls``, which ``geonode check`` runs).
 
 The sockets are gevent sockets, bound and listening, non-blocking: hand them to a gevent server.
 
@@ -24,16 +25,15 @@ The sockets are gevent sockets, bound and listening, non-blocking: hand them to 
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import socket
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from geonode.config.model import Endpoint
+from geonode.config.tls import server_context
 
 __all__ = ["ConnectionCap", "EndpointError", "default_max_connections", "open_file_limit",
            "tcp_listener", "tls_context", "unix_listener"]
@@ -51,55 +51,11 @@ class EndpointError(Exception):
 
 
 def tls_context(tls: dict, base: Path, json_path: str) -> Any:
-    """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``)."""
+    """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``), made
+    by the function ``geonode check`` verifies it with (geonode.config.tls)."""
     from gevent import ssl
 
-    def path(key: str, value: str) -> str:
-        p = (base / value).resolve()
-        if not p.is_file():
-            raise EndpointError(f"{json_path}.tls.{key}: file not found: {p}")
-        return str(p)
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    cert = path("certificate", tls["certificate"])
-    key = path("key", tls["key"])
-    chain = [path(f"chain_certificates[{i}]", c)
-             for i, c in enumerate(tls.get("chain_certificates") or [])]
-    try:
-        if chain:
-            # load_cert_chain wants the leaf and its intermediates in one file.
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
-                for p in [cert, *chain]:
-                    f.write(Path(p).read_text().strip() + "\n")
-            try:
-                ctx.load_cert_chain(f.name, key)
-            finally:
-                os.unlink(f.name)
-        else:
-            ctx.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as e:
-        raise EndpointError(f"{json_path}.tls: cannot load certificate/key ({cert}, {key}): {e}") from e
-    cas = tls.get("ca_certificates") or []
-    for i, ca in enumerate(cas):
-        try:
-            ctx.load_verify_locations(cafile=path(f"ca_certificates[{i}]", ca))
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ca_certificates[{i}]: {e}") from e
-    if cas:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    if tls.get("ciphers"):
-        try:
-            ctx.set_ciphers(tls["ciphers"])
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ciphers: {e}") from e
-    if tls.get("dhparam"):
-        try:
-            ctx.load_dh_params(path("dhparam", tls["dhparam"]))
-        except (ssl.SSLError, OSError) as e:
-            raise EndpointError(f"{json_path}.tls.dhparam: {e}") from e
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
+    return server_context(tls, base, json_path, ssl)
 
 
 def tcp_listener(endpoint: Endpoint, json_path: str) -> tuple[socket.socket, str]:

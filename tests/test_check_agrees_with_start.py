@@ -125,6 +125,12 @@ def _add_component(cfg: dict, classname: str) -> None:
                                         "realm": "realm1"}]
 
 
+def _bad_certificate(cfg: dict) -> None:
+    # files that exist (the semantic check finds them) but hold no certificate: only loading
+    # them tells, which start does when it binds and check when it verifies
+    _endpoint(cfg)["tls"] = {"certificate": "app.py", "key": "app.py"}
+
+
 P = 'workers[0].transports[0].paths'
 # (id, change to the good config, a line both must print)
 BAD: list[tuple[str, Callable[[dict], None], str]] = [
@@ -162,6 +168,8 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
     ("redirect-control-characters", lambda c: _paths(c).update(
         go={"type": "redirect", "url": "https://x/\r\nSet-Cookie: a=b"}),
      f"{P}.go.url: control characters are not allowed"),
+    ("tls-certificate-not-pem", _bad_certificate,
+     "workers[0].transports[0].endpoint.tls: cannot load certificate/key"),
     ("realm-unknown", lambda c: _paths(c)["/"].update(wamp={"realm": "nope", "role": "r"}),
      f"{P}[\"/\"].wamp.realm: realm 'nope' is not defined"),
 ]

@@ -1,5 +1,5 @@
 """The config's references to code: WSGI modules and objects, component classes, packages of
-static files. ``geonode start`` resolves them while it builds; ``geonode check`` resolves the
+static files; and the TLS certificates of its endpoints (loaded, not only found). ``geonode start`` resolves them while it builds; ``geonode check`` resolves the
 same ones with the same functions (``verify``), so both name a missing module with one line.
 
 Resolving imports user code: that is what ``start`` does too, and the only way to know.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geonode.config.reader import ConfigError
+from geonode.config.tls import server_context
 
 if TYPE_CHECKING:
     from geonode.config import Config
@@ -145,6 +146,9 @@ def verify(cfg: Config) -> list[str]:
         if worker.disabled:
             continue
         for transport in worker.transports:
+            if transport.endpoint.tls:
+                attempt(server_context, transport.endpoint.tls, cfg.dir,
+                        f"{transport.json_path}.endpoint")
             for svc in _services(transport.paths):
                 if isinstance(svc, WsgiService):
                     attempt(wsgi_object, svc)
