@@ -64,7 +64,7 @@ def _instantiate(cls: type, config: ComponentConfig) -> Any:
         params = [p for p in inspect.signature(cls).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     except (TypeError, ValueError):
-        params = [None]
+        return cls(config)  # no signature to read: give it the config
     return cls(config) if params else cls()
 
 

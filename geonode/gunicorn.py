@@ -74,7 +74,7 @@ class GunicornServer(ggevent.PyWSGIServer):
         self.connections = Connections()
         super().__init__(*args, **kwargs)
 
-    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def do_handle(self, sock: Any, address: Any) -> None:
         # From the accept on, so a TLS handshake that never completes is bounded too.
         sock.settimeout(self.client_timeout)
         super().do_handle(sock, address)

@@ -17,10 +17,8 @@ class LineFormatter(logging.Formatter):
     """One line per event; a traceback follows its event line, indented, so lines that start
     with a timestamp are still exactly the events (grep/sort friendly)."""
 
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        t = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{t}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:

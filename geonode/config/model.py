@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -462,9 +463,11 @@ def _transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Tr
     if kind == "rawsocket":
         endpoint = _endpoint(raw_endpoint, f"{tpath}.endpoint", errors, what=" for rawsocket")
         auth = cfg.get("auth")
+        limits = _queue_limits(options, tpath, errors)
         return Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
                          serializers=_serializers(cfg, tpath, errors),
-                         **_queue_limits(options, tpath, errors),
+                         max_queue=limits["max_queue"],
+                         max_queue_bytes=limits["max_queue_bytes"],
                          auth=auth if isinstance(auth, dict) else None,
                          max_connections=max_connections)
     errors.append(f"{tpath}.type: transport type {kind!r} is not supported by geonode")
@@ -478,68 +481,94 @@ def _paths(paths: dict, ppath: str, has_router: bool, errors: list[str]) -> dict
 
 def _service(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
     kind = str(cfg.get("type"))
-    if kind == "wsgi":
-        wamp = cfg.get("wamp")
-        maxthreads = int(cfg.get("maxthreads", DEFAULT_MAXTHREADS))
-        return WsgiService(kind, spath, cfg, module=str(cfg.get("module", "")),
-                           object=str(cfg.get("object", "")),
-                           threads=cfg.get("threads", True) is not False,
-                           minthreads=min(int(cfg.get("minthreads", DEFAULT_MINTHREADS)),
-                                          maxthreads),
-                           maxthreads=maxthreads, wamp=wamp if isinstance(wamp, dict) else None)
-    if kind == "websocket":
-        if not has_router:
-            errors.append(f"{spath}: a websocket path needs a router worker")
-        options = dict(_dict(cfg.get("options")))
-        limits = _queue_limits(options, spath, errors)
-        for key in QUEUE_OPTIONS:
-            options.pop(key, None)
-        auth = cfg.get("auth")
-        return WebSocketService(kind, spath, cfg, serializers=_serializers(cfg, spath, errors),
-                                **limits, options=options,
-                                auth=auth if isinstance(auth, dict) else None)
-    if kind == "redirect":
-        url = cfg.get("url")
-        if not isinstance(url, str) or not url:
-            errors.append(f"{spath}.url: a non-empty string is required")
-        elif any(c in url for c in "\r\n\x00"):
-            errors.append(f"{spath}.url: control characters are not allowed")
-        return RedirectService(kind, spath, cfg, url=url if isinstance(url, str) else "")
-    if kind == "json":
-        if "value" not in cfg:
-            errors.append(f"{spath}.value: required")
-        options = _dict(cfg.get("options"))
-        return JsonService(kind, spath, cfg, value=cfg.get("value"),
-                           prettify=bool(options.get("prettify", False)),
-                           allow_cross_origin=bool(options.get("allow_cross_origin", True)),
-                           discourage_caching=bool(options.get("discourage_caching", False)))
-    if kind == "reverseproxy":
-        host = cfg.get("host")
-        if not isinstance(host, str) or not host:
-            errors.append(f"{spath}.host: a host name is required")
-        port = cfg.get("port", 80)
-        if not isinstance(port, int) or not 0 < port < 65536:
-            errors.append(f"{spath}.port: must be a port number 1-65535")
-        return ReverseProxyService(kind, spath, cfg, host=host if isinstance(host, str) else "",
-                                   port=port if isinstance(port, int) else 80,
-                                   path=cfg.get("path", "") or "",
-                                   timeout=float(cfg.get("timeout", DEFAULT_PROXY_TIMEOUT)),
-                                   forwarded_port=cfg.get("forwarded_port"),
-                                   forwarded_proto=cfg.get("forwarded_proto"))
-    if kind == "static":
-        directory, package = cfg.get("directory"), cfg.get("package")
-        if directory is not None and package is not None:
-            errors.append(f"{spath}: give either 'directory' or 'package'+'resource', not both")
-        elif directory is None and package is None:
-            errors.append(f"{spath}: 'directory' or 'package'+'resource' required")
-        elif package is not None and cfg.get("resource") is None:
-            errors.append(f"{spath}.resource: required with 'package'")
-        return StaticService(kind, spath, cfg, directory=directory, package=package,
-                             resource=cfg.get("resource"), options=_dict(cfg.get("options")))
-    if kind == "path":
-        return PathService(kind, spath, cfg, paths=_paths(_dict(cfg.get("paths")),
-                                                          f"{spath}.paths", has_router, errors))
-    return Service(kind, spath, cfg)
+    build = _SERVICE_BUILDERS.get(kind)
+    if build is None:
+        return Service(kind, spath, cfg)  # its keys are its own (cfg.extra)
+    return build(cfg, spath, has_router, errors)
+
+
+def _wsgi(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    wamp = cfg.get("wamp")
+    maxthreads = int(cfg.get("maxthreads", DEFAULT_MAXTHREADS))
+    return WsgiService("wsgi", spath, cfg, module=str(cfg.get("module", "")),
+                       object=str(cfg.get("object", "")),
+                       threads=cfg.get("threads", True) is not False,
+                       minthreads=min(int(cfg.get("minthreads", DEFAULT_MINTHREADS)), maxthreads),
+                       maxthreads=maxthreads, wamp=wamp if isinstance(wamp, dict) else None)
+
+
+def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    if not has_router:
+        errors.append(f"{spath}: a websocket path needs a router worker")
+    options = dict(_dict(cfg.get("options")))
+    limits = _queue_limits(options, spath, errors)
+    for key in QUEUE_OPTIONS:
+        options.pop(key, None)
+    auth = cfg.get("auth")
+    return WebSocketService("websocket", spath, cfg,
+                            serializers=_serializers(cfg, spath, errors),
+                            max_queue=limits["max_queue"],
+                            max_queue_bytes=limits["max_queue_bytes"], options=options,
+                            auth=auth if isinstance(auth, dict) else None)
+
+
+def _redirect(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    url = cfg.get("url")
+    if not isinstance(url, str) or not url:
+        errors.append(f"{spath}.url: a non-empty string is required")
+    elif any(c in url for c in "\r\n\x00"):
+        errors.append(f"{spath}.url: control characters are not allowed")
+    return RedirectService("redirect", spath, cfg, url=url if isinstance(url, str) else "")
+
+
+def _json(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    if "value" not in cfg:
+        errors.append(f"{spath}.value: required")
+    options = _dict(cfg.get("options"))
+    return JsonService("json", spath, cfg, value=cfg.get("value"),
+                       prettify=bool(options.get("prettify", False)),
+                       allow_cross_origin=bool(options.get("allow_cross_origin", True)),
+                       discourage_caching=bool(options.get("discourage_caching", False)))
+
+
+def _reverseproxy(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    host = cfg.get("host")
+    if not isinstance(host, str) or not host:
+        errors.append(f"{spath}.host: a host name is required")
+    port = cfg.get("port", 80)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        errors.append(f"{spath}.port: must be a port number 1-65535")
+    return ReverseProxyService("reverseproxy", spath, cfg,
+                               host=host if isinstance(host, str) else "",
+                               port=port if isinstance(port, int) else 80,
+                               path=cfg.get("path", "") or "",
+                               timeout=float(cfg.get("timeout", DEFAULT_PROXY_TIMEOUT)),
+                               forwarded_port=cfg.get("forwarded_port"),
+                               forwarded_proto=cfg.get("forwarded_proto"))
+
+
+def _static(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    directory, package = cfg.get("directory"), cfg.get("package")
+    if directory is not None and package is not None:
+        errors.append(f"{spath}: give either 'directory' or 'package'+'resource', not both")
+    elif directory is None and package is None:
+        errors.append(f"{spath}: 'directory' or 'package'+'resource' required")
+    elif package is not None and cfg.get("resource") is None:
+        errors.append(f"{spath}.resource: required with 'package'")
+    return StaticService("static", spath, cfg, directory=directory, package=package,
+                         resource=cfg.get("resource"), options=_dict(cfg.get("options")))
+
+
+def _path(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    return PathService("path", spath, cfg,
+                       paths=_paths(_dict(cfg.get("paths")), f"{spath}.paths", has_router, errors))
+
+
+#: the path services whose keys the model reads (the others keep theirs in ``extra``)
+_SERVICE_BUILDERS: dict[str, Callable[[dict, str, bool, list[str]], Service]] = {
+    "wsgi": _wsgi, "websocket": _websocket, "redirect": _redirect, "json": _json,
+    "reverseproxy": _reverseproxy, "static": _static, "path": _path,
+}
 
 
 def _component(cfg: dict, cpath: str, errors: list[str]) -> Component:

@@ -93,7 +93,7 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path,
                     listening: dict[tuple, tuple[str, bool]], errors: list[str]) -> None:
     if ep.get("type") == "tcp":
         port = ep.get("port")
-        key = ("tcp", ep.get("interface", ""), port)
+        key: tuple = ("tcp", ep.get("interface", ""), port)
         if isinstance(port, int):
             other = listening.get(key)
             if other is None:

@@ -142,7 +142,7 @@ class MessageQueuePeer:
     inbound_large = False
     # Rarely set, so kept out of every instance's dict until needed:
     _pressure: set | None = None   # receivers this reader congested: wait for them
-    _room: Event | None = None     # set when this peer's writer takes its queue
+    _room: Any = None     # an Event, set when this peer's writer takes its queue
     _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
 
     def __init__(self, serializer: WampSerializer, details: dict,
@@ -162,7 +162,7 @@ class MessageQueuePeer:
         self.session: Any = None
         self._queue: list = []
         self._queued_bytes = 0
-        self._writer: greenlet | None = None
+        self._writer: Any = None  # its writer greenlet, while it has one
         self._wstate = _RUNNING
         self._closing: tuple[int, str] | None = None
         # what close() (the router's request) sends: 1002 once the transport saw a violation
@@ -175,6 +175,7 @@ class MessageQueuePeer:
         """Queue ``msg`` for the socket; never blocks. Over the bound the peer closes."""
         if self._dead or self._closing is not None:
             return
+        data: bytes | str | None
         try:
             data = self.serializer.serialize(msg)
         except Exception as e:

@@ -82,7 +82,7 @@ class RawSocketPeer(MessageQueuePeer):
         self._wlock = Semaphore()
         self._closed = False
 
-    def run(self, router: Any, auth_config: dict | None = None,
+    def run(self, router: Any, auth_config: dict | None = None,  # noqa: C901 - the per-frame read loop, inlined as the WebSocket's is
             initial: bytes = b"") -> None:
         self.session = router.attach(self, auth_config=auth_config)
         buf = bytearray(initial)

@@ -33,7 +33,7 @@ __all__ = ["ProtocolError", "WampSerializer", "SERIALIZERS", "available", "get",
 # (~10 MB RSS, ~0.15 s) into every node, ubjson or not.
 # (type(obj), not isinstance: the module also holds autobahn's lazily loaded flatbuffers
 # module, which isinstance would load through its __class__.)
-MESSAGE_CLASSES: dict[int, type] = {
+MESSAGE_CLASSES: dict[int, Any] = {  # autobahn's message classes
     obj.MESSAGE_TYPE: obj for obj in vars(_message).values()
     if issubclass(type(obj), type) and issubclass(obj, _message.Message)
     and type(getattr(obj, "MESSAGE_TYPE", None)) is int

@@ -116,7 +116,9 @@ class WampWebSocketPeer(MessageQueuePeer):
         if self.serializer.batched:
             # One frame per batch, but batches of bounded size: a client's message size limit
             # must not be hit because the router had a lot to say at once.
-            frames, batch, size = [], [], 0
+            frames: list = []
+            batch: list = []
+            size = 0
             for item in items:
                 if batch and size + len(item) > BATCH_FRAME_LIMIT:
                     frames.append(self.serializer.join(batch))

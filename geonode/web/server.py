@@ -99,7 +99,7 @@ class WebServer(pywsgi.WSGIServer):
         cap.install(self)
         self.max_connections = cap.limit
 
-    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def do_handle(self, sock: Any, address: Any) -> None:
         # From the accept on (a TLS handshake is a wait on the client too); the handler
         # switches to keepalive_timeout while it waits for a request.
         timeout = self.client_timeout if self.client_timeout is not None \

@@ -501,7 +501,7 @@ class WSGIHost:
             ch.watcher.ref = False
             self._channels.append(ch)
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:  # noqa: C901 - the per-request hand-off to the pool, inlined on the hot path (bench/http)
         environ["wsgi.multiprocess"] = False
         q: deque
         if self.pool is None:

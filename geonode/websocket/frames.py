@@ -114,7 +114,7 @@ def _xor_translate_inplace(buf: bytearray, mask: bytes) -> None:
 
 try:  # autobahn's optional compiled masker
     from _nvx_xormasker import ffi as _nvx_ffi  # type: ignore[import-not-found]
-    from _nvx_xormasker import lib as _nvx_lib  # type: ignore[import-not-found]
+    from _nvx_xormasker import lib as _nvx_lib
 except ImportError:  # pragma: no cover - depends on how autobahn was installed
     _nvx_ffi = _nvx_lib = None
 

@@ -92,7 +92,7 @@ class Upgrader:
         self.websocket: WebSocket | None = None
         self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
-    def accept(self, subprotocols: list[str] | None = None,
+    def accept(self, subprotocols: list[str] | None = None,  # noqa: C901 - RFC 6455 4.2.1: a branch per header rule, in the RFC's order
                options: WebSocketOptions | None = None) -> WebSocket:
         """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError)."""
         opts = options or WebSocketOptions()
