@@ -137,6 +137,10 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
+    from geonode.config.imports import unverified
+
+    for line in unverified(cfg):
+        print(f"not verified: {line}", file=sys.stderr)
     print(f"ok: {args.config} looks good")
     return 0
 

@@ -157,3 +157,11 @@ def verify(cfg: Config) -> list[str]:
         for comp in worker.components:
             attempt(component_class, comp)
     return errors
+
+
+def unverified(cfg: Config) -> list[str]:
+    """What ``check`` cannot verify without running the app's code: a component's constructor
+    checks its ``extra`` only when the node starts it."""
+    return [f"{comp.json_path}.extra: checked by {comp.classname}() when the node starts"
+            for worker in cfg.model.workers if not worker.disabled
+            for comp in worker.components if comp.extra is not None]
