@@ -1,6 +1,7 @@
 """The config's references to code: WSGI modules and objects, component classes, packages of
-static files; and the TLS certificates of its endpoints (loaded, not only found). ``geonode start`` resolves them while it builds; ``geonode check`` resolves the
-same ones with the same functions (``verify``), so both name a missing module with one line.
+static files; and the TLS certificates of its endpoints (loaded, not only found).
+``geonode start`` resolves them while it builds; ``geonode check`` resolves the same ones with
+the same functions (``verify``), so both name a missing module with one line.
 
 Resolving imports user code: that is what ``start`` does too, and the only way to know.
 """
