@@ -36,11 +36,13 @@ BENCHES = [
     ("inprocess", "bridge/inprocess.py", [], ["--n", "5000"]),
     ("hostile-uri", "hostile/long_uri.py", [], ["--rounds", "1", "--sizes", "64,256"]),
     ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
+    ("mqtt", "mqtt/run.py", [], ["--rounds", "1", "--duration", "2"]),
+    ("workers", "workers/startup.py", ["--rounds", "5"], ["--rounds", "1", "--settle", "0.5"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
 NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
-          "burst": "raw-frame client"}
+          "burst": "raw-frame client", "mqtt": "bench/mqtt/wire.py client"}
 
 
 def run(name: str, cmd: list[str], log: Path) -> tuple[int, str, float]:

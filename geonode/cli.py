@@ -130,8 +130,11 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print_errors(args.config, e.errors)
         return 1
-    # what start resolves while it builds (imports of the app's code), resolved the same way
-    errors = verify(cfg)
+    # what start resolves while it builds (imports of the app's code), resolved the same way;
+    # the workers' code is imported in a child process, as each worker's process imports it
+    from geonode.workers.check import errors as worker_errors
+
+    errors = verify(cfg) + worker_errors(cfg.model, cfg.dir)
     if errors:
         print_errors(args.config, errors)
         return 1

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geonode.config import Config, ConfigError
-from geonode.config.model import Component, Transport, Worker
+from geonode.config.model import CHILD_WORKERS, Component, Transport, Worker
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
@@ -46,10 +46,15 @@ def _process_age() -> float | None:
 class _Transport:
     """One configured web transport before and after its endpoint is bound."""
 
-    def __init__(self, cfg: Transport, app: Callable) -> None:
+    def __init__(self, cfg: Transport, app: Callable,
+                 protocols: dict[str, Callable] | None = None) -> None:
         self.cfg = cfg
         self.json_path = cfg.json_path
         self.app = app
+        # the HTTP server's options (timeouts, max_connections)
+        self.server_options = cfg.server_options
+        # universal transport: the non-HTTP protocols its first octet may pick
+        self.protocols = protocols
         self.server: Any = None
 
 
@@ -68,6 +73,8 @@ class Node:
         self._pending_components: list[tuple[Any, list[Component], BuildContext]] = []
         self._pending_rawsocket: list[tuple[Transport, Any, BuildContext]] = []
         self.info.session_count = self._session_count
+        self.workers: Any = None  # geonode.workers.manager.Workers: containers, guests, ...
+        self.run_workers = True   # False under gunicorn: each of its processes would start them
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
@@ -89,27 +96,103 @@ class Node:
 
     def build(self) -> None:
         """Build every router and app without binding anything (imports user code)."""
-        from geonode.web import dispatch, options
-
         for worker in self.cfg.model.workers:
             if worker.disabled:
                 log.info("%s: disabled (options.disabled), not started", worker.json_path)
                 continue
+            if worker.type in CHILD_WORKERS:
+                self._worker_manager().add(worker)
+                continue
+            if worker.type == "websocket-testee":
+                self._build_testee(worker.transports[0])
+                continue
             router = self._make_router(worker)
             for transport in worker.transports:
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{transport.json_path}.paths",
-                                   router=router, transport_options=transport.options,
-                                   node=self.info, tls=transport.tls)
-                if transport.type == "web":
-                    app = dispatch.build_app(transport.paths, ctx)
-                    app = options.wrap(app, transport.options, tls=transport.tls)
-                    self.web.append(_Transport(transport, app))
-                else:  # rawsocket (the config model admits no other)
-                    self._pending_rawsocket.append((transport, router, ctx))
+                self._build_transport(transport, router)
             if worker.components:
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{worker.json_path}.components",
-                                   router=router, node=self.info)
-                self._pending_components.append((router, worker.components, ctx))
+                self._build_components(worker, router)
+
+    def _build_transport(self, transport: Transport, router: Any) -> None:
+        from geonode.web import dispatch, options
+
+        ctx = BuildContext(config_dir=self.dir, json_path=f"{transport.json_path}.paths",
+                           router=router, transport_options=transport.options,
+                           node=self.info, tls=transport.tls)
+        if transport.type == "web":
+            app = dispatch.build_app(transport.paths, ctx)
+            app = options.wrap(app, transport.options, tls=transport.tls)
+            self.web.append(_Transport(transport, app))
+        elif transport.type in ("rawsocket", "mqtt"):
+            # stream transports on their own StreamServer (rawsocket_servers holds both)
+            self._pending_rawsocket.append((transport, router, ctx))
+        elif transport.type == "websocket":
+            # Crossbar's stand-alone WebSocket transport: WAMP on every path
+            from geonode.web.services import build_service
+
+            assert transport.service is not None  # the config model gives it one
+            ctx.json_path = transport.json_path
+            self.web.append(_Transport(transport, build_service(transport.service, ctx)))
+        else:  # universal (the config model admits no other)
+            self.web.append(self._build_universal(transport, router))
+
+    def _build_components(self, worker: Worker, router: Any) -> None:
+        # autobahn ApplicationSession components run in a child (geonode.workers)
+        from geonode.workers.routercomp import split
+
+        plain, autobahn = split(worker.components)
+        if autobahn:
+            self._worker_manager().add_router_components(router, autobahn, worker)
+        if plain:
+            ctx = BuildContext(config_dir=self.dir, json_path=f"{worker.json_path}.components",
+                               router=router, node=self.info)
+            self._pending_components.append((router, plain, ctx))
+
+    def _build_testee(self, transport: Transport) -> None:
+        """Crossbar's ``websocket-testee`` worker: the echo service on every path."""
+        from geonode.web.services import build_service
+
+        assert transport.service is not None  # the config model gives it one
+        ctx = BuildContext(config_dir=self.dir, json_path=transport.json_path, router=None,
+                           node=self.info, tls=transport.tls)
+        self.web.append(_Transport(transport, build_service(transport.service, ctx)))
+
+    def _build_universal(self, transport: Transport, router: Any) -> _Transport:
+        """RawSocket and HTTP on one endpoint (geonode.web.universal)."""
+        from geonode.web import dispatch, options
+        from geonode.web.services import build_service
+        from geonode.web.universal import route_websockets
+
+        tpath, tls, wopts = transport.json_path, transport.tls, transport.server_options
+        wctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.web.paths", router=router,
+                            transport_options=wopts, node=self.info, tls=tls)
+        web_app = dispatch.build_app(transport.paths, wctx)
+        wsctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.websocket", router=router,
+                             transport_options=wopts, node=self.info, tls=tls)
+        sockets = {key: build_service(svc, wsctx.child(key))
+                   for key, svc in transport.websockets.items()}
+        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls)
+        protocols: dict[str, Callable] = {}
+        if transport.rawsocket is not None:
+            from geonode.transport import rawsocket
+
+            framing = ("unix" if transport.endpoint.type == "unix"
+                       else ("tls" if tls else "tcp"))
+            protocols["rawsocket"] = rawsocket.connection_handler(transport.rawsocket, router,
+                                                                  framing)
+        return _Transport(transport, app, protocols=protocols)
+
+    def _worker_manager(self) -> Any:
+        if self.workers is None:
+            from geonode.workers.manager import Workers
+
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+            self.workers = Workers(self.cfg.model.shutdown, self.dir, level)
+        return self.workers
+
+    def prestart_workers(self) -> None:
+        """Component children start importing while the node binds (they connect later)."""
+        if self.workers is not None and self.run_workers:
+            self.workers.prestart()
 
     def bind(self) -> None:
         """Open every endpoint (nothing accepts yet). On failure, close what was opened."""
@@ -121,13 +204,24 @@ class Node:
         fair_share = default_max_connections(len(self.web) + len(self._pending_rawsocket))
         try:
             for t in self.web:
-                t.server = WebServer(t.cfg.endpoint, t.app, config_dir=self.dir,
-                                     json_path=t.json_path, timeouts=timeouts(t.cfg.options),
-                                     max_connections=t.cfg.max_connections or fair_share)
-            for transport, router, ctx in self._pending_rawsocket:
-                from geonode.transport import rawsocket
+                extra: dict = {}
+                server_class: Any = WebServer
+                if t.protocols is not None:
+                    from geonode.web.universal import UniversalServer
 
-                self.rawsocket_servers.append((transport.json_path, rawsocket.serve(
+                    server_class, extra = UniversalServer, {"protocols": t.protocols}
+                t.server = server_class(t.cfg.endpoint, t.app, config_dir=self.dir,
+                                        json_path=t.json_path,
+                                        timeouts=timeouts(t.server_options),
+                                        max_connections=t.cfg.max_connections or fair_share,
+                                        **extra)
+            for transport, router, ctx in self._pending_rawsocket:
+                if transport.type == "mqtt":
+                    from geonode.mqtt import transport as stream
+                else:
+                    from geonode.transport import rawsocket as stream  # type: ignore[no-redef]
+
+                self.rawsocket_servers.append((transport.json_path, stream.serve(
                     transport, router, ctx, max_connections_default=fair_share)))
         except BaseException:
             self.close_listeners()
@@ -144,6 +238,12 @@ class Node:
         for tpath, server in self.rawsocket_servers:
             log.info("listening on %s (%s)", server.url, tpath)
         self.start_components()
+        if self.workers is not None:
+            if self.run_workers:
+                self.workers.start()  # after the routers listen: their clients connect at once
+            else:
+                log.warning("container, guest and autobahn component workers are not started "
+                            "here (run the node with `geonode start` for them)")
 
     def start_components(self) -> None:
         """Start every worker's router components (their sessions join on the hub)."""
@@ -186,6 +286,9 @@ class Node:
         ``wamp.close.system_shutdown``; then the components' objects are stopped."""
         from geonode import wamp
 
+        if self.workers is not None:
+            # Before the routers close: a component told system_shutdown might restart itself.
+            self.workers.stop()
         # Routers first: a component hears the shutdown like any client (its on_leave gets
         # system_shutdown) instead of leaving on its own beforehand.
         for router in self.routers:
@@ -224,8 +327,8 @@ def prepare(cfg: Config) -> None:
     for line in warnings(cfg):
         log.warning("%s", line)
     for worker in cfg.model.workers:
-        if worker.disabled:
-            continue
+        if worker.disabled or worker.type != "router":
+            continue  # a container's or guest's options are its own process's
         for key in _IGNORED_OPTIONS:
             if key in worker.options:
                 log.debug("%s.options.%s: ignored (geonode runs one process)",
@@ -271,6 +374,7 @@ def run(cfg: Config) -> int:
     node = Node(cfg)
     try:
         node.build()
+        node.prestart_workers()
         node.bind()
         node.start()
     except Exception as e:
@@ -304,6 +408,8 @@ def run(cfg: Config) -> int:
                         "are cut off", name)
             node.force_stop = True
 
+    if node.workers is not None:
+        node.workers.request_stop = lambda why: stopping.set()
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
         stopping.wait()
@@ -352,6 +458,7 @@ def load_app(path: str | Path) -> NodeApp:
     node = Node(cfg)
     try:
         node.build()
+        node.run_workers = False
         unserved = ([t.json_path for t in node.web[1:]]
                     + [t.json_path for t, *_ in node._pending_rawsocket])
         if unserved:

@@ -28,7 +28,7 @@ def _on_free_ports(cfg: dict) -> dict:
     """Every tcp endpoint of ``cfg`` on loopback and a free port."""
     cfg = copy.deepcopy(cfg)
     for worker in cfg.get("workers", []):
-        for transport in worker.get("transports", []):
+        for transport in worker.get("transports", []) + [worker.get("transport", {})]:
             ep = transport.get("endpoint", {})
             if ep.get("type", "tcp") == "tcp":
                 ep.update(port=free_port(), interface="127.0.0.1")
@@ -75,12 +75,30 @@ def _built(folder: Path) -> dict:
     return cfg
 
 
+def _new_transports(folder: Path) -> dict:
+    """Every transport, service and worker issue 12 and 14 added, in one node."""
+    (folder / "app.py").write_text(APP)
+    cfg = web_node({"/": wsgi("app"), "lp": {"type": "longpoll"}}, realms=[realm()],
+                   worker_options={"pythonpath": ["."]})
+    tcp = {"type": "tcp", "port": 0}
+    cfg["workers"][0]["transports"] += [
+        {"type": "websocket", "endpoint": dict(tcp), "serializers": ["json"]},
+        {"type": "universal", "endpoint": dict(tcp), "rawsocket": {"serializer": "json"},
+         "websocket": {"ws": {}}, "web": {"paths": {"/": wsgi("app")}}},
+        {"type": "mqtt", "endpoint": dict(tcp), "options": {"realm": "realm1"}},
+    ]
+    cfg["workers"].append({"type": "websocket-testee",
+                           "transport": {"type": "websocket", "endpoint": dict(tcp)}})
+    return cfg
+
+
 GOOD: dict[str, Callable[[Path], dict]] = {
     **{f"samples/{p.name}": _sample(p.name) for p in sorted(SAMPLES.iterdir())
        if (p / "node.json").is_file()},
     "node.json": _root_node,
     "geonode init": _starter,
     "tests' node": _built,
+    "new transports": _new_transports,
 }
 
 
@@ -175,7 +193,54 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
      "workers[0].transports[0].endpoint.tls: cannot load certificate/key"),
     ("realm-unknown", lambda c: _paths(c)["/"].update(wamp={"realm": "nope", "role": "r"}),
      f"{P}[\"/\"].wamp.realm: realm 'nope' is not defined"),
+    # the transports, services and workers issue 12 and 14 added
+    ("websocket-transport-without-router", lambda c: (
+        c["workers"][0].update(realms=[]), _paths(c).pop("ws"),
+        _add_transport(c, {"type": "websocket"})),
+     "workers[0].transports[1]: a websocket transport needs a router worker with realms"),
+    ("universal-rawsocket-flatbuffers", lambda c: _add_transport(
+        c, {"type": "universal", "rawsocket": {"serializer": "flatbuffers"}}),
+     "workers[0].transports[1].rawsocket.serializer: serializer 'flatbuffers' is not "
+     "supported by geonode"),
+    ("universal-websocket-flatbuffers", lambda c: _add_transport(
+        c, {"type": "universal", "websocket": {"ws": {"serializers": ["flatbuffers"]}}}),
+     "workers[0].transports[1].websocket.ws.serializers[0]: serializer 'flatbuffers' is not "
+     "supported"),
+    ("universal-interface-wrong-version", lambda c: _add_transport(
+        c, {"type": "universal", "web": {"paths": {}}}, interface="::1"),
+     "workers[0].transports[1].endpoint.interface: '::1' is an IPv6 address"),
+    ("longpoll-without-router", lambda c: (
+        c["workers"][0].update(realms=[]), _paths(c).pop("ws"),
+        _paths(c).update(lp={"type": "longpoll"})),
+     f"{P}.lp: a longpoll path needs a router worker with realms"),
+    ("longpoll-flatbuffers", lambda c: _paths(c).update(
+        lp={"type": "longpoll", "serializers": ["flatbuffers"]}),
+     f"{P}.lp.serializers[0]: serializer 'flatbuffers' is not supported"),
+    ("mqtt-realm-unknown", lambda c: _add_transport(
+        c, {"type": "mqtt", "options": {"realm": "nope"}}),
+     "workers[0].transports[1].options.realm: realm 'nope' is not defined"),
+    ("mqtt-role-unknown", lambda c: _add_transport(
+        c, {"type": "mqtt", "options": {"realm": "realm1", "role": "nobody"}}),
+     "workers[0].transports[1].options.role: role 'nobody' is not defined on realm 'realm1'"),
+    ("testee-interface-not-an-address", lambda c: c["workers"].append(
+        {"type": "websocket-testee", "transport": {"type": "websocket", "endpoint": {
+            "type": "tcp", "port": free_port(), "interface": "127.0.0.999"}}}),
+     "workers[1].transport.endpoint.interface: '127.0.0.999' is neither an IPv4 address"),
+    ("container-restart-never-happens", lambda c: c["workers"].append(
+        {"type": "container", "options": {"restart": "restart-always",
+                                          "shutdown": "shutdown-on-any-component-stopped"}}),
+     "workers[1].options.restart: 'restart-always' won't work with shutdown "
+     "'shutdown-on-any-component-stopped'"),
+    ("controller-shutdown-unknown", lambda c: c.update(
+        controller={"options": {"shutdown": ["shutdown_on_tuesday"]}}),
+     "controller.options.shutdown[0]: 'shutdown_on_tuesday' is not one of"),
 ]
+
+
+def _add_transport(cfg: dict, transport: dict, interface: str = "127.0.0.1") -> None:
+    """A second transport on a free loopback port."""
+    transport["endpoint"] = {"type": "tcp", "port": free_port(), "interface": interface}
+    cfg["workers"][0]["transports"].append(transport)
 
 
 def _lines(stderr: str) -> list[str]:
@@ -205,4 +270,4 @@ def test_a_bad_config_is_refused_by_check_and_start_alike(change, line, tmp_path
 
 
 def test_the_corpus_is_not_empty():
-    assert len(GOOD) >= 6 and len(BAD) >= 12
+    assert len(GOOD) >= 6 and len(BAD) >= 23

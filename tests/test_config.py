@@ -94,8 +94,9 @@ BAD: list[tuple[str, object, str]] = [
      f'{T0}.paths["/"].wamp.realm: realm \'nope\' is not defined'),
     ("cgi", lambda c: paths_of(c).update(cgi={"type": "cgi", "directory": "."}),
      f"{T0}.paths.cgi.type: service type 'cgi' is not supported by geonode"),
-    ("longpoll", lambda c: paths_of(c).update(lp={"type": "longpoll"}),
-     f"{T0}.paths.lp.type: service type 'longpoll' is not supported by geonode"),
+    ("longpoll", lambda c: paths_of(c).update(lp={"type": "longpoll",
+                                                  "options": {"request_timeout": "x"}}),
+     f"{T0}.paths.lp.options.request_timeout: must be an integer"),
     ("unknown-service", lambda c: paths_of(c).update(x={"type": "fancy"}),
      f"{T0}.paths.x.type: unknown service type 'fancy'"),
     ("service-typo", lambda c: paths_of(c).update(x={"type": "wsgii"}),
@@ -171,18 +172,24 @@ BAD: list[tuple[str, object, str]] = [
     ("transport-no-paths", lambda c: worker(c)["transports"][0].pop("paths"),
      f"{T0}.paths: 'paths' is required"),
     ("transport-websocket", lambda c: worker(c)["transports"].append(
-        {"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}}),
-     "workers[0].transports[1].type: transport type 'websocket' is not supported by geonode"),
+        {"type": "websocket", "endpoint": {"type": "tcp", "port": 9000}, "paths": {}}),
+     "workers[0].transports[1].paths: unknown key 'paths'"),
     ("transport-universal", lambda c: worker(c)["transports"].append({"type": "universal"}),
-     "workers[0].transports[1].type: transport type 'universal' is not supported by geonode"),
+     "workers[0].transports[1].endpoint: 'endpoint' is required"),
+    ("universal-mqtt", lambda c: worker(c)["transports"].append(
+        {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
+     "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not supported "
+     "by geonode"),
     ("same-port", lambda c: worker(c)["transports"].append(
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
      "workers[0].transports[0].endpoint"),
-    ("container", lambda c: c["workers"].append({"type": "container", "components": []}),
-     "workers[1].type: worker type 'container' is not supported by geonode"),
-    ("guest", lambda c: c["workers"].append({"type": "guest", "executable": "node"}),
-     "workers[1].type: worker type 'guest' is not supported by geonode"),
+    ("container", lambda c: c["workers"].append({"type": "container", "components": [],
+                                                  "options": {"restart": "sometimes"}}),
+     "workers[1].options.restart: 'sometimes' is not one of 'restart-always', "
+     "'restart-on-failed', 'restart-never'"),
+    ("guest", lambda c: c["workers"].append({"type": "guest"}),
+     "workers[1].executable: 'executable' is required"),
     ("worker-type", lambda c: c["workers"].append({"type": "rooter"}),
      "workers[1].type: unknown worker type 'rooter'"),
     ("worker-not-object", lambda c: c["workers"].append(3),
@@ -308,7 +315,7 @@ def test_every_error_is_reported_once(tmp_path):
 @pytest.mark.inprocess
 def test_errors_come_in_document_order(tmp_path):
     cfg = base()
-    paths_of(cfg).update(a={"type": "longpoll"}, b={"type": "wsgi", "object": "x"},
+    paths_of(cfg).update(a={"type": "archive"}, b={"type": "wsgi", "object": "x"},
                          c={"type": "cgi"}, d={"type": "redirect", "url": 1})
     worker(cfg)["realms"][0]["inventory"] = {}
     worker(cfg)["components"] = [{"type": "function"}]
@@ -316,7 +323,7 @@ def test_errors_come_in_document_order(tmp_path):
     where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
     assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
                      f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
-                     "workers[0].components[0].type", "workers[1].type"]
+                     "workers[0].components[0].type", "workers[1].executable"]
 
 
 @pytest.mark.inprocess
@@ -505,7 +512,9 @@ def test_all_services_accepted(tmp_path):
         "serializers": ["msgpack"], "options": {"max_message_size": 65536}})
     worker(cfg)["components"] = [{"type": "class", "classname": "app.Backend",
                                   "realm": "realm1", "extra": {"a": 1}}]
-    worker(cfg)["options"].update(env={"vars": {"A": "b"}}, title="t")
+    worker(cfg)["options"].update(env={"vars": {"A": "b"}}, title="t", pythonpath=["."])
+    # check imports components (in a child process), as start does
+    (tmp_path / "app.py").write_text("class Backend:\n    def on_join(self, s): pass\n")
     cfg["controller"] = {"id": "node_one", "options": {"title": "x"}}
     cfg["$schema"] = "https://example.org/schema.json"
     # check imports the component class, as start does

@@ -27,7 +27,7 @@ import zlib
 
 import msgpack
 import pytest
-from _transport_client import router_config, web_transport
+from support.config import router_config, web_transport
 
 pytestmark = pytest.mark.hostile
 

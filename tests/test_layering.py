@@ -35,8 +35,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("geonode.config", "geonode.websocket", "geonode.init_template")),
     # the WAMP router; listening sockets from endpoint configs
     ("router", ("geonode.router", "geonode.endpoints")),
-    # peers that carry WAMP to the router (websocket, rawsocket, in-process; MQTT beside them)
-    ("transport", ("geonode.transport", "geonode.mqtt", "geonode.cluster")),
+    # peers that carry WAMP to the router (websocket, rawsocket, in-process)
+    ("transport", ("geonode.transport", "geonode.cluster")),
+    # MQTT as a face of the router: its sessions are Peers on the transports' queue and
+    # serializers
+    ("mqtt", ("geonode.mqtt",)),
     # in-process WAMP sessions for WSGI apps and components
     ("wamp", ("geonode.wamp",)),
     # what runs on geonode.wamp: the HTTP bridge, router components, component workers

@@ -60,15 +60,30 @@ def load(path: str | Path) -> Config:
     from geonode.config.schema import schema_errors, version_errors
     from geonode.config.semantic import semantic_errors
 
-    found = version_errors(data) or schema_errors(data) + semantic_errors(data, p.parent)
+    versioned = version_errors(data)
+    found = versioned or schema_errors(data) + semantic_errors(data, p.parent)
     errors += [e for e in found if e.split(": ", 1)[0] not in unset]
-    if errors:
+    if versioned:
         raise ConfigError(errors)
-    # The build-time checks, on a config the schema passed: what start would refuse later.
-    model = build_node(data, errors)
+    # The build-time checks: what start would refuse later. On a config with schema errors
+    # too, so that one run names every problem, except under keys already named.
+    built: list[str] = []
+    try:
+        model = build_node(data, built)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        if not errors:
+            raise  # a schema-valid config the model cannot read: a bug, not the config's
+        built = []
+    named = {e.split(": ", 1)[0] for e in errors}
+    errors += [e for e in built if not _under(e.split(": ", 1)[0], named)]
     if errors:
         raise ConfigError(errors)
     return Config(path=p, dir=p.parent, data=data, model=model)
+
+
+def _under(path: str, named: set[str]) -> bool:
+    """Whether ``path`` is one of ``named`` or inside one of them."""
+    return any(path == n or path.startswith((n + ".", n + "[")) for n in named)
 
 
 def print_errors(config: str | Path, errors: list[str]) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import importlib.util
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -75,6 +77,37 @@ def component_class(comp: Component) -> type:
         raise ConfigError(f"{path}.classname: {classname} has no on_join(session) method "
                           "(geonode components are plain classes, see geonode.components)")
     return cls
+
+
+_AUTOBAHN = re.compile(rb"ApplicationSession|autobahn\.twisted|autobahn\.asyncio")
+#: Source read to decide (a module whose first megabyte does not say so is not one of them).
+MAX_SOURCE = 1 << 20
+
+
+def is_autobahn_component(classname: str) -> bool:
+    """Whether a router component is an autobahn ``ApplicationSession`` (run in a child by
+    geonode.workers) rather than geonode's plain class (run in the node), decided without
+    importing user code into the node: a class whose module's source names
+    ``ApplicationSession`` (or imports autobahn's Twisted or asyncio flavour) is one; importing
+    it here would pick txaio's flavour under geonode's feet. Decided on the python path
+    ``start`` builds with (after ``apply_worker_options``)."""
+    if classname.startswith("crossbar.bridge.rest.") or classname.startswith("geonode."):
+        return False
+    module = classname.rpartition(".")[0]
+    if not module:
+        return False
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:  # a parent package fails to import: component_class reports it
+        return False
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return False
+    try:
+        with open(origin, "rb") as f:
+            return bool(_AUTOBAHN.search(f.read(MAX_SOURCE)))
+    except OSError:
+        return False
 
 
 def component_error(comp: Component, e: ValueError) -> ConfigError:
@@ -156,7 +189,10 @@ def verify(cfg: Config) -> list[str]:
                 elif isinstance(svc, StaticService):
                     attempt(static_root, svc, cfg.dir)
         for comp in worker.components:
-            attempt(component_class, comp)
+            # an autobahn component is imported in a child, by start and check alike
+            # (geonode.workers.check)
+            if not is_autobahn_component(comp.classname):
+                attempt(component_class, comp)
     return errors
 
 

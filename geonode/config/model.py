@@ -29,10 +29,11 @@ from geonode.config.reader import ConfigError
 from geonode.uri import MAX_URI_LENGTH, infer_match
 
 __all__ = [
-    "Component", "Endpoint", "History", "JsonService", "NodeModel", "PathService", "Permission",
-    "RealmConfig", "RealmOptions", "RedirectService", "ReverseProxyService", "RoleConfig",
-    "Service", "StaticService", "Transport", "WebSocketService", "Worker", "WsgiService",
-    "build_node", "parse_service", "parse_transport", "parse_worker",
+    "Component", "Endpoint", "History", "JsonService", "LongPollService", "NodeModel",
+    "PathService", "Permission", "RealmConfig", "RealmOptions", "RedirectService",
+    "ReverseProxyService", "RoleConfig", "Service", "StaticService", "Transport",
+    "WebSocketService", "Worker", "WsgiService", "build_node", "parse_service",
+    "parse_transport", "parse_worker",
 ]
 
 MATCHES = ("exact", "prefix", "wildcard")
@@ -56,6 +57,11 @@ DEFAULT_PROXY_TIMEOUT = 60.0
 DEFAULT_HISTORY_LIMIT = 1000
 #: the role of a router component without one (it runs inside the node: trusted)
 DEFAULT_COMPONENT_ROLE = "trusted"
+#: the worker types run in a child process by geonode.workers (their config is ``extra``)
+CHILD_WORKERS = ("container", "guest")
+
+#: what start and check say of a WAMP transport or path in a worker without realms
+ROUTER_NEEDED = "{path}: a {what} needs a router worker with realms"
 
 
 def _dict(x: Any) -> dict:
@@ -90,6 +96,8 @@ class RoleConfig:
     permissions: list[Permission] = field(default_factory=list)
     #: a dynamic role's authorizer procedure (None: a static role)
     authorizer: str | None = None
+    #: Crossbar 0.x's ``allow-by-default``: a URI no permission matches is allowed
+    allow_by_default: bool = False
 
 
 @dataclass(slots=True)
@@ -172,6 +180,13 @@ class WebSocketService(Service):
 
 
 @dataclass(slots=True)
+class LongPollService(Service):
+    """A ``longpoll`` path: its serializers; its other options stay in ``extra``."""
+
+    serializers: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class RedirectService(Service):
     url: str = ""
 
@@ -209,20 +224,33 @@ class PathService(Service):
 
 @dataclass(slots=True)
 class Transport:
+    """A listening transport. ``type``: web, rawsocket, websocket (stand-alone), universal,
+    mqtt, or websocket-testee (that worker's one transport)."""
+
     type: str
     json_path: str
     endpoint: Endpoint
-    #: the transport's ``options`` as written (web: geonode.web.limits reads the timeouts)
+    #: the transport's ``options`` as written (web: geonode.web.limits reads the timeouts;
+    #: mqtt: geonode.mqtt.service reads its own)
     options: dict = field(default_factory=dict)
-    #: web: the path services by key
+    #: the HTTP server's options (timeouts, max_connections): web: ``options``, universal:
+    #: ``web.options``, a stand-alone websocket or testee: none (its options are WebSocket's)
+    server_options: dict = field(default_factory=dict)
+    #: web: the path services by key (universal: ``web.paths``)
     paths: dict[str, Service] = field(default_factory=dict)
-    #: rawsocket: what it speaks, its queue bound, its authentication
+    #: rawsocket: what it speaks, its queue bound (mqtt too), its authentication
     serializers: list[str] = field(default_factory=list)
     max_queue: int = DEFAULT_MAX_QUEUE
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     auth: dict | None = None
     #: None: the node's fair share of the open-file limit
     max_connections: int | None = None
+    #: websocket / websocket-testee: the service on every path
+    service: Service | None = None
+    #: universal: its ``rawsocket`` (a Transport without endpoint of its own) and the
+    #: ``websocket`` paths by key
+    rawsocket: Transport | None = None
+    websockets: dict[str, Service] = field(default_factory=dict)
 
     @property
     def tls(self) -> bool:
@@ -238,6 +266,8 @@ class Component:
     #: the component's id, else its class name: its authid
     authid: str = ""
     extra: Any = None
+    #: the component as written (an autobahn one goes to geonode.workers as it is)
+    config: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -253,6 +283,11 @@ class Worker:
     realms: list[RealmConfig] = field(default_factory=list)
     transports: list[Transport] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
+    #: its index in ``workers``, its ``id`` (None: geonode names it by the index)
+    index: int = 0
+    id: str | None = None
+    #: container and guest workers: the worker as written (geonode.workers reads it)
+    extra: dict = field(default_factory=dict)
 
     @property
     def has_router(self) -> bool:
@@ -264,17 +299,22 @@ class Worker:
 class NodeModel:
     workers: list[Worker] = field(default_factory=list)
     title: str | None = None
+    #: ``controller.options.shutdown`` (geonode.workers.manager acts on them)
+    shutdown: list[str] = field(default_factory=list)
 
 
 # -- builders -----------------------------------------------------------------------------------
 
 def build_node(data: dict, errors: list[str]) -> NodeModel:
     """The model of a schema-valid config; problems are appended to ``errors``."""
-    controller = _dict(data.get("controller"))
-    title = _dict(controller.get("options")).get("title")
-    workers = [_worker(_dict(w), f"workers[{i}]", errors)
+    options = _dict(_dict(data.get("controller")).get("options"))
+    title = options.get("title")
+    modes = options.get("shutdown")
+    workers = [_worker(_dict(w), f"workers[{i}]", errors, i)
                for i, w in enumerate(_list(data.get("workers")))]
-    return NodeModel(workers=workers, title=title if isinstance(title, str) else None)
+    return NodeModel(workers=workers, title=title if isinstance(title, str) else None,
+                     shutdown=[modes] if isinstance(modes, str)
+                     else [m for m in _list(modes) if isinstance(m, str)])
 
 
 def _raise(errors: list[str]) -> None:
@@ -310,11 +350,24 @@ def disabled(value: Any) -> bool:
     return bool(value)
 
 
-def _worker(cfg: dict, wpath: str, errors: list[str]) -> Worker:
+def _worker(cfg: dict, wpath: str, errors: list[str], index: int = 0) -> Worker:
     kind = cfg.get("type", "router")
+    options = _dict(cfg.get("options"))
+    off = disabled(options.get("disabled", False))
+    if kind in CHILD_WORKERS:
+        # its options act on its own process (geonode.workers), not on the node's
+        return Worker(json_path=wpath, type=kind, disabled=off, options=options, index=index,
+                      id=cfg.get("id"), extra=cfg)
+    if kind == "websocket-testee":
+        tpath = f"{wpath}.transport"
+        raw = _dict(cfg.get("transport"))
+        endpoint = _endpoint(_dict(raw.get("endpoint")), f"{tpath}.endpoint", errors)
+        testee = Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
+                           service=Service(kind, tpath, raw))
+        return Worker(json_path=wpath, type=kind, disabled=off, options=options,
+                      transports=[testee], index=index)
     if kind != "router":
         errors.append(f"{wpath}.type: worker type {kind!r} is not supported by geonode")
-    options = _dict(cfg.get("options"))
     realms = [_realm(_dict(r), f"{wpath}.realms[{i}]", errors)
               for i, r in enumerate(_list(cfg.get("realms")))]
     has_router = bool(realms)
@@ -323,11 +376,11 @@ def _worker(cfg: dict, wpath: str, errors: list[str]) -> Worker:
     components = [_component(_dict(c), f"{wpath}.components[{i}]", errors)
                   for i, c in enumerate(_list(cfg.get("components")))]
     env = _dict(options.get("env"))
-    return Worker(json_path=wpath, type=kind, disabled=disabled(options.get("disabled", False)),
+    return Worker(json_path=wpath, type=kind, disabled=off,
                   pythonpath=[p for p in _list(options.get("pythonpath")) if isinstance(p, str)],
                   env_vars={str(k): str(v) for k, v in _dict(env.get("vars")).items()},
                   options=options, realms=realms, transports=transports,
-                  components=components)
+                  components=components, index=index, id=cfg.get("id"))
 
 
 def _permission(cfg: dict, ppath: str, errors: list[str]) -> Permission:
@@ -359,7 +412,8 @@ def _realm(cfg: dict, rpath: str, errors: list[str]) -> RealmConfig:
         perms = [_permission(_dict(p), f"{opath}.permissions[{j}]", errors)
                  for j, p in enumerate(_list(r.get("permissions")))]
         roles.append(RoleConfig(name=str(r.get("name", "")), permissions=perms,
-                                authorizer=authorizer if isinstance(authorizer, str) else None))
+                                authorizer=authorizer if isinstance(authorizer, str) else None,
+                                allow_by_default=bool(r.get("allow-by-default", False))))
     options = _dict(cfg.get("options"))
     realm_options = RealmOptions(
         enable_meta_api=bool(options.get("enable_meta_api", True)),
@@ -419,22 +473,35 @@ def _serializers(cfg: dict, json_path: str, errors: list[str]) -> list[str]:
     """The base serializer names a transport config asks for (default: all installed)."""
     names = cfg.get("serializers")
     if names is None:
-        return list(ser.installed())
+        one = cfg.get("serializer")  # Crossbar 0.x's RawSocket form: one name
+        if one is None:
+            return list(ser.installed())
+        found: list[str] = []
+        _serializer_name(one, f"{json_path}.serializer", found, errors)
+        return found
     if not isinstance(names, list) or not names:
         errors.append(f"{json_path}.serializers: must be a non-empty list of "
                       f"serializer names ({', '.join(ser.SUPPORTED)})")
         return []
+    found = []
     for i, name in enumerate(names):
-        if name in ser.UNSUPPORTED:
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not supported "
-                          f"by geonode (supported: {', '.join(ser.SUPPORTED)})")
-        elif name not in ser.SUPPORTED:
-            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
-                          f"(known: {', '.join(ser.SUPPORTED)})")
-        elif name not in ser.installed():
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
-                          f"(installed: {', '.join(ser.installed())})")
-    return list(dict.fromkeys(names))
+        _serializer_name(name, f"{json_path}.serializers[{i}]", found, errors)
+    return list(dict.fromkeys(found))
+
+
+def _serializer_name(name: Any, json_path: str, found: list[str], errors: list[str]) -> None:
+    """``name`` appended to ``found`` when this installation speaks it, else why not."""
+    if name in ser.UNSUPPORTED:
+        errors.append(f"{json_path}: serializer {name!r} is not supported "
+                      f"by geonode (supported: {', '.join(ser.SUPPORTED)})")
+    elif name not in ser.SUPPORTED:
+        errors.append(f"{json_path}: unknown serializer {name!r} "
+                      f"(known: {', '.join(ser.SUPPORTED)})")
+    elif name not in ser.installed():
+        errors.append(f"{json_path}: serializer {name!r} is not installed "
+                      f"(installed: {', '.join(ser.installed())})")
+    else:
+        found.append(name)
 
 
 def _queue_limits(options: dict, json_path: str, errors: list[str]) -> dict[str, int]:
@@ -451,27 +518,91 @@ def _queue_limits(options: dict, json_path: str, errors: list[str]) -> dict[str,
 
 
 def _transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Transport:
-    kind = cfg.get("type")
+    kind = str(cfg.get("type"))
+    build = _TRANSPORT_BUILDERS.get(kind)
+    if build is None:
+        errors.append(f"{tpath}.type: transport type {kind!r} is not supported by geonode")
+        return Transport(type=kind, json_path=tpath, endpoint=Endpoint(json_path=tpath))
+    return build(cfg, tpath, has_router, errors)
+
+
+def _web_transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Transport:
     options = _dict(cfg.get("options"))
-    raw_endpoint = _dict(cfg.get("endpoint"))
-    max_connections = options.get("max_connections")
-    if kind == "web":
-        endpoint = _endpoint(raw_endpoint, f"{tpath}.endpoint", errors)
-        paths = _paths(_dict(cfg.get("paths")), f"{tpath}.paths", has_router, errors)
-        return Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
-                         paths=paths, max_connections=max_connections)
-    if kind == "rawsocket":
-        endpoint = _endpoint(raw_endpoint, f"{tpath}.endpoint", errors, what=" for rawsocket")
-        auth = cfg.get("auth")
-        limits = _queue_limits(options, tpath, errors)
-        return Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
-                         serializers=_serializers(cfg, tpath, errors),
-                         max_queue=limits["max_queue"],
-                         max_queue_bytes=limits["max_queue_bytes"],
-                         auth=auth if isinstance(auth, dict) else None,
-                         max_connections=max_connections)
-    errors.append(f"{tpath}.type: transport type {kind!r} is not supported by geonode")
-    return Transport(type=str(kind), json_path=tpath, endpoint=Endpoint(json_path=tpath))
+    return Transport(type="web", json_path=tpath,
+                     endpoint=_endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors),
+                     options=options, server_options=options,
+                     paths=_paths(_dict(cfg.get("paths")), f"{tpath}.paths", has_router, errors),
+                     max_connections=options.get("max_connections"))
+
+
+def _wamp_stream(kind: str, cfg: dict, tpath: str, endpoint: Endpoint,
+                 errors: list[str]) -> Transport:
+    """A RawSocket's (or its part of a universal transport's) serializers, queue, auth."""
+    options = _dict(cfg.get("options"))
+    auth = cfg.get("auth")
+    limits = _queue_limits(options, tpath, errors)
+    return Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
+                     serializers=_serializers(cfg, tpath, errors),
+                     max_queue=limits["max_queue"], max_queue_bytes=limits["max_queue_bytes"],
+                     auth=auth if isinstance(auth, dict) else None,
+                     max_connections=options.get("max_connections"))
+
+
+def _rawsocket_transport(cfg: dict, tpath: str, has_router: bool,
+                         errors: list[str]) -> Transport:
+    # (without realms it is allowed, as before: its connections are refused with a log line)
+    endpoint = _endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors,
+                         what=" for rawsocket")
+    return _wamp_stream("rawsocket", cfg, tpath, endpoint, errors)
+
+
+def _websocket_transport(cfg: dict, tpath: str, has_router: bool,
+                         errors: list[str]) -> Transport:
+    """Crossbar's stand-alone WebSocket transport: one websocket service on every path."""
+    service = _websocket(cfg, tpath, has_router, errors, what="websocket transport")
+    return Transport(type="websocket", json_path=tpath,
+                     endpoint=_endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors),
+                     options=_dict(cfg.get("options")), service=service)
+
+
+def _universal_transport(cfg: dict, tpath: str, has_router: bool,
+                         errors: list[str]) -> Transport:
+    """RawSocket, WebSocket paths and web paths on one endpoint (geonode.web.universal)."""
+    endpoint = _endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors)
+    web = _dict(cfg.get("web"))
+    options = _dict(web.get("options"))
+    rawsocket = None
+    if "rawsocket" in cfg:
+        rawsocket = _wamp_stream("rawsocket", _dict(cfg["rawsocket"]), f"{tpath}.rawsocket",
+                                 endpoint, errors)
+    websockets: dict[str, Service] = {key: _websocket({**_dict(svc), "type": "websocket"},
+                                  join_path(f"{tpath}.websocket", key), has_router, errors)
+                  for key, svc in _dict(cfg.get("websocket")).items()}
+    return Transport(type="universal", json_path=tpath, endpoint=endpoint, options=options,
+                     server_options=options,
+                     paths=_paths(_dict(web.get("paths")), f"{tpath}.web.paths", has_router,
+                                  errors),
+                     max_connections=options.get("max_connections"), rawsocket=rawsocket,
+                     websockets=websockets)
+
+
+def _mqtt_transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Transport:
+    """MQTT (geonode.mqtt): its realm and role are checked against the worker's realms by
+    the semantic pass; its own limits it reads from ``options``."""
+    options = _dict(cfg.get("options"))
+    endpoint = _endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors,
+                         what=" for mqtt")
+    limits = _queue_limits(options, tpath, errors)
+    return Transport(type="mqtt", json_path=tpath, endpoint=endpoint, options=options,
+                     max_queue=limits["max_queue"], max_queue_bytes=limits["max_queue_bytes"],
+                     max_connections=options.get("max_connections"))
+
+
+_TRANSPORT_BUILDERS: dict[str, Callable[[dict, str, bool, list[str]], Transport]] = {
+    "web": _web_transport, "rawsocket": _rawsocket_transport,
+    "websocket": _websocket_transport, "universal": _universal_transport,
+    "mqtt": _mqtt_transport,
+}
 
 
 def _paths(paths: dict, ppath: str, has_router: bool, errors: list[str]) -> dict[str, Service]:
@@ -497,9 +628,10 @@ def _wsgi(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service
                        maxthreads=maxthreads, wamp=wamp if isinstance(wamp, dict) else None)
 
 
-def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str],
+               what: str = "websocket path") -> WebSocketService:
     if not has_router:
-        errors.append(f"{spath}: a websocket path needs a router worker")
+        errors.append(ROUTER_NEEDED.format(path=spath, what=what))
     options = dict(_dict(cfg.get("options")))
     limits = _queue_limits(options, spath, errors)
     for key in QUEUE_OPTIONS:
@@ -510,6 +642,12 @@ def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Se
                             max_queue=limits["max_queue"],
                             max_queue_bytes=limits["max_queue_bytes"], options=options,
                             auth=auth if isinstance(auth, dict) else None)
+
+
+def _longpoll(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    if not has_router:
+        errors.append(ROUTER_NEEDED.format(path=spath, what="longpoll path"))
+    return LongPollService("longpoll", spath, cfg, serializers=_serializers(cfg, spath, errors))
 
 
 def _redirect(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
@@ -566,7 +704,8 @@ def _path(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service
 
 #: the path services whose keys the model reads (the others keep theirs in ``extra``)
 _SERVICE_BUILDERS: dict[str, Callable[[dict, str, bool, list[str]], Service]] = {
-    "wsgi": _wsgi, "websocket": _websocket, "redirect": _redirect, "json": _json,
+    "wsgi": _wsgi, "websocket": _websocket, "longpoll": _longpoll, "redirect": _redirect,
+    "json": _json,
     "reverseproxy": _reverseproxy, "static": _static, "path": _path,
 }
 
@@ -579,7 +718,7 @@ def _component(cfg: dict, cpath: str, errors: list[str]) -> Component:
     return Component(classname=classname, realm=str(cfg.get("realm", "")), json_path=cpath,
                      role=cfg.get("role", DEFAULT_COMPONENT_ROLE),
                      authid=cfg.get("id") or classname.rpartition(".")[2],
-                     extra=cfg.get("extra"))
+                     extra=cfg.get("extra"), config=cfg)
 
 
 def python_path(model: NodeModel, config_dir: Path) -> list[str]:
@@ -596,7 +735,12 @@ def python_path(model: NodeModel, config_dir: Path) -> list[str]:
     return paths
 
 
+#: the transports an HTTP server serves (the others are stream servers of their own)
+HTTP_TRANSPORTS = ("web", "websocket", "universal", "websocket-testee")
+
+
 def require_web_transport(model: NodeModel, path: str) -> None:
     """``geonode.load()`` (gunicorn) serves an enabled worker's web transport: there must be one."""
-    if not any(t.type == "web" for w in model.workers if not w.disabled for t in w.transports):
+    if not any(t.type in HTTP_TRANSPORTS
+               for w in model.workers if not w.disabled for t in w.transports):
         raise ConfigError(f"{path}: the config has no web transport to serve")

@@ -36,15 +36,10 @@ PROCEDURE = r"^([^\s.#]+\.)*([^\s.#]+)$"  # autobahn's loose non-empty URI
 SERIALIZERS = ["json", "msgpack", "cbor", "ubjson", "flatbuffers"]
 
 UNSUPPORTED_WORKERS = {
-    "container": "run components in a router worker's 'components' instead",
-    "guest": "run the program beside geonode",
-    "websocket-testee": "use a 'websocket-testee' path service on a web transport",
     "proxy": "", "hostmonitor": "", "xbrmm": "", "marketplace": "",
 }
 UNSUPPORTED_TRANSPORTS = {
-    "websocket": "use a 'web' transport with a 'websocket' path service",
-    "universal": "use a 'web' transport: it serves HTTP and WebSocket on one port",
-    "mqtt": "", "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
+    "flashpolicy": "", "websocket.testee": "use a 'websocket-testee' path service",
     "stream.testee": "",
 }
 # Crossbar path services geonode does not implement: rejected by name, with a hint where one helps.
@@ -52,7 +47,6 @@ UNSUPPORTED_TRANSPORTS = {
 # registry, geonode.web.services.SERVICES.)
 UNSUPPORTED_SERVICES = {
     "resource": "a Twisted Web resource; host the app as a 'wsgi' service instead",
-    "longpoll": "WAMP clients connect over a 'websocket' service",
     "archive": "serve the unpacked files with a 'static' service",
     "fileupload": "handle uploads in a 'wsgi' app", "upload": "handle uploads in a 'wsgi' app",
     "cgi": "", "wap": "", "catalog": "", "websocket-reverseproxy": "", "mqtt": "",
@@ -62,10 +56,12 @@ UNSUPPORTED_SERVICES = {
 # "unknown key", so a Crossbar user knows the key is right but the feature is missing.
 UNSUPPORTED_KEYS = {
     "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
-    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links",
-              "trace": ""},
-    "role": {"allow-by-default": ""},
+    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links"},
+    # MQTT inside a universal transport: the sniffer's table (geonode.web.universal) has the
+    # slot (first byte 0x10, CONNECT) for when geonode's MQTT transport lands.
+    "universal": {"mqtt": "MQTT on a universal transport"},
     "router": {"connections": "database connections"},
+    "container": {"connections": "database connections"},
 }
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
 UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
@@ -231,6 +227,17 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "cookie": COOKIE, "url": STR, "debug": BOOL,
     }),
     "websocket-testee": obj({**BASE, "options": WEBSOCKET_OPTIONS}),
+    # WAMP over HTTP long-poll (geonode.web.services.longpoll): Crossbar's options, seconds
+    # and counts; geonode's max_sessions / max_body_size bound what clients can hold.
+    "longpoll": obj({**BASE, "options": obj({
+        "debug": BOOL, "debug_transport_id": STR,
+        "request_timeout": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "session_timeout": {"type": "integer", "minimum": 0, "maximum": 86400},
+        "queue_limit_bytes": {"type": "integer", "minimum": 1},
+        "queue_limit_messages": {"type": "integer", "minimum": 1},
+        "max_sessions": {"type": "integer", "minimum": 1},
+        "max_body_size": {"type": "integer", "minimum": 1},
+    }), "serializers": SERIALIZER_LIST}),
     "static": obj({
         **BASE, "directory": STR, "package": STR, "resource": STR,
         "options": obj({
@@ -274,28 +281,84 @@ PATHS = {
 
 # --- transports -------------------------------------------------------------------------------
 
+WEB_TRANSPORT_OPTIONS = obj({
+    "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
+    "hsts_max_age": {"type": "integer", "minimum": 0},
+    "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
+    "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
+    "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
+})
 WEB_TRANSPORT = obj({
     "id": ID, "type": STR, "endpoint": ENDPOINT, "paths": {"$ref": "#/$defs/paths"},
-    "options": obj({
-        "access_log": BOOL, "display_tracebacks": BOOL, "hsts": BOOL,
-        "hsts_max_age": {"type": "integer", "minimum": 0},
-        "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
-        "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
-        "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
-    }),
+    "options": WEB_TRANSPORT_OPTIONS,
 }, required=["endpoint", "paths"])
 
-RAWSOCKET_TRANSPORT = obj({
-    "id": ID, "type": STR, "endpoint": ENDPOINT, "serializers": SERIALIZER_LIST, "debug": BOOL,
+RAWSOCKET_KEYS = {
+    "id": ID, "type": STR, "serializers": SERIALIZER_LIST, "debug": BOOL,
+    # Crossbar 0.x's one-serializer form; "serializers" wins when both are given
+    "serializer": {"enum": SERIALIZERS},
     "options": obj({"max_message_size": {"type": "integer", "minimum": 512,
                                          "maximum": 64 * 1024 * 1024},
                     "max_queue": {"type": "integer", "minimum": 1},
                     "max_queue_bytes": {"type": "integer", "minimum": 1},
                     "max_connections": MAX_CONNECTIONS}),
     "auth": AUTH,
+}
+RAWSOCKET_TRANSPORT = obj({**RAWSOCKET_KEYS, "endpoint": ENDPOINT}, required=["endpoint"])
+
+# Crossbar's stand-alone WebSocket transport: WAMP on every path of its endpoint.
+WEBSOCKET_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT, "url": STR, "serializers": SERIALIZER_LIST,
+    "debug": BOOL, "options": WEBSOCKET_OPTIONS, "auth": AUTH, "cookie": COOKIE,
 }, required=["endpoint"])
 
-TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT}, "transport")
+# MQTT (docs/mqtt.md): Crossbar's options, plus geonode's limits (geonode.mqtt.service).
+_MQTT_MATCH = {"enum": ["prefix"]}   # Crossbar's examples write it; prefix is all there is
+_MQTT_PASSTHROUGH = obj({"type": STR, "match": _MQTT_MATCH})
+MQTT_PAYLOAD_MAPPING = {
+    "type": "object",
+    "propertyNames": {"pattern": URI_PATTERN},
+    "additionalProperties": dispatch({
+        "passthrough": _MQTT_PASSTHROUGH,
+        "passthru": _MQTT_PASSTHROUGH,
+        "native": obj({"type": STR, "match": _MQTT_MATCH,
+                       "serializer": {"enum": ["json", "msgpack", "cbor", "ubjson"]}},
+                      required=["serializer"]),
+        "dynamic": obj({"type": STR, "match": _MQTT_MATCH,
+                        "realm": {"type": "string", "pattern": REALM_NAME},
+                        "encoder": PROC, "decoder": PROC}, required=["encoder", "decoder"]),
+    }, "payload mapping"),
+}
+MQTT_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT,
+    "options": obj({
+        "realm": {"type": "string", "pattern": REALM_NAME}, "role": STR, "auth": AUTH,
+        "payload_mapping": MQTT_PAYLOAD_MAPPING,
+        "max_message_size": {"type": "integer", "minimum": 64, "maximum": 268_435_455},
+        "max_inflight_messages": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "max_queued_messages": {"type": "integer", "minimum": 0},
+        "max_queued_bytes": {"type": "integer", "minimum": 0},
+        "max_offline_sessions": {"type": "integer", "minimum": 0},
+        "max_queue": {"type": "integer", "minimum": 1},
+        "max_queue_bytes": {"type": "integer", "minimum": 1},
+        "max_connections": MAX_CONNECTIONS,
+    }, required=["realm"]),
+}, required=["endpoint", "options"])
+
+# One port, protocol by the first byte (geonode.web.universal): RawSocket (0x7F), else HTTP,
+# whose request path picks a "websocket" entry or else the "web" paths.
+UNIVERSAL_TRANSPORT = obj({
+    "id": ID, "type": STR, "endpoint": ENDPOINT,
+    "rawsocket": obj(RAWSOCKET_KEYS),
+    "websocket": {"type": "object", "propertyNames": {"pattern": WEB_PATH},
+                  "additionalProperties": SERVICE_SCHEMAS["websocket"]},
+    "web": obj({"paths": {"$ref": "#/$defs/paths"}, "options": WEB_TRANSPORT_OPTIONS},
+               required=["paths"]),
+}, required=["endpoint"], unsupported="universal")
+
+TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT,
+                      "websocket": WEBSOCKET_TRANSPORT, "universal": UNIVERSAL_TRANSPORT,
+                      "mqtt": MQTT_TRANSPORT}, "transport")
 
 # --- realms, roles (§5) -------------------------------------------------------------------------
 
@@ -308,8 +371,10 @@ PERMISSION = obj({
 }, required=["uri"])
 
 ROLE = obj({"id": STR, "name": STR, "permissions": {"type": "array", "items": PERMISSION},
-            "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL})},
-           required=["name"], unsupported="role")
+            "authorizer": PROC, "disclose": obj({"caller": BOOL, "publisher": BOOL}),
+            # Crossbar 0.x: a URI no permission matches is allowed, not denied
+            "allow-by-default": BOOL},
+           required=["name"])
 
 REALM = obj({
     "id": STR, "name": {"type": "string", "pattern": REALM_NAME},
@@ -323,6 +388,9 @@ REALM = obj({
     }),
     # event history (retained events), Crossbar's realm store
     "store": {"type": "object"},
+    # Crossbar's realm statistics events and message tracing: accepted, not acted on
+    # (geonode.config.semantic.warnings says so)
+    "stats": {"type": "object"}, "trace": BOOL,
 }, required=["name"], unsupported="realm")
 
 COMPONENT = dispatch({
@@ -359,7 +427,74 @@ ROUTER_WORKER = obj({
     "components": {"type": "array", "items": COMPONENT},
 }, unsupported="router")
 
-WORKER = dispatch({"router": ROUTER_WORKER}, "worker")
+# Crossbar's echo worker for Autobahn|Testsuite: its transport serves the websocket-testee
+# service on every path.
+TESTEE_WORKER = obj({
+    "id": ID, "type": STR, "options": WORKER_OPTIONS,
+    "transport": obj({"id": ID, "type": {"const": "websocket"}, "endpoint": ENDPOINT,
+                      "url": STR, "debug": BOOL, "options": WEBSOCKET_OPTIONS},
+                     required=["endpoint"]),
+}, required=["transport"])
+
+# --- container and guest workers (geonode/workers/, docs/workers.md) -------------------------
+
+CONNECTING_TLS = obj({"hostname": STR, "certificate": STR, "key": STR,
+                      "ca_certificates": STR_LIST})
+CONNECTING_ENDPOINT = dispatch({
+    "tcp": obj({"type": STR, "host": STR, "port": PORT, "version": {"enum": [4, 6]},
+                "timeout": {"type": "integer", "minimum": 1}, "tls": CONNECTING_TLS},
+               required=["host", "port"]),
+    "unix": obj({"type": STR, "path": STR, "timeout": {"type": "integer", "minimum": 1}},
+                required=["path"]),
+}, "endpoint")
+CONNECTING_TRANSPORT = dispatch({
+    "websocket": obj({"type": STR, "endpoint": CONNECTING_ENDPOINT, "url": STR,
+                      "serializers": SERIALIZER_LIST, "options": {"type": "object"}},
+                     required=["endpoint", "url"]),
+    "rawsocket": obj({"type": STR, "endpoint": CONNECTING_ENDPOINT, "url": STR,
+                      "serializer": {"enum": SERIALIZERS}, "serializers": SERIALIZER_LIST,
+                      "options": {"type": "object"}}, required=["endpoint"]),
+}, "transport")
+CONTAINER_COMPONENT = dispatch({
+    "class": obj({"id": STR, "type": STR, "classname": STR, "realm": STR, "extra": _ANY,
+                  "transport": CONNECTING_TRANSPORT},
+                 required=["classname", "realm", "transport"]),
+    "function": obj({"id": STR, "type": STR, "realm": STR, "role": STR, "extra": _ANY,
+                     "transport": CONNECTING_TRANSPORT, "auth": {"type": "object"},
+                     "callbacks": obj({"join": STR, "leave": STR, "connect": STR,
+                                       "disconnect": STR})},
+                    required=["realm", "transport"]),
+}, "component")
+RESTART = {"enum": ["restart-always", "restart-on-failed", "restart-never"]}
+CONTAINER_WORKER = obj({
+    "id": ID, "type": STR, "components": {"type": "array", "items": CONTAINER_COMPONENT},
+    "options": obj({
+        **WORKER_OPTIONS["properties"], "restart": RESTART,
+        "shutdown": {"enum": ["shutdown-manual", "shutdown-on-last-component-stopped",
+                              "shutdown-on-any-component-failed",
+                              "shutdown-on-any-component-stopped"]},
+        "reactor": {"type": "object"},  # Crossbar's reactor choice per platform: ignored
+        # geonode: the components' framework; "auto" detects it from their classes
+        "framework": {"enum": ["auto", "twisted", "asyncio"]},
+    }),
+    "manhole": {"type": "object"},
+}, unsupported="container")
+GUEST_WORKER = obj({
+    "id": ID, "type": STR, "executable": STR, "arguments": STR_LIST,
+    "options": obj({
+        "env": WORKER_OPTIONS["properties"]["env"], "workdir": STR,
+        "stdin": {"anyOf": [{"const": "close"}, obj({"type": {"const": "json"}, "value": _ANY,
+                                                     "close": BOOL}, required=["type"])]},
+        "stdout": {"enum": ["close", "log", "drop"]}, "stderr": {"enum": ["close", "log", "drop"]},
+        "watch": obj({"directories": STR_LIST, "action": {"enum": ["restart"]},
+                      "timeout": {"type": "number", "minimum": 0}}),
+        "restart": RESTART,  # geonode: Crossbar never restarts a guest
+        "disabled": {"type": ["boolean", "string"]},
+    }),
+}, required=["executable"])
+
+WORKER = dispatch({"router": ROUTER_WORKER, "container": CONTAINER_WORKER,
+                   "guest": GUEST_WORKER, "websocket-testee": TESTEE_WORKER}, "worker")
 
 SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

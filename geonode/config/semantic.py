@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from geonode.config import serializers as ser
 from geonode.config.environ import join_path
 from geonode.config.schema import NOT_SUPPORTED
 
@@ -26,26 +27,69 @@ def _list(x: Any) -> list:
 def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     errors: list[str] = []
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
+    _check_node_shutdown(_dict(_dict(data.get("controller")).get("options")), errors)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
+        wpath = f"workers[{wi}]"
+        if worker.get("type") == "websocket-testee":
+            _check_endpoint(_dict(_dict(worker.get("transport")).get("endpoint")),
+                            f"{wpath}.transport.endpoint", config_dir, listening, errors)
+            continue
+        if worker.get("type") == "container":
+            _check_container(_dict(worker.get("options")), wpath, errors)
         if worker.get("type") != "router":
             continue
-        wpath = f"workers[{wi}]"
+        # (a WAMP transport or path in a worker without realms, its serializers: the model)
         realms = _check_realms(worker, wpath, errors)
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)
             _check_endpoint(_dict(transport.get("endpoint")), f"{tpath}.endpoint", config_dir,
                             listening, errors)
-            if transport.get("type") == "web":
+            kind = transport.get("type")
+            if kind == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
                              config_dir, errors)
+            elif kind == "mqtt":
+                _check_mqtt(_dict(transport.get("options")), f"{tpath}.options", worker,
+                            realms, errors)
+            elif kind == "universal" and "web" in transport:
+                _check_paths(_dict(_dict(transport["web"]).get("paths")),
+                             f"{tpath}.web.paths", realms, config_dir, errors)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
     return errors
+
+
+# Crossbar's checkconfig: a restart mode the shutdown mode would never let happen.
+_IMPOSSIBLE = {("restart-always", "shutdown-on-any-component-stopped"),
+               ("restart-always", "shutdown-on-any-component-failed"),
+               ("restart-always", "shutdown-on-last-component-stopped"),
+               ("restart-on-failed", "shutdown-on-any-component-failed")}
+
+
+# controller.options.shutdown, Crossbar's names (what they do: geonode.workers.manager)
+NODE_SHUTDOWN_MODES = ("shutdown_on_shutdown_requested", "shutdown_on_worker_exit",
+                       "shutdown_on_worker_exit_with_error", "shutdown_on_last_worker_exit")
+
+
+def _check_node_shutdown(options: dict, errors: list[str]) -> None:
+    modes = options.get("shutdown")
+    for i, mode in enumerate([modes] if isinstance(modes, str) else _list(modes)):
+        if isinstance(mode, str) and mode not in NODE_SHUTDOWN_MODES:
+            where = "" if isinstance(modes, str) else f"[{i}]"
+            errors.append(f"controller.options.shutdown{where}: {mode!r} is not one of "
+                          + ", ".join(repr(m) for m in NODE_SHUTDOWN_MODES))
+
+
+def _check_container(options: dict, wpath: str, errors: list[str]) -> None:
+    pair = (options.get("restart"), options.get("shutdown"))
+    if pair in _IMPOSSIBLE:
+        errors.append(f"{wpath}.options.restart: {pair[0]!r} won't work with "
+                      f"shutdown {pair[1]!r}")
 
 
 def _unknown_realm(path: str, realm: str, realms: dict) -> str:
@@ -81,6 +125,36 @@ def _check_realms(worker: dict, wpath: str, errors: list[str]) -> dict[str, str]
             if "permissions" in role and "authorizer" in role:
                 errors.append(f"{opath}: give either 'permissions' or 'authorizer', not both")
     return realms
+
+
+def _check_mqtt(options: dict, opath: str, worker: dict, realms: dict,
+                errors: list[str]) -> None:
+    """The realm (and a dynamic payload codec's realm) exist; the role too when no ``auth``
+    decides it; native serializers are installed."""
+    realm = options.get("realm")
+    if isinstance(realm, str):
+        if realm not in realms:
+            errors.append(_unknown_realm(f"{opath}.realm", realm, realms))
+        elif "auth" not in options:
+            role = options.get("role", "anonymous")
+            cfg = next((_dict(r) for r in _list(worker.get("realms"))
+                        if _dict(r).get("name") == realm), {})
+            roles = [_dict(r).get("name") for r in _list(cfg.get("roles"))]
+            if isinstance(role, str) and role != "trusted" and role not in roles:
+                errors.append(f"{opath}.role: role {role!r} is not defined on realm {realm!r} "
+                              f"(defined: {', '.join(repr(r) for r in roles) or 'none'})")
+    for prefix, entry in _dict(options.get("payload_mapping")).items():
+        entry = _dict(entry)
+        epath = join_path(f"{opath}.payload_mapping", prefix)
+        codec_realm = entry.get("realm")
+        if entry.get("type") == "dynamic" and isinstance(codec_realm, str) \
+                and codec_realm not in realms:
+            errors.append(_unknown_realm(f"{epath}.realm", codec_realm, realms))
+        serializer = entry.get("serializer")
+        if entry.get("type") == "native" and isinstance(serializer, str) \
+                and serializer in ser.SUPPORTED and serializer not in ser.installed():
+            errors.append(f"{epath}.serializer: serializer {serializer!r} is not "
+                          f"installed (installed: {', '.join(ser.installed())})")
 
 
 def _check_file(path: str, value: Any, config_dir: Path, what: str, errors: list[str]) -> None:
@@ -171,6 +245,12 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
                 if not full.is_dir():
                     out.append(f"{wpath}.options.pythonpath[{i}]: {entry!r} is not a folder "
                                f"({full})")
+        for ri, realm in enumerate(_list(worker.get("realms"))):
+            for key, what in (("stats", "realm statistics events"),
+                              ("trace", "message tracing")):
+                if key in _dict(realm):
+                    out.append(f"{wpath}.realms[{ri}].{key}: ignored, {what} "
+                               f"{NOT_SUPPORTED}")
         for ti, transport in enumerate(_list(worker.get("transports"))):
             transport = _dict(transport)
             tpath = f"{wpath}.transports[{ti}]"
@@ -179,6 +259,12 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
                 out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
             if transport.get("type") == "web":
                 _ignored_keys(_dict(transport.get("paths")), f"{tpath}.paths", out)
+            elif transport.get("type") == "universal":
+                _ignored_keys(_dict(transport.get("websocket")), f"{tpath}.websocket", out)
+                _ignored_keys(_dict(_dict(transport.get("web")).get("paths")),
+                              f"{tpath}.web.paths", out)
+            elif transport.get("type") == "websocket":
+                _ignored_keys({"": transport}, tpath, out)
     return out
 
 
@@ -186,7 +272,7 @@ def _ignored_keys(paths: dict, ppath: str, out: list[str]) -> None:
     """Warnings about path services: keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
-        spath = join_path(ppath, key)
+        spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
             _ignored_keys(_dict(svc.get("paths")), f"{spath}.paths", out)
         elif svc.get("type") == "websocket" and "cookie" in svc:

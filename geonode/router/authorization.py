@@ -109,8 +109,12 @@ def _authorization(p: Permission, action: str) -> Authorization:
 
 
 class StaticRole(Role):
-    def __init__(self, name: str, permissions: list[Permission]) -> None:
+    def __init__(self, name: str, permissions: list[Permission],
+                 allow_by_default: bool = False) -> None:
         self.name = name
+        # Crossbar 0.x's "allow-by-default": a URI no permission matches is allowed (all four
+        # actions, nothing disclosed) instead of denied; real configs still carry it.
+        self._default = ALLOW if allow_by_default else DENY
         self.table: UriTable[Permission] = UriTable()
         for p in permissions:
             self.table.add(p.uri, p.match, p)
@@ -121,7 +125,7 @@ class StaticRole(Role):
         ans = self._answers.get(key)
         if ans is None:
             perm = self.table.best(uri)
-            ans = _authorization(perm, action) if perm is not None else DENY
+            ans = _authorization(perm, action) if perm is not None else self._default
             self._answers.put(key, ans)
         return ans
 
@@ -189,5 +193,5 @@ def build_roles(roles_cfg: list[RoleConfig], realm: Any) -> dict[str, Role]:
         if r.authorizer is not None:
             roles[r.name] = DynamicRole(r.name, r.authorizer, realm)
         else:
-            roles[r.name] = StaticRole(r.name, r.permissions)
+            roles[r.name] = StaticRole(r.name, r.permissions, r.allow_by_default)
     return roles

@@ -131,6 +131,10 @@ class BrokerState:
         while len(self.retained) > RETAINED_LIMIT:
             del self.retained[next(iter(self.retained))]
 
+    def forget_retained(self, topic: str) -> None:
+        """No retained event on ``topic`` any more (MQTT: a retained empty message)."""
+        self.retained.pop(topic, None)
+
     def retained_for(self, sub: Subscription) -> list[tuple[str, dict]]:
         if sub.match == "exact":
             ev = self.retained.get(sub.uri)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,15 +201,13 @@ def _listener(endpoint: Endpoint, config_dir: Path, json_path: str) -> tuple[Any
     return sock, ctx, f"rawsocket{'+tls' if tls else ''}://{where}"
 
 
-def serve(transport: Transport, router: Any, ctx: Any,
-          max_connections_default: int | None = None) -> StreamServer:
-    """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport.
+def connection_handler(transport: Transport, router: Any, framing: str) -> Callable[..., None]:
+    """``handle(sock, address, initial=b"")``: one RawSocket connection for its whole life.
 
-    ``options.max_connections`` caps its connections (``geonode.endpoints.ConnectionCap``);
-    without it ``max_connections_default`` (the node's share per endpoint), or the open-file
-    share of a lone endpoint."""
+    ``transport``: a rawsocket transport, or a universal transport's ``rawsocket``.
+    ``initial``: octets already read from ``sock`` (the universal transport's sniffer read the
+    first ones to pick the protocol); they are taken as the start of the stream."""
     json_path = transport.json_path
-    config_dir = Path(getattr(ctx, "config_dir", "."))
     allowed: dict[int, ser.WampSerializer] = {}
     for name in transport.serializers:
         s = ser.get(name)
@@ -219,20 +218,20 @@ def serve(transport: Transport, router: Any, ctx: Any,
     max_receive = min(max_message_size, MAX_PAYLOAD)
     limits = {"max_queue": transport.max_queue, "max_queue_bytes": transport.max_queue_bytes}
     auth_config = transport.auth
-    endpoint = transport.endpoint
-    listener, ssl_context, url = _listener(endpoint, config_dir, json_path)
-    framing = "unix" if endpoint.type == "unix" else ("tls" if ssl_context else "tcp")
 
-    def handshake(sock: socket.socket) -> tuple[ser.WampSerializer, int] | None:
-        """(serializer, client's length exponent), or None when the connection is done."""
+    def handshake(sock: socket.socket, initial: bytes
+                  ) -> tuple[ser.WampSerializer, int, bytes] | None:
+        """(serializer, client's length exponent, octets after the handshake), or None when
+        the connection is done."""
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        hello = b""
-        with gevent.Timeout(HANDSHAKE_TIMEOUT, False):
-            hello = _recv_exact(sock, 4)
+        hello = initial
+        if len(hello) < 4:
+            with gevent.Timeout(HANDSHAKE_TIMEOUT, False):
+                hello += _recv_exact(sock, 4 - len(hello))
         if len(hello) < 4 or hello[0] != MAGIC:
             return None  # not a RawSocket client (or too slow): nothing to answer
         ser_id, their_exp = hello[1] & 0x0F, hello[1] >> 4
@@ -245,18 +244,23 @@ def serve(transport: Transport, router: Any, ctx: Any,
             sock.sendall(bytes((MAGIC, error << 4, 0, 0)))
             return None
         sock.sendall(bytes((MAGIC, (own_exp << 4) | ser_id, 0, 0)))
-        return allowed[ser_id], their_exp
+        return allowed[ser_id], their_exp, hello[4:]
 
-    def handle(sock: socket.socket, address: Any) -> None:
+    def handle(sock: socket.socket, address: Any, initial: bytes = b"") -> None:
+        if router is None:   # a worker without realms: no WAMP session can be had here
+            log.info("%s: refusing %s: the worker has no realms", json_path,
+                     _peer_string(sock, address))
+            sock.close()
+            return
         try:
-            agreed = handshake(sock)
+            agreed = handshake(sock, initial)
         except OSError as e:   # reset, or a failed TLS handshake: the client's problem
             log.info("rawsocket %s: handshake failed: %s", _peer_string(sock, address), e)
             agreed = None
         if agreed is None:
             sock.close()
             return
-        serializer, their_exp = agreed
+        serializer, their_exp, rest = agreed
         details = {
             "type": "rawsocket",
             "channel_type": framing,
@@ -268,7 +272,28 @@ def serve(transport: Transport, router: Any, ctx: Any,
         }
         peer = RawSocketPeer(sock, serializer, details, max_receive=max_receive,
                              max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)
-        peer.run(router, auth_config)
+        peer.run(router, auth_config, initial=rest)
+
+    return handle
+
+
+def serve(transport: Transport, router: Any, ctx: Any,
+          max_connections_default: int | None = None) -> StreamServer:
+    """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport.
+
+    ``options.max_connections`` caps its connections (``geonode.endpoints.ConnectionCap``);
+    without it ``max_connections_default`` (the node's share per endpoint), or the open-file
+    share of a lone endpoint."""
+    json_path = transport.json_path
+    config_dir = Path(getattr(ctx, "config_dir", "."))
+    endpoint = transport.endpoint
+    listener, ssl_context, url = _listener(endpoint, config_dir, json_path)
+    framing = "unix" if endpoint.type == "unix" else ("tls" if ssl_context else "tcp")
+    try:
+        handle = connection_handler(transport, router, framing)
+    except BaseException:
+        listener.close()
+        raise
 
     ssl_args = {"ssl_context": ssl_context} if ssl_context is not None else {}
     cap = ConnectionCap(transport.max_connections or max_connections_default

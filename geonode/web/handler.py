@@ -39,6 +39,12 @@ _PIECEWISE_MIN = 64 * 1024
 _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
 _MAX_HEADER_BYTES = 65536
+# Lingering close (RFC 9112 9.6): after a response the server closes on, input still arriving
+# is read and dropped for this long, and at most this much, before the socket closes. Closing
+# with unread input makes the kernel send a reset, which can discard the response the client
+# has not read yet (a 408 to a slow head, a 413 to an upload still being sent).
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
 # Header names already found to be tokens (clients send the same few every time).
 _GOOD_NAMES: set[str] = set()
 
@@ -200,9 +206,41 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     def handle_one_request(self):
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         finally:
             self.in_request = False
+        if isinstance(result, tuple):
+            # An error answer to a request we could not read (pywsgi would send it and close
+            # at once): send it here so the close can linger.
+            self.status, body = result
+            self.socket.sendall(body)
+            self._linger()
+            return None
+        if (result is None and self.close_connection and self.headers_sent
+                and not self.websocket_upgraded and self.socket is not None):
+            self._linger()
+        return result
+
+    def _linger(self) -> None:
+        """Half-close, then drop what the client still sends until it closes too (bounded)."""
+        if self.server.closed:
+            return  # a graceful stop does not wait for clients
+        sock = self.socket
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            left = _LINGER_BYTES
+            while left > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                sock.settimeout(wait)
+                data = sock.recv(min(left, 65536))
+                if not data:
+                    break
+                left -= len(data)
+        except OSError:
+            pass  # reset or timed out: the close follows either way
 
     def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
         return RequestHeaders.parse(rfile)

@@ -1,5 +1,7 @@
 // autobahn|js against a geonode node: join, register/call, subscribe/publish, and talk to a
 // Python (autobahn-python) session. Usage: node interop.js <ws-url> <json|msgpack|cbor> [ms]
+// An http:// URL is a long-poll path: autobahn|js's long-poll transport (JSON only), with
+// xhr2 as the browser's XMLHttpRequest.
 // (ms: how long it may take, default 20000: the tests pass it scaled for a busy machine)
 // Prints one JSON line with what it saw; exits non-zero on any failure.
 'use strict';
@@ -15,12 +17,14 @@ const SERIALIZERS = {
 const timer = setTimeout(() => { console.error('timeout'); process.exit(2); },
                          Number(limitMs || 20000));
 
+const longpoll = url.startsWith('http');
+if (longpoll) global.XMLHttpRequest = require('xhr2');
+
 function connect() {
   return new Promise((resolve, reject) => {
-    const conn = new autobahn.Connection({
-      url, realm: 'realm1', max_retries: 0,
-      serializers: [new SERIALIZERS[serName]()],
-    });
+    const conn = new autobahn.Connection(longpoll
+      ? { transports: [{ type: 'longpoll', url }], realm: 'realm1', max_retries: 0 }
+      : { url, realm: 'realm1', max_retries: 0, serializers: [new SERIALIZERS[serName]()] });
     conn.onopen = (session) => resolve([conn, session]);
     conn.onclose = (reason, details) => { reject(new Error(`closed: ${reason} ${JSON.stringify(details)}`)); return true; };
     conn.open();
@@ -32,6 +36,7 @@ async function main() {
   const [c1, a] = await connect();
   const [c2, b] = await connect();
   out.protocol = c1.transport.info.protocol;
+  out.transport = c1.transport.info.type;
 
   await a.register('com.js.add', (args, kwargs) => args[0] + args[1] + (kwargs.extra || 0));
   out.sum = await b.call('com.js.add', [2, 3], { extra: 10 });

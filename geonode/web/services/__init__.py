@@ -26,6 +26,7 @@ SERVICES: dict[str, str] = {
     "reverseproxy": "geonode.web.services.reverseproxy:build",
     "websocket": "geonode.web.services.websocket:build",
     "websocket-testee": "geonode.web.services.testee:build",
+    "longpoll": "geonode.web.services.longpoll:build",
     "publisher": "geonode.bridge.publisher:build",
     "caller": "geonode.bridge.caller:build",
     "webhook": "geonode.bridge.webhook:build",
