@@ -214,10 +214,18 @@ class Wrk:
     requests: int
     problems: str  # non-2xx answers and socket errors, "" when none
     cpu: float  # wrk's own CPU, in cores (2.0 = both cores of this machine: wrk is the limit)
+    p99_ms: float | None = None  # 99th percentile latency (with ``latency=True``)
 
 
-def wrk(url: str, threads: int, conns: int, duration: float, script: Path | None = None) -> Wrk:
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, threads: int, conns: int, duration: float, script: Path | None = None,
+        latency: bool = False) -> Wrk:
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration:g}s"]
+    if latency:
+        cmd.append("--latency")
     if script:
         cmd += ["-s", str(script)]
     # wrk is the only child reaped during the run, so the children's rusage delta is its CPU
@@ -231,8 +239,9 @@ def wrk(url: str, threads: int, conns: int, duration: float, script: Path | None
     problems = [e.group(0).strip() for pat in (r"Non-2xx or 3xx responses: (\d+)",
                                                 r"Socket errors: (.*)")
                 if (e := re.search(pat, out))]
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M) if latency else None
     return Wrk(float(m.group(1)) if m else 0.0, int(n.group(1)) if n else 0, "; ".join(problems),
-               cpu)
+               cpu, _ms(*p99.groups()) if p99 else None)
 
 
 # -- numbers ----------------------------------------------------------------------------------

@@ -38,9 +38,12 @@ BENCHES = [
     ("burst", "hostile/burst.py", [], ["--sizes", "100000", "--fanout", "0", "--slow-rate", "0"]),
     ("mqtt", "mqtt/run.py", [], ["--rounds", "1", "--duration", "2"]),
     ("workers", "workers/startup.py", ["--rounds", "5"], ["--rounds", "1", "--settle", "0.5"]),
+    ("http-processes", "cluster/http_processes.py", [], ["--rounds", "1", "--duration", "3"]),
+    ("upload", "services/upload.py", [], ["--rounds", "1", "--size-mib", "50"]),
+    ("cluster", "cluster/run.py", [], ["--rounds", "1", "--sessions", "500", "--calls", "300"]),
 ]
 # geonode's in-process hand-off and the hostile-input figures: no Crossbar counterpart
-NO_CROSSBAR = {"inprocess", "hostile-uri", "burst"}
+NO_CROSSBAR = {"inprocess", "hostile-uri", "burst", "http-processes", "upload"}
 CLIENT = {"http": "wrk", "bridge": "wrk", "wamp": "bench/wamp/wire.py client",
           "burst": "raw-frame client", "mqtt": "bench/mqtt/wire.py client"}
 

@@ -25,6 +25,7 @@ The sockets are gevent sockets, bound and listening, non-blocking: hand them to 
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import socket
 import stat
@@ -50,6 +51,43 @@ class EndpointError(Exception):
     """An endpoint cannot be opened (bad TLS files, port in use, ...)."""
 
 
+#: Set by the ``--processes`` supervisor for its children (``geonode.supervisor``): the listening
+#: sockets it opened, as JSON ``{"workers[0].transports[0].endpoint": fd}``. A child serves on
+#: those instead of binding, so every child shares the parent's endpoints.
+LISTEN_FDS_ENV = "GEONODE_LISTEN_FDS"
+_inherited: dict[str, int] | None = None
+
+
+def _inherited_listener(json_path: str) -> tuple[socket.socket, Any] | None:
+    """(gevent socket, its address) for an endpoint the supervisor opened, else None."""
+    global _inherited
+    if _inherited is None:
+        import json
+
+        _inherited = {k: int(v) for k, v in
+                      json.loads(os.environ.pop(LISTEN_FDS_ENV, "") or "{}").items()}
+    fd = _inherited.pop(json_path, None)
+    if fd is None:
+        return None
+    from gevent import socket as gsocket
+
+    sock = gsocket.socket(fileno=fd)
+    sock.setblocking(False)
+    # Inheritable only to get here: not into subprocesses the app starts.
+    sock.set_inheritable(False)
+    return sock, sock.getsockname()
+
+
+def _busy_hint(json_path: str, errno_: int | None) -> str:
+    import errno
+
+    if errno_ != errno.EADDRINUSE:
+        return ""
+    return (f" (another process listens there: stop it, or choose another port with "
+            f"{json_path}.port in the config; for the first endpoint also --port N or "
+            f"GEONODE_PORT=N)")
+
+
 def tls_context(tls: dict, base: Path, json_path: str) -> Any:
     """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``), made
     by the function ``geonode check`` verifies it with (geonode.config.tls)."""
@@ -58,34 +96,48 @@ def tls_context(tls: dict, base: Path, json_path: str) -> Any:
     return server_context(tls, base, json_path, ssl)
 
 
-def tcp_listener(endpoint: Endpoint, json_path: str) -> tuple[socket.socket, str]:
-    """A listening TCP socket for a ``tcp`` endpoint and its ``host:port`` (actual port)."""
-    from gevent import socket as gsocket
+def tcp_listener(endpoint: Endpoint, json_path: str, *, plain: bool = False,
+                 reuseport: bool = False) -> tuple[socket.socket, str]:
+    """A listening TCP socket for a ``tcp`` endpoint and its ``host:port`` (actual port).
 
+    ``plain``: a stdlib socket, not gevent's (the supervisor, which runs no hub);
+    ``reuseport``: SO_REUSEPORT whatever the endpoint's ``shared`` says."""
     family = socket.AF_INET6 if endpoint.version == 6 else socket.AF_INET
     interface = endpoint.any_interface
     port = endpoint.port
-    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    inherited = None if plain else _inherited_listener(json_path)
+    if inherited is not None:
+        sock, address = inherited
+        host = f"[{interface}]" if ":" in interface else interface
+        return sock, f"{host}:{address[1]}"
+    if plain:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    else:
+        from gevent import socket as gsocket
+
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if endpoint.shared:
+        if endpoint.shared or reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((interface, port))
         sock.listen(endpoint.backlog)
     except OSError as e:
         sock.close()
         raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
-                            f"{e.strerror or e}") from e
+                            f"{e.strerror or e}{_busy_hint(json_path, e.errno)}") from e
     sock.setblocking(False)
     host = f"[{interface}]" if ":" in interface else interface
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
-def unix_listener(endpoint: Endpoint, base: Path, json_path: str) -> tuple[socket.socket, str]:
+def unix_listener(endpoint: Endpoint, base: Path, json_path: str, *,
+                  plain: bool = False) -> tuple[socket.socket, str]:
     """A listening Unix socket for a ``unix`` endpoint (path relative to ``base``)."""
-    from gevent import socket as gsocket
-
     path = (base / str(endpoint.path)).absolute()
+    inherited = None if plain else _inherited_listener(json_path)
+    if inherited is not None:
+        return inherited[0], str(path)
     if path.exists():
         if not stat.S_ISSOCK(path.stat().st_mode):
             raise EndpointError(f"{json_path}.path: {path} exists and is not a socket")
@@ -98,7 +150,12 @@ def unix_listener(endpoint: Endpoint, base: Path, json_path: str) -> tuple[socke
             raise EndpointError(f"{json_path}.path: another process is listening on {path}")
         finally:
             probe.close()
-    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if plain:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        from gevent import socket as gsocket
+
+        sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
         sock.listen(endpoint.backlog)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from gevent.event import Event
@@ -42,13 +43,12 @@ from geonode.web.limits import (
 )
 from geonode.web.shutdown import Connections, graceful_stop
 
-# The option that will let several workers share one router does not exist yet; the warning
-# names the seam (geonode/router/state.py) it will plug into.
+# Not logged when every WAMP router worker has options.backplane (one router across workers).
 MULTI_WORKER_WARNING = (
     "geonode: %d gunicorn workers each build their own WAMP router: a WAMP client only sees "
     "sessions, subscriptions and registrations of the worker it happened to connect to. "
-    "Run with -w 1 (scale the WSGI apps with their maxthreads instead) until a router "
-    "backplane shared by workers exists (planned: router worker option \"backplane\")."
+    "Run with -w 1 (scale the WSGI apps with their maxthreads instead), or give the router "
+    "worker an options.backplane shared by the workers."
 )
 
 PRELOAD_WARNING = (
@@ -92,7 +92,7 @@ class GeventWorker(ggevent.GeventPyWSGIWorker):
         super_check = getattr(super(), "check_config", None)
         if super_check is not None:
             super_check(cfg, log)
-        if cfg.workers > 1 and _is_geonode_app(cfg):
+        if cfg.workers > 1 and _is_geonode_app(cfg) and _splits_router(cfg):
             log.warning(MULTI_WORKER_WARNING, cfg.workers)
         if cfg.preload_app and _is_geonode_app(cfg):
             log.warning(PRELOAD_WARNING)
@@ -168,6 +168,25 @@ def _log_through(glog: Any) -> None:
         geonode_log.addHandler(handler)
     geonode_log.setLevel(error_log.level)
     geonode_log.propagate = False
+
+
+def _splits_router(cfg: Any) -> bool:
+    """Whether the node's config has a WAMP router worker without ``options.backplane`` (the
+    workers would be separate routers); True when the config cannot be read here."""
+    import re
+
+    uri = str(cfg.wsgi_app or cfg.default_proc_name or "")
+    m = re.search(r"load\(\s*(?:path\s*=\s*)?['\"]([^'\"]+)['\"]", uri)
+    if m is None:
+        return True
+    from geonode.config import ConfigError, load
+    from geonode.config.model import wamp_without_backplane
+
+    try:
+        model = load(Path(cfg.chdir or ".") / m.group(1)).model
+    except (ConfigError, OSError):
+        return True
+    return bool(wamp_without_backplane(model))
 
 
 def _is_geonode_app(cfg: Any) -> bool:

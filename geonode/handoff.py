@@ -9,9 +9,15 @@ caller's stack) means the handler may switch greenlets freely and is never re-en
 that produces faster than the hub takes waits (that thread only, never the hub) with
 ``wait_for_room``, so memory stays bounded.
 
+``Wakeup(loop, callback)`` is that mechanism alone, for a hub-side consumer that is not a
+handler greenlet: threads call ``send()`` after queueing their item, and ``callback()`` runs
+on the hub once per burst (the WSGI host's pool resumes the waiting request greenlets from it
+directly, saving the drain greenlet's switch per request). ``Pump`` is built on it.
+
 Users: ``geonode.transport.inprocess`` (the in-process Peer: router -> session),
-``geonode.wamp`` (session callers -> the router, handlers and endpoints) and
-``geonode.websocket.connection`` (sends, pings and closes from other threads).
+``geonode.wamp`` (session callers -> the router, handlers and endpoints),
+``geonode.websocket.connection`` (sends, pings and closes from other threads) and, through
+``Wakeup`` alone, ``geonode.web.wsgi_host.Pool`` (calls finished by the WSGI pool's threads).
 """
 
 from __future__ import annotations
@@ -35,6 +41,35 @@ real_allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate
 real_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 
 _STOP = object()
+
+
+class Wakeup:
+    """``callback()`` on the hub once per burst of ``send()`` calls from any threads.
+
+    A sender queues its item first and sends after. The callback clears the flag *before*
+    calling ``callback``, so an item queued after the flag was seen set is still seen by that
+    call (or by the next one, which its own send schedules)."""
+
+    __slots__ = ("_loop", "_callback", "_scheduled")
+
+    def __init__(self, loop: Any, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._scheduled = False
+
+    def send(self) -> None:
+        """From any thread (the hub's included)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback_threadsafe(self._run)
+
+    def reset(self) -> None:
+        """After a fork in the child: the scheduled callback belonged to the parent's loop."""
+        self._scheduled = False
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self._callback()
 # items a pump handles before it lets other greenlets run (unless made with fair_share=0)
 FAIR_SHARE = 64
 # how long a thread waiting for room sleeps between looks at the queue
@@ -48,7 +83,7 @@ class Pump:
     is logged and the next item handled. It yields to other greenlets every ``fair_share``
     items; 0: only when the handler blocks."""
 
-    __slots__ = ("_handler", "_loop", "_queue", "_event", "_greenlet", "_scheduled", "_stopped",
+    __slots__ = ("_handler", "_loop", "_queue", "_event", "_greenlet", "_wakeup", "_stopped",
                  "_fair_share", "stopping", "name")
 
     def __init__(self, handler: Callable[[Any], None], loop: Any, name: str = "pump",
@@ -59,7 +94,7 @@ class Pump:
         self._queue: deque = deque()
         self._event: Any = None  # a gevent Event, made with the greenlet (on the hub)
         self._greenlet: gevent.Greenlet | None = None
-        self._scheduled = False
+        self._wakeup = Wakeup(loop, self._wake)
         self._stopped = False
         #: stop() was called: what is queued before it is still handled, nothing after it
         self.stopping = False
@@ -87,11 +122,7 @@ class Pump:
         if self.stopping:
             return
         self._queue.append(item)
-        # The callback clears the flag *before* waking the drainer, so an item appended
-        # after the flag was seen set is still drained by that wake-up.
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.run_callback_threadsafe(self._wake_threadsafe)
+        self._wakeup.send()
 
     def wait_for_room(self, limit: int, timeout: float | None = None) -> bool:
         """From a native thread (never the hub's): wait while ``limit`` or more items are
@@ -110,10 +141,6 @@ class Pump:
         self._queue.append(_STOP)
         self._wake()
         self.stopping = True
-
-    def _wake_threadsafe(self) -> None:
-        self._scheduled = False
-        self._wake()
 
     def _wake(self) -> None:
         if self._stopped:

@@ -11,6 +11,7 @@ failure in any step undoes what was done and ``run`` returns 1.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -26,8 +27,48 @@ from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
 
-#: How long a shutdown waits for requests in flight before closing their connections.
-GRACE_SECONDS = 10.0
+#: The whole graceful stop, from the signal to the exit (``--shutdown-timeout``, the controller
+#: option ``shutdown_timeout``): inside Docker's 10 s between SIGTERM and SIGKILL, leaving 2 s
+#: for the exit itself and for a ``--processes`` parent's margin.
+DEFAULT_SHUTDOWN_TIMEOUT = 8.0
+
+
+def stop_budget(total: float) -> tuple[float, float, float]:
+    """``total`` seconds split into (requests in flight, WebSocket closing handshakes, the
+    final kill of what is left): the phases of ``geonode.web.shutdown.graceful_stop``."""
+    total = max(0.0, float(total))
+    close = min(2.0, total / 4)
+    kill = min(1.0, total / 8)
+    return total - close - kill, close, kill
+
+
+def shutdown_timeout_of(cfg: Any, override: float | None = None) -> float:
+    """``--shutdown-timeout`` if given, else ``controller.options.shutdown_timeout``, else the
+    default."""
+    if override is not None:
+        return float(override)
+    value = cfg.model.shutdown_timeout
+    return DEFAULT_SHUTDOWN_TIMEOUT if value is None else value
+
+
+#: A supervised node takes a repeated signal within this many seconds for the same stop.
+SAME_STOP_WINDOW = 1.0
+
+#: ``--port``'s environment variable
+PORT_ENV = "GEONODE_PORT"
+
+
+def apply_port(cfg: Config, port: int) -> str | None:
+    """Set the port of the first TCP endpoint (enabled workers, config order); its JSON path,
+    or None when the config has no TCP endpoint."""
+    for worker in cfg.model.workers:
+        if worker.disabled:
+            continue
+        for transport in worker.transports:
+            if transport.endpoint.type == "tcp" and transport.endpoint.json_path:
+                transport.endpoint.port = int(port)
+                return f"{transport.endpoint.json_path}.port"
+    return None
 
 
 def _process_age() -> float | None:
@@ -62,6 +103,12 @@ class Node:
     """Everything one config describes, in one process."""
 
     def __init__(self, cfg: Config) -> None:
+        import gevent
+
+        # gevent records every greenlet's spawning stack (about ten frame summaries, ~1.2 KiB)
+        # for its debugging tree; a node's greenlets live as long as its connections, so that
+        # was a tenth of an idle WebSocket session's memory (bench/sessions/breakdown.py).
+        gevent.config.track_greenlet_tree = False
         self.cfg = cfg
         self.dir = Path(cfg.dir)
         self.info = NodeInfo(title=cfg.model.title)
@@ -75,6 +122,10 @@ class Node:
         self.info.session_count = self._session_count
         self.workers: Any = None  # geonode.workers.manager.Workers: containers, guests, ...
         self.run_workers = True   # False under gunicorn: each of its processes would start them
+        self.info.owner = self
+        from geonode.metrics import SOURCES
+
+        SOURCES.nodes.add(self)
 
     # ---- build ------------------------------------------------------------------------
     def _session_count(self) -> int:
@@ -85,7 +136,12 @@ class Node:
             return None  # a web-only worker: the router modules are not even imported
         from geonode.router import Router
 
-        router = Router(worker, self.dir)
+        backplane: Callable[..., Any] | None = None
+        if worker.backplane is not None:
+            from geonode.cluster import create
+
+            backplane = create
+        router = Router(worker, self.dir, backplane=backplane)
         self.routers.append(router)
         # Known to geonode.wamp.session() from now on: code outside any request (a module at
         # import time, a thread the app starts) reaches it even without a "wamp" key.
@@ -120,7 +176,8 @@ class Node:
                            node=self.info, tls=transport.tls)
         if transport.type == "web":
             app = dispatch.build_app(transport.paths, ctx)
-            app = options.wrap(app, transport.options, tls=transport.tls)
+            app = options.wrap(app, transport.options, tls=transport.tls,
+                               json_path=f"{transport.json_path}.options")
             self.web.append(_Transport(transport, app))
         elif transport.type in ("rawsocket", "mqtt"):
             # stream transports on their own StreamServer (rawsocket_servers holds both)
@@ -170,7 +227,8 @@ class Node:
                              transport_options=wopts, node=self.info, tls=tls)
         sockets = {key: build_service(svc, wsctx.child(key))
                    for key, svc in transport.websockets.items()}
-        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls)
+        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls,
+                           json_path=f"{tpath}.web.options")
         protocols: dict[str, Callable] = {}
         if transport.rawsocket is not None:
             from geonode.transport import rawsocket
@@ -179,6 +237,11 @@ class Node:
                        else ("tls" if tls else "tcp"))
             protocols["rawsocket"] = rawsocket.connection_handler(transport.rawsocket, router,
                                                                   framing)
+        if transport.mqtt is not None:
+            from geonode.mqtt import transport as mqtt
+
+            protocols["mqtt"] = functools.partial(
+                mqtt.serve_connection, mqtt.build_service(transport.mqtt, router))
         return _Transport(transport, app, protocols=protocols)
 
     def _worker_manager(self) -> Any:
@@ -215,6 +278,10 @@ class Node:
                                         timeouts=timeouts(t.server_options),
                                         max_connections=t.cfg.max_connections or fair_share,
                                         **extra)
+                if self.info.count_http:
+                    from geonode.metrics import HttpStats
+
+                    t.server.http_stats = HttpStats(t.json_path)
             for transport, router, ctx in self._pending_rawsocket:
                 if transport.type == "mqtt":
                     from geonode.mqtt import transport as stream
@@ -267,17 +334,20 @@ class Node:
             except Exception:
                 log.debug("closing %s failed", tpath, exc_info=True)
 
-    def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Stop accepting, close idle connections, let requests in flight finish (bounded),
-        close routers (WAMP sessions get GOODBYE) and WebSockets, drop what is left."""
+    def stop(self, grace: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Stop accepting, close idle connections, let requests in flight finish, close routers
+        (WAMP sessions get GOODBYE) and WebSockets, drop what is left: all within ``grace``
+        seconds (the shutdown timeout, split by ``stop_budget``)."""
         from geonode.web.shutdown import graceful_stop
 
+        grace, close, kill = stop_budget(grace)
         self.close_listeners()
         servers = [t.server for t in self.web if t.server is not None]
-        graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop)
+        graceful_stop(servers, grace, self.close_routers, give_up=lambda: self.force_stop,
+                      close_seconds=close)
         for tpath, server in self.rawsocket_servers:
             try:
-                server.stop(timeout=1)
+                server.stop(timeout=kill)
             except Exception:
                 log.debug("stopping %s failed", tpath, exc_info=True)
 
@@ -338,24 +408,34 @@ def prepare(cfg: Config) -> None:
         log.debug("python path: %s", paths)
 
 
-def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None) -> int:
+def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = None, *,
+         logformat: str = "standard", shutdown_timeout: float | None = None,
+         port: int | None = None, process: int | None = None) -> int:
     """Run the node of ``config`` until it stops; the exit code (1: a config it cannot run).
 
     ``geonode start`` and the dev server's node process. The process must be monkey-patched
     already. ``adjust`` may change the loaded config before anything is built (the dev server
-    turns tracebacks on).
+    turns tracebacks on); ``port`` replaces the first TCP endpoint's (``--port``).
     """
     from geonode import logs
 
-    logs.setup(loglevel)
+    logs.setup(loglevel, logformat, process=process)
     from geonode.config import load, print_errors
 
     try:
         cfg = load(config)
+        if port is not None:
+            where = apply_port(cfg, port)
+            log.info("%s = %d (--port / %s)", where or "no TCP endpoint: --port ignored", port,
+                     PORT_ENV)
         if adjust is not None:
             adjust(cfg)
         prepare(cfg)
-        return int(run(cfg) or 0)
+        # Under a supervisor the same SIGTERM may come twice at once: from a service manager
+        # that signals the whole process group (systemd's default KillMode) and passed on by
+        # the parent. That is one stop, not "stop now".
+        return int(run(cfg, shutdown_timeout_of(cfg, shutdown_timeout),
+                       same_stop_window=SAME_STOP_WINDOW if process else 0.0) or 0)
     except ConfigError as e:
         print_errors(config, e.errors)
         return 1
@@ -363,11 +443,36 @@ def main(config: str, loglevel: str, adjust: Callable[[Config], None] | None = N
         return 0
 
 
-def run(cfg: Config) -> int:
-    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code."""
+def _log_cause(e: BaseException) -> None:
+    """The traceback of what caused a config error (an app module that fails to import), with
+    its file and line, at error level: the error line alone says only what, not where."""
+    import traceback
+
+    cause = e.__cause__
+    if cause is None or isinstance(cause, ConfigError):
+        return
+    # Only failures while importing user code: a component refusing its "extra" (a ValueError
+    # raised on purpose) is a config error like any other, its line says it all.
+    # A module that is simply not there (a typo in the config) has no user frame: no traceback.
+    frames = traceback.extract_tb(cause.__traceback__)
+    here = str(Path(__file__).parent)
+    importing = any(f.filename.startswith("<frozen importlib") for f in frames)
+    user_code = any(not f.filename.startswith(("<", here)) and "importlib" not in f.filename
+                    for f in frames)
+    if isinstance(cause, SyntaxError) or (importing and user_code):
+        log.error("the import failed here:", exc_info=(type(cause), cause, cause.__traceback__))
+
+
+def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        same_stop_window: float = 0.0) -> int:
+    """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code.
+
+    A second signal cuts requests in flight off, unless it comes within ``same_stop_window``
+    seconds of the first."""
     import gevent
     from gevent.event import Event
 
+    from geonode import sdnotify
     from geonode.endpoints import EndpointError
 
     t0 = time.monotonic()
@@ -382,6 +487,7 @@ def run(cfg: Config) -> int:
         if isinstance(e, ConfigError):
             for line in e.errors:
                 log.error("%s", line)
+            _log_cause(e)
         elif isinstance(e, EndpointError):
             log.error("%s", e)
         else:
@@ -391,17 +497,27 @@ def run(cfg: Config) -> int:
     # garbage collector's full collections skip it (~50k objects for the sample node, a hub
     # stall of 10-40 ms each time one runs while serving).
     gc.freeze()
+    node.info.state = "up"
     age = _process_age()
     log.info("ready in %.2f s%s", time.monotonic() - t0,
              f" ({age:.2f} s since process start)" if age is not None else "")
+    sdnotify.notify("READY=1\nSTATUS=serving")
+    grace = stop_budget(shutdown_timeout)[0]
 
     stopping = Event()
+    first_signal = [0.0]
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
+        if stopping.is_set() and time.monotonic() - first_signal[0] < same_stop_window:
+            log.debug("received %s again at once: the same stop", name)
+            return
         if not stopping.is_set():
-            log.info("received %s: stopping (waiting up to %.0f s for requests in flight; "
-                     "again to stop now)", name, GRACE_SECONDS)
+            first_signal[0] = time.monotonic()
+            node.info.state = "stopping"   # the health service answers 503 from now on
+            log.info("received %s: stopping (waiting up to %.1f s for requests in flight; "
+                     "again to stop now)", name, grace)
+            sdnotify.notify("STOPPING=1")
             stopping.set()
         elif not node.force_stop:
             log.warning("received %s again (second signal): stopping now, requests in flight "
@@ -413,7 +529,7 @@ def run(cfg: Config) -> int:
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
         stopping.wait()
-        node.stop()
+        node.stop(shutdown_timeout)
     finally:
         for h in handlers:
             h.cancel()
@@ -443,6 +559,7 @@ class NodeApp:
         if self._closed:
             return
         self._closed = True
+        self.node.info.state = "stopping"
         self.node.stop(grace=0)
 
 
@@ -468,5 +585,6 @@ def load_app(path: str | Path) -> NodeApp:
     except BaseException:
         node.stop(grace=0)
         raise
+    node.info.state = "up"
     gc.freeze()  # as in run(): the built node lives as long as the worker
     return NodeApp(node)

@@ -139,8 +139,34 @@ BAD: list[tuple[str, object, str]] = [
      f"{T0}.paths.ws.options.max_msg_size: unknown key"),
     ("ws-serializer", lambda c: paths_of(c)["ws"].update(serializers=["json", "xml"]),
      f"{T0}.paths.ws.serializers[1]: 'xml' is not one of"),
-    ("auth-tls", lambda c: paths_of(c)["ws"].update(auth={"tls": {"type": "static"}}),
-     f"{T0}.paths.ws.auth.tls: authentication method 'tls' is not supported by geonode"),
+    ("auth-tls", lambda c: paths_of(c)["ws"].update(auth={"tls": {"type": "static",
+                                                                   "principals": {}}}),
+     f"{T0}.paths.ws.auth.tls: TLS client-certificate authentication needs a TLS endpoint that "
+     f"asks for client certificates ({T0}.endpoint.tls.ca_certificates)"),
+    ("auth-proxy", lambda c: paths_of(c)["ws"].update(auth={"anonymous-proxy": {}}),
+     f"{T0}.paths.ws.auth.anonymous-proxy: authentication method 'anonymous-proxy' is not "
+     "supported by geonode"),
+    ("auth-cookie-untracked", lambda c: paths_of(c)["ws"].update(auth={"cookie": {}}),
+     f"{T0}.paths.ws.auth.cookie: cookie authentication needs cookie tracking: add a 'cookie' "
+     f"option ({T0}.paths.ws.cookie)"),
+    ("auth-scram-key", lambda c: paths_of(c)["ws"].update(auth={"scram": {
+        "type": "static", "principals": {"u": {
+            "kdf": "argon2id-13", "iterations": 4, "memory": 512, "salt": "00ff",
+            "stored-key": "ab", "server-key": "cd" * 32}}}}),
+     f"{T0}.paths.ws.auth.scram.principals.u.stored-key: invalid value 'ab': 64 hex digits"),
+    ("auth-scram-kdf", lambda c: paths_of(c)["ws"].update(auth={"scram": {
+        "type": "static", "principals": {"u": {
+            "kdf": "md5", "iterations": 4, "memory": 512, "salt": "00ff",
+            "stored-key": "ab" * 32, "server-key": "cd" * 32}}}}),
+     f"{T0}.paths.ws.auth.scram.principals.u.kdf: 'md5' is not one of 'argon2id-13', 'pbkdf2'"),
+    ("auth-function", lambda c: paths_of(c)["ws"].update(auth={"ticket": {
+        "type": "function"}}),
+     f"{T0}.paths.ws.auth.ticket.create: 'create' is required"),
+    ("cookie-store", lambda c: paths_of(c)["ws"].update(cookie={"store": {"type": "database"}}),
+     f"{T0}.paths.ws.cookie.store.type: cookie store type 'database' is not supported by "
+     "geonode (use a 'file' store)"),
+    ("cookie-file", lambda c: paths_of(c)["ws"].update(cookie={"store": {"type": "file"}}),
+     f"{T0}.paths.ws.cookie.store.filename: 'filename' is required"),
     ("auth-ticket", lambda c: paths_of(c)["ws"].update(
         auth={"ticket": {"type": "static", "principals": {"joe": {"role": "user"}}}}),
      f"{T0}.paths.ws.auth.ticket.principals.joe.ticket: 'ticket' is required"),
@@ -178,8 +204,15 @@ BAD: list[tuple[str, object, str]] = [
      "workers[0].transports[1].endpoint: 'endpoint' is required"),
     ("universal-mqtt", lambda c: worker(c)["transports"].append(
         {"type": "universal", "endpoint": {"type": "tcp", "port": 9000}, "mqtt": {}}),
-     "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not supported "
-     "by geonode"),
+     "workers[0].transports[1].mqtt.options: 'options' is required"),
+    ("rlinks", lambda c: worker(c)["realms"][0].update(rlinks=[]),
+     "workers[0].realms[0].rlinks: 'rlinks' (router-to-router links; geonode spreads a realm "
+     "over several processes or hosts with its Redis backplane instead (docs/scaling.md)) is "
+     "not supported by geonode"),
+    ("universal-mqtt-realm", lambda c: worker(c)["transports"].append(
+        {"type": "universal", "endpoint": {"type": "tcp", "port": 9000},
+         "mqtt": {"options": {"realm": "nope1"}}}),
+     "workers[0].transports[1].mqtt.options.realm: realm 'nope1' is not defined"),
     ("same-port", lambda c: worker(c)["transports"].append(
         copy.deepcopy(worker(c)["transports"][0])),
      "workers[0].transports[1].endpoint.port: port 8080 is already used by "
@@ -243,7 +276,8 @@ BAD: list[tuple[str, object, str]] = [
     # Crossbar features geonode lacks: named as "not supported", with a way out where one exists.
     ("resource-service", lambda c: paths_of(c).update(r={"type": "resource", "classname": "x.Y"}),
      f"{T0}.paths.r.type: service type 'resource' is not supported by geonode (a Twisted Web "
-     "resource; host the app as a 'wsgi' service instead)"),
+     "resource class; geonode hosts a web app (Flask, Django, any WSGI app) as a 'wsgi' path "
+     "service instead)"),
     ("controller-fabric", lambda c: c["controller"].update(fabric={"transport": {}}),
      "controller.fabric: 'fabric' (Crossbar FX management uplink) is not supported by geonode"),
     ("realm-inventory", lambda c: worker(c)["realms"][0].update(inventory={}),
@@ -285,7 +319,7 @@ def test_bad_config_names_the_path(tmp_path, capsys, change, expected):
 
 @pytest.mark.inprocess
 def test_crossbar_keys_accepted_or_warned(tmp_path, capsys):
-    """Dynamic auth's authenticator-role is accepted; a websocket's cookie is a warning."""
+    """Dynamic auth's authenticator-role is accepted; so is a websocket's cookie tracking."""
     cfg = base()
     paths_of(cfg)["ws"].update(
         auth={"ticket": {"type": "dynamic", "authenticator": "com.example.auth",
@@ -293,8 +327,7 @@ def test_crossbar_keys_accepted_or_warned(tmp_path, capsys):
         cookie={"store": {"type": "memory"}})
     rc, out, err = cli_check(capsys, write(tmp_path, cfg))
     assert rc == 0, err
-    assert (f"warning: {T0}.paths.ws.cookie: ignored, cookie tracking is not supported by "
-            "geonode") in err
+    assert "cookie" not in err
 
 
 def test_every_error_is_reported_once(tmp_path):
@@ -321,7 +354,7 @@ def test_errors_come_in_document_order(tmp_path):
     worker(cfg)["components"] = [{"type": "function"}]
     cfg["workers"].append({"type": "guest"})
     where = [e.split(":")[0] for e in check(write(tmp_path, cfg))]
-    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.type",
+    assert where == ["workers[0].realms[0].inventory", f"{T0}.paths.a.archive",
                      f"{T0}.paths.b.module", f"{T0}.paths.c.type", f"{T0}.paths.d.url",
                      "workers[0].components[0].type", "workers[1].executable"]
 

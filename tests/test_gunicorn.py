@@ -230,6 +230,16 @@ def test_several_workers_warn_about_separate_routers(tmp_path, gunicorn):
     assert "backplane" in log
 
 
+def test_several_workers_with_a_backplane_do_not_warn(tmp_path, gunicorn):
+    cfg = node_config(free_port())
+    cfg["workers"][0].setdefault("options", {})["backplane"] = {
+        "type": "redis", "url": "redis://127.0.0.1:6379/0"}
+    (tmp_path / "node.json").write_text(json.dumps(cfg))
+    g = gunicorn("geonode:load('node.json')", workers=2)
+    assert requests.get(g.url + "/", timeout=scaled(10)).status_code == 200
+    assert "each build their own WAMP router" not in g.log()
+
+
 def test_plain_gevent_worker_refuses_websocket_path_clearly(tmp_path, gunicorn):
     write_node(tmp_path)
     g = gunicorn("geonode:load('node.json')", worker="gevent")

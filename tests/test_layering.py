@@ -30,13 +30,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # imported by anything: the version, WAMP URI rules, reason phrases, the thread-to-hub
     # hand-off, log setup
     ("foundation", ("geonode.__version__", "geonode.uri", "geonode.httpstatus",
-                    "geonode.handoff", "geonode.logs")),
+                    "geonode.handoff", "geonode.logs", "geonode.metrics", "geonode.sdnotify",
+                    "geonode.pidfile")),
     # the config model knows no runtime code; the RFC 6455 library knows no config
     ("config", ("geonode.config", "geonode.websocket", "geonode.init_template")),
     # the WAMP router; listening sockets from endpoint configs
     ("router", ("geonode.router", "geonode.endpoints")),
     # peers that carry WAMP to the router (websocket, rawsocket, in-process)
-    ("transport", ("geonode.transport", "geonode.cluster")),
+    ("transport", ("geonode.transport",)),
+    # the Redis backplane: the router's state seam across processes, on the transports' queue
+    ("cluster", ("geonode.cluster",)),
     # MQTT as a face of the router: its sessions are Peers on the transports' queue and
     # serializers
     ("mqtt", ("geonode.mqtt",)),

@@ -192,8 +192,7 @@ def test_check_and_start_name_the_same_errors(tmp_path):
     got = "\n".join(lines(check.stderr))
     for expected in (
         "workers[0].transports[0].bogus: unknown key 'bogus'",
-        "workers[0].transports[1].mqtt: 'mqtt' (MQTT on a universal transport) is not "
-        "supported by geonode",
+        "workers[0].transports[1].mqtt.options: 'options' is required",
         "workers[0].transports[1].websocket.ws.endpoint: unknown key 'endpoint'",
         "workers[0].transports[1].web.paths.lp.options.request_timeout: -1 is out of range",
         "workers[0].transports[1].web.paths.lp.options.bogus: unknown key 'bogus'",
@@ -235,3 +234,53 @@ def test_universal_over_tls(start_node):
     _run(main())
     r = requests.get(f"https://127.0.0.1:{tls_node.port}/", verify=cafile, timeout=scaled(10))
     assert r.status_code == 200 and r.json() == 1
+
+
+def test_universal_mqtt_and_wamp_on_one_port(start_node):
+    """``mqtt`` inside a universal transport: paho-mqtt (first octet 0x10) and an autobahn
+    WAMP client over WebSocket share one port, events flow both ways through the realm."""
+    import json
+    import queue
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    from support.timing import wait_for
+    from support.wamp import SyncClient
+
+    transports = [{"type": "universal", "endpoint": endpoint("$PORT"),
+                   "websocket": {"ws": {"type": "websocket"}},
+                   "mqtt": {"options": {"realm": "realm1", "payload_mapping": {
+                       "": {"type": "native", "serializer": "json"}}}}}]
+    node = start_node(router_config(transports))
+    wamp = SyncClient(node.port)
+    got: queue.Queue = queue.Queue()
+    connected = threading.Event()
+    mq = paho.Client(CallbackAPIVersion.VERSION2, client_id="uni", protocol=paho.MQTTv311)
+    mq.on_connect = lambda *a: connected.set()
+    mq.on_message = lambda c, u, msg: got.put(msg)
+    mq.connect("127.0.0.1", node.port, keepalive=60)
+    mq.loop_start()
+    try:
+        assert connected.wait(scaled(10)), "no CONNACK on the universal port"
+        suback = threading.Event()
+        mq.on_subscribe = lambda *a: suback.set()
+        mq.subscribe("from/wamp", 1)
+        assert suback.wait(scaled(10))
+        wait_for(lambda: wamp.call("wamp.subscription.lookup", "from.wamp"), scaled(10),
+                 "the MQTT subscription seen by the router")
+        events = wamp.subscribe("from.mqtt")
+        wamp.publish("from.wamp", "hello", n=1)
+        msg = got.get(timeout=scaled(10))
+        assert msg.topic == "from/wamp"
+        assert json.loads(msg.payload) == {"args": ["hello"], "kwargs": {"n": 1}}
+        info = mq.publish("from/mqtt", json.dumps({"args": [1, 2], "kwargs": {"k": "v"}}), 1)
+        info.wait_for_publish(scaled(10))
+        assert events.get(timeout=scaled(10)) == ([1, 2], {"k": "v"})
+    finally:
+        mq.disconnect()
+        mq.loop_stop()
+        wamp.close()
+    # HTTP still answered on the same port
+    resp = exchange(node.port, b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 200")

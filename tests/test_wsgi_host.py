@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import socket
@@ -29,6 +30,9 @@ from gevent.monkey import get_original
 # under monkey-patching (where threading.current_thread() is per greenlet).
 native_ident = get_original("_thread", "get_ident")
 MAIN = native_ident()
+# The node monkey-patches time.sleep into a cooperative one: a truly blocking call (a C
+# database driver, say) is the original.
+blocking_sleep = get_original("time", "sleep")
 
 app = Flask(__name__)
 
@@ -40,8 +44,8 @@ def fast():
 def sleep():
     if "marker" in request.args:  # the test waits for this file: the view is running
         open(request.args["marker"], "w").close()
-    # the scenario: a plain blocking call, which must not stall the hub
-    time.sleep(float(request.args["s"]))
+    # the scenario: a blocking call, which must not stall the hub
+    blocking_sleep(float(request.args["s"]))
     return "slept"
 
 @app.route("/upload", methods=["POST", "PUT"])
@@ -88,6 +92,35 @@ def thread():
     return {"main": native_ident() == MAIN,
             "multithread": request.environ["wsgi.multithread"],
             "multiprocess": request.environ["wsgi.multiprocess"]}
+
+
+BUSY = []
+
+
+def cpu(environ, start_response):
+    # CPU work under the GIL (a template render, say; 3 ms unless ?ms=N), then which pool
+    # thread ran it
+    ms = int(environ.get("QUERY_STRING", "").partition("ms=")[2] or 3)
+    BUSY.append(ms)
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+    BUSY.remove(ms)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(native_ident()).encode()]
+
+
+def nap(environ, start_response):
+    # a short blocking call (a database query, say): 6 ms unless ?ms=N
+    time.sleep(int(environ.get("QUERY_STRING", "").partition("ms=")[2] or 6) / 1000)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(native_ident()).encode()]
+
+
+def busy(environ, start_response):
+    # (greenlet mode: answers while the pool's threads are busy) the calls of cpu() under way
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [repr(sorted(BUSY)).encode()]
 
 
 def boom(environ, start_response):
@@ -147,6 +180,30 @@ def no_start(environ, start_response):
     return [b"x"]
 
 
+CONC = {"now": 0, "max": 0, "threads": set()}
+CONC_LOCK = get_original("_thread", "allocate_lock")()
+
+
+def conc(environ, start_response):
+    # a 20 ms blocking call that records how many calls of it run at once, and on which threads
+    with CONC_LOCK:
+        CONC["now"] += 1
+        CONC["max"] = max(CONC["max"], CONC["now"])
+        CONC["threads"].add(native_ident())
+    try:
+        blocking_sleep(0.02)
+    finally:
+        with CONC_LOCK:
+            CONC["now"] -= 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def conc_stats(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [repr((CONC["max"], len(CONC["threads"]))).encode()]
+
+
 def write_legacy(environ, start_response):
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written;")
@@ -166,7 +223,9 @@ def node(start_module_node):
              "str": wsgi("yields_str"), "badheader": wsgi("bad_header"),
              "badstatus": wsgi("bad_status"), "nostart": wsgi("no_start"),
              "greenstr": wsgi("yields_str", threads=False),
-             "greenstream": wsgi("green_stream", threads=False)}
+             "greenstream": wsgi("green_stream", threads=False), "cpu": wsgi("cpu"), "nap": wsgi("nap"),
+             "busy": wsgi("busy", threads=False), "five": wsgi("conc", maxthreads=5),
+             "fivestats": wsgi("conc_stats", threads=False)}
     cfg = web_node(paths, worker_options={"pythonpath": ["."]})
     cfg["workers"][0]["transports"].append({
         "type": "web",
@@ -235,6 +294,96 @@ def test_maxthreads_limits_concurrency(node):
     took = time.monotonic() - t0
     assert out == ["slept"] * 4
     assert 1.9 * VIEW < took < 3.5 * VIEW
+
+
+def test_long_cpu_bound_call_does_not_hold_up_the_others(node):
+    # One request holds the GIL 600 ms: its thread finishes nothing meanwhile, so the pool
+    # adds a thread and the short requests behind it are served (taking turns at the GIL).
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.setdefault("long", get(node, "/cpu/?ms=600")))
+    th.start()
+    deadline = time.monotonic() + 5
+    while get(node, "/busy").text != "[600]":
+        assert time.monotonic() < deadline, "the long call did not start"
+    worst = 0.0
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert get(node, "/cpu/?ms=1").status_code == 200
+        worst = max(worst, time.monotonic() - t0)
+    th.join()
+    assert out["long"].status_code == 200
+    assert worst < scaled(0.4), f"a 1 ms request took {worst:.2f} s behind a 600 ms one"
+
+
+def test_short_blocking_calls_spread_over_threads(node):
+    # 30 clients, 10 requests each, to a view that blocks 10 ms. The threads keep finishing
+    # calls, yet they leave the CPU unused while requests wait: the pool grows past the few
+    # threads it runs freely (FREE_THREADS, 4) towards maxthreads (20): the calls wait in
+    # parallel (4 threads would need 0.75 s).
+    out: list = []
+
+    def client() -> None:
+        with requests.Session() as s:
+            for _ in range(10):
+                out.append(s.get(node.url + "/nap/?ms=10", timeout=10).text)
+
+    threads = [threading.Thread(target=client) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 300
+    assert len(set(out)) >= 8, f"300 blocking calls ran on {len(set(out))} threads"
+
+
+def raw_get(node, path: str) -> bytes:
+    """One request on its own connection, the whole answer (the server closes it)."""
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(30)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_maxthreads_holds_under_200_concurrent_requests(node):
+    # 200 clients at once on a service with maxthreads 5 whose view blocks: the pool grows
+    # (its threads are blocked while calls wait) but never past 5 threads or 5 calls at once,
+    # and every request is answered.
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(raw_get(node, "/five/")))
+               for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 200
+    assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"ok") for r in out)
+    most, used = ast.literal_eval(get(node, "/fivestats").text)  # (max calls at once, threads used)
+    assert 2 <= most <= 5 and 2 <= used <= 5, (most, used)
+
+
+def test_a_saturated_pool_does_not_stall_the_hub(node):
+    # "small" (maxthreads 2): two views block, four more requests queue for its threads.
+    # Meanwhile the hub serves every other service at once: it never waits for a pool.
+    done: list = []
+    clients = [threading.Thread(target=lambda i=i: done.append(
+        get(node, f"/small/sleep?s={VIEW}&marker=saturated{i}").text)) for i in range(6)]
+    for t in clients:
+        t.start()
+    wait_for(lambda: len(list(node.dir.glob("saturated*"))) >= 2, 10,
+             "two blocking views to run")
+    t0 = time.monotonic()
+    worst = 0.0
+    for path in ("/fast", "/green", "/busy", "/fast"):
+        t1 = time.monotonic()
+        assert get(node, path).status_code == 200
+        worst = max(worst, time.monotonic() - t1)
+    meanwhile = time.monotonic() - t0
+    for t in clients:
+        t.join()
+    assert done == ["slept"] * 6
+    assert worst < 0.5 * VIEW and meanwhile < VIEW, (worst, meanwhile)
 
 
 def test_multi_megabyte_upload(node):

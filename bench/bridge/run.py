@@ -3,6 +3,7 @@
 
     python bench/bridge/run.py                              # 3 rounds × 5 s per row
     python bench/bridge/run.py --crossbar /path/to/bin/crossbar --rounds 1 --duration 3
+    python bench/bridge/run.py --no-crossbar --baseline DIR   # against another geonode package
 
 Rows (wrk, requests/s, one server process at a time on loopback; a WAMP subscriber is
 connected to the topic so every publication is delivered):
@@ -58,22 +59,26 @@ def node_config(port: int, geonode: bool) -> dict:
 class Bench:
     """One server (started afresh each round) and its samples."""
 
-    def __init__(self, name: str, exe: str | None) -> None:
-        self.name, self.exe = name, exe
+    def __init__(self, name: str, exe: str | None, pythonpath: str | None = None) -> None:
+        self.name, self.exe, self.pythonpath = name, exe, pythonpath
         self.rps: dict[str, list[float]] = {r[0]: [] for r in ROWS}
+        # the server's CPU (process tree) per request: steadier than req/s on a busy machine
+        self.cpu_us: dict[str, list[float]] = {r[0]: [] for r in ROWS}
         self.problems: list[str] = []
 
     def start(self) -> common.Server:
         port = common.free_port()
         d = WORK / self.name
-        cfg = node_config(port, self.name == "geonode")
+        cfg = node_config(port, self.exe is None)
         if self.exe is None:
             cmd = common.geonode_cmd(common.write_config(d, "node.json", cfg))
         else:
             common.write_config(d, "config.json", cfg)
             cmd = common.crossbar_cmd(self.exe, d)
-        server = common.Server(self.name, cmd, d, port, WORK / f"{self.name}.log",
-                               env={"BENCH_BRIDGE_URL": f"http://127.0.0.1:{port}/publish"})
+        env = {"BENCH_BRIDGE_URL": f"http://127.0.0.1:{port}/publish"}
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        server = common.Server(self.name, cmd, d, port, WORK / f"{self.name}.log", env=env)
         base = f"http://127.0.0.1:{port}"
         # Crossbar listens before its path services exist (404): wait for all of them
         server.start(lambda: all(common.http_status(base + p) not in (None, 404)
@@ -116,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout's geonode package, run as server 'baseline' "
+                         "(PYTHONPATH=DIR; e.g. git archive <commit> geonode | tar -x -C DIR)")
     ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
     common.require_wrk()
     servers = [Bench("geonode", None)]
+    if args.baseline:
+        servers.append(Bench("baseline", None, str(Path(args.baseline).resolve())))
     if not args.no_crossbar:
         servers.append(Bench("crossbar", common.crossbar_exe(args.crossbar)))
     events: dict[str, int] = {}
@@ -137,13 +147,17 @@ def main(argv: list[str] | None = None) -> int:
                 for _, path, lua in ROWS:
                     common.wrk(srv.url + path[1:], 1, 4, 1, HERE / "post.lua" if lua else None)
                 for row, path, lua in ROWS:
+                    cpu0 = srv.cpu_s()
                     w = common.wrk(srv.url + path[1:], args.threads, args.connections,
                                    args.duration, HERE / "post.lua" if lua else None)
+                    cpu_us = (srv.cpu_s() - cpu0) / max(w.requests, 1) * 1e6
                     b.rps[row].append(w.rps)
+                    b.cpu_us[row].append(cpu_us)
                     client_cpu.append(w.cpu)
                     if w.problems:
                         b.problems.append(f"{row}: {w.problems}")
                     print(f"round {rnd} {b.name:9s} {row:13s} {w.rps:10.0f} req/s"
+                          f" {cpu_us:7.0f} CPU µs/req"
                           + (f"  ({w.problems})" if w.problems else ""), flush=True)
                 time.sleep(0.5)
                 events[b.name] = events.get(b.name, 0) + sub.count
@@ -152,19 +166,28 @@ def main(argv: list[str] | None = None) -> int:
                 srv.stop()
     print(f"\nmedian requests/s (wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration:g}s, {args.rounds} rounds):")
+    names = [s.name for s in servers]
+    ratios = [o for o in ("crossbar", "baseline") if o in names]
     head = f"{'row':14s}" + "".join(f"{s.name:>12s}" for s in servers)
-    if len(servers) == 2:
-        head += f"{'geonode/crossbar':>18s}"
+    head += "".join(f"{'geonode/' + o:>18s}" for o in ratios)
     print(head)
     summary = []
     for row, _, _ in ROWS:
-        med = [statistics.median(s.rps[row]) for s in servers]
-        line = f"{row:14s}" + "".join(f"{m:12.0f}" for m in med)
-        if len(servers) == 2 and med[1]:
-            line += f"{med[0] / med[1]:17.1f}x"
+        med = {s.name: statistics.median(s.rps[row]) for s in servers}
+        line = f"{row:14s}" + "".join(f"{med[n]:12.0f}" for n in names)
+        line += "".join(f"{med['geonode'] / med[o]:17.3f}x" if med[o] else f"{'-':>18s}"
+                        for o in ratios)
         print(line)
-        summary.append(common.compare(f"bridge: {LABELS[row]}", "req/s", med[0], "crossbar",
-                                      med[1] if len(servers) == 2 else None))
+        summary.append(common.compare(f"bridge: {LABELS[row]}", "req/s", med["geonode"],
+                                      "crossbar", med.get("crossbar")))
+    print("\nmedian server CPU µs per request (process tree):")
+    print(f"{'row':14s}" + "".join(f"{s.name:>12s}" for s in servers)
+          + "".join(f"{o + '/geonode':>18s}" for o in ratios))
+    for row, _, _ in ROWS:
+        med = {s.name: statistics.median(s.cpu_us[row]) for s in servers}
+        print(f"{row:14s}" + "".join(f"{med[n]:12.1f}" for n in names)
+              + "".join(f"{med[o] / med['geonode']:17.3f}x" if med["geonode"] else ""
+                        for o in ratios))
     for s in servers:
         print(f"{s.name}: events delivered to the WAMP subscriber: {events.get(s.name, 0)}")
         for p in s.problems:

@@ -4,6 +4,7 @@
     python bench/websocket/run.py                    # geonode and Crossbar
     python bench/websocket/run.py --crossbar /path/to/bin/crossbar --messages 20000
     python bench/websocket/run.py --no-crossbar
+    python bench/websocket/run.py --no-crossbar --baseline DIR   # against another geonode
 
 1. Unmasking: ms per MiB for the paths in ``geonode.websocket.frames`` (compiled NVX when
    autobahn has it, the pure-Python integer XOR otherwise) and µs for a 100-byte payload.
@@ -138,7 +139,7 @@ def bench_echo(port: int, messages: int, window: int, big: int) -> tuple[float, 
     return small_rate, big_rate
 
 
-def start(name: str, exe: str | None) -> common.Server:
+def start(name: str, exe: str | None, env: dict[str, str] | None = None) -> common.Server:
     port = common.free_port()
     endpoint = {"type": "tcp", "port": port, "interface": "127.0.0.1"}
     d = WORK / name
@@ -153,7 +154,7 @@ def start(name: str, exe: str | None) -> common.Server:
                "transports": [{"type": "websocket.testee", "endpoint": endpoint}]}]}
         common.write_config(d, "config.json", cfg)
         cmd = common.crossbar_cmd(exe, d)
-    server = common.Server(name, cmd, d, port, WORK / f"{name}.log")
+    server = common.Server(name, cmd, d, port, WORK / f"{name}.log", env=env)
     server.start(timeout=120)
     return server
 
@@ -165,17 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--big", type=int, default=20, help="number of 4 MiB echoes")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout's geonode package, run as server 'baseline' "
+                         "(PYTHONPATH=DIR; e.g. git archive <commit> geonode | tar -x -C DIR)")
     ap.add_argument("--summary", help="write the summary rows (JSON) here, for run_all.py")
     args = ap.parse_args(argv)
     bench_unmask()
-    servers = [("geonode", None)]
+    servers: list[tuple[str, str | None]] = [("geonode", None)]
+    if args.baseline:
+        servers.append(("baseline", None))
     if not args.no_crossbar:
         servers.append(("crossbar", common.crossbar_exe(args.crossbar)))
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in servers}
     running: list[common.Server] = []
     try:
         for name, exe in servers:
-            running.append(start(name, exe))
+            env = ({"PYTHONPATH": str(Path(args.baseline).resolve())} if name == "baseline"
+                   else None)
+            running.append(start(name, exe, env))
             bench_echo(running[-1].port, 2000, args.window, 2)   # warm-up
         for rnd in range(1, args.rounds + 1):  # interleaved: noise hits both alike
             for server in running:
@@ -191,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedians of {args.rounds} rounds:")
     for name, (small, big) in rates.items():
         print(f"{name:9} echo 100-byte text: {small:9.0f} msg/s; 4 MiB binary: {big:7.1f} MiB/s")
+    if "baseline" in rates:
+        (gs, gb), (bs, bb) = rates["geonode"], rates["baseline"]
+        print(f"geonode/baseline: 100-byte text {gs / bs:.3f}, 4 MiB binary {gb / bb:.3f}")
     cb = rates.get("crossbar")
     common.write_summary(args.summary, "websocket", [
         common.compare("WebSocket echo, 100-byte text", "msg/s", rates["geonode"][0],

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from geonode.config.reader import ConfigError
 from geonode.config.tls import server_context
+from geonode.logs import origin
 
 if TYPE_CHECKING:
     from geonode.config import Config
@@ -42,7 +43,7 @@ def wsgi_object(svc: WsgiService) -> Callable:
     except Exception as e:  # any import-time failure of user code is a config problem
         raise ConfigError([
             f"{svc.json_path}.module: cannot import WSGI module {svc.module!r}: "
-            f"{type(e).__name__}: {e}\n  sys.path = {sys.path!r}"
+            f"{type(e).__name__}: {e}{origin(e)}\n  sys.path = {sys.path!r}"
         ]) from e
     obj: Any = module
     for part in svc.object.split("."):
@@ -69,7 +70,7 @@ def component_class(comp: Component) -> type:
         module = importlib.import_module(module_name)
     except Exception as e:
         raise ConfigError(f"{path}.classname: cannot import {module_name!r}: "
-                          f"{type(e).__name__}: {e}") from e
+                          f"{type(e).__name__}: {e}{origin(e)}") from e
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):
         raise ConfigError(f"{path}.classname: module {module_name!r} has no class {attr!r}")

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from geonode.config import serializers as ser
+from geonode.config.backplane import BackplaneConfig
 from geonode.config.environ import join_path
+from geonode.config.proxies import allowed_proxies
 from geonode.config.reader import ConfigError
 from geonode.uri import MAX_URI_LENGTH, infer_match
 
@@ -177,6 +179,8 @@ class WebSocketService(Service):
     #: the WebSocket options without geonode's queue keys (geonode.websocket.WebSocketOptions)
     options: dict = field(default_factory=dict)
     auth: dict | None = None
+    #: Crossbar's cookie tracking (geonode.router.auth.cookie); None: no cookie is set
+    cookie: dict | None = None
 
 
 @dataclass(slots=True)
@@ -251,6 +255,8 @@ class Transport:
     #: ``websocket`` paths by key
     rawsocket: Transport | None = None
     websockets: dict[str, Service] = field(default_factory=dict)
+    #: universal: its ``mqtt`` part (an mqtt Transport sharing the endpoint)
+    mqtt: Transport | None = None
 
     @property
     def tls(self) -> bool:
@@ -288,6 +294,8 @@ class Worker:
     id: str | None = None
     #: container and guest workers: the worker as written (geonode.workers reads it)
     extra: dict = field(default_factory=dict)
+    #: ``options.backplane``: this router is one node of a cluster (geonode.cluster)
+    backplane: BackplaneConfig | None = None
 
     @property
     def has_router(self) -> bool:
@@ -301,6 +309,8 @@ class NodeModel:
     title: str | None = None
     #: ``controller.options.shutdown`` (geonode.workers.manager acts on them)
     shutdown: list[str] = field(default_factory=list)
+    #: ``controller.options.shutdown_timeout``: None, geonode.node's default
+    shutdown_timeout: float | None = None
 
 
 # -- builders -----------------------------------------------------------------------------------
@@ -312,7 +322,9 @@ def build_node(data: dict, errors: list[str]) -> NodeModel:
     modes = options.get("shutdown")
     workers = [_worker(_dict(w), f"workers[{i}]", errors, i)
                for i, w in enumerate(_list(data.get("workers")))]
+    stop = options.get("shutdown_timeout")
     return NodeModel(workers=workers, title=title if isinstance(title, str) else None,
+                     shutdown_timeout=float(stop) if isinstance(stop, int | float) else None,
                      shutdown=[modes] if isinstance(modes, str)
                      else [m for m in _list(modes) if isinstance(m, str)])
 
@@ -376,11 +388,33 @@ def _worker(cfg: dict, wpath: str, errors: list[str], index: int = 0) -> Worker:
     components = [_component(_dict(c), f"{wpath}.components[{i}]", errors)
                   for i, c in enumerate(_list(cfg.get("components")))]
     env = _dict(options.get("env"))
-    return Worker(json_path=wpath, type=kind, disabled=off,
+    backplane = _backplane(options.get("backplane"), f"{wpath}.options.backplane", errors)
+    return Worker(json_path=wpath, type=kind, disabled=off, backplane=backplane,
                   pythonpath=[p for p in _list(options.get("pythonpath")) if isinstance(p, str)],
                   env_vars={str(k): str(v) for k, v in _dict(env.get("vars")).items()},
                   options=options, realms=realms, transports=transports,
                   components=components, index=index, id=cfg.get("id"))
+
+
+def _backplane(cfg: Any, bpath: str, errors: list[str]) -> BackplaneConfig | None:
+    """``options.backplane`` (its own checks: the semantic pass, geonode.config.backplane)."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("url"), str):
+        return None
+    try:
+        return BackplaneConfig.from_options(cfg)
+    except (TypeError, ValueError) as e:
+        errors.append(f"{bpath}: {e}")
+        return None
+
+
+def _forwarded(options: dict, opath: str, errors: list[str]) -> None:
+    """``forwarded_allow_ips``, read by the function geonode.web.forwarded builds it with."""
+    allow = options.get("forwarded_allow_ips")
+    if allow:
+        try:
+            allowed_proxies(allow, f"{opath}.forwarded_allow_ips")
+        except ConfigError as e:
+            errors.extend(e.errors)
 
 
 def _permission(cfg: dict, ppath: str, errors: list[str]) -> Permission:
@@ -528,6 +562,7 @@ def _transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Tr
 
 def _web_transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Transport:
     options = _dict(cfg.get("options"))
+    _forwarded(options, f"{tpath}.options", errors)
     return Transport(type="web", json_path=tpath,
                      endpoint=_endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors),
                      options=options, server_options=options,
@@ -571,7 +606,11 @@ def _universal_transport(cfg: dict, tpath: str, has_router: bool,
     endpoint = _endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors)
     web = _dict(cfg.get("web"))
     options = _dict(web.get("options"))
-    rawsocket = None
+    _forwarded(options, f"{tpath}.web.options", errors)
+    rawsocket = mqtt = None
+    if "mqtt" in cfg:
+        mqtt = _mqtt_options(_dict(_dict(cfg["mqtt"]).get("options")), f"{tpath}.mqtt",
+                             endpoint, errors)
     if "rawsocket" in cfg:
         rawsocket = _wamp_stream("rawsocket", _dict(cfg["rawsocket"]), f"{tpath}.rawsocket",
                                  endpoint, errors)
@@ -583,15 +622,20 @@ def _universal_transport(cfg: dict, tpath: str, has_router: bool,
                      paths=_paths(_dict(web.get("paths")), f"{tpath}.web.paths", has_router,
                                   errors),
                      max_connections=options.get("max_connections"), rawsocket=rawsocket,
-                     websockets=websockets)
+                     websockets=websockets, mqtt=mqtt)
 
 
 def _mqtt_transport(cfg: dict, tpath: str, has_router: bool, errors: list[str]) -> Transport:
     """MQTT (geonode.mqtt): its realm and role are checked against the worker's realms by
     the semantic pass; its own limits it reads from ``options``."""
-    options = _dict(cfg.get("options"))
     endpoint = _endpoint(_dict(cfg.get("endpoint")), f"{tpath}.endpoint", errors,
                          what=" for mqtt")
+    return _mqtt_options(_dict(cfg.get("options")), tpath, endpoint, errors)
+
+
+def _mqtt_options(options: dict, tpath: str, endpoint: Endpoint,
+                  errors: list[str]) -> Transport:
+    """An mqtt transport, or a universal transport's ``mqtt`` part (on its endpoint)."""
     limits = _queue_limits(options, tpath, errors)
     return Transport(type="mqtt", json_path=tpath, endpoint=endpoint, options=options,
                      max_queue=limits["max_queue"], max_queue_bytes=limits["max_queue_bytes"],
@@ -636,12 +680,13 @@ def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str],
     limits = _queue_limits(options, spath, errors)
     for key in QUEUE_OPTIONS:
         options.pop(key, None)
-    auth = cfg.get("auth")
+    auth, cookie = cfg.get("auth"), cfg.get("cookie")
     return WebSocketService("websocket", spath, cfg,
                             serializers=_serializers(cfg, spath, errors),
                             max_queue=limits["max_queue"],
                             max_queue_bytes=limits["max_queue_bytes"], options=options,
-                            auth=auth if isinstance(auth, dict) else None)
+                            auth=auth if isinstance(auth, dict) else None,
+                            cookie=cookie if isinstance(cookie, dict) else None)
 
 
 def _longpoll(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
@@ -733,6 +778,33 @@ def python_path(model: NodeModel, config_dir: Path) -> list[str]:
             if full not in paths:
                 paths.append(full)
     return paths
+
+
+#: path services through which a router worker serves WAMP (or runs sessions in-process)
+WAMP_SERVICES = frozenset({"websocket", "publisher", "caller", "webhook"})
+
+
+def _paths_serve_wamp(paths: dict[str, Service]) -> bool:
+    for svc in paths.values():
+        if svc.type in WAMP_SERVICES or (svc.type == "wsgi" and svc.extra.get("wamp")):
+            return True
+        if isinstance(svc, PathService) and _paths_serve_wamp(svc.paths):
+            return True
+    return False
+
+
+def serves_wamp(worker: Worker) -> bool:
+    """Whether a router worker has WAMP sessions: a WebSocket path, a non-web transport
+    (rawsocket, ...), bridge services, components, in-process sessions of a WSGI app."""
+    return bool(worker.components) or any(
+        t.type != "web" or _paths_serve_wamp(t.paths) for t in worker.transports)
+
+
+def wamp_without_backplane(model: NodeModel) -> list[str]:
+    """JSON paths of the enabled router workers that serve WAMP and have no backplane: what
+    several processes (--processes, gunicorn's workers) would split into separate routers."""
+    return [w.json_path for w in model.workers
+            if w.type == "router" and not w.disabled and w.backplane is None and serves_wamp(w)]
 
 
 #: the transports an HTTP server serves (the others are stream servers of their own)

@@ -46,26 +46,23 @@ UNSUPPORTED_TRANSPORTS = {
 # (The ones it does implement: SERVICE_SCHEMAS below, one schema per entry of the path service
 # registry, geonode.web.services.SERVICES.)
 UNSUPPORTED_SERVICES = {
-    "resource": "a Twisted Web resource; host the app as a 'wsgi' service instead",
-    "archive": "serve the unpacked files with a 'static' service",
-    "fileupload": "handle uploads in a 'wsgi' app", "upload": "handle uploads in a 'wsgi' app",
-    "cgi": "", "wap": "", "catalog": "", "websocket-reverseproxy": "", "mqtt": "",
-    "schemadoc": "",
+    "resource": "a Twisted Web resource class; geonode hosts a web app (Flask, Django, any "
+                "WSGI app) as a 'wsgi' path service instead",
+    "fileupload": "Crossbar 0.x's name; use an 'upload' path service",
+    "cgi": "", "catalog": "", "mqtt": "", "schemadoc": "",
 }
 # Crossbar keys (per object) of features geonode does not implement: "not supported", not
 # "unknown key", so a Crossbar user knows the key is right but the feature is missing.
 UNSUPPORTED_KEYS = {
     "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
-    "realm": {"inventory": "payload validation", "rlinks": "router-to-router links"},
-    # MQTT inside a universal transport: the sniffer's table (geonode.web.universal) has the
-    # slot (first byte 0x10, CONNECT) for when geonode's MQTT transport lands.
-    "universal": {"mqtt": "MQTT on a universal transport"},
+    "realm": {"inventory": "payload validation",
+              "rlinks": "router-to-router links; geonode spreads a realm over several "
+                        "processes or hosts with its Redis backplane instead (docs/scaling.md)"},
     "router": {"connections": "database connections"},
     "container": {"connections": "database connections"},
 }
 UNSUPPORTED_COMPONENTS = {"function": "use a 'class' component"}
-UNSUPPORTED_AUTH = {"tls": "", "cookie": "", "scram": "", "cryptosign-proxy": "",
-                    "anonymous-proxy": ""}
+UNSUPPORTED_AUTH = {"cryptosign-proxy": "", "anonymous-proxy": ""}
 
 _ANY = True
 
@@ -137,8 +134,26 @@ DYNAMIC_AUTH = obj({"type": STR, "authenticator": PROC, "authenticator-realm": S
                     "authenticator-role": STR}, required=["authenticator"])
 
 
+# Crossbar's "function" authenticator: ``create`` names a factory (module.name) called with
+# ``config`` (geonode.router.auth.function_authenticator).
+FUNCTION_AUTH = obj({"type": STR, "create": {"type": "string", "pattern": r"^[\w.]+\.\w+$"},
+                     "config": {"type": "object"}, "expose_controller": BOOL},
+                    required=["create"])
+
+
 def auth_method(static: dict) -> dict:
-    return dispatch({"static": static, "dynamic": DYNAMIC_AUTH}, "authentication")
+    return dispatch({"static": static, "dynamic": DYNAMIC_AUTH, "function": FUNCTION_AUTH},
+                    "authentication")
+
+
+SCRAM_PRINCIPAL = obj({
+    "kdf": {"enum": ["argon2id-13", "pbkdf2"]}, "iterations": {"type": "integer", "minimum": 1},
+    "memory": {"type": "integer", "minimum": -1},
+    "salt": {"type": "string", "pattern": "^([0-9a-fA-F]{2})+$"},
+    "stored-key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "server-key": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    "role": STR, "realm": STR, "authid": STR, "extra": {"type": "object"},
+}, required=["kdf", "iterations", "memory", "salt", "stored-key", "server-key"])
 
 
 AUTH = obj({
@@ -162,6 +177,19 @@ AUTH = obj({
                                                              "pattern": "^[0-9a-fA-F]{64}$"}},
              "role": STR, "realm": STR}, required=["authorized_keys"])},
     }, required=["principals"])),
+    "scram": auth_method(obj({
+        "type": STR, "principals": {"type": "object", "additionalProperties": SCRAM_PRINCIPAL},
+    }, required=["principals"])),
+    "tls": auth_method(obj({
+        "type": STR,
+        "principals": {"type": "object", "additionalProperties": obj(
+            {"certificate-sha1": {"type": "string",
+                                  "pattern": "^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}$"},
+             "role": STR, "realm": STR, "extra": {"type": "object"}},
+            required=["certificate-sha1"])},
+    }, required=["principals"])),
+    # nothing to configure: logins come from the transport's cookie store
+    "cookie": obj({"type": {"enum": ["static"]}}),
 }, **{"x-kind": "auth"})
 
 # --- WebSocket (§5) ---------------------------------------------------------------------------
@@ -188,7 +216,14 @@ COOKIE = obj({
     "name": {"type": "string", "pattern": COOKIE_NAME}, "length": {"type": "integer",
                                                                    "minimum": 6, "maximum": 64},
     "max_age": {"type": "integer", "minimum": 1, "maximum": 86400 * 360 * 10},
-    "store": {"type": "object"}, "secure": BOOL, "http_strict": BOOL,
+    "store": dispatch({
+        "memory": obj({"type": STR, "max_cookies": {"type": "integer", "minimum": 1}}),
+        "file": obj({"type": STR, "filename": {"type": "string", "minLength": 1},
+                     "purge_on_startup": BOOL,
+                     "max_cookies": {"type": "integer", "minimum": 1}},
+                    required=["filename"]),
+    }, "cookie store"),
+    "secure": BOOL, "http_strict": BOOL,
     "same_site": {"enum": ["Strict", "Lax", "None"]},
 })
 
@@ -252,6 +287,11 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "prettify": BOOL, "allow_cross_origin": BOOL, "discourage_caching": BOOL})},
         required=["value"]),
     "nodeinfo": obj(BASE),
+    # geonode additions (issue 13, docs/observability.md)
+    "metrics": obj(BASE),
+    "health": obj(BASE),
+    "status": obj({**BASE, "realm": STR, "role": STR, "auth": AUTH},
+                  required=["realm"]),
     "none": obj(BASE),
     "path": obj({**BASE, "paths": {"$ref": "#/$defs/paths"}}, required=["paths"]),
     "reverseproxy": obj({
@@ -261,6 +301,50 @@ SERVICE_SCHEMAS: dict[str, dict] = {
         "timeout": {"type": "number", "exclusiveMinimum": 0},
         "max_body_size": BODY_SIZE,
     }, required=["host"]),
+    # geonode.web.services.wap / archive / upload / wsproxy (docs/services.md): Crossbar's keys
+    "wap": obj({
+        **BASE, "path": STR, "sandbox": BOOL,
+        "templates": {"anyOf": [STR, obj({"package": STR, "resource": STR},
+                                         required=["package", "resource"])]},
+        "routes": {"type": "array", "items": obj({
+            "path": STR, "method": {"enum": ["GET", "POST"]},
+            "call": {"type": ["string", "null"], "pattern": PROCEDURE}, "render": STR},
+            required=["path", "render"])},
+        "wamp": obj({"realm": STR, "authrole": STR, "authid": STR},
+                    required=["realm", "authrole"]),
+        "max_body_size": BODY_SIZE,
+        # geonode: a call that never answers ends with 504 after this many seconds
+        "timeout": {"type": "number", "exclusiveMinimum": 0},
+    }, required=["templates", "routes", "wamp"]),
+    "archive": obj({
+        **BASE, "archive": STR, "origin": STR, "download": BOOL, "cache": BOOL,
+        "default_object": STR, "object_prefix": STR,
+        "mime_types": {"type": "object", "additionalProperties": STR},
+        "hashes": {"type": "array", "items": {"type": "string",
+                                               "pattern": "^[0-9a-fA-F]{64}$"}},
+        "options": obj({"default_file": STR}),
+    }, required=["archive"]),
+    "upload": obj({
+        **BASE, "realm": STR, "role": STR, "directory": STR, "temp_directory": STR,
+        "form_fields": obj({
+            **{k: STR for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                                "chunk_size", "total_chunks", "content", "on_progress",
+                                "session", "chunk_extra", "finish_extra")},
+        }, required=["file_name", "mime_type", "total_size", "chunk_number", "chunk_size",
+                     "total_chunks", "content"]),
+        "options": obj({
+            "max_file_size": {"type": "integer", "minimum": 0},
+            "file_types": STR_LIST,
+            "file_permissions": {"type": "string", "pattern": "^0?[0-7]{3}$"},
+        }),
+    }, required=["realm", "role", "directory", "form_fields"]),
+    "websocket-reverseproxy": obj({
+        **BASE, "url": STR, "options": WEBSOCKET_OPTIONS,
+        "backend": obj({"type": {"const": "websocket"}, "endpoint": {"$ref": "#/$defs/connect"},
+                        "url": STR, "options": {"type": "object"},
+                        "serializers": SERIALIZER_LIST},
+                       required=["type", "endpoint"]),
+    }, required=["backend"]),
     "publisher": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
                      required=["realm", "role"]),
     "caller": obj({**BASE, "realm": STR, "role": STR, "options": obj(BRIDGE_OPTIONS)},
@@ -287,6 +371,8 @@ WEB_TRANSPORT_OPTIONS = obj({
     "client_timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": 86400},
     "request_head_timeout": SECONDS, "keepalive_timeout": SECONDS,
     "max_body_size": BODY_SIZE, "max_connections": MAX_CONNECTIONS,
+    # geonode (gunicorn's name): proxies whose X-Forwarded-*/Forwarded headers count
+    "forwarded_allow_ips": {"oneOf": [STR, {"type": "array", "items": STR}]},
 })
 WEB_TRANSPORT = obj({
     "id": ID, "type": STR, "endpoint": ENDPOINT, "paths": {"$ref": "#/$defs/paths"},
@@ -354,7 +440,9 @@ UNIVERSAL_TRANSPORT = obj({
                   "additionalProperties": SERVICE_SCHEMAS["websocket"]},
     "web": obj({"paths": {"$ref": "#/$defs/paths"}, "options": WEB_TRANSPORT_OPTIONS},
                required=["paths"]),
-}, required=["endpoint"], unsupported="universal")
+    # MQTT (first octet 0x10, CONNECT): the mqtt transport's options
+    "mqtt": obj({"options": MQTT_TRANSPORT["properties"]["options"]}, required=["options"]),
+}, required=["endpoint"])
 
 TRANSPORT = dispatch({"web": WEB_TRANSPORT, "rawsocket": RAWSOCKET_TRANSPORT,
                       "websocket": WEBSOCKET_TRANSPORT, "universal": UNIVERSAL_TRANSPORT,
@@ -418,7 +506,26 @@ WORKER_OPTIONS = obj({
         "max_addresses": {"type": "integer", "minimum": 1},
         "max_authids": {"type": "integer", "minimum": 1},
     }),
+    # geonode: one router across processes (issue 11); the backplane's own module owns the
+    # meaning of its keys, this only admits the object
+    "backplane": {"type": "object", "properties": {
+        "type": {"enum": ["redis"]}, "url": STR, "prefix": STR,
+    }, "required": ["type", "url"], "additionalProperties": True},
 })
+
+# geonode (issue 11): several processes / machines as one router over Redis; defaults and why
+# in geonode/config/backplane.py, docs/scaling.md
+BACKPLANE = obj({
+    "type": {"enum": ["redis"]},
+    "url": {"type": "string", "pattern": r"^(redis|rediss|unix)://."},
+    "prefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,64}$"},
+    "heartbeat": {"type": "number", "minimum": 0.05, "maximum": 60},
+    "timeout": {"type": "number", "minimum": 0.2, "maximum": 600},
+    "connect_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+    "max_queue": {"type": "integer", "minimum": 100},
+    "max_queue_bytes": {"type": "integer", "minimum": 65536},
+}, required=["type", "url"])
+WORKER_OPTIONS["properties"]["backplane"] = BACKPLANE
 
 ROUTER_WORKER = obj({
     "id": ID, "type": STR, "options": WORKER_OPTIONS,
@@ -509,6 +616,8 @@ SCHEMA: dict = {
                 "title": STR,
                 "shutdown": {"type": ["string", "array"], "items": STR},
                 "enable_parallel_worker_start": BOOL,
+                # geonode: the whole graceful stop, seconds (--shutdown-timeout; geonode.node)
+                "shutdown_timeout": {"type": "number", "minimum": 0, "maximum": 3600},
             }),
         }, unsupported="controller"),
         "workers": {"type": "array", "items": WORKER},
@@ -516,6 +625,7 @@ SCHEMA: dict = {
     "$defs": {
         "paths": PATHS,
         "service": dispatch(SERVICE_SCHEMAS, "service"),
+        "connect": CONNECTING_ENDPOINT,   # a websocket-reverseproxy's backend
     },
 }
 
@@ -529,14 +639,18 @@ _UNSUPPORTED_BY_KIND: dict[str, dict[str, str]] = {
     "service": UNSUPPORTED_SERVICES,
     "component": UNSUPPORTED_COMPONENTS,
     "endpoint": {"twisted": "", "onion": "", "tor": ""},
-    "authentication": {"function": ""},
+    "cookie store": {"database": "use a 'file' store"},
 }
 
 _PATTERN_HINTS = {
     REALM_NAME: "a realm name starts with a letter and has 3-255 letters, digits or _ - @ .",
     ITEM_ID: "an id is 3-64 lower-case letters, digits or '_', starting with a letter",
     COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
-    "^[0-9a-fA-F]{64}$": "a public key is 64 hex digits",
+    "^[0-9a-fA-F]{64}$": "a public key (or a SHA-256 hash) is 64 hex digits",
+    "^0?[0-7]{3}$": "file permissions are an octal mode such as '0644'",
+    "^([0-9a-fA-F]{2})+$": "hex digits, an even number of them",
+    "^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}$": "a SHA1 fingerprint: 40 hex digits, may be "
+                                              "separated by ':'",
     URI_PATTERN: "a URI pattern has dot-separated parts without spaces or '#'",
     PROCEDURE: "a procedure URI has non-empty dot-separated parts without spaces or '#'",
 }

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from geonode.config import serializers as ser
+from geonode.config.auth import errors as auth_errors
+from geonode.config.backplane import errors as backplane_errors
 from geonode.config.environ import join_path
 from geonode.config.schema import NOT_SUPPORTED
+from geonode.config.services import archive_problem, folder_errors, template_errors
 
 _BRIDGES = ("publisher", "caller", "webhook")
 
@@ -41,6 +44,9 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             continue
         # (a WAMP transport or path in a worker without realms, its serializers: the model)
         realms = _check_realms(worker, wpath, errors)
+        # options.backplane (issue 11): what its schema cannot say
+        errors += backplane_errors(_dict(worker.get("options")).get("backplane"),
+                                   f"{wpath}.options.backplane")
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)
@@ -53,14 +59,20 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             elif kind == "mqtt":
                 _check_mqtt(_dict(transport.get("options")), f"{tpath}.options", worker,
                             realms, errors)
-            elif kind == "universal" and "web" in transport:
-                _check_paths(_dict(_dict(transport["web"]).get("paths")),
-                             f"{tpath}.web.paths", realms, config_dir, errors)
+            elif kind == "universal":
+                if "mqtt" in transport:
+                    _check_mqtt(_dict(_dict(transport["mqtt"]).get("options")),
+                                f"{tpath}.mqtt.options", worker, realms, errors)
+                if "web" in transport:
+                    _check_paths(_dict(_dict(transport["web"]).get("paths")),
+                                 f"{tpath}.web.paths", realms, config_dir, errors)
+            # (forwarded_allow_ips: the model, with geonode.web.forwarded's own reader)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
+    errors.extend(auth_errors(data))  # what auth methods need of their transports
     return errors
 
 
@@ -211,10 +223,16 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = _dict(svc.get("wamp")).get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.wamp.realm", realm, realms))
-        elif kind in _BRIDGES:
+        elif kind in _BRIDGES or kind == "status":
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
+        elif kind in ("wap", "archive", "upload"):
+            _check_service_files(kind, svc, spath, realms, config_dir, errors)
+        elif kind == "websocket-reverseproxy":
+            url = _dict(svc.get("backend")).get("url")
+            if isinstance(url, str) and not url.startswith(("ws://", "wss://")):
+                errors.append(f"{spath}.backend.url: {url!r} is not a ws:// or wss:// URL")
         elif kind == "static":
             has_dir = "directory" in svc
             has_pkg = "package" in svc or "resource" in svc
@@ -227,6 +245,23 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             if isinstance(directory, str) and not (config_dir / directory).is_dir():
                 errors.append(f"{spath}.directory: folder {directory!r} not found "
                               f"(looked for {(config_dir / directory).resolve()})")
+
+
+def _check_service_files(kind: str, svc: dict, spath: str, realms: dict, config_dir: Path,
+                         errors: list[str]) -> None:
+    """wap, archive, upload (geonode.web.services): their realm and files, as start sees them."""
+    realm, rpath = (_dict(svc.get("wamp")).get("realm"), f"{spath}.wamp.realm") \
+        if kind == "wap" else (svc.get("realm"), f"{spath}.realm")
+    if isinstance(realm, str) and realm not in realms:
+        errors.append(_unknown_realm(rpath, realm, realms))
+    if kind == "wap" and "templates" in svc:
+        errors.extend(template_errors(svc, config_dir, spath))
+    elif kind == "archive" and isinstance(svc.get("archive"), str):
+        problem = archive_problem(svc, config_dir, spath)
+        if problem:
+            errors.append(problem)
+    elif kind == "upload":
+        errors.extend(folder_errors(svc, config_dir, spath))
 
 
 def warnings(data: dict, config_dir: Path) -> list[str]:
@@ -275,9 +310,6 @@ def _ignored_keys(paths: dict, ppath: str, out: list[str]) -> None:
         spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
             _ignored_keys(_dict(svc.get("paths")), f"{spath}.paths", out)
-        elif svc.get("type") == "websocket" and "cookie" in svc:
-            out.append(f"{spath}.cookie: ignored, cookie tracking {NOT_SUPPORTED} "
-                       "(no cookie is set)")
         elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
             if svc.get("threads") is False:
                 for key in ("minthreads", "maxthreads"):

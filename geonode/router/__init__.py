@@ -7,6 +7,7 @@ Transports wrap a connection in a ``geonode.transport.peer.Peer`` and call
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import txaio
 
 txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializers load
 
+from geonode.config.backplane import BackplaneConfig  # noqa: E402
 from geonode.config.model import Worker, parse_worker  # noqa: E402
 from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
@@ -28,16 +30,30 @@ class Router:
     """One router worker: its realms by name, and every attached session."""
 
     def __init__(self, worker: Worker | dict | None = None,
-                 config_dir: Path | None = None) -> None:
+                 config_dir: Path | None = None,
+                 backplane: Callable[[Router, BackplaneConfig, str], Any] | None = None) -> None:
         """``worker``: the config model's router worker; a dict (a worker's config as
-        written: tests, benchmarks) is read through the same model."""
+        written: tests, benchmarks) is read through the same model. ``backplane``: makes the
+        backplane of a worker with ``options.backplane`` (geonode.cluster.create)."""
         if not isinstance(worker, Worker):
             worker = parse_worker(worker)
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
+        self.json_path = worker.json_path   # the health service reports per worker
         self.realms: dict[str, Realm] = {}
+        # options.backplane: this router is one node of a cluster; the realms then keep their
+        # state in the backplane's tables. The backplane is built by the layer above
+        # (geonode.cluster, handed in as ``backplane``): the router knows only the seam.
+        self.backplane: Any = None
+        if worker.backplane is not None and backplane is not None:
+            self.backplane = backplane(self, worker.backplane, worker.json_path)
         for cfg in worker.realms:
             self.realms[cfg.name] = Realm(self, cfg)
+        if self.backplane is not None:
+            self.backplane.start()
         self.sessions: set[RouterSession] = set()
+        # (realm, authmethod) -> failed authentications (geonode.metrics); realm names a
+        # client made up count as "" so the label set stays bounded
+        self.auth_failures: dict[tuple[str, str], int] = {}
         # failed authentications of every transport of this router (auth/throttle.py)
         self.auth_throttle = AuthThrottle(ThrottleConfig.from_options(
             worker.options.get("auth_throttle")))
@@ -53,6 +69,10 @@ class Router:
 
     def detached(self, session: RouterSession) -> None:
         self.sessions.discard(session)
+
+    def auth_failed(self, realm: str | None, method: str) -> None:
+        key = (realm if realm in self.realms else "", method)
+        self.auth_failures[key] = self.auth_failures.get(key, 0) + 1
 
     def session_count(self) -> int:
         return sum(len(r.sessions) for r in self.realms.values())
@@ -84,3 +104,5 @@ class Router:
         for s in sessions:
             s.shutdown()
         self.sessions.clear()
+        if self.backplane is not None:
+            self.backplane.close()   # after the leaves: the other nodes hear them first

@@ -15,6 +15,7 @@ from geonode.router.errors import (
     NO_SUCH_SUBSCRIPTION,
     NOT_AUTHORIZED,
     PAYLOAD_SIZE_EXCEEDED,
+    UNAVAILABLE,
 )
 from geonode.router.holding import HeldPeer
 from geonode.router.state import BrokerState, Subscription, new_id
@@ -24,6 +25,8 @@ _PER_SESSION = object()   # a dynamic role: its answers depend on the session
 
 log = logging.getLogger("geonode.router")
 
+
+_EVENT = m.Event.MESSAGE_TYPE   # realm.sent's index for EVENT
 
 def strict_note(realm: Any) -> str:
     # Crossbar's suffix on invalid-URI errors
@@ -39,9 +42,13 @@ def denied_text(session: Any, action: str, uri: str) -> str:
 
 
 class Broker:
-    def __init__(self, realm: Any) -> None:
+    def __init__(self, realm: Any, state: BrokerState | None = None) -> None:
         self.realm = realm
-        self.state = BrokerState()
+        self.state = state if state is not None else BrokerState()
+        # The backplane's hand-off of a publication to the other nodes:
+        # forward(session, publication, msg, disclose, subscriptions, recorded) -> bool
+        # (False: it could not be sent). None in a single process.
+        self.forward: Any = None
 
     # -- SUBSCRIBE ------------------------------------------------------------------------
     def subscribe(self, session: Any, msg: m.Subscribe) -> None:
@@ -76,7 +83,8 @@ class Broker:
                     if match == "exact":
                         session.send(event)
                     else:
-                        self._deliver_checked((session,), event, topic)
+                        self.realm.sent[_EVENT] += self._deliver_checked((session,), event,
+                                                                          topic)
 
     # -- UNSUBSCRIBE ----------------------------------------------------------------------
     def unsubscribe(self, session: Any, msg: m.Unsubscribe) -> None:
@@ -101,6 +109,9 @@ class Broker:
 
     def remove_subscriber(self, sub: Subscription, session: Any, reason: str | None) -> None:
         """Subscription revocation (meta API): the router unsubscribes ``session``."""
+        if getattr(session, "node", None) is not None:
+            session.revoke("subscription", sub, reason)   # another node's subscriber
+            return
         deleted = self._remove(session, sub)
         if session.feature("subscriber", "subscription_revocation"):
             session.send(m.Unsubscribed(0, subscription=sub.id, reason=reason))
@@ -112,7 +123,10 @@ class Broker:
             self._meta_removed(session, sub, deleted)
 
     # -- PUBLISH --------------------------------------------------------------------------
-    def publish(self, session: Any, msg: m.Publish) -> None:  # noqa: C901 - per publication: checks and fan-out inlined on the hot path
+    def publish(self, session: Any, msg: m.Publish, local: bool = False) -> None:  # noqa: C901 - per publication: checks and fan-out inlined on the hot path
+        """A PUBLISH of ``session``; ``local``: for this node's subscribers only (the
+        backplane's meta events and testaments about a lost node, which every node
+        delivers to its own)."""
         realm = self.realm
         topic = msg.topic
         ack = msg.acknowledge
@@ -145,13 +159,28 @@ class Broker:
         if getattr(session.peer, "inbound_large", False) and \
                 self._oversized(session, msg, topic, publication, disclose):
             return
+        forward = None if local else self.forward
         if ack:
-            # Crossbar answers PUBLISHED before dispatching: a publisher that receives its own
-            # event (exclude_me: false) sees the acknowledgement first.
-            session.send(m.Published(msg.request, publication))
+            if forward is not None and not self.realm.backplane_up():
+                # Another node's subscribers cannot be reached: no false success (the local
+                # ones still get the event: at most once; docs/scaling.md).
+                session.send(m.Error(m.Publish.MESSAGE_TYPE, msg.request, UNAVAILABLE,
+                                     ["the backplane is down: other nodes not reached"]))
+            else:
+                # Crossbar answers PUBLISHED before dispatching: a publisher that receives
+                # its own event (exclude_me: false) sees the acknowledgement first.
+                session.send(m.Published(msg.request, publication))
+        self.dispatch(session, publication, msg, topic, disclose, forward)
+
+    def dispatch(self, session: Any, publication: int, msg: m.Publish, topic: str,
+                 disclose: tuple | None, forward: Any = None) -> None:
+        """Deliver a publication to this node's subscribers (``session``: the publisher, a
+        stand-in for another node's), record history, retain; then ``forward`` it."""
         record = None
+        sent = self.realm.sent
         flt = publishfilter.compile_filter(msg)
-        for sub in self.state.matching(topic):
+        subs = self.state.matching(topic)
+        for sub in subs:
             if sub.history is not None:
                 if record is None:
                     record = self._history_record(session, publication, msg)
@@ -165,19 +194,23 @@ class Broker:
                     # peer. Their role allowed this very topic when they subscribed.
                     for target in targets:
                         target.peer.send(event)
+                    sent[_EVENT] += len(targets)
                 else:
-                    self._deliver_checked(targets, event, topic)
+                    sent[_EVENT] += self._deliver_checked(targets, event, topic)
         if msg.retain:
             self.state.retain(topic, {"publication": publication, "publish": msg,
                                       "disclose": disclose})
+        if forward is not None:
+            forward(session, publication, msg, disclose, subs, record is not None)
 
     @staticmethod
-    def _deliver_checked(targets, event: m.Event, topic: str) -> None:
+    def _deliver_checked(targets, event: m.Event, topic: str) -> int:
         """A pattern subscription's event: only to the subscribers whose role may subscribe to
         ``topic`` itself. Static roles answer from their cache (asked once per role here);
         a dynamic authorizer not yet asked holds that subscriber's messages (HeldPeer) while
         it answers, so neither the publisher nor the hub waits and order is kept."""
         allowed: dict = {}   # role -> True / False, or _PER_SESSION
+        n = 0   # sent now (held ones are not counted: their authorizer may still refuse)
         for target in targets:
             role = target.role
             allow = allowed.get(role)
@@ -187,12 +220,15 @@ class Broker:
                                                             CONCRETE).allow)
             if allow is True:
                 target.peer.send(event)
+                n += 1
             elif allow is _PER_SESSION:
                 ans = role.authorize_now(target, topic, "subscribe", CONCRETE)
                 if ans is None:
                     HeldPeer.of(target).hold(event, topic)
                 elif ans.allow:
                     target.peer.send(event)
+                    n += 1
+        return n
 
     def _oversized(self, session: Any, msg: m.Publish, topic: str, publication: int,
                    disclose: tuple | None) -> bool:

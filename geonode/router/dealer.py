@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Iterator
+from time import perf_counter
 from typing import Any
 
 import gevent
@@ -71,7 +73,7 @@ class Invocation:
     """One call in flight: indexed by the caller (CALL.Request) and the callee (INVOCATION.Request)."""
 
     __slots__ = ("id", "caller", "call_request", "callee", "registration", "receive_progress",
-                 "timer", "canceled")
+                 "timer", "canceled", "started")
 
     def __init__(self, inv_id: int, caller: Any, call_request: int, callee: Any,
                  registration: Registration, receive_progress: bool) -> None:
@@ -83,12 +85,13 @@ class Invocation:
         self.receive_progress = receive_progress
         self.timer: Any = None
         self.canceled = False
+        self.started = perf_counter()   # geonode_wamp_call_duration_seconds
 
 
 class Dealer:
-    def __init__(self, realm: Any) -> None:
+    def __init__(self, realm: Any, state: DealerState | None = None) -> None:
         self.realm = realm
-        self.state = DealerState()
+        self.state = state if state is not None else DealerState()
 
     # -- REGISTER -------------------------------------------------------------------------
     def register(self, session: Any, msg: m.Register) -> None:
@@ -118,12 +121,13 @@ class Dealer:
             return
         reg = self.state.lookup(uri, match)
         if reg is not None:
-            if msg.force_reregister and session not in reg.callees:
+            callees = self.state.callees(reg)
+            if msg.force_reregister and session not in callees:
                 # The newcomer takes over: existing callees are revoked (Crossbar semantics).
-                for callee in list(reg.callees):
+                for callee in list(callees):
                     self.remove_callee(reg, callee, UNREGISTERED)
                 reg = None
-            elif session in reg.callees or reg.invoke == "single":
+            elif session in callees or reg.invoke == "single":
                 session.send(m.Error(err, msg.request, PROCEDURE_ALREADY_EXISTS,
                                      [f"register for already registered procedure {uri!r}"]))
                 return
@@ -145,7 +149,7 @@ class Dealer:
     # -- UNREGISTER -----------------------------------------------------------------------
     def unregister(self, session: Any, msg: m.Unregister) -> None:
         reg = self.state.get(msg.registration)
-        if reg is None or session not in reg.callees:
+        if reg is None or session not in self.state.callees(reg):
             session.send(m.Error(m.Unregister.MESSAGE_TYPE, msg.request, NO_SUCH_REGISTRATION))
             return
         deleted = self._remove(session, reg)
@@ -165,6 +169,9 @@ class Dealer:
 
     def remove_callee(self, reg: Registration, session: Any, reason: str | None) -> None:
         """Registration revocation (meta API / force_reregister)."""
+        if getattr(session, "node", None) is not None:
+            session.revoke("registration", reg, reason)   # another node's callee: its node
+            return
         deleted = self._remove(session, reg)
         if session.feature("callee", "registration_revocation"):
             session.send(m.Unregistered(0, registration=reg.id, reason=reason))
@@ -200,7 +207,7 @@ class Dealer:
         reg = self.state.exact(uri)
         if reg is not None:
             # The callee's role allowed this very procedure when it registered.
-            callee = self._pick(reg)
+            callee = self.state.pick(reg)
         else:
             routed = self._route_pattern(session, msg, uri)
             if routed is None:
@@ -214,7 +221,7 @@ class Dealer:
             session.send(m.Error(_CALL, msg.request, MAX_CONCURRENCY, [_busy_text(reg)]))
             return
         if reg.limits:
-            reg.busy[callee] = reg.busy.get(callee, 0) + 1
+            self.state.acquire(reg, callee)
         inv = Invocation(callee.next_request_id(), session, msg.request, callee, reg,
                          bool(msg.receive_progress))
         session.calls[msg.request] = inv
@@ -250,7 +257,7 @@ class Dealer:
         while True:
             ask = None
             for reg in self.state.ranked(uri):
-                if not reg.callees:
+                if not reg.callees and not reg.remote:
                     continue
                 found = self._pick_eligible(reg, uri, answers)
                 if type(found) is _Ask:
@@ -272,7 +279,8 @@ class Dealer:
         """A callee of pattern registration ``reg`` that may register ``uri``, in the order of
         the invoke policy; None when the eligible ones are all busy; _NONE_ELIGIBLE; _Ask
         when a dynamic authorizer must be asked first."""
-        callees = reg.callees
+        state = self.state
+        callees = state.callees(reg)
         n = len(callees)
         policy = reg.invoke
         if policy == "roundrobin":
@@ -298,31 +306,11 @@ class Dealer:
             if not allow:
                 continue
             eligible = True
-            if reg.available(callee):
+            if state.available(reg, callee):
                 if policy == "roundrobin":
-                    reg.rr_index = i + 1
+                    state.advance(reg, i + 1)
                 return callee
         return None if eligible else _NONE_ELIGIBLE
-
-    @staticmethod
-    def _pick(reg: Registration) -> Any:
-        """The callee for the next invocation, or None when all are at their concurrency."""
-        callees = reg.callees
-        policy = reg.invoke
-        if policy == "roundrobin":
-            n = len(callees)
-            for _ in range(n if reg.limits else 1):
-                i = reg.rr_index % n
-                reg.rr_index = i + 1
-                if reg.available(callees[i]):
-                    return callees[i]
-            return None
-        if policy == "random":
-            if reg.limits:
-                callees = [c for c in callees if reg.available(c)]
-            return random.choice(callees) if callees else None
-        callee = callees[-1] if policy == "last" else callees[0]
-        return callee if reg.available(callee) else None
 
     def _finish(self, inv: Invocation) -> None:
         if inv.timer is not None:
@@ -330,9 +318,8 @@ class Dealer:
             inv.timer = None
         inv.caller.calls.pop(inv.call_request, None)
         inv.callee.invocations.pop(inv.id, None)
-        busy = inv.registration.busy
-        if inv.callee in busy:
-            busy[inv.callee] -= 1
+        if inv.registration.busy:
+            self.state.release(inv.registration, inv.callee)
 
     def _interrupt(self, inv: Invocation, mode: str, reason: str | None = None) -> None:
         if inv.callee.feature("callee", "call_canceling"):
@@ -345,6 +332,61 @@ class Dealer:
         self._finish(inv)
         inv.caller.send(m.Error(_CALL, inv.call_request, TIMEOUT, ["call timed out"]))
         self._interrupt(inv, "killnowait", TIMEOUT)
+
+    def invoke_remote(self, caller: Any, callee: Any, reg: Registration,
+                      invocation: m.Invocation) -> None:
+        """Another node's call for this node's ``callee`` (the backplane): ``caller`` stands
+        for that node, ``invocation.request`` is the ID that node gave the invocation. That
+        node keeps the call's timeout; this node its callee's concurrency."""
+        request = invocation.request
+        if request in caller.calls:
+            return   # a duplicate delivery: the first is in flight
+        if reg.match != "exact" and invocation.procedure:
+            # A pattern callee gets a call only if its role may register that very
+            # procedure (as in one process); its own node knows the role, so it checks here.
+            ans = callee.role.authorize_now(callee, invocation.procedure, "register", CONCRETE)
+            if ans is None:
+                gevent.spawn(self._invoke_remote_asked, caller, callee, reg, invocation)
+                return
+            if not ans.allow:
+                caller.send(m.Error(m.Invocation.MESSAGE_TYPE, request, NO_SUCH_PROCEDURE,
+                                    [f"no callee registered for procedure "
+                                     f"<{invocation.procedure}>"]))
+                return
+        self._invoke_remote_now(caller, callee, reg, invocation)
+
+    def _invoke_remote_asked(self, caller: Any, callee: Any, reg: Registration,
+                             invocation: m.Invocation) -> None:
+        """invoke_remote after the callee's dynamic authorizer answered (in a greenlet)."""
+        ans = callee.role.authorize(callee, invocation.procedure, "register", CONCRETE)
+        if callee.state != JOINED:
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, invocation.request, CANCELED,
+                                ["callee disconnected from in-flight request"]))
+        elif not ans.allow:
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, invocation.request,
+                                NO_SUCH_PROCEDURE, [f"no callee registered for procedure "
+                                                    f"<{invocation.procedure}>"]))
+        else:
+            self._invoke_remote_now(caller, callee, reg, invocation)
+
+    def _invoke_remote_now(self, caller: Any, callee: Any, reg: Registration,
+                           invocation: m.Invocation) -> None:
+        request = invocation.request
+        if not self.state.available(reg, callee):
+            caller.send(m.Error(m.Invocation.MESSAGE_TYPE, request, MAX_CONCURRENCY,
+                                [_busy_text(reg)]))
+            return
+        self.state.acquire(reg, callee)
+        receive_progress = bool(invocation.receive_progress)
+        inv = Invocation(callee.next_request_id(), caller, request, callee, reg,
+                         receive_progress)
+        caller.calls[request] = inv
+        callee.invocations[inv.id] = inv
+        invocation.request = inv.id
+        invocation.receive_progress = (True if receive_progress and
+                                       callee.feature("callee", "progressive_call_results")
+                                       else None)
+        callee.send(invocation)
 
     # -- CANCEL ---------------------------------------------------------------------------
     def cancel(self, session: Any, msg: m.Cancel) -> None:
@@ -379,6 +421,10 @@ class Dealer:
                                          callee_authrole=session.authrole))
             return
         self._finish(inv)
+        # Histogram.observe inlined: this is the per-call hot path
+        h, d = self.realm.call_durations, perf_counter() - inv.started
+        h.counts[bisect_left(h.bounds, d)] += 1
+        h.sum += d
         # Crossbar always discloses the callee in RESULT (its dealer hardcodes it); so do we.
         inv.caller.send(m.Result(inv.call_request, args=msg.args, kwargs=msg.kwargs,
                                  payload=msg.payload, enc_algo=msg.enc_algo,
@@ -394,6 +440,7 @@ class Dealer:
         if inv is None:
             return
         self._finish(inv)
+        self.realm.call_durations.observe(perf_counter() - inv.started)
         inv.caller.send(m.Error(_CALL, inv.call_request, msg.error, args=msg.args,
                                 kwargs=msg.kwargs, payload=msg.payload, enc_algo=msg.enc_algo,
                                 enc_key=msg.enc_key, enc_serializer=msg.enc_serializer))

@@ -41,6 +41,9 @@ TESTAMENT_ERROR = "wamp.error.testament_error"
 HISTORY_UNAVAILABLE = "wamp.error.history_unavailable"
 #: Crossbar's URI for a call refused by a registration's concurrency limit
 MAX_CONCURRENCY = "crossbar.error.max_concurrency_reached"
+#: the backplane (docs/scaling.md) is down or its queue full: a call to another node's callee
+#: or an acknowledged publish could not be delivered (never a false success)
+UNAVAILABLE = "wamp.error.unavailable"
 #: an endpoint raised something other than ApplicationError (autobahn's convention)
 RUNTIME_ERROR = "wamp.error.runtime_error"
 
@@ -55,5 +58,7 @@ CLOSE_NORMAL = "wamp.close.normal"
 CLOSE_GOODBYE_AND_OUT = "wamp.close.goodbye_and_out"
 CLOSE_SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
 CLOSE_KILLED = "wamp.close.killed"
+#: a client's GOODBYE reason that also ends its cookie login (Crossbar)
+CLOSE_LOGOUT = "wamp.close.logout"
 #: the in-process session's peer went away without a GOODBYE
 CLOSE_TRANSPORT_LOST = "wamp.close.transport_lost"

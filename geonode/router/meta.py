@@ -103,11 +103,11 @@ class MetaAPI:
             raise MetaError(INVALID_ARGUMENT, "filter_authroles must be a list")
         # a set: O(sessions + list), not O(sessions x list)
         roles = set(filter_authroles) if filter_authroles is not None else None
-        return [s for s in self.realm.sessions.values() if not s.restricted
+        return [s for s in self.realm.session_state.all() if not s.restricted
                 and (roles is None or s.authrole in roles)]
 
     def _session(self, session_id: Any) -> Any:
-        s = self.realm.sessions.get(session_id) if isinstance(session_id, int) else None
+        s = self.realm.session_state.get(session_id) if isinstance(session_id, int) else None
         if s is None or s.restricted:
             raise MetaError(NO_SUCH_SESSION, f"no session with ID {session_id} exists on this router")
         return s
@@ -168,12 +168,12 @@ class MetaAPI:
 
     @procedure("wamp.session.kill_by_authid")
     def session_kill_by_authid(self, caller, authid, reason=None, message=None):
-        return self._kill_all(caller, [s for s in self.realm.sessions.values()
+        return self._kill_all(caller, [s for s in self.realm.session_state.all()
                                        if s.authid == authid], reason, message)
 
     @procedure("wamp.session.kill_by_authrole")
     def session_kill_by_authrole(self, caller, authrole, reason=None, message=None):
-        return self._kill_all(caller, [s for s in self.realm.sessions.values()
+        return self._kill_all(caller, [s for s in self.realm.session_state.all()
                                        if s.authrole == authrole], reason, message)
 
     @procedure("wamp.session.add_testament")
@@ -200,20 +200,23 @@ class MetaAPI:
                                         kwargs=kwargs or None, **opts))
         except (AssertionError, TypeError, ValueError) as e:
             raise MetaError(INVALID_ARGUMENT, f"invalid publish_options: {e}") from None
+        self.realm.testaments_changed(caller)
         return pub_id
 
     @procedure("wamp.session.flush_testaments")
     def session_flush_testaments(self, caller, scope="destroyed"):
         if scope not in ("destroyed", "detached"):
             raise MetaError(TESTAMENT_ERROR, "scope must be destroyed or detached")
-        return len(caller.testaments.pop(scope, []))
+        flushed = len(caller.testaments.pop(scope, []))
+        self.realm.testaments_changed(caller)
+        return flushed
 
     # -- wamp.registration.* --------------------------------------------------------------
     @procedure("wamp.registration.list")
     def registration_list(self, caller, session_id=None):
         if session_id is not None:
             return self._by_match(self._session(session_id).registrations, caller)
-        return self._by_match(self.realm.dealer.state.by_id.values(), caller)
+        return self._by_match(self.realm.dealer.state.all(), caller)
 
     @procedure("wamp.registration.lookup")
     def registration_lookup(self, caller, procedure, options=None):
@@ -236,11 +239,13 @@ class MetaAPI:
 
     @procedure("wamp.registration.list_callees")
     def registration_list_callees(self, caller, registration_id):
-        return [s.id for s in self._registration(caller, registration_id).callees]
+        dealer = self.realm.dealer.state
+        return [s.id for s in dealer.callees(self._registration(caller, registration_id))]
 
     @procedure("wamp.registration.count_callees")
     def registration_count_callees(self, caller, registration_id):
-        return len(self._registration(caller, registration_id).callees)
+        dealer = self.realm.dealer.state
+        return len(dealer.callees(self._registration(caller, registration_id)))
 
     @procedure("wamp.registration.remove_callee")
     def registration_remove_callee(self, caller, registration_id, callee_id, reason=None):
@@ -248,7 +253,7 @@ class MetaAPI:
             _string(reason, "reason")
         callee = self._session(callee_id)
         reg = self._registration(caller, registration_id)
-        if callee not in reg.callees:
+        if callee not in self.realm.dealer.state.callees(reg):
             raise MetaError(NO_SUCH_REGISTRATION,
                             f"session {callee_id} is not registered on registration {registration_id}")
         self._later.append(lambda: self.realm.dealer.remove_callee(reg, callee, reason))
@@ -259,7 +264,7 @@ class MetaAPI:
     def subscription_list(self, caller, session_id=None):
         if session_id is not None:
             return self._by_match(self._session(session_id).subscriptions, caller)
-        return self._by_match(self.realm.broker.state.by_id.values(), caller)
+        return self._by_match(self.realm.broker.state.all(), caller)
 
     @procedure("wamp.subscription.lookup")
     def subscription_lookup(self, caller, topic, options=None):
@@ -267,7 +272,7 @@ class MetaAPI:
         match = _options(options).get("match", "exact")
         if match not in ("exact", "prefix", "wildcard"):
             raise MetaError(INVALID_ARGUMENT, f"invalid match {match!r}")
-        sub = self.realm.broker.state.table.get(topic, match)
+        sub = self.realm.broker.state.lookup(topic, match)
         return sub.id if sub is not None and not _protected(sub.uri, caller) else None
 
     @procedure("wamp.subscription.match")
@@ -283,11 +288,13 @@ class MetaAPI:
 
     @procedure("wamp.subscription.list_subscribers")
     def subscription_list_subscribers(self, caller, subscription_id):
-        return [s.id for s in self._subscription(caller, subscription_id).subscribers]
+        broker = self.realm.broker.state
+        return [s.id for s in broker.subscribers(self._subscription(caller, subscription_id))]
 
     @procedure("wamp.subscription.count_subscribers")
     def subscription_count_subscribers(self, caller, subscription_id):
-        return len(self._subscription(caller, subscription_id).subscribers)
+        broker = self.realm.broker.state
+        return len(broker.subscribers(self._subscription(caller, subscription_id)))
 
     @procedure("wamp.subscription.remove_subscriber")
     def subscription_remove_subscriber(self, caller, subscription_id, subscriber_id, reason=None):
@@ -295,7 +302,7 @@ class MetaAPI:
             _string(reason, "reason")
         subscriber = self._session(subscriber_id)
         sub = self._subscription(caller, subscription_id)
-        if subscriber not in sub.subscribers:
+        if subscriber not in self.realm.broker.state.subscribers(sub):
             raise MetaError(NO_SUCH_SUBSCRIPTION,
                             f"session {subscriber_id} is not subscribed to {subscription_id}")
         self._later.append(lambda: self.realm.broker.remove_subscriber(sub, subscriber, reason))

@@ -12,13 +12,14 @@ from autobahn.wamp import role as r
 from autobahn.wamp.exception import ApplicationError
 
 from geonode.config.model import RealmConfig
+from geonode.metrics import CALL_BUCKETS, MESSAGE_TYPES, Histogram
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
 from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
-from geonode.router.state import new_id
+from geonode.router.state import SessionState, new_id
 from geonode.uri import checker
 
 log = logging.getLogger("geonode.router")
@@ -109,13 +110,24 @@ class Realm:
         # valid_uri(uri, match) -> bool: O(len(uri)), longer than max_uri_length is invalid
         self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
         self.roles = build_roles(cfg.roles, self)
-        self.sessions: dict[int, RouterSession] = {}
-        self.broker = Broker(self)
+        # The backplane (geonode.cluster) puts the other nodes into the same tables.
+        backplane = getattr(router, "backplane", None)
+        self.session_state = (backplane.session_state(self) if backplane is not None
+                              else SessionState())
+        # this process's joined sessions by ID (the state's own dict)
+        self.sessions: dict[int, RouterSession] = self.session_state.local
+        # Plain counters on the hot path, read by geonode.metrics and the status page at
+        # scrape time: messages by WAMP type code, received from joined sessions and sent
+        # to them (a list index is the cheapest count there is: issue 13's <= 3%).
+        self.received: list[int] = [0] * MESSAGE_TYPES
+        self.sent: list[int] = [0] * MESSAGE_TYPES
+        self.call_durations = Histogram(CALL_BUCKETS)
+        self.broker = Broker(self, backplane.broker_state(self) if backplane else None)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
         # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
         for entry in cfg.history:
             self.broker.state.keep_history(entry.uri, entry.match, entry.limit)
-        self.dealer = Dealer(self)
+        self.dealer = Dealer(self, backplane.dealer_state(self) if backplane else None)
         # What a joined session hands each message type to (RouterSession._process): the
         # realm's broker and dealer, so the session needs nothing of the realm's modules.
         self.handlers: dict[type, Callable[[RouterSession, Any], None]] = {
@@ -132,15 +144,29 @@ class Realm:
         self.meta = MetaAPI(self)
         self.welcome_roles = welcome_roles(self.meta_enabled, bool(cfg.history))
         self.service = ServiceSession(router, self)
+        if backplane is not None:
+            backplane.attach(self)
+
+    def testaments_changed(self, session: RouterSession) -> None:
+        """The meta API changed ``session``'s testaments: the other nodes keep a copy (a
+        surviving node publishes them if this one dies)."""
+        backplane = getattr(self.router, "backplane", None)
+        if backplane is not None:
+            backplane.testaments_changed(self, session)
+
+    def backplane_up(self) -> bool:
+        """True when the other nodes can be reached now (always, without a backplane)."""
+        backplane = getattr(self.router, "backplane", None)
+        return backplane is None or backplane.up
 
     # -- membership -----------------------------------------------------------------------
     def join(self, session: RouterSession) -> None:
-        self.sessions[session.id] = session
+        self.session_state.add(session)
         if not session.restricted:
             self.meta_event("wamp.session.on_join", lambda: [session.details()])
 
     def leave(self, session: RouterSession) -> None:
-        self.sessions.pop(session.id, None)
+        self.session_state.remove(session)
         self.broker.detach(session)
         self.dealer.detach(session)
         self.publish_testaments(session)

@@ -25,6 +25,7 @@ from geonode.router.errors import (
     AUTHENTICATION_FAILED,
     CLOSE_GOODBYE_AND_OUT,
     CLOSE_KILLED,
+    CLOSE_LOGOUT,
     CLOSE_SYSTEM_SHUTDOWN,
     NO_AUTH_METHOD,
     NO_SUCH_REALM,
@@ -106,6 +107,9 @@ class RouterSession:
     # -- helpers used by realm/broker/dealer ----------------------------------------------
     def send(self, msg: Any) -> None:
         if self.state != CLOSED:
+            realm = self.realm
+            if realm is not None:
+                realm.sent[msg.MESSAGE_TYPE] += 1
             self.peer.send(msg)
 
     def next_request_id(self) -> int:
@@ -231,7 +235,10 @@ class RouterSession:
         try:
             state = self.state
             if state == JOINED:
-                handler = self.realm.handlers.get(type(msg))
+                realm = self.realm
+                cls = type(msg)
+                realm.received[msg.MESSAGE_TYPE] += 1
+                handler = realm.handlers.get(cls)
                 if handler is None:
                     if isinstance(msg, m.Goodbye):
                         self._on_goodbye(msg)
@@ -313,11 +320,18 @@ class RouterSession:
                 return
             pending = pending_auth("anonymous", {"type": "static", "role": "anonymous"}, self)
         else:
+            cookie_offered = False
             for method in authmethods:
                 if method in METHODS and method in self.auth_config:
-                    pending = pending_auth(method, self.auth_config[method], self)
-                    break
+                    candidate = pending_auth(method, self.auth_config[method], self)
+                    if candidate.usable(msg):
+                        pending = candidate
+                        break
+                    cookie_offered = True   # only cookie can be unusable
             if pending is None:
+                if cookie_offered:
+                    self._cookie_refused(msg)
+                    return
                 self._abort(NO_AUTH_METHOD, f"cannot authenticate using any of {authmethods}")
                 return
         # A dynamic authenticator may pick the realm; otherwise it must exist up front.
@@ -330,6 +344,23 @@ class RouterSession:
             return
         self._pending = pending
         self._handle_auth_answer(pending.hello(realm_name, msg), msg, pending)
+
+    def _cookie_refused(self, msg: m.Hello) -> None:
+        """Only ``cookie`` was offered (of the configured methods) and the connection's cookie
+        carries no login for this realm. A cookie value the node never issued is a guess: its
+        refusal is counted like a wrong password (auth/throttle.py)."""
+        ref = getattr(self.peer, "cookie", None)
+        why = ("the connection carries no cookie" if ref is None else
+               "the cookie presented is unknown or expired" if ref.presented_unknown else
+               "the cookie carries no login for this realm")
+        deny = Deny(AUTHENTICATION_FAILED, f"cookie authentication failed: {why}; "
+                                           "authenticate with another method first",
+                    counts=ref is not None and ref.presented_unknown)
+        if deny.counts:
+            self._abort_later(self.router.auth_throttle.failed(
+                address_key(self.transport_details), msg.authid), deny.reason, deny.message)
+        else:
+            self._abort(deny.reason, deny.message)
 
     def _on_authenticate(self, msg: m.Authenticate) -> None:
         # the state machine hands AUTHENTICATE over only while a HELLO's authentication waits
@@ -350,6 +381,7 @@ class RouterSession:
         why = self.router.auth_throttle.check(address_key(self.transport_details), hello.authid)
         if why is None:
             return False
+        self.router.auth_failed(hello.realm, pending.method)
         self._abort(AUTHENTICATION_FAILED, why)
         return True
 
@@ -363,6 +395,7 @@ class RouterSession:
             self._accept(answer, hello)
         else:
             assert isinstance(answer, Deny)
+            self.router.auth_failed(hello.realm, pending.method)
             if answer.counts and pending.checks_credentials:
                 delay = self.router.auth_throttle.failed(address_key(self.transport_details),
                                                          hello.authid)
@@ -381,6 +414,9 @@ class RouterSession:
             self._abort(NO_SUCH_ROLE, f"no role {a.authrole!r} on realm {a.realm!r}")
             return
         self.id = self.pending_id or new_id()
+        while realm.session_state.get(self.id) is not None:
+            # taken in this realm (here, or on another node of a cluster: the state knows)
+            self.id = new_id()
         self.pending_id = 0
         self.realm, self.role = realm, role
         self.authid, self.authrole = a.authid, a.authrole
@@ -388,12 +424,24 @@ class RouterSession:
         self.client_roles = client_features(hello.roles)
         self._init_joined_state()
         self.state = JOINED
+        realm.sent[m.Welcome.MESSAGE_TYPE] += 1
         self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
                                  authrole=a.authrole, authmethod=a.authmethod,
                                  authprovider=a.authprovider, authextra=a.authextra or {}))
         realm.join(self)
+        ref = getattr(self.peer, "cookie", None)
+        if ref is not None and a.authprovider != "cookie" and self.auth_config \
+                and "cookie" in self.auth_config:
+            # the cookie remembers this login for the connection's next HELLO (Crossbar)
+            ref.remember(realm.name, a.authid, a.authrole, a.authmethod, a.authextra)
 
     def _on_goodbye(self, msg: m.Goodbye) -> None:
+        ref = getattr(self.peer, "cookie", None)
+        if msg.reason == CLOSE_LOGOUT and ref is not None:
+            kicked = ref.logout(self.peer)
+            log.info("session %s (%s): logged out: cookie login forgotten, %d other "
+                     "connections closed", self.id, self.transport_details.get("peer", "?"),
+                     kicked)
         self.peer.send(m.Goodbye(CLOSE_GOODBYE_AND_OUT))
         self._leave_realm()
         # The transport stays open: the client may send a new HELLO or close it.

@@ -42,3 +42,25 @@ def channel_ids(sock: Any) -> dict[str, str]:
     """``transport_details["channel_id"]`` for ``sock``: binding type -> hex id."""
     cid = tls_unique(sock)
     return {TLS_UNIQUE: cid.hex()} if cid is not None else {}
+
+
+def peer_cert(sock: Any) -> dict | None:
+    """The verified client certificate of a TLS connection, as Crossbar's
+    ``transport_details["peer_cert"]`` (autobahn's ``peer_certificate_details``): fingerprints
+    (``sha1`` "AB:CD:…"), ``subject``, ``issuer``, validity… None without TLS or certificate.
+    The WAMP-TLS authmethod reads it (geonode.router.auth.tls)."""
+    get = getattr(sock, "getpeercert", None)
+    if get is None:
+        return None
+    try:
+        der = get(binary_form=True)
+    except (ValueError, OSError):
+        return None
+    if not der:
+        return None
+    from autobahn.util import peer_certificate_details
+    from cryptography import x509
+    try:
+        return peer_certificate_details(x509.load_der_x509_certificate(der))
+    except ValueError:   # the handshake accepted it, cryptography cannot read it
+        return None

@@ -33,6 +33,7 @@ from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES
+from geonode.metrics import SOURCES
 from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
@@ -87,6 +88,17 @@ congestion = False
 # Transport messages from this size on are "large" (MessageQueuePeer.inbound_large).
 EXPANSION = 8
 _large_inbound = DEFAULT_MAX_QUEUE_BYTES // EXPANSION
+
+
+# Connections dropped for an outgoing queue over its bound (geonode_wamp_queue_overflows_total).
+_overflows = 0
+
+
+def overflow_count() -> int:
+    return _overflows
+
+
+SOURCES.queue_overflows = overflow_count
 
 
 def _go_round() -> None:
@@ -412,6 +424,8 @@ class MessageQueuePeer:
         self._kick()
 
     def _overflow(self) -> None:
+        global _overflows
+        _overflows += 1
         log.warning("%s: outgoing queue over its bound (%d messages, %d bytes): closing",
                     self._who(), len(self._queue), self._queued_bytes)
         self._dead = True

@@ -32,7 +32,7 @@ from geonode.endpoints import (
 )
 from geonode.transport import queue
 from geonode.transport import serializers as ser
-from geonode.transport.channel import channel_ids
+from geonode.transport.channel import channel_ids, peer_cert
 from geonode.transport.queue import (
     CHECK_EVERY,
     CLOSE_TIMEOUT,
@@ -269,6 +269,7 @@ def connection_handler(transport: Transport, router: Any, framing: str) -> Calla
             "peer": _peer_string(sock, address),
             "is_server": True,
             "channel_id": channel_ids(sock),   # {} unless TLS: for cryptosign channel binding
+            "peer_cert": peer_cert(sock),   # None unless TLS with a client certificate
         }
         peer = RawSocketPeer(sock, serializer, details, max_receive=max_receive,
                              max_send=min(2 ** (9 + their_exp), MAX_PAYLOAD), **limits)

@@ -15,7 +15,7 @@ from typing import Any
 import gevent
 
 from geonode.transport import queue
-from geonode.transport.channel import channel_ids
+from geonode.transport.channel import channel_ids, peer_cert
 from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer
 from geonode.transport.serializers import WampSerializer
 from geonode.websocket.frames import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
@@ -61,11 +61,13 @@ def _connection_socket(environ: dict) -> Any:
 
 def transport_details(environ: dict, ws: Any, serializer: WampSerializer) -> dict:
     """What the router (and ``wamp.session.get``) learns about this connection."""
+    sock = _connection_socket(environ)
     return {
         "type": "websocket",
         "channel_type": "tls" if environ.get("wsgi.url_scheme") == "https" else "tcp",
         # cryptosign's channel binding reads this; the router never sees the socket
-        "channel_id": channel_ids(_connection_socket(environ)),
+        "channel_id": channel_ids(sock),
+        "peer_cert": peer_cert(sock),   # WAMP-TLS reads this
         "channel_framing": "websocket",
         "channel_serializer": serializer.name,
         "peer": peer_address(environ),
@@ -83,6 +85,8 @@ class WampWebSocketPeer(MessageQueuePeer):
     def __init__(self, ws: Any, serializer: WampSerializer, details: dict, **limits: int) -> None:
         super().__init__(serializer, details, **limits)
         self.ws = ws
+        #: the connection's cookie (geonode.router.auth.cookie), when its path tracks them
+        self.cookie: Any = None
 
     def run(self, router: Any, auth_config: dict | None = None) -> None:
         """Attach to ``router`` and pump incoming messages until the connection ends."""

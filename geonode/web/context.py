@@ -22,6 +22,15 @@ class NodeInfo:
     title: str | None = None
     # Filled in by the node once routers exist: callable returning the live session count.
     session_count: Any = None
+    #: "starting" until every endpoint accepts, "up", then "stopping" (the health service)
+    state: str = "starting"
+    #: set by a ``metrics`` path service: the node then counts HTTP requests per server
+    count_http: bool = False
+    #: the Node (geonode.node.Node) for services that report on it (health, metrics, status)
+    owner: Any = None
+    #: more required parts for the health service: callables returning
+    #: (name, ok: bool, detail: dict) (a backplane link, a worker process, ...)
+    health_checks: list = field(default_factory=list)
 
 
 @dataclass

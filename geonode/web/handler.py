@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
+from gevent import Greenlet
+from gevent.pool import PoolFull
 from gevent.pywsgi import WSGIHandler
+from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
 from geonode.web.httprules import RequestError, check_field
@@ -61,6 +66,15 @@ def set_nodelay(sock: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass
+
+
+def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any) -> None:
+    try:
+        run(*args)
+    finally:
+        if connections is not None:
+            connections.discard_websocket(ws)
+        ws.release()
 
 
 def _noop_write(data) -> None:
@@ -185,6 +199,8 @@ class Handler(StrictHTTP, WebSocketHandler):
     # response, a text note after a socket error) and the code
     status: Any
     code: Any
+    #: the connection's socket (None once detach_websocket moved it to a greenlet of its own)
+    socket: Any
 
     #: set by the upgrader once the 101 response went out
     websocket_upgraded = False
@@ -192,9 +208,13 @@ class Handler(StrictHTTP, WebSocketHandler):
     #: for its next request (a graceful stop closes those at once: geonode.web.shutdown)
     in_request = False
 
+    #: the server's geonode.metrics.HttpStats when the node counts requests, else None
+    http_stats: Any = None
+
     def handle(self) -> None:
         # Once per connection, whichever server accepted it (node or gunicorn).
         set_nodelay(self.socket)
+        self.http_stats = getattr(self.server, "http_stats", None)
         connections = getattr(self.server, "connections", None)
         if connections is None:
             return super().handle()
@@ -203,6 +223,40 @@ class Handler(StrictHTTP, WebSocketHandler):
             return super().handle()
         finally:
             connections.discard(self)
+
+    def detach_websocket(self, ws: Any, run: Callable, args: tuple) -> bool:
+        """``Upgrader.detach``: the upgraded connection continues in a greenlet of its own.
+
+        The new greenlet takes a slot of the endpoint's pool (``max_connections``) before this
+        request's is freed, so the cap still counts the connection; with the pool full the
+        request keeps it instead. The socket moves to a new socket object because the server
+        closes the request's one when the request greenlet ends. Not under TLS: an SSL socket
+        cannot be moved (and a TLS connection's memory is dominated by OpenSSL's anyway)."""
+        sock = self.socket
+        env = self.environ
+        if type(sock) is not GeventSocket or env.get("CONTENT_LENGTH") \
+                or env.get("HTTP_TRANSFER_ENCODING"):
+            return False  # (a body on the upgrade request: pywsgi still reads it afterwards)
+        greenlet = Greenlet(_run_detached, ws, run, args,
+                            getattr(self.server, "connections", None))
+        pool = getattr(self.server, "pool", None)
+        if pool is not None:
+            try:
+                pool.add(greenlet, blocking=False)
+            except PoolFull:
+                return False
+        # A duplicate descriptor, not sock.detach(): a new socket object's event watchers on
+        # the very same descriptor number lost wake-ups now and then (libev's per-descriptor
+        # state); the server closes the original when the request greenlet ends.
+        moved = GeventSocket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+        ws.rebind(moved)
+        # pywsgi neither closes nor reads a handler's socket once it is None.
+        self.socket = None
+        self.close_connection = True
+        if greenlet.args[3] is not None:
+            greenlet.args[3].add_websocket(ws)
+        greenlet.start()
+        return True
 
     def handle_one_request(self):
         try:
@@ -254,6 +308,15 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     def handle_one_response(self) -> None:
         super().handle_one_response()
+        stats = self.http_stats
+        if stats is not None:
+            # After routing, SCRIPT_NAME is the path service's mount (dispatch rewrites the
+            # environ in place). An upgraded request lasted as long as its WebSocket: counted,
+            # but kept out of the durations.
+            upgraded = self.websocket_upgraded
+            stats.observe(self.environ.get("SCRIPT_NAME") or "/",
+                          101 if upgraded else (self.code or 0),
+                          None if upgraded else self.time_finish - self.time_start)
         if self.server.closed:
             # The server stopped accepting (graceful stop): this response is the connection's
             # last, so the stop does not wait for the client's next keep-alive request.
@@ -268,7 +331,7 @@ class Handler(StrictHTTP, WebSocketHandler):
         try:
             return WSGIHandler.run_application(self)
         finally:
-            ws = upgrader.websocket if upgrader is not None else None
+            ws = upgrader.websocket if upgrader is not None and not upgrader.detached else None
             if ws is not None and not ws.closed:
                 # The app returned with its WebSocket still open: close it properly.
                 ws.close(CLOSE_GOING_AWAY, "going away")

@@ -41,6 +41,8 @@ class Connections:
 
     def __init__(self) -> None:
         self._handlers: set[Any] = set()
+        # WebSockets whose request ended (``Upgrader.detach``): no handler tracks them any more.
+        self._websockets: set[Any] = set()
 
     def add(self, handler: Any) -> None:
         self._handlers.add(handler)
@@ -48,8 +50,14 @@ class Connections:
     def discard(self, handler: Any) -> None:
         self._handlers.discard(handler)
 
+    def add_websocket(self, ws: Any) -> None:
+        self._websockets.add(ws)
+
+    def discard_websocket(self, ws: Any) -> None:
+        self._websockets.discard(ws)
+
     def __len__(self) -> int:
-        return len(self._handlers)
+        return len(self._handlers) + len(self._websockets)
 
     def in_flight(self) -> int:
         """Plain HTTP requests being served (an upgraded connection is not one)."""
@@ -67,8 +75,7 @@ class Connections:
     def close_websockets(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> int:
         """Start the closing handshake on every WebSocket still open; how many."""
         n = 0
-        for h in list(self._handlers):
-            ws = _websocket_of(h)
+        for ws in [*map(_websocket_of, list(self._handlers)), *list(self._websockets)]:
             if ws is not None and not ws.closed:
                 # A greenlet each: with no reader active close() waits for the peer's reply.
                 gevent.spawn(_close_ws, ws, code, reason)

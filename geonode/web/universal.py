@@ -3,8 +3,8 @@
 As Crossbar's unisocket: the first octet a client sends picks the protocol. ``0x7F`` is a
 RawSocket handshake; every other octet starts HTTP, whose request path then picks a
 ``websocket`` entry (by its first segment, before the ``web`` paths) or the ``web`` paths.
-MQTT (CONNECT, first octet ``0x10``) has its slot in the table (``PROTOCOLS``) for when
-geonode's MQTT transport lands; until then ``mqtt`` is rejected by the config check.
+MQTT (CONNECT, first octet ``0x10``) goes to the MQTT transport's connection handler
+(``geonode.transport.mqtt.serve_connection``) when the transport has an ``mqtt`` part.
 
 The server is a ``WebServer`` (same limits, timeouts, connection cap and graceful stop); only
 ``handle`` differs: it reads through the buffered reader the HTTP handler will use, so the
@@ -23,9 +23,9 @@ __all__ = ["PROTOCOLS", "UniversalServer", "route_websockets"]
 
 log = logging.getLogger("geonode.web")
 
-#: first octet → protocol name; the handlers come from the transport's config. Adding MQTT is
-#: one entry here plus its handler (``{0x10: "mqtt"}``).
-PROTOCOLS: dict[int, str] = {0x7F: "rawsocket"}
+#: first octet → protocol name; the handlers come from the transport's config. 0x10 is an
+#: MQTT CONNECT packet's type and flags (the first packet of every MQTT connection).
+PROTOCOLS: dict[int, str] = {0x7F: "rawsocket", 0x10: "mqtt"}
 
 #: how much the sniffer hands a non-HTTP protocol at once (what the reader has buffered)
 _HANDOFF = 65536
@@ -68,7 +68,7 @@ class UniversalServer(WebServer):
             return
         initial = rfile.read1(_HANDOFF)   # only what is buffered already: no wait
         rfile.close()   # the protocol reads the socket itself from here (the socket stays open)
-        sock.settimeout(None)   # RawSocket bounds its own handshake; sessions may idle
+        sock.settimeout(None)   # RawSocket and MQTT bound their own handshakes; sessions idle
         handler(sock, address, initial)
 
 

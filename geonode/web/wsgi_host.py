@@ -1,4 +1,4 @@
-"""WSGI Host Service: an unmodified WSGI app on its own gevent ThreadPool.
+"""WSGI Host Service: an unmodified WSGI app on its own pool of native threads.
 
 The split of work (why it looks like this):
 - The app callable and every ``next()`` on its response run on the service's pool, so a
@@ -7,6 +7,9 @@ The split of work (why it looks like this):
   to a temporary file above ``SPOOL_MAX``), which also keeps slow uploaders from holding a
   thread; response chunks are written by the hub's handler greenlet.
 - A list/tuple response (or an iterator that finishes quickly) costs one pool round trip.
+- The pool is this module's ``Pool``, not gevent's ``ThreadPool``: the hand-off is most of
+  what a thread costs a request, and ``Pool`` batches it (see there; bench/README.md
+  "Where a request's CPU goes").
 
 ``"threads": false`` runs the app directly in the handler greenlet (for gevent-aware apps).
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import os
 import sys
 import tempfile
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,8 +30,11 @@ from html import escape
 from time import monotonic as _monotonic
 from typing import Any
 
+from greenlet import getcurrent
+
 from geonode.config.imports import wsgi_object
 from geonode.config.model import WsgiService
+from geonode.handoff import Wakeup
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -222,61 +230,39 @@ def _simple_response(start_response: Callable, status: str, text: str,
     return [body]
 
 
-class _Channel:
-    """Thread → hub wake-ups for one request: a libev async watcher, reused across requests.
-
-    ``send()`` is safe from any thread and coalesces (a second send before the hub ran is
-    free), so a response whose chunks are all produced at once still wakes the hub once.
-    """
-
-    __slots__ = ("watcher", "waiter", "hub")
-
-    def __init__(self, hub: Any) -> None:
-        self.hub = hub
-        self.waiter: Any = None
-        self.watcher = hub.loop.async_()
-        self.watcher.start(self._fire)
-
-    def _fire(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            w.switch(None)
-
-    def wait(self) -> None:
-        """Block this greenlet until the next send (spurious wake-ups are possible)."""
-        from gevent.hub import Waiter
-
-        w = self.waiter = Waiter(self.hub)
-        try:
-            w.get()
-        finally:
-            self.waiter = None
-
-
 class _Call:
     """One request's trip through the pool.
 
     The worker thread appends body chunks to ``queue`` and ends it with one marker: ``_DONE``,
     ``_ERROR`` (``error`` holds exc_info) or ``_HANDOFF`` (a long stream: the rest is pulled one
     chunk per pool round trip, which bounds the memory a fast producer can fill).
+    ``task(call)`` is what a pool thread runs next for it; ``value`` is the answer of a pull.
     """
 
-    __slots__ = ("status", "headers", "exc_info", "queue", "send", "iterator", "result",
-                 "error", "cancelled", "headers_seen", "submitted")
+    __slots__ = ("status", "headers", "exc_info", "queue", "notify", "iterator", "result",
+                 "error", "cancelled", "headers_seen", "submitted", "environ", "task", "value",
+                 "notified", "waiter")
 
-    def __init__(self, send: Callable[[], None]) -> None:
+    def __init__(self, notify: Callable[[_Call], None], environ: dict) -> None:
         self.status: str | None = None
         self.headers: list | None = None
         self.exc_info: Any = None
         self.queue: deque = deque()
-        self.send = send
+        self.notify = notify
         self.iterator: Any = None
         self.result: Any = None
         self.error: Any = None
         self.cancelled = False
         self.headers_seen = False
         self.submitted = 0.0
+        # None once a pool thread took it (the call no longer holds the request)
+        self.environ: dict | None = environ
+        self.task: Callable[[_Call], None] | None = None
+        self.value: Any = None
+        # set by a pool thread when it puts the call in Pool.done, cleared by the hub
+        self.notified = False
+        # the greenlet waiting for this call (hub side), None while it is not waiting
+        self.waiter: Any = None
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
         if exc_info is not None and self.headers_seen:
@@ -292,7 +278,7 @@ class _Call:
         if data:
             self.headers_seen = True
             self.queue.append(data)
-            self.send()
+            self.notify(self)
 
 
 def _not_bytes(chunk: Any) -> None:
@@ -308,44 +294,414 @@ def _close(result: Any) -> None:
         close()
 
 
-class _NoResult:
-    """The pool's per-task result slot, unused: each request reports through its channel."""
-
-    __slots__ = ()
-
-    def set(self, value: Any) -> None:
-        pass
-
-    def handle_error(self, context: Any, exc_info: Any) -> None:
-        log.error("WSGI pool task failed", exc_info=exc_info)
+def _no_notify(call: _Call) -> None:
+    """Greenlet mode's wake-up: the hub is running the app itself, nobody waits."""
 
 
-_NO_RESULT = _NoResult()
-
-
-def _drain(call: _Call, ch: _Channel | None) -> None:
-    """Wait (on the hub) until the request's producer is done with it (greenlet mode: it is)."""
-    q = call.queue
-    while True:
-        while not q:
-            ch.wait()  # type: ignore[union-attr]
-        item = q.popleft()
-        if item is _DONE or item is _ERROR or item is _HANDOFF:
-            return
-
-
-# A request waiting this long for a thread makes the pool start another one (up to maxthreads).
+# A request waiting this long for a thread makes the pool add one (wake a parked one, else
+# start one; up to maxthreads) while fewer than FREE_THREADS are awake, and beyond that only
+# when the threads it has are blocked: the node's threads used a CPU less than SATURATED of
+# the time meanwhile (they wait in calls, not for the GIL), or none finished anything for
+# STUCK_AFTER (one long call). STUCK_AFTER is twice Python's GIL switch interval: a thread
+# running short CPU-bound calls that lost the GIL to the hub for one interval is not stuck.
+# FREE_THREADS: a few threads waiting briefly on the hub (an acknowledged WAMP publish) let
+# the hub batch that work even when the node is CPU-bound (bench/bridge flask-puback: one
+# thread cost 20 % more CPU per request than four); more than that contend for the GIL.
 GROW_AFTER = 0.005
+# A thread beyond minthreads that had nothing to do for this long ends (a burst's threads are
+# given back; minthreads stay ready). Waking is LIFO, so the threads a quiet node does not need
+# are the ones that time out.
+IDLE_TIMEOUT = 60.0
+STUCK_AFTER = 0.010
+SATURATED = 0.75
+FREE_THREADS = 4
 
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
 _PUSH_BYTES = 1024 * 1024
 
+# What a pull's ``value`` is until its thread answered.
+_PENDING = object()
+
+_pools: Any = None  # the WeakSet of every Pool, for the fork handler (made by the first Pool)
+
+
+def _forget_threads_after_fork() -> None:
+    for pool in list(_pools):
+        pool._after_fork()
+
+
+class _Demand:
+    """CPU time used by some threads (Linux schedstat, one ``pread`` per thread: the hub's
+    own clock would not see the pool's threads). A thread waiting for the GIL, or blocked in a
+    call (a sleep, a socket, a lock), uses none. Without /proc: the process's CPU time.
+
+    Time spent runnable but not running (a machine busy with other processes) is left out on
+    purpose: counted, it makes blocked threads on a busy machine look CPU-bound, and a pool
+    that grows too little serialises blocking calls; one that grows a little too much only
+    costs some GIL turns."""
+
+    def __init__(self) -> None:
+        self.tids: list[int] = []
+        self.fds: dict[int, int] = {}
+        self.gone: deque[int] = deque()  # threads that ended (appended by them, read by ns)
+        self.proc = os.path.isdir("/proc/self/task")
+
+    def ns(self) -> int:
+        if not self.proc:
+            return time.process_time_ns()
+        while self.gone:
+            tid = self.gone.popleft()
+            try:
+                self.tids.remove(tid)
+                os.close(self.fds.pop(tid))
+            except (ValueError, KeyError, OSError):
+                pass
+        total = 0
+        for tid in self.tids:
+            try:
+                fd = self.fds.get(tid)
+                if fd is None:
+                    fd = self.fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                total += int(os.pread(fd, 128, 0).split(None, 1)[0])
+            except (OSError, ValueError):
+                pass
+        return total
+
+    def forget(self) -> None:
+        """After a fork: these were the parent's threads."""
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+        self.tids.clear()
+        self.gone.clear()
+
+
+class Pool:
+    """A WSGI host's native threads, and the hub's side of talking to them.
+
+    gevent's ``ThreadPool`` costs a request an ``AsyncResult``, a libev async watcher and a
+    semaphore slot, a Python-level condition variable around every queue operation, and one
+    watcher callback per request on the hub. Here:
+
+    - hub → thread: the call is appended to ``pending``; if a thread is parked, the lock it
+      sleeps on is released (the only system call). A thread takes the next pending call before
+      it parks, so under load it runs call after call without sleeping;
+    - thread → hub: a finished call (or a streamed chunk) is appended to ``done`` and the
+      pool's ``geonode.handoff.Wakeup`` is sent (the node's one thread-to-hub mechanism:
+      ``loop.run_callback_threadsafe`` once per burst). Sends coalesce until the hub runs, and
+      one callback resumes every waiting greenlet of the batch directly: a busy hub wakes
+      once per batch, not once per request.
+
+    ``deque``/``list`` appends and pops are atomic under the GIL, so no other lock is needed.
+    Threads start on demand (``minthreads`` up front), never more than ``maxthreads``; those
+    beyond ``minthreads`` end after ``idle_timeout`` s with nothing to do. The hub owns every
+    watcher and timer.
+    """
+
+    def __init__(self, maxsize: int, minsize: int = 0,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        global _pools
+        import weakref
+
+        from gevent.monkey import get_original
+
+        self._start_new_thread, self._allocate_lock, self._native_id = get_original(
+            "_thread", ["start_new_thread", "allocate_lock", "get_native_id"])
+        self.maxsize = max(int(maxsize), 1)
+        self.minsize = min(int(minsize), self.maxsize)
+        self.size = 0  # threads started and not ended
+        self.idle_timeout = idle_timeout
+        # ``size`` changes on the hub (a thread started) and on a thread (it ends): a += is
+        # not atomic between threads. Held for a few bytecodes, and rarely.
+        self._size_lock = self._allocate_lock()
+        self.pending: deque[_Call] = deque()
+        self.done: deque[_Call] = deque()
+        self.idle: list[Any] = []  # the park locks of threads with nothing to do
+        self.waiting = 0  # greenlets waiting for a call of this pool
+        self.last_done = 0.0  # monotonic time a thread last finished a task
+        self._wake_scheduled = False
+        # the hub's and the threads' CPU time, sampled by the backlog timer
+        self._demand = _Demand()
+        self._tick_at = 0.0
+        self._tick_demand = 0
+        self._slack = False  # last verdict: calls waited while the threads were blocked
+        self.hub: Any = None
+        self.keepalive: Any = None
+        self.wakeup: Wakeup | None = None
+        self.send: Callable[[], None] = _no_send
+        self._grow_timer: Any = None
+        if _pools is None:
+            _pools = weakref.WeakSet()
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_threads_after_fork)
+        _pools.add(self)
+        for _ in range(self.minsize):
+            self._start_thread()
+
+    def use(self) -> tuple[int, int, int]:
+        """(calls running on a thread, calls waiting for one, maxthreads): the metrics' view."""
+        queued = len(self.pending)
+        return max(0, self.waiting - queued), queued, self.maxsize
+
+    def _after_fork(self) -> None:
+        # Only the forking thread survives a fork: the others, and what they held, are gone.
+        # (A running backlog timer stops itself once nothing is pending.)
+        self.size = 0
+        self._size_lock = self._allocate_lock()  # a parent's thread may have held it
+        self.pending.clear()
+        self.done.clear()
+        self.idle.clear()
+        self.waiting = 0
+        self._wake_scheduled = False
+        if self.wakeup is not None:
+            self.wakeup.reset()
+        self._demand.forget()
+        if self.hub is not None:
+            self._demand.tids.append(self._native_id())  # the forking thread: the hub
+
+    def _bind(self) -> None:
+        """The hub of the thread that first submits (the node's hub) is the one told."""
+        from gevent import get_hub
+
+        self.hub = get_hub()
+        self._demand.tids.append(self._native_id())
+        # The wake-up's callback keeps the loop running only once scheduled: while a thread
+        # runs a call, this (never sent) watcher does, but only while a greenlet waits.
+        self.keepalive = self.hub.loop.async_()
+        self.keepalive.start(_no_send)
+        self.keepalive.ref = False
+        self.wakeup = Wakeup(self.hub.loop, self._deliver)
+        self.send = self.wakeup.send
+
+    # ---- hub side ---------------------------------------------------------------------
+    def submit(self, call: _Call, task: Callable[[_Call], None]) -> None:
+        """Queue ``task(call)`` for a thread.
+
+        Parked threads are woken for it only when no thread is awake, when the awake ones
+        have finished nothing for ``STUCK_AFTER``, or when the last look found them blocked
+        (see ``_check_backlog``): a CPU-bound app then runs on one thread, call after call,
+        instead of several threads taking turns at the GIL. The wake-up itself waits for the
+        end of the hub's loop iteration (``run_callback``), so the requests that arrived
+        together go to the pool as one batch, and its thread takes the GIL while the hub
+        sleeps in epoll instead of at the hub's every socket call.
+        """
+        if self.hub is None:
+            self._bind()
+        call.task = task
+        now = call.submitted = _monotonic()
+        pending = self.pending
+        pending.append(call)
+        if self._wake_scheduled:
+            return
+        idle = self.idle
+        if idle and (len(idle) == self.size or self._slack
+                     or now - self.last_done >= STUCK_AFTER):
+            self._wake_scheduled = True
+            self.hub.loop.run_callback(self._wake)
+        elif self.size < max(self.minsize, 1):
+            self._start_thread()
+        elif self._grow_timer is None and (idle or self.size < self.maxsize):
+            self._watch_backlog()  # the call waits for an awake thread: keep an eye on it
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        pending, idle = self.pending, self.idle
+        woken = 0
+        while len(pending) > woken and (not woken or self._slack) and self._wake_one():
+            woken += 1
+        if len(pending) > woken and self._grow_timer is None and (
+                idle or self.size < self.maxsize):
+            self._watch_backlog()  # more calls than threads woken: they may block
+
+    def wait(self, call: _Call) -> None:
+        """Park this greenlet until a thread reports on ``call`` (spurious wake-ups possible).
+
+        Killed meanwhile (shutdown past its grace), the call is marked cancelled: its thread
+        finishes alone and stops at the next chunk."""
+        call.waiter = getcurrent()
+        if not self.waiting:
+            self.keepalive.ref = True  # a waiting greenlet keeps the loop alive
+        self.waiting += 1
+        try:
+            self.hub.switch()
+        except BaseException:
+            call.cancelled = True
+            raise
+        finally:
+            call.waiter = None
+            self.waiting -= 1
+            if not self.waiting:
+                self.keepalive.ref = False
+
+    def _deliver(self) -> None:
+        """The wake-up's callback: resume the greenlet of every call reported so far."""
+        done = self.done
+        try:
+            # Calls reported while this runs come with a send of their own: the next callback.
+            for _ in range(len(done)):
+                call = done.popleft()
+                call.notified = False  # before the greenlet looks: a later report sends again
+                waiter = call.waiter
+                if waiter is not None:
+                    waiter.switch()
+        finally:
+            if done:
+                self.send()
+
+    def _wake_one(self) -> bool:
+        """Release one parked thread; False when none is parked (a thread that found work
+        while parking takes itself off ``idle``: pop, never look-then-pop)."""
+        try:
+            park = self.idle.pop()
+        except IndexError:
+            return False
+        park.release()
+        return True
+
+    def _watch_backlog(self) -> None:
+        """Every ``GROW_AFTER`` while calls wait: add a thread (wake a parked one, else start
+        one) while fewer than ``FREE_THREADS`` are awake or the awake ones are blocked.
+
+        Growing whenever requests queue (what ``ThreadPool.spawn`` does, and queueing is the
+        normal state of a busy CPU-bound app) puts 20 threads on a CPU-bound app: they take
+        turns at the GIL and every turn costs a context switch (about a third more CPU per
+        request than with two threads), for nothing. Threads that are *blocked* (sleeping,
+        waiting on a database or on the hub) leave the CPU unwanted while calls wait, which is
+        what this looks for; so is a thread busy with one long call that holds up the calls
+        behind it (nothing finished for ``STUCK_AFTER``).
+        """
+        self._tick_at = _monotonic()
+        self._tick_demand = self._demand.ns()
+        timer = self._grow_timer = self.hub.loop.timer(GROW_AFTER, GROW_AFTER)
+        timer.start(self._check_backlog)
+
+    def _check_backlog(self) -> None:
+        pending = self.pending
+        if pending and (self.idle or self.size < self.maxsize):
+            if self._wake_scheduled:
+                return  # threads are parked only until this loop iteration ends: not stuck
+            now = _monotonic()
+            window = now - self._tick_at
+            if window < GROW_AFTER:
+                return  # an overdue timer fires again at once: judge whole periods only
+            demand = self._demand.ns()  # system calls: the threads may take calls meanwhile
+            self._slack = demand - self._tick_demand < SATURATED * window * 1e9
+            self._tick_at, self._tick_demand = now, demand
+            try:
+                head = pending[0]
+            except IndexError:
+                return
+            if now - head.submitted >= GROW_AFTER and (
+                    self._slack or now - self.last_done >= STUCK_AFTER
+                    or self.size - len(self.idle) < FREE_THREADS):
+                if not self._wake_one():
+                    self._start_thread()
+            return
+        timer, self._grow_timer = self._grow_timer, None
+        if timer is not None:
+            timer.stop()
+            timer.close()
+
+    def _start_thread(self) -> None:
+        park = self._allocate_lock()
+        park.acquire()
+        with self._size_lock:
+            self.size += 1
+        try:
+            self._start_new_thread(self._work, (park,))
+        except BaseException:
+            with self._size_lock:
+                self.size -= 1
+            raise
+
+    # ---- thread side ------------------------------------------------------------------
+    def notify(self, call: _Call) -> None:
+        """Report on ``call`` to the hub (from a pool thread): at most once until delivered."""
+        if not call.notified:
+            call.notified = True
+            self.done.append(call)
+            self.send()
+
+    def _work(self, park: Any) -> None:
+        """A pool thread: run pending calls, park (on its own lock) when there are none."""
+        import threading
+
+        tid = self._native_id()
+        self._demand.tids.append(tid)
+        pending = self.pending
+        idle = self.idle
+        take = pending.popleft
+        notify = self.notify
+        monotonic = _monotonic
+        while True:
+            try:
+                call = take()
+            except IndexError:
+                idle.append(park)
+                if pending:
+                    # Submitted after our look and before we were listed: take it ourselves,
+                    # unless the hub already picked us to wake (then eat its release).
+                    try:
+                        idle.remove(park)
+                    except ValueError:
+                        park.acquire()
+                    continue
+                # Until the hub releases it; beyond minthreads, at most idle_timeout.
+                if park.acquire(True, self.idle_timeout if self.size > self.minsize else -1):
+                    continue
+                try:
+                    idle.remove(park)
+                except ValueError:
+                    park.acquire()  # the hub picked this thread meanwhile: its release comes
+                    continue
+                with self._size_lock:
+                    leave = self.size > self.minsize and not pending
+                    if leave:
+                        self.size -= 1
+                if leave:
+                    self._demand.gone.append(tid)
+                    return
+                continue
+            # As gevent's pool does: threading.settrace/setprofile hooks (debuggers, coverage)
+            # apply to what the task runs.
+            trace, profile = threading._trace_hook, threading._profile_hook  # type: ignore[attr-defined]
+            if trace is not None or profile is not None:
+                _run_hooked(call, trace, profile)
+            else:
+                try:
+                    call.task(call)  # type: ignore[misc]
+                except BaseException:  # noqa: B036 - tasks report their own errors; never die
+                    log.exception("WSGI pool task failed")
+            self.last_done = monotonic()
+            notify(call)
+
+
+def _run_hooked(call: _Call, trace: Any, profile: Any) -> None:
+    if profile is not None:
+        sys.setprofile(profile)
+    if trace is not None:
+        sys.settrace(trace)
+    try:
+        call.task(call)  # type: ignore[misc]
+    except BaseException:  # noqa: B036
+        log.exception("WSGI pool task failed")
+    finally:
+        sys.setprofile(None)
+        sys.settrace(None)
+
+
+def _no_send() -> None:
+    """The send before the pool has a wake-up (nothing can be waiting yet)."""
+
 
 class WSGIHost:
     """The hub-side WSGI app wrapping one hosted app; ``pool=None`` is greenlet mode."""
 
-    def __init__(self, app: Callable, pool: Any, *, display_tracebacks: bool = False,
+    def __init__(self, app: Callable, pool: Pool | None, *, display_tracebacks: bool = False,
                  environ_hook: Callable | None = None, name: str = "",
                  max_body_size: int | None = None) -> None:
         self.app = app
@@ -354,19 +710,24 @@ class WSGIHost:
         self.display_tracebacks = display_tracebacks
         self.environ_hook = environ_hook
         self.name = name
-        self._channels: list[_Channel] = []
-        self._grow_timer: Any = None
+        self._notify = pool.notify if pool is not None else _no_notify
 
     # ---- runs on the pool -------------------------------------------------------------
-    def _produce(self, call: _Call, environ: dict) -> None:
+    def _produce(self, call: _Call) -> None:
         """Call the app and iterate its response, pushing chunks to the hub as they come.
 
         On the pool a stream pushes up to ``_PUSH_CHUNKS``/``_PUSH_BYTES`` by itself; in
         greenlet mode (run inline) it stops after the first chunk, which decides the headers.
+        The pool thread reports the end (the queue's last marker) once this returns.
         """
         q = call.queue
-        send = call.send
+        if call.cancelled:
+            q.append(_DONE)  # its greenlet was killed before a thread got to it
+            return
+        notify = call.notify
         push_chunks, push_bytes = (_PUSH_CHUNKS, _PUSH_BYTES) if self.pool else (1, 1)
+        environ = call.environ
+        call.environ = None
         result = None
         try:
             if self.environ_hook is not None:
@@ -387,7 +748,6 @@ class WSGIHost:
                         continue
                     call.headers_seen = True
                     q.append(chunk)
-                    send()
                     if call.cancelled:
                         break
                     chunks += 1
@@ -395,8 +755,8 @@ class WSGIHost:
                     if chunks >= push_chunks or size >= push_bytes:
                         call.iterator, call.result = it, result
                         q.append(_HANDOFF)
-                        send()
                         return
+                    notify(call)
             result, r = None, result
             _close(r)
             q.append(_DONE)
@@ -408,7 +768,6 @@ class WSGIHost:
                 except Exception:
                     log.debug("close() after an app error failed", exc_info=True)
             q.append(_ERROR)
-        send()
 
     @staticmethod
     def _next(call: _Call) -> Any:
@@ -427,6 +786,10 @@ class WSGIHost:
         return _DONE
 
     @staticmethod
+    def _pull(call: _Call) -> None:
+        call.value = WSGIHost._next(call)
+
+    @staticmethod
     def _finish(call: _Call) -> None:
         result, call.result = call.result, None
         call.iterator = None
@@ -435,76 +798,29 @@ class WSGIHost:
         except BaseException:  # noqa: B036
             log.warning("close() of a WSGI response failed", exc_info=True)
 
+    @staticmethod
+    def _finish_task(call: _Call) -> None:
+        WSGIHost._finish(call)
+        call.value = None
+
     # ---- runs on the hub --------------------------------------------------------------
-    def _apply(self, func: Callable, call: _Call) -> Any:
-        """``func(call)`` where the app's code runs: on the pool, or here in greenlet mode."""
-        if self.pool is None:
-            return func(call)
-        return self.pool.apply(func, (call,))
-
-    def _submit(self, call: _Call, environ: dict) -> None:
-        """Queue ``_produce(call, environ)`` for a pool thread.
-
-        ``ThreadPool.spawn`` builds an AsyncResult, a semaphore slot and a libev async watcher
-        per task; the request already has its own wake-up channel, so this feeds the pool's
-        task queue directly (what spawn does underneath) and only starts threads as needed.
-        """
+    def _apply(self, task: Callable[[_Call], None], call: _Call) -> Any:
+        """``task(call)`` where the app's code runs (on the pool, or here in greenlet mode);
+        the ``value`` it left."""
         pool = self.pool
-        queue = pool.task_queue
-        call.submitted = _monotonic()
-        queue.put((self._produce, (call, environ), {}, _NO_RESULT))
-        size = pool.size
-        if size == 0:
-            pool.size = 1
-        elif queue.unfinished_tasks > size < pool.maxsize and self._grow_timer is None:
-            self._watch_backlog()
-
-    def _watch_backlog(self) -> None:
-        """Start another thread only when queued requests wait ``GROW_AFTER`` or longer.
-
-        Growing on every busy moment (what ``ThreadPool.spawn`` does) puts 20 threads on a
-        CPU-bound app: they take turns at the GIL and every turn costs a context switch (about
-        a third more CPU per request than with two threads). Threads that are *blocked*
-        (sleeping, waiting on a database) leave requests waiting in the queue, which is what
-        the timer looks for: then the pool grows by one thread per ``GROW_AFTER``.
-        """
-        from gevent import get_hub
-
-        timer = self._grow_timer = get_hub().loop.timer(GROW_AFTER, GROW_AFTER)
-        timer.start(self._check_backlog)
-
-    def _check_backlog(self) -> None:
-        pool = self.pool
-        waiting = pool.task_queue._queue  # (func, args, kwargs, result) tuples, oldest first
-        # (None: a thread-exit sentinel, the pool is being shrunk or killed)
-        if waiting and waiting[0] is not None and pool.size < pool.maxsize:
-            call = waiting[0][1][0]  # every task on this pool takes the request's _Call first
-            if _monotonic() - call.submitted >= GROW_AFTER:
-                pool.size = pool.size + 1
-            return
-        timer, self._grow_timer = self._grow_timer, None
-        timer.stop()
-        timer.close()
-
-    def _channel(self) -> _Channel:
-        if self._channels:
-            ch = self._channels.pop()
-            ch.watcher.ref = True
-            return ch
-        from gevent import get_hub
-
-        return _Channel(get_hub())
-
-    def _release(self, ch: _Channel | None) -> None:
-        if ch is not None:
-            # Idle watchers must not keep the loop alive.
-            ch.watcher.ref = False
-            self._channels.append(ch)
+        call.value = _PENDING
+        if pool is None:
+            task(call)
+            return call.value
+        pool.submit(call, task)
+        while call.value is _PENDING:
+            pool.wait(call)
+        return call.value
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:  # noqa: C901 - the per-request hand-off to the pool, inlined on the hot path (bench/http)
         environ["wsgi.multiprocess"] = False
-        q: deque
-        if self.pool is None:
+        pool = self.pool
+        if pool is None:
             # Greenlet mode: the app reads wsgi.input itself, runs here up to its first chunk.
             limit = self.max_body_size
             if limit is not None and (environ.get("CONTENT_LENGTH")
@@ -515,35 +831,30 @@ class WSGIHost:
                 elif length > limit:
                     return self._refuse_body(start_response, BodyTooLarge(limit, length))
             environ["wsgi.multithread"] = False
-            ch = None
-            call = _Call(_nothing)
-            self._produce(call, environ)
+            call = _Call(_no_notify, environ)
+            self._produce(call)
             q = call.queue
         else:
-            try:
-                spool_body(environ, self.max_body_size)
-            except BadRequestBody as e:
-                return self._refuse_body(start_response, e)
+            if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+                try:
+                    spool_body(environ, self.max_body_size)
+                except BadRequestBody as e:
+                    return self._refuse_body(start_response, e)
+            else:
+                environ["wsgi.input"] = io.BytesIO()
+                environ["wsgi.input_terminated"] = True
             environ["wsgi.multithread"] = True
-            ch = self._channel()
-            call = _Call(ch.watcher.send)
+            call = _Call(self._notify, environ)
             q = call.queue
-            self._submit(call, environ)
-            try:
-                while not q:
-                    ch.wait()
-            except BaseException:
-                # Killed while the app runs (shutdown past its grace): the thread finishes alone.
-                call.cancelled = True
-                ch.watcher.ref = False
-                raise
+            pool.submit(call, self._produce)
+            while not q:
+                pool.wait(call)
         first = q.popleft()
         if first is _ERROR:
-            self._release(ch)
-            if self.pool is None and isinstance(call.error[1], BodyTooLarge):
+            if pool is None and isinstance(call.error[1], BodyTooLarge):
                 # Greenlet mode: the chunks the app read went past max_body_size.
                 return self._refuse_body(start_response, call.error[1])
-            if self.pool is None and _client_body_error(call.error[1]):
+            if pool is None and _client_body_error(call.error[1]):
                 # Greenlet mode: the app read a body the client framed wrongly. That is a
                 # 400 (no traceback), and the handler closes the connection.
                 log.warning("%s: bad request body for %s %s: %s", self.name,
@@ -554,10 +865,8 @@ class WSGIHost:
                                         (("Connection", "close"),))
             return self._error_page(environ, start_response, call.error)
         if call.status is None:
-            if first is _DONE:
-                self._release(ch)
-            else:
-                self._abandon(call, ch)
+            if first is not _DONE:
+                self._abandon(call)
             return self._error_page(environ, start_response, (
                 RuntimeError, RuntimeError("the application did not call start_response()"), None))
         chunks: list | None
@@ -574,14 +883,11 @@ class WSGIHost:
         except (TypeError, ValueError, UnicodeError, AssertionError) as e:
             # Bad status or headers from the app (pywsgi validates them): that request's 500.
             if chunks is None:
-                self._abandon(call, ch)
-            else:
-                self._release(ch)
+                self._abandon(call)
             return self._error_page(environ, start_response, (type(e), e, e.__traceback__))
         if chunks is not None:
-            self._release(ch)
             return chunks
-        return self._stream(call, ch, first, environ)
+        return self._stream(call, first, environ)
 
     def _refuse_body(self, start_response: Callable, e: BadRequestBody) -> list[bytes]:
         """The answer to a body that was not (or not all) read: the connection cannot carry
@@ -591,17 +897,26 @@ class WSGIHost:
                                 f"<h1>{e.status}</h1><p>{escape(str(e))}</p>\n",
                                 (("Connection", "close"),))
 
-    def _abandon(self, call: _Call, ch: _Channel | None) -> None:
+    def _drain(self, call: _Call) -> None:
+        """Wait (on the hub) until the request's producer is done with it (greenlet mode: it is)."""
+        q = call.queue
+        while True:
+            while not q:
+                self.pool.wait(call)  # type: ignore[union-attr]
+            item = q.popleft()
+            if item is _DONE or item is _ERROR or item is _HANDOFF:
+                return
+
+    def _abandon(self, call: _Call) -> None:
         """Stop a producer whose output will not be sent, and wait until it let go."""
         call.cancelled = True
-        _drain(call, ch)
+        self._drain(call)
         if call.result is not None:
-            self._apply(self._finish, call)
-        self._release(ch)
+            self._apply(self._finish_task, call)
 
-    def _stream(self, call: _Call, ch: _Channel | None, first: Any,
-                environ: dict) -> Iterable[bytes]:
+    def _stream(self, call: _Call, first: Any, environ: dict) -> Iterable[bytes]:
         q = call.queue
+        pool = self.pool
         finished = False
         try:
             item = first
@@ -614,13 +929,13 @@ class WSGIHost:
                     self._abort(environ, call.error)
                 yield item
                 while not q:
-                    ch.wait()  # type: ignore[union-attr]  # greenlet mode always ends on a marker
+                    pool.wait(call)  # type: ignore[union-attr]  # greenlet mode ends on a marker
                 item = q.popleft()
             # A long stream (or any stream in greenlet mode): pull it one chunk at a time.
             apply = self._apply
-            next_ = self._next
+            pull = self._pull
             while True:
-                chunk = apply(next_, call)
+                chunk = apply(pull, call)
                 if chunk is _DONE:
                     finished = True
                     return
@@ -633,10 +948,14 @@ class WSGIHost:
                 # The client went away (or the node is stopping): stop the producer.
                 call.cancelled = True
                 if item is not _HANDOFF:
-                    _drain(call, ch)
+                    self._drain(call)
+                elif call.value is _PENDING and pool is not None:
+                    # A pull is still out (the greenlet was killed waiting for it): let it
+                    # end first, a generator must not run on two threads at once.
+                    while call.value is _PENDING:
+                        pool.wait(call)
                 if call.result is not None:
-                    self._apply(self._finish, call)
-            self._release(ch)
+                    self._apply(self._finish_task, call)
 
     def _abort(self, environ: dict, exc_info: Any) -> None:
         # Headers are already sent: all that is left is to log and drop the connection
@@ -669,10 +988,6 @@ def _client_body_error(exc: BaseException) -> bool:
         type(exc) is OSError and str(exc).startswith("unexpected end of file"))
 
 
-def _nothing() -> None:
-    """Greenlet mode's wake-up: the hub is running the app itself, nobody waits."""
-
-
 class _StreamAborted(ConnectionAbortedError):
     """Raised into the server when a response fails midway: pywsgi then closes quietly."""
 
@@ -695,10 +1010,6 @@ def build(cfg: WsgiService, ctx: BuildContext) -> Callable:
     if not cfg.threads:
         return WSGIHost(app, None, display_tracebacks=display, environ_hook=hook, name=name,
                         max_body_size=limit)
-    from gevent.threadpool import ThreadPool
-
-    pool = ThreadPool(maxsize=cfg.maxthreads)
-    if cfg.minthreads:
-        pool.size = cfg.minthreads
+    pool = Pool(cfg.maxthreads, cfg.minthreads)
     return WSGIHost(app, pool, display_tracebacks=display, environ_hook=hook, name=name,
                     max_body_size=limit)

@@ -19,10 +19,11 @@ WAMP peer (``geonode.transport.websocket``) and the testee are never caught by t
 greenlet is back in ``receive()`` after every message (the router's ``receive`` never
 blocks) and keeps reading while closing.
 
-Memory per idle connection: this object (~430 B with its lock) and the handler's ``rfile``, a
-BufferedReader of 8 KiB of which only the touched pages count: measured 3.6 KiB of the
-~27 KiB RSS of an idle joined WAMP session (1 KiB buffers: 23.6 KiB). Smaller buffers would
-cost a ``recv`` per frame header on busy connections for little gain, so it stays.
+Memory per idle connection: this object (~430 B with its lock) and a ``SocketReader``
+(``geonode.websocket.reader``) that holds bytes only while a message is being parsed; the
+request's 8 KiB BufferedReader is left behind at the upgrade. A WAMP session also leaves its
+request greenlet, handler and environ behind (``Upgrader.detach``): measured 26.6 KiB RSS per
+idle joined session before, 14.2 KiB after (``bench/sessions/breakdown.py``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ class WebSocket:
         if opts.auto_ping_interval > 0:
             self._pong = Event()
             self._pinger = gevent.spawn(self._auto_ping)
+
+    def rebind(self, sock) -> None:
+        """Continue on ``sock``, the same connection in a new socket object (a detach)."""
+        self._sock = sock
+        self._rfile.sock = sock
+        self.environ = {}
+
+    def release(self) -> None:
+        """Close the TCP socket: the connection's owner is done with it (after a detach the
+        WebSocket's greenlet owns it, not pywsgi)."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ public API
     @property

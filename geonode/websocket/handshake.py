@@ -21,6 +21,7 @@ from geonode.httpstatus import status_line
 from geonode.websocket import deflate
 from geonode.websocket.connection import WebSocket
 from geonode.websocket.options import WebSocketOptions
+from geonode.websocket.reader import SocketReader, take_buffered
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SWITCHING = status_line(101)
@@ -90,14 +91,27 @@ class Upgrader:
     def __init__(self, handler: Any):
         self.handler = handler
         self.websocket: WebSocket | None = None
+        #: True once ``detach`` handed the WebSocket to a greenlet of its own
+        self.detached = False
         self.requested_at = getattr(handler, "request_started", None) or time.monotonic()
 
-    def accept(self, subprotocols: list[str] | None = None,  # noqa: C901 - RFC 6455 4.2.1: a branch per header rule, in the RFC's order
-               options: WebSocketOptions | None = None) -> WebSocket:
-        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError)."""
+    def accept(self, subprotocols: list[str] | None = None,
+               options: WebSocketOptions | None = None,
+               extra_headers: list[tuple[str, str]] | None = None) -> WebSocket:
+        """Validate the request, answer 101 and return the WebSocket (or raise HandshakeError).
+        ``extra_headers`` go into the 101 response (a Set-Cookie)."""
         opts = options or WebSocketOptions()
-        handler = self.handler
-        env = handler.environ
+        env = self.handler.environ
+        key = self.validate(opts)
+
+        offered = [p.strip() for p in env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
+                   if p.strip()]
+        return self._accepted(opts, key, offered, subprotocols, extra_headers)
+
+    def validate(self, opts: WebSocketOptions) -> str:
+        """The opening handshake's checks (RFC 6455 4.2.1, origin, deadline): the client's
+        ``Sec-WebSocket-Key``, or HandshakeError."""
+        env = self.handler.environ
         if self.websocket is not None:
             raise HandshakeError(500, "WebSocket already accepted on this request")
         if env.get("REQUEST_METHOD") != "GET":
@@ -126,9 +140,25 @@ class Upgrader:
         if opts.open_handshake_timeout and \
                 (time.monotonic() - self.requested_at) * 1000 > opts.open_handshake_timeout:
             raise HandshakeError(408, "opening handshake timed out")
+        return key
 
-        offered = [p.strip() for p in env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(",")
-                   if p.strip()]
+    def hijack(self, head: bytes) -> tuple[Any, Any]:
+        """Send ``head`` (a complete 101 response someone else made, e.g. a proxied backend's)
+        and hand over the connection: ``(socket, buffered reader)``; pywsgi writes nothing
+        more and closes the socket when the app returns."""
+        if self.websocket is not None:
+            raise HandshakeError(500, "WebSocket already accepted on this request")
+        sock = self.handler.socket
+        sock.settimeout(None)
+        sock.sendall(head)
+        self._mark_upgraded(len(head))
+        return sock, self.handler.rfile
+
+    def _accepted(self, opts: WebSocketOptions, key: str, offered: list[str],
+                  subprotocols: list[str] | None,
+                  extra_headers: list[tuple[str, str]] | None = None) -> WebSocket:
+        handler = self.handler
+        env = handler.environ
         chosen = select_subprotocol(offered, subprotocols)
         required = opts.require_websocket_subprotocol
         if required is None:
@@ -156,6 +186,7 @@ class Upgrader:
             if agreed is not None:
                 pmd, response = agreed
                 headers.append(f"Sec-WebSocket-Extensions: {response}")
+        headers.extend(f"{k}: {v}" for k, v in extra_headers or ())
         head = ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1")
 
         sock = handler.socket
@@ -163,10 +194,28 @@ class Upgrader:
         sock.settimeout(None)
         sock.sendall(head)
         self._mark_upgraded(len(head))
-        ws = WebSocket(sock, handler.rfile, opts, subprotocol=chosen, deflate=pmd,
-                       environ=env)
+        # From here the WebSocket reads the socket itself (no per-connection buffer); what
+        # the request's reader already holds of the client's first frames goes with it.
+        reader = SocketReader(sock, take_buffered(handler.rfile, sock))
+        ws = WebSocket(sock, reader, opts, subprotocol=chosen, deflate=pmd, environ=env)
         self.websocket = ws
         return ws
+
+    def detach(self, run: Any, *args: Any) -> bool:
+        """Run ``run(*args)`` for the accepted WebSocket's life in a greenlet of its own, and
+        let the request end now: its handler, environ and buffers are freed instead of living
+        as long as the connection (most of an idle WebSocket's memory). False when the server
+        cannot hand the connection over (TLS, a server without the hook, a full connection
+        pool): the caller then runs ``run`` itself, in the request, as before.
+
+        The WebSocket's ``environ`` is emptied: take what the connection needs from it first.
+        """
+        ws = self.websocket
+        hand_over = getattr(self.handler, "detach_websocket", None)
+        if ws is None or hand_over is None:
+            return False
+        self.detached = bool(hand_over(ws, run, args))
+        return self.detached
 
     def _mark_upgraded(self, nbytes: int) -> None:
         """Tell pywsgi the response is out: it writes nothing more and closes afterwards."""

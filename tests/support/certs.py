@@ -20,10 +20,12 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def certificate(subject: str, key: Any, issuer_name: str, issuer_key: Any, *, ca: bool,
-                server: bool = False, client: bool = False) -> x509.Certificate:
-    """A certificate for ``key`` signed by ``issuer_key``, valid from 5 minutes ago for a day;
-    ``server``: for 127.0.0.1 and localhost; ``client``: for client authentication."""
-    now = datetime.datetime.now(datetime.UTC)
+                server: bool = False, client: bool = False,
+                expired: bool = False) -> x509.Certificate:
+    """A certificate for ``key`` signed by ``issuer_key``, valid from 5 minutes ago for a day
+    (``expired``: it ended a day ago); ``server``: for 127.0.0.1 and localhost; ``client``: for
+    client authentication."""
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2 if expired else 0)
     b = (x509.CertificateBuilder()
          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
          .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))

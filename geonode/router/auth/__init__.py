@@ -4,12 +4,19 @@ Each module exposes ``PendingAuth`` subclasses, built per HELLO from the transpo
 ``auth[<method>]`` config. ``hello()`` answers Accept, Deny or Challenge; ``authenticate()``
 (after a CHALLENGE) answers Accept or Deny. Dynamic methods call the configured
 ``authenticator`` procedure and may block the calling greenlet (``blocking = True``); the
-session runs those in a greenlet of their own.
+session runs those in a greenlet of their own. ``"type": "function"`` is a dynamic method whose
+authenticator is a Python function instead of a WAMP procedure (``function_authenticator``).
+
+``cookie`` is not chosen like the others: it applies only when the connection carries a cookie
+that an earlier session authenticated (``PendingAuth.usable``); otherwise the client's next
+method is tried.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +37,11 @@ AUTHENTICATOR_TIMEOUT = 30.0
 # the same for every authid, so they may be told to the client as they are.
 ROUTER_ERRORS = frozenset({NO_SUCH_PROCEDURE, TIMEOUT, CANCELED, NO_SUCH_REALM})
 
-METHODS = ("anonymous", "ticket", "wampcra", "cryptosign")
+log = logging.getLogger("geonode.router")
+
+METHODS = ("anonymous", "ticket", "wampcra", "cryptosign", "scram", "tls", "cookie")
+# The configured kinds of a method that consult an authenticator (procedure or function).
+DYNAMIC_TYPES = ("dynamic", "function")
 
 
 @dataclass
@@ -76,7 +87,17 @@ class PendingAuth:
 
     @property
     def provider(self) -> str:
-        return "dynamic" if self.cfg.get("type") == "dynamic" else "static"
+        kind = self.cfg.get("type")
+        return kind if kind in DYNAMIC_TYPES else "static"
+
+    @property
+    def authenticator_name(self) -> str:
+        """The procedure or function that decides (for log lines)."""
+        return str(self.cfg.get("authenticator") or self.cfg.get("create"))
+
+    def usable(self, msg: Any) -> bool:
+        """Whether this method can judge the HELLO at all (False: try the client's next one)."""
+        return True
 
     def hello(self, realm: str | None, msg: Any) -> Accept | Deny | Challenge:
         raise NotImplementedError
@@ -86,13 +107,16 @@ class PendingAuth:
 
     # -- dynamic authenticators ---------------------------------------------------------
     def call_authenticator(self, authid: str | None, details: dict) -> Any:
-        """Call the configured authenticator as ``(realm, authid, details)`` (blocks)."""
-        proc = self.cfg.get("authenticator")
-        realm = (self.cfg.get("authenticator-realm") or self.cfg.get("authenticator_realm")
-                 or self.realm)
+        """Call the configured authenticator as ``(realm, authid, details)`` (blocks): the
+        ``authenticator`` procedure, or for ``"type": "function"`` the Python function."""
         base = {"transport": self.session.transport_details, "session": self.session.pending_id,
                 "authmethod": self.method, "authextra": self.hello_msg.authextra}
         base.update(details)
+        if self.cfg.get("type") == "function":
+            return function_authenticator(self.cfg)(self.realm, authid, base)
+        proc = self.cfg.get("authenticator")
+        realm = (self.cfg.get("authenticator-realm") or self.cfg.get("authenticator_realm")
+                 or self.realm)
         return self.session.router.call(realm, proc, [self.realm, authid, base],
                                         timeout=AUTHENTICATOR_TIMEOUT)
 
@@ -115,10 +139,61 @@ class PendingAuth:
             # the router's own errors judge no credential: not counted by the throttle
             return Deny(error, str(getattr(e, "args", [""])[0] if e.args else ""),
                         counts=error not in ROUTER_ERRORS)
+        if isinstance(e, FunctionAuthenticatorError):
+            # the config's fault, the same for every client: told at once, not counted
+            return Deny(AUTHENTICATION_FAILED, str(e), counts=False)
+        if self.cfg.get("type") == "function" and not isinstance(error, str):
+            # a bug in the function, not a refusal: the node's log gets its traceback
+            log.error("%s authenticator %s raised", self.method, self.cfg.get("create"),
+                      exc_info=e)
         return Deny(AUTHENTICATION_FAILED, f"authenticator failed: {e}")
+
+
+class FunctionAuthenticatorError(Exception):
+    """The ``create`` of a function authenticator cannot be imported or gives no function."""
+
+
+# ``create`` name -> the authenticator it made: Crossbar calls each factory once per process.
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def function_authenticator(cfg: dict) -> Callable[..., Any]:
+    """The authenticator of a ``"type": "function"`` config (made on first use, then kept).
+
+    As Crossbar: ``create`` names a factory ``create(config, controller)`` (``config``: the
+    method's ``config`` dict) that returns the authenticator, a function called as
+    ``authenticator(realm, authid, details)`` that returns the principal (a role, or a dict as
+    a dynamic authenticator's) or raises (an ``ApplicationError`` refuses with its URI). geonode
+    has no controller session to give: ``controller`` is None.
+    """
+    name = cfg.get("create") or ""
+    fn = _FUNCTIONS.get(name)
+    if fn is not None:
+        return fn
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise FunctionAuthenticatorError(f"function authenticator {name!r} has no module")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        log.error("function authenticator %r cannot be loaded: %s", name, e)
+        raise FunctionAuthenticatorError(
+            f"function authenticator {name!r} cannot be loaded") from e
+    try:
+        fn = factory(cfg.get("config") or {}, None)
+    except Exception as e:
+        log.error("function authenticator %r: its factory raised", name, exc_info=e)
+        raise FunctionAuthenticatorError(
+            f"function authenticator {name!r} cannot be created") from e
+    if not callable(fn):
+        log.error("function authenticator %r: %r returned %r, not a function", name, name,
+                  type(fn).__name__)
+        raise FunctionAuthenticatorError(f"function authenticator {name!r} gave no function")
+    _FUNCTIONS[name] = fn
+    return fn
 
 
 def pending_auth(method: str, cfg: dict, session: Any) -> PendingAuth:
     module = importlib.import_module(f"geonode.router.auth.{method}")
-    cls = module.DynamicAuth if cfg.get("type") == "dynamic" else module.StaticAuth
+    cls = module.DynamicAuth if cfg.get("type") in DYNAMIC_TYPES else module.StaticAuth
     return cls(cfg, session)

@@ -13,8 +13,11 @@ class StaticAuth(PendingAuth):
 
     def hello(self, realm, msg):
         self.realm = realm
-        # The client's authid is not trusted: anonymous sessions get a fresh one.
-        authid = self.cfg.get("authid") or generate_serial_number()
+        # The client's authid is not trusted: anonymous sessions get a fresh one, or with
+        # cookie tracking one stable per cookie (auth/cookie.py).
+        ref = getattr(self.session.peer, "cookie", None)
+        authid = (self.cfg.get("authid") or (ref.anonymous_authid() if ref is not None else None)
+                  or generate_serial_number())
         return Accept(realm, authid, self.cfg.get("role", "anonymous"), self.method, self.provider)
 
 

@@ -30,7 +30,7 @@ import os
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from geonode.router.auth import ROUTER_ERRORS, Accept, Challenge, Deny, PendingAuth
+from geonode.router.auth import Accept, Challenge, Deny, PendingAuth
 from geonode.router.errors import AUTHENTICATION_FAILED
 
 log = logging.getLogger("geonode.router")
@@ -143,12 +143,12 @@ class DynamicAuth(StaticAuth):
         pubkey = self._check_hello(msg)
         if isinstance(pubkey, Deny):
             return pubkey
-        proc = self.cfg.get("authenticator")
+        proc = self.authenticator_name
         try:
             principal = self.call_authenticator(msg.authid, {})
         except Exception as e:
             deny = self.deny_from_error(e)
-            if deny.reason in ROUTER_ERRORS:
+            if not deny.counts:   # the router's own error, or a broken config: told as is
                 return deny
             # The authenticator's refusal is about this authid: answered like a wrong key.
             log.info("cryptosign authenticator %s refused authid %r: %s %s", proc, msg.authid,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from autobahn.wamp.auth import compute_wcs, derive_key
 
-from geonode.router.auth import ROUTER_ERRORS, Accept, Challenge, Deny, PendingAuth
+from geonode.router.auth import Accept, Challenge, Deny, PendingAuth
 from geonode.router.errors import AUTHENTICATION_FAILED
 
 log = logging.getLogger("geonode.router")
@@ -151,12 +151,12 @@ class DynamicAuth(StaticAuth):
 
     def hello(self, realm, msg):
         self.realm, self.hello_msg, self.authid = realm, msg, msg.authid
-        proc = str(self.cfg.get("authenticator"))
+        proc = self.authenticator_name
         try:
             user = self.call_authenticator(msg.authid, {})
         except Exception as e:
             deny = self.deny_from_error(e)
-            if deny.reason in ROUTER_ERRORS:
+            if not deny.counts:   # the router's own error, or a broken config: told as is
                 return deny
             log.info("wampcra authenticator %s refused authid %r: %s %s (the client gets a "
                      "decoy challenge)", proc, msg.authid, deny.reason, deny.message)

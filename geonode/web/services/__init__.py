@@ -27,9 +27,16 @@ SERVICES: dict[str, str] = {
     "websocket": "geonode.web.services.websocket:build",
     "websocket-testee": "geonode.web.services.testee:build",
     "longpoll": "geonode.web.services.longpoll:build",
+    "wap": "geonode.web.services.wap:build",
+    "archive": "geonode.web.services.archive:build",
+    "upload": "geonode.web.services.upload:build",
+    "websocket-reverseproxy": "geonode.web.services.wsproxy:build",
     "publisher": "geonode.bridge.publisher:build",
     "caller": "geonode.bridge.caller:build",
     "webhook": "geonode.bridge.webhook:build",
+    "metrics": "geonode.web.services.metrics:build",   # geonode additions (issue 13)
+    "health": "geonode.web.services.health:build",
+    "status": "geonode.web.services.status:build",
 }
 
 
@@ -38,4 +45,9 @@ def build_service(cfg: Service, ctx: Any) -> Any:
     target = SERVICES[cfg.type]
     module_name, func_name = target.split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, func_name)(cfg, ctx)
+    app = getattr(module, func_name)(cfg, ctx)
+    if cfg.type == "wsgi":
+        from geonode.metrics import SOURCES, url_path
+
+        SOURCES.add_wsgi(url_path(ctx.json_path), app)   # its pool use, read at scrape time
+    return app

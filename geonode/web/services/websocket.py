@@ -7,12 +7,16 @@ subprotocol and runs a ``WampWebSocketPeer`` for the connection's life in the re
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Iterable
+from typing import Any
 
 from geonode import __version__
+from geonode.config import ConfigError
 from geonode.config.model import WebSocketService
 from geonode.httpstatus import status_line
+from geonode.router.auth.cookie import CookieTracker
 from geonode.transport import serializers as ser
 from geonode.transport.queue import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport.websocket import WampWebSocketPeer, transport_details
@@ -20,6 +24,15 @@ from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
 __all__ = ["build"]
+
+
+def _run_with_cookie(peer: WampWebSocketPeer, cookie: Any, router: Any,
+                     auth_config: Any) -> None:
+    try:
+        peer.run(router, auth_config)
+    finally:
+        cookie.detach(peer)
+
 
 def _respond(start_response, status: int, body: str, content_type: str = "text/plain",
              headers: list[tuple[str, str]] | None = None) -> list[bytes]:
@@ -55,6 +68,13 @@ def build(cfg: WebSocketService, ctx: BuildContext):
     fallback = ser.get("json" if "json" in names else names[0])
     auth_config = cfg.auth
     page = _status_page(names, protocols)
+    cookies = None
+    if cfg.cookie is not None:
+        try:
+            cookies = CookieTracker.from_config(cfg.cookie, ctx.config_dir)
+        except OSError as e:
+            raise ConfigError(f"{cfg.json_path}.cookie.store.filename: cannot use the cookie "
+                              f"file: {e}") from e
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
         upgrader = environ.get("geonode.websocket")
@@ -70,15 +90,28 @@ def build(cfg: WebSocketService, ctx: BuildContext):
                                 headers=[("Allow", "GET, HEAD")])
             body = _respond(start_response, 200, page, "text/html")
             return [] if method == "HEAD" else body
+        cookie, set_cookie = cookies.track(environ) if cookies is not None else (None, None)
         try:
-            ws = upgrader.accept(subprotocols=protocols, options=ws_options)
+            ws = upgrader.accept(subprotocols=protocols, options=ws_options,
+                                 extra_headers=[("Set-Cookie", set_cookie)] if set_cookie
+                                 else None)
         except HandshakeError as e:
             return _respond(start_response, e.status, e.message.rstrip("\n") + "\n",
                             headers=list(e.headers))
         serializer = ser.by_subprotocol(ws.subprotocol) or fallback
         details = transport_details(environ, ws, serializer)
         peer = WampWebSocketPeer(ws, serializer, details, **limits)
-        peer.run(router, auth_config)
+        run = peer.run
+        if cookie is not None:
+            assert cookies is not None  # a cookie comes from the tracker
+            cookies.redact(details["http_headers_received"])
+            peer.cookie = cookie
+            cookie.attach(peer)
+            run = functools.partial(_run_with_cookie, peer, cookie)
+        # The session outlives the request: run it in a lean greenlet of its own, so an idle
+        # session does not keep the request's handler, environ and buffers (issue 16).
+        if not upgrader.detach(run, router, auth_config):
+            run(router, auth_config)
         return []
 
     return app

@@ -1,0 +1,331 @@
+"""The node's connection to Redis: one subscriber connection, one publisher connection.
+
+Outgoing messages are packed (msgpack) when queued, so the queue's bound is in bytes as well
+as in messages; a writer greenlet takes everything queued and sends it as few PUBLISHes as
+possible (one per channel and ~512 KiB, pipelined: one write). A PUBLISH carries
+``packb(node_id)`` followed by the packed messages, so a receiver unpacks a batch as a stream.
+
+Redis delivers the PUBLISHes of one connection to a subscriber in the order they were sent,
+over all channels: with one publisher connection per node and one subscriber connection,
+every message of node A reaches node B in the order A queued it (the per-publisher order of
+events, and "a registration is announced before the call that uses it").
+
+redis-py does blocking socket I/O: it runs over gevent's sockets because ``python -m geonode``
+and geonode's gunicorn worker monkey-patch before anything is imported; a process that is not
+patched gets no backplane (one log line) rather than a blocked hub.
+
+redis-py opens both connections (URL, TLS, AUTH, SELECT, SUBSCRIBE: all of its rules); the
+two hot loops then use the connected sockets with hiredis's parser directly (PUBLISHes written
+as RESP, their replies and the subscription's messages parsed by ``hiredis.Reader``): measured
+here, redis-py's own command path costs ~160 µs of CPU per PUBLISH and ~300 µs per message
+received under gevent (its retry, health-check and push-handler layers), hiredis on the
+socket ~15 µs, and a cross-node call makes four of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import hiredis
+import msgpack
+
+from geonode.config.backplane import OPTION, BackplaneConfig
+
+log = logging.getLogger("geonode.cluster")
+
+BATCH_BYTES = 512 * 1024
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def resp_publish(channel: bytes, payload: bytes) -> bytes:
+    """A PUBLISH command in RESP."""
+    return (b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n"
+            % (len(channel), channel, len(payload))) + payload + b"\r\n"
+
+
+def read_replies(sock: Any, reader: Any, n: int) -> list:
+    """``n`` replies from ``sock`` (ConnectionError when Redis closes it or answers an
+    error)."""
+    out: list = []
+    while True:
+        while len(out) < n:
+            reply = reader.gets()
+            if reply is False:
+                break
+            if isinstance(reply, Exception):
+                raise ConnectionError(f"Redis answered: {reply}")
+            out.append(reply)
+        if len(out) >= n:
+            return out
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("Redis closed the connection")
+        reader.feed(data)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class RedisLink:
+    def __init__(self, cfg: BackplaneConfig, node_id: str,
+                 on_batch: Callable[[str, list], None], on_up: Callable[[], None],
+                 on_down: Callable[[], None], worker_path: str = "") -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.all_channel = f"{cfg.prefix}:all"
+        self.inbox = self.channel_of(node_id)
+        self._on_batch, self._on_up, self._on_down = on_batch, on_up, on_down
+        self._where = f"{worker_path}.{OPTION}.url" if worker_path else f"{OPTION}.url"
+        self.up = False
+        # (channel, packed message, called if it reached no one or was lost)
+        self._queue: deque[tuple[str, bytes, Callable[[], None] | None]] = deque()
+        self._queued_bytes = 0
+        self._wake = gevent.event.Event()
+        self._stopping = False
+        self._greenlets: list[gevent.Greenlet] = []
+        self._client: Any = None
+        self._pubsub: Any = None
+        self._pub_sock: Any = None
+        self._pub_reader: Any = None
+        self.dropped = 0
+        self._dropping = False
+        self._header = pack(node_id)
+        self.sent_batches = 0
+
+    def channel_of(self, node_id: str) -> str:
+        return f"{self.cfg.prefix}:n:{node_id}"
+
+    # -- life -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._writer)]
+
+    def stop(self, flush_timeout: float = 2.0) -> None:
+        """Send what is queued (at most ``flush_timeout``), then close."""
+        if self.up and self._queue:
+            self._wake.set()
+            with gevent.Timeout(flush_timeout, False):
+                while self._queue and self.up:
+                    gevent.sleep(0.01)
+        self._stopping = True
+        self._wake.set()
+        gevent.killall(self._greenlets, timeout=1.0)
+        self._close_clients()
+
+    def reset(self, why: str) -> None:
+        """The link looks dead although no socket said so (our own heartbeats stopped
+        coming back): reconnect."""
+        if self.up:
+            log.warning("backplane: %s; reconnecting to %s", why, self.cfg.safe_url())
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        for c in (self._pubsub, self._client):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:   # noqa: BLE001 - closing a broken connection
+                    pass
+        self._pubsub = self._client = self._pub_sock = None
+
+    # -- sending --------------------------------------------------------------------------
+    def has_room(self) -> bool:
+        return (len(self._queue) < self.cfg.max_queue
+                and self._queued_bytes < self.cfg.max_queue_bytes)
+
+    def send(self, channel: str, msg: tuple, on_lost: Callable[[], None] | None = None) -> bool:
+        """Queue ``msg`` for ``channel``; False when it cannot go (link down, queue full, or
+        a payload msgpack cannot carry): the caller answers with an error. ``on_lost`` is
+        called later if the message is lost after all: the write failed, or it was for one
+        node's inbox and Redis had no subscriber there (that node is reconnecting)."""
+        if not self.up:
+            return False
+        try:
+            data = pack(msg)
+        except (TypeError, ValueError, OverflowError) as e:
+            log.warning("backplane: a %s message cannot be sent: %s", msg[0], describe(e))
+            return False
+        if not self.has_room():
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning("backplane: queue toward Redis full (%d messages, %d bytes): "
+                            "dropping cross-node messages until it drains",
+                            len(self._queue), self._queued_bytes)
+            return False
+        self._queue.append((channel, data, on_lost))
+        self._queued_bytes += len(data)
+        if len(self._queue) == 1:
+            self._wake.set()
+        return True
+
+    def _writer(self) -> None:
+        header = self._header
+        while not self._stopping:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue and self.up:
+                sock = self._pub_sock
+                if sock is None:
+                    break
+                taken = self._take()
+                try:
+                    sock.sendall(b"".join(
+                        resp_publish(channel.encode(), header + b"".join(parts))
+                        for channel, parts, _ in taken))
+                    receivers = read_replies(sock, self._pub_reader, len(taken))
+                    self.sent_batches += len(taken)
+                except Exception as e:   # noqa: BLE001 - any Redis/socket failure
+                    # At most once: what was taken is lost (the reader sees the same failure
+                    # and reconnects, then the nodes re-announce their state).
+                    self._lost(e)
+                    self._report_lost(taken)
+                    break
+                self._report_lost([batch for batch, n in zip(taken, receivers, strict=True)
+                                   if n == 0 and batch[0] != self.all_channel])
+
+    @staticmethod
+    def _report_lost(batches: list) -> None:
+        for _channel, _parts, callbacks in batches:
+            for cb in callbacks:
+                try:
+                    cb()
+                except Exception:   # noqa: BLE001 - one caller's cleanup must not stop others
+                    log.exception("backplane: error reporting a lost message")
+
+    def _take(self) -> list[tuple[str, list[bytes], list]]:
+        """Everything queued, as (channel, packed messages, lost callbacks) batches, in
+        order."""
+        out: list[tuple[str, list[bytes], list]] = []
+        queue = self._queue
+        size = 0
+        while queue:
+            channel, data, on_lost = queue.popleft()
+            self._queued_bytes -= len(data)
+            if out and out[-1][0] == channel and size + len(data) <= BATCH_BYTES:
+                out[-1][1].append(data)
+                size += len(data)
+            else:
+                out.append((channel, [data], []))
+                size = len(data)
+            if on_lost is not None:
+                out[-1][2].append(on_lost)
+        if self._dropping and not queue:
+            self._dropping = False
+            log.warning("backplane: queue toward Redis drained; %d messages were dropped",
+                        self.dropped)
+        return out
+
+    # -- connecting and receiving ---------------------------------------------------------
+    def _run(self) -> None:
+        import redis
+
+        delay = BACKOFF_FIRST
+        reported = False
+        while not self._stopping:
+            try:
+                client = redis.Redis.from_url(
+                    self.cfg.url, socket_connect_timeout=self.cfg.connect_timeout,
+                    socket_timeout=max(self.cfg.timeout, self.cfg.connect_timeout),
+                    socket_keepalive=True, single_connection_client=True)
+                client.ping()   # connects, authenticates, selects the db
+                assert client.connection is not None  # single_connection_client: made by ping
+                pub_sock = client.connection._sock
+                # The subscriber's own client: its socket waits for messages as long as
+                # there are none (a dead Redis is noticed by our heartbeats not returning).
+                listener = redis.Redis.from_url(
+                    self.cfg.url, socket_connect_timeout=self.cfg.connect_timeout,
+                    socket_timeout=None, socket_keepalive=True)
+                pubsub = listener.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.all_channel, self.inbox)
+                assert pubsub.connection is not None  # made by subscribe
+                sub_sock = pubsub.connection._sock
+                sub_sock.settimeout(None)
+                self._client, self._pubsub = client, pubsub
+                self._pub_sock, self._pub_reader = pub_sock, hiredis.Reader()
+            except Exception as e:   # noqa: BLE001 - anything: a wrong URL, auth, not Redis
+                self._close_clients()
+                if not reported:
+                    log.error("backplane: %s %s: cannot connect: %s; serving local clients "
+                              "only, retrying with backoff", self._where,
+                              self.cfg.safe_url(), describe(e))
+                    reported = True
+                gevent.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay = BACKOFF_FIRST
+            log.info("backplane: connected to %s as node %s", self.cfg.safe_url(),
+                     self.node_id)
+            reported = False
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.up = True
+            try:
+                self._on_up()
+                self._wake.set()
+                self._read(sub_sock)
+            except Exception as e:   # noqa: BLE001 - the connection broke
+                if not self._stopping:
+                    self._lost(e)
+                    reported = True   # one line per outage: the retries stay quiet
+            finally:
+                self._close_clients()
+        self.up = False
+
+    def _read(self, sock: Any) -> None:
+        unpacker_of = msgpack.Unpacker
+        on_batch = self._on_batch
+        inbox = self.inbox.encode()
+        reader = hiredis.Reader()
+        while not self._stopping:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            while True:
+                item = reader.gets()
+                if item is False:
+                    break
+                if isinstance(item, Exception):
+                    raise ConnectionError(f"Redis answered: {item}")
+                # ["subscribe", channel, n] confirmations, then ["message", channel, data]
+                if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
+                    self._handle(item[1], item[2], inbox, unpacker_of, on_batch)
+
+    def _handle(self, channel: bytes, data: bytes, inbox: bytes, unpacker_of: Any,
+                on_batch: Any) -> None:
+        """One PUBLISH of some node: its id, then its messages."""
+        try:
+            unpacker = unpacker_of(raw=False, strict_map_key=False,
+                                   max_buffer_size=len(data) + 1)
+            unpacker.feed(data)
+            sender = next(unpacker)
+            if sender == self.node_id and channel != inbox:
+                # our own broadcast: only heartbeats matter (the link works)
+                on_batch(sender, [msg for msg in unpacker if msg and msg[0] == "H"])
+                return
+            on_batch(sender, list(unpacker))
+        except Exception:   # noqa: BLE001 - a bad message must not end the link
+            log.exception("backplane: could not handle a message from Redis")
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.up:
+            self.up = False
+            self._queue.clear()
+            self._queued_bytes = 0
+            log.error("backplane: lost %s %s: %s; serving local clients only, retrying "
+                      "with backoff", self._where, self.cfg.safe_url(), describe(exc))
+            self._close_clients()
+            self._on_down()

@@ -1,0 +1,877 @@
+"""Two real geonode processes and a real redis-server behave as one router (issue 11).
+
+Every scenario here runs two ``python -m geonode`` nodes joined by ``options.backplane`` to a
+``redis-server`` started on a free port, and real autobahn clients on both. A client on node A
+learns that node B's change arrived by asking A's meta API (never by sleeping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
+from support import launch, scaled
+from support.redis import RedisServer, cluster_config, redis_available
+from support.timing import async_wait_for
+from support.wamp import leave, ws_session
+
+from geonode.router.errors import POLICY_CONFLICT
+
+pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server not installed")
+
+HISTORY_REALM = {
+    "name": "realm1",
+    "roles": [{"name": "anonymous", "permissions": [
+        {"uri": "", "match": "prefix", "allow": {"call": True, "register": True,
+                                                   "publish": True, "subscribe": True},
+         "disclose": {"caller": True, "publisher": True}, "cache": True}]}],
+    "store": {"type": "memory", "event-history": [{"uri": "com.hist", "match": "exact",
+                                                   "limit": 10}]},
+}
+
+
+class Cluster:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.redis = RedisServer(base / "redis").start()
+        self.nodes: list = []
+
+    def node(self, name: str, **backplane):
+        n = launch(cluster_config(self.redis.url, realms=[HISTORY_REALM], **backplane),
+                   self.base / name)
+        n.wait_log("backplane: connected")
+        self.nodes.append(n)
+        return n
+
+    def pair(self):
+        a, b = self.node("a"), self.node("b")
+        # each has the other's state: both logged the other joining
+        a.wait_log("joined the cluster", timeout=20)
+        b.wait_log("joined the cluster", timeout=20)
+        return a, b
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield c.pair()
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+async def until(fn, what: str, timeout: float = 10.0):
+    """Poll the async ``fn`` until it returns something truthy."""
+    async def probe():
+        return await fn()
+    return await async_wait_for(probe, timeout, what)
+
+
+async def knows_subscription(session, topic: str, match: str = "exact", count: int = 1):
+    async def check():
+        sid = await session.call("wamp.subscription.lookup", topic, {"match": match})
+        if sid is None:
+            return None
+        n = await session.call("wamp.subscription.count_subscribers", sid)
+        return sid if n >= count else None
+    return await until(check, f"a subscription to {topic} with {count} subscribers")
+
+
+async def knows_callees(session, procedure: str, count: int = 1):
+    async def check():
+        rid = await session.call("wamp.registration.lookup", procedure)
+        if rid is None:
+            return None
+        n = await session.call("wamp.registration.count_callees", rid)
+        return rid if n >= count else None
+    return await until(check, f"{count} callees of {procedure}")
+
+
+def collector():
+    """(events, handler): the handler records (args, kwargs, details) of each event."""
+    got: list = []
+
+    def handler(*args, **kwargs):
+        details = kwargs.pop("details", None)
+        got.append((list(args), kwargs, details))
+    return got, handler
+
+
+async def wait_len(items: list, n: int, what: str, timeout: float = 10.0):
+    async def check():
+        return len(items) >= n
+    await async_wait_for(check, timeout, what)
+
+
+# -- broker --------------------------------------------------------------------------------------
+
+def test_events_reach_other_node_exact_prefix_wildcard_and_disclose(pair):
+    a, b = pair
+
+    async def main():
+        pub, sub = await ws_session(a.port), await ws_session(b.port, serializer="msgpack")
+        exact, h1 = collector()
+        prefix, h2 = collector()
+        wild, h3 = collector()
+        await sub.subscribe(h1, "com.ev.one", options=SubscribeOptions(details_arg="details"))
+        await sub.subscribe(h2, "com.ev", options=SubscribeOptions(match="prefix",
+                                                                   details_arg="details"))
+        await sub.subscribe(h3, "com..one", options=SubscribeOptions(match="wildcard",
+                                                                     details_arg="details"))
+        await knows_subscription(pub, "com..one", "wildcard")
+        await knows_subscription(pub, "com.ev", "prefix")
+        await knows_subscription(pub, "com.ev.one")
+        ack = await pub.publish("com.ev.one", 1, b"\x00\xff", k="ü",
+                                options=PublishOptions(acknowledge=True))
+        assert ack.id
+        for got, what in ((exact, "exact"), (prefix, "prefix"), (wild, "wildcard")):
+            await wait_len(got, 1, f"the {what} event")
+            args, kwargs, details = got[0]
+            assert args == [1, b"\x00\xff"] and kwargs == {"k": "ü"}
+            assert details.publisher == pub.details.session   # disclosed across nodes
+            assert details.publication == ack.id
+        assert prefix[0][2].topic == "com.ev.one" and wild[0][2].topic == "com.ev.one"
+        await leave(pub)
+        await leave(sub)
+
+    asyncio.run(main())
+
+
+def test_exclude_eligible_by_session_authid_authrole_across_nodes(pair):
+    a, b = pair
+
+    async def main():
+        pub = await ws_session(a.port)
+        local = await ws_session(a.port)
+        r1, r2 = await ws_session(b.port), await ws_session(b.port)
+        seen: dict = {}
+        for name, s in (("local", local), ("r1", r1), ("r2", r2)):
+            seen[name] = []
+            await s.subscribe(lambda x, _n=name: seen[_n].append(x), "com.flt")
+        await knows_subscription(pub, "com.flt", count=3)
+        ids = {n: s.details.session for n, s in (("local", local), ("r1", r1), ("r2", r2))}
+        opts = PublishOptions(acknowledge=True, exclude=[ids["r1"]])
+        await pub.publish("com.flt", 1, options=opts)
+        await pub.publish("com.flt", 2, options=PublishOptions(acknowledge=True,
+                                                               eligible=[ids["r2"]]))
+        await pub.publish("com.flt", 3, options=PublishOptions(acknowledge=True,
+                                                               exclude_authrole=["anonymous"]))
+        await pub.publish("com.flt", 4, options=PublishOptions(acknowledge=True,
+                                                               exclude_me=False))
+        # one publisher's events keep their order: 4 arriving means 1-3 were decided
+        for n in seen:
+            await wait_len(seen[n], 1, f"{n}'s last event")
+            await async_wait_for(lambda n=n: _has(seen[n], 4), 10, f"event 4 at {n}")
+        assert seen == {"local": [1, 4], "r1": [4], "r2": [1, 2, 4]}
+        for s in (pub, local, r1, r2):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+async def _has(items, x):
+    return x in items
+
+
+def test_one_publishers_events_keep_their_order_on_the_other_node(pair):
+    a, b = pair
+    n = 3000
+
+    async def main():
+        pub, sub = await ws_session(a.port), await ws_session(b.port)
+        got: list = []
+        await sub.subscribe(got.append, "com.order")
+        await knows_subscription(pub, "com.order")
+        for i in range(n):
+            pub.publish("com.order", i)
+        await wait_len(got, n, f"{n} events", timeout=30)
+        assert got == list(range(n))
+        await leave(pub)
+        await leave(sub)
+
+    asyncio.run(main())
+
+
+def test_retained_event_and_history_cluster_wide(pair):
+    a, b = pair
+
+    async def main():
+        pub, sub = await ws_session(a.port), await ws_session(b.port)
+        await pub.publish("com.retained.x", "kept", options=PublishOptions(retain=True,
+                                                                           acknowledge=True))
+        await pub.publish("com.hist", "h1", options=PublishOptions(acknowledge=True))
+        await pub.publish("com.hist", "h2", options=PublishOptions(acknowledge=True))
+
+        async def history():
+            sid = await sub.call("wamp.subscription.lookup", "com.hist")
+            events = await sub.call("wamp.subscription.get_events", sid, 10)
+            return events if len(events) >= 2 else None
+        events = await until(history, "the other node's history")
+        assert [e["args"] for e in events[:2]] == [["h2"], ["h1"]]
+        assert events[0]["session_id"] == pub.details.session
+
+        got: list = []
+
+        async def retained_arrived():
+            await sub.subscribe(got.append, "com.retained.x",
+                                options=SubscribeOptions(get_retained=True))
+            await asyncio.sleep(0)   # the event follows SUBSCRIBED on one connection
+            return True
+        await retained_arrived()
+        await wait_len(got, 1, "the retained event from the other node")
+        assert got == ["kept"]
+        await leave(pub)
+        await leave(sub)
+
+    asyncio.run(main())
+
+
+# -- dealer --------------------------------------------------------------------------------------
+
+def test_remote_call_single_conflict_and_caller_disclosure(pair):
+    a, b = pair
+
+    async def main():
+        caller, callee = await ws_session(a.port), await ws_session(b.port)
+        other = await ws_session(a.port)
+
+        def echo(x, details=None):
+            return {"x": x, "caller": details.caller}
+        await callee.register(echo, "com.remote.echo",
+                              options=RegisterOptions(details_arg="details"))
+        await knows_callees(caller, "com.remote.echo")
+        res = await caller.call("com.remote.echo", 7)
+        assert res == {"x": 7, "caller": caller.details.session}
+        with pytest.raises(ApplicationError) as e:
+            await other.register(lambda: 0, "com.remote.echo")
+        assert e.value.error == "wamp.error.procedure_already_exists"
+        for s in (caller, callee, other):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+def test_shared_roundrobin_picks_callees_on_both_nodes(pair):
+    a, b = pair
+
+    async def main():
+        caller = await ws_session(a.port)
+        ca, cb = await ws_session(a.port), await ws_session(b.port)
+        opts = RegisterOptions(invoke="roundrobin")
+        await ca.register(lambda: "a", "com.rr", options=opts)
+        await cb.register(lambda: "b", "com.rr", options=opts)
+        await knows_callees(caller, "com.rr", 2)
+        answers = [await caller.call("com.rr") for _ in range(6)]
+        assert sorted(answers) == ["a"] * 3 + ["b"] * 3
+        assert answers[0] != answers[1]
+        with pytest.raises(ApplicationError) as e:
+            await caller.register(lambda: 0, "com.rr", options=RegisterOptions(invoke="random"))
+        assert e.value.error == POLICY_CONFLICT   # the other node's callee counts
+        for s in (caller, ca, cb):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+def test_progressive_results_timeout_cancel_and_concurrency_across_nodes(pair):
+    a, b = pair
+
+    async def main():
+        caller, callee = await ws_session(a.port), await ws_session(b.port)
+        release = asyncio.Event()
+
+        async def progressive(n, details=None):
+            for i in range(n):
+                details.progress(i)
+            return "done"
+
+        async def slow():
+            await release.wait()
+            return "late"
+        await callee.register(progressive, "com.prog",
+                              options=RegisterOptions(details_arg="details"))
+        await callee.register(slow, "com.slow", options=RegisterOptions(concurrency=1))
+        await knows_callees(caller, "com.prog")
+        await knows_callees(caller, "com.slow")
+        progress: list = []
+        res = await caller.call("com.prog", 3, options=CallOptions(on_progress=progress.append))
+        assert res == "done" and progress == [0, 1, 2]
+
+        with pytest.raises(ApplicationError) as e:
+            await caller.call("com.slow", options=CallOptions(timeout=300))  # ms
+        assert e.value.error == "wamp.error.timeout"
+
+        pending = asyncio.ensure_future(caller.call("com.slow"))
+        # the callee's node enforces its concurrency: a second call meanwhile is refused
+        async def refused():
+            try:
+                await caller.call("com.slow")
+            except ApplicationError as err:
+                return err.error
+            return None
+        err = await until(refused, "max_concurrency refusal")
+        assert err == "crossbar.error.max_concurrency_reached"
+        pending.cancel()   # autobahn sends CANCEL (killnowait)
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        release.set()
+        for s in (caller, callee):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+# -- meta API ------------------------------------------------------------------------------------
+
+def test_meta_api_answers_for_the_whole_cluster(pair):
+    a, b = pair
+
+    async def main2():
+        admin = await ws_session(a.port)
+        joins: list = []
+        leaves: list = []
+        await admin.subscribe(lambda d: joins.append(d["session"]), "wamp.session.on_join")
+        await admin.subscribe(leaves.append, "wamp.session.on_leave")
+        await admin.subscribe(lambda: None, "com.meta.sync")
+        remote_probe = await ws_session(b.port)
+        # node a's changes reach b in order: b knowing the last one knows the meta ones
+        await knows_subscription(remote_probe, "com.meta.sync")
+        remote = await ws_session(b.port)
+        await async_wait_for(lambda: _has(joins, remote.details.session), 10,
+                             "on_join from the other node")
+        ids = await admin.call("wamp.session.list")
+        assert remote.details.session in ids and admin.details.session in ids
+        assert await admin.call("wamp.session.count") >= 3
+        d = await admin.call("wamp.session.get", remote.details.session)
+        assert d["session"] == remote.details.session and d["realm"] == "realm1"
+        await remote.register(lambda: 1, "com.meta.proc")
+        await remote.subscribe(lambda: 1, "com.meta.topic")
+        rid = await knows_callees(admin, "com.meta.proc")
+        assert await admin.call("wamp.registration.list_callees", rid) == [remote.details.session]
+        assert (await admin.call("wamp.registration.get", rid))["uri"] == "com.meta.proc"
+        sid = await knows_subscription(admin, "com.meta.topic")
+        assert await admin.call("wamp.subscription.list_subscribers", sid) == [
+            remote.details.session]
+        regs = await admin.call("wamp.registration.list", remote.details.session)
+        assert regs["exact"] == [rid]
+        # the same IDs on both nodes
+        assert await remote.call("wamp.registration.lookup", "com.meta.proc") == rid
+        await admin.call("wamp.session.kill", remote.details.session)
+        details = await asyncio.wait_for(remote.left, scaled(10))
+        assert details.reason == "wamp.close.killed"
+        await wait_len(leaves, 1, "on_leave of the killed session")
+        assert remote.details.session in leaves
+        await leave(admin)
+        await leave(remote_probe)
+
+    asyncio.run(main2())
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+def test_kill_9_of_a_node_is_noticed_calls_fail_testaments_published(cluster):
+    a, b = cluster.pair()
+
+    async def main():
+        watcher = await ws_session(a.port)
+        victim = await ws_session(b.port)
+        leaves: list = []
+        wills: list = []
+        await watcher.subscribe(leaves.append, "wamp.session.on_leave")
+        await watcher.subscribe(wills.append, "com.will")
+        await victim.call("wamp.session.add_testament", "com.will", ["gone"], {})
+        release = asyncio.Event()
+
+        async def hang():
+            await release.wait()
+        await victim.register(hang, "com.hang")
+        await knows_callees(watcher, "com.hang")
+        waiting = asyncio.ensure_future(watcher.call("com.hang"))
+        await asyncio.sleep(0.2)   # let the call reach the callee before the crash
+        b.proc.kill()              # kill -9
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(ApplicationError) as e:
+            await asyncio.wait_for(waiting, scaled(15))
+        assert e.value.error == "wamp.error.canceled"
+        await wait_len(wills, 1, "the dead node's testament", timeout=15)
+        assert wills == ["gone"]
+        await wait_len(leaves, 1, "on_leave of the dead node's session", timeout=15)
+        assert leaves == [victim.details.session]
+        assert asyncio.get_running_loop().time() - t0 < scaled(10)
+        assert await watcher.call("wamp.session.count") == 1
+        assert await watcher.call("wamp.registration.lookup", "com.hang") is None
+        await leave(watcher)
+
+    asyncio.run(main())
+    a.wait_log("forgetting its")
+
+
+def test_redis_down_local_traffic_goes_on_then_resumes(cluster):
+    a, b = cluster.pair()
+
+    async def main():
+        pa, sa = await ws_session(a.port), await ws_session(a.port)
+        sb = await ws_session(b.port)
+        local: list = []
+        remote: list = []
+        await sa.subscribe(local.append, "com.out")
+        await sb.subscribe(remote.append, "com.out")
+        await sa.register(lambda: "local", "com.local")
+        await sb.register(lambda: "remote", "com.remote")
+        await knows_subscription(pa, "com.out", count=2)
+        await knows_callees(pa, "com.remote")
+        cluster.redis.stop()
+        a.wait_log("backplane: lost", timeout=10)
+        # local traffic: RPC and events on the node itself
+        assert await pa.call("com.local") == "local"
+        # an acknowledged publish cannot claim the other node got it: ERROR, local delivery
+        with pytest.raises(ApplicationError) as e:
+            await pa.publish("com.out", 1, options=PublishOptions(acknowledge=True))
+        assert e.value.error == "wamp.error.unavailable"
+        await wait_len(local, 1, "the local event during the outage")
+        with pytest.raises(ApplicationError) as e:
+            await pa.call("com.remote")
+        assert e.value.error == "wamp.error.unavailable"
+        # Redis back, empty: the nodes re-announce, cross-node traffic resumes
+        cluster.redis.start()
+        t0 = asyncio.get_running_loop().time()
+
+        async def remote_call():
+            try:
+                return await pa.call("com.remote")
+            except ApplicationError:
+                return None
+        assert await until(remote_call, "the remote call after Redis came back") == "remote"
+        await pa.publish("com.out", 2, options=PublishOptions(acknowledge=True))
+        await async_wait_for(lambda: _has(remote, 2), 10, "event after the outage")
+        assert asyncio.get_running_loop().time() - t0 < scaled(10)
+        assert 1 not in remote    # at most once: the outage's event is lost, not replayed
+        for s in (pa, sa, sb):
+            await leave(s)
+
+    asyncio.run(main())
+    assert a.log().count("backplane: lost") == 1   # one line, not one per retry
+
+
+def test_single_registrations_made_during_a_partition_older_wins(cluster):
+    a, b = cluster.pair()
+
+    async def main():
+        ca, cb = await ws_session(a.port), await ws_session(b.port)
+        cluster.redis.stop()
+        a.wait_log("backplane: lost", timeout=10)
+        b.wait_log("backplane: lost", timeout=10)
+        await ca.register(lambda: "a", "com.split")       # older
+        await asyncio.sleep(0.05)   # a later clock reading for b's registration
+        await cb.register(lambda: "b", "com.split")
+        cluster.redis.start()
+
+        async def settled():
+            ra = await ca.call("wamp.registration.lookup", "com.split")
+            if ra is None:
+                return None
+            n = await cb.call("wamp.registration.count_callees", ra)
+            return n == 1 and await cb.call("com.split") == "a"
+        await until(settled, "node b taking node a's older registration", timeout=15)
+        assert await ca.call("com.split") == "a"
+        for s in (ca, cb):
+            await leave(s)
+
+    asyncio.run(main())
+    b.wait_log("registered on node")
+
+
+@pytest.mark.parametrize("kind", ["refused", "password", "not-redis"])
+def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
+    import socket
+    import threading
+
+    server = None
+    if kind == "refused":
+        from support import free_port
+        url = f"redis://127.0.0.1:{free_port()}/0"
+    elif kind == "password":
+        r = RedisServer(tmp_path / "redis", password="right").start()
+        url = f"redis://:wrong@127.0.0.1:{r.port}/0"
+    else:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+
+        def answer():
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                conn.close()
+        threading.Thread(target=answer, daemon=True).start()
+        url = f"redis://127.0.0.1:{port}/0"
+    node = launch(cluster_config(url), tmp_path / "node")
+    try:
+        log = node.wait_log("options.backplane.url")
+        line = next(ln for ln in log.splitlines() if "options.backplane.url" in ln)
+        assert "serving local clients only" in line
+        assert "wrong" not in line   # no password in logs
+
+        async def main():
+            s1, s2 = await ws_session(node.port), await ws_session(node.port)
+            await s1.register(lambda: "ok", "com.local")
+            assert await s2.call("com.local") == "ok"
+            await leave(s1)
+            await leave(s2)
+        asyncio.run(main())
+        assert "Traceback" not in node.log()
+        assert node.log().count("options.backplane.url") == 1
+    finally:
+        node.stop()
+        if kind == "password":
+            r.stop()
+        if server is not None:
+            server.close()
+
+
+# -- config and bounds ---------------------------------------------------------------------------
+
+@pytest.mark.inprocess
+def test_queue_toward_redis_is_bounded():
+    from geonode.cluster.link import RedisLink
+    from geonode.config.backplane import BackplaneConfig
+
+    lost: list = []
+    link = RedisLink(BackplaneConfig(url="redis://127.0.0.1:1/0", max_queue=100),
+                     "n1", lambda *a: None, lambda: None, lambda: None)
+    assert link.send(link.all_channel, ("H",)) is False    # down: refused, not queued
+    link.up = True
+    sent = [link.send(link.channel_of("n2"), ("P", "x" * 1000), lambda: lost.append(1))
+            for _ in range(1000)]
+    assert sent.count(True) == 100 and link.dropped == 900
+    big = BackplaneConfig(url="redis://127.0.0.1:1/0", max_queue_bytes=65536)
+    link = RedisLink(big, "n1", lambda *a: None, lambda: None, lambda: None)
+    link.up = True
+    sent = [link.send(link.all_channel, ("P", "x" * 10_000)) for _ in range(100)]
+    assert sent.count(True) == 7   # 65,536 bytes hold 7 such messages
+    # a payload msgpack cannot carry is refused, the queue unchanged
+    assert link.send(link.all_channel, ("P", object())) is False
+
+
+@pytest.mark.parametrize("backplane, expected", [
+    ({"type": "redis"}, "workers[0].options.backplane.url: 'url' is required"),
+    ({"type": "redis", "url": "http://x"}, "workers[0].options.backplane.url"),
+    ({"type": "redis", "url": "redis://h", "heartbeat": 2, "timeout": 3},
+     "workers[0].options.backplane.timeout: 3 is less than two heartbeats"),
+    ({"type": "redis", "url": "redis://h:notaport/0"}, "workers[0].options.backplane.url"),
+    ({"type": "kafka", "url": "redis://h"}, "workers[0].options.backplane.type"),
+])
+def test_check_names_the_backplane_key(tmp_path, backplane, expected):
+    import json
+    import subprocess
+
+    from support import geonode_cmd
+
+    cfg = cluster_config("redis://127.0.0.1:1/0")
+    cfg["workers"][0]["options"]["backplane"] = backplane
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    r = subprocess.run(geonode_cmd("check", str(p)), capture_output=True, text=True,
+                       timeout=scaled(30))
+    assert r.returncode == 1, r.stdout
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_accepts_a_backplane_from_the_environment(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    from support import geonode_cmd
+
+    cfg = cluster_config("${REDIS_URL}")
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    env = dict(os.environ, REDIS_URL="rediss://:secret@127.0.0.1:6380/2")
+    r = subprocess.run(geonode_cmd("check", str(p)), capture_output=True, text=True,
+                       timeout=scaled(30), env=env)
+    assert r.returncode == 0, r.stderr
+
+
+# -- the sample: components and the HTTP bridge of two nodes ---------------------------------------
+
+def test_cluster_sample_bridge_and_components_span_both_nodes(cluster):
+    import json
+    import shutil
+
+    import requests
+    from support import SAMPLES
+
+    nodes = []
+    for name in ("a", "b"):
+        work = cluster.base / f"sample-{name}"
+        shutil.copytree(SAMPLES / "cluster", work, ignore=shutil.ignore_patterns("__pycache__"))
+        cfg = json.loads((work / f"node-{name}.json").read_text())
+        cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
+        node = launch(cfg, work, env={"REDIS_URL": cluster.redis.url})
+        cluster.nodes.append(node)
+        nodes.append(node)
+    a, b = nodes
+    a.wait_log("joined the cluster", timeout=20)
+    b.wait_log("joined the cluster", timeout=20)
+
+    def call(node):
+        r = requests.post(node.url + "/call", json={"procedure": "com.example.where"},
+                          timeout=scaled(10))
+        assert r.status_code == 200, r.text
+        return r.json()["args"][0]
+
+    def both_callees():
+        return {call(a)["node"] for _ in range(4)} == {"a", "b"}
+    from support import wait_for
+    wait_for(both_callees, 15, "calls through node a's bridge reaching both nodes")
+    r = requests.post(b.url + "/publish", json={"topic": "com.example.news", "args": ["hi"]},
+                      timeout=scaled(10))
+    assert r.status_code == 200
+    wait_for(lambda: {call(b)["events_seen"] for _ in range(4)} == {1}, 15,
+             "the event published on b seen by both nodes' components")
+
+
+AUTHZ_COMPONENT = '''
+class Authz:
+    def __init__(self, config):
+        pass
+
+    def on_join(self, session):
+        session.register("com.authz", self.authorize)
+
+    def authorize(self, details, uri, action, options):
+        return uri.startswith("com.ok")
+'''
+
+
+def test_dynamic_authorizer_on_one_node_serves_clients_of_the_other(cluster):
+    realm_cfg = {"name": "realm1", "roles": [
+        {"name": "anonymous", "authorizer": "com.authz"},
+        {"name": "backend", "permissions": [
+            {"uri": "com.authz", "match": "exact",
+             "allow": {"call": False, "register": True, "publish": False,
+                       "subscribe": False}}]}]}
+    nodes = []
+    for name, with_authorizer in (("a", False), ("b", True)):
+        cfg = cluster_config(cluster.redis.url, realms=[realm_cfg])
+        worker = cfg["workers"][0]
+        worker["options"]["pythonpath"] = ["."]
+        if with_authorizer:
+            worker["components"] = [{"type": "class", "classname": "authz.Authz",
+                                     "realm": "realm1", "role": "backend"}]
+        node = launch(cfg, cluster.base / name, files={"authz.py": AUTHZ_COMPONENT})
+        cluster.nodes.append(node)
+        nodes.append(node)
+    a, b = nodes
+    a.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        client = await ws_session(a.port)
+
+        async def allowed():
+            try:
+                await client.subscribe(lambda: None, "com.ok.topic")
+                return True
+            except ApplicationError:
+                return False   # node a has not heard of node b's authorizer yet
+        await until(allowed, "the authorizer on node b allowing a subscription on node a")
+        with pytest.raises(ApplicationError) as e:
+            await client.subscribe(lambda: None, "com.secret")
+        assert e.value.error == "wamp.error.not_authorized"
+        await leave(client)
+
+    asyncio.run(main())
+
+
+def test_pattern_callee_on_another_node_gets_only_what_its_role_may_register(cluster):
+    allow = {"call": True, "register": True, "publish": True, "subscribe": True}
+    realm_cfg = {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [
+        {"uri": "", "match": "prefix", "allow": dict(allow, register=False)},
+        {"uri": "com.pat.", "match": "prefix", "allow": allow},
+        {"uri": "com.pat.secret", "match": "exact", "allow": dict(allow, register=False)}]}]}
+    for name in ("a", "b"):
+        cluster.nodes.append(launch(cluster_config(cluster.redis.url, realms=[realm_cfg]),
+                                    cluster.base / name))
+    a, b = cluster.nodes
+    a.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        caller, callee = await ws_session(a.port), await ws_session(b.port)
+        await callee.register(lambda: "pattern", "com.pat.",
+                              options=RegisterOptions(match="prefix"))
+        await knows_callees_match(caller, "com.pat.ok")
+        assert await caller.call("com.pat.ok") == "pattern"
+        with pytest.raises(ApplicationError) as e:
+            await caller.call("com.pat.secret")
+        assert e.value.error == "wamp.error.no_such_procedure"
+        await leave(caller)
+        await leave(callee)
+
+    asyncio.run(main())
+
+
+async def knows_callees_match(session, procedure: str):
+    async def check():
+        return await session.call("wamp.registration.match", procedure)
+    return await until(check, f"a registration matching {procedure}")
+
+
+def test_meta_revocations_and_kills_reach_the_other_node(pair):
+    a, b = pair
+
+    async def main():
+        admin = await ws_session(a.port)
+        callee = await ws_session(b.port, authid=None)
+        subscriber = await ws_session(b.port)
+        reg = await callee.register(lambda: 1, "com.revoke.proc")
+        sub = await subscriber.subscribe(lambda: 1, "com.revoke.topic")
+        rid = await knows_callees(admin, "com.revoke.proc")
+        sid = await knows_subscription(admin, "com.revoke.topic")
+        await admin.call("wamp.registration.remove_callee", rid, callee.details.session)
+
+        async def gone():
+            return await admin.call("wamp.registration.lookup", "com.revoke.proc") is None
+        await until(gone, "the revocation done by node b")
+        with pytest.raises(ApplicationError) as e:
+            await admin.call("com.revoke.proc")
+        assert e.value.error == "wamp.error.no_such_procedure" and reg
+        # (autobahn-python announces subscription_revocation but fails on the UNSUBSCRIBED
+        # that carries it; the revocation itself goes the same way as the registration's)
+        assert sub.active and sid
+        # kill by authrole: every anonymous session but the caller, on both nodes
+        killed = await admin.call("wamp.session.kill_by_authrole", "anonymous")
+        assert {callee.details.session, subscriber.details.session} <= set(killed)
+        for s in (callee, subscriber):
+            details = await asyncio.wait_for(s.left, scaled(10))
+            assert details.reason == "wamp.close.killed"
+        await leave(admin)
+
+    asyncio.run(main())
+
+
+def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
+    """``gunicorn -w 3`` with ``options.backplane``: whichever worker each client reaches,
+    a callee registered through one is called through all (without the backplane 6 callers
+    all reaching the callee's worker has a probability of 1/729)."""
+    import json
+
+    pytest.importorskip("gunicorn")
+    from support import launch_gunicorn
+
+    cfg = cluster_config(cluster.redis.url)
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080   # gunicorn owns the socket
+    (cluster.base / "node.json").write_text(json.dumps(cfg))
+    g = launch_gunicorn(cluster.base, "geonode:load('node.json')", workers=3)
+    cluster.nodes.append(g)
+    wait = __import__("support").wait_for
+    wait(lambda: g.log().count("backplane: connected") >= 3, 30, "3 workers connected")
+    wait(lambda: g.log().count("joined the cluster") >= 6, 30, "3 workers knowing each other")
+
+    async def main():
+        callee = await ws_session(g.port)
+        await callee.register(lambda: "one router", "com.gunicorn.proc")
+        callers = [await ws_session(g.port) for _ in range(6)]
+        for c in callers:
+            await knows_callees(c, "com.gunicorn.proc")
+            assert await c.call("com.gunicorn.proc") == "one router"
+        for s in (callee, *callers):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
+    """SIGSTOP one node while the other publishes for its subscribers: the live node keeps
+    serving its own clients at once, forgets the stuck one after the timeout, and the two
+    are one router again after SIGCONT."""
+    import os
+    import signal
+
+    a, b = cluster.pair()
+
+    async def main():
+        pa, la = await ws_session(a.port), await ws_session(a.port)
+        sb = await ws_session(b.port)
+        local: list = []
+        await la.subscribe(lambda i, _blob: local.append(i), "com.stuck")
+        await sb.subscribe(lambda *x: None, "com.stuck")
+        await sb.register(lambda: "b", "com.stuck.proc")
+        await la.register(lambda: "a", "com.local.proc")
+        await knows_subscription(pa, "com.stuck", count=2)
+        await knows_callees(pa, "com.stuck.proc")
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            blob = "x" * 1000
+            for i in range(3000):   # 3 MB for node b, which reads nothing now
+                pa.publish("com.stuck", i, blob)
+            assert await pa.call("com.local.proc") == "a"
+            await wait_len(local, 3000, "the local subscriber's 3000 events", timeout=30)
+            assert loop.time() - t0 < scaled(15)
+            await async_wait_for(lambda: _log_has(a, "forgetting its"), 20,
+                                 "node a forgetting the stuck node")
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+
+        async def remote_works():
+            try:
+                return await pa.call("com.stuck.proc") == "b"
+            except ApplicationError:
+                return False
+        await until(remote_works, "a call to node b after it woke up", timeout=20)
+        for s in (pa, la, sb):
+            await leave(s)
+
+    asyncio.run(main())
+
+
+async def _log_has(node, text: str) -> bool:
+    return text in node.log()
+
+
+def test_clusters_with_different_prefixes_share_one_redis_apart(cluster):
+    x1 = cluster.node("x1", prefix="cluster-x")
+    y = cluster.node("y", prefix="cluster-y")
+    x2 = cluster.node("x2", prefix="cluster-x")
+    x1.wait_log("joined the cluster", timeout=20)
+    x2.wait_log("joined the cluster", timeout=20)
+
+    async def main():
+        on_x1, on_x2, on_y = [await ws_session(n.port) for n in (x1, x2, y)]
+        await on_x1.register(lambda: "x", "com.prefix.proc")
+        await knows_callees(on_x2, "com.prefix.proc")
+        assert await on_x2.call("com.prefix.proc") == "x"
+        # y started before x2: had prefixes been ignored it would know x1 by now
+        assert await on_y.call("wamp.registration.lookup", "com.prefix.proc") is None
+        assert await on_y.call("wamp.session.count") == 1
+        for s in (on_x1, on_x2, on_y):
+            await leave(s)
+
+    asyncio.run(main())
+    assert "joined the cluster" not in y.log()

@@ -1,0 +1,115 @@
+"""An upgraded WAMP WebSocket leaves its HTTP request behind (issue 16: lean idle sessions).
+
+Once the 101 is out, the session runs in a greenlet of its own: the pywsgi handler, its
+environ, headers and 8 KiB read buffer are freed, the connection still counts against
+``max_connections`` and the graceful stop still closes it with 1001. The server runs on this
+process's hub; the clients are real sockets in an OS thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from pathlib import Path
+
+import gevent
+import pytest
+from support import scaled
+from support.router import green_wait_for, make_router
+from support.ws import RawWamp
+
+from geonode.web.context import BuildContext
+from geonode.web.handler import Handler
+from geonode.web.server import WebServer
+from geonode.web.services import websocket as service
+from geonode.websocket.connection import WebSocket
+from geonode.websocket.handshake import Upgrader
+
+pytestmark = pytest.mark.inprocess
+
+N = 20
+TOPIC = "com.lean.topic"
+
+
+def _alive(cls: type) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is cls)
+
+
+@pytest.fixture
+def server():
+    router = make_router()
+    ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
+    app = service.build({"type": "websocket", "serializers": ["json"]}, ctx)
+    srv = WebServer({"type": "tcp", "port": 0, "interface": "127.0.0.1"}, app,
+                    config_dir=Path("."), json_path="transports[0]", max_connections=N + 5)
+    srv.start()
+    yield srv
+    srv.stop(timeout=1)
+
+
+def _in_thread(fn):
+    """Run ``fn`` in an OS thread; the hub keeps running while the test waits for it."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # reported to the test below
+            out["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    green_wait_for(lambda: not t.is_alive(), scaled(30), "the client thread")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_idle_sessions_keep_no_request_state(server):
+    handlers_before, upgraders_before = _alive(Handler), _alive(Upgrader)
+    port = server.server_port
+
+    def open_sessions():
+        clients = []
+        for _ in range(N):
+            c = RawWamp(port, "")
+            assert c.hello()[0] == 2
+            c.send([32, c.next_request(), {}, TOPIC])
+            assert c.recv()[0] == 33
+            clients.append(c)
+        return clients
+
+    clients = _in_thread(open_sessions)
+    try:
+        green_wait_for(lambda: len(server.connections._websockets) == N, scaled(10),
+                       "every session handed over")
+        # No request handler (nor its environ and buffers) stays behind for an idle session...
+        assert _alive(Handler) == handlers_before
+        assert _alive(Upgrader) == upgraders_before
+        assert _alive(WebSocket) >= N
+        # ...yet each still holds a slot of the endpoint's connection cap.
+        assert len(server.pool) == N
+
+        def publish_and_receive():
+            pub = clients[0]
+            pub.send([16, pub.next_request(), {"exclude_me": False}, TOPIC, ["hi"]])
+            return [c.recv()[0] for c in clients]
+        assert _in_thread(publish_and_receive) == [36] * N
+
+        # The graceful stop finds the handed-over WebSockets and closes them with 1001.
+        assert server.connections.close_websockets() == N
+
+        def closes():
+            codes = []
+            for c in clients:
+                c.ws.settimeout(scaled(5))
+                frame = c.ws.recv_frame()
+                codes.append(int.from_bytes(frame.data[:2], "big"))
+            return codes
+        assert _in_thread(closes) == [1001] * N
+        green_wait_for(lambda: len(server.pool) == 0, scaled(10), "connections released")
+        assert not server.connections._websockets
+    finally:
+        for c in clients:
+            c.close()
+        gevent.idle()

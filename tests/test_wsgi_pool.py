@@ -1,0 +1,68 @@
+"""The WSGI host's thread pool in this process: how many OS threads it keeps, and when."""
+
+from __future__ import annotations
+
+import os
+
+import gevent
+from gevent.monkey import get_original
+from support import scaled
+
+from geonode.web.wsgi_host import Pool, WSGIHost
+
+real_sleep = get_original("time", "sleep")
+native_ident = get_original("_thread", "get_ident")
+
+ENVIRON = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "", "QUERY_STRING": "",
+           "SERVER_NAME": "t", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+           "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.errors": None,
+           "wsgi.run_once": False}
+
+
+def os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def nap(environ: dict, start_response) -> list[bytes]:
+    # the scenario: a blocking call (a database query, say) on the pool's thread
+    real_sleep(0.05)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(native_ident()).encode()]
+
+
+def serve(host: WSGIHost, n: int) -> list[bytes]:
+    """n requests at once through the host, as n handler greenlets would."""
+    def one() -> bytes:
+        return b"".join(host(dict(ENVIRON), lambda status, headers, exc_info=None: None))
+    jobs = [gevent.spawn(one) for _ in range(n)]
+    gevent.joinall(jobs, timeout=scaled(30), raise_error=True)
+    assert all(j.successful() for j in jobs), "requests did not finish in time"
+    return [j.value for j in jobs]
+
+
+def wait_on_hub(predicate, timeout: float, what: str) -> None:
+    # gevent.sleep, not time.sleep: the hub must keep running (it owns the pool's timers)
+    deadline = gevent.get_hub().loop.now() + timeout
+    while not predicate():
+        assert gevent.get_hub().loop.now() < deadline, f"timed out waiting for {what}"
+        gevent.sleep(0.02)
+
+
+def test_pool_grows_for_blocked_calls_and_shrinks_back_to_minthreads():
+    before = os_threads()
+    pool = Pool(8, 2, idle_timeout=scaled(0.3))
+    host = WSGIHost(nap, pool)
+    assert pool.size == 2 and os_threads() == before + 2  # minthreads: started up front
+    # 40 blocking calls at once: the threads are blocked while calls wait, so it grows...
+    ran_on = set(serve(host, 40))
+    peak = pool.size
+    assert 2 < peak <= 8 and len(ran_on) == peak
+    # ...and once idle for idle_timeout the threads beyond minthreads end (OS threads too)
+    wait_on_hub(lambda: pool.size == 2 and os_threads() == before + 2, scaled(10),
+                f"the pool ({peak} threads) to shrink back to minthreads (2)")
+    # it stays there (minthreads never time out) and still serves, growing again when needed
+    gevent.sleep(scaled(0.6))
+    assert pool.size == 2
+    assert len(serve(host, 20)) == 20
+    assert pool.size > 2
+
