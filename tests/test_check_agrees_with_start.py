@@ -234,6 +234,34 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
     ("controller-shutdown-unknown", lambda c: c.update(
         controller={"options": {"shutdown": ["shutdown_on_tuesday"]}}),
      "controller.options.shutdown[0]: 'shutdown_on_tuesday' is not one of"),
+    # the keys procs, production, services, backplane and auth added
+    ("backplane-timeout-under-two-heartbeats", lambda c: c["workers"][0]["options"].update(
+        backplane={"type": "redis", "url": "redis://127.0.0.1:1/0", "heartbeat": 2,
+                   "timeout": 3}),
+     "workers[0].options.backplane.timeout: 3 is less than two heartbeats"),
+    ("forwarded-allow-ips-not-an-address", lambda c: c["workers"][0]["transports"][0].update(
+        options={"forwarded_allow_ips": ["10.0.0.0/8", "proxy.example"]}),
+     "workers[0].transports[0].options.forwarded_allow_ips[1]: 'proxy.example' is not an IP "
+     "address or CIDR"),
+    ("universal-forwarded-allow-ips", lambda c: _add_transport(
+        c, {"type": "universal", "web": {"paths": {}, "options": {
+            "forwarded_allow_ips": "127.0.0.1, 300.1.1.1"}}}),
+     "workers[0].transports[1].web.options.forwarded_allow_ips[1]: '300.1.1.1' is not"),
+    ("auth-cookie-without-tracking", lambda c: _paths(c)["ws"].update(
+        auth={"cookie": {"type": "static"}}),
+     f"{P}.ws.auth.cookie: cookie authentication needs cookie tracking"),
+    ("wap-templates-missing", lambda c: _paths(c).update(page={
+        "type": "wap", "templates": "no_templates", "routes": [{"path": "/", "render": "a.html"}],
+        "wamp": {"realm": "realm1", "authrole": "anonymous"}}),
+     f"{P}.page.templates: folder 'no_templates' not found"),
+    ("upload-directory-missing", lambda c: _paths(c).update(up={
+        "type": "upload", "realm": "realm1", "role": "anonymous", "directory": "no_uploads",
+        "form_fields": {k: k for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                                       "chunk_size", "total_chunks", "content")}}),
+     f"{P}.up.directory: folder 'no_uploads' not found"),
+    ("universal-mqtt-realm-unknown", lambda c: _add_transport(
+        c, {"type": "universal", "mqtt": {"options": {"realm": "nope"}}}),
+     "workers[0].transports[1].mqtt.options.realm: realm 'nope' is not defined"),
 ]
 
 
