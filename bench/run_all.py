@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
              "What each row measures: bench/README.md.", "",
              "Machine:", "", *machine(crossbar, commit),
              f"- load average (1 min) during the whole run: {overall.summary()}", ""]
+    kept = _earlier_sections(Path(args.out)) if want else {}
+    ran = {s[0] for s in sections}
+    for name, block in kept.items():
+        if name not in ran:
+            # --only: the other figures stay (hand-written sections too), marked with the run
+            # they came from.
+            lines += [block.rstrip("\n"), ""]
     for name, cmd, rc, load, took, data in sections:
         rel = " ".join(str(Path(c).relative_to(common.ROOT)) if c.startswith(str(common.ROOT))
                        else c for c in cmd[1:] if c != "--summary" and not c.endswith(".json"))
@@ -142,6 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text("\n".join(lines))
     print(f"\nwrote {args.out}")
     return max((s[2] for s in sections), default=0)
+
+
+def _earlier_sections(path: Path) -> dict[str, str]:
+    """The ``## name`` sections of an earlier RESULTS.md, each marked with that run's date and
+    commit (a partial run keeps the figures it did not measure again)."""
+    import re
+
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    when = re.search(r"on (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", text)
+    commit = re.search(r"geonode commit (\w+)", text)
+    origin = (f"_Not re-run: figures of the run of {when.group(1) if when else '?'} "
+              f"(geonode {commit.group(1) if commit else '?'})._")
+    out = {}
+    for block in text.split("\n## ")[1:]:
+        name, _, body = block.partition("\n")
+        body = body.strip("\n")
+        if not body.startswith("_Not re-run"):
+            body = f"{origin}\n\n{body}"
+        out[name.strip()] = f"## {name.strip()}\n\n{body}\n"
+    return out
 
 
 if __name__ == "__main__":

@@ -646,7 +646,7 @@ _PATTERN_HINTS = {
     REALM_NAME: "a realm name starts with a letter and has 3-255 letters, digits or _ - @ .",
     ITEM_ID: "an id is 3-64 lower-case letters, digits or '_', starting with a letter",
     COOKIE_NAME: "a cookie name is lower-case letters, digits or '_', starting with a letter",
-    "^[0-9a-fA-F]{64}$": "a public key (or a SHA-256 hash) is 64 hex digits",
+    "^[0-9a-fA-F]{64}$": "64 hex digits (a public key, a SHA-256 hash or a SCRAM key)",
     "^0?[0-7]{3}$": "file permissions are an octal mode such as '0644'",
     "^([0-9a-fA-F]{2})+$": "hex digits, an even number of them",
     "^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}$": "a SHA1 fingerprint: 40 hex digits, may be "

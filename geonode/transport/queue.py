@@ -248,7 +248,14 @@ class MessageQueuePeer:
             self._writer = greenlet(self._writer_loop, parent=hub)
             self._wstate = _SCHEDULED
             hub.loop.run_callback(self._resume)
-        elif state == _PARKED:
+        elif state == _PARKED or state == _RETIRED:
+            # _RETIRED: the sweeper chose to end this idle writer, but its end is a hub
+            # callback, and readers woken in the same loop iteration as the sweeper's timer
+            # run before the hub's callbacks (their messages reach us). Ending then would
+            # strand what was just queued (no writer left, none started): keep the writer;
+            # _resume_retired sees the new state and leaves it be. (2000 sessions subscribing
+            # at once lost hundreds of SUBSCRIBED so on a busy machine:
+            # bench/probes/many_subscribes.py.)
             self._wstate = _SCHEDULED
             _unpark(self)
             get_hub().loop.run_callback(self._resume)
@@ -298,7 +305,8 @@ class MessageQueuePeer:
             self._wstate = _RUNNING
 
     def _retire(self) -> None:
-        """Called by the sweeper for a writer parked too long: let it end."""
+        """Called by the sweeper for a writer parked too long: let it end (in a callback; a
+        ``_kick`` before that callback runs keeps the writer instead)."""
         if self._wstate == _PARKED and self._writer is not None:
             self._wstate = _RETIRED
             g = self._writer

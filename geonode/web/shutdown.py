@@ -3,10 +3,12 @@
 Every connection a geonode handler serves is in one of three states, which decide what a stop
 does to it:
 
-idle       between requests (or none sent yet): closed at once. A keep-alive client that
-           sends its next request right then sees the connection close, which HTTP clients
-           handle by retrying on a new one; waiting for it instead would hold the stop for the
-           client's keep-alive timeout (gunicorn: its whole ``graceful_timeout``).
+idle       between requests (or none sent yet): closed at once, unless bytes of its next
+           request are already waiting (then it is served, with ``Connection: close``). A
+           keep-alive client that sends its next request right after sees the connection
+           close, which HTTP clients handle by retrying on a new one; waiting for it instead
+           would hold the stop for the client's keep-alive timeout (gunicorn: its whole
+           ``graceful_timeout``).
 request    a plain HTTP request in flight: it finishes (bounded by the grace period); its
            response is the connection's last (``Connection: close``).
 websocket  upgraded: its session ends when the routers close (WAMP: GOODBYE
@@ -25,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+from gevent import select as gselect
 
 from geonode.websocket.frames import CLOSE_GOING_AWAY
 
@@ -68,7 +71,13 @@ class Connections:
         n = 0
         for h in list(self._handlers):
             if not h.in_request and not h.websocket_upgraded:
-                _shutdown_socket(getattr(h, "socket", None))
+                sock = getattr(h, "socket", None)
+                if _has_input(sock):
+                    # Its request (or the client's close) is already here: closing now would
+                    # fail a request the client sent before the stop. The handler reads it;
+                    # the answer says Connection: close (a later poll catches it otherwise).
+                    continue
+                _shutdown_socket(sock)
                 n += 1
         return n
 
@@ -100,6 +109,17 @@ def _close_ws(ws: Any, code: int, reason: str) -> None:
         ws.close(code, reason)
     except Exception:  # a broken socket: the final kill drops it
         log.debug("closing a WebSocket failed", exc_info=True)
+
+
+def _has_input(sock: Any) -> bool:
+    """Bytes (or an EOF) wait on ``sock`` now; never blocks."""
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = gselect.select([sock], [], [], 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return bool(readable)
 
 
 def _shutdown_socket(sock: Any) -> None:
