@@ -22,4 +22,4 @@ def load(path: str | PathLike[str]) -> NodeApp:
     """
     from geonode.node import load_app
 
-    return load_app(path)
+    return load_app(str(path))

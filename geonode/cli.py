@@ -33,9 +33,6 @@ DEFAULT_CONFIG = "node.json"
 #: Crossbar's node directory and the config names it looks for there, in its order
 CROSSBAR_DIR = ".crossbar"
 CROSSBAR_CONFIGS = ("config.yaml", "config.json")
-#: set by the --processes supervisor in each child ("<parent pid>:<index>"): here, because the
-#: check runs before gevent patches anything, so nothing of weight may be imported for it
-SUPERVISOR_ENV = "GEONODE_SUPERVISOR"
 #: options that take a value: _normalize skips the value when it looks for the command
 _VALUED = ("--loglevel", "--logformat", "--processes", "--port", "--shutdown-timeout",
            "--cbdir", "--config", "--assert")
@@ -224,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _start(args: argparse.Namespace, argv: list[str]) -> int:
     from geonode import pidfile
+    from geonode.sdnotify import SUPERVISOR_ENV
 
     supervised = SUPERVISOR_ENV in os.environ
     process = int(os.environ[SUPERVISOR_ENV].rsplit(":", 1)[1]) if supervised else None
@@ -367,25 +365,31 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from geonode.config import ConfigError, load, print_errors, warnings
+    from geonode.config import ConfigError, load, print_errors, verify, warnings
 
     try:
         cfg = load(args.config)
     except ConfigError as e:
         print_errors(args.config, e.errors)
         return 1
+    # what start resolves while it builds (imports of the app's code), resolved the same way;
+    # the workers' code is imported in a child process, as each worker's process imports it
     from geonode.workers.check import errors as worker_errors
 
-    found = worker_errors(cfg.data, cfg.dir)  # imports components in a child process
-    if found:
-        print_errors(args.config, found)
+    errors = verify(cfg) + worker_errors(cfg.model, cfg.dir)
+    if errors:
+        print_errors(args.config, errors)
         return 1
     for line in warnings(cfg):
         print(f"warning: {line}", file=sys.stderr)
+    from geonode.config.imports import unverified
+
+    for line in unverified(cfg):
+        print(f"not verified: {line}", file=sys.stderr)
     if args.processes > 1:
         from geonode.supervisor import backplane_refusal
 
-        refusal = backplane_refusal(cfg.data, args.processes)
+        refusal = backplane_refusal(cfg.model, args.processes)
         if refusal:
             print(f"error: {args.config}: {refusal}", file=sys.stderr)
             return 1

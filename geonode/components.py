@@ -31,24 +31,17 @@ component's JSON path (start its message with ``extra.<key>:`` to name the key).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from typing import Any
 
 from geonode import wamp
-from geonode.config import ConfigError
-from geonode.logs import origin
+from geonode.config.imports import ALIASES, component_class, component_error
+from geonode.config.model import Component as ComponentModel
 
 log = logging.getLogger("geonode.components")
 
-ALIASES = {
-    "crossbar.bridge.rest.MessageForwarder": "geonode.bridge.forwarder.MessageForwarder",
-    "crossbar.bridge.rest.subscriber.MessageForwarder":
-        "geonode.bridge.forwarder.MessageForwarder",
-    "crossbar.bridge.rest.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
-    "crossbar.bridge.rest.callee.RESTCallee": "geonode.bridge.restcallee.RESTCallee",
-}
+__all__ = ["ALIASES", "Component", "ComponentConfig", "Components", "start"]
 
 
 class ComponentConfig:
@@ -66,35 +59,12 @@ class ComponentConfig:
         return f"ComponentConfig(realm={self.realm!r}, role={self.role!r}, id={self.id!r})"
 
 
-def _config_error(msg: str) -> ConfigError:
-    return ConfigError([msg])
-
-
-def load_class(classname: str, json_path: str) -> type:
-    target = ALIASES.get(classname, classname)
-    module_name, _, attr = target.rpartition(".")
-    if not module_name:
-        raise _config_error(f"{json_path}.classname: {classname!r} is not 'package.module.Class'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise _config_error(f"{json_path}.classname: cannot import {module_name!r}: "
-                            f"{type(e).__name__}: {e}{origin(e)}") from e
-    cls = getattr(module, attr, None)
-    if not isinstance(cls, type):
-        raise _config_error(f"{json_path}.classname: module {module_name!r} has no class {attr!r}")
-    if not callable(getattr(cls, "on_join", None)):
-        raise _config_error(f"{json_path}.classname: {classname} has no on_join(session) method "
-                            "(geonode components are plain classes, see geonode.components)")
-    return cls
-
-
 def _instantiate(cls: type, config: ComponentConfig) -> Any:
     try:
         params = [p for p in inspect.signature(cls).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     except (TypeError, ValueError):
-        params = [None]
+        return cls(config)  # no signature to read: give it the config
     return cls(config) if params else cls()
 
 
@@ -142,37 +112,24 @@ class Components:
                 log.debug("component %s: leave failed", c.json_path, exc_info=True)
 
 
-def start(router: Any, components_cfg: list[dict], ctx: Any) -> Components:
+def start(router: Any, components: list[ComponentModel], ctx: Any) -> Components:
     """Instantiate every ``type: class`` component and join it to ``router`` (on the hub).
 
     Classes are all imported before any starts, so a bad ``classname`` fails the whole list with
     a config error naming its JSON path."""
     wamp.register_router(router)
-    base = getattr(ctx, "json_path", "components")
-    prepared = []
-    skip = getattr(ctx, "skip", set())  # autobahn components: run by geonode.workers
-    for i, cfg in enumerate(components_cfg or []):
-        if i in skip:
-            continue
-        path = f"{base}[{i}]"
-        if cfg.get("type", "class") != "class":
-            raise _config_error(f"{path}.type: only 'class' components are supported by geonode")
-        prepared.append((path, cfg, load_class(cfg["classname"], path)))
+    prepared = [(comp, component_class(comp)) for comp in components]
     items = []
-    for path, cfg, cls in prepared:
-        role = cfg.get("role", "trusted")
-        authid = cfg.get("id") or cfg["classname"].rpartition(".")[2]
-        config = ComponentConfig(cfg["realm"], cfg.get("extra"), role, authid,
+    for comp, cls in prepared:
+        config = ComponentConfig(comp.realm, comp.extra, comp.role, comp.authid,
                                  getattr(ctx, "config_dir", None))
         try:
             obj = _instantiate(cls, config)
         except ValueError as e:
-            # a constructor's complaint about its config (bridge components say
-            # "extra.<key>: ..."): reported like any config error, with its JSON path
-            msg = str(e)
-            raise _config_error(f"{path}.{msg}" if msg.startswith("extra")
-                                else f"{path}: {cfg['classname']}: {msg}") from e
-        session = wamp.Session(cfg["realm"], role, authid, router=router, name=f"component:{path}")
-        items.append(Component(obj, session, path))
+            # a constructor's complaint about its config: reported like any config error
+            raise component_error(comp, e) from e
+        session = wamp.Session(comp.realm, comp.role, comp.authid, router=router,
+                               name=f"component:{comp.json_path}")
+        items.append(Component(obj, session, comp.json_path))
         session._kick()
     return Components(items)

@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from geonode.config import Config
@@ -208,7 +208,7 @@ class Watcher:
         self.observer = Observer()
         self.observer.daemon = True
         self.observer.start()
-        self.watches: dict[tuple[Path, bool], object] = {}
+        self.watches: dict[tuple[Path, bool], Any] = {}  # watchdog's ObservedWatch
 
     def update(self, spec: WatchSpec) -> None:
         """Watch what ``spec`` lists (again: the config may have changed its pythonpath)."""
@@ -345,8 +345,9 @@ class Supervisor:
         child, self.standby = self.standby, None
         if child is not None:
             try:
-                child.stdin.write(b"go\n")
-                child.stdin.close()
+                stdin = cast(IO[bytes], child.stdin)  # a standby child is made with a pipe
+                stdin.write(b"go\n")
+                stdin.close()
             except (OSError, ValueError):
                 child = None
         self.child = child or self._spawn(standby=False)
@@ -365,7 +366,8 @@ class Supervisor:
                       "the next change", code)
             time.sleep(0.05)  # the pump thread has the last lines
             endpoints = watch_spec(self.config_path).endpoints  # the config may be new
-            self.error_page = ErrorPage(endpoints, code, list(child.output_tail))
+            self.error_page = ErrorPage(endpoints, code,
+                                        list(child.output_tail))  # type: ignore[attr-defined]
 
     def stop_child(self) -> None:
         """Stop the node (or take down the error page standing in for it); hold self.lock."""
@@ -485,14 +487,14 @@ def run_child(config_path: str, loglevel: str) -> int:
 
 
 def _show_tracebacks(cfg: Config) -> None:
-    for worker in cfg.data.get("workers", []):
-        for transport in worker.get("transports", []):
-            if transport.get("type") == "web":
-                transport.setdefault("options", {})["display_tracebacks"] = True
+    for worker in cfg.model.workers:
+        for transport in worker.transports:
+            if transport.type == "web":
+                transport.options["display_tracebacks"] = True
 
 
 #: what a standby child imports ahead: the node's machinery and common frameworks, never app code
-WARM_IMPORTS = ("geonode.node", "geonode.config", "geonode.cli", "geonode.web.server",
+WARM_IMPORTS = ("geonode.node", "geonode.config", "geonode.web.server",
                 "geonode.web.dispatch", "geonode.web.options", "geonode.web.wsgi_host",
                 "geonode.web.handler", "geonode.web.services.static",
                 "geonode.web.services.websocket", "geonode.router", "flask")

@@ -12,7 +12,8 @@ JSON paths in their errors. Each function takes ``json_path``, the endpoint's ow
   config folder; a stale socket file nobody answers on is replaced.
 - ``tls_context(tls, config_dir, json_path) -> ssl.SSLContext``: the endpoint's ``tls`` dict
   (``certificate``, ``key``, ``chain_certificates``, ``ca_certificates`` = client certificates
-  required, ``ciphers``, ``dhparam``); TLS 1.2 at least.
+  required, ``ciphers``, ``dhparam``); TLS 1.2 at least. A TLS file that does not load is a
+  config problem (``ConfigError``, from ``geonode.config.tls``, which ``geonode check`` runs).
 
 The sockets are gevent sockets, bound and listening, non-blocking: hand them to a gevent server.
 
@@ -28,10 +29,12 @@ import os
 import resource
 import socket
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from geonode.config.model import Endpoint
+from geonode.config.tls import server_context
 
 __all__ = ["ConnectionCap", "EndpointError", "default_max_connections", "open_file_limit",
            "tcp_listener", "tls_context", "unix_listener"]
@@ -86,67 +89,22 @@ def _busy_hint(json_path: str, errno_: int | None) -> str:
 
 
 def tls_context(tls: dict, base: Path, json_path: str) -> Any:
-    """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``)."""
+    """The server SSLContext for an endpoint's ``tls`` dict (files relative to ``base``), made
+    by the function ``geonode check`` verifies it with (geonode.config.tls)."""
     from gevent import ssl
 
-    def path(key: str, value: str) -> str:
-        p = (base / value).resolve()
-        if not p.is_file():
-            raise EndpointError(f"{json_path}.tls.{key}: file not found: {p}")
-        return str(p)
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    cert = path("certificate", tls["certificate"])
-    key = path("key", tls["key"])
-    chain = [path(f"chain_certificates[{i}]", c)
-             for i, c in enumerate(tls.get("chain_certificates") or [])]
-    try:
-        if chain:
-            # load_cert_chain wants the leaf and its intermediates in one file.
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
-                for p in [cert, *chain]:
-                    f.write(Path(p).read_text().strip() + "\n")
-            try:
-                ctx.load_cert_chain(f.name, key)
-            finally:
-                os.unlink(f.name)
-        else:
-            ctx.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError) as e:
-        raise EndpointError(f"{json_path}.tls: cannot load certificate/key ({cert}, {key}): {e}") from e
-    cas = tls.get("ca_certificates") or []
-    for i, ca in enumerate(cas):
-        try:
-            ctx.load_verify_locations(cafile=path(f"ca_certificates[{i}]", ca))
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ca_certificates[{i}]: {e}") from e
-    if cas:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    if tls.get("ciphers"):
-        try:
-            ctx.set_ciphers(tls["ciphers"])
-        except ssl.SSLError as e:
-            raise EndpointError(f"{json_path}.tls.ciphers: {e}") from e
-    if tls.get("dhparam"):
-        try:
-            ctx.load_dh_params(path("dhparam", tls["dhparam"]))
-        except (ssl.SSLError, OSError) as e:
-            raise EndpointError(f"{json_path}.tls.dhparam: {e}") from e
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
+    return server_context(tls, base, json_path, ssl)
 
 
-def tcp_listener(endpoint: dict, json_path: str, *, plain: bool = False,
+def tcp_listener(endpoint: Endpoint, json_path: str, *, plain: bool = False,
                  reuseport: bool = False) -> tuple[socket.socket, str]:
     """A listening TCP socket for a ``tcp`` endpoint and its ``host:port`` (actual port).
 
     ``plain``: a stdlib socket, not gevent's (the supervisor, which runs no hub);
     ``reuseport``: SO_REUSEPORT whatever the endpoint's ``shared`` says."""
-    version = int(endpoint.get("version", 4))
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    interface = endpoint.get("interface") or ("::" if version == 6 else "0.0.0.0")
-    port = int(endpoint["port"])
+    family = socket.AF_INET6 if endpoint.version == 6 else socket.AF_INET
+    interface = endpoint.any_interface
+    port = endpoint.port
     inherited = None if plain else _inherited_listener(json_path)
     if inherited is not None:
         sock, address = inherited
@@ -160,10 +118,10 @@ def tcp_listener(endpoint: dict, json_path: str, *, plain: bool = False,
         sock = gsocket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if endpoint.get("shared") or reuseport:
+        if endpoint.shared or reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((interface, port))
-        sock.listen(int(endpoint.get("backlog", 50)))
+        sock.listen(endpoint.backlog)
     except OSError as e:
         sock.close()
         raise EndpointError(f"{json_path}: cannot listen on {interface} port {port}: "
@@ -173,10 +131,10 @@ def tcp_listener(endpoint: dict, json_path: str, *, plain: bool = False,
     return sock, f"{host}:{sock.getsockname()[1]}"
 
 
-def unix_listener(endpoint: dict, base: Path, json_path: str, *,
+def unix_listener(endpoint: Endpoint, base: Path, json_path: str, *,
                   plain: bool = False) -> tuple[socket.socket, str]:
     """A listening Unix socket for a ``unix`` endpoint (path relative to ``base``)."""
-    path = (base / endpoint["path"]).absolute()
+    path = (base / str(endpoint.path)).absolute()
     inherited = None if plain else _inherited_listener(json_path)
     if inherited is not None:
         return inherited[0], str(path)
@@ -200,7 +158,7 @@ def unix_listener(endpoint: dict, base: Path, json_path: str, *,
         sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
-        sock.listen(int(endpoint.get("backlog", 50)))
+        sock.listen(endpoint.backlog)
     except OSError as e:
         sock.close()
         raise EndpointError(f"{json_path}: cannot listen on unix socket {path}: "

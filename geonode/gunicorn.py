@@ -74,7 +74,7 @@ class GunicornServer(ggevent.PyWSGIServer):
         self.connections = Connections()
         super().__init__(*args, **kwargs)
 
-    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def do_handle(self, sock: Any, address: Any) -> None:
         # From the accept on, so a TLS handshake that never completes is bounded too.
         sock.settimeout(self.client_timeout)
         super().do_handle(sock, address)
@@ -180,13 +180,13 @@ def _splits_router(cfg: Any) -> bool:
     if m is None:
         return True
     from geonode.config import ConfigError, load
-    from geonode.supervisor import wamp_without_backplane
+    from geonode.config.model import wamp_without_backplane
 
     try:
-        cfg_data = load(Path(cfg.chdir or ".") / m.group(1)).data
+        model = load(Path(cfg.chdir or ".") / m.group(1)).model
     except (ConfigError, OSError):
         return True
-    return bool(wamp_without_backplane(cfg_data))
+    return bool(wamp_without_backplane(model))
 
 
 def _is_geonode_app(cfg: Any) -> bool:

@@ -92,7 +92,7 @@ class Pump:
         self._fair_share = fair_share
         self._loop = loop
         self._queue: deque = deque()
-        self._event: gevent.event.Event | None = None
+        self._event: Any = None  # a gevent Event, made with the greenlet (on the hub)
         self._greenlet: gevent.Greenlet | None = None
         self._wakeup = Wakeup(loop, self._wake)
         self._stopped = False

@@ -45,8 +45,6 @@ class LineFormatter(logging.Formatter):
     """One line per event; a traceback follows its event line, indented, so lines that start
     with a timestamp are still exactly the events (grep/sort friendly)."""
 
-    converter = time.gmtime
-
     def __init__(self, process: int | None = None) -> None:
         super().__init__()
         # Under --processes: which child wrote the line, as "geonode.node[2]".

@@ -16,13 +16,13 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from geonode.config import Config, ConfigError
+from geonode.config.model import CHILD_WORKERS, Component, Transport, Worker
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
@@ -47,9 +47,8 @@ def shutdown_timeout_of(cfg: Any, override: float | None = None) -> float:
     default."""
     if override is not None:
         return float(override)
-    controller = cfg.data.get("controller") or {}
-    value = (controller.get("options") or {}).get("shutdown_timeout")
-    return DEFAULT_SHUTDOWN_TIMEOUT if value is None else float(value)
+    value = cfg.model.shutdown_timeout
+    return DEFAULT_SHUTDOWN_TIMEOUT if value is None else value
 
 
 #: A supervised node takes a repeated signal within this many seconds for the same stop.
@@ -59,17 +58,16 @@ SAME_STOP_WINDOW = 1.0
 PORT_ENV = "GEONODE_PORT"
 
 
-def apply_port(cfg: Any, port: int) -> str | None:
+def apply_port(cfg: Config, port: int) -> str | None:
     """Set the port of the first TCP endpoint (enabled workers, config order); its JSON path,
     or None when the config has no TCP endpoint."""
-    for wi, worker in enumerate(cfg.data.get("workers") or []):
-        if worker_disabled(worker):
+    for worker in cfg.model.workers:
+        if worker.disabled:
             continue
-        for ti, transport in enumerate(worker.get("transports") or []):
-            endpoint = transport.get("endpoint")
-            if isinstance(endpoint, dict) and endpoint.get("type", "tcp") == "tcp":
-                endpoint["port"] = int(port)
-                return f"workers[{wi}].transports[{ti}].endpoint.port"
+        for transport in worker.transports:
+            if transport.endpoint.type == "tcp" and transport.endpoint.json_path:
+                transport.endpoint.port = int(port)
+                return f"{transport.endpoint.json_path}.port"
     return None
 
 
@@ -89,15 +87,13 @@ def _process_age() -> float | None:
 class _Transport:
     """One configured web transport before and after its endpoint is bound."""
 
-    def __init__(self, cfg: dict, json_path: str, app: Callable,
-                 server_options: dict | None = None,
+    def __init__(self, cfg: Transport, app: Callable,
                  protocols: dict[str, Callable] | None = None) -> None:
         self.cfg = cfg
-        self.json_path = json_path
+        self.json_path = cfg.json_path
         self.app = app
-        # the HTTP server's options (timeouts, max_connections): a web transport's "options"
-        self.server_options = cfg.get("options") or {} if server_options is None \
-            else server_options
+        # the HTTP server's options (timeouts, max_connections)
+        self.server_options = cfg.server_options
         # universal transport: the non-HTTP protocols its first octet may pick
         self.protocols = protocols
         self.server: Any = None
@@ -106,7 +102,7 @@ class _Transport:
 class Node:
     """Everything one config describes, in one process."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         import gevent
 
         # gevent records every greenlet's spawning stack (about ten frame summaries, ~1.2 KiB)
@@ -115,16 +111,14 @@ class Node:
         gevent.config.track_greenlet_tree = False
         self.cfg = cfg
         self.dir = Path(cfg.dir)
-        controller = cfg.data.get("controller") or {}
-        title = (controller.get("options") or {}).get("title")
-        self.info = NodeInfo(title=title)
+        self.info = NodeInfo(title=cfg.model.title)
         self.routers: list[Any] = []
         self.web: list[_Transport] = []
         self.rawsocket_servers: list[tuple[str, Any]] = []  # (json_path, StreamServer)
         self.components: list[Any] = []
         self.force_stop = False  # a second signal: do not wait for requests in flight
-        self._pending_components: list[tuple[Any, list, BuildContext]] = []
-        self._pending_rawsocket: list[tuple[str, dict, Any, BuildContext]] = []
+        self._pending_components: list[tuple[Any, list[Component], BuildContext]] = []
+        self._pending_rawsocket: list[tuple[Transport, Any, BuildContext]] = []
         self.info.session_count = self._session_count
         self.workers: Any = None  # geonode.workers.manager.Workers: containers, guests, ...
         self.run_workers = True   # False under gunicorn: each of its processes would start them
@@ -137,13 +131,17 @@ class Node:
     def _session_count(self) -> int:
         return sum(r.session_count() for r in self.routers)
 
-    def _make_router(self, worker: dict, wpath: str) -> Any:
-        if not worker.get("realms"):
+    def _make_router(self, worker: Worker) -> Any:
+        if not worker.has_router:
             return None  # a web-only worker: the router modules are not even imported
         from geonode.router import Router
 
-        router = Router(worker, self.dir)
-        router.json_path = wpath   # the health service reports per worker
+        backplane: Callable[..., Any] | None = None
+        if worker.backplane is not None:
+            from geonode.cluster import create
+
+            backplane = create
+        router = Router(worker, self.dir, backplane=backplane)
         self.routers.append(router)
         # Known to geonode.wamp.session() from now on: code outside any request (a module at
         # import time, a thread the app starts) reaches it even without a "wamp" key.
@@ -154,113 +152,104 @@ class Node:
 
     def build(self) -> None:
         """Build every router and app without binding anything (imports user code)."""
+        for worker in self.cfg.model.workers:
+            if worker.disabled:
+                log.info("%s: disabled (options.disabled), not started", worker.json_path)
+                continue
+            if worker.type in CHILD_WORKERS:
+                self._worker_manager().add(worker)
+                continue
+            if worker.type == "websocket-testee":
+                self._build_testee(worker.transports[0])
+                continue
+            router = self._make_router(worker)
+            for transport in worker.transports:
+                self._build_transport(transport, router)
+            if worker.components:
+                self._build_components(worker, router)
+
+    def _build_transport(self, transport: Transport, router: Any) -> None:
         from geonode.web import dispatch, options
 
-        for wi, worker in enumerate(self.cfg.data.get("workers", [])):
-            wpath = f"workers[{wi}]"
-            wtype = worker.get("type", "router")
-            if worker_disabled(worker):
-                log.info("%s: disabled (options.disabled), not started", wpath)
-                continue
-            if wtype == "websocket-testee":
-                self._build_testee(worker, wpath)
-                continue
-            if wtype != "router":
-                self._worker_manager().add(worker, wi)
-                continue
-            router = self._make_router(worker, wpath)
-            for ti, transport in enumerate(worker.get("transports", [])):
-                tpath = f"{wpath}.transports[{ti}]"
-                kind = transport.get("type")
-                endpoint = transport.get("endpoint") or {}
-                tls = bool(endpoint.get("tls"))
-                topts = transport.get("options") or {}
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.paths",
-                                   router=router, transport_options=topts, node=self.info,
-                                   tls=tls)
-                if kind == "web":
-                    app = dispatch.build_app(transport.get("paths") or {}, ctx)
-                    app = options.wrap(app, topts, tls=tls, json_path=f"{tpath}.options")
-                    self.web.append(_Transport(transport, tpath, app))
-                elif kind in ("rawsocket", "mqtt"):
-                    # stream transports on their own StreamServer (rawsocket_servers holds both)
-                    self._pending_rawsocket.append((tpath, transport, router, ctx))
-                elif kind == "websocket":
-                    # Crossbar's stand-alone WebSocket transport: WAMP on every path
-                    from geonode.web.services import websocket
+        ctx = BuildContext(config_dir=self.dir, json_path=f"{transport.json_path}.paths",
+                           router=router, transport_options=transport.options,
+                           node=self.info, tls=transport.tls)
+        if transport.type == "web":
+            app = dispatch.build_app(transport.paths, ctx)
+            app = options.wrap(app, transport.options, tls=transport.tls,
+                               json_path=f"{transport.json_path}.options")
+            self.web.append(_Transport(transport, app))
+        elif transport.type in ("rawsocket", "mqtt"):
+            # stream transports on their own StreamServer (rawsocket_servers holds both)
+            self._pending_rawsocket.append((transport, router, ctx))
+        elif transport.type == "websocket":
+            # Crossbar's stand-alone WebSocket transport: WAMP on every path
+            from geonode.web.services import build_service
 
-                    ctx.json_path = tpath
-                    self.web.append(_Transport(transport, tpath, websocket.build(transport, ctx),
-                                               server_options={}))
-                elif kind == "universal":
-                    self.web.append(self._build_universal(transport, tpath, router, tls))
-                else:
-                    raise ConfigError(f"{tpath}.type: transport type {kind!r} "
-                                      "is not supported by geonode")
-            comps = worker.get("components") or []
-            if comps:
-                # autobahn ApplicationSession components run in a child (geonode.workers)
-                from geonode.workers.routercomp import split
+            assert transport.service is not None  # the config model gives it one
+            ctx.json_path = transport.json_path
+            self.web.append(_Transport(transport, build_service(transport.service, ctx)))
+        else:  # universal (the config model admits no other)
+            self.web.append(self._build_universal(transport, router))
 
-                skip, autobahn_comps = split(comps)
-                if autobahn_comps:
-                    self._worker_manager().add_router_components(router, autobahn_comps,
-                                                                 worker, wi)
-                ctx = BuildContext(config_dir=self.dir, json_path=f"{wpath}.components",
-                                   router=router, node=self.info)
-                ctx.skip = skip  # type: ignore[attr-defined]
-                self._pending_components.append((router, comps, ctx))
+    def _build_components(self, worker: Worker, router: Any) -> None:
+        # autobahn ApplicationSession components run in a child (geonode.workers)
+        from geonode.workers.routercomp import split
 
-    def _build_testee(self, worker: dict, wpath: str) -> None:
+        plain, autobahn = split(worker.components)
+        if autobahn:
+            self._worker_manager().add_router_components(router, autobahn, worker)
+        if plain:
+            ctx = BuildContext(config_dir=self.dir, json_path=f"{worker.json_path}.components",
+                               router=router, node=self.info)
+            self._pending_components.append((router, plain, ctx))
+
+    def _build_testee(self, transport: Transport) -> None:
         """Crossbar's ``websocket-testee`` worker: the echo service on every path."""
-        from geonode.web.services import testee
+        from geonode.web.services import build_service
 
-        transport = worker.get("transport") or {}
-        tpath = f"{wpath}.transport"
-        ctx = BuildContext(config_dir=self.dir, json_path=tpath, router=None, node=self.info,
-                           tls=bool((transport.get("endpoint") or {}).get("tls")))
-        self.web.append(_Transport(transport, tpath, testee.build(transport, ctx),
-                                   server_options={}))
+        assert transport.service is not None  # the config model gives it one
+        ctx = BuildContext(config_dir=self.dir, json_path=transport.json_path, router=None,
+                           node=self.info, tls=transport.tls)
+        self.web.append(_Transport(transport, build_service(transport.service, ctx)))
 
-    def _build_universal(self, transport: dict, tpath: str, router: Any,
-                         tls: bool) -> _Transport:
+    def _build_universal(self, transport: Transport, router: Any) -> _Transport:
         """RawSocket and HTTP on one endpoint (geonode.web.universal)."""
         from geonode.web import dispatch, options
         from geonode.web.services import build_service
         from geonode.web.universal import route_websockets
 
-        web = transport.get("web") or {}
-        wopts = web.get("options") or {}
+        tpath, tls, wopts = transport.json_path, transport.tls, transport.server_options
         wctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.web.paths", router=router,
                             transport_options=wopts, node=self.info, tls=tls)
-        web_app = dispatch.build_app(web.get("paths") or {}, wctx) if web else dispatch.not_found
+        web_app = dispatch.build_app(transport.paths, wctx)
         wsctx = BuildContext(config_dir=self.dir, json_path=f"{tpath}.websocket", router=router,
                              transport_options=wopts, node=self.info, tls=tls)
-        sockets = {key: build_service({**cfg, "type": "websocket"}, wsctx.child(key))
-                   for key, cfg in (transport.get("websocket") or {}).items()}
-        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls)
+        sockets = {key: build_service(svc, wsctx.child(key))
+                   for key, svc in transport.websockets.items()}
+        app = options.wrap(route_websockets(web_app, sockets), wopts, tls=tls,
+                           json_path=f"{tpath}.web.options")
         protocols: dict[str, Callable] = {}
-        if "rawsocket" in transport:
+        if transport.rawsocket is not None:
             from geonode.transport import rawsocket
 
-            endpoint = transport.get("endpoint") or {}
-            framing = "unix" if endpoint.get("type") == "unix" else ("tls" if tls else "tcp")
-            protocols["rawsocket"] = rawsocket.connection_handler(
-                transport["rawsocket"] or {}, router, f"{tpath}.rawsocket", framing)
-        if "mqtt" in transport:
-            from geonode.transport import mqtt
+            framing = ("unix" if transport.endpoint.type == "unix"
+                       else ("tls" if tls else "tcp"))
+            protocols["rawsocket"] = rawsocket.connection_handler(transport.rawsocket, router,
+                                                                  framing)
+        if transport.mqtt is not None:
+            from geonode.mqtt import transport as mqtt
 
             protocols["mqtt"] = functools.partial(
-                mqtt.serve_connection, mqtt.build_service(transport["mqtt"], router,
-                                                          f"{tpath}.mqtt"))
-        return _Transport(transport, tpath, app, server_options=wopts, protocols=protocols)
+                mqtt.serve_connection, mqtt.build_service(transport.mqtt, router))
+        return _Transport(transport, app, protocols=protocols)
 
     def _worker_manager(self) -> Any:
         if self.workers is None:
             from geonode.workers.manager import Workers
 
             level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-            self.workers = Workers(self.cfg.data, self.dir, level)
+            self.workers = Workers(self.cfg.model.shutdown, self.dir, level)
         return self.workers
 
     def prestart_workers(self) -> None:
@@ -278,28 +267,28 @@ class Node:
         fair_share = default_max_connections(len(self.web) + len(self._pending_rawsocket))
         try:
             for t in self.web:
-                topts = t.server_options
                 extra: dict = {}
                 server_class: Any = WebServer
                 if t.protocols is not None:
                     from geonode.web.universal import UniversalServer
 
                     server_class, extra = UniversalServer, {"protocols": t.protocols}
-                t.server = server_class(t.cfg.get("endpoint") or {}, t.app, config_dir=self.dir,
-                                        json_path=t.json_path, timeouts=timeouts(topts),
-                                        max_connections=topts.get("max_connections",
-                                                                  fair_share), **extra)
+                t.server = server_class(t.cfg.endpoint, t.app, config_dir=self.dir,
+                                        json_path=t.json_path,
+                                        timeouts=timeouts(t.server_options),
+                                        max_connections=t.cfg.max_connections or fair_share,
+                                        **extra)
                 if self.info.count_http:
                     from geonode.metrics import HttpStats
 
                     t.server.http_stats = HttpStats(t.json_path)
-            for tpath, transport, router, ctx in self._pending_rawsocket:
-                if transport.get("type") == "mqtt":
-                    from geonode.transport import mqtt as stream
+            for transport, router, ctx in self._pending_rawsocket:
+                if transport.type == "mqtt":
+                    from geonode.mqtt import transport as stream
                 else:
                     from geonode.transport import rawsocket as stream  # type: ignore[no-redef]
 
-                self.rawsocket_servers.append((tpath, stream.serve(
+                self.rawsocket_servers.append((transport.json_path, stream.serve(
                     transport, router, ctx, max_connections_default=fair_share)))
         except BaseException:
             self.close_listeners()
@@ -391,14 +380,6 @@ class Node:
             gevent.sleep(0.05)
 
 
-def worker_disabled(worker: dict) -> bool:
-    """A worker's ``options.disabled``: a boolean, or a string from ``${VAR}`` substitution."""
-    value = (worker.get("options") or {}).get("disabled", False)
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 # Worker options that mean something only for Crossbar's one-process-per-worker model.
 _IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
 
@@ -410,27 +391,19 @@ def prepare(cfg: Config) -> None:
     with ``options.disabled`` is not started, so its options are not applied either.
     """
     from geonode.config import warnings
+    from geonode.config.imports import apply_worker_options
 
     log = logging.getLogger("geonode.config")
     for line in warnings(cfg):
         log.warning("%s", line)
-    paths: list[str] = []
-    for wi, worker in enumerate(cfg.data.get("workers", [])):
-        if worker_disabled(worker) or worker.get("type", "router") != "router":
+    for worker in cfg.model.workers:
+        if worker.disabled or worker.type != "router":
             continue  # a container's or guest's options are its own process's
-        options = worker.get("options") or {}
-        for entry in options.get("pythonpath", []):
-            full = str((cfg.dir / entry).resolve())
-            if full not in paths:
-                paths.append(full)
-        env = options.get("env") or {}
-        for name, value in (env.get("vars") or {}).items():
-            os.environ[name] = str(value)
         for key in _IGNORED_OPTIONS:
-            if key in options:
-                log.debug("workers[%d].options.%s: ignored (geonode runs one process)", wi, key)
-    # Prepend in config order: the first entry wins, as in Crossbar.
-    sys.path[:0] = [p for p in paths if p not in sys.path]
+            if key in worker.options:
+                log.debug("%s.options.%s: ignored (geonode runs one process)",
+                          worker.json_path, key)
+    paths = apply_worker_options(cfg)
     if paths:
         log.debug("python path: %s", paths)
 
@@ -490,7 +463,7 @@ def _log_cause(e: BaseException) -> None:
         log.error("the import failed here:", exc_info=(type(cause), cause, cause.__traceback__))
 
 
-def run(cfg: Any, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         same_stop_window: float = 0.0) -> int:
     """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code.
 
@@ -594,16 +567,17 @@ def load_app(path: str | Path) -> NodeApp:
     """The config's first web transport as a WSGI app, routers built and components started,
     nothing bound (gunicorn binds). Call its ``close()`` when the server stops."""
     from geonode.config import load
+    from geonode.config.model import require_web_transport
 
     cfg = load(path)
+    require_web_transport(cfg.model, str(path))
     prepare(cfg)
     node = Node(cfg)
     try:
         node.build()
         node.run_workers = False
-        if not node.web:
-            raise ConfigError(f"{path}: the config has no web transport to serve")
-        unserved = [t.json_path for t in node.web[1:]] + [p for p, *_ in node._pending_rawsocket]
+        unserved = ([t.json_path for t in node.web[1:]]
+                    + [t.json_path for t, *_ in node._pending_rawsocket])
         if unserved:
             log.warning("%s: only %s is served here (the server's own socket); not served: %s",
                         path, node.web[0].json_path, ", ".join(unserved))

@@ -13,9 +13,13 @@ import logging
 import os
 import socket
 
-__all__ = ["ENV", "notify"]
+__all__ = ["ENV", "SUPERVISOR_ENV", "notify"]
 
 ENV = "NOTIFY_SOCKET"
+#: set by the --processes supervisor in each child ("<parent pid>:<index>"): here, because
+#: ``geonode start`` reads it before gevent patches anything, so nothing of weight may be
+#: imported for it (this module is stdlib only)
+SUPERVISOR_ENV = "GEONODE_SUPERVISOR"
 
 log = logging.getLogger("geonode.node")
 

@@ -48,16 +48,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from geonode import sdnotify
-from geonode.cli import SUPERVISOR_ENV
+from geonode.config.model import Endpoint, NodeModel, wamp_without_backplane
 from geonode.endpoints import LISTEN_FDS_ENV, EndpointError, tcp_listener, unix_listener
 from geonode.node import SAME_STOP_WINDOW
+from geonode.sdnotify import SUPERVISOR_ENV
 
-__all__ = ["LISTEN_MODES", "SUPERVISOR_ENV", "backplane_configured", "run",
+__all__ = ["LISTEN_MODES", "SUPERVISOR_ENV", "run",
            "wamp_without_backplane"]
 
 log = logging.getLogger("geonode.supervisor")
@@ -72,57 +73,11 @@ BACKOFF_MAX = 10.0
 #: beyond the children's own shutdown timeout, before the parent SIGKILLs them
 KILL_MARGIN = 2.0
 
-#: path services through which a router worker serves WAMP (or runs sessions in-process)
-_WAMP_SERVICES = frozenset({"websocket", "publisher", "caller", "webhook"})
-
-
 # ---- which configs can be split -------------------------------------------------------------
 
-def _paths_serve_wamp(paths: Any) -> bool:
-    for service in (paths or {}).values():
-        if not isinstance(service, dict):
-            continue
-        kind = service.get("type")
-        if kind in _WAMP_SERVICES or (kind == "wsgi" and service.get("wamp")):
-            return True
-        if kind == "path" and _paths_serve_wamp(service.get("paths")):
-            return True
-    return False
-
-
-def serves_wamp(worker: dict) -> bool:
-    """Whether a router worker has WAMP sessions: a WebSocket path, a non-web transport
-    (rawsocket, ...), bridge services, components, in-process sessions of a WSGI app."""
-    if worker.get("components"):
-        return True
-    for transport in worker.get("transports") or []:
-        if transport.get("type", "web") != "web":
-            return True
-        if _paths_serve_wamp(transport.get("paths")):
-            return True
-    return False
-
-
-def backplane_configured(worker: dict) -> bool:
-    return bool((worker.get("options") or {}).get("backplane"))
-
-
-def wamp_without_backplane(data: dict) -> list[str]:
-    """JSON paths of the enabled router workers that serve WAMP and have no backplane."""
-    from geonode.node import worker_disabled
-
-    out = []
-    for wi, worker in enumerate(data.get("workers") or []):
-        if worker.get("type", "router") != "router" or worker_disabled(worker):
-            continue
-        if serves_wamp(worker) and not backplane_configured(worker):
-            out.append(f"workers[{wi}]")
-    return out
-
-
-def backplane_refusal(data: dict, n: int) -> str | None:
-    """Why ``data`` cannot be served by ``n`` processes (one line), or None."""
-    refused = wamp_without_backplane(data) if n > 1 else []
+def backplane_refusal(model: NodeModel, n: int) -> str | None:
+    """Why ``model`` cannot be served by ``n`` processes (one line), or None."""
+    refused = wamp_without_backplane(model) if n > 1 else []
     if not refused:
         return None
     return (f"{', '.join(refused)}: --processes {n} needs {refused[0]}.options.backplane: this "
@@ -132,25 +87,23 @@ def backplane_refusal(data: dict, n: int) -> str | None:
 
 # ---- endpoints --------------------------------------------------------------------------------
 
-def _endpoints(data: dict) -> Iterator[tuple[str, dict]]:
-    from geonode.node import worker_disabled
-
-    for wi, worker in enumerate(data.get("workers") or []):
-        if worker_disabled(worker):
+def _endpoints(model: NodeModel) -> Iterator[tuple[str, Endpoint]]:
+    for worker in model.workers:
+        if worker.disabled:
             continue
-        for ti, transport in enumerate(worker.get("transports") or []):
-            if transport.get("type") in ("web", "rawsocket") and transport.get("endpoint"):
-                yield f"workers[{wi}].transports[{ti}].endpoint", transport["endpoint"]
+        for transport in worker.transports:
+            if transport.type in ("web", "rawsocket") and transport.endpoint.json_path:
+                yield transport.endpoint.json_path, transport.endpoint
 
 
-def open_listeners(data: dict, config_dir: Path, n: int,
+def open_listeners(model: NodeModel, config_dir: Path, n: int,
                    mode: str) -> dict[str, list[socket.socket]]:
     """Every endpoint's listening socket(s): N per TCP endpoint in ``reuseport`` mode (child i
     gets the i-th), else one shared by all. Closes what it opened on failure."""
     out: dict[str, list[socket.socket]] = {}
     try:
-        for json_path, endpoint in _endpoints(data):
-            if endpoint.get("type", "tcp") == "unix":
+        for json_path, endpoint in _endpoints(model):
+            if endpoint.type == "unix":
                 sock, _ = unix_listener(endpoint, config_dir, json_path, plain=True)
                 out[json_path] = [sock]
                 continue
@@ -159,7 +112,7 @@ def open_listeners(data: dict, config_dir: Path, n: int,
             out[json_path] = [first]
             if mode == "reuseport":
                 # Port 0 picked a free port: the others join that one.
-                same = dict(endpoint, port=first.getsockname()[1])
+                same = replace(endpoint, port=first.getsockname()[1])
                 for _ in range(n - 1):
                     out[json_path].append(tcp_listener(same, json_path, plain=True,
                                                        reuseport=True)[0])
@@ -247,17 +200,16 @@ class Supervisor:
         return None
 
     def reap(self) -> None:
-        for index, proc in list(self.outgoing):
-            if proc.poll() is not None:
-                self.outgoing.remove((index, proc))
-                log.info("process %d's previous pid %d %s", index, proc.pid,
-                         describe_status(proc.returncode))
-        if self.replacing is not None and self.replacing[1] is not None \
-                and self.replacing[1].poll() is not None:
-            child, old = self.replacing
+        for index, stopping in list(self.outgoing):
+            if stopping.poll() is not None:
+                self.outgoing.remove((index, stopping))
+                log.info("process %d's previous pid %d %s", index, stopping.pid,
+                         describe_status(stopping.returncode))
+        waiting, previous = self.replacing or (None, None)
+        if waiting is not None and previous is not None and previous.poll() is not None:
             log.warning("process %d's previous pid %d %s while its replacement started",
-                        child.index, old.pid, describe_status(old.returncode))
-            self.replacing = (child, None)
+                        waiting.index, previous.pid, describe_status(previous.returncode))
+            self.replacing = (waiting, None)
         for child in self.children:
             proc = child.proc
             if proc is None or proc.poll() is None:
@@ -314,6 +266,7 @@ class Supervisor:
                 if old is not None and old.poll() is None:
                     old.send_signal(signal.SIGTERM)
                     self.outgoing.append((child.index, old))
+                    assert child.proc is not None  # the replacement that said READY=1
                     log.info("process %d replaced: pid %d serves, pid %d stops", child.index,
                              child.proc.pid, old.pid)
                 self.next_replacement()
@@ -396,7 +349,7 @@ class Supervisor:
                 s.close()
 
     # -- loop
-    def run(self) -> int:
+    def run(self) -> int:  # noqa: C901 - the parent's one event loop: signals, notify socket, children, reload steps
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         old = {s: signal.signal(s, lambda signum, frame: self.signals.append(signum))
@@ -471,7 +424,7 @@ class Supervisor:
 
 def run(cfg: Any, child_argv: list[str], n: int, shutdown_timeout: float) -> int:
     """Serve ``cfg`` with ``n`` processes running ``child_argv``; the exit status."""
-    refusal = backplane_refusal(cfg.data, n)
+    refusal = backplane_refusal(cfg.model, n)
     if refusal:
         log.error("%s", refusal)
         return 1
@@ -480,7 +433,7 @@ def run(cfg: Any, child_argv: list[str], n: int, shutdown_timeout: float) -> int
         log.error("%s=%r: one of %s", LISTEN_MODE_ENV, mode, ", ".join(LISTEN_MODES))
         return 1
     try:
-        listeners = open_listeners(cfg.data, Path(cfg.dir), n, mode)
+        listeners = open_listeners(cfg.model, Path(cfg.dir), n, mode)
     except EndpointError as e:
         log.error("%s", e)
         return 1

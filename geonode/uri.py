@@ -57,3 +57,17 @@ def uri_text(uri: Any, limit: int = 200) -> str:
     if type(uri) is str and len(uri) > limit:
         return f"{uri[:limit]!r}... ({len(uri)} characters)"
     return repr(uri)
+
+
+def infer_match(uri: str) -> tuple[str, str]:
+    """A permission without ``match``, as Crossbar reads it (starred URIs): ``a.b.*`` is prefix
+    ``a.b.``, ``a.*.c`` is wildcard ``a..c``; and, per the reference, ``a..c`` is wildcard too.
+    Returns (uri, match)."""
+    stars = uri.count("*")
+    if stars == 1 and uri.endswith("*"):
+        return uri[:-1], "prefix"
+    if stars:
+        return uri.replace("*", ""), "wildcard"
+    if uri and "" in uri.split("."):
+        return uri, "wildcard"
+    return uri, "exact"

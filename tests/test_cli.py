@@ -250,6 +250,8 @@ def test_check_accepts_a_crossbar_folder(tmp_path):
     cbdir = tmp_path / ".crossbar"
     cbdir.mkdir()
     (cbdir / "config.json").write_text((ROOT / "samples" / "flask" / "node.json").read_text())
+    # check imports the app, as start would: it goes beside the config
+    (cbdir / "myapp.py").write_text((ROOT / "samples" / "flask" / "myapp.py").read_text())
     r = run("check", str(cbdir))
     assert r.returncode == 0, r.stderr
     r = run("check", str(tmp_path))
@@ -258,25 +260,47 @@ def test_check_accepts_a_crossbar_folder(tmp_path):
 
 def test_check_warns_but_passes(tmp_path):
     """Allowed but probably wrong: exit 0, with a warning naming the key."""
-    cfg = {"version": 2, "workers": [{"type": "router", "options": {"pythonpath": ["src"]},
+    cfg = {"version": 2, "workers": [{"type": "router", "options": {"pythonpath": ["src", "."]},
                                       "transports": [{
         "type": "web", "endpoint": {"type": "tcp", "port": 8080}, "options": {"hsts": True},
+        "paths": {"/": {"type": "wsgi", "module": "warn_app_mod", "object": "app"}}}]}]}
+    p = tmp_path / "node.json"
+    p.write_text(json.dumps(cfg))
+    (tmp_path / "warn_app_mod.py").write_text("def app(environ, start_response):\n    pass\n")
+    r = run("check", str(p))
+    assert r.returncode == 0, r.stderr
+    assert "ok:" in r.stdout
+    assert "warning: workers[0].options.pythonpath[0]: 'src' is not a folder" in r.stderr
+    assert "warning: workers[0].transports[0].options.hsts: ignored, the endpoint has no TLS" \
+        in r.stderr
+    (tmp_path / "src").mkdir()
+    r = run("check", str(p))
+    assert "pythonpath" not in r.stderr
+
+
+def test_check_imports_the_wsgi_module_as_start_does(tmp_path):
+    """A wsgi module that start could not import is an error of check too (it used to be a
+    warning, and "ok"), found on the config's pythonpath as start finds it."""
+    cfg = {"version": 2, "workers": [{"type": "router", "options": {"pythonpath": ["src"]},
+                                      "transports": [{
+        "type": "web", "endpoint": {"type": "tcp", "port": 8080},
         "paths": {"/": {"type": "wsgi", "module": "no_such_app_mod.sub", "object": "app"}}}]}]}
     p = tmp_path / "node.json"
     p.write_text(json.dumps(cfg))
     r = run("check", str(p))
-    assert r.returncode == 0
-    assert "ok:" in r.stdout
-    assert "warning: workers[0].options.pythonpath[0]: 'src' is not a folder" in r.stderr
-    assert ("warning: workers[0].transports[0].paths[\"/\"].module: module 'no_such_app_mod' "
-            "not found on the python path") in r.stderr
-    assert "warning: workers[0].transports[0].options.hsts: ignored, the endpoint has no TLS" \
-        in r.stderr
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "no_such_app_mod").mkdir()
+    assert r.returncode == 1 and "ok:" not in r.stdout
+    assert ("workers[0].transports[0].paths[\"/\"].module: cannot import WSGI module "
+            "'no_such_app_mod.sub': ModuleNotFoundError") in r.stderr
+    (tmp_path / "src" / "no_such_app_mod").mkdir(parents=True)
     (tmp_path / "src" / "no_such_app_mod" / "__init__.py").write_text("")
+    (tmp_path / "src" / "no_such_app_mod" / "sub.py").write_text("app = 1\n")
     r = run("check", str(p))
-    assert "pythonpath" not in r.stderr and "module" not in r.stderr
+    assert r.returncode == 1
+    assert "paths[\"/\"].object: no_such_app_mod.sub.app is not callable" in r.stderr
+    (tmp_path / "src" / "no_such_app_mod" / "sub.py").write_text(
+        "def app(environ, start_response):\n    pass\n")
+    r = run("check", str(p))
+    assert r.returncode == 0, r.stderr
 
 
 def test_start_logs_the_check_warnings(tmp_path):

@@ -554,8 +554,8 @@ def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
 
 @pytest.mark.inprocess
 def test_queue_toward_redis_is_bounded():
-    from geonode.cluster.config import BackplaneConfig
     from geonode.cluster.link import RedisLink
+    from geonode.config.backplane import BackplaneConfig
 
     lost: list = []
     link = RedisLink(BackplaneConfig(url="redis://127.0.0.1:1/0", max_queue=100),

@@ -55,9 +55,16 @@ def cli_check(capsys, cfg_path: Path) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+MYAPP = "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n"
+
+
 def write(tmp_path: Path, cfg: dict | str, name: str = "node.json") -> Path:
+    """The config, and beside it the ``myapp`` its wsgi paths name (check imports it, as start
+    would)."""
     p = tmp_path / name
     p.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    if not (tmp_path / "myapp.py").exists():
+        (tmp_path / "myapp.py").write_text(MYAPP)
     return p
 
 
@@ -543,6 +550,9 @@ def test_all_services_accepted(tmp_path):
     (tmp_path / "app.py").write_text("class Backend:\n    def on_join(self, s): pass\n")
     cfg["controller"] = {"id": "node_one", "options": {"title": "x"}}
     cfg["$schema"] = "https://example.org/schema.json"
+    # check imports the component class, as start does
+    (tmp_path / "app.py").write_text("class Backend:\n    def on_join(self, session):\n"
+                                     "        pass\n")
     r = run_check(write(tmp_path, cfg))
     assert r.returncode == 0, r.stderr
 

@@ -264,7 +264,8 @@ def test_config_checks_the_new_keys(tmp_path):
                              "max_body_size": None},
                      "up": {"type": "reverseproxy", "host": "h", "max_body_size": 0}},
                     options={"max_connections": 10, "keepalive_timeout": 0.5,
-                             "request_head_timeout": None, "max_body_size": 1})
+                             "request_head_timeout": None, "max_body_size": 1},
+                    worker_options={"pythonpath": ["."]})  # check imports m as start would
     good["workers"][0]["transports"].append({
         "type": "rawsocket", "endpoint": {"type": "tcp", "port": 1},
         "options": {"max_connections": 5}})

@@ -1076,9 +1076,12 @@ def test_universal_hook_serves_a_connection_whose_first_bytes_were_read():
     from gevent.server import StreamServer
     from support.router import make_router, realm
 
-    from geonode.transport.mqtt import build_service, serve_connection
+    from geonode.config.model import parse_transport
+    from geonode.mqtt.transport import build_service, serve_connection
 
-    service = build_service({"options": {"realm": "realm1"}}, make_router(realm()), "t")
+    transport = parse_transport({"type": "mqtt", "endpoint": {"type": "tcp", "port": 0},
+                                 "options": {"realm": "realm1"}}, "t")
+    service = build_service(transport, make_router(realm()))
     sniffed = []
 
     def handle(sock, address):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -167,7 +168,13 @@ def test_wamp_without_backplane_is_refused_before_listening(start_node):
     {"path": {"type": "wsgi", "module": "pidapp", "object": "pid", "wamp": True}},
 ])
 def test_every_wamp_kind_needs_a_backplane(start_node, extra):
-    from geonode.supervisor import wamp_without_backplane
+    from geonode.config.model import build_node
+    from geonode.config.model import wamp_without_backplane as refused
+
+    def wamp_without_backplane(data: dict) -> list[str]:
+        # what the supervisor asks of a loaded config (ports filled in)
+        text = json.dumps(data)
+        return refused(build_node(json.loads(re.sub(r'"\$PORT\d*"', "0", text)), []))
 
     cfg = web_config()
     worker = cfg["workers"][0]

@@ -12,6 +12,7 @@ import time
 import pytest
 from support import scaled
 
+from geonode.config.model import Permission
 from geonode.router.authorization import StaticRole
 from geonode.router.matching import UriTable
 
@@ -225,7 +226,7 @@ def test_answer_caches_are_bounded_by_entries_and_characters():
         assert cache.chars == sum(len(k[0]) for k in cache)
     cache.put(("y" * 20_000, "call"), object())   # bigger than the whole cache: not kept
     assert ("y" * 20_000, "call") not in cache
-    role = StaticRole("r", [{"uri": "com.", "match": "prefix", "allow": {"call": True}}])
+    role = StaticRole("r", [Permission("com.", "prefix", call=True)])
     for i in range(300):
         assert role.authorize_now(None, f"com.{i}." + "a" * 8000, "call", {}).allow
     assert role._answers.chars <= role._answers.max_chars

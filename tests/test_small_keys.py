@@ -9,18 +9,20 @@ import pytest
 from support.router import Client, make_router
 
 from geonode.config import check
+from geonode.config.model import parse_worker
 from geonode.router.authorization import build_roles
 
 pytestmark = pytest.mark.inprocess
 
 
 def test_allow_by_default_allows_what_no_permission_names():
-    roles = build_roles([
+    worker = parse_worker({"realms": [{"name": "realm1", "roles": [
         {"name": "open", "allow-by-default": True,
          "permissions": [{"uri": "com.secret.", "match": "prefix",
                           "allow": {"call": False, "publish": True}}]},
         {"name": "closed", "permissions": []},
-    ], realm=None)
+    ]}]})
+    roles = build_roles(worker.realms[0].roles, realm=None)
     for action in ("call", "register", "publish", "subscribe"):
         assert roles["open"].authorize_now(None, "com.any.thing", action, {}).allow
         assert not roles["closed"].authorize_now(None, "com.any.thing", action, {}).allow

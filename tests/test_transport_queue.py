@@ -16,6 +16,7 @@ from gevent.server import StreamServer
 from support import scaled
 from support.router import green_wait_for, make_router, realm
 
+from geonode.config.model import parse_transport
 from geonode.transport import queue
 from geonode.transport.rawsocket import connection_handler
 
@@ -56,7 +57,9 @@ def joined():
 
     router.attach = recording_attach
     server = StreamServer(("127.0.0.1", 0),
-                          connection_handler({"serializers": ["json"]}, router, "t", "tcp"))
+                          connection_handler(parse_transport(
+                              {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 0},
+                               "serializers": ["json"]}, "t"), router, "tcp"))
     server.start()
     s = gsocket.create_connection(("127.0.0.1", server.server_port), timeout=scaled(10))
     try:

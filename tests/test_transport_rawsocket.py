@@ -172,21 +172,21 @@ def test_rawsocket_over_tls(start_node):
 
 @pytest.mark.inprocess
 def test_rawsocket_config_errors_name_the_key():
-    """RawSocket reads serializers and queue bounds with the WebSocket path's rules."""
-    from types import SimpleNamespace
-
+    """RawSocket reads serializers and queue bounds with the WebSocket path's rules (in the
+    config model, so check says the same)."""
     from geonode.config import ConfigError
-    from geonode.router import Router
-    from geonode.transport import rawsocket
+    from geonode.config.model import parse_transport
 
-    ctx = SimpleNamespace(json_path="workers[0].transports[1]", config_dir=".")
+    path = "workers[0].transports[1]"
     endpoint = {"type": "tcp", "port": 0, "interface": "127.0.0.1"}
     with pytest.raises(ConfigError, match=r"transports\[1\]\.serializers\[1\]: unknown "
                                           r"serializer 'yaml'"):
-        rawsocket.serve({"serializers": ["json", "yaml"], "endpoint": endpoint}, Router(), ctx)
+        parse_transport({"type": "rawsocket", "serializers": ["json", "yaml"],
+                         "endpoint": endpoint}, path)
     with pytest.raises(ConfigError, match=r"transports\[1\]\.options\.max_queue: must be a "
                                           r"positive integer"):
-        rawsocket.serve({"options": {"max_queue": 0}, "endpoint": endpoint}, Router(), ctx)
+        parse_transport({"type": "rawsocket", "options": {"max_queue": 0},
+                         "endpoint": endpoint}, path)
 
 
 def test_client_resetting_during_handshake_costs_no_traceback(node):

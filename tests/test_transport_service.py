@@ -11,6 +11,7 @@ import pytest
 from support import scaled
 
 from geonode.config import ConfigError
+from geonode.config.model import parse_service
 from geonode.transport import serializers as ser
 from geonode.web.context import BuildContext
 from geonode.web.services import websocket as service
@@ -33,18 +34,17 @@ def _ctx() -> BuildContext:
 ])
 def test_config_errors_name_the_key(cfg, key):
     with pytest.raises(ConfigError) as err:
-        service.build({"type": "websocket", **cfg}, _ctx())
+        parse_service({"type": "websocket", **cfg}, PATH)
     assert key in str(err.value)
 
 
 def test_no_router_is_a_config_error():
     with pytest.raises(ConfigError, match=r"paths\.ws: a websocket path needs a router"):
-        service.build({"type": "websocket"}, BuildContext(config_dir=Path("."),
-                                                          json_path=PATH))
+        parse_service({"type": "websocket"}, PATH, has_router=False)
 
 
 def test_default_serializers_are_all_installed_plain_and_batched():
-    names = service.configured_serializers({}, PATH)
+    names = parse_service({"type": "websocket"}, PATH).serializers
     assert set(names) == {"json", "msgpack", "cbor", "ubjson"}
     protocols = ser.subprotocols(names)
     assert "wamp.2.cbor.batched" in protocols and "wamp.2.json" in protocols
@@ -58,7 +58,8 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture
 def foreign_server():
     """The service under wsgiref: a WSGI server that knows nothing of geonode.websocket."""
-    app = service.build({"type": "websocket", "serializers": ["json"]}, _ctx())
+    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, PATH),
+                        _ctx())
     httpd = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()

@@ -197,8 +197,9 @@ def test_check_and_start_name_the_same_errors(tmp_path):
         "workers[0].transports[1].web.paths.lp.options.request_timeout: -1 is out of range",
         "workers[0].transports[1].web.paths.lp.options.bogus: unknown key 'bogus'",
         "workers[0].transports[0]: a websocket transport needs a router worker with realms",
-        "workers[0].transports[0].serializers[1]: unknown serializer 'flatbuffers'",
-        "workers[0].transports[1].rawsocket.serializer: unknown serializer 'flatbuffers'",
+        "workers[0].transports[0].serializers[1]: serializer 'flatbuffers' is not supported",
+        "workers[0].transports[1].rawsocket.serializer: serializer 'flatbuffers' is not "
+        "supported",
         "workers[0].transports[1].web.paths.lp: a longpoll path needs a router worker",
         "workers[0].transports[1].web.paths.s.directory: folder 'nope' not found",
         "workers[0].transports[1].websocket.ws: a websocket path needs a router worker",

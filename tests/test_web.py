@@ -340,24 +340,25 @@ def test_build_error_names_root_path_as_the_checker_does(start_node):
 @pytest.mark.inprocess
 def test_listeners_api(tmp_path):
     """The public endpoint listeners (shared by web and RawSocket transports)."""
+    from geonode.config.model import Endpoint
     from geonode.endpoints import EndpointError, tcp_listener, unix_listener
 
-    sock, where = tcp_listener({"type": "tcp", "port": 0, "interface": "127.0.0.1"}, "ep")
+    sock, where = tcp_listener(Endpoint("tcp", port=0, interface="127.0.0.1"), "ep")
     try:
         host, _, port = where.rpartition(":")
         assert host == "127.0.0.1" and int(port) > 0
         with pytest.raises(EndpointError, match=rf"^ep: cannot listen on 127.0.0.1 port {port}"):
-            tcp_listener({"type": "tcp", "port": int(port), "interface": "127.0.0.1"}, "ep")
+            tcp_listener(Endpoint("tcp", port=int(port), interface="127.0.0.1"), "ep")
     finally:
         sock.close()
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(tmp_path / "s.sock"))
     stale.close()  # a socket file nobody answers on: replaced
-    usock, path = unix_listener({"type": "unix", "path": "s.sock"}, tmp_path, "ep")
+    usock, path = unix_listener(Endpoint("unix", path="s.sock"), tmp_path, "ep")
     try:
         assert path == str(tmp_path / "s.sock")
         (tmp_path / "f").write_text("")
         with pytest.raises(EndpointError, match=r"^ep.path: .* exists and is not a socket"):
-            unix_listener({"type": "unix", "path": "f"}, tmp_path, "ep")
+            unix_listener(Endpoint("unix", path="f"), tmp_path, "ep")
     finally:
         usock.close()

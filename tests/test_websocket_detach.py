@@ -18,6 +18,7 @@ from support import scaled
 from support.router import green_wait_for, make_router
 from support.ws import RawWamp
 
+from geonode.config.model import Endpoint, parse_service
 from geonode.web.context import BuildContext
 from geonode.web.handler import Handler
 from geonode.web.server import WebServer
@@ -40,8 +41,9 @@ def _alive(cls: type) -> int:
 def server():
     router = make_router()
     ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
-    app = service.build({"type": "websocket", "serializers": ["json"]}, ctx)
-    srv = WebServer({"type": "tcp", "port": 0, "interface": "127.0.0.1"}, app,
+    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
+                        ctx)
+    srv = WebServer(Endpoint(port=0, interface="127.0.0.1"), app,
                     config_dir=Path("."), json_path="transports[0]", max_connections=N + 5)
     srv.start()
     yield srv

@@ -165,10 +165,11 @@ def _ctx(config_dir: Path, json_path: str):
 
 
 def load_proxy(n: int, port: int) -> None:
+    from geonode.config.model import parse_service
     from geonode.web.services import reverseproxy
 
-    app = reverseproxy.build({"type": "reverseproxy", "host": "127.0.0.1", "port": port},
-                             _ctx(ROOT, "paths.p"))
+    app = reverseproxy.build(parse_service({"type": "reverseproxy", "host": "127.0.0.1",
+                                            "port": port}, "paths.p"), _ctx(ROOT, "paths.p"))
     _consume(app, "/x", n)
 
 
@@ -177,7 +178,10 @@ def load_static(n: int, size: int) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "f.bin").write_bytes(os.urandom(size))
-        app = static.build({"type": "static", "directory": d}, _ctx(Path(d), "paths.s"))
+        from geonode.config.model import parse_service
+
+        app = static.build(parse_service({"type": "static", "directory": d}, "paths.s"),
+                           _ctx(Path(d), "paths.s"))
         _consume(app, "/f.bin", n)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from geonode import wamp
 from geonode.bridge.common import BridgeService, json_body, not_json, wamp_request
+from geonode.config.model import Service
 
 
 class Caller(BridgeService):
@@ -31,5 +32,5 @@ class Caller(BridgeService):
         return 200, body, "application/json; charset=UTF-8"
 
 
-def build(cfg: dict, ctx: Any) -> Caller:
-    return Caller(cfg, ctx)
+def build(cfg: Service, ctx: Any) -> Caller:
+    return Caller(cfg.extra, ctx)

@@ -12,6 +12,7 @@ from typing import Any
 
 from geonode import wamp
 from geonode.bridge.common import BridgeService, Deny, check_type, json_body, wamp_request
+from geonode.config.model import Service
 
 
 class Publisher(BridgeService):
@@ -31,5 +32,5 @@ class Publisher(BridgeService):
         return 200, json_body({"id": pub_id}), "application/json; charset=UTF-8"
 
 
-def build(cfg: dict, ctx: Any) -> Publisher:
-    return Publisher(cfg, ctx)
+def build(cfg: Service, ctx: Any) -> Publisher:
+    return Publisher(cfg.extra, ctx)

@@ -13,6 +13,7 @@ from typing import Any
 from geonode import wamp
 from geonode.bridge import signing
 from geonode.bridge.common import BridgeService, Deny, request_headers
+from geonode.config.model import Service
 
 log = logging.getLogger("geonode.bridge")
 _TEXT = "text/plain; charset=utf-8"
@@ -54,5 +55,5 @@ class Webhook(BridgeService):
         return 202, self.success, _TEXT
 
 
-def build(cfg: dict, ctx: Any) -> Webhook:
-    return Webhook(cfg, ctx)
+def build(cfg: Service, ctx: Any) -> Webhook:
+    return Webhook(cfg.extra, ctx)

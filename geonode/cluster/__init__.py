@@ -1,8 +1,9 @@
 """Several geonode processes as one router: the Redis backplane (docs/scaling.md).
 
-``create(router, options)`` is called by ``geonode.router.Router`` for a router worker with
-``options.backplane``; it returns the started ``Backplane`` or None (one log line saying why:
-the process is not monkey-patched, redis is not installed).
+``create(router, config, worker_path)`` is handed to ``geonode.router.Router`` by the node and
+called for a router worker with ``options.backplane``; it returns the ``Backplane`` (the router
+starts it) or None (one log line saying why: the process is not monkey-patched, redis is not
+installed).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from geonode.cluster.config import OPTION, BackplaneConfig
+from geonode.config.backplane import OPTION, BackplaneConfig
 
 log = logging.getLogger("geonode.cluster")
 
 __all__ = ["BackplaneConfig", "create"]
 
 
-def create(router: Any, options: dict, worker_path: str = "") -> Any:
+def create(router: Any, config: BackplaneConfig, worker_path: str = "") -> Any:
     where = f"{worker_path}.{OPTION}" if worker_path else OPTION
     try:
         import hiredis  # noqa: F401
@@ -35,4 +36,4 @@ def create(router: Any, options: dict, worker_path: str = "") -> Any:
         return None
     from geonode.cluster.backplane import Backplane
 
-    return Backplane(router, BackplaneConfig.from_options(options), worker_path)
+    return Backplane(router, config, worker_path)

@@ -37,7 +37,6 @@ from typing import Any
 import gevent
 from autobahn.wamp import message as m
 
-from geonode.cluster.config import BackplaneConfig
 from geonode.cluster.link import RedisLink
 from geonode.cluster.state import (
     ClusterBrokerState,
@@ -46,6 +45,7 @@ from geonode.cluster.state import (
     NodeCaller,
     RemoteSession,
 )
+from geonode.config.backplane import BackplaneConfig
 from geonode.router.errors import CANCELED, PROCEDURE_ALREADY_EXISTS, UNAVAILABLE
 from geonode.transport.queue import QUANTUM
 

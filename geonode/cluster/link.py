@@ -35,7 +35,7 @@ import gevent.event
 import hiredis
 import msgpack
 
-from geonode.cluster.config import OPTION, BackplaneConfig
+from geonode.config.backplane import OPTION, BackplaneConfig
 
 log = logging.getLogger("geonode.cluster")
 
@@ -241,6 +241,7 @@ class RedisLink:
                     socket_timeout=max(self.cfg.timeout, self.cfg.connect_timeout),
                     socket_keepalive=True, single_connection_client=True)
                 client.ping()   # connects, authenticates, selects the db
+                assert client.connection is not None  # single_connection_client: made by ping
                 pub_sock = client.connection._sock
                 # The subscriber's own client: its socket waits for messages as long as
                 # there are none (a dead Redis is noticed by our heartbeats not returning).
@@ -249,6 +250,7 @@ class RedisLink:
                     socket_timeout=None, socket_keepalive=True)
                 pubsub = listener.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.all_channel, self.inbox)
+                assert pubsub.connection is not None  # made by subscribe
                 sub_sock = pubsub.connection._sock
                 sub_sock.settimeout(None)
                 self._client, self._pubsub = client, pubsub

@@ -7,20 +7,25 @@ with the JSON path of the offending key (``workers[0].transports[0].paths.api.mo
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geonode.config.environ import substitute
+from geonode.config.model import NodeModel, build_node
 from geonode.config.reader import ConfigError, duplicates, read
 
-__all__ = ["Config", "ConfigError", "check", "load", "print_errors", "read", "warnings"]
+__all__ = ["Config", "ConfigError", "NodeModel", "check", "load", "print_errors", "read",
+           "verify", "warnings"]
 
 
 @dataclass
 class Config:
     path: Path
     dir: Path
+    #: the config as written (validated, ${VAR}-substituted); read ``model`` instead
     data: dict
+    #: the typed model, every default filled in (geonode.config.model)
+    model: NodeModel = field(default_factory=NodeModel)
 
 
 
@@ -55,11 +60,30 @@ def load(path: str | Path) -> Config:
     from geonode.config.schema import schema_errors, version_errors
     from geonode.config.semantic import semantic_errors
 
-    found = version_errors(data) or schema_errors(data) + semantic_errors(data, p.parent)
+    versioned = version_errors(data)
+    found = versioned or schema_errors(data) + semantic_errors(data, p.parent)
     errors += [e for e in found if e.split(": ", 1)[0] not in unset]
+    if versioned:
+        raise ConfigError(errors)
+    # The build-time checks: what start would refuse later. On a config with schema errors
+    # too, so that one run names every problem, except under keys already named.
+    built: list[str] = []
+    try:
+        model = build_node(data, built)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        if not errors:
+            raise  # a schema-valid config the model cannot read: a bug, not the config's
+        built = []
+    named = {e.split(": ", 1)[0] for e in errors}
+    errors += [e for e in built if not _under(e.split(": ", 1)[0], named)]
     if errors:
         raise ConfigError(errors)
-    return Config(path=p, dir=p.parent, data=data)
+    return Config(path=p, dir=p.parent, data=data, model=model)
+
+
+def _under(path: str, named: set[str]) -> bool:
+    """Whether ``path`` is one of ``named`` or inside one of them."""
+    return any(path == n or path.startswith((n + ".", n + "[")) for n in named)
 
 
 def print_errors(config: str | Path, errors: list[str]) -> None:
@@ -76,10 +100,30 @@ def warnings(cfg: Config) -> list[str]:
     return find(cfg.data, cfg.dir)
 
 
-def check(path: str | Path) -> list[str]:
-    """``[]`` when the config at ``path`` is good, else every error (path-named)."""
+def verify(cfg: Config) -> list[str]:
+    """After ``load``: resolve the config's references to code (WSGI modules and objects,
+    component classes, static packages) as ``start`` does, on the python path and with the
+    environment ``start`` gives them (both restored afterwards; the modules stay imported)."""
+    import os
+
+    from geonode.config.imports import apply_worker_options
+    from geonode.config.imports import verify as resolve
+
+    saved_path, saved_env = list(sys.path), dict(os.environ)
     try:
-        load(path)
+        apply_worker_options(cfg)
+        return resolve(cfg)
+    finally:
+        sys.path[:] = saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def check(path: str | Path) -> list[str]:
+    """``[]`` when the config at ``path`` is good, else every error (path-named): what
+    ``geonode check`` reports, and what ``geonode start`` would refuse."""
+    try:
+        cfg = load(path)
     except ConfigError as e:
         return e.errors
-    return []
+    return verify(cfg)

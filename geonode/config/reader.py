@@ -33,7 +33,12 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     obj = _Obj(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        obj.dups = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+        dups = []
+        for k, _ in pairs:
+            if k in seen:
+                dups.append(k)
+            seen.add(k)
+        obj.dups = tuple(dups)
     return obj
 
 

@@ -514,7 +514,7 @@ WORKER_OPTIONS = obj({
 })
 
 # geonode (issue 11): several processes / machines as one router over Redis; defaults and why
-# in geonode/cluster/config.py, docs/scaling.md
+# in geonode/config/backplane.py, docs/scaling.md
 BACKPLANE = obj({
     "type": {"enum": ["redis"]},
     "url": {"type": "string", "pattern": r"^(redis|rediss|unix)://."},
@@ -731,7 +731,7 @@ def _format_one(err: ValidationError, where: list, v: str, inst: Any, schema: di
         want = want if isinstance(want, list) else [want]
         names = " or ".join({"object": "an object", "array": "a list", "string": "a string",
                              "boolean": "true/false", "integer": "an integer",
-                             "number": "a number", "null": "null"}.get(t, t) for t in want)
+                             "number": "a number", "null": "null"}.get(t, str(t)) for t in want)
         return _where(where), f"must be {names}, not {_json_type(inst)} ({_short(inst)})"
     if v == "pattern":
         hint = _PATTERN_HINTS.get(schema.get("pattern", ""), f"must match {err.validator_value}")

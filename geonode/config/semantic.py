@@ -6,13 +6,15 @@ Runs after the schema, on data that may still be partly invalid, so every access
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
 from pathlib import Path
 from typing import Any
 
+from geonode.config import serializers as ser
+from geonode.config.auth import errors as auth_errors
+from geonode.config.backplane import errors as backplane_errors
 from geonode.config.environ import join_path
 from geonode.config.schema import NOT_SUPPORTED
+from geonode.config.services import archive_problem, folder_errors, template_errors
 
 _BRIDGES = ("publisher", "caller", "webhook")
 
@@ -40,12 +42,11 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             _check_container(_dict(worker.get("options")), wpath, errors)
         if worker.get("type") != "router":
             continue
+        # (a WAMP transport or path in a worker without realms, its serializers: the model)
         realms = _check_realms(worker, wpath, errors)
         # options.backplane (issue 11): what its schema cannot say
-        from geonode.cluster.config import errors as backplane_errors
         errors += backplane_errors(_dict(worker.get("options")).get("backplane"),
                                    f"{wpath}.options.backplane")
-        has_router = bool(worker.get("realms"))
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)
@@ -54,44 +55,24 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             kind = transport.get("type")
             if kind == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
-                             config_dir, errors, has_router)
+                             config_dir, errors)
             elif kind == "mqtt":
                 _check_mqtt(_dict(transport.get("options")), f"{tpath}.options", worker,
                             realms, errors)
-            elif kind in ("websocket", "rawsocket"):
-                _check_wamp(transport, tpath, f"{kind} transport", has_router, errors)
             elif kind == "universal":
-                if "rawsocket" in transport:
-                    _check_wamp(_dict(transport["rawsocket"]), f"{tpath}.rawsocket",
-                                "rawsocket transport", has_router, errors)
-                for key, svc in _dict(transport.get("websocket")).items():
-                    _check_wamp(_dict(svc), join_path(f"{tpath}.websocket", key),
-                                "websocket path", has_router, errors)
                 if "mqtt" in transport:
                     _check_mqtt(_dict(_dict(transport["mqtt"]).get("options")),
                                 f"{tpath}.mqtt.options", worker, realms, errors)
                 if "web" in transport:
                     _check_paths(_dict(_dict(transport["web"]).get("paths")),
-                                 f"{tpath}.web.paths", realms, config_dir, errors, has_router)
-            if kind in ("web", "universal"):
-                opath = f"{tpath}.options" if kind == "web" else f"{tpath}.web.options"
-                topts = _dict(transport.get("options")) if kind == "web" else \
-                    _dict(_dict(transport.get("web")).get("options"))
-                allow = topts.get("forwarded_allow_ips")
-                if allow:
-                    from geonode.config import ConfigError
-                    from geonode.web.forwarded import TrustedProxies
-                    try:
-                        TrustedProxies(allow, f"{opath}.forwarded_allow_ips")
-                    except ConfigError as e:
-                        errors.extend(e.errors)
+                                 f"{tpath}.web.paths", realms, config_dir, errors)
+            # (forwarded_allow_ips: the model, with geonode.web.forwarded's own reader)
         for ci, comp in enumerate(_list(worker.get("components"))):
             comp = _dict(comp)
             realm = comp.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{wpath}.components[{ci}].realm", realm, realms))
-    from geonode.router.auth import check as auth_check  # what auth methods need of transports
-    errors.extend(auth_check.errors(data))
+    errors.extend(auth_errors(data))  # what auth methods need of their transports
     return errors
 
 
@@ -104,7 +85,7 @@ _IMPOSSIBLE = {("restart-always", "shutdown-on-any-component-stopped"),
 
 # controller.options.shutdown, Crossbar's names (what they do: geonode.workers.manager)
 NODE_SHUTDOWN_MODES = ("shutdown_on_shutdown_requested", "shutdown_on_worker_exit",
-                  "shutdown_on_worker_exit_with_error", "shutdown_on_last_worker_exit")
+                       "shutdown_on_worker_exit_with_error", "shutdown_on_last_worker_exit")
 
 
 def _check_node_shutdown(options: dict, errors: list[str]) -> None:
@@ -182,12 +163,10 @@ def _check_mqtt(options: dict, opath: str, worker: dict, realms: dict,
                 and codec_realm not in realms:
             errors.append(_unknown_realm(f"{epath}.realm", codec_realm, realms))
         serializer = entry.get("serializer")
-        if entry.get("type") == "native" and isinstance(serializer, str):
-            from geonode.transport import serializers
-
-            if serializer in serializers.KNOWN and serializer not in serializers.SERIALIZERS:
-                errors.append(f"{epath}.serializer: serializer {serializer!r} is not "
-                              f"installed (installed: {', '.join(serializers.available())})")
+        if entry.get("type") == "native" and isinstance(serializer, str) \
+                and serializer in ser.SUPPORTED and serializer not in ser.installed():
+            errors.append(f"{epath}.serializer: serializer {serializer!r} is not "
+                          f"installed (installed: {', '.join(ser.installed())})")
 
 
 def _check_file(path: str, value: Any, config_dir: Path, what: str, errors: list[str]) -> None:
@@ -200,7 +179,7 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path,
                     listening: dict[tuple, tuple[str, bool]], errors: list[str]) -> None:
     if ep.get("type") == "tcp":
         port = ep.get("port")
-        key = ("tcp", ep.get("interface", ""), port)
+        key: tuple = ("tcp", ep.get("interface", ""), port)
         if isinstance(port, int):
             other = listening.get(key)
             if other is None:
@@ -228,36 +207,14 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path,
                 listening[key] = (epath, False)
 
 
-def _check_wamp(cfg: dict, path: str, kind: str, has_router: bool, errors: list[str]) -> None:
-    """A WAMP transport or path: its serializers (installed?) and its router, as start checks
-    them (``geonode.transport.queue.configured_serializers``, the services' builders)."""
-    from geonode.config.reader import ConfigError
-    from geonode.transport.queue import configured_serializers
-
-    # (RawSocket without realms is allowed, as before: its connections are refused)
-    if not has_router and kind != "rawsocket transport":
-        errors.append(ROUTER_NEEDED.format(path=path, what=kind))
-    try:
-        configured_serializers(cfg, path)
-    except ConfigError as e:
-        errors.extend(e.errors)
-
-
-#: what start says of a WAMP transport or path in a router worker without realms
-ROUTER_NEEDED = "{path}: a {what} needs a router worker with realms"
-
-
 def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
-                 errors: list[str], has_router: bool = True) -> None:
+                 errors: list[str]) -> None:
     for key, svc in paths.items():
         svc = _dict(svc)
         spath = join_path(ppath, key)
         kind = svc.get("type")
-        if kind in ("websocket", "longpoll"):
-            _check_wamp(svc, spath, f"{kind} path", has_router, errors)
         if kind == "path":
-            _check_paths(_dict(svc.get("paths")), f"{spath}.paths", realms, config_dir, errors,
-                         has_router)
+            _check_paths(_dict(svc.get("paths")), f"{spath}.paths", realms, config_dir, errors)
         elif kind == "wsgi":
             lo, hi = svc.get("minthreads", 0), svc.get("maxthreads", 20)
             if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
@@ -298,39 +255,31 @@ def _check_service_files(kind: str, svc: dict, spath: str, realms: dict, config_
     if isinstance(realm, str) and realm not in realms:
         errors.append(_unknown_realm(rpath, realm, realms))
     if kind == "wap" and "templates" in svc:
-        from geonode.web.services.wap import template_errors
-
         errors.extend(template_errors(svc, config_dir, spath))
     elif kind == "archive" and isinstance(svc.get("archive"), str):
-        from geonode.web.services.archive import archive_problem
-
         problem = archive_problem(svc, config_dir, spath)
         if problem:
             errors.append(problem)
     elif kind == "upload":
-        from geonode.web.services.upload import folder_errors
-
         errors.extend(folder_errors(svc, config_dir, spath))
 
 
 def warnings(data: dict, config_dir: Path) -> list[str]:
     """Things that are allowed but probably wrong; ``geonode check`` shows them, start logs them.
 
-    Looks only, never imports: a wsgi module is searched on the config's python path by name.
+    Looks only, never imports (a wsgi module that cannot be imported is an error of
+    ``geonode.config.verify``, which ``check`` runs and ``start`` meets while it builds).
     """
     out: list[str] = []
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         wpath = f"workers[{wi}]"
-        search: list[str] = []
         for i, entry in enumerate(_list(_dict(worker.get("options")).get("pythonpath"))):
             if isinstance(entry, str):
                 full = (config_dir / entry).resolve()
-                search.append(str(full))
                 if not full.is_dir():
                     out.append(f"{wpath}.options.pythonpath[{i}]: {entry!r} is not a folder "
                                f"({full})")
-        search += [p for p in sys.path if p]
         for ri, realm in enumerate(_list(worker.get("realms"))):
             for key, what in (("stats", "realm statistics events"),
                               ("trace", "message tracing")):
@@ -344,33 +293,26 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
             if _dict(transport.get("options")).get("hsts") and "tls" not in ep:
                 out.append(f"{tpath}.options.hsts: ignored, the endpoint has no TLS")
             if transport.get("type") == "web":
-                _wsgi_modules(_dict(transport.get("paths")), f"{tpath}.paths", search, out)
+                _ignored_keys(_dict(transport.get("paths")), f"{tpath}.paths", out)
             elif transport.get("type") == "universal":
-                _wsgi_modules(_dict(transport.get("websocket")), f"{tpath}.websocket", search,
-                              out)
-                _wsgi_modules(_dict(_dict(transport.get("web")).get("paths")),
-                              f"{tpath}.web.paths", search, out)
+                _ignored_keys(_dict(transport.get("websocket")), f"{tpath}.websocket", out)
+                _ignored_keys(_dict(_dict(transport.get("web")).get("paths")),
+                              f"{tpath}.web.paths", out)
             elif transport.get("type") == "websocket":
-                _wsgi_modules({"": transport}, tpath, search, out)
+                _ignored_keys({"": transport}, tpath, out)
     return out
 
 
-def _wsgi_modules(paths: dict, ppath: str, search: list[str], out: list[str]) -> None:
-    """Warnings about path services: wsgi modules not found, keys accepted but ignored."""
+def _ignored_keys(paths: dict, ppath: str, out: list[str]) -> None:
+    """Warnings about path services: keys accepted but ignored."""
     for key, svc in paths.items():
         svc = _dict(svc)
         spath = join_path(ppath, key) if key else ppath
         if svc.get("type") == "path":
-            _wsgi_modules(_dict(svc.get("paths")), f"{spath}.paths", search, out)
+            _ignored_keys(_dict(svc.get("paths")), f"{spath}.paths", out)
         elif svc.get("type") == "wsgi" and isinstance(svc.get("module"), str):
             if svc.get("threads") is False:
                 for key in ("minthreads", "maxthreads"):
                     if key in svc:
                         out.append(f"{spath}.{key}: ignored, \"threads\": false runs the app "
                                    "on the hub (no thread pool)")
-            top = svc["module"].split(".")[0]
-            if (top and top not in sys.builtin_module_names and top not in sys.modules
-                    and importlib.machinery.PathFinder.find_spec(top, search) is None):
-                shown = ", ".join(search[:3]) + (", ..." if len(search) > 3 else "")
-                out.append(f"{spath}.module: module {top!r} not found on the python path "
-                           f"({shown})")

@@ -132,7 +132,7 @@ class Native(Codec):
         except Exception as e:
             raise PayloadError(f"event cannot be encoded as {self.serializer}: "
                                f"{str(e)[:200]}") from None
-        return data.encode("utf-8") if self._text else data
+        return data.encode("utf-8") if isinstance(data, str) else data
 
 
 class Dynamic(Codec):

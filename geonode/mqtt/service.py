@@ -67,10 +67,14 @@ class MqttService:
         self.auth_config: dict = auth if auth else {
             "anonymous": {"type": "static", "role": self.role}}
         self.mapping = PayloadMapping(options.get("payload_mapping"), router, self.realm_name)
-        for key, default in DEFAULTS.items():
-            setattr(self, key, int(options.get(key, default)))
-        self.max_inflight = self.max_inflight_messages
-        self.max_queued = self.max_queued_messages
+        def limit(key: str) -> int:
+            return int(options.get(key, DEFAULTS[key]))
+
+        self.max_message_size = limit("max_message_size")
+        self.max_inflight = self.max_inflight_messages = limit("max_inflight_messages")
+        self.max_queued = self.max_queued_messages = limit("max_queued_messages")
+        self.max_queued_bytes = limit("max_queued_bytes")
+        self.max_offline_sessions = limit("max_offline_sessions")
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.sessions = SessionStore(self.max_offline_sessions)

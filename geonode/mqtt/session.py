@@ -166,6 +166,7 @@ class MqttSession:
         self._auth = AsyncResult()
         self.wamp = service.router.attach(self, auth_config=service.auth_config)
         password: str | None = None
+        authid: str | None
         if pkt.username is not None and pkt.password is not None:
             try:
                 password = pkt.password.decode("utf-8")

@@ -7,6 +7,7 @@ Transports wrap a connection in a ``geonode.transport.peer.Peer`` and call
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import txaio
 
 txaio.use_asyncio()  # autobahn needs a txaio flavour chosen before its serializers load
 
+from geonode.config.backplane import BackplaneConfig  # noqa: E402
+from geonode.config.model import Worker, parse_worker  # noqa: E402
 from geonode.router.auth.throttle import AuthThrottle, ThrottleConfig  # noqa: E402
 from geonode.router.realm import Realm  # noqa: E402
 from geonode.router.session import RouterSession  # noqa: E402
@@ -26,20 +29,25 @@ __all__ = ["Router", "RouterSession", "Realm"]
 class Router:
     """One router worker: its realms by name, and every attached session."""
 
-    def __init__(self, worker_cfg: dict | None = None, config_dir: Path | None = None) -> None:
-        worker_cfg = worker_cfg or {}
+    def __init__(self, worker: Worker | dict | None = None,
+                 config_dir: Path | None = None,
+                 backplane: Callable[[Router, BackplaneConfig, str], Any] | None = None) -> None:
+        """``worker``: the config model's router worker; a dict (a worker's config as
+        written: tests, benchmarks) is read through the same model. ``backplane``: makes the
+        backplane of a worker with ``options.backplane`` (geonode.cluster.create)."""
+        if not isinstance(worker, Worker):
+            worker = parse_worker(worker)
         self.config_dir = Path(config_dir) if config_dir is not None else Path.cwd()
+        self.json_path = worker.json_path   # the health service reports per worker
         self.realms: dict[str, Realm] = {}
-        # options.backplane: this router is one node of a cluster (geonode.cluster); the
-        # realms then keep their state in the backplane's tables.
+        # options.backplane: this router is one node of a cluster; the realms then keep their
+        # state in the backplane's tables. The backplane is built by the layer above
+        # (geonode.cluster, handed in as ``backplane``): the router knows only the seam.
         self.backplane: Any = None
-        backplane_opts = (worker_cfg.get("options") or {}).get("backplane")
-        if backplane_opts:
-            from geonode.cluster import create
-
-            self.backplane = create(self, backplane_opts)
-        for cfg in worker_cfg.get("realms", []) or []:
-            self.realms[cfg["name"]] = Realm(self, cfg)
+        if worker.backplane is not None and backplane is not None:
+            self.backplane = backplane(self, worker.backplane, worker.json_path)
+        for cfg in worker.realms:
+            self.realms[cfg.name] = Realm(self, cfg)
         if self.backplane is not None:
             self.backplane.start()
         self.sessions: set[RouterSession] = set()
@@ -48,7 +56,7 @@ class Router:
         self.auth_failures: dict[tuple[str, str], int] = {}
         # failed authentications of every transport of this router (auth/throttle.py)
         self.auth_throttle = AuthThrottle(ThrottleConfig.from_options(
-            (worker_cfg.get("options") or {}).get("auth_throttle")))
+            worker.options.get("auth_throttle")))
 
     def attach(self, peer: Any, auth_config: dict | None = None,
                auth: dict | None = None) -> RouterSession:

@@ -18,7 +18,8 @@ from typing import Any
 
 import gevent.local
 
-from geonode.router.matching import MATCHES, UriTable, infer_match
+from geonode.config.model import Permission, RoleConfig
+from geonode.router.matching import UriTable
 from geonode.uri import uri_text
 
 log = logging.getLogger("geonode.router")
@@ -98,46 +99,25 @@ class TrustedRole(Role):
         return ALLOW
 
 
-class _Permission:
-    __slots__ = ("publish", "subscribe", "call", "register", "disclose_caller",
-                 "disclose_publisher", "cache")
-
-    def __init__(self, cfg: dict) -> None:
-        allow = cfg.get("allow", {})
-        for action in ACTIONS:
-            # Crossbar's older flat form ({"uri": ..., "call": true}) is accepted too.
-            setattr(self, action, bool(allow.get(action, cfg.get(action, False))))
-        disclose = cfg.get("disclose", {})
-        self.disclose_caller = bool(disclose.get("caller", False))
-        self.disclose_publisher = bool(disclose.get("publisher", False))
-        self.cache = bool(cfg.get("cache", False))
-
-    def authorization(self, action: str) -> Authorization:
-        disclose = False
-        if action == "call":
-            disclose = self.disclose_caller
-        elif action == "publish":
-            disclose = self.disclose_publisher
-        return Authorization(getattr(self, action), disclose, self.cache)
+def _authorization(p: Permission, action: str) -> Authorization:
+    disclose = False
+    if action == "call":
+        disclose = p.disclose_caller
+    elif action == "publish":
+        disclose = p.disclose_publisher
+    return Authorization(getattr(p, action), disclose, p.cache)
 
 
 class StaticRole(Role):
-    def __init__(self, name: str, permissions: list[dict], allow_by_default: bool = False) -> None:
+    def __init__(self, name: str, permissions: list[Permission],
+                 allow_by_default: bool = False) -> None:
         self.name = name
         # Crossbar 0.x's "allow-by-default": a URI no permission matches is allowed (all four
         # actions, nothing disclosed) instead of denied; real configs still carry it.
         self._default = ALLOW if allow_by_default else DENY
-        self.table: UriTable[_Permission] = UriTable()
+        self.table: UriTable[Permission] = UriTable()
         for p in permissions:
-            uri = p.get("uri", "")
-            match = p.get("match")
-            if match is None:
-                uri, match = infer_match(uri)
-            elif match == "prefix" and uri.endswith("*"):
-                uri = uri[:-1]
-            if match not in MATCHES:
-                raise ValueError(f"role {name!r}: invalid match {match!r} for {uri!r}")
-            self.table.add(uri, match, _Permission(p))
+            self.table.add(p.uri, p.match, p)
         self._answers = AnswerCache(CACHE_LIMIT, ROLE_CACHE_CHARS)
 
     def authorize_now(self, session, uri, action, options):
@@ -145,7 +125,7 @@ class StaticRole(Role):
         ans = self._answers.get(key)
         if ans is None:
             perm = self.table.best(uri)
-            ans = perm.authorization(action) if perm is not None else self._default
+            ans = _authorization(perm, action) if perm is not None else self._default
             self._answers.put(key, ans)
         return ans
 
@@ -207,13 +187,11 @@ def parse_authorizer_result(result: Any) -> Authorization | None:
     return None
 
 
-def build_roles(roles_cfg: list[dict], realm: Any) -> dict[str, Role]:
+def build_roles(roles_cfg: list[RoleConfig], realm: Any) -> dict[str, Role]:
     roles: dict[str, Role] = {"trusted": TrustedRole()}
     for r in roles_cfg:
-        name = r["name"]
-        if "authorizer" in r:
-            roles[name] = DynamicRole(name, r["authorizer"], realm)
+        if r.authorizer is not None:
+            roles[r.name] = DynamicRole(r.name, r.authorizer, realm)
         else:
-            roles[name] = StaticRole(name, r.get("permissions", []),
-                                     bool(r.get("allow-by-default", False)))
+            roles[r.name] = StaticRole(r.name, r.permissions, r.allow_by_default)
     return roles

@@ -123,7 +123,7 @@ class Broker:
             self._meta_removed(session, sub, deleted)
 
     # -- PUBLISH --------------------------------------------------------------------------
-    def publish(self, session: Any, msg: m.Publish, local: bool = False) -> None:
+    def publish(self, session: Any, msg: m.Publish, local: bool = False) -> None:  # noqa: C901 - per publication: checks and fan-out inlined on the hot path
         """A PUBLISH of ``session``; ``local``: for this node's subscribers only (the
         backplane's meta events and testaments about a lost node, which every node
         delivers to its own)."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from geonode.uri import infer_match  # noqa: F401  (Crossbar's starred URIs; re-exported)
+
 T = TypeVar("T")
 
 MATCHES = ("exact", "prefix", "wildcard")
@@ -373,17 +375,3 @@ class UriTable(Generic[T]):
         if self.wildcard:
             out.extend(self._wild_tree.ranked(uri))
         return out
-
-
-def infer_match(uri: str) -> tuple[str, str]:
-    """A permission without ``match``, as Crossbar reads it (starred URIs): ``a.b.*`` is prefix
-    ``a.b.``, ``a.*.c`` is wildcard ``a..c``; and, per the reference, ``a..c`` is wildcard too.
-    Returns (uri, match)."""
-    stars = uri.count("*")
-    if stars == 1 and uri.endswith("*"):
-        return uri[:-1], "prefix"
-    if stars:
-        return uri.replace("*", ""), "wildcard"
-    if uri and "" in uri.split("."):
-        return uri, "wildcard"
-    return uri, "exact"

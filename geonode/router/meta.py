@@ -155,7 +155,7 @@ class MetaAPI:
         if message is not None:
             _string(message, "message")
         killed = [s for s in sessions if s is not caller and not s.restricted]
-        self._later.append(lambda: [s.kill(reason, message) for s in killed])
+        self._later.append(lambda: _kill(killed, reason, message))
         return [s.id for s in killed]
 
     @procedure("wamp.session.kill")
@@ -319,3 +319,8 @@ class MetaAPI:
             raise MetaError(INVALID_ARGUMENT, "limit must be a non-negative integer")
         # newest first, as Crossbar answers
         return [sub.history[-1 - i] for i in range(min(limit, len(sub.history)))]
+
+
+def _kill(sessions: list, reason: Any, message: Any) -> None:
+    for s in sessions:
+        s.kill(reason, message)

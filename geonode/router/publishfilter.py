@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 def has_filter(publish: Any) -> bool:
@@ -30,13 +30,13 @@ class Filter:
         self.exclude_authrole = set(p.exclude_authrole or ())
 
 
-def compile_filter(publish: Any) -> Filter | bool:
+def compile_filter(publish: Any) -> Filter | Literal[False]:
     """The publication's ``Filter``, or False when it has no lists (the common case)."""
     return Filter(publish) if has_filter(publish) else False
 
 
 def receivers(subscribers, publisher: Any, publish: Any,
-              flt: Filter | bool | None = None) -> list:
+              flt: Filter | Literal[False] | None = None) -> list:
     """The sessions among ``subscribers`` that get the event of ``publish`` from ``publisher``
     (``flt``: ``compile_filter(publish)``, for a publication matching several subscriptions;
     None: not compiled yet).

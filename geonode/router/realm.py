@@ -11,6 +11,7 @@ from autobahn.wamp import message as m
 from autobahn.wamp import role as r
 from autobahn.wamp.exception import ApplicationError
 
+from geonode.config.model import RealmConfig
 from geonode.metrics import CALL_BUCKETS, MESSAGE_TYPES, Histogram
 from geonode.router.authorization import Authorization, build_roles
 from geonode.router.broker import Broker
@@ -19,7 +20,7 @@ from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
 from geonode.router.session import JOINED, RouterSession
 from geonode.router.state import SessionState, new_id
-from geonode.uri import MAX_URI_LENGTH, checker
+from geonode.uri import checker
 
 log = logging.getLogger("geonode.router")
 
@@ -100,19 +101,15 @@ class ServiceSession(RouterSession):
 
 
 class Realm:
-    def __init__(self, router: Any, cfg: dict) -> None:
+    def __init__(self, router: Any, cfg: RealmConfig) -> None:
         self.router = router
-        self.name: str = cfg["name"]
-        options = cfg.get("options", {}) or {}
-        self.meta_enabled = bool(options.get("enable_meta_api", True))
-        # Crossbar's default is loose (its router factory), strict only when asked for.
-        self.uri_check = options.get("uri_check", "loose")
-        if self.uri_check not in ("strict", "loose"):
-            raise ValueError(f"realm {self.name!r}: uri_check must be 'strict' or 'loose'")
-        self.max_uri_length = int(options.get("max_uri_length", MAX_URI_LENGTH))
+        self.name: str = cfg.name
+        self.meta_enabled = cfg.options.enable_meta_api
+        self.uri_check = cfg.options.uri_check
+        self.max_uri_length = cfg.options.max_uri_length
         # valid_uri(uri, match) -> bool: O(len(uri)), longer than max_uri_length is invalid
         self.valid_uri = checker(self.uri_check == "strict", self.max_uri_length)
-        self.roles = build_roles(cfg.get("roles", []) or [], self)
+        self.roles = build_roles(cfg.roles, self)
         # The backplane (geonode.cluster) puts the other nodes into the same tables.
         backplane = getattr(router, "backplane", None)
         self.session_state = (backplane.session_state(self) if backplane is not None
@@ -128,11 +125,8 @@ class Realm:
         self.broker = Broker(self, backplane.broker_state(self) if backplane else None)
         # Crossbar's realm "store": {"type": "memory", "limit": N, "event-history": [{uri, match,
         # limit}]} -> subscriptions that keep their last events for wamp.subscription.get_events
-        store = cfg.get("store") or {}
-        default_limit = store.get("limit", 1000)
-        for entry in store.get("event-history", []) or []:
-            self.broker.state.keep_history(entry["uri"], entry.get("match", "exact"),
-                                           entry.get("limit", default_limit))
+        for entry in cfg.history:
+            self.broker.state.keep_history(entry.uri, entry.match, entry.limit)
         self.dealer = Dealer(self, backplane.dealer_state(self) if backplane else None)
         # What a joined session hands each message type to (RouterSession._process): the
         # realm's broker and dealer, so the session needs nothing of the realm's modules.
@@ -148,8 +142,7 @@ class Realm:
             m.Error: self.dealer.error,
         }
         self.meta = MetaAPI(self)
-        self.welcome_roles = welcome_roles(self.meta_enabled,
-                                           bool(store.get("event-history")))
+        self.welcome_roles = welcome_roles(self.meta_enabled, bool(cfg.history))
         self.service = ServiceSession(router, self)
         if backplane is not None:
             backplane.attach(self)
@@ -165,6 +158,7 @@ class Realm:
         """True when the other nodes can be reached now (always, without a backplane)."""
         backplane = getattr(self.router, "backplane", None)
         return backplane is None or backplane.up
+
     # -- membership -----------------------------------------------------------------------
     def join(self, session: RouterSession) -> None:
         self.session_state.add(session)

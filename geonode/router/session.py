@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from autobahn.wamp import message as m
@@ -363,7 +363,8 @@ class RouterSession:
             self._abort(deny.reason, deny.message)
 
     def _on_authenticate(self, msg: m.Authenticate) -> None:
-        pending = self._pending
+        # the state machine hands AUTHENTICATE over only while a HELLO's authentication waits
+        pending = cast(PendingAuth, self._pending)
         if pending.blocking and self.defer(msg):
             return
         # Checked again: other connections of this address may have failed since the HELLO.

@@ -32,9 +32,9 @@ from gevent import get_hub
 from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
-from geonode.config import ConfigError
+from geonode.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES
+from geonode.metrics import SOURCES
 from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
-from geonode.transport import serializers as ser
 from geonode.transport.serializers import ProtocolError, WampSerializer
 
 # WebSocket's close codes say how a connection ends; RawSocket, which has none, ignores them.
@@ -48,10 +48,8 @@ from geonode.websocket.frames import (
 
 log = logging.getLogger("geonode.transport")
 
-DEFAULT_MAX_QUEUE = 10_000            # messages waiting for the socket
-DEFAULT_MAX_QUEUE_BYTES = 16 << 20    # bytes (characters for JSON) waiting for the socket
-# geonode's own transport options (not Crossbar's): the bound of a connection's outgoing queue.
-QUEUE_OPTIONS = ("max_queue", "max_queue_bytes")
+# DEFAULT_MAX_QUEUE (messages) and DEFAULT_MAX_QUEUE_BYTES (bytes, characters for JSON)
+# waiting for the socket: the config model's defaults of max_queue and max_queue_bytes.
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
 
@@ -100,6 +98,9 @@ def overflow_count() -> int:
     return _overflows
 
 
+SOURCES.queue_overflows = overflow_count
+
+
 def _go_round() -> None:
     """Yield until the hub's loop has gone round once: callbacks (the writers), then a poll of
     every socket and what it woke. Not sleep(0): that only queues us behind the callbacks, and
@@ -138,49 +139,6 @@ def _sweep() -> None:
         peer._retire()
 
 
-# -- transport config shared by WebSocket paths and RawSocket transports ----------------------
-def configured_serializers(cfg: dict, json_path: str) -> list[str]:
-    """The base serializer names a transport config asks for (default: all installed)."""
-    names = cfg.get("serializers")
-    if names is None:
-        one = cfg.get("serializer")   # Crossbar 0.x's RawSocket form: one name
-        if one is None:
-            return ser.available()
-        if one not in ser.KNOWN:
-            raise ConfigError(f"{json_path}.serializer: unknown serializer {one!r} "
-                              f"(known: {', '.join(ser.KNOWN)})")
-        if one not in ser.SERIALIZERS:
-            raise ConfigError(f"{json_path}.serializer: serializer {one!r} is not installed "
-                              f"(installed: {', '.join(ser.available())})")
-        return [one]
-    errors = []
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{json_path}.serializers: must be a non-empty list of "
-                          f"serializer names ({', '.join(ser.KNOWN)})")
-    for i, name in enumerate(names):
-        if name not in ser.KNOWN:
-            errors.append(f"{json_path}.serializers[{i}]: unknown serializer {name!r} "
-                          f"(known: {', '.join(ser.KNOWN)})")
-        elif name not in ser.SERIALIZERS:
-            errors.append(f"{json_path}.serializers[{i}]: serializer {name!r} is not installed "
-                          f"(installed: {', '.join(ser.available())})")
-    if errors:
-        raise ConfigError(errors)
-    return list(dict.fromkeys(names))
-
-
-def queue_limits(options: dict, json_path: str) -> dict[str, int]:
-    """``max_queue`` (messages) and ``max_queue_bytes`` from a transport's options."""
-    limits = {"max_queue": DEFAULT_MAX_QUEUE, "max_queue_bytes": DEFAULT_MAX_QUEUE_BYTES}
-    for key in QUEUE_OPTIONS:
-        if key in options:
-            value = options[key]
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"{json_path}.options.{key}: must be a positive integer")
-            limits[key] = value
-    return limits
-
-
 class MessageQueuePeer:
     """The transport-independent half: bounded queue, writer greenlet, detach-once.
 
@@ -196,7 +154,7 @@ class MessageQueuePeer:
     inbound_large = False
     # Rarely set, so kept out of every instance's dict until needed:
     _pressure: set | None = None   # receivers this reader congested: wait for them
-    _room: Event | None = None     # set when this peer's writer takes its queue
+    _room: Any = None     # an Event, set when this peer's writer takes its queue
     _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
 
     def __init__(self, serializer: WampSerializer, details: dict,
@@ -216,7 +174,7 @@ class MessageQueuePeer:
         self.session: Any = None
         self._queue: list = []
         self._queued_bytes = 0
-        self._writer: greenlet | None = None
+        self._writer: Any = None  # its writer greenlet, while it has one
         self._wstate = _RUNNING
         self._closing: tuple[int, str] | None = None
         # what close() (the router's request) sends: 1002 once the transport saw a violation
@@ -229,6 +187,7 @@ class MessageQueuePeer:
         """Queue ``msg`` for the socket; never blocks. Over the bound the peer closes."""
         if self._dead or self._closing is not None:
             return
+        data: bytes | str | None
         try:
             data = self.serializer.serialize(msg)
         except Exception as e:

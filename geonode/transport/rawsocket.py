@@ -22,7 +22,7 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
-from geonode.config import ConfigError
+from geonode.config.model import Endpoint, Transport
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
@@ -38,8 +38,6 @@ from geonode.transport.queue import (
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageQueuePeer,
-    configured_serializers,
-    queue_limits,
 )
 
 log = logging.getLogger("geonode.transport")
@@ -85,7 +83,7 @@ class RawSocketPeer(MessageQueuePeer):
         self._wlock = Semaphore()
         self._closed = False
 
-    def run(self, router: Any, auth_config: dict | None = None,
+    def run(self, router: Any, auth_config: dict | None = None,  # noqa: C901 - the per-frame read loop, inlined as the WebSocket's is
             initial: bytes = b"") -> None:
         self.session = router.attach(self, auth_config=auth_config)
         buf = bytearray(initial)
@@ -192,37 +190,34 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
+def _listener(endpoint: Endpoint, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
     """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
-    kind = endpoint.get("type", "tcp")
-    if kind == "unix":
+    if endpoint.type == "unix":
         sock, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
         return sock, None, f"rawsocket+unix://{where}"
-    if kind != "tcp":
-        raise ConfigError(f"{json_path}.endpoint.type: {kind!r} is not supported for rawsocket "
-                          "(tcp or unix)")
-    tls = endpoint.get("tls")
+    tls = endpoint.tls
     ctx = tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
     sock, where = tcp_listener(endpoint, f"{json_path}.endpoint")
     return sock, ctx, f"rawsocket{'+tls' if tls else ''}://{where}"
 
 
-def connection_handler(transport_cfg: dict, router: Any, json_path: str,
-                       framing: str) -> Callable[..., None]:
+def connection_handler(transport: Transport, router: Any, framing: str) -> Callable[..., None]:
     """``handle(sock, address, initial=b"")``: one RawSocket connection for its whole life.
 
+    ``transport``: a rawsocket transport, or a universal transport's ``rawsocket``.
     ``initial``: octets already read from ``sock`` (the universal transport's sniffer read the
     first ones to pick the protocol); they are taken as the start of the stream."""
+    json_path = transport.json_path
     allowed: dict[int, ser.WampSerializer] = {}
-    for name in configured_serializers(transport_cfg, json_path):
+    for name in transport.serializers:
         s = ser.get(name)
         allowed[s.rawsocket_id] = s
-    options = transport_cfg.get("options") or {}
+    options = transport.options
     max_message_size = int(options.get("max_message_size") or DEFAULT_MAX_MESSAGE_SIZE)
     own_exp = length_exponent(max_message_size)
     max_receive = min(max_message_size, MAX_PAYLOAD)
-    limits = queue_limits(options, json_path)
-    auth_config = transport_cfg.get("auth")
+    limits = {"max_queue": transport.max_queue, "max_queue_bytes": transport.max_queue_bytes}
+    auth_config = transport.auth
 
     def handshake(sock: socket.socket, initial: bytes
                   ) -> tuple[ser.WampSerializer, int, bytes] | None:
@@ -283,27 +278,26 @@ def connection_handler(transport_cfg: dict, router: Any, json_path: str,
     return handle
 
 
-def serve(transport_cfg: dict, router: Any, ctx: Any,
+def serve(transport: Transport, router: Any, ctx: Any,
           max_connections_default: int | None = None) -> StreamServer:
     """A (not yet started) StreamServer for one ``{"type": "rawsocket"}`` transport.
 
     ``options.max_connections`` caps its connections (``geonode.endpoints.ConnectionCap``);
     without it ``max_connections_default`` (the node's share per endpoint), or the open-file
     share of a lone endpoint."""
-    json_path = getattr(ctx, "json_path", "rawsocket")
+    json_path = transport.json_path
     config_dir = Path(getattr(ctx, "config_dir", "."))
-    options = transport_cfg.get("options") or {}
-    endpoint = transport_cfg.get("endpoint") or {}
+    endpoint = transport.endpoint
     listener, ssl_context, url = _listener(endpoint, config_dir, json_path)
-    framing = "unix" if endpoint.get("type") == "unix" else ("tls" if ssl_context else "tcp")
+    framing = "unix" if endpoint.type == "unix" else ("tls" if ssl_context else "tcp")
     try:
-        handle = connection_handler(transport_cfg, router, json_path, framing)
+        handle = connection_handler(transport, router, framing)
     except BaseException:
         listener.close()
         raise
 
     ssl_args = {"ssl_context": ssl_context} if ssl_context is not None else {}
-    cap = ConnectionCap(options.get("max_connections") or max_connections_default
+    cap = ConnectionCap(transport.max_connections or max_connections_default
                         or default_max_connections(), json_path)
     server = StreamServer(listener, handle, spawn=cap.pool, **ssl_args)
     cap.install(server)

@@ -22,6 +22,7 @@ from typing import Any
 from autobahn.wamp import message as _message
 from autobahn.wamp.exception import ProtocolError
 
+from geonode.config.serializers import PREFERENCE, SUPPORTED, installed
 from geonode.uri import MAX_URI_LENGTH
 
 __all__ = ["ProtocolError", "WampSerializer", "SERIALIZERS", "available", "get",
@@ -32,7 +33,7 @@ __all__ = ["ProtocolError", "WampSerializer", "SERIALIZERS", "available", "get",
 # (~10 MB RSS, ~0.15 s) into every node, ubjson or not.
 # (type(obj), not isinstance: the module also holds autobahn's lazily loaded flatbuffers
 # module, which isinstance would load through its __class__.)
-MESSAGE_CLASSES: dict[int, type] = {
+MESSAGE_CLASSES: dict[int, Any] = {  # autobahn's message classes
     obj.MESSAGE_TYPE: obj for obj in vars(_message).values()
     if issubclass(type(obj), type) and issubclass(obj, _message.Message)
     and type(getattr(obj, "MESSAGE_TYPE", None)) is int
@@ -273,7 +274,7 @@ def _build() -> dict[str, WampSerializer]:
         ("ubjson", 4, _ubjson_pair()),
     )
     for name, rs_id, pair in kinds:
-        if pair is None:
+        if pair is None or name not in installed():
             continue
         for batched in (False, True):
             if name == "json":
@@ -291,13 +292,13 @@ def _build() -> dict[str, WampSerializer]:
 #: every available serializer by name ("json", "json.batched", "msgpack", ...)
 SERIALIZERS: dict[str, WampSerializer] = _build()
 
-#: the base names Crossbar accepts in a transport's ``serializers`` list
-KNOWN = ("json", "msgpack", "cbor", "ubjson")
+#: the base names a transport's ``serializers`` list may hold (geonode.config.serializers)
+KNOWN = SUPPORTED
 
 
 def available() -> list[str]:
     """Base names of the serializers installed here, in Crossbar's preference order."""
-    return [n for n in ("cbor", "msgpack", "ubjson", "json") if n in SERIALIZERS]
+    return [n for n in PREFERENCE if n in SERIALIZERS]
 
 
 def get(name: str) -> WampSerializer:

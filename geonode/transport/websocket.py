@@ -85,6 +85,8 @@ class WampWebSocketPeer(MessageQueuePeer):
     def __init__(self, ws: Any, serializer: WampSerializer, details: dict, **limits: int) -> None:
         super().__init__(serializer, details, **limits)
         self.ws = ws
+        #: the connection's cookie (geonode.router.auth.cookie), when its path tracks them
+        self.cookie: Any = None
 
     def run(self, router: Any, auth_config: dict | None = None) -> None:
         """Attach to ``router`` and pump incoming messages until the connection ends."""
@@ -118,7 +120,9 @@ class WampWebSocketPeer(MessageQueuePeer):
         if self.serializer.batched:
             # One frame per batch, but batches of bounded size: a client's message size limit
             # must not be hit because the router had a lot to say at once.
-            frames, batch, size = [], [], 0
+            frames: list = []
+            batch: list = []
+            size = 0
             for item in items:
                 if batch and size + len(item) > BATCH_FRAME_LIMIT:
                     frames.append(self.serializer.join(batch))

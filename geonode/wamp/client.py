@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from autobahn.wamp import message, role
@@ -125,7 +125,7 @@ class Session:
         self._handlers = Handlers(self.name, pool_size, self._answer_invocation)
         self._rs: Any = None                      # the router's side: a RouterSession
         self._peer: InProcessPeer | None = None
-        self._out: Pump | None = None             # everything for the router passes here
+        self._out: Any = None  # a Pump            # everything for the router passes here
         self._leaving = False
 
     def __repr__(self) -> str:
@@ -347,7 +347,7 @@ class Session:
             return
         self._send_want(change.want, change.waiter)
 
-    def _undo_want(self, want: Want, waiter: Waiter | None) -> None:
+    def _undo_want(self, want: Want, waiter: Waiter) -> None:
         if want in self._wanted:
             self._wanted.remove(want)
         self._wants_at_welcome = [c for c in self._wants_at_welcome if c.want is not want]
@@ -471,7 +471,7 @@ class Session:
         r = self._pending.pop(req, None)
         if r is None:
             return
-        want = r.want
+        want = cast(Want, r.want)  # a subscribe/register request always has its Want
         if want not in self._wanted:  # dropped meanwhile
             self._rs.receive(want.undo(next(self._ids), wamp_id))
         else:
@@ -503,8 +503,8 @@ class Session:
                 r.waiter.progressed(list(msg.args or ()), dict(msg.kwargs or {}))
             return
         r = self._pending.pop(msg.request, None)
-        if r is not None:
-            r.waiter.resolve((list(msg.args or ()), dict(msg.kwargs or {})))
+        if r is not None:  # a call: someone waits for it
+            cast(Waiter, r.waiter).resolve((list(msg.args or ()), dict(msg.kwargs or {})))
 
     def _on_invocation(self, msg: message.Invocation) -> None:
         want = self._regs.get(msg.registration)

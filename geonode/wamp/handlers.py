@@ -14,7 +14,7 @@ import functools
 import logging
 import types
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from autobahn.wamp import message
@@ -36,14 +36,14 @@ def on_hub(fn: Callable) -> Callable:
     """Mark a handler/endpoint as gevent-aware: it runs in a greenlet on the hub, not the pool.
     Works as a decorator (also on methods) and on bound methods."""
     try:
-        fn._geonode_on_hub = True
+        fn._geonode_on_hub = True  # type: ignore[attr-defined]  # a mark read by Handlers
         return fn
     except AttributeError:  # a bound method: mark a thin wrapper instead
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
-        wrapper._geonode_on_hub = True
+        wrapper._geonode_on_hub = True  # type: ignore[attr-defined]
         return wrapper
 
 
@@ -181,10 +181,11 @@ class Handlers:
 
     def _invocation_done(self, job: Job, result: Any) -> None:
         # a link callback: runs in the hub greenlet itself, so it only queues the reply
+        invocation = cast(message.Invocation, job.invocation)  # an endpoint's job has one
         if result.successful():
-            self._reply(job.want, job.invocation, value=result.value)
+            self._reply(job.want, invocation, value=result.value)
         else:
-            self._reply(job.want, job.invocation, error=result.exception)
+            self._reply(job.want, invocation, error=result.exception)
 
     def _reply(self, want: Want, msg: message.Invocation, value: Any = None,
                error: BaseException | None = None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autobahn.wamp import message
+from autobahn.wamp.message import Message  # (the method message() hides the module below)
 
 if TYPE_CHECKING:
     from geonode.wamp.waiters import Waiter
@@ -38,7 +39,7 @@ class Want:
             return message.Subscribe(request, self.uri, match=self.match)
         return message.Register(request, self.uri, match=self.match, invoke=self.invoke)
 
-    def undo(self, request: int, wamp_id: int) -> message.Message:
+    def undo(self, request: int, wamp_id: int) -> Message:
         """The UNSUBSCRIBE or UNREGISTER of the router's ``wamp_id`` for it."""
         if self.kind == SUBSCRIBE:
             return message.Unsubscribe(request, wamp_id)
@@ -65,7 +66,7 @@ class WantChange:
 
     want: Want
     add: bool
-    waiter: Waiter | None
+    waiter: Waiter
 
 
 @dataclass(slots=True)

@@ -26,8 +26,8 @@ class Waiter:
         self.value: Any = None
         self.error: BaseException | None = None
         if in_hub_thread():
-            self._event: gevent.event.Event | None = gevent.event.Event()
-            self._lock = None
+            self._event: Any = gevent.event.Event()
+            self._lock: Any = None
         else:
             self._event = None
             self._lock = real_allocate_lock()

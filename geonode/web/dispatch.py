@@ -14,6 +14,7 @@ from typing import Any
 
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from geonode.config.model import PathService, Service
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 
@@ -37,7 +38,7 @@ def not_found(environ: dict, start_response: Callable) -> list[bytes]:
     return [body]
 
 
-def build_app(paths: dict, ctx: BuildContext) -> WSGIApp:
+def build_app(paths: dict[str, Service], ctx: BuildContext) -> WSGIApp:
     """Build the WSGI app serving ``paths`` (a web transport's or a nested ``path`` service's).
 
     ``ctx.json_path`` names the ``paths`` object itself (``workers[0].transports[0].paths``).
@@ -58,6 +59,6 @@ def build_app(paths: dict, ctx: BuildContext) -> WSGIApp:
     return DispatcherMiddleware(root, mounts)
 
 
-def build_path(cfg: dict, ctx: BuildContext) -> WSGIApp:
+def build_path(cfg: PathService, ctx: BuildContext) -> WSGIApp:
     """The ``path`` service: a nested ``paths`` tree."""
-    return build_app(cfg.get("paths", {}), ctx.child("paths"))
+    return build_app(cfg.paths, ctx.child("paths"))

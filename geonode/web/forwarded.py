@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from geonode.config import ConfigError
+from geonode.config.proxies import allowed_proxies
 
 # Peers judged once each (a node behind a proxy sees the same few addresses); bounded.
 _CACHE_MAX = 4096
@@ -40,19 +40,8 @@ class TrustedProxies:
     """Which peers' forwarding headers are believed."""
 
     def __init__(self, spec: Any, json_path: str = "forwarded_allow_ips") -> None:
-        if isinstance(spec, str):
-            spec = [s.strip() for s in spec.split(",") if s.strip()]
-        self.any = "*" in spec
-        self.unix = "unix" in spec
-        self.networks: list[Any] = []
-        for i, entry in enumerate(spec):
-            if entry in ("*", "unix"):
-                continue
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                raise ConfigError(f"{json_path}[{i}]: {entry!r} is not an IP address or CIDR "
-                                  "(nor \"*\" or \"unix\")") from None
+        # the config model checks the same spec with the same function (check == start)
+        self.any, self.unix, self.networks = allowed_proxies(spec, json_path)
         self._cache: dict[str, bool] = {}
         self._valid: dict[str, bool] = {}
 

@@ -195,6 +195,13 @@ class RequestHeaders:
 class Handler(StrictHTTP, WebSocketHandler):
     """pywsgi handler: plain WSGI handling plus an opt-in WebSocket upgrade hook."""
 
+    # pywsgi's (untyped) attributes: the status line (bytes once the app started the
+    # response, a text note after a socket error) and the code
+    status: Any
+    code: Any
+    #: the connection's socket (None once detach_websocket moved it to a greenlet of its own)
+    socket: Any
+
     #: set by the upgrader once the 101 response went out
     websocket_upgraded = False
     #: from a request line read until its response is done; False while the connection waits
@@ -373,7 +380,7 @@ class Handler(StrictHTTP, WebSocketHandler):
             return
         super()._write(data)
 
-    def _sendall(self, data: bytes) -> None:
+    def _sendall(self, data: bytes | bytearray) -> None:
         # gevent's sendall holds the whole call to the socket timeout (client_timeout): for a
         # body that is a minimum download speed (8 MiB in 60 s), which cuts honest clients
         # on slow links. Sent piece by piece, the timeout bounds each wait for progress: a

@@ -21,6 +21,7 @@ from typing import Any
 
 from gevent import pywsgi
 
+from geonode.config.model import Endpoint
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
@@ -62,7 +63,7 @@ class WebServer(pywsgi.WSGIServer):
 
     handler_class = Handler
 
-    def __init__(self, endpoint: dict, app: Callable, *, config_dir: Path, json_path: str,
+    def __init__(self, endpoint: Endpoint, app: Callable, *, config_dir: Path, json_path: str,
                  timeouts: Timeouts | None = None, max_connections: int | None = None) -> None:
         self.endpoint_cfg = endpoint
         self.json_path = json_path
@@ -72,15 +73,14 @@ class WebServer(pywsgi.WSGIServer):
         self.request_head_timeout = timeouts.request_head
         self.keepalive_timeout = timeouts.keepalive
         self.connections = Connections()
-        kind = endpoint.get("type", "tcp")
         ssl_args: dict = {}
-        if kind == "unix":
+        if endpoint.type == "unix":
             listener, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
             self.unix_path: str | None = where
             self.url = f"http+unix://{where}"
             self.is_tcp = False
         else:
-            tls = endpoint.get("tls")
+            tls = endpoint.tls
             ctx = tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
             listener, where = tcp_listener(endpoint, f"{json_path}.endpoint")
             if ctx is not None:
@@ -99,7 +99,7 @@ class WebServer(pywsgi.WSGIServer):
         cap.install(self)
         self.max_connections = cap.limit
 
-    def do_handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def do_handle(self, sock: Any, address: Any) -> None:
         # From the accept on (a TLS handshake is a wait on the client too); the handler
         # switches to keepalive_timeout while it waits for a request.
         timeout = self.client_timeout if self.client_timeout is not None \

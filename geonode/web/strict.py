@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from gevent import Timeout
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
@@ -86,6 +86,9 @@ class StrictHTTP(WSGIHandler):
     """Request and response checks for pywsgi (see the module docstring)."""
 
     _head_deadline: float | None = None
+    # pywsgi's (untyped) attributes this mixin reads and sets
+    wsgi_input: Any
+    response_headers: Any
     _absolute_host: str | None = None
     _body_left: int | None = None
 
@@ -103,7 +106,7 @@ class StrictHTTP(WSGIHandler):
     # ---- request --------------------------------------------------------------------
     def _head_clock(self, what: str) -> Any:
         """A Timeout for the rest of the request head (``_head_deadline`` is set)."""
-        left = max(self._head_deadline - time.monotonic(), 0.001)
+        left = max(cast(float, self._head_deadline) - time.monotonic(), 0.001)
         return Timeout(left, TimeoutError(f"request {what} not complete within "
                                             f"request_head_timeout"))
 

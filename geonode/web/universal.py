@@ -43,7 +43,7 @@ class UniversalServer(WebServer):
         super().__init__(*args, **kwargs)
         self.protocols = protocols
 
-    def handle(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    def handle(self, sock: Any, address: Any) -> None:
         rfile = sock.makefile("rb", -1)
         try:
             first = rfile.peek(1)[:1]   # one recv; the timeout is the handler's (do_handle)

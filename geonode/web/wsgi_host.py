@@ -17,7 +17,6 @@ The split of work (why it looks like this):
 from __future__ import annotations
 
 import errno
-import importlib
 import io
 import logging
 import os
@@ -33,10 +32,10 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from geonode.config import ConfigError
+from geonode.config.imports import wsgi_object
+from geonode.config.model import WsgiService
 from geonode.handoff import Wakeup
 from geonode.httpstatus import status_line
-from geonode.logs import origin
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
 
@@ -121,31 +120,6 @@ class _LimitedInput:
 # With ``client_timeout`` a body must keep up this average rate after a grace of client_timeout:
 # a client trickling bytes (each within the socket's idle timeout) cannot hold the request open.
 MIN_BODY_RATE = 4096
-
-
-def load_object(cfg: dict, ctx: BuildContext) -> Callable:
-    """Import ``module`` and return its attribute ``object``; config errors name the key path."""
-    module_name = cfg.get("module")
-    object_name = cfg.get("object")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # any import-time failure of user code is a config problem
-        raise ConfigError([
-            f"{ctx.json_path}.module: cannot import WSGI module {module_name!r}: "
-            f"{type(e).__name__}: {e}{origin(e)}\n  sys.path = {sys.path!r}"
-        ]) from e
-    obj: Any = module
-    for part in str(object_name).split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError([
-                f"{ctx.json_path}.object: module {module_name!r} "
-                f"({getattr(module, '__file__', '?')}) has no attribute {object_name!r}"
-            ]) from None
-    if not callable(obj):
-        raise ConfigError([f"{ctx.json_path}.object: {module_name}.{object_name} is not callable"])
-    return obj
 
 
 def spool_body(environ: dict, max_size: int | None = None) -> None:
@@ -281,7 +255,8 @@ class _Call:
         self.cancelled = False
         self.headers_seen = False
         self.submitted = 0.0
-        self.environ = environ
+        # None once a pool thread took it (the call no longer holds the request)
+        self.environ: dict | None = environ
         self.task: Callable[[_Call], None] | None = None
         self.value: Any = None
         # set by a pool thread when it puts the call in Pool.done, cleared by the hub
@@ -842,7 +817,7 @@ class WSGIHost:
             pool.wait(call)
         return call.value
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:  # noqa: C901 - the per-request hand-off to the pool, inlined on the hot path (bench/http)
         environ["wsgi.multiprocess"] = False
         pool = self.pool
         if pool is None:
@@ -1017,26 +992,24 @@ class _StreamAborted(ConnectionAbortedError):
     """Raised into the server when a response fails midway: pywsgi then closes quietly."""
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable:
+def build(cfg: WsgiService, ctx: BuildContext) -> Callable:
     """Build the WSGI Host Service ``{"type": "wsgi", "module": ..., "object": ...}``.
 
     ``"threads": false`` (greenlet mode, gevent-aware apps) runs the app in the connection's
     greenlet: no pool, no thread hop, and the body is read by the app as it wants.
     """
-    app = load_object(cfg, ctx)
+    app = wsgi_object(cfg)
     display = bool(ctx.transport_options.get("display_tracebacks", False))
-    name = f"{cfg.get('module')}:{cfg.get('object')}"
+    name = f"{cfg.module}:{cfg.object}"
     hook = None
-    if cfg.get("wamp"):
+    if cfg.wamp:
         from geonode import wamp
 
-        hook = wamp.environ_hook(cfg["wamp"], ctx)
-    limit = max_body_size(cfg, ctx)
-    if cfg.get("threads", True) is False:
+        hook = wamp.environ_hook(cfg.wamp, ctx)
+    limit = max_body_size(cfg.extra, ctx)
+    if not cfg.threads:
         return WSGIHost(app, None, display_tracebacks=display, environ_hook=hook, name=name,
                         max_body_size=limit)
-    maxthreads = int(cfg.get("maxthreads", 20))
-    minthreads = min(int(cfg.get("minthreads", 0)), maxthreads)
-    pool = Pool(maxthreads, minthreads)
+    pool = Pool(cfg.maxthreads, cfg.minthreads)
     return WSGIHost(app, pool, display_tracebacks=display, environ_hook=hook, name=name,
                     max_body_size=limit)

@@ -32,6 +32,7 @@ import codecs
 import os
 import socket
 import struct
+from typing import Any
 
 import gevent
 from gevent.event import Event
@@ -95,9 +96,9 @@ class WebSocket:
         self._msg_compressed = False
         self._msg_size = 0
         self._parts: list = []
-        self._decoder = None
+        self._decoder: Any = None  # an incremental UTF-8 decoder, for a text message
         # auto ping
-        self._pong: Event | None = None
+        self._pong: Any = None  # an Event when auto-ping is on
         self._ping_payload: bytes | None = None
         self._rx_frames = 0     # frames received: liveness for auto_ping_restart_on_any_traffic
         self._pinger = None
@@ -229,7 +230,7 @@ class WebSocket:
             raise EOFError("connection closed by peer")
         return data
 
-    def _receive(self):
+    def _receive(self):  # noqa: C901 - the per-frame loop, one function on purpose (a call per frame costs every message); a branch per RFC 6455 rule
         read = self._read_exact
         while True:
             b0, b1 = read(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from geonode.websocket.frames import CLOSE_TOO_BIG, ProtocolError
 from geonode.websocket.options import DeflateOptions
@@ -54,8 +55,9 @@ class PerMessageDeflate:
         self.level = zlib.Z_DEFAULT_COMPRESSION if level is None else level
         self.memory_level = memory_level or 8
         # Created on first use: a deflate context costs ~256 KB, many peers never send large data.
-        self._compressor = None
-        self._decompressor = None
+        # zlib compress/decompress objects (private classes), made on first use
+        self._compressor: Any = None
+        self._decompressor: Any = None
         self._inflated = 0
 
     # -- outgoing -------------------------------------------------------------------------
@@ -111,7 +113,7 @@ def negotiate(header: str, opts: DeflateOptions) -> tuple[PerMessageDeflate, str
     return None
 
 
-def _accept_offer(params, opts: DeflateOptions) -> tuple[PerMessageDeflate, str] | None:
+def _accept_offer(params, opts: DeflateOptions) -> tuple[PerMessageDeflate, str] | None:  # noqa: C901 - RFC 7692 7.1: a branch per parameter rule, in the RFC's order
     seen: set[str] = set()
     server_nct = client_nct = False
     server_bits: int | None = None

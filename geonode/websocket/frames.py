@@ -67,14 +67,6 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,
     return head + mask if mask is not None else head
 
 
-def build_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False,
-                mask: bytes | None = None) -> bytes:
-    """One complete frame; with ``mask`` the payload is masked (client → server)."""
-    if mask is not None:
-        payload = xor_mask(payload, mask)
-    return frame_header(opcode, len(payload), fin, rsv1, mask) + payload
-
-
 def close_payload(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame: empty when there is no code (1005 is never sent)."""
     if code is None or code == CLOSE_NO_STATUS:
@@ -122,7 +114,7 @@ def _xor_translate_inplace(buf: bytearray, mask: bytes) -> None:
 
 try:  # autobahn's optional compiled masker
     from _nvx_xormasker import ffi as _nvx_ffi  # type: ignore[import-not-found]
-    from _nvx_xormasker import lib as _nvx_lib  # type: ignore[import-not-found]
+    from _nvx_xormasker import lib as _nvx_lib
 except ImportError:  # pragma: no cover - depends on how autobahn was installed
     _nvx_ffi = _nvx_lib = None
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geonode.config.model import NodeModel, Worker
 from geonode.workers import guest, probe
 from geonode.workers.environment import process_env
 from geonode.workers.kinds import twisted_missing_message
 from geonode.workers.process import LaunchError
 
 
-def errors(data: dict, config_dir: Path) -> list[str]:
+def errors(model: NodeModel, config_dir: Path) -> list[str]:
+    """Every worker's (enabled ones: start starts no other) errors, path-named."""
     out: list[str] = []
-    for wi, worker in enumerate(data.get("workers") or []):
-        if not isinstance(worker, dict):
+    for w in model.workers:
+        if w.disabled:
             continue
-        wpath = f"workers[{wi}]"
-        kind = worker.get("type", "router")
-        options = worker.get("options") or {}
+        worker, wpath, kind, options = w.extra, w.json_path, w.type, w.options
         if kind == "guest":
             workdir = guest.workdir_of(worker, config_dir)
             if not workdir.is_dir():
@@ -36,8 +36,12 @@ def errors(data: dict, config_dir: Path) -> list[str]:
         elif kind == "container":
             out += _container(worker, wpath, options, config_dir)
         elif kind == "router":
-            out += _router(worker, wpath, options, config_dir)
+            out += _router(w, config_dir)
     return out
+
+
+#: component classes that are never autobahn ones (geonode.config.imports.is_autobahn_component)
+PLAIN_PREFIXES = ("crossbar.bridge.rest.", "geonode.")
 
 
 def _pythonpath(options: dict, config_dir: Path) -> list[str]:
@@ -63,17 +67,15 @@ def _container(worker: dict, wpath: str, options: dict, config_dir: Path) -> lis
     return out
 
 
-def _router(worker: dict, wpath: str, options: dict, config_dir: Path) -> list[str]:
-    items = []
-    for ci, comp in enumerate(worker.get("components") or []):
-        name = comp.get("classname")
-        if not isinstance(name, str) or name.startswith("crossbar.bridge.rest."):
-            continue
-        items.append({"path": f"{wpath}.components[{ci}]", "classname": name,
-                      "expect": "router"})
+def _router(worker: Worker, config_dir: Path) -> list[str]:
+    """A router worker's autobahn components (the probe decides which they are, on the
+    worker's python path; geonode.config.verify imports the plain ones)."""
+    items = [{"path": comp.json_path, "classname": comp.classname, "expect": "router"}
+             for comp in worker.components
+             if comp.classname and not comp.classname.startswith(PLAIN_PREFIXES)]
     if not items:
         return []
     env = dict(os.environ)
-    env.update({k: str(v) for k, v in ((options.get("env") or {}).get("vars") or {}).items()})
-    return probe.run(items, _pythonpath(options, config_dir), env, str(config_dir),
-                     wpath)["errors"]
+    env.update(worker.env_vars)
+    return probe.run(items, _pythonpath(worker.options, config_dir), env, str(config_dir),
+                     worker.json_path)["errors"]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from geonode.config.model import Component
 from geonode.workers.channel import Channel
 from geonode.workers.environment import process_env
 from geonode.workers.process import RESTART_NEVER, RESTART_ON_FAILED, Launch, Spec
@@ -58,22 +59,16 @@ def container_spec(worker: dict, json_path: str, name: str, config_dir: Path, lo
                 on_final_exit=on_final_exit, should_restart=_process_restart(mode))
 
 
-def component_auth(cfg: dict) -> dict:
-    """A router component's session: realm, authid (``id``, else the class name) and role
-    (default ``trusted``), as geonode's in-process components (geonode.components)."""
-    return {"realm": cfg["realm"], "authrole": cfg.get("role", "trusted"),
-            "authid": cfg.get("id") or cfg["classname"].rpartition(".")[2]}
-
-
-def router_components_spec(router: Any, items: list[tuple[int, dict]], json_path: str,
+def router_components_spec(router: Any, components: list[Component], json_path: str,
                            name: str, options: dict, config_dir: Path, loglevel: str,
                            gate: Any = None) -> Spec:
-    """One child for a router worker's autobahn components (``items``: (index in the
-    worker's ``components``, its config)), joined over a private channel (channel.py)."""
-    comps = [{"path": f"{json_path}.components[{i}]", "type": "class",
-              "classname": c["classname"], "realm": c["realm"], "extra": c.get("extra"),
-              "channel": k} for k, (i, c) in enumerate(items)]
-    auths = [component_auth(c) for _, c in items]
+    """One child for a router worker's autobahn components, joined over a private channel
+    (channel.py) with the realm, authid and role (default ``trusted``) the config model gives
+    them, as geonode's in-process components (geonode.components)."""
+    comps = [{"path": c.json_path, "type": "class", "classname": c.classname,
+              "realm": c.realm, "extra": c.extra, "channel": k}
+             for k, c in enumerate(components)]
+    auths = [{"realm": c.realm, "authrole": c.role, "authid": c.authid} for c in components]
 
     def prepare() -> Launch:
         channel = Channel(router, auths, name)

@@ -18,6 +18,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
+from geonode.config.model import Component, Worker
 from geonode.config.semantic import NODE_SHUTDOWN_MODES
 from geonode.workers import container, guest
 from geonode.workers.process import STOP_GRACE, Supervised
@@ -28,17 +29,17 @@ log = logging.getLogger("geonode.workers")
 ON_WORKER_EXIT, ON_WORKER_EXIT_WITH_ERROR, ON_LAST_WORKER_EXIT = NODE_SHUTDOWN_MODES[1:]
 
 
-def worker_name(worker: dict, index: int) -> str:
+def worker_name(worker: Worker) -> str:
     """Crossbar's default worker ids are ``worker001``...; geonode names them by position."""
-    return worker.get("id") or f"worker{index:03d}"
+    return worker.id or f"worker{worker.index:03d}"
 
 
 class Workers:
-    def __init__(self, data: dict, config_dir: Path, loglevel: str = "info") -> None:
+    def __init__(self, modes: list[str], config_dir: Path, loglevel: str = "info") -> None:
+        """``modes``: ``controller.options.shutdown`` (NodeModel.shutdown)."""
         self.config_dir = config_dir
         self.loglevel = loglevel
-        modes = ((data.get("controller") or {}).get("options") or {}).get("shutdown") or []
-        self.modes = [modes] if isinstance(modes, str) else list(modes)
+        self.modes = list(modes)
         self.items: list[Supervised] = []
         self.watches: list[guest.Watch] = []
         self.alive: set[str] = set()
@@ -51,14 +52,15 @@ class Workers:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, worker: dict, index: int) -> None:
-        wpath = f"workers[{index}]"
-        name = worker_name(worker, index)
+    def add(self, model: Worker) -> None:
+        """A container or guest worker (its config as written: ``model.extra``)."""
+        worker, wpath = model.extra, model.json_path
+        name = worker_name(model)
 
         def final(status: int | None, name: str = name) -> None:
             self._exited(name, status)
 
-        if worker["type"] == "container":
+        if model.type == "container":
             spec = container.container_spec(worker, wpath, name, self.config_dir, self.loglevel,
                                             on_final_exit=final, gate=self.listening)
             self.items.append(Supervised(spec))
@@ -66,16 +68,18 @@ class Workers:
         else:
             sup = Supervised(guest.spec(worker, wpath, name, self.config_dir, final))
             self.items.append(sup)
-            watch = (worker.get("options") or {}).get("watch")
+            watch = model.options.get("watch")
             if watch:
                 self.watches.append(guest.Watch(sup, watch, self.config_dir))
 
-    def add_router_components(self, router: Any, items: list[tuple[int, dict]], worker: dict,
-                              index: int) -> None:
-        name = f"{worker_name(worker, index)}-components"
-        spec = container.router_components_spec(router, items, f"workers[{index}]", name,
-                                                worker.get("options") or {}, self.config_dir,
-                                                self.loglevel, gate=self.listening)
+    def add_router_components(self, router: Any, components: list[Component],
+                              worker: Worker) -> None:
+        """A router worker's autobahn components, in one child."""
+        spec = container.router_components_spec(router, components, worker.json_path,
+                                                f"{worker_name(worker)}-components",
+                                                worker.options,
+                                                self.config_dir, self.loglevel,
+                                                gate=self.listening)
         self.items.append(Supervised(spec))
         self.early.append(self.items[-1])
 

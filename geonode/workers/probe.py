@@ -3,10 +3,10 @@ process: user modules run code on import, and a Twisted one picks txaio's flavou
 
 Input (stdin, one JSON line): ``{"pythonpath": [...], "items": [{"path", "expect",
 "classname" | "callbacks"}]}``, ``expect`` one of ``session`` (an autobahn ApplicationSession,
-as a container runs), ``router`` (either, decided as the node decides at start: geonode.workers.routercomp) and
-``callbacks`` (a ``function``
-component). Output (stdout, one JSON line): ``{"errors": [...], "twisted": bool}``, each error
-worded exactly as the worker logs it at start (geonode.workers.kinds).
+as a container runs), ``router`` (a router worker's component: looked at only when it is an
+autobahn one, decided as the node decides at start, geonode.config.imports) and ``callbacks``
+(a ``function`` component). Output (stdout, one JSON line): ``{"errors": [...], "twisted":
+bool}``, each error worded exactly as the worker logs it at start (geonode.workers.kinds).
 """
 
 from __future__ import annotations
@@ -16,30 +16,16 @@ import subprocess
 import sys
 from typing import Any
 
+from geonode.config.imports import is_autobahn_component
 from geonode.workers.kinds import (
     LoadError,
-    import_object,
-    kind_of,
     load_callbacks,
     load_session_class,
     twisted_available,
 )
-from geonode.workers.routercomp import is_autobahn_component
 
 #: Bound on one probe (imports of user modules).
 PROBE_TIMEOUT = 120.0
-
-
-def _plain(classname: str, path: str) -> None:
-    cls = import_object(classname, f"{path}.classname")
-    kind = kind_of(cls) if isinstance(cls, type) else None
-    if kind is None:
-        raise LoadError(f"{path}.classname: {classname} has no on_join(session) method "
-                        "(geonode components are plain classes, see geonode.components)")
-    if kind != "plain":
-        raise LoadError(f"{path}.classname: {classname} is an autobahn ApplicationSession whose "
-                        "module does not say so (geonode looks for 'ApplicationSession' in it): "
-                        "import ApplicationSession by that name in the component's module")
 
 
 def main() -> None:
@@ -51,7 +37,9 @@ def main() -> None:
             if item["expect"] == "callbacks":
                 load_callbacks(item.get("callbacks") or {}, item["path"])
             elif item["expect"] == "router" and not is_autobahn_component(item["classname"]):
-                _plain(item["classname"], item["path"])  # as the node will decide at start
+                # decided as the node decides at start; a plain class is imported by
+                # geonode.config.verify in the checking process, as start imports it
+                continue
             else:
                 load_session_class(item["classname"], item["path"])
         except LoadError as e:

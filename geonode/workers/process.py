@@ -195,16 +195,18 @@ class Supervised:
 
     @staticmethod
     def _feed(proc: subprocess.Popen, data: bytes | None, close: bool, gate: Any) -> None:
+        stdin = proc.stdin
+        assert stdin is not None  # spawned with stdin=PIPE
         try:
             if data:
-                proc.stdin.write(data)
-                proc.stdin.flush()
+                stdin.write(data)
+                stdin.flush()
             if gate is not None:
                 gate.wait()
-                proc.stdin.write(b"start\n")
-                proc.stdin.flush()
+                stdin.write(b"start\n")
+                stdin.flush()
             if close:
-                proc.stdin.close()
+                stdin.close()
         except OSError:
             pass  # the child went away or closed its stdin: nothing to hand over
 

@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from geonode.workers.kinds import LoadError, kind_of, load_callbacks, load_session_class
 
@@ -119,6 +119,19 @@ class Framework:
     def factories(self) -> tuple[Any, Any]:
         raise NotImplementedError
 
+    def call_later(self, delay: float, fn: Callable, *args: Any) -> None:
+        raise NotImplementedError
+
+    def connect(self, target: dict, make_session: Callable, on_fail: Callable[[str], None],
+                config_dir: Path) -> None:
+        raise NotImplementedError
+
+    def run(self, start: Callable, terminate: Callable) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
 
 class Twisted(Framework):
     name = "Twisted"
@@ -129,7 +142,8 @@ class Twisted(Framework):
         txaio.use_twisted()
         from twisted.internet import reactor
 
-        self.reactor = reactor
+        # Any: the reactor's interfaces are split over zope interfaces mypy cannot join
+        self.reactor: Any = reactor
         self._log_to_stderr()
         from autobahn.twisted.wamp import ApplicationSession
 
@@ -151,7 +165,7 @@ class Twisted(Framework):
             if text:
                 sys.stderr.write(f"{'WARNING' if name == 'WARN' else name} {text}\n")
 
-        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False,
+        globalLogBeginner.beginLoggingTo([cast(Any, observer)], redirectStandardIO=False,
                                          discardBuffer=True)
         txaio.set_global_log_level(logging.getLevelName(logging.getLogger().level).lower())
 
@@ -176,6 +190,7 @@ class Twisted(Framework):
 
         ep_cfg = target.get("endpoint") or {}
         timeout = ep_cfg.get("timeout", 10)
+        ep: Any
         if ep_cfg.get("type") == "unix":
             ep = endpoints.UNIXClientEndpoint(self.reactor,
                                               str(config_dir / ep_cfg["path"]), timeout=timeout)
@@ -421,6 +436,7 @@ class Container:
             if c.type == "function":
                 session = self._function_session(c, config)
             else:
+                assert c.cls is not None  # a class component's class loaded before it starts
                 session = c.cls(config)
         except Exception as e:
             log.error("%s: %s(config) failed: %s", c.path, c.name, _one_line(e))

@@ -248,7 +248,7 @@ class CookieTracker:
         if store_cfg.get("type") == "file":
             path = (config_dir / store_cfg["filename"]).resolve()
             store = _FILE_STORES.get(path) or FileCookieStore(path, max_age, max_cookies)
-            _FILE_STORES[path] = store   # type: ignore[assignment]
+            _FILE_STORES[path] = store
         else:
             store = CookieStore(max_age, max_cookies)
         attrs = ""

@@ -158,7 +158,7 @@ class StaticAuth(PendingAuth):
                         self.authid, ", ".join(KDFS))
             return Deny(message="principal has malformed SCRAM keys", counts=False)
         try:
-            authid = saslprep(self.authid)
+            authid = saslprep(self.authid or "")
         except (ValueError, ImportError) as e:
             return Deny(message=f"authid cannot be SASLprep'd: {e}", counts=False)
         self.principal, self.stored_key, self.server_key = p, stored, server

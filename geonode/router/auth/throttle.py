@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Defaults, and why (docs/security.md restates them):
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     # a single typo costs 0.1 s, which nobody notices; the 9th failure in a row costs max_delay
     "delay": 0.1,
     # 4 in flight / 30 s: one address guesses at most ~0.13 times a second once it has failed

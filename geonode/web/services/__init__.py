@@ -1,6 +1,8 @@
 """Path services: ``type`` in a web transport's ``paths`` → a WSGI app factory.
 
-Each entry names ``module:function``; the function is ``build(cfg, ctx) -> WSGI app``.
+Each entry names ``module:function``; the function is ``build(cfg, ctx) -> WSGI app``, where
+``cfg`` is the path's ``geonode.config.model.Service`` (a typed subclass for the services whose
+keys the model reads; ``cfg.extra`` is the path's config as written).
 Modules are imported only when a config uses them, so start-up stays small.
 """
 
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from geonode.config.model import Service
 
 # Every entry needs its schema in geonode.config.schema.SERVICE_SCHEMAS (the config check
 # accepts exactly those types; tests/test_config.py holds the two lists equal).
@@ -36,13 +40,13 @@ SERVICES: dict[str, str] = {
 }
 
 
-def build_service(cfg: dict, ctx: Any):
-    """Build the WSGI app for one path service config."""
-    target = SERVICES[cfg["type"]]
+def build_service(cfg: Service, ctx: Any) -> Any:
+    """Build the WSGI app for one path service."""
+    target = SERVICES[cfg.type]
     module_name, func_name = target.split(":")
     module = importlib.import_module(module_name)
     app = getattr(module, func_name)(cfg, ctx)
-    if cfg["type"] == "wsgi":
+    if cfg.type == "wsgi":
         from geonode.metrics import SOURCES, url_path
 
         SOURCES.add_wsgi(url_path(ctx.json_path), app)   # its pool use, read at scrape time

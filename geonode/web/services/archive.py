@@ -27,11 +27,12 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from werkzeug.http import parse_etags
 
 from geonode.config import ConfigError
+from geonode.config.model import Service
+from geonode.config.services import archive_problem
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
@@ -229,26 +230,9 @@ def _download(url: str, target: Path, json_path: str) -> None:
     log.info("archive: %s downloaded from %s (%d bytes)", target, url, got)
 
 
-def archive_problem(cfg: dict, config_dir: Path, json_path: str) -> str | None:
-    """What keeps the archive from being served (the check's and start's message), or None."""
-    path = Path(config_dir, cfg["archive"])
-    if path.exists():
-        return None if path.is_file() else \
-            f"{json_path}.archive: {str(path)!r} exists but is not a file"
-    origin = cfg.get("origin")
-    if origin is None:
-        return f"{json_path}.archive: file {cfg['archive']!r} not found (looked for {path}) " \
-               "and no 'origin' to download it from"
-    if urlparse(origin).scheme not in ("http", "https"):
-        return f"{json_path}.origin: {origin!r} is not an http(s) URL"
-    if not cfg.get("download", False):
-        return f"{json_path}.archive: file {cfg['archive']!r} not found (looked for {path}); " \
-               "set 'download': true to fetch it from 'origin'"
-    return None
-
-
-def build(cfg: dict, ctx: BuildContext) -> ArchiveApp:
+def build(svc: Service, ctx: BuildContext) -> ArchiveApp:
     """The WSGI app serving an ``archive`` path."""
+    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
     problem = archive_problem(cfg, ctx.config_dir, ctx.json_path)
     if problem:
         raise ConfigError(problem)

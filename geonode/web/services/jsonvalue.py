@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from geonode.config import ConfigError
+from geonode.config.model import JsonService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
@@ -16,25 +16,22 @@ _NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
 _OK, _NO_CONTENT = status_line(200), status_line(204)
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(cfg: JsonService, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``json`` path."""
-    if "value" not in cfg:
-        raise ConfigError(f"{ctx.json_path}.value: required")
-    options = cfg.get("options") or {}
-    if options.get("prettify", False):
-        text = json.dumps(cfg["value"], indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if cfg.prettify:
+        text = json.dumps(cfg.value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     else:
-        text = json.dumps(cfg["value"], separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(cfg.value, separators=(",", ":"), ensure_ascii=False)
     body = text.encode("utf-8")
     extra: list[tuple[str, str]] = []
-    if options.get("allow_cross_origin", True):
+    if cfg.allow_cross_origin:
         extra.append(("Access-Control-Allow-Origin", "*"))
-    if options.get("discourage_caching", False):
+    if cfg.discourage_caching:
         extra += _NO_CACHE
     headers = [("Content-Type", "application/json; charset=utf-8"),
                ("Content-Length", str(len(body)))] + extra
     preflight = [("Allow", "GET, HEAD, OPTIONS")] + extra
-    if options.get("allow_cross_origin", True):
+    if cfg.allow_cross_origin:
         preflight += [("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
                       ("Access-Control-Max-Age", "86400")]
 

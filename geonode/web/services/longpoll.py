@@ -32,14 +32,12 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from geonode.config import ConfigError
-from geonode.config.semantic import ROUTER_NEEDED
+from geonode.config.model import LongPollService as LongPollConfig
 from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
 from geonode.transport.queue import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageQueuePeer,
-    configured_serializers,
 )
 from geonode.transport.websocket import http_headers, peer_address
 from geonode.web.context import BuildContext
@@ -149,14 +147,12 @@ class LongPollPeer(MessageQueuePeer):
 class LongPollService:
     """The sessions of one ``longpoll`` path and the requests that reach them."""
 
-    def __init__(self, cfg: dict, ctx: BuildContext) -> None:
-        json_path = ctx.json_path
-        if ctx.router is None:
-            raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="longpoll path"))
+    def __init__(self, cfg: LongPollConfig, ctx: BuildContext) -> None:
+        # (the config model checked that the worker has a router, and the serializers)
         self.router = ctx.router
-        self.json_path = json_path
-        opts = cfg.get("options") or {}
-        self.names = configured_serializers(cfg, json_path)
+        self.json_path = ctx.json_path
+        opts = cfg.extra.get("options") or {}
+        self.names = cfg.serializers
         self.request_timeout = float(opts.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
         self.session_timeout = float(opts.get("session_timeout", DEFAULT_SESSION_TIMEOUT)
                                      or MAX_IDLE)
@@ -290,93 +286,120 @@ def _page(names: list[str]) -> bytes:
     ).encode()
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable:
+def build(cfg: LongPollConfig, ctx: BuildContext) -> Callable:
     """The WSGI app for a ``longpoll`` path."""
-    service = LongPollService(cfg, ctx)
-    page = _page(service.names)
+    return _App(LongPollService(cfg, ctx))
 
-    def answer(start_response: Callable, status: int, body: bytes | str, ctype: str,
-               environ: dict, extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        # a 204 carries no Content-Length nor body (RFC 9110 8.6)
-        headers = [] if status == 204 else [("Content-Type", ctype),
-                                            ("Content-Length", str(len(data)))]
-        headers += [*_cors(environ), *extra]
-        start_response(status_line(status), headers)
-        return [data] if data and environ.get("REQUEST_METHOD") != "HEAD" else []
 
-    def text(start_response: Callable, status: int, message: str, environ: dict,
-             extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
-        return answer(start_response, status, message + "\n", "text/plain; charset=utf-8",
-                      environ, extra)
+def _answer(start_response: Callable, status: int, body: bytes | str, ctype: str,
+            environ: dict, extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    # a 204 carries no Content-Length nor body (RFC 9110 8.6)
+    headers = [] if status == 204 else [("Content-Type", ctype),
+                                        ("Content-Length", str(len(data)))]
+    headers += [*_cors(environ), *extra]
+    start_response(status_line(status), headers)
+    return [data] if data and environ.get("REQUEST_METHOD") != "HEAD" else []
 
-    def app(environ: dict, start_response: Callable) -> list[bytes]:
+
+def _text(start_response: Callable, status: int, message: str, environ: dict,
+          extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    return _answer(start_response, status, message + "\n", "text/plain; charset=utf-8",
+                   environ, extra)
+
+
+def _no_content(start_response: Callable, environ: dict) -> list[bytes]:
+    return _answer(start_response, 204, b"", "text/plain", environ)
+
+
+def _body(environ: dict, start_response: Callable, limit: int) -> bytes | list[bytes]:
+    """The request body, or the answer that refuses it (413, 400)."""
+    try:
+        return _read_body(environ, limit)
+    except _TooLarge as e:
+        return _text(start_response, 413, str(e), environ, [("Connection", "close")])
+    except ValueError as e:
+        return _text(start_response, 400, str(e), environ)
+
+
+class _App:
+    """The WSGI app of one ``longpoll`` path: ``/`` (a page), ``/open``, ``/<id>[/<op>]``."""
+
+    def __init__(self, service: LongPollService) -> None:
+        self.service = service
+        self.page = _page(service.names)
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         parts = [p for p in environ.get("PATH_INFO", "").split("/") if p]
         if method == "OPTIONS":   # a browser's CORS preflight before its POSTs
-            return answer(start_response, 204, b"", "text/plain", environ,
-                          [("Access-Control-Allow-Methods", "GET, POST, OPTIONS")])
+            return _answer(start_response, 204, b"", "text/plain", environ,
+                           [("Access-Control-Allow-Methods", "GET, POST, OPTIONS")])
         if not parts:
             if method in ("GET", "HEAD"):
-                return answer(start_response, 200, page, "text/html; charset=utf-8", environ)
-            return text(start_response, 405, f"method {method} not allowed here", environ,
-                        [("Allow", "GET, HEAD")])
+                return _answer(start_response, 200, self.page, "text/html; charset=utf-8",
+                               environ)
+            return _text(start_response, 405, f"method {method} not allowed here", environ,
+                         [("Allow", "GET, HEAD")])
         if len(parts) > 2:
-            return text(start_response, 404, "no such long-poll resource", environ)
+            return _text(start_response, 404, "no such long-poll resource", environ)
         if parts == ["open"]:
-            if method != "POST":
-                return text(start_response, 405, "open a session with POST", environ,
-                            [("Allow", "POST")])
-            try:
-                body = _read_body(environ, OPEN_BODY_LIMIT)
-            except _TooLarge as e:
-                return text(start_response, 413, str(e), environ, [("Connection", "close")])
-            except ValueError as e:
-                return text(start_response, 400, str(e), environ)
-            status, result = service.open(environ, body)
-            if status != 200:
-                return text(start_response, status, result, environ)
-            return answer(start_response, 200, json.dumps(result),
-                          "application/json; charset=utf-8", environ)
-        tid = parts[0]
-        op = parts[1] if len(parts) == 2 else ""
+            return self._open(environ, start_response, method)
+        return self._transport(environ, start_response, method, parts[0],
+                               parts[1] if len(parts) == 2 else "")
+
+    def _open(self, environ: dict, start_response: Callable, method: str) -> list[bytes]:
+        if method != "POST":
+            return _text(start_response, 405, "open a session with POST", environ,
+                         [("Allow", "POST")])
+        body = _body(environ, start_response, OPEN_BODY_LIMIT)
+        if isinstance(body, list):
+            return body
+        status, result = self.service.open(environ, body)
+        if status != 200:
+            return _text(start_response, status, result, environ)
+        return _answer(start_response, 200, json.dumps(result),
+                       "application/json; charset=utf-8", environ)
+
+    def _transport(self, environ: dict, start_response: Callable, method: str, tid: str,
+                   op: str) -> list[bytes]:
+        service = self.service
         peer = service.sessions.get(tid)
         if op == "close" and peer is None and tid in service.ended:
-            return answer(start_response, 204, b"", "text/plain", environ)
+            return _no_content(start_response, environ)
         if peer is None:
-            return text(start_response, 404, f"no WAMP transport '{tid[:64]}'", environ)
+            return _text(start_response, 404, f"no WAMP transport '{tid[:64]}'", environ)
         if op == "":
             if method not in ("GET", "HEAD"):
-                return text(start_response, 405, "GET only", environ, [("Allow", "GET, HEAD")])
+                return _text(start_response, 405, "GET only", environ,
+                             [("Allow", "GET, HEAD")])
             sid = getattr(peer.session, "id", None)
-            return answer(start_response, 200, json.dumps({"transport": tid, "session": sid}),
-                          "application/json; charset=utf-8", environ)
+            return _answer(start_response, 200, json.dumps({"transport": tid, "session": sid}),
+                           "application/json; charset=utf-8", environ)
         if op not in ("send", "receive", "close"):
-            return text(start_response, 404, f"invalid WAMP transport operation '{op[:64]}'",
-                        environ)
+            return _text(start_response, 404, f"invalid WAMP transport operation '{op[:64]}'",
+                         environ)
         if method != "POST":
-            return text(start_response, 405, f"{op} with POST", environ, [("Allow", "POST")])
+            return _text(start_response, 405, f"{op} with POST", environ, [("Allow", "POST")])
         peer.last_seen = time.monotonic()
         if op == "receive":
             data = peer.receive(service.request_timeout)
             if data is None:
-                return answer(start_response, 204, b"", "text/plain", environ)
-            return answer(start_response, 200, data,
-                          _MIME.get(peer.serializer.name.split(".")[0], "application/octet-stream"),
-                          environ)
+                return _no_content(start_response, environ)
+            return _answer(start_response, 200, data,
+                           _MIME.get(peer.serializer.name.split(".")[0],
+                                     "application/octet-stream"), environ)
         if op == "close":
             peer._end()   # as Crossbar: the session ends now, whatever was queued for it
-            return answer(start_response, 204, b"", "text/plain", environ)
-        try:
-            body = _read_body(environ, service.max_body)
-        except _TooLarge as e:
-            return text(start_response, 413, str(e), environ, [("Connection", "close")])
-        except ValueError as e:
-            return text(start_response, 400, str(e), environ)
-        if not body:
-            return text(start_response, 400, "empty message", environ)
-        if not peer.deliver(body):
-            return text(start_response, 400, "could not unserialize WAMP message", environ)
-        return answer(start_response, 204, b"", "text/plain", environ)
+            return _no_content(start_response, environ)
+        return self._send(environ, start_response, peer)
 
-    return app
+    def _send(self, environ: dict, start_response: Callable, peer: Any) -> list[bytes]:
+        body = _body(environ, start_response, self.service.max_body)
+        if isinstance(body, list):
+            return body
+        if not body:
+            return _text(start_response, 400, "empty message", environ)
+        if not peer.deliver(body):
+            return _text(start_response, 400, "could not unserialize WAMP message", environ)
+        return _no_content(start_response, environ)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from geonode.config import ConfigError
+from geonode.config.model import Service
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
@@ -17,7 +18,7 @@ from geonode.web.services.plain import text_response
 _OK = status_line(200)
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(_svc: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``metrics`` path."""
     try:
         from geonode import metrics

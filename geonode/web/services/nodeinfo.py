@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import gevent
 
+from geonode.config.model import Service
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
@@ -32,7 +33,7 @@ def _sessions(node) -> str:
         return "n/a"
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(cfg: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``nodeinfo`` path."""
     node = ctx.node
 

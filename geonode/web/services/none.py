@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from geonode.config.model import Service
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 
@@ -13,6 +14,6 @@ def app(environ: dict, start_response) -> Iterable[bytes]:
                          head=environ.get("REQUEST_METHOD") == "HEAD")
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(cfg: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``none`` path."""
     return app

@@ -6,18 +6,14 @@ import html
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
-from geonode.config import ConfigError
+from geonode.config.model import RedirectService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
-    """The WSGI app for a ``redirect`` path."""
-    url = cfg.get("url")
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"{ctx.json_path}.url: a non-empty string is required")
-    if any(c in url for c in "\r\n\x00"):
-        raise ConfigError(f"{ctx.json_path}.url: control characters are not allowed")
+def build(cfg: RedirectService, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+    """The WSGI app for a ``redirect`` path (its ``url`` checked by the config model)."""
+    url = cfg.url
     # Built once: the answer never depends on the request.
     body = (f'<!DOCTYPE html>\n<html><body>Moved to <a href="{html.escape(url)}">'
             f"{html.escape(url)}</a></body></html>\n").encode()

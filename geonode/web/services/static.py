@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import html
-import importlib.resources
 import logging
 import mimetypes
 import os
@@ -25,7 +24,8 @@ from urllib.parse import quote
 import gevent
 from werkzeug.http import http_date, parse_date, parse_etags, parse_range_header
 
-from geonode.config import ConfigError
+from geonode.config.imports import static_root
+from geonode.config.model import StaticService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response as _error
@@ -332,38 +332,6 @@ class StaticApp:
         ).encode("utf-8", "surrogateescape")
 
 
-def _root(cfg: dict, ctx: BuildContext) -> Path:
-    directory = cfg.get("directory")
-    package = cfg.get("package")
-    if directory is not None and package is not None:
-        raise ConfigError(
-            f"{ctx.json_path}: give either 'directory' or 'package'+'resource', not both")
-    if directory is not None:
-        root = Path(ctx.config_dir, directory)
-        if not root.is_dir():
-            raise ConfigError(
-                f"{ctx.json_path}.directory: {str(root)!r} is not a directory")
-        return root
-    if package is None:
-        raise ConfigError(f"{ctx.json_path}: 'directory' or 'package'+'resource' required")
-    resource = cfg.get("resource")
-    if resource is None:
-        raise ConfigError(f"{ctx.json_path}.resource: required with 'package'")
-    try:
-        ref = importlib.resources.files(package).joinpath(resource)
-    except (ImportError, TypeError) as e:
-        raise ConfigError(
-            f"{ctx.json_path}.package: cannot import {package!r}: {e}") from None
-    root = Path(str(ref))
-    if not isinstance(ref, Path) and not root.is_dir():
-        raise ConfigError(
-            f"{ctx.json_path}.package: {package!r} is not installed as plain files")
-    if not root.is_dir():
-        raise ConfigError(
-            f"{ctx.json_path}.resource: {resource!r} is not a folder in package {package!r}")
-    return root
-
-
-def build(cfg: dict, ctx: BuildContext) -> StaticApp:
+def build(cfg: StaticService, ctx: BuildContext) -> StaticApp:
     """The WSGI app serving a ``static`` path."""
-    return StaticApp(_root(cfg, ctx), cfg.get("options") or {})
+    return StaticApp(static_root(cfg, ctx.config_dir), cfg.options)

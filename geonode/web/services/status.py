@@ -34,6 +34,7 @@ from typing import Any
 from autobahn.wamp import message as m
 
 from geonode.config import ConfigError
+from geonode.config.model import Service, WebSocketService, parse_service
 from geonode.httpstatus import status_line
 from geonode.router.errors import NOT_AUTHORIZED
 from geonode.web.context import BuildContext
@@ -158,8 +159,9 @@ def _load(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
-def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(svc: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``status`` path."""
+    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
     router = ctx.router
     if router is None:
         raise ConfigError(f"{ctx.json_path}: a status path needs a router worker (realms)")
@@ -176,9 +178,10 @@ def build(cfg: dict, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[b
                           "authenticate with 'auth' and must get 'role')")
     from geonode.web.services import websocket
 
-    ws_app = websocket.build({"type": "websocket", "serializers": ["json"],
-                              **({"auth": auth} if auth else {})},
-                             _ViewerContext(ctx, _ViewerRouter(router, realm, ctx.node, role)))
+    viewer = parse_service({"type": "websocket", "serializers": ["json"],
+                            **({"auth": auth} if auth else {})}, ctx.json_path)
+    assert isinstance(viewer, WebSocketService)
+    ws_app = websocket.build(viewer, _ViewerContext(ctx, _ViewerRouter(router, realm, ctx.node, role)))
     files = {k: (_load(name), ctype) for k, (name, ctype) in _FILES.items()}
     # The page learns its realm from the config (a "<" could end the script element early).
     page_cfg = json.dumps({"realm": realm}).replace("<", "\\u003c").encode()

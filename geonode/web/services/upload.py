@@ -52,6 +52,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from geonode import wamp
 from geonode.config import ConfigError
+from geonode.config.model import Service
+from geonode.config.services import folder_errors
 from geonode.uri import valid_uri
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -74,15 +76,6 @@ class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def folder_errors(cfg: dict, config_dir: Path, json_path: str) -> list[str]:
-    """``directory`` must exist; ``temp_directory`` is made when missing (it is scratch)."""
-    directory = cfg.get("directory")
-    if isinstance(directory, str) and not Path(config_dir, directory).is_dir():
-        return [f"{json_path}.directory: folder {directory!r} not found "
-                f"(looked for {Path(config_dir, directory).resolve()})"]
-    return []
 
 
 def plain_name(name: str) -> bool:
@@ -217,7 +210,7 @@ class UploadApp:
             raise Refused(400, f"file name {name[:100]!r} is not a plain file name")
         return name
 
-    def _post(self, environ: dict, start_response) -> list[bytes]:
+    def _post(self, environ: dict, start_response) -> list[bytes]:  # noqa: C901 - one multipart stream: each event of the decoder and each refusal, in order
         ctype, params = parse_options_header(environ.get("CONTENT_TYPE", ""))
         if ctype != "multipart/form-data" or not params.get("boundary"):
             raise Refused(400, "a chunk is sent as multipart/form-data")
@@ -492,8 +485,9 @@ def _folder_name(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def build(cfg: dict, ctx: BuildContext) -> UploadApp:
+def build(svc: Service, ctx: BuildContext) -> UploadApp:
     """The WSGI app serving an ``upload`` path."""
+    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
     return UploadApp(cfg, ctx)
 
 

@@ -20,11 +20,9 @@ reproduced: every request calls as the configured role.
 from __future__ import annotations
 
 import html
-import importlib.resources
 import json
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -32,6 +30,8 @@ from werkzeug.routing import Map, Rule
 
 from geonode import wamp
 from geonode.config import ConfigError
+from geonode.config.model import Service
+from geonode.config.services import templates_dir
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -42,42 +42,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 #: query arguments a request may carry (each becomes a keyword argument of the call)
 MAX_QUERY_ARGS = 100
-
-
-def templates_dir(cfg: dict, config_dir: Path, json_path: str) -> Path:
-    """The templates folder of a ``wap`` config, or ConfigError naming the key."""
-    spec = cfg["templates"]
-    if isinstance(spec, str):
-        folder = Path(config_dir, spec)
-        if not folder.is_dir():
-            raise ConfigError(f"{json_path}.templates: folder {spec!r} not found "
-                              f"(looked for {folder.resolve()})")
-        return folder
-    package, resource = spec["package"], spec["resource"]
-    try:
-        folder = Path(str(importlib.resources.files(package).joinpath(resource)))
-    except (ImportError, TypeError) as e:
-        raise ConfigError(f"{json_path}.templates.package: cannot import {package!r}: {e}") \
-            from None
-    if not folder.is_dir():
-        raise ConfigError(f"{json_path}.templates.resource: {resource!r} is not a folder in "
-                          f"package {package!r}")
-    return folder
-
-
-def template_errors(cfg: dict, config_dir: Path, json_path: str) -> list[str]:
-    """Problems ``check`` finds as start does: the folder, and each route's template in it."""
-    try:
-        folder = templates_dir(cfg, config_dir, json_path)
-    except ConfigError as e:
-        return e.errors
-    errors = []
-    for i, route in enumerate(cfg.get("routes") or []):
-        name = route.get("render") if isinstance(route, dict) else None
-        if isinstance(name, str) and not (folder / name).is_file():
-            errors.append(f"{json_path}.routes[{i}].render: template {name!r} not found in "
-                          f"{str(folder)!r}")
-    return errors
 
 
 class WapApp:
@@ -210,6 +174,7 @@ def _query_args(query: str) -> dict[str, str] | None:
     return out
 
 
-def build(cfg: dict, ctx: BuildContext) -> WapApp:
+def build(svc: Service, ctx: BuildContext) -> WapApp:
     """The WSGI app serving a ``wap`` path."""
+    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
     return WapApp(cfg, ctx)

@@ -14,21 +14,17 @@ from typing import Any
 
 from geonode import __version__
 from geonode.config import ConfigError
-from geonode.config.semantic import ROUTER_NEEDED
+from geonode.config.model import WebSocketService
 from geonode.httpstatus import status_line
 from geonode.router.auth.cookie import CookieTracker
 from geonode.transport import serializers as ser
-from geonode.transport.queue import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    QUEUE_OPTIONS,
-    configured_serializers,
-    queue_limits,
-)
+from geonode.transport.queue import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport.websocket import WampWebSocketPeer, transport_details
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions
 
-__all__ = ["build", "configured_serializers", "queue_limits"]
+__all__ = ["build"]
+
 
 def _run_with_cookie(peer: WampWebSocketPeer, cookie: Any, router: Any,
                      auth_config: Any) -> None:
@@ -58,30 +54,26 @@ def _status_page(names: list[str], protocols: list[str]) -> str:
     )
 
 
-def build(cfg: dict, ctx: BuildContext):
-    """The WSGI app for a ``websocket`` path."""
-    json_path = ctx.json_path
+def build(cfg: WebSocketService, ctx: BuildContext):
+    """The WSGI app for a ``websocket`` path (the config model checked that the worker has a
+    router, and the serializers and queue bounds)."""
     router = ctx.router
-    if router is None:
-        raise ConfigError(ROUTER_NEEDED.format(path=json_path, what="websocket path"))
-    names = configured_serializers(cfg, json_path)
-    options_cfg = dict(cfg.get("options") or {})
-    limits = queue_limits(options_cfg, json_path)
-    for key in QUEUE_OPTIONS:
-        options_cfg.pop(key, None)
+    names = cfg.serializers
+    options_cfg = dict(cfg.options)
+    limits = {"max_queue": cfg.max_queue, "max_queue_bytes": cfg.max_queue_bytes}
     # No limit (Crossbar's default) let one 1 GiB message take the node to 2 GiB RSS.
     options_cfg.setdefault("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     ws_options = WebSocketOptions.from_config(options_cfg)
     protocols = ser.subprotocols(names)
     fallback = ser.get("json" if "json" in names else names[0])
-    auth_config = cfg.get("auth")
+    auth_config = cfg.auth
     page = _status_page(names, protocols)
     cookies = None
-    if "cookie" in cfg:
+    if cfg.cookie is not None:
         try:
-            cookies = CookieTracker.from_config(cfg["cookie"], ctx.config_dir)
+            cookies = CookieTracker.from_config(cfg.cookie, ctx.config_dir)
         except OSError as e:
-            raise ConfigError(f"{json_path}.cookie.store.filename: cannot use the cookie "
+            raise ConfigError(f"{cfg.json_path}.cookie.store.filename: cannot use the cookie "
                               f"file: {e}") from e
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
@@ -111,6 +103,7 @@ def build(cfg: dict, ctx: BuildContext):
         peer = WampWebSocketPeer(ws, serializer, details, **limits)
         run = peer.run
         if cookie is not None:
+            assert cookies is not None  # a cookie comes from the tracker
             cookies.redact(details["http_headers_received"])
             peer.cookie = cookie
             cookie.attach(peer)

@@ -32,6 +32,7 @@ import gevent
 from gevent import socket
 
 from geonode.config import ConfigError
+from geonode.config.model import Service
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 from geonode.websocket import HandshakeError, WebSocketOptions
@@ -227,6 +228,7 @@ def _tunnel(client: Any, rfile: Any, backend: Any, leftover: bytes) -> None:
         backend.close()
 
 
-def build(cfg: dict, ctx: BuildContext) -> WebSocketReverseProxy:
+def build(svc: Service, ctx: BuildContext) -> WebSocketReverseProxy:
     """The WSGI app serving a ``websocket-reverseproxy`` path."""
+    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
     return WebSocketReverseProxy(cfg, ctx)

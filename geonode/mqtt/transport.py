@@ -26,7 +26,7 @@ import gevent
 from gevent import get_hub
 from gevent.server import StreamServer
 
-from geonode.config import ConfigError
+from geonode.config.model import Endpoint, Transport
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
@@ -40,7 +40,7 @@ from geonode.mqtt.service import MqttService
 from geonode.mqtt.session import check_will
 from geonode.transport import queue
 from geonode.transport.channel import channel_ids
-from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer, queue_limits
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer
 
 log = logging.getLogger("geonode.mqtt")
 
@@ -138,57 +138,11 @@ class MqttConnection(MessageQueuePeer):
 
     # -- reading -------------------------------------------------------------------------------
     def run(self, initial: bytes = b"") -> None:
-        loop = get_hub().loop
-        self._last_rx = loop.now()
+        self._last_rx = get_hub().loop.now()
         self._arm(self._limit)
-        buf = bytearray(initial)
-        pos = 0
-        sock = self.sock
-        max_size = self.service.max_message_size
         abnormal = True
-        budget, mark = CHECK_EVERY, None
         try:
-            while True:
-                # Parse every complete packet in the buffer before reading more.
-                n = len(buf)
-                start = pos
-                while n - pos >= 2:
-                    first = buf[pos]
-                    rl = buf[pos + 1]
-                    if rl < 128:
-                        head = 2
-                    else:
-                        got = codec.remaining_length(buf, pos + 1, n)
-                        if got is None:
-                            break
-                        rl, head = got[0], got[1] + 1
-                    if rl > max_size:
-                        raise Malformed(f"packet of {rl} bytes over the limit {max_size} "
-                                        "(max_message_size)")
-                    end = pos + head + rl
-                    if end > n:
-                        break
-                    body = bytes(buf[pos + head:end])
-                    pos = end
-                    if self._closing is not None:
-                        raise _Done()         # the session ended (router, take-over)
-                    session = self.mqtt
-                    if first >> 4 == codec.PUBLISH and session is not None:
-                        session.on_publish(first, body)
-                    else:
-                        self._control(first, body)
-                    budget -= 1 + (rl >> 12)
-                    if budget <= 0 or queue.congestion:
-                        budget, mark = CHECK_EVERY, self._pace(mark)
-                if pos != start:
-                    self._last_rx = loop.now()
-                if pos:
-                    del buf[:pos]
-                    pos = 0
-                chunk = sock.recv(RECV_SIZE)
-                if not chunk:
-                    break
-                buf += chunk
+            self._read(bytearray(initial))
         except _Done:
             abnormal = False
         except Malformed as e:
@@ -200,20 +154,78 @@ class MqttConnection(MessageQueuePeer):
             elif not self._dead and not self._taken_over and not self._sock_closed:
                 log.info("%s: connection error: %s", self.who(), e)
         finally:
-            if self._timer is not None:
-                self._timer.close()
-                self._timer = None
-            session, self.mqtt = self.mqtt, None
-            if session is not None:
-                try:
-                    session.connection_lost(self, abnormal and not self._taken_over)
-                except Exception:
-                    log.exception("%s: ending the session failed", self.who())
-            self.close()
-            self._wait_writer(CLOSE_TIMEOUT)
-            self._dead = True
-            self._queue = []
-            self._abort()
+            self._finish(abnormal)
+
+    def _read(self, buf: bytearray) -> None:
+        """Read and handle packets until the client closes (or ``_Done``, ``Malformed``,
+        ``OSError``)."""
+        loop = get_hub().loop
+        sock = self.sock
+        budget, mark = CHECK_EVERY, None
+        while True:
+            # Handle every complete packet in the buffer before reading more.
+            pos, budget, mark = self._packets(buf, budget, mark)
+            if pos:
+                self._last_rx = loop.now()
+                del buf[:pos]
+            chunk = sock.recv(RECV_SIZE)
+            if not chunk:
+                break
+            buf += chunk
+
+    def _packets(self, buf: bytearray, budget: int, mark: Any) -> tuple[int, int, Any]:
+        """Handle the complete packets at the start of ``buf``: (where the first incomplete
+        one begins, the time-slice budget left, its mark)."""
+        n = len(buf)
+        pos = 0
+        max_size = self.service.max_message_size
+        while n - pos >= 2:
+            first = buf[pos]
+            rl = buf[pos + 1]
+            if rl < 128:
+                head = 2
+            else:
+                got = codec.remaining_length(buf, pos + 1, n)
+                if got is None:
+                    break
+                rl, head = got[0], got[1] + 1
+            if rl > max_size:
+                raise Malformed(f"packet of {rl} bytes over the limit {max_size} "
+                                "(max_message_size)")
+            end = pos + head + rl
+            if end > n:
+                break
+            body = bytes(buf[pos + head:end])
+            pos = end
+            if self._closing is not None:
+                raise _Done()         # the session ended (router, take-over)
+            session = self.mqtt
+            if first >> 4 == codec.PUBLISH and session is not None:
+                session.on_publish(first, body)
+            else:
+                self._control(first, body)
+            budget -= 1 + (rl >> 12)
+            if budget <= 0 or queue.congestion:
+                budget, mark = CHECK_EVERY, self._pace(mark)
+        return pos, budget, mark
+
+    def _finish(self, abnormal: bool) -> None:
+        """The connection is over: its session hears it (a will is published when
+        ``abnormal``), the socket closes after what is queued (bounded)."""
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        session, self.mqtt = self.mqtt, None
+        if session is not None:
+            try:
+                session.connection_lost(self, abnormal and not self._taken_over)
+            except Exception:
+                log.exception("%s: ending the session failed", self.who())
+        self.close()
+        self._wait_writer(CLOSE_TIMEOUT)
+        self._dead = True
+        self._queue = []
+        self._abort()
 
     def _control(self, first: int, body: bytes) -> None:
         kind = first >> 4
@@ -345,40 +357,33 @@ def serve_connection(service: MqttService, sock: socket.socket, address: Any,
     MqttConnection(sock, service, details).run(initial)
 
 
-def _listener(endpoint: dict, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
-    """(listening socket, TLS context or None, url): the web transports' endpoint rules."""
-    kind = endpoint.get("type", "tcp")
-    if kind == "unix":
+def _listener(endpoint: Endpoint, config_dir: Path, json_path: str) -> tuple[Any, Any, str]:
+    """(listening socket, TLS context or None, url): the web transports' endpoint rules (the
+    config model admits tcp and unix only)."""
+    if endpoint.type == "unix":
         sock, where = unix_listener(endpoint, config_dir, f"{json_path}.endpoint")
         return sock, None, f"mqtt+unix://{where}"
-    if kind != "tcp":
-        raise ConfigError(f"{json_path}.endpoint.type: {kind!r} is not supported for mqtt "
-                          "(tcp or unix)")
-    tls = endpoint.get("tls")
+    tls = endpoint.tls
     ctx = tls_context(tls, config_dir, f"{json_path}.endpoint") if tls else None
     sock, where = tcp_listener(endpoint, f"{json_path}.endpoint")
     return sock, ctx, f"{'mqtts' if tls else 'mqtt'}://{where}"
 
 
-def build_service(transport_cfg: dict, router: Any, json_path: str) -> MqttService:
-    """The MqttService of one transport config (``{"options": {...}}``, as in universal)."""
-    options = transport_cfg.get("options") or {}
-    limits = queue_limits(options, json_path)
-    return MqttService(options, router, json_path, **limits)
+def build_service(transport: Transport, router: Any) -> MqttService:
+    """The MqttService of one mqtt transport."""
+    return MqttService(transport.options, router, transport.json_path,
+                       max_queue=transport.max_queue, max_queue_bytes=transport.max_queue_bytes)
 
 
-def serve(transport_cfg: dict, router: Any, ctx: Any,
+def serve(transport: Transport, router: Any, ctx: Any,
           max_connections_default: int | None = None) -> StreamServer:
     """A (not yet started) StreamServer for one ``{"type": "mqtt"}`` transport."""
-    json_path = getattr(ctx, "json_path", "mqtt")
-    if json_path.endswith(".paths"):
-        json_path = json_path[:-len(".paths")]
+    json_path = transport.json_path
     config_dir = Path(getattr(ctx, "config_dir", "."))
-    service = build_service(transport_cfg, router, json_path)
-    options = transport_cfg.get("options") or {}
-    endpoint = transport_cfg.get("endpoint") or {}
+    service = build_service(transport, router)
+    endpoint = transport.endpoint
     listener, tls_context, url = _listener(endpoint, config_dir, json_path)
-    channel_type = "unix" if endpoint.get("type") == "unix" else ("tls" if tls_context else "tcp")
+    channel_type = "unix" if endpoint.type == "unix" else ("tls" if tls_context else "tcp")
 
     def handle(sock: socket.socket, address: Any) -> None:
         if tls_context is not None:
@@ -401,7 +406,7 @@ def serve(transport_cfg: dict, router: Any, ctx: Any,
             log.exception("mqtt %s: connection failed", peer_string(sock, address))
             sock.close()
 
-    cap = ConnectionCap(options.get("max_connections") or max_connections_default
+    cap = ConnectionCap(transport.max_connections or max_connections_default
                         or default_max_connections(), json_path)
     server = StreamServer(listener, handle, spawn=cap.pool)
     cap.install(server)
