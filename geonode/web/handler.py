@@ -237,24 +237,28 @@ class Handler(StrictHTTP, WebSocketHandler):
         if type(sock) is not GeventSocket or env.get("CONTENT_LENGTH") \
                 or env.get("HTTP_TRANSFER_ENCODING"):
             return False  # (a body on the upgrade request: pywsgi still reads it afterwards)
-        greenlet = Greenlet(_run_detached, ws, run, args,
-                            getattr(self.server, "connections", None))
+        # A duplicate descriptor, not sock.detach(): a new socket object's event watchers on
+        # the very same descriptor number lost wake-ups now and then (libev's per-descriptor
+        # state); the server closes the original when the request greenlet ends.
+        try:
+            fd = os.dup(sock.fileno())
+        except OSError:
+            return False  # at the descriptor limit: the request keeps the connection
+        connections = getattr(self.server, "connections", None)
+        greenlet = Greenlet(_run_detached, ws, run, args, connections)
         pool = getattr(self.server, "pool", None)
         if pool is not None:
             try:
                 pool.add(greenlet, blocking=False)
             except PoolFull:
+                os.close(fd)
                 return False
-        # A duplicate descriptor, not sock.detach(): a new socket object's event watchers on
-        # the very same descriptor number lost wake-ups now and then (libev's per-descriptor
-        # state); the server closes the original when the request greenlet ends.
-        moved = GeventSocket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-        ws.rebind(moved)
+        ws.rebind(GeventSocket(sock.family, sock.type, sock.proto, fileno=fd))
         # pywsgi neither closes nor reads a handler's socket once it is None.
         self.socket = None
         self.close_connection = True
-        if greenlet.args[3] is not None:
-            greenlet.args[3].add_websocket(ws)
+        if connections is not None:
+            connections.add_websocket(ws)
         greenlet.start()
         return True
 
@@ -267,7 +271,10 @@ class Handler(StrictHTTP, WebSocketHandler):
             # An error answer to a request we could not read (pywsgi would send it and close
             # at once): send it here so the close can linger.
             self.status, body = result
-            self.socket.sendall(body)
+            try:
+                self.socket.sendall(body)
+            except OSError:
+                return None  # the client is gone: nothing to linger for
             self._linger()
             return None
         if (result is None and self.close_connection and self.headers_sent
