@@ -31,31 +31,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "wamp"))
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
 
 import wire  # noqa: E402
+from support import config as support_config  # noqa: E402
+from support.net import free_port  # noqa: E402
 
 REALM = "realm1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def node_config(ws_port: int, raw_port: int) -> dict:
-    allow = {"uri": "", "match": "prefix",
-             "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router",
-        "realms": [{"name": REALM, "roles": [{"name": "anonymous", "permissions": [allow]}]}],
-        "transports": [
-            {"type": "web", "endpoint": {"type": "tcp", "port": ws_port, "interface": "127.0.0.1"},
-             "paths": {"ws": {"type": "websocket", "serializers": ["json", "msgpack"]}}},
-            {"type": "rawsocket", "endpoint": {"type": "tcp", "port": raw_port,
-                                               "interface": "127.0.0.1"},
-             "serializers": ["json", "msgpack"]},
-        ]}]}
+    return support_config.node_config(
+        [support_config.web_transport({"ws": {"type": "websocket",
+                                              "serializers": ["json", "msgpack"]}}, ws_port),
+         support_config.rawsocket_transport(raw_port, serializers=["json", "msgpack"])],
+        [support_config.realm(REALM)])
 
 
 PAUSES = (1.6, 1.8, 2.0, 2.2, 2.4, 2.6)

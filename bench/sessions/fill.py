@@ -30,32 +30,22 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "wamp"), str(HERE.parent)]
+sys.path[:0] = [str(HERE.parent / "wamp"), str(HERE.parent), str(HERE.parent.parent / "tests")]
+
+from support import config as support_config  # noqa: E402
+from support.net import free_port  # noqa: E402
 
 REALM = "realm1"
-TOPIC = "com.bench.fill"
 PHASE_TIMEOUT = 600.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def node_config(port: int, max_connections: int) -> dict:
-    allow = {"uri": "", "match": "prefix",
-             "allow": {"call": True, "register": True, "publish": True, "subscribe": True}}
-    return {"version": 2, "controller": {}, "workers": [{
-        "type": "router",
-        "realms": [{"name": REALM, "roles": [{"name": "anonymous", "permissions": [allow]}]}],
-        "transports": [{
-            "type": "web", "endpoint": {"type": "tcp", "port": port, "interface": "127.0.0.1",
-                                        "backlog": 4096},
-            # The default cap is 80% of the fd limit, which the sessions are meant to fill.
-            "options": {"max_connections": max_connections},
-            "paths": {"ws": {"type": "websocket", "serializers": ["json"]},
-                      "ping": {"type": "json", "value": "pong"}}}]}]}
+    paths = {"ws": {"type": "websocket", "serializers": ["json"]},
+             "ping": {"type": "json", "value": "pong"}}
+    # The default cap is 80% of the fd limit, which the sessions are meant to fill.
+    transport = support_config.web_transport(paths, port, {"max_connections": max_connections})
+    transport["endpoint"]["backlog"] = 4096
+    return support_config.node_config([transport], [support_config.realm(REALM)])
 
 
 def rss_kib(pid: int) -> int:
@@ -75,28 +65,11 @@ def cpu_s(pid: int) -> float:
 # ---- a client process ----------------------------------------------------------------------
 
 def client(port: int, n: int, batch: int) -> None:
-    import wire
+    import loads  # bench/wamp/loads.py
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-    conns = []
     t0 = time.time()
-    while len(conns) < n:
-        group = []
-        for _ in range(min(batch, n - len(conns))):
-            c = wire.Conn("127.0.0.1", port, "/ws", "json", connect=False)
-            c.open()
-            group.append(c)
-        for c in group:
-            c.handshake_finish()
-            c.hello(REALM)
-        for c in group:
-            if c.recv()[0] != 2:
-                raise RuntimeError("not welcomed")
-            c.send([32, 1, {}, TOPIC])
-        for c in group:
-            if c.recv()[0] != 33:
-                raise RuntimeError("not subscribed")
-        conns.extend(group)
+    conns = loads.idle_sessions(("127.0.0.1", port, "/ws"), "json", n, batch)
     print(json.dumps({"ready": time.time(), "started": t0}), flush=True)
     if sys.stdin.readline().strip() != "event":
         return
@@ -166,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if hard < args.n + 200:
         print(f"fd limit {hard} < {args.n} sessions + 200: lower -n", file=sys.stderr)
         return 2
+    import loads
     import wire
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="geonode-fill-"))
@@ -210,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             c.stdin.flush()
         time.sleep(2.0)   # every client process is in its select loop
         t_pub = time.time()
-        pub.send([16, 1000, {}, TOPIC, ["x" * 50]])
+        pub.send([16, 1000, {}, loads.TOPIC, ["x" * 50]])
         results = [json.loads(c.stdout.readline()) for c in clients]
         missing = sum(r["missing"] for r in results)
         fanout_ms = (max(r["last_event"] for r in results) - t_pub) * 1000
