@@ -40,7 +40,7 @@ from geonode.mqtt.service import MqttService
 from geonode.mqtt.session import check_will
 from geonode.transport import queue
 from geonode.transport.channel import channel_ids
-from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, MessageQueuePeer
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, StreamPeer
 
 log = logging.getLogger("geonode.mqtt")
 
@@ -64,7 +64,7 @@ class _Done(Exception):
     """The connection ends here, normally (DISCONNECT, a refused CONNECT)."""
 
 
-class MqttConnection(MessageQueuePeer):
+class MqttConnection(StreamPeer):
     """One accepted MQTT connection; ``run`` blocks for its life."""
 
     def __init__(self, sock: socket.socket, service: MqttService, details: dict) -> None:
@@ -74,7 +74,6 @@ class MqttConnection(MessageQueuePeer):
         self.service = service
         self.details = details
         self.mqtt: Any = None            # the MqttSession after CONNECT
-        self._sock_closed = False
         self._last_rx = 0.0
         self._limit = CONNECT_TIMEOUT    # seconds of silence allowed (keep-alive x 1.5 later)
         self._timer: Any = None
@@ -310,27 +309,6 @@ class MqttConnection(MessageQueuePeer):
     # -- MessageQueuePeer ----------------------------------------------------------------------
     def _write(self, items: list) -> None:
         self.sock.sendall(items[0] if len(items) == 1 else b"".join(items))
-
-    def _shutdown(self, code: int, reason: str) -> None:
-        # Half-close so the client reads what we sent (a CONNACK refusal), then EOF. TLS
-        # cannot half-close: closing is the end of the stream there.
-        if hasattr(self.sock, "unwrap"):
-            self._abort()
-            return
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
-
-    def _abort(self, code: int = 0, reason: str = "") -> None:
-        if self._sock_closed:
-            return
-        self._sock_closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def serve_connection(service: MqttService, sock: socket.socket, address: Any,

@@ -23,6 +23,7 @@ messages or when ``congestion`` is set.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -510,3 +511,35 @@ class MessageQueuePeer:
 
     def _abort(self, code: int = CLOSE_INTERNAL_ERROR, reason: str = "") -> None:
         raise NotImplementedError
+
+
+class StreamPeer(MessageQueuePeer):
+    """A MessageQueuePeer on a byte-stream socket of its own (``self.sock``): RawSocket, MQTT.
+
+    Neither protocol has a close frame: closing is a half-close so the client reads what was
+    sent, then EOF; a client that never closes its side is dropped after ``CLOSE_TIMEOUT``.
+    """
+
+    sock: Any
+    _sock_closed = False
+
+    def _shutdown(self, code: int, reason: str) -> None:
+        # TLS cannot half-close: closing is the end of the stream there.
+        if hasattr(self.sock, "unwrap"):
+            self._abort()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        # A client that never closes its side must not keep the reader (and session) forever.
+        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self, code: int = 0, reason: str = "") -> None:
+        if self._sock_closed:
+            return
+        self._sock_closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass

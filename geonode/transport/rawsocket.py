@@ -37,7 +37,7 @@ from geonode.transport.queue import (
     CHECK_EVERY,
     CLOSE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
-    MessageQueuePeer,
+    StreamPeer,
 )
 
 log = logging.getLogger("geonode.transport")
@@ -69,7 +69,7 @@ def _peer_string(sock: socket.socket, address: Any) -> str:
     return "unix"
 
 
-class RawSocketPeer(MessageQueuePeer):
+class RawSocketPeer(StreamPeer):
     """Peer over one accepted RawSocket connection; ``run`` blocks for its life."""
 
     def __init__(self, sock: socket.socket, serializer: ser.WampSerializer, details: dict,
@@ -81,7 +81,6 @@ class RawSocketPeer(MessageQueuePeer):
         # what the client announced it accepts (JSON counts characters here, bytes in _write)
         self.max_message_out = min(self.max_message_out, max_send)
         self._wlock = Semaphore()
-        self._closed = False
 
     def run(self, router: Any, auth_config: dict | None = None,  # noqa: C901 - the per-frame read loop, inlined as the WebSocket's is
             initial: bytes = b"") -> None:
@@ -152,28 +151,6 @@ class RawSocketPeer(MessageQueuePeer):
             frames.append(_frame(FRAME_MESSAGE, data))
         if frames:
             self._write_raw(b"".join(frames))
-
-    def _shutdown(self, code: int, reason: str) -> None:
-        # RawSocket has no close frame: half-close so the client reads what we sent, then EOF.
-        # (TLS cannot half-close: closing is the end of the stream there.)
-        if hasattr(self.sock, "unwrap"):
-            self._abort()
-            return
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        # A client that never closes its side must not keep the reader (and session) forever.
-        gevent.spawn_later(CLOSE_TIMEOUT, self._abort)
-
-    def _abort(self, code: int = 0, reason: str = "") -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 class _Violation(Exception):
