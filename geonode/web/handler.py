@@ -216,13 +216,16 @@ class Handler(StrictHTTP, WebSocketHandler):
         set_nodelay(self.socket)
         self.http_stats = getattr(self.server, "http_stats", None)
         connections = getattr(self.server, "connections", None)
-        if connections is None:
-            return super().handle()
-        connections.add(self)
+        if connections is not None:
+            connections.add(self)
         try:
             return super().handle()
         finally:
-            connections.discard(self)
+            if connections is not None:
+                connections.discard(self)
+            clock = self._idle
+            if clock is not None:
+                clock.close()
 
     def detach_websocket(self, ws: Any, run: Callable, args: tuple) -> bool:
         """``Upgrader.detach``: the upgraded connection continues in a greenlet of its own.

@@ -7,7 +7,7 @@ and the gunicorn worker refuse the same requests. The rules themselves are in
 - request line and framing headers checked before any body byte is read; a refusal is a short
   ``text/plain`` answer naming the problem, then the connection closes (its framing is unknown);
 - timeouts (the server's attributes, ``geonode.web.limits``): a connection waits for a request
-  at most ``keepalive_timeout`` (the socket timeout while idle), a request head must be
+  at most ``keepalive_timeout`` (one timer per connection: IdleClock), a request head must be
   complete ``request_head_timeout`` after its first byte however it trickles in (slowloris:
   408), and any other wait on the client is bounded by ``client_timeout`` (the socket timeout);
 - a WSGI app's status line and headers are checked before they go out, and the body it
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import time
+from time import monotonic as _monotonic
 from typing import Any, cast
 
-from gevent import Timeout
+from gevent import Timeout, get_hub
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
+from greenlet import getcurrent
 
 from geonode.httpstatus import status_line
 from geonode.web.httprules import (
@@ -82,10 +84,67 @@ class _NoDrainOnClose:
             inp._discard()
 
 
+class IdleClock:
+    """``keepalive_timeout`` for one connection, without a timer per request.
+
+    Waiting for the next request with the socket's timeout set made gevent build a ``Timeout``
+    (a timer watcher and an exception instance) for every request, since a keep-alive client
+    sends its next request only after it read the response. Here the wait has no timeout;
+    the connection keeps one timer, armed at most once per ``seconds`` while it is busy, that
+    on firing looks at when the current wait began: past the bound, the waiting greenlet gets
+    the same ``TimeoutError`` the socket timeout raised (pywsgi closes quietly), else the timer
+    is armed again for what is left of that wait."""
+
+    __slots__ = ("greenlet", "seconds", "since", "waiting", "timer", "loop")
+
+    def __init__(self, seconds: float) -> None:
+        self.greenlet = getcurrent()
+        self.loop = get_hub().loop
+        self.seconds = seconds
+        #: monotonic time the current wait for a request began
+        self.since = 0.0
+        #: the connection's greenlet is waiting for a request (only then can it be thrown at)
+        self.waiting = False
+        self.timer: Any = None
+
+    def start_wait(self) -> None:
+        self.since = _monotonic()
+        self.waiting = True
+        if self.timer is None:
+            self._arm(self.seconds)
+
+    def _arm(self, after: float) -> None:
+        timer = self.timer = self.loop.timer(max(after, 0.001))
+        timer.start(self._fire)
+
+    def _fire(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is None:
+            return  # closed meanwhile
+        timer.close()
+        if not self.waiting:
+            return  # busy with a request: the next wait arms a timer again
+        left = self.since + self.seconds - _monotonic()
+        if left > 0:
+            self._arm(left)
+            return
+        self.waiting = False
+        self.greenlet.throw(TimeoutError("timed out"))
+
+    def close(self) -> None:
+        timer, self.timer = self.timer, None
+        self.waiting = False
+        if timer is not None:
+            timer.stop()
+            timer.close()
+
+
 class StrictHTTP(WSGIHandler):
     """Request and response checks for pywsgi (see the module docstring)."""
 
     _head_deadline: float | None = None
+    #: keepalive_timeout's clock (IdleClock), made by the connection's first wait
+    _idle: IdleClock | None = None
     # pywsgi's (untyped) attributes this mixin reads and sets
     wsgi_input: Any
     response_headers: Any
@@ -118,11 +177,19 @@ class StrictHTTP(WSGIHandler):
             # Waiting for a request (the first, or the next on a keep-alive connection) is
             # bounded by keepalive_timeout; everything after its first byte by client_timeout.
             # An expired wait raises TimeoutError: pywsgi closes the connection quietly.
-            # (gevent's own timeout slot: settimeout() costs 8 times as much, twice a request)
+            # (gevent's own timeout slot: settimeout() costs 8 times as much, twice a request;
+            # no socket timeout while idle: IdleClock bounds the wait)
             sock = self.socket
-            sock.timeout = idle
-            head = rfile.peek(1)
-            sock.timeout = getattr(server, "client_timeout", None)
+            clock = self._idle
+            if clock is None:
+                clock = self._idle = IdleClock(idle)
+            clock.start_wait()
+            sock.timeout = None
+            try:
+                head = rfile.peek(1)
+            finally:
+                clock.waiting = False
+                sock.timeout = getattr(server, "client_timeout", None)
         head_timeout = getattr(server, "request_head_timeout", None)
         if head_timeout is None:
             line = rfile.readline(MAX_REQUEST_LINE)
