@@ -52,6 +52,10 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 # Header names already found to be tokens (clients send the same few every time).
 _GOOD_NAMES: set[str] = set()
+# Header name -> its environ key (pywsgi's rule, see RequestHeaders.environ_into); "" for the
+# names that get no HTTP_ key. Bounded like _GOOD_NAMES.
+_CGI_KEYS: dict[str, str] = {}
+_NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 _http_log = logging.getLogger("geonode.http")
 
@@ -147,6 +151,28 @@ class RequestHeaders:
                 if len(_GOOD_NAMES) < 1024:
                     _GOOD_NAMES.add(name)
             items.append((name, value))
+
+    def environ_into(self, env: dict) -> None:
+        """The ``HTTP_*`` keys pywsgi's ``WSGIHandler._headers`` gives an environ, from the
+        parsed items (pywsgi re-joins and re-splits every line): a name with ``_`` gets none
+        (it could pose as the same name with ``-``), Content-Type and Content-Length get only
+        their CGI keys (set by the caller), a repeated name is joined with ``,`` (cookies:
+        ``; ``) onto what ``env`` holds."""
+        keys = _CGI_KEYS
+        for name, value in self._items:
+            key = keys.get(name)
+            if key is None:
+                key = "" if "_" in name else name.replace("-", "_").upper()
+                key = "" if key in _NO_HTTP_KEY or not key else "HTTP_" + key
+                if len(keys) < 1024:
+                    keys[name] = key
+            if not key:
+                continue
+            value = value.strip()
+            if key in env:
+                env[key] += ("; " if "COOKIE" in key else ",") + value
+            else:
+                env[key] = value
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._map.get(name.lower(), default)

@@ -29,7 +29,7 @@ from time import monotonic as _monotonic
 from typing import Any, cast
 
 from gevent import Timeout, get_hub
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
+from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
 from greenlet import getcurrent
 
 from geonode.httpstatus import status_line
@@ -258,7 +258,43 @@ class StrictHTTP(WSGIHandler):
         return True
 
     def get_environ(self) -> dict:
-        env = super().get_environ()
+        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
+        headers as parsed (``RequestHeaders``) and with what geonode adds."""
+        env = self.server.get_environ()
+        env["REQUEST_METHOD"] = self.command
+        env["SCRIPT_NAME"] = ""
+        path = self.path
+        if "?" in path:
+            path, query = path.split("?", 1)
+        else:
+            query = ""
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        headers = self.headers
+        fields = headers._map
+        ctype = fields.get("content-type")
+        if ctype is not None:
+            env["CONTENT_TYPE"] = ctype
+        length = fields.get("content-length")
+        if length:
+            env["CONTENT_LENGTH"] = length
+        env["SERVER_PROTOCOL"] = self.request_version
+        client_address = self.client_address
+        if isinstance(client_address, tuple):
+            env["REMOTE_ADDR"] = str(client_address[0])
+            env["REMOTE_PORT"] = str(client_address[1])
+        headers.environ_into(env)
+        sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
+        coding = env.get("HTTP_TRANSFER_ENCODING")
+        chunked = coding is not None and coding.lower() == "chunked"
+        # pywsgi's _connection_upgrade_requested: such a request reads the raw socket file
+        connection, upgrade = fields.get("connection"), fields.get("upgrade")
+        handling_reads = not ((connection is not None and connection.lower() == "upgrade")
+                              or (upgrade is not None and upgrade.lower() == "websocket"))
+        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock,
+                                chunked_input=chunked)
+        env["wsgi.input"] = self.wsgi_input if handling_reads else self.rfile
+        env["wsgi.input_terminated"] = handling_reads
         if self._absolute_host is not None:
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
             env["HTTP_HOST"] = self._absolute_host
