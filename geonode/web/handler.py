@@ -421,15 +421,22 @@ class Handler(StrictHTTP, WebSocketHandler):
         # body that is a minimum download speed (8 MiB in 60 s), which cuts honest clients
         # on slow links. Sent piece by piece, the timeout bounds each wait for progress: a
         # slow reader gets everything, one that stops reading is dropped after the timeout.
+        # The first send is tried as is: it takes any ordinary response whole (gevent's
+        # sendall asks the socket for its buffer size, a system call, and reads the clock
+        # twice before sending anything).
         sock = self.socket
         try:
-            if len(data) <= _PIECEWISE_MIN or sock.timeout is None:
-                return WSGIHandler._sendall(self, data)
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[sock.send(view):]
+                sent = sock.send(data)
+                if sent < len(data):
+                    view = memoryview(data)[sent:]
+                    if len(view) <= _PIECEWISE_MIN or sock.timeout is None:
+                        sock.sendall(view)
+                    else:
+                        while view:
+                            view = view[sock.send(view):]
             except OSError as ex:
+                # pywsgi's note of a failed write (the status a log line would show)
                 self.status = f"socket error: {ex}"
                 if self.code > 0:
                     self.code = -self.code

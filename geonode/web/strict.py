@@ -29,7 +29,13 @@ from time import monotonic as _monotonic
 from typing import Any, cast
 
 from gevent import Timeout, get_hub
-from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
+from gevent.pywsgi import (
+    MAX_REQUEST_LINE,
+    Input,
+    WSGIHandler,
+    format_date_time,
+    unquote_latin1,
+)
 from greenlet import getcurrent
 
 from geonode.httpstatus import status_line
@@ -48,6 +54,18 @@ log = logging.getLogger("geonode.web")
 
 # Empty lines tolerated before a request line (RFC 9112 2.2: old clients send CRLF after a body).
 _MAX_EMPTY_LINES = 4
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header's value now (RFC 9110 5.6.7), formatted once per second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_date_time(now))
+    return _date[1]
 
 
 class _OptionsStar(RequestError):
@@ -365,7 +383,21 @@ class StrictHTTP(WSGIHandler):
             super()._write(data)
 
     def finalize_headers(self) -> None:
-        super().finalize_headers()
+        # pywsgi's finalize_headers, with the Date formatted once a second, not per response
+        if self.provided_date is None:
+            self.response_headers.append((b"Date", http_date()))
+        code = self.code
+        self.connection_upgraded = code == 101
+        if code != 304 and code != 204 and self.provided_content_length is None:
+            # the reply has a body: it needs a Content-Length or chunked framing
+            if hasattr(self.result, "__len__"):
+                total = sum(len(chunk) for chunk in self.result)
+                self.response_headers.append((b"Content-Length", b"%d" % total))
+            else:
+                self.response_use_chunked = (not self.connection_upgraded
+                                             and self.request_version != "HTTP/1.0")
+                if self.response_use_chunked:
+                    self.response_headers.append((b"Transfer-Encoding", b"chunked"))
         if (self.request_version == "HTTP/1.0" and not self.close_connection
                 and self.command != "HEAD" and self.code not in (204, 304)
                 and self.code >= 200 and not self.response_use_chunked
