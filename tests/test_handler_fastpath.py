@@ -1,8 +1,9 @@
 """geonode's handler builds what pywsgi would, the cheaper way (issue 15's hot-path cuts).
 
 ``StrictHTTP.get_environ`` builds the environ from the parsed header list instead of pywsgi's
-re-joined header lines. It is compared here with pywsgi's own code on the same handler state:
-same keys in the same order, same values.
+re-joined header lines, and ``checked_start_response`` answers repeated status/header pairs
+from what the full checks concluded before. Each is compared here with pywsgi's own code on
+the same handler state: same keys in the same order, same values, same response fields.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import pytest
 from gevent.pywsgi import Input, WSGIHandler
 
+from geonode.web import strict
 from geonode.web.handler import Handler, RequestHeaders
 from geonode.web.strict import StrictHTTP
 
@@ -80,3 +82,53 @@ def test_environ_is_pywsgis(handler, items, path):
             w.content_length, w.chunked_input, w.socket)
         assert got["wsgi.input_terminated"] == want["wsgi.input_terminated"]
     assert got["geonode.client_timeout"] == 60.0
+
+
+RESPONSES = [
+    ("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")]),
+    ("200 OK", [("Content-Type", "text/plain")]),
+    ("404 Not Found", [("Content-Type", "text/html"), ("Content-Length", "12"),
+                       ("X-A", "1")]),
+    ("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")]),
+    ("200 OK", [("Date", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Content-Length", "0")]),
+    ("204 No Content", [("X-A", "1")]),
+    ("200 OK", [("Content-Length", "5"), ("Content-Length", "5")]),
+]
+FIELDS = ("status", "_orig_status", "response_headers", "code", "provided_date",
+          "provided_content_length", "close_connection", "_body_left")
+
+
+@pytest.fixture(autouse=True)
+def _forget_known():
+    # the first start_response of each case must take the full checks
+    strict._KNOWN_STATUS.clear()
+    strict._KNOWN_HEADERS.clear()
+
+
+def _respond(h: Handler, status: str, headers: list, version: str, command: str) -> tuple:
+    h.request_version, h.command, h.close_connection = version, command, False
+    h.headers_sent = False
+    h.checked_start_response(status, list(headers))
+    return tuple(getattr(h, f) for f in FIELDS)
+
+
+@pytest.mark.parametrize("status,headers", RESPONSES)
+@pytest.mark.parametrize("version,command", [("HTTP/1.1", "GET"), ("HTTP/1.0", "GET"),
+                                             ("HTTP/1.1", "HEAD")])
+def test_repeated_start_response_is_the_full_one(handler, status, headers, version, command):
+    first = _respond(handler, status, headers, version, command)   # the full checks
+    again = _respond(handler, status, headers, version, command)   # what they learnt
+    assert again == first
+
+
+@pytest.mark.parametrize("headers", [
+    [("Content-Type", "text/plain"), ("Bad Name", "x")],
+    [("Content-Type", "text/plain"), ("X-A", "a\r\nb")],
+    [("Content-Type", "text/plain"), ("Content-Length", "5x")],
+    [("Content-Type", "text/plain"), ["X-A", ["not", "a", "string"]]],
+    [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
+])
+def test_known_pairs_never_let_a_bad_header_through(handler, headers):
+    _respond(handler, "200 OK", [("Content-Type", "text/plain")], "HTTP/1.1", "GET")
+    with pytest.raises((ValueError, TypeError, UnicodeError)):
+        _respond(handler, "200 OK", headers, "HTTP/1.1", "GET")

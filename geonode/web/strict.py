@@ -56,6 +56,31 @@ log = logging.getLogger("geonode.web")
 _MAX_EMPTY_LINES = 4
 
 
+# Statuses and header pairs pywsgi's start_response and httprules' checks accepted before
+# (apps send the same few every time): status -> (its bytes, code); (name, value) -> their
+# bytes. Neither holds 204/304 (their bodies are checked), nor the headers start_response
+# looks at (Connection, Date, Content-Length: the fast path handles a digits-only length).
+_KNOWN_STATUS: dict[str, tuple[bytes, int]] = {}
+_KNOWN_HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_KNOWN_MAX = 4096
+_LOOKED_AT = frozenset(("connection", "date", "content-length"))
+# Headers whose values differ from response to response: not worth a place
+_VARYING = frozenset(("set-cookie", "etag", "last-modified", "expires", "location",
+                      "content-disposition", "content-range"))
+
+
+def _learn(status: str, code: int, headers: list) -> None:
+    """After a start_response that passed every check: remember what it accepted."""
+    if code != 204 and code != 304 and len(_KNOWN_STATUS) < _KNOWN_MAX:
+        _KNOWN_STATUS[status] = (status.encode("latin-1"), code)
+    for header in headers:
+        if type(header) is tuple:
+            name, value = header
+            lname = name.lower() if type(name) is str and type(value) is str else "date"
+            if lname not in _LOOKED_AT and lname not in _VARYING:
+                _KNOWN_HEADERS[header] = (name.encode("latin-1"), value.encode("latin-1"))
+
+
 _date: tuple[int, bytes] = (0, b"")
 
 
@@ -342,6 +367,41 @@ class StrictHTTP(WSGIHandler):
     # ---- response -------------------------------------------------------------------
     def checked_start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         """pywsgi's start_response after the checks of ``httprules`` (ValueError: a 500)."""
+        known = _KNOWN_STATUS.get(status) if exc_info is None and type(status) is str else None
+        if known is not None:
+            # What pywsgi's start_response and the checks would conclude, from what they
+            # concluded before about the same status and header pairs (apps repeat them).
+            encoded: list[tuple[bytes, bytes]] = []
+            length = None
+            for header in headers:
+                try:
+                    pair = _KNOWN_HEADERS.get(header)
+                except TypeError:
+                    break  # unhashable: the full checks say what is wrong with it
+                if pair is None:
+                    if type(header) is not tuple or len(header) != 2:
+                        break
+                    name, value = header
+                    if (name != "Content-Length" or length is not None or type(value) is not str
+                            or not (value.isdigit() and value.isascii() and len(value) < 19)):
+                        break  # anything else: the full checks below
+                    length = value
+                    pair = (b"Content-Length", value.encode())
+                encoded.append(pair)
+            else:
+                self.status, code = known
+                self._orig_status = status
+                self.response_headers = encoded
+                self.code = code
+                self.provided_date = None
+                self.provided_content_length = length
+                if self.request_version == "HTTP/1.0":
+                    encoded.append((b"Connection",
+                                    b"close" if self.close_connection else b"keep-alive"))
+                self._body_left = None
+                if length is not None and self.command != "HEAD":
+                    self._body_left = int(length)
+                return self.write
         if not (exc_info and self.headers_sent):
             if status not in GOOD_STATUS:
                 check_status(status)
@@ -349,8 +409,11 @@ class StrictHTTP(WSGIHandler):
         write = WSGIHandler.start_response(self, status, headers, exc_info)
         length = self.provided_content_length
         self._body_left = None
-        if length is not None and self.command != "HEAD" and self.code not in (204, 304):
+        code = self.code
+        if length is not None and self.command != "HEAD" and code not in (204, 304):
             self._body_left = int(length)
+        if exc_info is None and len(_KNOWN_HEADERS) < _KNOWN_MAX:
+            _learn(status, code, headers)
         return write
 
     def clip_body(self, data: bytes) -> bytes:
