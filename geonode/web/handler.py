@@ -362,8 +362,9 @@ class Handler(StrictHTTP, WebSocketHandler):
         # Never gevent-websocket's automatic upgrade: the app decides (and validates) itself.
         self.websocket_upgraded = False
         upgrader = None
-        if wants_upgrade(self.environ):
-            upgrader = self.environ["geonode.websocket"] = Upgrader(self)
+        env = self.environ
+        if "HTTP_UPGRADE" in env and wants_upgrade(env):  # (most requests ask for none)
+            upgrader = env["geonode.websocket"] = Upgrader(self)
         try:
             return WSGIHandler.run_application(self)
         finally:
