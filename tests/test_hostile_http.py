@@ -353,6 +353,31 @@ def test_idle_keepalive_connection_is_closed(node):
         assert LIMIT / 2 < time.monotonic() - t0 < LIMIT + scaled(4)
 
 
+def test_busy_keepalive_connection_is_bounded_per_wait(node):
+    """keepalive_timeout bounds each wait for a request, not the connection's life: requests
+    spaced under the bound for three times its length are all served, and the wait after
+    the last one is closed after the bound, counted from that wait's start (the node's
+    per-connection clock re-arms from where each wait began)."""
+    def get(s) -> int:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while not out.endswith(b'"ok"'):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed between requests spaced under keepalive_timeout"
+            out += chunk
+        return head_of(out)[0]
+
+    with connect(node.port) as s:
+        t_end = time.monotonic() + 3 * LIMIT
+        while time.monotonic() < t_end:
+            assert get(s) == 200
+            time.sleep(0.4 * LIMIT)  # the scenario: a client pausing under the bound
+        assert get(s) == 200
+        t0 = time.monotonic()
+        assert s.recv(1024) == b""
+        assert LIMIT / 2 < time.monotonic() - t0 < LIMIT + scaled(4)
+
+
 def test_honest_slow_clients_are_not_cut(node):
     """The limits bound waits on the client, never the app's time or a WebSocket's silence.
     (The pauses here are the clients' behaviour under test, 2.5 times the timeouts: sleeps

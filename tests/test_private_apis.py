@@ -91,6 +91,10 @@ def test_pywsgi_module_names():
     from gevent import pywsgi
 
     assert isinstance(pywsgi.MAX_REQUEST_LINE, int)             # web/strict.py
+    # web/strict.py builds the environ and the Date header as pywsgi does, with its helpers
+    assert pywsgi.unquote_latin1("/a%e9") == "/a\xe9"
+    assert pywsgi.format_date_time(0) == b"Thu, 01 Jan 1970 00:00:00 GMT"
+    assert callable(pywsgi.Input)
     # optional (getattr with a default): web/wsgi_host.py tells body errors by it
     assert getattr(pywsgi, "_InvalidClientInput", ValueError) is not None
 

@@ -580,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--access-log", action="store_true", help="options.access_log on")
+    p.add_argument("--options", default="{}",
+                   help="JSON object merged into the web transport's options (e.g. "
+                        "'{\"keepalive_timeout\": null}')")
+    p.add_argument("--bare", action="store_true",
+                   help="paths / and ws only (services every checkout since 2026-11 knows: "
+                        "for --code DIRs of old commits)")
     p.add_argument("--greenlet", action="store_true",
                    help='also rows with "threads": false (the app on the hub)')
     p.add_argument("--kinds", default="plain,stamped",
@@ -618,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = cfg["workers"][0]["transports"][0]
                 if args.access_log:
                     t.setdefault("options", {})["access_log"] = True
+                t.setdefault("options", {}).update(json.loads(args.options))
+                if args.bare:
+                    t["paths"] = {k: v for k, v in t["paths"].items() if k in ("/", "ws")}
                 if mode == "greenlet":
                     t["paths"]["/"]["threads"] = False
                 path = common.write_config(work / name.replace("/", "-"), "node.json", cfg)

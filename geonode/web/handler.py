@@ -52,6 +52,10 @@ _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 # Header names already found to be tokens (clients send the same few every time).
 _GOOD_NAMES: set[str] = set()
+# Header name -> its environ key (pywsgi's rule, see RequestHeaders.environ_into); "" for the
+# names that get no HTTP_ key. Bounded like _GOOD_NAMES.
+_CGI_KEYS: dict[str, str] = {}
+_NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 _http_log = logging.getLogger("geonode.http")
 
@@ -148,6 +152,28 @@ class RequestHeaders:
                     _GOOD_NAMES.add(name)
             items.append((name, value))
 
+    def environ_into(self, env: dict) -> None:
+        """The ``HTTP_*`` keys pywsgi's ``WSGIHandler._headers`` gives an environ, from the
+        parsed items (pywsgi re-joins and re-splits every line): a name with ``_`` gets none
+        (it could pose as the same name with ``-``), Content-Type and Content-Length get only
+        their CGI keys (set by the caller), a repeated name is joined with ``,`` (cookies:
+        ``; ``) onto what ``env`` holds."""
+        keys = _CGI_KEYS
+        for name, value in self._items:
+            key = keys.get(name)
+            if key is None:
+                key = "" if "_" in name else name.replace("-", "_").upper()
+                key = "" if key in _NO_HTTP_KEY or not key else "HTTP_" + key
+                if len(keys) < 1024:
+                    keys[name] = key
+            if not key:
+                continue
+            value = value.strip()
+            if key in env:
+                env[key] += ("; " if "COOKIE" in key else ",") + value
+            else:
+                env[key] = value
+
     def get(self, name: str, default: Any = None) -> Any:
         return self._map.get(name.lower(), default)
 
@@ -216,13 +242,16 @@ class Handler(StrictHTTP, WebSocketHandler):
         set_nodelay(self.socket)
         self.http_stats = getattr(self.server, "http_stats", None)
         connections = getattr(self.server, "connections", None)
-        if connections is None:
-            return super().handle()
-        connections.add(self)
+        if connections is not None:
+            connections.add(self)
         try:
             return super().handle()
         finally:
-            connections.discard(self)
+            if connections is not None:
+                connections.discard(self)
+            clock = self._idle
+            if clock is not None:
+                clock.close()
 
     def detach_websocket(self, ws: Any, run: Callable, args: tuple) -> bool:
         """``Upgrader.detach``: the upgraded connection continues in a greenlet of its own.
@@ -333,8 +362,9 @@ class Handler(StrictHTTP, WebSocketHandler):
         # Never gevent-websocket's automatic upgrade: the app decides (and validates) itself.
         self.websocket_upgraded = False
         upgrader = None
-        if wants_upgrade(self.environ):
-            upgrader = self.environ["geonode.websocket"] = Upgrader(self)
+        env = self.environ
+        if "HTTP_UPGRADE" in env and wants_upgrade(env):  # (most requests ask for none)
+            upgrader = env["geonode.websocket"] = Upgrader(self)
         try:
             return WSGIHandler.run_application(self)
         finally:
@@ -392,15 +422,22 @@ class Handler(StrictHTTP, WebSocketHandler):
         # body that is a minimum download speed (8 MiB in 60 s), which cuts honest clients
         # on slow links. Sent piece by piece, the timeout bounds each wait for progress: a
         # slow reader gets everything, one that stops reading is dropped after the timeout.
+        # The first send is tried as is: it takes any ordinary response whole (gevent's
+        # sendall asks the socket for its buffer size, a system call, and reads the clock
+        # twice before sending anything).
         sock = self.socket
         try:
-            if len(data) <= _PIECEWISE_MIN or sock.timeout is None:
-                return WSGIHandler._sendall(self, data)
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[sock.send(view):]
+                sent = sock.send(data)
+                if sent < len(data):
+                    view = memoryview(data)[sent:]
+                    if len(view) <= _PIECEWISE_MIN or sock.timeout is None:
+                        sock.sendall(view)
+                    else:
+                        while view:
+                            view = view[sock.send(view):]
             except OSError as ex:
+                # pywsgi's note of a failed write (the status a log line would show)
                 self.status = f"socket error: {ex}"
                 if self.code > 0:
                     self.code = -self.code

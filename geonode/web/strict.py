@@ -7,7 +7,7 @@ and the gunicorn worker refuse the same requests. The rules themselves are in
 - request line and framing headers checked before any body byte is read; a refusal is a short
   ``text/plain`` answer naming the problem, then the connection closes (its framing is unknown);
 - timeouts (the server's attributes, ``geonode.web.limits``): a connection waits for a request
-  at most ``keepalive_timeout`` (the socket timeout while idle), a request head must be
+  at most ``keepalive_timeout`` (one timer per connection: IdleClock), a request head must be
   complete ``request_head_timeout`` after its first byte however it trickles in (slowloris:
   408), and any other wait on the client is bounded by ``client_timeout`` (the socket timeout);
 - a WSGI app's status line and headers are checked before they go out, and the body it
@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import logging
 import time
+from time import monotonic as _monotonic
 from typing import Any, cast
 
-from gevent import Timeout
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler
+from gevent import Timeout, get_hub
+from gevent.pywsgi import (
+    MAX_REQUEST_LINE,
+    Input,
+    WSGIHandler,
+    format_date_time,
+    unquote_latin1,
+)
+from greenlet import getcurrent
 
 from geonode.httpstatus import status_line
 from geonode.web.httprules import (
@@ -46,6 +54,43 @@ log = logging.getLogger("geonode.web")
 
 # Empty lines tolerated before a request line (RFC 9112 2.2: old clients send CRLF after a body).
 _MAX_EMPTY_LINES = 4
+
+
+# Statuses and header pairs pywsgi's start_response and httprules' checks accepted before
+# (apps send the same few every time): status -> (its bytes, code); (name, value) -> their
+# bytes. Neither holds 204/304 (their bodies are checked), nor the headers start_response
+# looks at (Connection, Date, Content-Length: the fast path handles a digits-only length).
+_KNOWN_STATUS: dict[str, tuple[bytes, int]] = {}
+_KNOWN_HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_KNOWN_MAX = 4096
+_LOOKED_AT = frozenset(("connection", "date", "content-length"))
+# Headers whose values differ from response to response: not worth a place
+_VARYING = frozenset(("set-cookie", "etag", "last-modified", "expires", "location",
+                      "content-disposition", "content-range"))
+
+
+def _learn(status: str, code: int, headers: list) -> None:
+    """After a start_response that passed every check: remember what it accepted."""
+    if code != 204 and code != 304 and len(_KNOWN_STATUS) < _KNOWN_MAX:
+        _KNOWN_STATUS[status] = (status.encode("latin-1"), code)
+    for header in headers:
+        if type(header) is tuple:
+            name, value = header
+            lname = name.lower() if type(name) is str and type(value) is str else "date"
+            if lname not in _LOOKED_AT and lname not in _VARYING:
+                _KNOWN_HEADERS[header] = (name.encode("latin-1"), value.encode("latin-1"))
+
+
+_date: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header's value now (RFC 9110 5.6.7), formatted once per second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_date_time(now))
+    return _date[1]
 
 
 class _OptionsStar(RequestError):
@@ -82,10 +127,67 @@ class _NoDrainOnClose:
             inp._discard()
 
 
+class IdleClock:
+    """``keepalive_timeout`` for one connection, without a timer per request.
+
+    Waiting for the next request with the socket's timeout set made gevent build a ``Timeout``
+    (a timer watcher and an exception instance) for every request, since a keep-alive client
+    sends its next request only after it read the response. Here the wait has no timeout;
+    the connection keeps one timer, armed at most once per ``seconds`` while it is busy, that
+    on firing looks at when the current wait began: past the bound, the waiting greenlet gets
+    the same ``TimeoutError`` the socket timeout raised (pywsgi closes quietly), else the timer
+    is armed again for what is left of that wait."""
+
+    __slots__ = ("greenlet", "seconds", "since", "waiting", "timer", "loop")
+
+    def __init__(self, seconds: float) -> None:
+        self.greenlet = getcurrent()
+        self.loop = get_hub().loop
+        self.seconds = seconds
+        #: monotonic time the current wait for a request began
+        self.since = 0.0
+        #: the connection's greenlet is waiting for a request (only then can it be thrown at)
+        self.waiting = False
+        self.timer: Any = None
+
+    def start_wait(self) -> None:
+        self.since = _monotonic()
+        self.waiting = True
+        if self.timer is None:
+            self._arm(self.seconds)
+
+    def _arm(self, after: float) -> None:
+        timer = self.timer = self.loop.timer(max(after, 0.001))
+        timer.start(self._fire)
+
+    def _fire(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is None:
+            return  # closed meanwhile
+        timer.close()
+        if not self.waiting:
+            return  # busy with a request: the next wait arms a timer again
+        left = self.since + self.seconds - _monotonic()
+        if left > 0:
+            self._arm(left)
+            return
+        self.waiting = False
+        self.greenlet.throw(TimeoutError("timed out"))
+
+    def close(self) -> None:
+        timer, self.timer = self.timer, None
+        self.waiting = False
+        if timer is not None:
+            timer.stop()
+            timer.close()
+
+
 class StrictHTTP(WSGIHandler):
     """Request and response checks for pywsgi (see the module docstring)."""
 
     _head_deadline: float | None = None
+    #: keepalive_timeout's clock (IdleClock), made by the connection's first wait
+    _idle: IdleClock | None = None
     # pywsgi's (untyped) attributes this mixin reads and sets
     wsgi_input: Any
     response_headers: Any
@@ -118,11 +220,19 @@ class StrictHTTP(WSGIHandler):
             # Waiting for a request (the first, or the next on a keep-alive connection) is
             # bounded by keepalive_timeout; everything after its first byte by client_timeout.
             # An expired wait raises TimeoutError: pywsgi closes the connection quietly.
-            # (gevent's own timeout slot: settimeout() costs 8 times as much, twice a request)
+            # (gevent's own timeout slot: settimeout() costs 8 times as much, twice a request;
+            # no socket timeout while idle: IdleClock bounds the wait)
             sock = self.socket
-            sock.timeout = idle
-            head = rfile.peek(1)
-            sock.timeout = getattr(server, "client_timeout", None)
+            clock = self._idle
+            if clock is None:
+                clock = self._idle = IdleClock(idle)
+            clock.start_wait()
+            sock.timeout = None
+            try:
+                head = rfile.peek(1)
+            finally:
+                clock.waiting = False
+                sock.timeout = getattr(server, "client_timeout", None)
         head_timeout = getattr(server, "request_head_timeout", None)
         if head_timeout is None:
             line = rfile.readline(MAX_REQUEST_LINE)
@@ -191,7 +301,43 @@ class StrictHTTP(WSGIHandler):
         return True
 
     def get_environ(self) -> dict:
-        env = super().get_environ()
+        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
+        headers as parsed (``RequestHeaders``) and with what geonode adds."""
+        env = self.server.get_environ()
+        env["REQUEST_METHOD"] = self.command
+        env["SCRIPT_NAME"] = ""
+        path = self.path
+        if "?" in path:
+            path, query = path.split("?", 1)
+        else:
+            query = ""
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        headers = self.headers
+        fields = headers._map
+        ctype = fields.get("content-type")
+        if ctype is not None:
+            env["CONTENT_TYPE"] = ctype
+        length = fields.get("content-length")
+        if length:
+            env["CONTENT_LENGTH"] = length
+        env["SERVER_PROTOCOL"] = self.request_version
+        client_address = self.client_address
+        if isinstance(client_address, tuple):
+            env["REMOTE_ADDR"] = str(client_address[0])
+            env["REMOTE_PORT"] = str(client_address[1])
+        headers.environ_into(env)
+        sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
+        coding = env.get("HTTP_TRANSFER_ENCODING")
+        chunked = coding is not None and coding.lower() == "chunked"
+        # pywsgi's _connection_upgrade_requested: such a request reads the raw socket file
+        connection, upgrade = fields.get("connection"), fields.get("upgrade")
+        handling_reads = not ((connection is not None and connection.lower() == "upgrade")
+                              or (upgrade is not None and upgrade.lower() == "websocket"))
+        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock,
+                                chunked_input=chunked)
+        env["wsgi.input"] = self.wsgi_input if handling_reads else self.rfile
+        env["wsgi.input_terminated"] = handling_reads
         if self._absolute_host is not None:
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
             env["HTTP_HOST"] = self._absolute_host
@@ -221,6 +367,41 @@ class StrictHTTP(WSGIHandler):
     # ---- response -------------------------------------------------------------------
     def checked_start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         """pywsgi's start_response after the checks of ``httprules`` (ValueError: a 500)."""
+        known = _KNOWN_STATUS.get(status) if exc_info is None and type(status) is str else None
+        if known is not None:
+            # What pywsgi's start_response and the checks would conclude, from what they
+            # concluded before about the same status and header pairs (apps repeat them).
+            encoded: list[tuple[bytes, bytes]] = []
+            length = None
+            for header in headers:
+                try:
+                    pair = _KNOWN_HEADERS.get(header)
+                except TypeError:
+                    break  # unhashable: the full checks say what is wrong with it
+                if pair is None:
+                    if type(header) is not tuple or len(header) != 2:
+                        break
+                    name, value = header
+                    if (name != "Content-Length" or length is not None or type(value) is not str
+                            or not (value.isdigit() and value.isascii() and len(value) < 19)):
+                        break  # anything else: the full checks below
+                    length = value
+                    pair = (b"Content-Length", value.encode())
+                encoded.append(pair)
+            else:
+                self.status, code = known
+                self._orig_status = status
+                self.response_headers = encoded
+                self.code = code
+                self.provided_date = None
+                self.provided_content_length = length
+                if self.request_version == "HTTP/1.0":
+                    encoded.append((b"Connection",
+                                    b"close" if self.close_connection else b"keep-alive"))
+                self._body_left = None
+                if length is not None and self.command != "HEAD":
+                    self._body_left = int(length)
+                return self.write
         if not (exc_info and self.headers_sent):
             if status not in GOOD_STATUS:
                 check_status(status)
@@ -228,8 +409,11 @@ class StrictHTTP(WSGIHandler):
         write = WSGIHandler.start_response(self, status, headers, exc_info)
         length = self.provided_content_length
         self._body_left = None
-        if length is not None and self.command != "HEAD" and self.code not in (204, 304):
+        code = self.code
+        if length is not None and self.command != "HEAD" and code not in (204, 304):
             self._body_left = int(length)
+        if exc_info is None and len(_KNOWN_HEADERS) < _KNOWN_MAX:
+            _learn(status, code, headers)
         return write
 
     def clip_body(self, data: bytes) -> bytes:
@@ -262,7 +446,21 @@ class StrictHTTP(WSGIHandler):
             super()._write(data)
 
     def finalize_headers(self) -> None:
-        super().finalize_headers()
+        # pywsgi's finalize_headers, with the Date formatted once a second, not per response
+        if self.provided_date is None:
+            self.response_headers.append((b"Date", http_date()))
+        code = self.code
+        self.connection_upgraded = code == 101
+        if code != 304 and code != 204 and self.provided_content_length is None:
+            # the reply has a body: it needs a Content-Length or chunked framing
+            if hasattr(self.result, "__len__"):
+                total = sum(len(chunk) for chunk in self.result)
+                self.response_headers.append((b"Content-Length", b"%d" % total))
+            else:
+                self.response_use_chunked = (not self.connection_upgraded
+                                             and self.request_version != "HTTP/1.0")
+                if self.response_use_chunked:
+                    self.response_headers.append((b"Transfer-Encoding", b"chunked"))
         if (self.request_version == "HTTP/1.0" and not self.close_connection
                 and self.command != "HEAD" and self.code not in (204, 304)
                 and self.code >= 200 and not self.response_use_chunked
