@@ -300,10 +300,10 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
         "type": "publisher", "realm": "realm1", "role": "anonymous",
         "options": {"require_ip": ["127.0.0.1", "10.0.0.0/33"]}}),
      f"{P}.pub.options.require_ip[1]: '10.0.0.0/33' is not an IP network"),
-    ("webhook-require-ip-not-a-network", lambda c: _paths(c).update(hook={
-        "type": "webhook", "realm": "realm1", "role": "anonymous",
-        "options": {"topic": "com.example.hook", "require_ip": ["proxy.example"]}}),
-     f"{P}.hook.options.require_ip[0]: 'proxy.example' is not an IP network"),
+    ("caller-require-ip-not-a-network", lambda c: _paths(c).update(call={
+        "type": "caller", "realm": "realm1", "role": "anonymous",
+        "options": {"require_ip": ["proxy.example"]}}),
+     f"{P}.call.options.require_ip[0]: 'proxy.example' is not an IP network"),
     ("archive-not-a-zip", lambda c: _paths(c).update(
         arc={"type": "archive", "archive": "app.py"}),
      f"{P}.arc.archive: "),

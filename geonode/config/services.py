@@ -257,7 +257,14 @@ def _upload(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Servi
                          max_file_size=int(options.get("max_file_size",
                                                        DEFAULT_MAX_FILE_SIZE)),
                          file_types=list(types) if isinstance(types, list) else None,
-                         file_permissions=int(perms, 8) if perms else None)
+                         file_permissions=_octal(perms))
+
+
+def _octal(text: str | None) -> int | None:
+    try:
+        return int(text, 8) if text else None
+    except ValueError:   # the schema's pattern names it
+        return None
 
 
 def temp_folder(svc: UploadService, config_dir: Path) -> Path:
