@@ -10,6 +10,7 @@ each is refused by check and by start, and every line check prints is in start's
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -94,6 +95,49 @@ def _new_transports(folder: Path) -> dict:
     return cfg
 
 
+def _newer_services(folder: Path) -> dict:
+    """Every service typed in geonode.config.services (and longpoll's, testee's options),
+    with the keys the checks of this file refuse when wrong, given right."""
+    (folder / "app.py").write_text(APP)
+    with zipfile.ZipFile(folder / "site.zip", "w") as z:
+        z.writestr("index.html", "<p>hello</p>")
+    digest = hashlib.sha256((folder / "site.zip").read_bytes()).hexdigest()
+    (folder / "templates").mkdir()
+    (folder / "templates" / "page.html").write_text("<p>{{ result }}</p>")
+    (folder / "uploads").mkdir()
+    fields = {k: k for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                             "chunk_size", "total_chunks", "content")}
+    bridge = {"realm": "realm1", "role": "anonymous"}
+    paths = {
+        "/": wsgi("app"),
+        "ws": {"type": "websocket", "cookie": {"store": {"type": "file",
+                                                         "filename": "cookies.dat"}},
+               "auth": {"anonymous": {"type": "static"}, "cookie": {}}},
+        "page": {"type": "wap", "templates": "templates", "timeout": 5,
+                 "routes": [{"path": "/", "render": "page.html"}],
+                 "wamp": {"realm": "realm1", "authrole": "anonymous"}},
+        "arc": {"type": "archive", "archive": "site.zip", "hashes": [digest.upper()],
+                "options": {"default_file": "index.html"}},
+        "up": {"type": "upload", "directory": "uploads", "temp_directory": "scratch/up",
+               "form_fields": fields, "options": {"file_permissions": "0644"}, **bridge},
+        "proxy": {"type": "websocket-reverseproxy", "backend": {
+            "type": "websocket", "url": "ws://127.0.0.1:9/",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 9}}},
+        "st": {"type": "status", "realm": "realm1", "role": "anonymous",
+               "auth": {"anonymous": {"type": "static"}}},
+        "st2": {"type": "status", "realm": "realm1"},
+        "metrics": {"type": "metrics"}, "health": {"type": "health"},
+        "pub": {"type": "publisher", **bridge,
+                "options": {"require_ip": ["127.0.0.1", "10.0.0.0/8"], "timeout": 2}},
+        "call": {"type": "caller", **bridge, "options": {"post_body_limit": 1000}},
+        "hook": {"type": "webhook", **bridge, "options": {"topic": "com.example.hook"}},
+        "lp": {"type": "longpoll", "options": {"session_timeout": 0,
+                                               "queue_limit_messages": 10}},
+        "echo": {"type": "websocket-testee", "options": {"max_message_size": 1000}},
+    }
+    return web_node(paths, realms=[realm()], worker_options={"pythonpath": ["."]})
+
+
 GOOD: dict[str, Callable[[Path], dict]] = {
     **{f"samples/{p.name}": _sample(p.name) for p in sorted(SAMPLES.iterdir())
        if (p / "node.json").is_file()},
@@ -101,6 +145,7 @@ GOOD: dict[str, Callable[[Path], dict]] = {
     "geonode init": _starter,
     "tests' node": _built,
     "new transports": _new_transports,
+    "newer services": _newer_services,
 }
 
 
