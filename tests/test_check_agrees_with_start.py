@@ -10,9 +10,12 @@ each is refused by check and by start, and every line check prints is in start's
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,6 +95,49 @@ def _new_transports(folder: Path) -> dict:
     return cfg
 
 
+def _newer_services(folder: Path) -> dict:
+    """Every service typed in geonode.config.services (and longpoll's, testee's options),
+    with the keys the checks of this file refuse when wrong, given right."""
+    (folder / "app.py").write_text(APP)
+    with zipfile.ZipFile(folder / "site.zip", "w") as z:
+        z.writestr("index.html", "<p>hello</p>")
+    digest = hashlib.sha256((folder / "site.zip").read_bytes()).hexdigest()
+    (folder / "templates").mkdir()
+    (folder / "templates" / "page.html").write_text("<p>{{ result }}</p>")
+    (folder / "uploads").mkdir()
+    fields = {k: k for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                             "chunk_size", "total_chunks", "content")}
+    bridge = {"realm": "realm1", "role": "anonymous"}
+    paths = {
+        "/": wsgi("app"),
+        "ws": {"type": "websocket", "cookie": {"store": {"type": "file",
+                                                         "filename": "cookies.dat"}},
+               "auth": {"anonymous": {"type": "static"}, "cookie": {}}},
+        "page": {"type": "wap", "templates": "templates", "timeout": 5,
+                 "routes": [{"path": "/", "render": "page.html"}],
+                 "wamp": {"realm": "realm1", "authrole": "anonymous"}},
+        "arc": {"type": "archive", "archive": "site.zip", "hashes": [digest.upper()],
+                "options": {"default_file": "index.html"}},
+        "up": {"type": "upload", "directory": "uploads", "temp_directory": "scratch/up",
+               "form_fields": fields, "options": {"file_permissions": "0644"}, **bridge},
+        "proxy": {"type": "websocket-reverseproxy", "backend": {
+            "type": "websocket", "url": "ws://127.0.0.1:9/",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 9}}},
+        "st": {"type": "status", "realm": "realm1", "role": "anonymous",
+               "auth": {"anonymous": {"type": "static"}}},
+        "st2": {"type": "status", "realm": "realm1"},
+        "metrics": {"type": "metrics"}, "health": {"type": "health"},
+        "pub": {"type": "publisher", **bridge,
+                "options": {"require_ip": ["127.0.0.1", "10.0.0.0/8"], "timeout": 2}},
+        "call": {"type": "caller", **bridge, "options": {"post_body_limit": 1000}},
+        "hook": {"type": "webhook", **bridge, "options": {"topic": "com.example.hook"}},
+        "lp": {"type": "longpoll", "options": {"session_timeout": 0,
+                                               "queue_limit_messages": 10}},
+        "echo": {"type": "websocket-testee", "options": {"max_message_size": 1000}},
+    }
+    return web_node(paths, realms=[realm()], worker_options={"pythonpath": ["."]})
+
+
 GOOD: dict[str, Callable[[Path], dict]] = {
     **{f"samples/{p.name}": _sample(p.name) for p in sorted(SAMPLES.iterdir())
        if (p / "node.json").is_file()},
@@ -99,6 +145,7 @@ GOOD: dict[str, Callable[[Path], dict]] = {
     "geonode init": _starter,
     "tests' node": _built,
     "new transports": _new_transports,
+    "newer services": _newer_services,
 }
 
 
@@ -126,8 +173,13 @@ def test_a_good_config_passes_check_and_starts(name: str, tmp_path: Path) -> Non
 
 
 def _good(folder: Path) -> dict:
-    """The base of every bad config: good as it is (the app and the component exist)."""
+    """The base of every bad config: good as it is (the app and the component exist; an
+    archive, and templates of which one does not compile, for the changes to name)."""
     (folder / "app.py").write_text(APP + COMPONENT + "not_callable = 1\n")
+    with zipfile.ZipFile(folder / "site.zip", "w") as z:
+        z.writestr("index.html", "<p>hello</p>")
+    (folder / "templates").mkdir()
+    (folder / "templates" / "broken.html").write_text("{% if %}never closed")
     cfg = web_node({"/": wsgi("app"), "ws": {"type": "websocket"}}, realms=[realm()],
                    worker_options={"pythonpath": ["."]}, port=free_port())
     return cfg
@@ -262,6 +314,69 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
     ("universal-mqtt-realm-unknown", lambda c: _add_transport(
         c, {"type": "universal", "mqtt": {"options": {"realm": "nope"}}}),
      "workers[0].transports[1].mqtt.options.realm: realm 'nope' is not defined"),
+    # the keys of the newer path services (typed in geonode.config.services)
+    ("status-role-without-auth", lambda c: _paths(c).update(
+        st={"type": "status", "realm": "realm1", "role": "ops"}),
+     f"{P}.st: 'role' and 'auth' go together (viewers authenticate with 'auth' and must "
+     "get 'role')"),
+    ("status-auth-without-role", lambda c: _paths(c).update(
+        st={"type": "status", "realm": "realm1", "auth": {"anonymous": {"type": "static"}}}),
+     f"{P}.st: 'role' and 'auth' go together"),
+    ("status-without-router", lambda c: (
+        c["workers"][0].update(realms=[]), _paths(c).pop("ws"),
+        _paths(c).update(st={"type": "status", "realm": "realm1"})),
+     f"{P}.st: a status path needs a router worker (realms)"),
+    ("status-realm-without-meta-api", lambda c: (
+        c["workers"][0].update(realms=[realm(enable_meta_api=False)]),
+        _paths(c).update(st={"type": "status", "realm": "realm1"})),
+     f"{P}.st.realm: realm 'realm1' has the meta API off (options.enable_meta_api)"),
+    ("cookie-store-folder-missing", lambda c: _paths(c)["ws"].update(
+        cookie={"store": {"type": "file", "filename": "no_such_folder/cookies.dat"}}),
+     f"{P}.ws.cookie.store.filename: cannot use the cookie file: folder "),
+    ("cookie-store-is-a-directory", lambda c: _paths(c)["ws"].update(
+        cookie={"store": {"type": "file", "filename": "."}}),
+     f"{P}.ws.cookie.store.filename: cannot use the cookie file: "),
+    ("cookie-store-under-a-file", lambda c: c["workers"][0]["transports"].append(
+        {"type": "websocket", "endpoint": {"type": "tcp", "port": free_port(),
+                                           "interface": "127.0.0.1"},
+         "cookie": {"store": {"type": "file", "filename": "app.py/cookies.dat"}}}),
+     "workers[0].transports[1].cookie.store.filename: cannot use the cookie file: "),
+    ("publisher-require-ip-not-a-network", lambda c: _paths(c).update(pub={
+        "type": "publisher", "realm": "realm1", "role": "anonymous",
+        "options": {"require_ip": ["127.0.0.1", "10.0.0.0/33"]}}),
+     f"{P}.pub.options.require_ip[1]: '10.0.0.0/33' is not an IP network"),
+    ("caller-require-ip-not-a-network", lambda c: _paths(c).update(call={
+        "type": "caller", "realm": "realm1", "role": "anonymous",
+        "options": {"require_ip": ["proxy.example"]}}),
+     f"{P}.call.options.require_ip[0]: 'proxy.example' is not an IP network"),
+    ("archive-not-a-zip", lambda c: _paths(c).update(
+        arc={"type": "archive", "archive": "app.py"}),
+     f"{P}.arc.archive: "),
+    ("archive-hash-mismatch", lambda c: _paths(c).update(
+        arc={"type": "archive", "archive": "site.zip", "hashes": ["0" * 64]}),
+     f"{P}.arc.hashes: archive "),
+    ("upload-temp-directory-under-a-file", lambda c: _paths(c).update(up={
+        "type": "upload", "realm": "realm1", "role": "anonymous", "directory": ".",
+        "temp_directory": "app.py/scratch",
+        "form_fields": {k: k for k in ("file_name", "mime_type", "total_size", "chunk_number",
+                                       "chunk_size", "total_chunks", "content")}}),
+     f"{P}.up.temp_directory: cannot create "),
+    ("wap-template-does-not-compile", lambda c: _paths(c).update(page={
+        "type": "wap", "templates": "templates",
+        "routes": [{"path": "/", "render": "broken.html"}],
+        "wamp": {"realm": "realm1", "authrole": "anonymous"}}),
+     f"{P}.page.routes[0].render: "),
+    ("wsproxy-url-not-websocket", lambda c: _paths(c).update(proxy={
+        "type": "websocket-reverseproxy", "backend": {
+            "type": "websocket", "url": "http://127.0.0.1:1/",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 1}}}),
+     f"{P}.proxy.backend.url: 'http://127.0.0.1:1/' is not a ws:// or wss:// URL"),
+    ("wsproxy-ca-certificate-not-pem", lambda c: _paths(c).update(proxy={
+        "type": "websocket-reverseproxy", "backend": {
+            "type": "websocket", "url": "wss://127.0.0.1:1/",
+            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": 1,
+                         "tls": {"ca_certificates": ["app.py"]}}}}),
+     f"{P}.proxy.backend.endpoint.tls.ca_certificates[0]: cannot load "),
 ]
 
 
@@ -283,6 +398,10 @@ def test_a_bad_config_is_refused_by_check_and_start_alike(change, line, tmp_path
     folder.mkdir()
     cfg = _good(folder)
     change(cfg)
+    _refused_alike(cfg, folder, line)
+
+
+def _refused_alike(cfg: dict, folder: Path, line: str) -> None:
     (folder / "node.json").write_text(json.dumps(cfg))
     r = check(folder)
     assert r.returncode == 1 and "ok:" not in r.stdout, r.stdout + r.stderr
@@ -297,5 +416,25 @@ def test_a_bad_config_is_refused_by_check_and_start_alike(change, line, tmp_path
         assert said in s.stderr, f"check said {said!r}; start said:\n{s.stderr}"
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: no permission to take")
+@pytest.mark.parametrize("mode,what", [(0o500, "create files in"),
+                                       (0o700, "read and write")])
+def test_a_cookie_store_without_permission_is_refused_alike(mode, what, tmp_path):
+    folder = tmp_path / "node"
+    folder.mkdir()
+    cfg = _good(folder)
+    store = folder / "store"
+    store.mkdir()
+    (store / "cookies.dat").write_text("")
+    (store / "cookies.dat").chmod(0o000 if mode == 0o700 else 0o600)
+    store.chmod(mode)
+    _paths(cfg)["ws"]["cookie"] = {"store": {"type": "file", "filename": "store/cookies.dat"}}
+    try:
+        _refused_alike(cfg, folder, f"{P}.ws.cookie.store.filename: cannot use the cookie "
+                                    f"file: no permission to {what}")
+    finally:
+        store.chmod(0o700)
+
+
 def test_the_corpus_is_not_empty():
-    assert len(GOOD) >= 6 and len(BAD) >= 23
+    assert len(GOOD) >= 6 and len(BAD) >= 46

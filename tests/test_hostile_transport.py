@@ -34,7 +34,7 @@ pytestmark = pytest.mark.hostile
 TOPIC = "com.hostile.burst"
 MAX_QUEUE = 1000
 BURST = 20 * MAX_QUEUE
-DEFAULT_MAX_MESSAGE = 1 << 20          # geonode.transport.queue.DEFAULT_MAX_MESSAGE_SIZE
+DEFAULT_MAX_MESSAGE = 1 << 20          # geonode.config.model.DEFAULT_MAX_MESSAGE_SIZE
 TAIL = b"\x00\x00\xff\xff"
 RAW_IDS = {"json": 1, "msgpack": 2}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from geonode import wamp
 from geonode.bridge.common import BridgeService, json_body, not_json, wamp_request
-from geonode.config.model import Service
+from geonode.config.services import BridgeConfig
 
 
 class Caller(BridgeService):
@@ -32,5 +32,5 @@ class Caller(BridgeService):
         return 200, body, "application/json; charset=UTF-8"
 
 
-def build(cfg: Service, ctx: Any) -> Caller:
-    return Caller(cfg.extra, ctx)
+def build(cfg: BridgeConfig, ctx: Any) -> Caller:
+    return Caller(cfg, ctx)

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 
 from geonode import wamp
 from geonode.bridge import signing
+from geonode.config.services import BridgeConfig
 from geonode.httpstatus import status_line
 from geonode.router.errors import INVALID_PAYLOAD, NO_ROUTER, TIMEOUT
 
@@ -122,31 +123,28 @@ class BridgeService:
     decode_json = True
     deny_type = "application/json; charset=UTF-8"
 
-    def __init__(self, cfg: dict, ctx: Any) -> None:
-        opts = cfg.get("options", {}) or {}
-        self.options = opts
-        self.key: str | None = opts.get("key")
-        self.secret: str | None = opts.get("secret")
-        limit = int(opts.get("post_body_limit", 0) or 0)
+    def __init__(self, cfg: BridgeConfig, ctx: Any) -> None:
+        self.key: str | None = cfg.key
+        self.secret: str | None = cfg.secret
+        limit = cfg.post_body_limit
         self.body_limit = min(limit, MAX_BODY) if limit else MAX_BODY
         # The transport's max_body_size bounds every path service that reads a body.
         transport_limit = (getattr(ctx, "transport_options", None) or {}).get("max_body_size")
         if transport_limit is not None:
             self.body_limit = min(self.body_limit, transport_limit)
-        self.delta_limit = float(opts.get("timestamp_delta_limit", 300))
+        self.delta_limit = cfg.timestamp_delta_limit
         # each signed request is accepted once (signing.py: Crossbar accepts replays)
         self.replay_guard = (signing.replay_guard(self.key, self.secret, self.delta_limit)
                              if self.secret else None)
-        self.require_tls = bool(opts.get("require_tls", False))
-        self.require_ip = [ipaddress.ip_network(n, strict=False)
-                           for n in opts.get("require_ip", []) or []]
+        self.require_tls = cfg.require_tls
+        self.require_ip = cfg.require_ip
         self.tls = bool(getattr(ctx, "tls", False))
         # seconds the router may take (calls: the callee too) before the answer is 504
-        self.timeout = float(opts.get("timeout", wamp.DEFAULT_TIMEOUT))
+        self.timeout = cfg.timeout
         if getattr(ctx, "router", None) is not None:
             wamp.register_router(ctx.router)
-        authid = cfg.get("id") or f"geonode-{self.kind}-{ctx.json_path if ctx else ''}"
-        self.session = wamp.Session(cfg["realm"], cfg["role"], authid,
+        authid = cfg.authid or f"geonode-{self.kind}-{ctx.json_path if ctx else ''}"
+        self.session = wamp.Session(cfg.realm, cfg.role, authid,
                                     router=getattr(ctx, "router", None),
                                     name=f"{self.kind}:{getattr(ctx, 'json_path', '')}")
 

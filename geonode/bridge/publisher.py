@@ -12,7 +12,7 @@ from typing import Any
 
 from geonode import wamp
 from geonode.bridge.common import BridgeService, Deny, check_type, json_body, wamp_request
-from geonode.config.model import Service
+from geonode.config.services import BridgeConfig
 
 
 class Publisher(BridgeService):
@@ -32,5 +32,5 @@ class Publisher(BridgeService):
         return 200, json_body({"id": pub_id}), "application/json; charset=UTF-8"
 
 
-def build(cfg: Service, ctx: Any) -> Publisher:
-    return Publisher(cfg.extra, ctx)
+def build(cfg: BridgeConfig, ctx: Any) -> Publisher:
+    return Publisher(cfg, ctx)

@@ -13,7 +13,7 @@ from typing import Any
 from geonode import wamp
 from geonode.bridge import signing
 from geonode.bridge.common import BridgeService, Deny, request_headers
-from geonode.config.model import Service
+from geonode.config.services import WebhookConfig
 
 log = logging.getLogger("geonode.bridge")
 _TEXT = "text/plain; charset=utf-8"
@@ -24,12 +24,12 @@ class Webhook(BridgeService):
     decode_json = False
     deny_type = "text/plain; charset=utf-8"
 
-    def __init__(self, cfg: dict, ctx: Any) -> None:
+    def __init__(self, cfg: WebhookConfig, ctx: Any) -> None:
         super().__init__(cfg, ctx)
-        self.topic = self.options["topic"]
-        self.success = self.options.get("success_response", "OK").encode("utf-8")
-        self.error = self.options.get("error_response", "NOT OK").encode("utf-8")
-        self.github_secret = self.options.get("github_secret")
+        self.topic = cfg.topic
+        self.success = cfg.success_response.encode("utf-8")
+        self.error = cfg.error_response.encode("utf-8")
+        self.github_secret = cfg.github_secret
 
     def deny_body(self, d: Deny) -> bytes:
         return self.error
@@ -55,5 +55,5 @@ class Webhook(BridgeService):
         return 202, self.success, _TEXT
 
 
-def build(cfg: Service, ctx: Any) -> Webhook:
-    return Webhook(cfg.extra, ctx)
+def build(cfg: WebhookConfig, ctx: Any) -> Webhook:
+    return Webhook(cfg, ctx)

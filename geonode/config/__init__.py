@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geonode.config.environ import substitute
-from geonode.config.model import NodeModel, build_node
+from geonode.config.model import NodeModel, build_node, file_errors
 from geonode.config.reader import ConfigError, duplicates, read
 
 __all__ = ["Config", "ConfigError", "NodeModel", "check", "load", "print_errors", "read",
@@ -70,6 +70,7 @@ def load(path: str | Path) -> Config:
     built: list[str] = []
     try:
         model = build_node(data, built)
+        built += file_errors(model, p.parent)
     except (TypeError, ValueError, AttributeError, KeyError):
         if not errors:
             raise  # a schema-valid config the model cannot read: a bug, not the config's

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geonode.config.reader import ConfigError
-from geonode.config.tls import server_context
+from geonode.config.tls import client_context, server_context
 from geonode.logs import origin
 
 if TYPE_CHECKING:
     from geonode.config import Config
     from geonode.config.model import Component, Service, StaticService, WsgiService
+    from geonode.config.services import WapService
 
 #: Crossbar's bridge component classes -> geonode's
 ALIASES = {
@@ -140,6 +141,38 @@ def static_root(svc: StaticService, config_dir: Path) -> Path:
     return root
 
 
+def prometheus(svc: Service) -> None:
+    """The ``metrics`` service's exposition library (an extra: ``geonode[metrics]``)."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"{svc.json_path}.type: the metrics service needs prometheus_client "
+                          f"(pip install 'geonode[metrics]'): {e}") from None
+
+
+def wap_templates(svc: WapService, config_dir: Path) -> list[Any]:
+    """A wap path's Jinja2 templates, one per route, compiled as start compiles them (a
+    template that does not compile is refused by both)."""
+    from geonode.config.services import templates_dir
+
+    try:
+        from jinja2 import Environment, FileSystemLoader, TemplateError
+        from jinja2.sandbox import SandboxedEnvironment
+    except ImportError as e:
+        raise ConfigError(f"{svc.json_path}.type: the wap service needs Jinja2 "
+                          f"(pip install jinja2): {e}") from None
+    folder = templates_dir(svc, config_dir)
+    env_class = SandboxedEnvironment if svc.sandbox else Environment
+    env = env_class(loader=FileSystemLoader(str(folder)), autoescape=True)
+    templates = []
+    for i, route in enumerate(svc.routes):
+        try:
+            templates.append(env.get_template(route.render))
+        except TemplateError as e:
+            raise ConfigError(f"{svc.json_path}.routes[{i}].render: {e}") from None
+    return templates
+
+
 def _services(paths: dict[str, Service]) -> Iterable[Service]:
     from geonode.config.model import PathService
 
@@ -168,6 +201,7 @@ def verify(cfg: Config) -> list[str]:
     """Resolve every reference to code of an enabled worker as ``start`` would (after
     ``apply_worker_options``); every failure, path-named. ``[]``: all of them resolve."""
     from geonode.config.model import StaticService, WsgiService
+    from geonode.config.services import MetricsService, WapService, WsProxyService
 
     errors: list[str] = []
 
@@ -189,6 +223,13 @@ def verify(cfg: Config) -> list[str]:
                     attempt(wsgi_object, svc)
                 elif isinstance(svc, StaticService):
                     attempt(static_root, svc, cfg.dir)
+                elif isinstance(svc, WsProxyService) and svc.backend.tls is not None:
+                    attempt(client_context, svc.backend.tls, cfg.dir,
+                            f"{svc.json_path}.backend.endpoint")
+                elif isinstance(svc, MetricsService):
+                    attempt(prometheus, svc)
+                elif isinstance(svc, WapService):
+                    attempt(wap_templates, svc, cfg.dir)
         for comp in worker.components:
             # an autobahn component is imported in a child, by start and check alike
             # (geonode.workers.check)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,22 @@ from geonode.config.backplane import BackplaneConfig
 from geonode.config.environ import join_path
 from geonode.config.proxies import allowed_proxies
 from geonode.config.reader import ConfigError
+from geonode.config.services import BUILDERS as APP_BUILDERS
+from geonode.config.services import (
+    Service,
+    StatusService,
+    cookie_file_problem,
+    status_realm_errors,
+)
+from geonode.config.services import file_errors as service_file_errors
 from geonode.uri import MAX_URI_LENGTH, infer_match
 
 __all__ = [
     "Component", "Endpoint", "History", "JsonService", "LongPollService", "NodeModel",
     "PathService", "Permission", "RealmConfig", "RealmOptions", "RedirectService",
-    "ReverseProxyService", "RoleConfig", "Service", "StaticService", "Transport",
-    "WebSocketService", "Worker", "WsgiService", "build_node", "parse_service",
-    "parse_transport", "parse_worker",
+    "ReverseProxyService", "RoleConfig", "Service", "StaticService", "TesteeService",
+    "Transport", "WebSocketService", "Worker", "WsgiService", "build_node", "file_errors",
+    "parse_service", "parse_transport", "parse_worker", "services",
 ]
 
 MATCHES = ("exact", "prefix", "wildcard")
@@ -59,6 +67,22 @@ DEFAULT_PROXY_TIMEOUT = 60.0
 DEFAULT_HISTORY_LIMIT = 1000
 #: the role of a router component without one (it runs inside the node: trusted)
 DEFAULT_COMPONENT_ROLE = "trusted"
+#: the largest WAMP message a client may send (WebSocket paths and RawSocket transports
+#: without their own max_message_size, a long-poll send body): Crossbar's ``crossbar init``
+#: template and autobahn's client runners use 1 MiB, so larger events would not reach
+#: autobahn subscribers anyway; it bounds what one connection's message costs (reading,
+#: parsing, fan-out copies) to a few MiB
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: a long-poll receive waits this long (Crossbar's default; autobahn|js gives up at 12 s)
+DEFAULT_REQUEST_TIMEOUT = 10.0
+#: seconds without any request before a long-poll session is closed (Crossbar's)
+DEFAULT_SESSION_TIMEOUT = 30.0
+#: ``session_timeout`` 0 (Crossbar: never) still ends an idle long-poll session after this
+LONGPOLL_MAX_IDLE = 3600.0
+#: open long-poll sessions per path
+DEFAULT_MAX_SESSIONS = 1000
+#: a websocket-testee's message bound: the largest message of Autobahn|Testsuite (9.x)
+TESTEE_MAX_MESSAGE = 16 << 20
 #: the worker types run in a child process by geonode.workers (their config is ``extra``)
 CHILD_WORKERS = ("container", "guest")
 
@@ -151,15 +175,6 @@ class Endpoint:
 
 
 @dataclass(slots=True)
-class Service:
-    """A path service. ``extra`` is the service's config as written (its own keys)."""
-
-    type: str
-    json_path: str
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass(slots=True)
 class WsgiService(Service):
     module: str = ""
     object: str = ""
@@ -185,9 +200,31 @@ class WebSocketService(Service):
 
 @dataclass(slots=True)
 class LongPollService(Service):
-    """A ``longpoll`` path: its serializers; its other options stay in ``extra``."""
+    """A ``longpoll`` path: its serializers and ``options`` (seconds and counts)."""
 
     serializers: list[str] = field(default_factory=list)
+    #: how long a receive request waits for messages (``request_timeout`` 0: this default)
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    #: a session no request touched for this long is closed (0 in the config: MAX_IDLE)
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    #: the largest send body: one message (a batch for ``.batched``)
+    max_body_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: ``queue_limit_messages`` / ``queue_limit_bytes``: the session's outgoing queue
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    #: Crossbar's debugging aid: every session gets this transport id
+    debug_transport_id: str | None = None
+
+
+@dataclass(slots=True)
+class TesteeService(Service):
+    """A ``websocket-testee`` (path or worker): WebSocket options with its defaults filled."""
+
+    #: the WebSocket options as written, ``max_message_size`` defaulted to TESTEE_MAX_MESSAGE
+    options: dict = field(default_factory=dict)
+    #: permessage-deflate offered with its defaults (no ``options.compression`` given)
+    deflate: bool = True
 
 
 @dataclass(slots=True)
@@ -375,7 +412,7 @@ def _worker(cfg: dict, wpath: str, errors: list[str], index: int = 0) -> Worker:
         raw = _dict(cfg.get("transport"))
         endpoint = _endpoint(_dict(raw.get("endpoint")), f"{tpath}.endpoint", errors)
         testee = Transport(type=kind, json_path=tpath, endpoint=endpoint, options=options,
-                           service=Service(kind, tpath, raw))
+                           service=_testee(raw, tpath, False, errors))
         return Worker(json_path=wpath, type=kind, disabled=off, options=options,
                       transports=[testee], index=index)
     if kind != "router":
@@ -387,6 +424,11 @@ def _worker(cfg: dict, wpath: str, errors: list[str], index: int = 0) -> Worker:
                   for i, t in enumerate(_list(cfg.get("transports")))]
     components = [_component(_dict(c), f"{wpath}.components[{i}]", errors)
                   for i, c in enumerate(_list(cfg.get("components")))]
+    meta_off = {r.name for r in realms if not r.options.enable_meta_api}
+    for transport in transports:
+        for svc in services(transport):
+            if isinstance(svc, StatusService):
+                errors.extend(status_realm_errors(svc, meta_off))
     env = _dict(options.get("env"))
     backplane = _backplane(options.get("backplane"), f"{wpath}.options.backplane", errors)
     return Worker(json_path=wpath, type=kind, disabled=off, backplane=backplane,
@@ -692,7 +734,26 @@ def _websocket(cfg: dict, spath: str, has_router: bool, errors: list[str],
 def _longpoll(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
     if not has_router:
         errors.append(ROUTER_NEEDED.format(path=spath, what="longpoll path"))
-    return LongPollService("longpoll", spath, cfg, serializers=_serializers(cfg, spath, errors))
+    opts = _dict(cfg.get("options"))
+    debug_id = opts.get("debug_transport_id")
+    return LongPollService(
+        "longpoll", spath, cfg, serializers=_serializers(cfg, spath, errors),
+        request_timeout=float(opts.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT),
+        session_timeout=float(opts.get("session_timeout", DEFAULT_SESSION_TIMEOUT)
+                              or LONGPOLL_MAX_IDLE),
+        max_sessions=int(opts.get("max_sessions", DEFAULT_MAX_SESSIONS)),
+        max_body_size=int(opts.get("max_body_size", DEFAULT_MAX_MESSAGE_SIZE)),
+        max_queue=int(opts.get("queue_limit_messages", DEFAULT_MAX_QUEUE)),
+        max_queue_bytes=int(opts.get("queue_limit_bytes", DEFAULT_MAX_QUEUE_BYTES)),
+        debug_transport_id=debug_id if isinstance(debug_id, str) else None)
+
+
+def _testee(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
+    options = dict(_dict(cfg.get("options")))
+    # bounded like every endpoint, at the size the testsuite needs
+    options.setdefault("max_message_size", TESTEE_MAX_MESSAGE)
+    return TesteeService("websocket-testee", spath, cfg, options=options,
+                         deflate="compression" not in options)
 
 
 def _redirect(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service:
@@ -747,12 +808,44 @@ def _path(cfg: dict, spath: str, has_router: bool, errors: list[str]) -> Service
                        paths=_paths(_dict(cfg.get("paths")), f"{spath}.paths", has_router, errors))
 
 
-#: the path services whose keys the model reads (the others keep theirs in ``extra``)
+#: the path services whose keys the model reads (the others keep theirs in ``extra``);
+#: the services that are applications of their own are typed in geonode.config.services
 _SERVICE_BUILDERS: dict[str, Callable[[dict, str, bool, list[str]], Service]] = {
     "wsgi": _wsgi, "websocket": _websocket, "longpoll": _longpoll, "redirect": _redirect,
-    "json": _json,
-    "reverseproxy": _reverseproxy, "static": _static, "path": _path,
+    "json": _json, "websocket-testee": _testee,
+    "reverseproxy": _reverseproxy, "static": _static, "path": _path, **APP_BUILDERS,
 }
+
+
+def services(transport: Transport) -> Iterator[Service]:
+    """Every path service of a transport: its own (a stand-alone websocket, a testee), a
+    universal transport's websockets, its paths (nested ones too)."""
+    def walk(paths: dict[str, Service]) -> Iterator[Service]:
+        for svc in paths.values():
+            yield svc
+            if isinstance(svc, PathService):
+                yield from walk(svc.paths)
+
+    if transport.service is not None:
+        yield transport.service
+    yield from transport.websockets.values()
+    yield from walk(transport.paths)
+
+
+def file_errors(model: NodeModel, config_dir: Path) -> list[str]:
+    """The files the path services need (wap templates, archives, upload folders, cookie
+    stores), looked for as their builders will look for them at start."""
+    errors: list[str] = []
+    for worker in model.workers:
+        for transport in worker.transports:
+            for svc in services(transport):
+                if isinstance(svc, WebSocketService):
+                    problem = cookie_file_problem(svc.cookie, config_dir, svc.json_path)
+                    if problem:
+                        errors.append(problem)
+                else:
+                    errors.extend(service_file_errors(svc, config_dir))
+    return errors
 
 
 def _component(cfg: dict, cpath: str, errors: list[str]) -> Component:

@@ -14,7 +14,6 @@ from geonode.config.auth import errors as auth_errors
 from geonode.config.backplane import errors as backplane_errors
 from geonode.config.environ import join_path
 from geonode.config.schema import NOT_SUPPORTED
-from geonode.config.services import archive_problem, folder_errors, template_errors
 
 _BRIDGES = ("publisher", "caller", "webhook")
 
@@ -227,12 +226,12 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             realm = svc.get("realm")
             if isinstance(realm, str) and realm not in realms:
                 errors.append(_unknown_realm(f"{spath}.realm", realm, realms))
-        elif kind in ("wap", "archive", "upload"):
-            _check_service_files(kind, svc, spath, realms, config_dir, errors)
-        elif kind == "websocket-reverseproxy":
-            url = _dict(svc.get("backend")).get("url")
-            if isinstance(url, str) and not url.startswith(("ws://", "wss://")):
-                errors.append(f"{spath}.backend.url: {url!r} is not a ws:// or wss:// URL")
+        elif kind in ("wap", "upload"):
+            # (their files, an archive's file, a backend's URL: the model, as start reads them)
+            realm, rpath = (_dict(svc.get("wamp")).get("realm"), f"{spath}.wamp.realm") \
+                if kind == "wap" else (svc.get("realm"), f"{spath}.realm")
+            if isinstance(realm, str) and realm not in realms:
+                errors.append(_unknown_realm(rpath, realm, realms))
         elif kind == "static":
             has_dir = "directory" in svc
             has_pkg = "package" in svc or "resource" in svc
@@ -245,23 +244,6 @@ def _check_paths(paths: dict, ppath: str, realms: dict, config_dir: Path,
             if isinstance(directory, str) and not (config_dir / directory).is_dir():
                 errors.append(f"{spath}.directory: folder {directory!r} not found "
                               f"(looked for {(config_dir / directory).resolve()})")
-
-
-def _check_service_files(kind: str, svc: dict, spath: str, realms: dict, config_dir: Path,
-                         errors: list[str]) -> None:
-    """wap, archive, upload (geonode.web.services): their realm and files, as start sees them."""
-    realm, rpath = (_dict(svc.get("wamp")).get("realm"), f"{spath}.wamp.realm") \
-        if kind == "wap" else (svc.get("realm"), f"{spath}.realm")
-    if isinstance(realm, str) and realm not in realms:
-        errors.append(_unknown_realm(rpath, realm, realms))
-    if kind == "wap" and "templates" in svc:
-        errors.extend(template_errors(svc, config_dir, spath))
-    elif kind == "archive" and isinstance(svc.get("archive"), str):
-        problem = archive_problem(svc, config_dir, spath)
-        if problem:
-            errors.append(problem)
-    elif kind == "upload":
-        errors.extend(folder_errors(svc, config_dir, spath))
 
 
 def warnings(data: dict, config_dir: Path) -> list[str]:

@@ -63,3 +63,25 @@ def server_context(tls: dict, base: Path, json_path: str, ssl: Any = _ssl) -> An
             raise ConfigError(f"{json_path}.tls.dhparam: {e}") from e
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def client_context(tls: dict, base: Path, json_path: str, ssl: Any = _ssl) -> Any:
+    """The client SSLContext for a connecting endpoint's ``tls`` dict (a
+    websocket-reverseproxy's backend): the CA certificates it trusts besides the system's,
+    its client certificate. Made by the service at start (gevent's ssl) and by ``check``."""
+    ctx = ssl.create_default_context()
+    for i, ca in enumerate(tls.get("ca_certificates") or []):
+        try:
+            ctx.load_verify_locations(str(Path(base, ca)))
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"{json_path}.tls.ca_certificates[{i}]: cannot load "
+                              f"{str(Path(base, ca))!r}: {e}") from None
+    if tls.get("certificate"):
+        cert = str(Path(base, tls["certificate"]))
+        key = str(Path(base, tls["key"])) if tls.get("key") else None
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            raise ConfigError(f"{json_path}.tls.certificate: cannot load certificate/key "
+                              f"({cert}, {key}): {e}") from None
+    return ctx

@@ -53,12 +53,7 @@ log = logging.getLogger("geonode.transport")
 # waiting for the socket: the config model's defaults of max_queue and max_queue_bytes.
 CLOSE_TIMEOUT = 5.0                   # seconds a closing writer may block before the socket goes
 
-
-# Largest WAMP message a client may send (WebSocket paths and RawSocket transports without
-# their own max_message_size): Crossbar's `crossbar init` template and autobahn's client
-# runners use 1 MiB, so larger events would not reach autobahn subscribers anyway; it bounds
-# what one connection's message costs (reading, parsing, fan-out copies) to a few MiB.
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+# (DEFAULT_MAX_MESSAGE_SIZE, the largest WAMP message a client may send: the config model's)
 
 # A reader lets the hub run everybody else (other readers, HTTP, the writers) once it has
 # spent QUANTUM seconds of CPU on messages in a row (gevent's own switch interval).

@@ -22,7 +22,7 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.server import StreamServer
 
-from geonode.config.model import Endpoint, Transport
+from geonode.config.model import DEFAULT_MAX_MESSAGE_SIZE, Endpoint, Transport
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
@@ -33,12 +33,7 @@ from geonode.endpoints import (
 from geonode.transport import queue
 from geonode.transport import serializers as ser
 from geonode.transport.channel import channel_ids, peer_cert
-from geonode.transport.queue import (
-    CHECK_EVERY,
-    CLOSE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    StreamPeer,
-)
+from geonode.transport.queue import CHECK_EVERY, CLOSE_TIMEOUT, StreamPeer
 
 log = logging.getLogger("geonode.transport")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import gevent
 
+from geonode.config.model import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport import serializers as ser
-from geonode.transport.queue import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport.rawsocket import (
     ERR_SERIALIZER,
     MAGIC,

@@ -1,8 +1,9 @@
 """Path services: ``type`` in a web transport's ``paths`` → a WSGI app factory.
 
 Each entry names ``module:function``; the function is ``build(cfg, ctx) -> WSGI app``, where
-``cfg`` is the path's ``geonode.config.model.Service`` (a typed subclass for the services whose
-keys the model reads; ``cfg.extra`` is the path's config as written).
+``cfg`` is the path's ``geonode.config.model.Service``: the typed subclass of its type
+(``geonode.config.model`` or ``geonode.config.services``), defaults filled in; ``cfg.extra``
+is the path's config as written.
 Modules are imported only when a config uses them, so start-up stays small.
 """
 

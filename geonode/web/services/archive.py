@@ -17,29 +17,24 @@ of the member in 64 KiB pieces: the archive is never read whole.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mimetypes
 import os
 import posixpath
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from werkzeug.http import parse_etags
 
 from geonode.config import ConfigError
-from geonode.config.model import Service
-from geonode.config.services import archive_problem
+from geonode.config.services import ArchiveService, archive_file_problem, archive_problem
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
+from geonode.web.services.static import not_modified, stream
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
 #: memory ``cache: true`` may hold per archive; members past it are streamed each time
 CACHE_BUDGET = 64 * 1024 * 1024
 #: the largest archive ``download`` fetches from ``origin``
@@ -66,43 +61,16 @@ def safe_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-class _MemberIter:
-    """One member streamed in pieces; the member file (and its lock on the archive) closed at
-    the end or when the server drops the response."""
-
-    def __init__(self, member: Any, length: int) -> None:
-        self.member = member
-        self.remaining = length
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self.remaining <= 0:
-            self.close()
-            raise StopIteration
-        data = self.member.read(min(CHUNK, self.remaining))
-        if not data:
-            self.close()
-            raise ConnectionResetError("archive member shorter than its directory entry")
-        self.remaining -= len(data)
-        return data
-
-    def close(self) -> None:
-        self.member.close()
-
-
 class ArchiveApp:
-    def __init__(self, path: Path, cfg: dict) -> None:
+    def __init__(self, path: Path, svc: ArchiveService) -> None:
         self.path = path
         self.zip = zipfile.ZipFile(path)
-        prefix = safe_name(cfg.get("object_prefix") or "")
+        prefix = safe_name(svc.object_prefix)
         self.prefix = prefix + "/" if prefix else ""
-        self.default_object = cfg.get("default_object")
-        self.default_file = (cfg.get("options") or {}).get("default_file")
-        self.mime_types = {("." + k.lstrip(".")).lower(): v
-                           for k, v in (cfg.get("mime_types") or {}).items()}
-        self.cache_on = bool(cfg.get("cache", False))
+        self.default_object = svc.default_object
+        self.default_file = svc.default_file
+        self.mime_types = svc.mime_types
+        self.cache_on = svc.cache
         self.cache: dict[str, bytes] = {}
         self.cached_bytes = 0
         self.cache_lock = threading.Lock()
@@ -148,8 +116,7 @@ class ArchiveApp:
             return text_response(start_response, 404, "not found", head=head)
         etag = f'"{info.CRC:08x}-{info.file_size:x}"'
         headers = [("ETag", etag)]
-        inm = environ.get("HTTP_IF_NONE_MATCH")
-        if inm is not None and parse_etags(inm).contains_weak(etag.strip('"')):
+        if not_modified(environ, etag):
             start_response(_NOT_MODIFIED, headers)
             return []
         headers += [("Content-Type", self._content_type(info.filename)),
@@ -167,15 +134,14 @@ class ArchiveApp:
             log.warning("archive %s: cannot read %r: %s", self.path, info.filename, e)
             return text_response(start_response, 500, "archive member unreadable")
         start_response(_OK, headers)
-        if info.file_size <= CHUNK or (self.cache_on and self._fits(info.file_size)):
+        if self.cache_on and self._fits(info.file_size):
             try:
                 data = member.read()
             finally:
                 member.close()
-            if self.cache_on:
-                self._remember(info.filename, data)
+            self._remember(info.filename, data)
             return [data]
-        return _MemberIter(member, info.file_size)
+        return stream(member, info.file_size)
 
     def _fits(self, size: int) -> bool:
         return self.cached_bytes + size <= CACHE_BUDGET
@@ -196,14 +162,6 @@ class ArchiveApp:
         if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
             return ctype + "; charset=utf-8"
         return ctype
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _download(url: str, target: Path, json_path: str) -> None:
@@ -230,23 +188,19 @@ def _download(url: str, target: Path, json_path: str) -> None:
     log.info("archive: %s downloaded from %s (%d bytes)", target, url, got)
 
 
-def build(svc: Service, ctx: BuildContext) -> ArchiveApp:
+def build(svc: ArchiveService, ctx: BuildContext) -> ArchiveApp:
     """The WSGI app serving an ``archive`` path."""
-    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
-    problem = archive_problem(cfg, ctx.config_dir, ctx.json_path)
-    if problem:
-        raise ConfigError(problem)
-    path = Path(ctx.config_dir, cfg["archive"])
+    path = Path(ctx.config_dir, svc.archive)
     if not path.exists():
-        _download(cfg["origin"], path, ctx.json_path)
-    hashes = [h.lower() for h in cfg.get("hashes") or []]
-    if hashes:
-        digest = _sha256(path)
-        if digest not in hashes:
-            raise ConfigError(f"{ctx.json_path}.hashes: archive {str(path)!r} (SHA-256 "
-                              f"{digest}) matches none of the configured hashes")
+        # (a file that was there has been read by geonode.config.load: its hash, its ZIP)
+        problem = archive_problem(svc, ctx.config_dir)
+        if problem is None and svc.origin is not None:
+            _download(svc.origin, path, ctx.json_path)
+            problem = archive_file_problem(svc, path)
+        if problem:
+            raise ConfigError(problem)
     try:
-        return ArchiveApp(path, cfg)
-    except (OSError, zipfile.BadZipFile) as e:
+        return ArchiveApp(path, svc)
+    except (OSError, zipfile.BadZipFile) as e:   # changed since it was checked
         raise ConfigError(f"{ctx.json_path}.archive: {str(path)!r} is not a readable ZIP "
                           f"archive: {e}") from None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from geonode.config.model import Service
+from geonode.config.services import HealthService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext, NodeInfo
 from geonode.web.services.plain import text_response
@@ -82,7 +82,7 @@ def report(info: NodeInfo) -> tuple[bool, dict]:  # noqa: C901 - one check per p
     return status == "ok", body
 
 
-def build(_svc: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(_svc: HealthService, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``health`` path."""
     info = ctx.node
 

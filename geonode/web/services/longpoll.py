@@ -35,19 +35,12 @@ from gevent.event import Event
 from geonode.config.model import LongPollService as LongPollConfig
 from geonode.httpstatus import status_line
 from geonode.transport import serializers as ser
-from geonode.transport.queue import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    MessageQueuePeer,
-)
+from geonode.transport.queue import MessageQueuePeer
 from geonode.transport.websocket import http_headers, peer_address
 from geonode.web.context import BuildContext
 
 log = logging.getLogger("geonode.transport")
 
-DEFAULT_REQUEST_TIMEOUT = 10     # s a receive waits (Crossbar's default; autobahn|js gives up at 12)
-DEFAULT_SESSION_TIMEOUT = 30     # s without any request before a session is closed (Crossbar's)
-MAX_IDLE = 3600                  # s: session_timeout 0 (Crossbar: never) still ends here
-DEFAULT_MAX_SESSIONS = 1000      # open long-poll sessions per service
 OPEN_BODY_LIMIT = 64 * 1024      # the /open request's JSON
 _ENDED_MEMORY = 1024             # recently ended ids: their /close still answers 204
 _READ = 65536
@@ -151,19 +144,13 @@ class LongPollService:
         # (the config model checked that the worker has a router, and the serializers)
         self.router = ctx.router
         self.json_path = ctx.json_path
-        opts = cfg.extra.get("options") or {}
         self.names = cfg.serializers
-        self.request_timeout = float(opts.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT)
-        self.session_timeout = float(opts.get("session_timeout", DEFAULT_SESSION_TIMEOUT)
-                                     or MAX_IDLE)
-        self.max_sessions = int(opts.get("max_sessions", DEFAULT_MAX_SESSIONS))
-        self.max_body = int(opts.get("max_body_size", DEFAULT_MAX_MESSAGE_SIZE))
-        self.limits = {}
-        if "queue_limit_messages" in opts:
-            self.limits["max_queue"] = int(opts["queue_limit_messages"])
-        if "queue_limit_bytes" in opts:
-            self.limits["max_queue_bytes"] = int(opts["queue_limit_bytes"])
-        self.fixed_id = opts.get("debug_transport_id")
+        self.request_timeout = cfg.request_timeout
+        self.session_timeout = cfg.session_timeout
+        self.max_sessions = cfg.max_sessions
+        self.max_body = cfg.max_body_size
+        self.limits = {"max_queue": cfg.max_queue, "max_queue_bytes": cfg.max_queue_bytes}
+        self.fixed_id = cfg.debug_transport_id
         self.sessions: dict[str, LongPollPeer] = {}
         self.ended: OrderedDict[str, None] = OrderedDict()
         self._reaper: Any = None

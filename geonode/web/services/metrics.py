@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from geonode.config import ConfigError
-from geonode.config.model import Service
+from geonode.config.imports import prometheus
+from geonode.config.services import MetricsService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
@@ -18,14 +18,12 @@ from geonode.web.services.plain import text_response
 _OK = status_line(200)
 
 
-def build(_svc: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(svc: MetricsService, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``metrics`` path."""
-    try:
-        from geonode import metrics
-        metrics.registry()
-    except ImportError as e:
-        raise ConfigError(f"{ctx.json_path}.type: the metrics service needs prometheus_client "
-                          f"(pip install 'geonode[metrics]'): {e}") from None
+    prometheus(svc)   # ConfigError without the library: what check says too
+    from geonode import metrics
+
+    metrics.registry()
     ctx.node.count_http = True   # the node gives every web server an HttpStats
     folder = metrics.multiprocess_dir()
     if folder is not None:

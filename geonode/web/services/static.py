@@ -44,9 +44,10 @@ _OK, _PARTIAL, _NOT_MODIFIED = status_line(200), status_line(206), status_line(3
 
 
 class FileIter:
-    """Streams ``length`` bytes of an open file in 64 KiB chunks; closes it when done."""
+    """Streams ``length`` bytes of an open file (or any object with ``read``, ``close`` and
+    ``name``: an archive's member) in 64 KiB chunks; closes it when done."""
 
-    def __init__(self, f, length: int) -> None:
+    def __init__(self, f: Any, length: int) -> None:
         self.f = f
         self.remaining = length
 
@@ -63,7 +64,7 @@ class FileIter:
             # drop the connection, so the client sees a truncated answer instead of a
             # desynchronised keep-alive stream.
             self.close()
-            log.warning("static: %s shrank while being served", self.f.name)
+            log.warning("%s shrank while being served", self.f.name)
             # ECONNRESET: the server closes quietly on it; the log line above is the record.
             raise ConnectionResetError(errno.ECONNRESET, "file shrank while being served")
         self.remaining -= len(data)
@@ -71,6 +72,31 @@ class FileIter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def stream(f: Any, length: int) -> Iterable[bytes]:
+    """The body of a response of ``length`` bytes read from ``f`` (positioned at its start),
+    which is closed once read: small ones (the common case) in one read, the file closed
+    before any I/O to the client; larger ones as a :class:`FileIter`."""
+    if length <= CHUNK:
+        try:
+            return [f.read(length)]
+        finally:
+            f.close()
+    return FileIter(f, length)
+
+
+def not_modified(environ: dict, etag: str, mtime: int | None = None) -> bool:
+    """Whether a conditional GET/HEAD is answered 304 for a resource with ``etag`` (quoted)
+    and ``mtime`` (seconds; None: the resource has no modification time)."""
+    inm = environ.get("HTTP_IF_NONE_MATCH")
+    if inm is not None:
+        # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+        return parse_etags(inm).contains_weak(etag.strip('"'))
+    if mtime is None:
+        return False
+    ims = parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    return ims is not None and mtime <= int(ims.timestamp())
 
 
 def _segments(path_info: str) -> list[str] | int:
@@ -237,7 +263,7 @@ class StaticApp:
             headers = [("ETag", etag), ("Last-Modified", http_date(mtime)),
                        ("Accept-Ranges", "bytes")] + self._cache_headers()
 
-            if self._not_modified(environ, etag, mtime):
+            if not_modified(environ, etag, mtime):
                 f.close()
                 start_response(_NOT_MODIFIED, headers)
                 return []
@@ -264,24 +290,10 @@ class StaticApp:
                 return []
             if start:
                 f.seek(start)
-            if length <= CHUNK:
-                # Small files (the common case): one read, the file closed before any I/O.
-                data = f.read(length)
-                f.close()
-                return [data]
-            return FileIter(f, length)
+            return stream(f, length)
         except BaseException:
             f.close()
             raise
-
-    @staticmethod
-    def _not_modified(environ: dict, etag: str, mtime: int) -> bool:
-        inm = environ.get("HTTP_IF_NONE_MATCH")
-        if inm is not None:
-            # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-            return parse_etags(inm).contains_weak(etag.strip('"'))
-        ims = parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
-        return ims is not None and mtime <= int(ims.timestamp())
 
     @staticmethod
     def _range(environ: dict, etag: str, mtime: int) -> Any:

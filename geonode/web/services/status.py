@@ -33,8 +33,8 @@ from typing import Any
 
 from autobahn.wamp import message as m
 
-from geonode.config import ConfigError
-from geonode.config.model import Service, WebSocketService, parse_service
+from geonode.config.model import WebSocketService, parse_service
+from geonode.config.services import StatusService
 from geonode.httpstatus import status_line
 from geonode.router.errors import NOT_AUTHORIZED
 from geonode.web.context import BuildContext
@@ -159,23 +159,12 @@ def _load(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
-def build(svc: Service, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
+def build(svc: StatusService, ctx: BuildContext) -> Callable[[dict, Callable], Iterable[bytes]]:
     """The WSGI app for a ``status`` path."""
-    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
+    # (a worker without realms, 'role' without 'auth', a realm without its meta API: the
+    # config model refused them, for check and start alike)
     router = ctx.router
-    if router is None:
-        raise ConfigError(f"{ctx.json_path}: a status path needs a router worker (realms)")
-    realm = cfg["realm"]
-    if realm not in router.realms:
-        raise ConfigError(f"{ctx.json_path}.realm: no realm {realm!r} on this router")
-    if not router.realms[realm].meta_enabled:
-        raise ConfigError(f"{ctx.json_path}.realm: realm {realm!r} has the meta API off "
-                          "(options.enable_meta_api); the status page reads it")
-    role = cfg.get("role")
-    auth = cfg.get("auth")
-    if (role is None) != (auth is None):
-        raise ConfigError(f"{ctx.json_path}: 'role' and 'auth' go together (viewers "
-                          "authenticate with 'auth' and must get 'role')")
+    realm, role, auth = svc.realm, svc.role, svc.auth
     from geonode.web.services import websocket
 
     viewer = parse_service({"type": "websocket", "serializers": ["json"],

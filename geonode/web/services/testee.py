@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from geonode.config.model import Service
+from geonode.config.model import TesteeService
 from geonode.web.services.plain import text_response
 from geonode.websocket import DeflateOptions, HandshakeError, WebSocketOptions
 
-TESTSUITE_MAX_MESSAGE = 16 << 20
 _PAGE = "geonode websocket-testee: connect with a WebSocket client, every message is echoed."
 
 
-def build(cfg: Service, ctx: Any):
+def build(cfg: TesteeService, ctx: Any):
     """WSGI app for a ``{"type": "websocket-testee"}`` path."""
-    raw_options = dict(cfg.extra.get("options") or {})
-    # Bounded like every endpoint; 16 MiB is the largest message of Autobahn|Testsuite (9.x).
-    raw_options.setdefault("max_message_size", TESTSUITE_MAX_MESSAGE)
-    options = WebSocketOptions.from_config(raw_options)
-    if "compression" not in raw_options:
+    options = WebSocketOptions.from_config(cfg.options)
+    if cfg.deflate:
         options.deflate = DeflateOptions()
 
     def app(environ, start_response):

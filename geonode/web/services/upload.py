@@ -52,8 +52,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from geonode import wamp
 from geonode.config import ConfigError
-from geonode.config.model import Service
-from geonode.config.services import folder_errors
+from geonode.config.services import UploadService, temp_folder
 from geonode.uri import valid_uri
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -62,7 +61,6 @@ from geonode.web.services.plain import text_response
 log = logging.getLogger(__name__)
 
 READ = 64 * 1024
-DEFAULT_MAX_FILE_SIZE = 10 * 1024 * 1024   # Crossbar's default
 #: uploads pending at once (each holds a folder in temp_directory until it completes)
 MAX_PENDING = 1000
 #: a form field other than the content (names, numbers, extras) is at most this long
@@ -114,33 +112,27 @@ class Upload:
 
 
 class UploadApp:
-    def __init__(self, cfg: dict, ctx: BuildContext) -> None:
-        errors = folder_errors(cfg, ctx.config_dir, ctx.json_path)
-        if errors:
-            raise ConfigError(errors)
+    def __init__(self, svc: UploadService, ctx: BuildContext) -> None:
+        # (its folders were looked at by geonode.config.load: folder_errors)
         self.json_path = ctx.json_path
-        self.directory = Path(ctx.config_dir, cfg["directory"]).resolve()
-        temp = cfg.get("temp_directory")
-        self.temp = (Path(ctx.config_dir, temp) if temp else
-                     Path(tempfile.gettempdir(), "geonode-uploads")).resolve()
+        self.directory = Path(ctx.config_dir, svc.directory).resolve()
+        self.temp = temp_folder(svc, ctx.config_dir)
         try:
             self.temp.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
+        except OSError as e:   # changed since it was checked
             raise ConfigError(f"{ctx.json_path}.temp_directory: cannot create "
                               f"{str(self.temp)!r}: {e}") from None
-        self.fields: dict[str, str] = cfg["form_fields"]
-        options = cfg.get("options") or {}
-        self.max_file_size: int = options.get("max_file_size", DEFAULT_MAX_FILE_SIZE)
-        self.file_types = options.get("file_types")
-        perms = options.get("file_permissions")
-        self.file_permissions = int(perms, 8) if perms else None
-        self.body_limit = max_body_size(cfg, ctx)
+        self.fields: dict[str, str] = svc.form_fields
+        self.max_file_size: int = svc.max_file_size
+        self.file_types = svc.file_types
+        self.file_permissions = svc.file_permissions
+        self.body_limit = max_body_size(svc.extra, ctx)
         self.uploads: dict[str, Upload] = {}
         self._resume_pending()
         if ctx.router is not None:
             wamp.register_router(ctx.router)
-        self.session = wamp.Session(cfg["realm"], cfg["role"],
-                                    cfg.get("id") or f"geonode-upload-{ctx.json_path}",
+        self.session = wamp.Session(svc.realm, svc.role,
+                                    svc.authid or f"geonode-upload-{ctx.json_path}",
                                     router=ctx.router, name=f"upload:{ctx.json_path}")
 
     # -- start-up: what a previous run left in temp_directory ----------------------------------
@@ -485,9 +477,6 @@ def _folder_name(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def build(svc: Service, ctx: BuildContext) -> UploadApp:
+def build(svc: UploadService, ctx: BuildContext) -> UploadApp:
     """The WSGI app serving an ``upload`` path."""
-    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
-    return UploadApp(cfg, ctx)
-
-
+    return UploadApp(svc, ctx)

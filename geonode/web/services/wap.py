@@ -29,9 +29,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from geonode import wamp
-from geonode.config import ConfigError
-from geonode.config.model import Service
-from geonode.config.services import templates_dir
+from geonode.config.imports import wap_templates
+from geonode.config.services import WapService
 from geonode.httpstatus import status_line
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -39,37 +38,24 @@ from geonode.web.services.plain import text_response
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
 #: query arguments a request may carry (each becomes a keyword argument of the call)
 MAX_QUERY_ARGS = 100
 
 
 class WapApp:
-    def __init__(self, cfg: dict, ctx: BuildContext) -> None:
-        from jinja2 import Environment, FileSystemLoader, TemplateError
-        from jinja2.sandbox import SandboxedEnvironment
-
-        folder = templates_dir(cfg, ctx.config_dir, ctx.json_path)
-        env_class = SandboxedEnvironment if cfg.get("sandbox", True) else Environment
-        self.env = env_class(loader=FileSystemLoader(str(folder)), autoescape=True)
+    def __init__(self, svc: WapService, ctx: BuildContext) -> None:
         self.json_path = ctx.json_path
-        self.timeout = float(cfg.get("timeout", DEFAULT_TIMEOUT))
-        self.body_limit = max_body_size(cfg, ctx)
-        rules = []
-        for i, route in enumerate(cfg["routes"]):
-            try:
-                template = self.env.get_template(route["render"])
-            except TemplateError as e:
-                raise ConfigError(f"{ctx.json_path}.routes[{i}].render: {e}") from None
-            path = "/" + route["path"].strip("/")
-            rules.append(Rule(path, methods=[route.get("method", "GET")],
-                              endpoint=(route.get("call"), template)))
+        self.timeout = svc.timeout
+        self.body_limit = max_body_size(svc.extra, ctx)
+        templates = wap_templates(svc, ctx.config_dir)   # as check compiles them
+        rules = [Rule("/" + route.path.strip("/"), methods=[route.method],
+                      endpoint=(route.call, template))
+                 for route, template in zip(svc.routes, templates, strict=True)]
         self.map = Map(rules, strict_slashes=False)
-        w = cfg["wamp"]
         if ctx.router is not None:
             wamp.register_router(ctx.router)
-        self.session = wamp.Session(w["realm"], w["authrole"],
-                                    w.get("authid") or f"geonode-wap-{ctx.json_path}",
+        self.session = wamp.Session(svc.realm, svc.authrole,
+                                    svc.authid or f"geonode-wap-{ctx.json_path}",
                                     router=ctx.router, name=f"wap:{ctx.json_path}")
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
@@ -174,7 +160,6 @@ def _query_args(query: str) -> dict[str, str] | None:
     return out
 
 
-def build(svc: Service, ctx: BuildContext) -> WapApp:
+def build(svc: WapService, ctx: BuildContext) -> WapApp:
     """The WSGI app serving a ``wap`` path."""
-    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
-    return WapApp(cfg, ctx)
+    return WapApp(svc, ctx)

@@ -14,11 +14,10 @@ from typing import Any
 
 from geonode import __version__
 from geonode.config import ConfigError
-from geonode.config.model import WebSocketService
+from geonode.config.model import DEFAULT_MAX_MESSAGE_SIZE, WebSocketService
 from geonode.httpstatus import status_line
 from geonode.router.auth.cookie import CookieTracker
 from geonode.transport import serializers as ser
-from geonode.transport.queue import DEFAULT_MAX_MESSAGE_SIZE
 from geonode.transport.websocket import WampWebSocketPeer, transport_details
 from geonode.web.context import BuildContext
 from geonode.websocket import HandshakeError, WebSocketOptions

@@ -31,8 +31,8 @@ from urllib.parse import urlparse
 import gevent
 from gevent import socket
 
-from geonode.config import ConfigError
-from geonode.config.model import Service
+from geonode.config.services import WsBackend, WsProxyService
+from geonode.config.tls import client_context
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 from geonode.websocket import HandshakeError, WebSocketOptions
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 MAX_HEAD = 64 * 1024
-CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 # Not forwarded: hop-by-hop headers and the ones the proxy sets itself.
 _SKIP = frozenset({"HTTP_HOST", "HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_KEEP_ALIVE",
@@ -54,33 +53,22 @@ _SKIP = frozenset({"HTTP_HOST", "HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_KEEP_AL
 class Backend:
     """Where and how to reach the backend (from ``backend``)."""
 
-    def __init__(self, cfg: dict, json_path: str, config_dir: Path) -> None:
-        endpoint = cfg["endpoint"]
-        url = urlparse(cfg.get("url") or "ws://localhost/")
-        if url.scheme not in ("ws", "wss"):
-            raise ConfigError(f"{json_path}.backend.url: {cfg.get('url')!r} is not a ws:// or "
-                              "wss:// URL")
-        self.kind = endpoint.get("type", "tcp")
-        self.host = endpoint.get("host", "")
-        self.port = endpoint.get("port", 0)
-        self.path = endpoint.get("path", "")   # unix
-        self.timeout = float(endpoint.get("timeout", CONNECT_TIMEOUT))
+    def __init__(self, cfg: WsBackend, config_dir: Path, json_path: str) -> None:
+        url = urlparse(cfg.url)   # ws:// or wss:// (the config model checked)
+        self.kind = cfg.kind
+        self.host = cfg.host
+        self.port = cfg.port
+        self.path = cfg.path   # unix
+        self.timeout = cfg.timeout
         self.target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.host_header = url.netloc or self.host or "localhost"
         self.tls: Any = None
-        tls = endpoint.get("tls")
+        tls = cfg.tls
         if tls is not None or url.scheme == "wss":
             from gevent import ssl as gssl  # its sockets cooperate with the hub
 
             tls = tls or {}
-            ctx = gssl.create_default_context()
-            for ca in tls.get("ca_certificates") or []:
-                ctx.load_verify_locations(str(Path(config_dir, ca)))
-            if tls.get("certificate"):
-                ctx.load_cert_chain(str(Path(config_dir, tls["certificate"])),
-                                    str(Path(config_dir, tls["key"])) if tls.get("key")
-                                    else None)
-            self.tls = ctx
+            self.tls = client_context(tls, config_dir, f"{json_path}.backend.endpoint", gssl)
             self.tls_hostname = tls.get("hostname") or self.host
         self.where = f"unix:{self.path}" if self.kind == "unix" else f"{self.host}:{self.port}"
 
@@ -106,9 +94,9 @@ class Backend:
 
 
 class WebSocketReverseProxy:
-    def __init__(self, cfg: dict, ctx: BuildContext) -> None:
-        self.backend = Backend(cfg["backend"], ctx.json_path, ctx.config_dir)
-        self.options = WebSocketOptions.from_config(cfg.get("options") or {})
+    def __init__(self, svc: WsProxyService, ctx: BuildContext) -> None:
+        self.backend = Backend(svc.backend, ctx.config_dir, ctx.json_path)
+        self.options = WebSocketOptions.from_config(svc.options)
         self.json_path = ctx.json_path
         self.tls = ctx.tls
 
@@ -228,7 +216,6 @@ def _tunnel(client: Any, rfile: Any, backend: Any, leftover: bytes) -> None:
         backend.close()
 
 
-def build(svc: Service, ctx: BuildContext) -> WebSocketReverseProxy:
+def build(svc: WsProxyService, ctx: BuildContext) -> WebSocketReverseProxy:
     """The WSGI app serving a ``websocket-reverseproxy`` path."""
-    cfg = svc.extra  # its keys are its own (the config model keeps them as written)
-    return WebSocketReverseProxy(cfg, ctx)
+    return WebSocketReverseProxy(svc, ctx)
