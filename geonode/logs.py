@@ -116,9 +116,15 @@ def origin(exc: BaseException) -> str:
 
     if isinstance(exc, SyntaxError) and exc.filename:
         return f" ({exc.filename}, line {exc.lineno})"
+    import importlib
+    import os
+
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    # The innermost frame not of the import machinery: the user's line.
-    for frame in reversed(frames):
-        if not frame.filename.startswith("<frozen "):
+    # The innermost frame not of the import machinery (frozen, or importlib's import_module)
+    # below the one that caught it: the user's line; none when the module itself is not
+    # found (not importlib's line, nor the catcher's).
+    machinery = os.path.dirname(importlib.__file__) + os.sep
+    for frame in reversed(frames[1:] or frames):
+        if not frame.filename.startswith(("<frozen ", machinery)):
             return f" ({frame.filename}, line {frame.lineno})"
     return ""

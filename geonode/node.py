@@ -23,6 +23,7 @@ from typing import Any
 
 from geonode.config import Config, ConfigError
 from geonode.config.model import CHILD_WORKERS, Component, Transport, Worker
+from geonode.config.sharing import PROCESS_OPTIONS
 from geonode.web.context import BuildContext, NodeInfo
 
 log = logging.getLogger("geonode.node")
@@ -153,6 +154,10 @@ class Node:
     def build(self) -> None:
         """Build every router and app without binding anything (imports user code)."""
         for worker in self.cfg.model.workers:
+            if worker.served_by:
+                log.info("%s: served by %s (identical, on its shared port)", worker.json_path,
+                         worker.served_by)
+                continue
             if worker.disabled:
                 log.info("%s: disabled (options.disabled), not started", worker.json_path)
                 continue
@@ -381,7 +386,7 @@ class Node:
 
 
 # Worker options that mean something only for Crossbar's one-process-per-worker model.
-_IGNORED_OPTIONS = ("cpu_affinity", "expose_controller", "expose_shared", "python", "title")
+_IGNORED_OPTIONS = PROCESS_OPTIONS
 
 
 def prepare(cfg: Config) -> None:

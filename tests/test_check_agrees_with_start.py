@@ -311,6 +311,11 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
         "form_fields": {k: k for k in ("file_name", "mime_type", "total_size", "chunk_number",
                                        "chunk_size", "total_chunks", "content")}}),
      f"{P}.up.directory: folder 'no_uploads' not found"),
+    # identical workers on one shared port are served by one (tests/test_crossbar_habits.py)
+    ("shared-port-workers-that-differ", lambda c: (
+        _endpoint(c).update(shared=True), c["workers"].append(copy.deepcopy(c["workers"][0])),
+        c["workers"][1]["realms"][0].update(name="realm2")),
+     "workers[1].transports[0].endpoint.shared: port "),
     ("universal-mqtt-realm-unknown", lambda c: _add_transport(
         c, {"type": "universal", "mqtt": {"options": {"realm": "nope"}}}),
      "workers[0].transports[1].mqtt.options.realm: realm 'nope' is not defined"),

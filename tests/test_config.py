@@ -278,14 +278,20 @@ BAD: list[tuple[str, object, str]] = [
      f"{T0}.paths.r.type: service type 'resource' is not supported by geonode (a Twisted Web "
      "resource class; geonode hosts a web app (Flask, Django, any WSGI app) as a 'wsgi' path "
      "service instead)"),
-    ("controller-fabric", lambda c: c["controller"].update(fabric={"transport": {}}),
-     "controller.fabric: 'fabric' (Crossbar FX management uplink) is not supported by geonode"),
+    ("controller-enable-docker", lambda c: c["controller"].update(enable_docker=True),
+     "controller.enable_docker: 'enable_docker' is not supported by geonode"),
+    ("controller-fabric-not-an-object", lambda c: c["controller"].update(fabric="cfx"),
+     "controller.fabric: must be an object, not a string ('cfx')"),
     ("realm-inventory", lambda c: worker(c)["realms"][0].update(inventory={}),
      "workers[0].realms[0].inventory: 'inventory' (payload validation) is not supported"),
+    # identical workers on one shared port are served by one (tests/test_shared_port.py);
+    # workers that differ (another realm) cannot be
     ("shared-port-workers", lambda c: [
-        endpoint(c).update(shared=True), c["workers"].append(copy.deepcopy(worker(c)))],
+        endpoint(c).update(shared=True), c["workers"].append(copy.deepcopy(worker(c))),
+        c["workers"][1]["realms"][0].update(name="realm2")],
      "workers[1].transports[0].endpoint.shared: port 8080 is shared with "
-     "workers[0].transports[0].endpoint: router workers sharing a port is not supported"),
+     "workers[0].transports[0].endpoint, which differs: router workers sharing a port is not "
+     "supported by geonode unless identical"),
     ("version-1", lambda c: c.update(version=1),
      "version: version 1 configs are not supported; geonode reads version 2"),
     ("version-missing", lambda c: c.pop("version"),

@@ -14,12 +14,14 @@ digits, so a port variable still reads as a port).
 
 Each config lands in one bucket:
   ok            ``geonode check`` exits 0
-  missing       every error is a file or folder the example itself does not ship
+  missing       every error is a file, folder or executable the example itself does not
+                ship: a folder it leaves out, a binary it builds first (``../hello``), an
+                interpreter it runs (``php``) that this machine lacks
   unsupported   some error names a feature ``... is not supported by geonode``; tabulated by
                 feature (worker type, transport type, path service, key)
   other         anything else (a geonode bug or a config the example gets wrong): listed
 
-``--pending FEATURE,...`` (default: the container/guest worker types being built in parallel)
+``--pending FEATURE,...`` (features being built in parallel, e.g. ``worker type 'xbrmm'``)
 also counts the configs whose only unsupported features are those: "ok once they land".
 """
 
@@ -42,11 +44,15 @@ CONTENT_EXT = (".json", ".yaml", ".yml", ".py", ".pem", ".crt", ".key", ".txt")
 MAX_CONTENT = 1 << 20
 NOT_SUPPORTED = "is not supported by geonode"
 MISSING_RE = re.compile(r": (folder|file|TLS \w+ file|certificate file) '.*' not found")
+# a guest's executable: "missing" only when the file it names is not in the example (a shipped
+# file that is not executable is the example's fault: "other")
+EXECUTABLE_RE = re.compile(r"\.executable: '.*' not found or not executable "
+                           r"\(looked for (.*) and on PATH\)$")
 # the feature an unsupported-line names: "worker type 'container'", "authentication method
 # 'tls'", "'fabric' (...)", else the clause before "is not supported"
 KIND_RE = re.compile(r"\b(\w+ (?:type|method) '[^']+')")
 KEY_RE = re.compile(r"^\S+: '([^']+)'")
-DEFAULT_PENDING = "worker type 'container',worker type 'guest',component type 'function'"
+DEFAULT_PENDING = ""
 
 
 def git(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -69,6 +75,8 @@ def materialize(repo: Path, dest: Path, rev: str) -> list[str]:
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
+        if mode == b"100755":  # a guest's script the example ships stays runnable
+            target.chmod(0o755)
         if CONFIG_RE.search(path):
             configs.append(path)
         if path.endswith(CONTENT_EXT) and size.isdigit() and int(size) <= MAX_CONTENT:
@@ -115,13 +123,21 @@ def feature(line: str) -> str:
     return before.rsplit(": ", 1)[-1].strip()[:80]
 
 
+def not_shipped(line: str) -> bool:
+    """A file, folder or executable the example does not ship (run while the tree exists)."""
+    exe = EXECUTABLE_RE.search(line)
+    if exe:
+        return not os.path.lexists(exe.group(1))
+    return bool(MISSING_RE.search(line))
+
+
 def classify(rc: int, lines: list[str]) -> tuple[str, list[str]]:
     if rc == 0:
         return "ok", []
     unsupported = [feature(ln) for ln in lines if NOT_SUPPORTED in ln]
     if unsupported:
         return "unsupported", sorted(set(unsupported))
-    if all(MISSING_RE.search(ln) for ln in lines):
+    if all(not_shipped(ln) for ln in lines):
         return "missing", []
     return "other", lines
 
@@ -141,17 +157,18 @@ def main() -> int:
         configs = materialize(Path(args.repo), dest, args.rev)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             results = list(pool.map(lambda c: run_check(dest / c), configs))
+        # while the tree exists: whether an executable a guest names is in the example
+        verdicts = [classify(rc, lines) for rc, lines in results]
     buckets: collections.Counter = collections.Counter()
     features: collections.Counter = collections.Counter()
     only_pending = 0
     others: list[tuple[str, list[str]]] = []
-    for config, (rc, lines) in zip(configs, results, strict=True):
-        bucket, why = classify(rc, lines)
+    for config, (_rc, lines), (bucket, why) in zip(configs, results, verdicts, strict=True):
         buckets[bucket] += 1
         if bucket == "unsupported":
             features.update(why)
             if set(why) <= pending and not [ln for ln in lines if NOT_SUPPORTED not in ln
-                                            and not MISSING_RE.search(ln)]:
+                                            and not not_shipped(ln)]:
                 only_pending += 1
         if bucket == "other":
             others.append((config, why))
@@ -164,11 +181,18 @@ def main() -> int:
         return f"{100 * n / total:.0f}%" if total else "-"
 
     print(f"\nconfigs: {total}")
-    for bucket in ("ok", "missing", "unsupported", "other"):
-        print(f"  {bucket:12} {buckets[bucket]:4}")
-    print(f"ok or failing only for folders the examples lack: {good}/{total} = {pct(good)}")
-    print(f"... plus those needing only {sorted(pending)}: {good + only_pending}/{total} = "
-          f"{pct(good + only_pending)}")
+    meaning = {"ok": "geonode check passes",
+               "missing": "fails only for files, folders or executables the example does "
+                          "not ship",
+               "unsupported": "names a feature geonode does not have",
+               "other": "anything else (listed below)"}
+    for bucket, what in meaning.items():
+        print(f"  {bucket:12} {buckets[bucket]:4}  {what}")
+    print(f"ok or failing only for files, folders or executables the examples do not ship: "
+          f"{good}/{total} = {pct(good)}")
+    if pending:
+        print(f"... plus those needing only {sorted(pending)}: {good + only_pending}/{total} = "
+              f"{pct(good + only_pending)}")
     if features:
         print("\nrejected for (configs naming each feature):")
         for name, n in features.most_common():

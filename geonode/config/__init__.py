@@ -76,6 +76,9 @@ def load(path: str | Path) -> Config:
             raise  # a schema-valid config the model cannot read: a bug, not the config's
         built = []
     named = {e.split(": ", 1)[0] for e in errors}
+    # An object whose ``type`` is wrong or missing was not checked as any kind: what the model
+    # says of its insides (it reads a missing worker type as "router") is noise.
+    named |= {n.removesuffix(".type") for n in named if n.endswith(".type")}
     errors += [e for e in built if not _under(e.split(": ", 1)[0], named)]
     if errors:
         raise ConfigError(errors)

@@ -36,6 +36,7 @@ from geonode.config.services import (
     status_realm_errors,
 )
 from geonode.config.services import file_errors as service_file_errors
+from geonode.config.sharing import copies, disabled
 from geonode.uri import MAX_URI_LENGTH, infer_match
 
 __all__ = [
@@ -317,7 +318,11 @@ class Component:
 class Worker:
     json_path: str
     type: str = "router"
+    #: not started: ``options.disabled``, or a copy of the worker ``served_by`` names
     disabled: bool = False
+    #: identical to that worker (JSON path) on its shared port, which serves for both
+    #: (geonode.config.sharing)
+    served_by: str | None = None
     #: ``options.pythonpath`` entries as written (relative to the config's folder)
     pythonpath: list[str] = field(default_factory=list)
     env_vars: dict[str, str] = field(default_factory=dict)
@@ -359,6 +364,9 @@ def build_node(data: dict, errors: list[str]) -> NodeModel:
     modes = options.get("shutdown")
     workers = [_worker(_dict(w), f"workers[{i}]", errors, i)
                for i, w in enumerate(_list(data.get("workers")))]
+    for copy, served in copies(data).items():
+        workers[copy].disabled = True
+        workers[copy].served_by = workers[served].json_path
     stop = options.get("shutdown_timeout")
     return NodeModel(workers=workers, title=title if isinstance(title, str) else None,
                      shutdown_timeout=float(stop) if isinstance(stop, int | float) else None,
@@ -390,13 +398,6 @@ def parse_service(cfg: dict, json_path: str, has_router: bool = True) -> Service
     service = _service(cfg, json_path, has_router, errors)
     _raise(errors)
     return service
-
-
-def disabled(value: Any) -> bool:
-    """A worker's ``options.disabled``: a boolean, or a string from ``${VAR}`` substitution."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
 
 
 def _worker(cfg: dict, wpath: str, errors: list[str], index: int = 0) -> Worker:

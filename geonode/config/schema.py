@@ -54,7 +54,7 @@ UNSUPPORTED_SERVICES = {
 # Crossbar keys (per object) of features geonode does not implement: "not supported", not
 # "unknown key", so a Crossbar user knows the key is right but the feature is missing.
 UNSUPPORTED_KEYS = {
-    "controller": {"fabric": "Crossbar FX management uplink", "enable_docker": ""},
+    "controller": {"enable_docker": ""},
     "realm": {"inventory": "payload validation",
               "rlinks": "router-to-router links; geonode spreads a realm over several "
                         "processes or hosts with its Redis backplane instead (docs/scaling.md)"},
@@ -619,6 +619,9 @@ SCHEMA: dict = {
                 # geonode: the whole graceful stop, seconds (--shutdown-timeout; geonode.node)
                 "shutdown_timeout": {"type": "number", "minimum": 0, "maximum": 3600},
             }),
+            # Crossbar FX's uplink to its management master: accepted, not acted on (there is
+            # no master to connect to; geonode.config.semantic.warnings says so)
+            "fabric": {"type": "object"},
         }, unsupported="controller"),
         "workers": {"type": "array", "items": WORKER},
     }, required=["version"]),

@@ -14,6 +14,9 @@ from geonode.config.auth import errors as auth_errors
 from geonode.config.backplane import errors as backplane_errors
 from geonode.config.environ import join_path
 from geonode.config.schema import NOT_SUPPORTED
+from geonode.config.sharing import copies as shared_copies
+from geonode.config.sharing import warnings as sharing_warnings
+from geonode.config.tls import weak_dhparam
 
 _BRIDGES = ("publisher", "caller", "webhook")
 
@@ -30,12 +33,14 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
     errors: list[str] = []
     listening: dict[tuple, tuple[str, bool]] = {}  # endpoint → (its path, shared)
     _check_node_shutdown(_dict(_dict(data.get("controller")).get("options")), errors)
+    copies = shared_copies(data)  # served by an identical worker: their ports are its ports
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         wpath = f"workers[{wi}]"
+        ports = {} if wi in copies else listening
         if worker.get("type") == "websocket-testee":
             _check_endpoint(_dict(_dict(worker.get("transport")).get("endpoint")),
-                            f"{wpath}.transport.endpoint", config_dir, listening, errors)
+                            f"{wpath}.transport.endpoint", config_dir, ports, errors)
             continue
         if worker.get("type") == "container":
             _check_container(_dict(worker.get("options")), wpath, errors)
@@ -50,7 +55,7 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)
             _check_endpoint(_dict(transport.get("endpoint")), f"{tpath}.endpoint", config_dir,
-                            listening, errors)
+                            ports, errors)
             kind = transport.get("type")
             if kind == "web":
                 _check_paths(_dict(transport.get("paths")), f"{tpath}.paths", realms,
@@ -184,10 +189,12 @@ def _check_endpoint(ep: dict, epath: str, config_dir: Path,
             if other is None:
                 listening[key] = (epath, bool(ep.get("shared")))
             elif ep.get("shared") and other[1]:
-                # Crossbar's way to spread one port over router worker processes.
-                errors.append(f"{epath}.shared: port {port} is shared with {other[0]}: router "
-                              f"workers sharing a port {NOT_SUPPORTED} (it runs one process; "
-                              "keep one worker)")
+                # Crossbar's way to spread one port over worker processes; identical workers
+                # are served by one (geonode.config.sharing), these differ.
+                errors.append(f"{epath}.shared: port {port} is shared with {other[0]}, which "
+                              f"differs: router workers sharing a port {NOT_SUPPORTED} unless "
+                              "identical (one process serves the port: give each its own "
+                              "port, or make them identical but for process options)")
             else:
                 errors.append(f"{epath}.port: port {port} is already used by {other[0]}")
         tls = _dict(ep.get("tls"))
@@ -252,7 +259,7 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
     Looks only, never imports (a wsgi module that cannot be imported is an error of
     ``geonode.config.verify``, which ``check`` runs and ``start`` meets while it builds).
     """
-    out: list[str] = []
+    out = _crossbar_habits(data, config_dir)
     for wi, worker in enumerate(_list(data.get("workers"))):
         worker = _dict(worker)
         wpath = f"workers[{wi}]"
@@ -283,6 +290,43 @@ def warnings(data: dict, config_dir: Path) -> list[str]:
             elif transport.get("type") == "websocket":
                 _ignored_keys({"": transport}, tpath, out)
     return out
+
+
+def _crossbar_habits(data: dict, config_dir: Path) -> list[str]:
+    """What Crossbar configs carry that geonode serves differently (docs/transports.md)."""
+    out: list[str] = []
+    if "fabric" in _dict(data.get("controller")):
+        out.append("controller.fabric: ignored, the uplink to a Crossbar FX management master "
+                   f"{NOT_SUPPORTED} (the node runs on its own)")
+    out += sharing_warnings(data)
+    for epath, tls in _tls_endpoints(data):
+        refused = weak_dhparam(tls, config_dir)
+        if refused:
+            out.append(f"{epath}.tls.dhparam: ignored, OpenSSL refuses the DH parameters in "
+                       f"{(config_dir / tls['dhparam']).resolve()} as too small ({refused}): "
+                       "DHE cipher suites are off, ECDHE and TLS 1.3 work (a 2048-bit file: "
+                       "openssl dhparam -out dhparam.pem 2048)")
+    return out
+
+
+def _tls_endpoints(data: dict) -> list[tuple[str, dict]]:
+    """``(JSON path, tls dict)`` of every listening endpoint with a ``tls`` key."""
+    found = []
+    copies = shared_copies(data)  # not started: nothing to say twice
+    for wi, worker in enumerate(_list(data.get("workers"))):
+        worker = _dict(worker)
+        wpath = f"workers[{wi}]"
+        if wi in copies:
+            continue
+        transports = ([(f"{wpath}.transport", worker.get("transport"))]
+                      if worker.get("type") == "websocket-testee" else
+                      [(f"{wpath}.transports[{i}]", t)
+                       for i, t in enumerate(_list(worker.get("transports")))])
+        for tpath, transport in transports:
+            tls = _dict(_dict(_dict(transport).get("endpoint")).get("tls"))
+            if tls:
+                found.append((f"{tpath}.endpoint", tls))
+    return found
 
 
 def _ignored_keys(paths: dict, ppath: str, out: list[str]) -> None:

@@ -59,7 +59,13 @@ def server_context(tls: dict, base: Path, json_path: str, ssl: Any = _ssl) -> An
     if tls.get("dhparam"):
         try:
             ctx.load_dh_params(path("dhparam", tls["dhparam"]))
-        except (ssl.SSLError, OSError) as e:
+        except ssl.SSLError as e:
+            # A group OpenSSL finds too weak (1024 bits, as several Crossbar examples ship)
+            # only costs the DHE suites, which ECDHE replaces: serve without them
+            # (geonode.config.semantic.warnings says so, in check and start alike).
+            if not _too_small(e):
+                raise ConfigError(f"{json_path}.tls.dhparam: {e}") from e
+        except OSError as e:
             raise ConfigError(f"{json_path}.tls.dhparam: {e}") from e
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
@@ -85,3 +91,31 @@ def client_context(tls: dict, base: Path, json_path: str, ssl: Any = _ssl) -> An
             raise ConfigError(f"{json_path}.tls.certificate: cannot load certificate/key "
                               f"({cert}, {key}): {e}") from None
     return ctx
+
+
+def _too_small(e: Exception) -> bool:
+    """OpenSSL's security level refuses the group (1024 bits and less at level 2)."""
+    return getattr(e, "reason", None) == "DH_KEY_TOO_SMALL"
+
+
+def weak_dhparam(tls: dict, base: Path) -> str | None:
+    """OpenSSL's refusal of ``tls["dhparam"]`` as too small (what ``server_context`` then
+    serves without), else None: also None for a file that is missing or does not load at
+    all, which ``server_context`` refuses."""
+    value = tls.get("dhparam")
+    if not isinstance(value, str) or not value:
+        return None
+    p = (base / value).resolve()
+    if not p.is_file():
+        return None
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+    if isinstance(tls.get("ciphers"), str):
+        try:
+            ctx.set_ciphers(tls["ciphers"])  # may change the security level that decides
+        except _ssl.SSLError:
+            pass  # server_context's error
+    try:
+        ctx.load_dh_params(str(p))
+    except _ssl.SSLError as e:
+        return str(e) if _too_small(e) else None
+    return None
