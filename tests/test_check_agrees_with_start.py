@@ -291,6 +291,11 @@ BAD: list[tuple[str, Callable[[dict], None], str]] = [
         backplane={"type": "redis", "url": "redis://127.0.0.1:1/0", "heartbeat": 2,
                    "timeout": 3}),
      "workers[0].options.backplane.timeout: 3 is less than two heartbeats"),
+    ("backplane-tls-ca-missing", lambda c: c["workers"][0]["options"].update(
+        backplane={"type": "redis", "url": "rediss://127.0.0.1:1/0",
+                   "tls": {"ca_certificates": ["no-ca.crt"]}}),
+     "workers[0].options.backplane.tls.ca_certificates[0]: certificate file 'no-ca.crt' not "
+     "found"),
     ("forwarded-allow-ips-not-an-address", lambda c: c["workers"][0]["transports"][0].update(
         options={"forwarded_allow_ips": ["10.0.0.0/8", "proxy.example"]}),
      "workers[0].transports[0].options.forwarded_allow_ips[1]: 'proxy.example' is not an IP "

@@ -3,24 +3,34 @@
 Every scenario here runs two ``python -m geonode`` nodes joined by ``options.backplane`` to a
 ``redis-server`` started on a free port, and real autobahn clients on both. A client on node A
 learns that node B's change arrived by asking A's meta API (never by sleeping).
+``GEONODE_TEST_REDIS_SERVER=/path/to/valkey-server`` runs them against Valkey
+(tests/support/redis.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
-from support import launch, scaled
-from support.redis import RedisServer, cluster_config, redis_available
+from support import Node, launch, scaled
+from support.redis import (
+    REDIS_SERVER,
+    RedisServer,
+    cluster_config,
+    redis_available,
+    tls_available,
+)
 from support.timing import async_wait_for
 from support.wamp import leave, ws_session
 
 from geonode.router.errors import POLICY_CONFLICT
 
-pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server not installed")
+pytestmark = pytest.mark.skipif(not redis_available(), reason=f"{REDIS_SERVER} not installed")
+needs_tls = pytest.mark.skipif(not tls_available(), reason=f"{REDIS_SERVER} has no TLS")
 
 HISTORY_REALM = {
     "name": "realm1",
@@ -33,24 +43,55 @@ HISTORY_REALM = {
 }
 
 
-class Cluster:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.redis = RedisServer(base / "redis").start()
-        self.nodes: list = []
+#: the client side of a TLS cluster's files, in each node's folder
+TLS_OPTIONS = {"ca_certificates": ["ca.crt"], "certificate": "client.crt", "key": "client.key"}
 
-    def node(self, name: str, **backplane):
-        n = launch(cluster_config(self.redis.url, realms=[HISTORY_REALM], **backplane),
-                   self.base / name)
-        n.wait_log("backplane: connected")
+
+class Cluster:
+    """A Redis server and the geonode nodes joined by it, stopped at the end: a test names
+    only what differs (realms, backplane options, one node's config or files). ``tls``: the
+    server speaks TLS only and wants client certificates, every node has the CA and one."""
+
+    def __init__(self, base: Path, tls: bool = False) -> None:
+        self.base = base
+        self.pki = None
+        if tls:
+            from support.certs import pki
+
+            self.pki = pki(base / "pki")
+        self.redis = RedisServer(base / "redis", tls=self.pki).start()
+        self.nodes: list[Node] = []
+
+    def config(self, realms: list | None = None, **backplane) -> dict:
+        """A node's config: ``cluster_config`` with HISTORY_REALM unless ``realms``."""
+        if self.pki is not None:
+            backplane.setdefault("tls", TLS_OPTIONS)
+        return cluster_config(self.redis.url,
+                              realms=[HISTORY_REALM] if realms is None else realms, **backplane)
+
+    def node(self, name: str, config: dict | None = None, files: dict | None = None,
+             env: dict | None = None, **backplane) -> Node:
+        """Node ``name`` in its own folder (``config`` or ``self.config(**backplane)``), once
+        it is connected to Redis."""
+        if self.pki is not None:
+            files = {**self.pki.texts(), **(files or {})}
+        n = launch(config if config is not None else self.config(**backplane),
+                   self.base / name, files=files, env=env)
         self.nodes.append(n)
+        n.wait_log("backplane: connected")
         return n
 
-    def pair(self):
-        a, b = self.node("a"), self.node("b")
-        # each has the other's state: both logged the other joining
-        a.wait_log("joined the cluster", timeout=20)
-        b.wait_log("joined the cluster", timeout=20)
+    @staticmethod
+    def joined(*nodes: Node) -> None:
+        """Each of ``nodes`` has the others' state: it logged them joining."""
+        for n in nodes:
+            n.wait_log("joined the cluster", timeout=20)
+
+    def pair(self, realms: list | None = None, **backplane) -> tuple[Node, Node]:
+        """Nodes a and b with the same config, each knowing the other."""
+        a = self.node("a", self.config(realms, **backplane))
+        b = self.node("b", self.config(realms, **backplane))
+        self.joined(a, b)
         return a, b
 
     def close(self) -> None:
@@ -59,22 +100,58 @@ class Cluster:
         self.redis.stop()
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield c.pair()
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path)
+@contextlib.contextmanager
+def started(base: Path, tls: bool = False):
+    c = Cluster(base, tls)
     try:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Nodes a and b of one cluster, shared by the tests that leave no state behind."""
+    with started(tmp_path_factory.mktemp("cluster")) as c:
+        yield c.pair()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with started(tmp_path) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def clients(*on):
+    """A joined session on each of ``on`` (a node, or a ``ws_session(...)`` coroutine for
+    other options), left at the end of the block."""
+    opened: list = []
+    pending = list(on)
+    try:
+        while pending:
+            x = pending.pop(0)
+            opened.append(await (x if asyncio.iscoroutine(x) else ws_session(x.port)))
+        yield opened
+    except BaseException:
+        for x in pending:
+            if asyncio.iscoroutine(x):
+                x.close()
+        for session in opened:
+            # the failure that got here is the one to report
+            with contextlib.suppress(Exception):
+                await leave(session, 1.0)
+        raise
+    for session in opened:
+        await leave(session)
+
+
+def run(main, *on) -> None:
+    """``main(*sessions)``, a session on each of ``on`` (as ``clients``), in its own loop."""
+    async def go():
+        async with clients(*on) as sessions:
+            await main(*sessions)
+    asyncio.run(go())
 
 
 async def until(fn, what: str, timeout: float = 10.0):
@@ -125,8 +202,7 @@ async def wait_len(items: list, n: int, what: str, timeout: float = 10.0):
 def test_events_reach_other_node_exact_prefix_wildcard_and_disclose(pair):
     a, b = pair
 
-    async def main():
-        pub, sub = await ws_session(a.port), await ws_session(b.port, serializer="msgpack")
+    async def main(pub, sub):
         exact, h1 = collector()
         prefix, h2 = collector()
         wild, h3 = collector()
@@ -148,19 +224,14 @@ def test_events_reach_other_node_exact_prefix_wildcard_and_disclose(pair):
             assert details.publisher == pub.details.session   # disclosed across nodes
             assert details.publication == ack.id
         assert prefix[0][2].topic == "com.ev.one" and wild[0][2].topic == "com.ev.one"
-        await leave(pub)
-        await leave(sub)
 
-    asyncio.run(main())
+    run(main, a, ws_session(b.port, serializer="msgpack"))
 
 
 def test_exclude_eligible_by_session_authid_authrole_across_nodes(pair):
     a, b = pair
 
-    async def main():
-        pub = await ws_session(a.port)
-        local = await ws_session(a.port)
-        r1, r2 = await ws_session(b.port), await ws_session(b.port)
+    async def main(pub, local, r1, r2):
         seen: dict = {}
         for name, s in (("local", local), ("r1", r1), ("r2", r2)):
             seen[name] = []
@@ -180,10 +251,8 @@ def test_exclude_eligible_by_session_authid_authrole_across_nodes(pair):
             await wait_len(seen[n], 1, f"{n}'s last event")
             await async_wait_for(lambda n=n: _has(seen[n], 4), 10, f"event 4 at {n}")
         assert seen == {"local": [1, 4], "r1": [4], "r2": [1, 2, 4]}
-        for s in (pub, local, r1, r2):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, a, b, b)
 
 
 async def _has(items, x):
@@ -194,8 +263,7 @@ def test_one_publishers_events_keep_their_order_on_the_other_node(pair):
     a, b = pair
     n = 3000
 
-    async def main():
-        pub, sub = await ws_session(a.port), await ws_session(b.port)
+    async def main(pub, sub):
         got: list = []
         await sub.subscribe(got.append, "com.order")
         await knows_subscription(pub, "com.order")
@@ -203,17 +271,14 @@ def test_one_publishers_events_keep_their_order_on_the_other_node(pair):
             pub.publish("com.order", i)
         await wait_len(got, n, f"{n} events", timeout=30)
         assert got == list(range(n))
-        await leave(pub)
-        await leave(sub)
 
-    asyncio.run(main())
+    run(main, a, b)
 
 
 def test_retained_event_and_history_cluster_wide(pair):
     a, b = pair
 
-    async def main():
-        pub, sub = await ws_session(a.port), await ws_session(b.port)
+    async def main(pub, sub):
         await pub.publish("com.retained.x", "kept", options=PublishOptions(retain=True,
                                                                            acknowledge=True))
         await pub.publish("com.hist", "h1", options=PublishOptions(acknowledge=True))
@@ -237,10 +302,8 @@ def test_retained_event_and_history_cluster_wide(pair):
         await retained_arrived()
         await wait_len(got, 1, "the retained event from the other node")
         assert got == ["kept"]
-        await leave(pub)
-        await leave(sub)
 
-    asyncio.run(main())
+    run(main, a, b)
 
 
 # -- dealer --------------------------------------------------------------------------------------
@@ -248,10 +311,7 @@ def test_retained_event_and_history_cluster_wide(pair):
 def test_remote_call_single_conflict_and_caller_disclosure(pair):
     a, b = pair
 
-    async def main():
-        caller, callee = await ws_session(a.port), await ws_session(b.port)
-        other = await ws_session(a.port)
-
+    async def main(caller, callee, other):
         def echo(x, details=None):
             return {"x": x, "caller": details.caller}
         await callee.register(echo, "com.remote.echo",
@@ -262,18 +322,14 @@ def test_remote_call_single_conflict_and_caller_disclosure(pair):
         with pytest.raises(ApplicationError) as e:
             await other.register(lambda: 0, "com.remote.echo")
         assert e.value.error == "wamp.error.procedure_already_exists"
-        for s in (caller, callee, other):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, b, a)
 
 
 def test_shared_roundrobin_picks_callees_on_both_nodes(pair):
     a, b = pair
 
-    async def main():
-        caller = await ws_session(a.port)
-        ca, cb = await ws_session(a.port), await ws_session(b.port)
+    async def main(caller, ca, cb):
         opts = RegisterOptions(invoke="roundrobin")
         await ca.register(lambda: "a", "com.rr", options=opts)
         await cb.register(lambda: "b", "com.rr", options=opts)
@@ -284,17 +340,14 @@ def test_shared_roundrobin_picks_callees_on_both_nodes(pair):
         with pytest.raises(ApplicationError) as e:
             await caller.register(lambda: 0, "com.rr", options=RegisterOptions(invoke="random"))
         assert e.value.error == POLICY_CONFLICT   # the other node's callee counts
-        for s in (caller, ca, cb):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, a, b)
 
 
 def test_progressive_results_timeout_cancel_and_concurrency_across_nodes(pair):
     a, b = pair
 
-    async def main():
-        caller, callee = await ws_session(a.port), await ws_session(b.port)
+    async def main(caller, callee):
         release = asyncio.Event()
 
         async def progressive(n, details=None):
@@ -332,10 +385,8 @@ def test_progressive_results_timeout_cancel_and_concurrency_across_nodes(pair):
         with pytest.raises(asyncio.CancelledError):
             await pending
         release.set()
-        for s in (caller, callee):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, b)
 
 
 # -- meta API ------------------------------------------------------------------------------------
@@ -343,14 +394,12 @@ def test_progressive_results_timeout_cancel_and_concurrency_across_nodes(pair):
 def test_meta_api_answers_for_the_whole_cluster(pair):
     a, b = pair
 
-    async def main2():
-        admin = await ws_session(a.port)
+    async def main(admin, remote_probe):
         joins: list = []
         leaves: list = []
         await admin.subscribe(lambda d: joins.append(d["session"]), "wamp.session.on_join")
         await admin.subscribe(leaves.append, "wamp.session.on_leave")
         await admin.subscribe(lambda: None, "com.meta.sync")
-        remote_probe = await ws_session(b.port)
         # node a's changes reach b in order: b knowing the last one knows the meta ones
         await knows_subscription(remote_probe, "com.meta.sync")
         remote = await ws_session(b.port)
@@ -378,10 +427,33 @@ def test_meta_api_answers_for_the_whole_cluster(pair):
         assert details.reason == "wamp.close.killed"
         await wait_len(leaves, 1, "on_leave of the killed session")
         assert remote.details.session in leaves
-        await leave(admin)
-        await leave(remote_probe)
 
-    asyncio.run(main2())
+    run(main, a, b)
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+@needs_tls
+def test_rediss_with_a_ca_and_client_certificate_is_one_router(tmp_path):
+    """A Redis that speaks TLS only (no plain port) and wants client certificates: two nodes
+    with ``rediss://`` and ``options.backplane.tls`` (the CA, a client certificate and key,
+    files relative to their config) are one router."""
+    with started(tmp_path, tls=True) as cluster:
+        assert cluster.redis.url.startswith("rediss://")
+        a, b = cluster.pair()
+
+        async def main(pub, sub, caller):
+            got: list = []
+            await sub.subscribe(got.append, "com.tls")
+            await sub.register(lambda x: x * 2, "com.tls.double")
+            await knows_subscription(pub, "com.tls")
+            await pub.publish("com.tls", "over TLS", options=PublishOptions(acknowledge=True))
+            await wait_len(got, 1, "the event through the TLS Redis")
+            assert got == ["over TLS"]
+            await knows_callees(caller, "com.tls.double")
+            assert await caller.call("com.tls.double", 21) == 42
+
+        run(main, a, b, a)
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -389,9 +461,7 @@ def test_meta_api_answers_for_the_whole_cluster(pair):
 def test_kill_9_of_a_node_is_noticed_calls_fail_testaments_published(cluster):
     a, b = cluster.pair()
 
-    async def main():
-        watcher = await ws_session(a.port)
-        victim = await ws_session(b.port)
+    async def main(watcher, victim):
         leaves: list = []
         wills: list = []
         await watcher.subscribe(leaves.append, "wamp.session.on_leave")
@@ -417,18 +487,15 @@ def test_kill_9_of_a_node_is_noticed_calls_fail_testaments_published(cluster):
         assert asyncio.get_running_loop().time() - t0 < scaled(10)
         assert await watcher.call("wamp.session.count") == 1
         assert await watcher.call("wamp.registration.lookup", "com.hang") is None
-        await leave(watcher)
 
-    asyncio.run(main())
+    run(main, a, b)
     a.wait_log("forgetting its")
 
 
 def test_redis_down_local_traffic_goes_on_then_resumes(cluster):
     a, b = cluster.pair()
 
-    async def main():
-        pa, sa = await ws_session(a.port), await ws_session(a.port)
-        sb = await ws_session(b.port)
+    async def main(pa, sa, sb):
         local: list = []
         remote: list = []
         await sa.subscribe(local.append, "com.out")
@@ -463,18 +530,15 @@ def test_redis_down_local_traffic_goes_on_then_resumes(cluster):
         await async_wait_for(lambda: _has(remote, 2), 10, "event after the outage")
         assert asyncio.get_running_loop().time() - t0 < scaled(10)
         assert 1 not in remote    # at most once: the outage's event is lost, not replayed
-        for s in (pa, sa, sb):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, a, b)
     assert a.log().count("backplane: lost") == 1   # one line, not one per retry
 
 
 def test_single_registrations_made_during_a_partition_older_wins(cluster):
     a, b = cluster.pair()
 
-    async def main():
-        ca, cb = await ws_session(a.port), await ws_session(b.port)
+    async def main(ca, cb):
         cluster.redis.stop()
         a.wait_log("backplane: lost", timeout=10)
         b.wait_log("backplane: lost", timeout=10)
@@ -491,25 +555,36 @@ def test_single_registrations_made_during_a_partition_older_wins(cluster):
             return n == 1 and await cb.call("com.split") == "a"
         await until(settled, "node b taking node a's older registration", timeout=15)
         assert await ca.call("com.split") == "a"
-        for s in (ca, cb):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, b)
     b.wait_log("registered on node")
 
 
-@pytest.mark.parametrize("kind", ["refused", "password", "not-redis"])
+@pytest.mark.parametrize("kind", ["refused", "password", "not-redis",
+                                  pytest.param("tls-wrong-ca", marks=needs_tls)])
 def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
     import socket
     import threading
 
     server = None
+    r: RedisServer | None = None
+    backplane: dict = {}
+    files: dict | None = None
     if kind == "refused":
         from support import free_port
         url = f"redis://127.0.0.1:{free_port()}/0"
     elif kind == "password":
         r = RedisServer(tmp_path / "redis", password="right").start()
         url = f"redis://:wrong@127.0.0.1:{r.port}/0"
+    elif kind == "tls-wrong-ca":
+        # a TLS Redis whose certificate is signed by a CA the node was not given
+        from support.certs import pki
+
+        tls = pki(tmp_path / "pki")
+        r = RedisServer(tmp_path / "redis", tls=tls).start()
+        url = r.url
+        backplane = {"tls": dict(TLS_OPTIONS, ca_certificates=["other-ca.crt"])}
+        files = tls.texts()
     else:
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
@@ -526,25 +601,25 @@ def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
                 conn.close()
         threading.Thread(target=answer, daemon=True).start()
         url = f"redis://127.0.0.1:{port}/0"
-    node = launch(cluster_config(url), tmp_path / "node")
+    node = launch(cluster_config(url, **backplane), tmp_path / "node", files=files)
     try:
         log = node.wait_log("options.backplane.url")
         line = next(ln for ln in log.splitlines() if "options.backplane.url" in ln)
         assert "serving local clients only" in line
         assert "wrong" not in line   # no password in logs
+        if kind == "tls-wrong-ca":
+            assert "certificate verify failed" in line
+            assert "workers[0].options.backplane.tls.ca_certificates" in line
 
-        async def main():
-            s1, s2 = await ws_session(node.port), await ws_session(node.port)
+        async def main(s1, s2):
             await s1.register(lambda: "ok", "com.local")
             assert await s2.call("com.local") == "ok"
-            await leave(s1)
-            await leave(s2)
-        asyncio.run(main())
+        run(main, node, node)
         assert "Traceback" not in node.log()
         assert node.log().count("options.backplane.url") == 1
     finally:
         node.stop()
-        if kind == "password":
+        if r is not None:
             r.stop()
         if server is not None:
             server.close()
@@ -581,40 +656,95 @@ def test_queue_toward_redis_is_bounded():
      "workers[0].options.backplane.timeout: 3 is less than two heartbeats"),
     ({"type": "redis", "url": "redis://h:notaport/0"}, "workers[0].options.backplane.url"),
     ({"type": "kafka", "url": "redis://h"}, "workers[0].options.backplane.type"),
+    ({"type": "redis", "url": "rediss://h", "tls": {"ca_certificates": ["nothere.crt"]}},
+     "workers[0].options.backplane.tls.ca_certificates[0]: certificate file 'nothere.crt' "
+     "not found"),
+    ({"type": "redis", "url": "rediss://h", "tls": {"ca_certificates": "ca.crt"}},
+     "workers[0].options.backplane.tls.ca_certificates"),
+    ({"type": "redis", "url": "redis://h", "tls": {}},
+     "workers[0].options.backplane.tls: TLS needs a rediss:// url"),
+    ({"type": "redis", "url": "rediss://h", "tls": {"cafile": "ca.crt"}},
+     "workers[0].options.backplane.tls.cafile"),
+    ({"type": "redis", "url": "rediss://h/0?ssl_ca_certs=nothere.crt"},
+     "workers[0].options.backplane.url: ssl_ca_certs: file 'nothere.crt' not found"),
+    ({"type": "redis", "url": "rediss://h/0?ssl_cert_reqs=always"},
+     "workers[0].options.backplane.url: ssl_cert_reqs: 'always'"),
 ])
 def test_check_names_the_backplane_key(tmp_path, backplane, expected):
-    import json
-    import subprocess
-
-    from support import geonode_cmd
-
-    cfg = cluster_config("redis://127.0.0.1:1/0")
-    cfg["workers"][0]["options"]["backplane"] = backplane
-    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080
-    p = tmp_path / "node.json"
-    p.write_text(json.dumps(cfg))
-    r = subprocess.run(geonode_cmd("check", str(p)), capture_output=True, text=True,
-                       timeout=scaled(30))
+    r = check_backplane(tmp_path, backplane)
     assert r.returncode == 1, r.stdout
     assert expected in r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_check_accepts_a_backplane_from_the_environment(tmp_path):
+def check_backplane(folder: Path, backplane: dict, *args: str, files: dict | None = None,
+                    env: dict | None = None, port: int = 8080):
+    """``geonode ARGS`` (default: ``check``) of a node with ``options.backplane`` in
+    ``folder``."""
     import json
     import os
     import subprocess
 
     from support import geonode_cmd
+    from support.nodes import write_files
 
-    cfg = cluster_config("${REDIS_URL}")
-    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080
-    p = tmp_path / "node.json"
+    cfg = cluster_config("redis://127.0.0.1:1/0")
+    cfg["workers"][0]["options"]["backplane"] = backplane
+    cfg["workers"][0]["transports"][0]["endpoint"]["port"] = port
+    write_files(folder, files)
+    p = folder / "node.json"
     p.write_text(json.dumps(cfg))
-    env = dict(os.environ, REDIS_URL="rediss://:secret@127.0.0.1:6380/2")
-    r = subprocess.run(geonode_cmd("check", str(p)), capture_output=True, text=True,
-                       timeout=scaled(30), env=env)
+    return subprocess.run(geonode_cmd(*(args or ("check",)), str(p)), capture_output=True,
+                          text=True, timeout=scaled(30), cwd=folder,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_check_accepts_a_backplane_from_the_environment(tmp_path):
+    r = check_backplane(tmp_path, {"type": "redis", "url": "${REDIS_URL}"},
+                        env={"REDIS_URL": "rediss://:secret@127.0.0.1:6380/2"})
     assert r.returncode == 0, r.stderr
+
+
+def test_check_and_start_agree_on_the_backplane_tls_files(tmp_path):
+    """A CA file that is missing or not a certificate, a key without its certificate: the
+    key's JSON path from ``check`` and the same lines from ``start``, which listens on
+    nothing; the files a TLS cluster uses pass."""
+    from support import free_port, port_open
+    from support.certs import pki
+
+    tls = pki(tmp_path / "pki")
+    good = {"type": "redis", "url": "rediss://127.0.0.1:1/0",
+            "tls": {"ca_certificates": ["ca.crt"], "certificate": "client.crt",
+                    "key": "client.key"}}
+    r = check_backplane(tmp_path / "good", good, files=tls.texts())
+    assert r.returncode == 0, r.stderr
+    bad = {"type": "redis", "url": "rediss://127.0.0.1:1/0",
+           "tls": {"ca_certificates": ["ca.crt", "nothere.crt", "notpem.crt"],
+                   "key": "client.key"}}
+    files = dict(tls.texts(), **{"notpem.crt": "not a certificate\n"})
+    expected = [
+        "workers[0].options.backplane.tls.ca_certificates[1]: certificate file 'nothere.crt' "
+        "not found",
+        "workers[0].options.backplane.tls.certificate: required with "
+        "workers[0].options.backplane.tls.key",
+    ]
+    port = free_port()
+    checked = check_backplane(tmp_path / "bad", bad, files=files)
+    started = check_backplane(tmp_path / "bad", bad, "start", port=port)
+    for r in (checked, started):
+        assert r.returncode == 1, r.stdout
+        assert "Traceback" not in r.stderr
+        for line in expected:
+            assert line in r.stderr
+    assert not port_open(port)
+    # every file there: the one that is not PEM is named
+    bad["tls"]["ca_certificates"] = ["ca.crt", "notpem.crt"]
+    bad["tls"]["certificate"] = "client.crt"
+    for args in (("check",), ("start",)):
+        r = check_backplane(tmp_path / "bad", bad, *args, port=port)
+        assert r.returncode == 1, r.stdout
+        assert ("workers[0].options.backplane.tls.ca_certificates[1]: 'notpem.crt' is not a "
+                "PEM certificate") in r.stderr
 
 
 # -- the sample: components and the HTTP bridge of two nodes ---------------------------------------
@@ -626,18 +756,14 @@ def test_cluster_sample_bridge_and_components_span_both_nodes(cluster):
     import requests
     from support import SAMPLES
 
-    nodes = []
-    for name in ("a", "b"):
+    def sample(name: str) -> Node:
         work = cluster.base / f"sample-{name}"
         shutil.copytree(SAMPLES / "cluster", work, ignore=shutil.ignore_patterns("__pycache__"))
         cfg = json.loads((work / f"node-{name}.json").read_text())
         cfg["workers"][0]["transports"][0]["endpoint"]["port"] = "$PORT"
-        node = launch(cfg, work, env={"REDIS_URL": cluster.redis.url})
-        cluster.nodes.append(node)
-        nodes.append(node)
-    a, b = nodes
-    a.wait_log("joined the cluster", timeout=20)
-    b.wait_log("joined the cluster", timeout=20)
+        return cluster.node(work.name, cfg, env={"REDIS_URL": cluster.redis.url})
+    a, b = sample("a"), sample("b")
+    cluster.joined(a, b)
 
     def call(node):
         r = requests.post(node.url + "/call", json={"procedure": "com.example.where"},
@@ -676,23 +802,19 @@ def test_dynamic_authorizer_on_one_node_serves_clients_of_the_other(cluster):
             {"uri": "com.authz", "match": "exact",
              "allow": {"call": False, "register": True, "publish": False,
                        "subscribe": False}}]}]}
-    nodes = []
-    for name, with_authorizer in (("a", False), ("b", True)):
-        cfg = cluster_config(cluster.redis.url, realms=[realm_cfg])
+    def config(with_authorizer: bool) -> dict:
+        cfg = cluster.config([realm_cfg])
         worker = cfg["workers"][0]
         worker["options"]["pythonpath"] = ["."]
         if with_authorizer:
             worker["components"] = [{"type": "class", "classname": "authz.Authz",
                                      "realm": "realm1", "role": "backend"}]
-        node = launch(cfg, cluster.base / name, files={"authz.py": AUTHZ_COMPONENT})
-        cluster.nodes.append(node)
-        nodes.append(node)
-    a, b = nodes
-    a.wait_log("joined the cluster", timeout=20)
+        return cfg
+    files = {"authz.py": AUTHZ_COMPONENT}
+    a = cluster.node("a", config(False), files)
+    cluster.joined(a, cluster.node("b", config(True), files))
 
-    async def main():
-        client = await ws_session(a.port)
-
+    async def main(client):
         async def allowed():
             try:
                 await client.subscribe(lambda: None, "com.ok.topic")
@@ -703,9 +825,8 @@ def test_dynamic_authorizer_on_one_node_serves_clients_of_the_other(cluster):
         with pytest.raises(ApplicationError) as e:
             await client.subscribe(lambda: None, "com.secret")
         assert e.value.error == "wamp.error.not_authorized"
-        await leave(client)
 
-    asyncio.run(main())
+    run(main, a)
 
 
 def test_pattern_callee_on_another_node_gets_only_what_its_role_may_register(cluster):
@@ -714,14 +835,9 @@ def test_pattern_callee_on_another_node_gets_only_what_its_role_may_register(clu
         {"uri": "", "match": "prefix", "allow": dict(allow, register=False)},
         {"uri": "com.pat.", "match": "prefix", "allow": allow},
         {"uri": "com.pat.secret", "match": "exact", "allow": dict(allow, register=False)}]}]}
-    for name in ("a", "b"):
-        cluster.nodes.append(launch(cluster_config(cluster.redis.url, realms=[realm_cfg]),
-                                    cluster.base / name))
-    a, b = cluster.nodes
-    a.wait_log("joined the cluster", timeout=20)
+    a, b = cluster.pair([realm_cfg])
 
-    async def main():
-        caller, callee = await ws_session(a.port), await ws_session(b.port)
+    async def main(caller, callee):
         await callee.register(lambda: "pattern", "com.pat.",
                               options=RegisterOptions(match="prefix"))
         await knows_callees_match(caller, "com.pat.ok")
@@ -729,10 +845,8 @@ def test_pattern_callee_on_another_node_gets_only_what_its_role_may_register(clu
         with pytest.raises(ApplicationError) as e:
             await caller.call("com.pat.secret")
         assert e.value.error == "wamp.error.no_such_procedure"
-        await leave(caller)
-        await leave(callee)
 
-    asyncio.run(main())
+    run(main, a, b)
 
 
 async def knows_callees_match(session, procedure: str):
@@ -744,10 +858,7 @@ async def knows_callees_match(session, procedure: str):
 def test_meta_revocations_and_kills_reach_the_other_node(pair):
     a, b = pair
 
-    async def main():
-        admin = await ws_session(a.port)
-        callee = await ws_session(b.port, authid=None)
-        subscriber = await ws_session(b.port)
+    async def main(admin, callee, subscriber):
         reg = await callee.register(lambda: 1, "com.revoke.proc")
         sub = await subscriber.subscribe(lambda: 1, "com.revoke.topic")
         rid = await knows_callees(admin, "com.revoke.proc")
@@ -769,9 +880,8 @@ def test_meta_revocations_and_kills_reach_the_other_node(pair):
         for s in (callee, subscriber):
             details = await asyncio.wait_for(s.left, scaled(10))
             assert details.reason == "wamp.close.killed"
-        await leave(admin)
 
-    asyncio.run(main())
+    run(main, a, b, b)
 
 
 def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
@@ -783,7 +893,7 @@ def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
     pytest.importorskip("gunicorn")
     from support import launch_gunicorn
 
-    cfg = cluster_config(cluster.redis.url)
+    cfg = cluster.config()
     cfg["workers"][0]["transports"][0]["endpoint"]["port"] = 8080   # gunicorn owns the socket
     (cluster.base / "node.json").write_text(json.dumps(cfg))
     g = launch_gunicorn(cluster.base, "geonode:load('node.json')", workers=3)
@@ -792,17 +902,13 @@ def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
     wait(lambda: g.log().count("backplane: connected") >= 3, 30, "3 workers connected")
     wait(lambda: g.log().count("joined the cluster") >= 6, 30, "3 workers knowing each other")
 
-    async def main():
-        callee = await ws_session(g.port)
+    async def main(callee, *callers):
         await callee.register(lambda: "one router", "com.gunicorn.proc")
-        callers = [await ws_session(g.port) for _ in range(6)]
         for c in callers:
             await knows_callees(c, "com.gunicorn.proc")
             assert await c.call("com.gunicorn.proc") == "one router"
-        for s in (callee, *callers):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, *[g] * 7)
 
 
 def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
@@ -814,9 +920,7 @@ def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
 
     a, b = cluster.pair()
 
-    async def main():
-        pa, la = await ws_session(a.port), await ws_session(a.port)
-        sb = await ws_session(b.port)
+    async def main(pa, la, sb):
         local: list = []
         await la.subscribe(lambda i, _blob: local.append(i), "com.stuck")
         await sb.subscribe(lambda *x: None, "com.stuck")
@@ -845,10 +949,8 @@ def test_a_stuck_node_stalls_no_one_and_rejoins(cluster):
             except ApplicationError:
                 return False
         await until(remote_works, "a call to node b after it woke up", timeout=20)
-        for s in (pa, la, sb):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, a, a, b)
 
 
 async def _log_has(node, text: str) -> bool:
@@ -859,19 +961,15 @@ def test_clusters_with_different_prefixes_share_one_redis_apart(cluster):
     x1 = cluster.node("x1", prefix="cluster-x")
     y = cluster.node("y", prefix="cluster-y")
     x2 = cluster.node("x2", prefix="cluster-x")
-    x1.wait_log("joined the cluster", timeout=20)
-    x2.wait_log("joined the cluster", timeout=20)
+    cluster.joined(x1, x2)
 
-    async def main():
-        on_x1, on_x2, on_y = [await ws_session(n.port) for n in (x1, x2, y)]
+    async def main(on_x1, on_x2, on_y):
         await on_x1.register(lambda: "x", "com.prefix.proc")
         await knows_callees(on_x2, "com.prefix.proc")
         assert await on_x2.call("com.prefix.proc") == "x"
         # y started before x2: had prefixes been ignored it would know x1 by now
         assert await on_y.call("wamp.registration.lookup", "com.prefix.proc") is None
         assert await on_y.call("wamp.session.count") == 1
-        for s in (on_x1, on_x2, on_y):
-            await leave(s)
 
-    asyncio.run(main())
+    run(main, x1, x2, y)
     assert "joined the cluster" not in y.log()

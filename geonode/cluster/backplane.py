@@ -88,7 +88,7 @@ class Backplane:
         self._next_inv = int.from_bytes(os.urandom(4), "big")
         self._own_seen = time.monotonic()
         self.link = RedisLink(cfg, self.node_id, self._on_batch, self._on_up, self._on_down,
-                              worker_path)
+                              worker_path, getattr(router, "config_dir", None))
         self._hb: Any = None
         self._closed = False
         self._asked: dict[str, float] = {}   # unknown node -> when we asked for its state

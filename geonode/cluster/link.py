@@ -35,6 +35,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -92,13 +93,16 @@ def describe(exc: BaseException) -> str:
 class RedisLink:
     def __init__(self, cfg: BackplaneConfig, node_id: str,
                  on_batch: Callable[[str, list], None], on_up: Callable[[], None],
-                 on_down: Callable[[], None], worker_path: str = "") -> None:
+                 on_down: Callable[[], None], worker_path: str = "",
+                 config_dir: Path | None = None) -> None:
         self.cfg = cfg
+        self.config_dir = config_dir if config_dir is not None else Path.cwd()
         self.node_id = node_id
         self.all_channel = f"{cfg.prefix}:all"
         self.inbox = self.channel_of(node_id)
         self._on_batch, self._on_up, self._on_down = on_batch, on_up, on_down
-        self._where = f"{worker_path}.{OPTION}.url" if worker_path else f"{OPTION}.url"
+        self._option = f"{worker_path}.{OPTION}" if worker_path else OPTION
+        self._where = f"{self._option}.url"
         self.up = False
         # (channel, packed message, called if it reached no one or was lost)
         self._queue: deque[tuple[str, bytes, Callable[[], None] | None]] = deque()
@@ -297,10 +301,11 @@ class RedisLink:
         reported = False
         while not self._stopping:
             try:
+                tls = self.cfg.ssl_options(self.config_dir)
                 client = redis.Redis.from_url(
                     self.cfg.url, socket_connect_timeout=self.cfg.connect_timeout,
                     socket_timeout=max(self.cfg.timeout, self.cfg.connect_timeout),
-                    socket_keepalive=True, single_connection_client=True)
+                    socket_keepalive=True, single_connection_client=True, **tls)
                 client.ping()   # connects, authenticates, selects the db
                 assert client.connection is not None  # single_connection_client: made by ping
                 pub_sock = client.connection._sock
@@ -308,7 +313,7 @@ class RedisLink:
                 # there are none (a dead Redis is noticed by our heartbeats not returning).
                 listener = redis.Redis.from_url(
                     self.cfg.url, socket_connect_timeout=self.cfg.connect_timeout,
-                    socket_timeout=None, socket_keepalive=True)
+                    socket_timeout=None, socket_keepalive=True, **tls)
                 pubsub = listener.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.all_channel, self.inbox)
                 assert pubsub.connection is not None  # made by subscribe
@@ -319,9 +324,9 @@ class RedisLink:
             except Exception as e:   # noqa: BLE001 - anything: a wrong URL, auth, not Redis
                 self._close_clients()
                 if not reported:
-                    log.error("backplane: %s %s: cannot connect: %s; serving local clients "
+                    log.error("backplane: %s %s: cannot connect: %s%s; serving local clients "
                               "only, retrying with backoff", self._where,
-                              self.cfg.safe_url(), describe(e))
+                              self.cfg.safe_url(), describe(e), self._hint(e))
                     reported = True
                 gevent.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -344,6 +349,22 @@ class RedisLink:
             finally:
                 self._close_clients()
         self.up = False
+
+    def _hint(self, exc: BaseException) -> str:
+        """What to look at when the cause alone does not say it."""
+        import ssl
+
+        chain: BaseException | None = exc
+        for _ in range(8):   # redis-py wraps the ssl error once or twice
+            if chain is None or isinstance(chain, ssl.SSLCertVerificationError):
+                break
+            chain = chain.__cause__ or chain.__context__
+        if (isinstance(chain, ssl.SSLCertVerificationError)
+                or "CERTIFICATE_VERIFY_FAILED" in str(exc)):
+            # redis-py trusts the system's CAs and those of tls.ca_certificates
+            return (f" (Redis's certificate is not signed by a CA of "
+                    f"{self._option}.tls.ca_certificates or of the system)")
+        return ""
 
     def _read(self, sock: Any) -> None:
         unpacker_of = msgpack.Unpacker

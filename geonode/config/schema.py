@@ -524,6 +524,8 @@ BACKPLANE = obj({
     "connect_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
     "max_queue": {"type": "integer", "minimum": 100},
     "max_queue_bytes": {"type": "integer", "minimum": 65536},
+    # a rediss:// url's files, named as a connecting endpoint's (CONNECTING_TLS)
+    "tls": obj({"ca_certificates": STR_LIST, "certificate": STR, "key": STR}),
 }, required=["type", "url"])
 WORKER_OPTIONS["properties"]["backplane"] = BACKPLANE
 

@@ -50,7 +50,7 @@ def semantic_errors(data: dict, config_dir: Path) -> list[str]:
         realms = _check_realms(worker, wpath, errors)
         # options.backplane (issue 11): what its schema cannot say
         errors += backplane_errors(_dict(worker.get("options")).get("backplane"),
-                                   f"{wpath}.options.backplane")
+                                   f"{wpath}.options.backplane", config_dir)
         for ti, transport in enumerate(_list(worker.get("transports"))):
             tpath = f"{wpath}.transports[{ti}]"
             transport = _dict(transport)

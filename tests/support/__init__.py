@@ -8,7 +8,9 @@
 - ``support.wamp``: autobahn-python clients (async, and the blocking ``SyncClient``).
 - ``support.router``: in-process router clients (no sockets).
 - ``support.ws``: raw WebSocket frames and raw JSON WAMP; ``support.http``: raw HTTP bytes.
-- ``support.certs``: certificates made on the fly.
+- ``support.certs``: certificates made on the fly (``pki``: a CA, server and client files).
+- ``support.redis``: a real ``redis-server`` per test (``GEONODE_TEST_REDIS_SERVER=/path/to/
+  valkey-server``: another server of the protocol, e.g. Valkey), cluster node configs.
 
 Tests import it as ``support`` (pytest puts tests/ on sys.path); a script elsewhere puts
 ``<repo>/tests`` on sys.path first (bench/common.py, conformance/*.py). The names below are

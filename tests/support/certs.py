@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["new_key", "certificate", "pem", "self_signed", "tls_files"]
+__all__ = ["Pki", "new_key", "certificate", "pem", "pki", "self_signed", "tls_files"]
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -80,3 +82,43 @@ def tls_files(cert: str = "server.crt", key: str = "server.key") -> dict[str, st
     """A fresh self-signed pair as ``launch(files=...)`` takes it: {file name: PEM text}."""
     cert_pem, key_pem = self_signed()
     return {cert: cert_pem, key: key_pem}
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The PEM files of ``pki``: a CA, a server and a client certificate it signed, and a
+    CA that signed neither (a wrong ``ca_certificates``)."""
+    folder: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+    def texts(self) -> dict[str, str]:
+        """{file name: PEM text} of the client's side (``launch(files=...)``)."""
+        return {p.name: p.read_text() for p in (self.ca, self.client_cert, self.client_key,
+                                               self.other_ca)}
+
+
+def pki(folder: Path) -> Pki:
+    """A small PKI written to ``folder``: ca.crt, server.crt/.key (127.0.0.1, localhost),
+    client.crt/.key, other-ca.crt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, other_key = new_key(), new_key()
+    server_key, client_key = new_key(), new_key()
+    texts = {
+        "ca.crt": pem(certificate("test CA", ca_key, "test CA", ca_key, ca=True)),
+        "other-ca.crt": pem(certificate("other CA", other_key, "other CA", other_key, ca=True)),
+        "server.crt": pem(certificate("127.0.0.1", server_key, "test CA", ca_key, ca=False,
+                                      server=True)),
+        "server.key": pem(server_key),
+        "client.crt": pem(certificate("client", client_key, "test CA", ca_key, ca=False,
+                                      client=True)),
+        "client.key": pem(client_key),
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    return Pki(folder, folder / "ca.crt", folder / "server.crt", folder / "server.key",
+               folder / "client.crt", folder / "client.key", folder / "other-ca.crt")
