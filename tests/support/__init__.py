@@ -9,6 +9,7 @@
 - ``support.router``: in-process router clients (no sockets).
 - ``support.ws``: raw WebSocket frames and raw JSON WAMP; ``support.http``: raw HTTP bytes.
 - ``support.certs``: certificates made on the fly.
+- ``support.browser``: headless Chromium (Selenium) for the browser tests.
 
 Tests import it as ``support`` (pytest puts tests/ on sys.path); a script elsewhere puts
 ``<repo>/tests`` on sys.path first (bench/common.py, conformance/*.py). The names below are
