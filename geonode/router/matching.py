@@ -73,10 +73,11 @@ class _RadixNode:
 
 
 class _RadixTree:
-    """The insert and remove walks ``PrefixTree`` and ``WildcardTree`` share; they differ in
-    the key (str or tuple of components), the node class, the "no value" marker and how the
-    common part of a label and a key is measured. Both walks cost O(len(key)) plus the
-    label comparisons along one path."""
+    """The insert and remove walks ``PrefixTree`` and ``WildcardTree`` share: ``add(key,
+    value)`` and ``remove(key)`` (a missing key is no error). The trees differ in the key (a
+    str, or a tuple of components), the node class, the "no value" marker and how the common
+    part of a label and a key is measured. Both walks cost O(len(key)) plus the label
+    comparisons along one path."""
 
     __slots__ = ("root",)
     #: set by each subclass: its node class (called with a label, and a value unless empty),
@@ -90,18 +91,19 @@ class _RadixTree:
     def __init__(self) -> None:
         self.root: Any = self._node(self._root_label)
 
-    def _insert(self, key: Any, value: object) -> None:
+    def add(self, key: Any, value: Any) -> None:
+        new_node, common_len = self._node, self._common
         node, pos, n = self.root, 0, len(key)
         while pos < n:
             child = node.children.get(key[pos])
             if child is None:
-                node.children[key[pos]] = self._node(key[pos:], value)
+                node.children[key[pos]] = new_node(key[pos:], value)
                 return
             label = child.label
-            common = self._common(label, key, pos)
+            common = common_len(label, key, pos)
             if common < len(label):
                 # split the edge: node -> mid (label[:common]) -> child (label[common:])
-                mid = self._node(label[:common])
+                mid = new_node(label[:common])
                 child.relabel(label[common:])
                 mid.children[child.label[0]] = child
                 node.children[key[pos]] = mid
@@ -109,7 +111,7 @@ class _RadixTree:
             node, pos = child, pos + common
         node.value = value
 
-    def _delete(self, key: Any) -> None:
+    def remove(self, key: Any) -> None:
         path = [self.root]
         node, pos, n = self.root, 0, len(key)
         while pos < n:
@@ -146,12 +148,7 @@ class PrefixTree(_RadixTree, Generic[T]):
 
     __slots__ = ()
     _common = staticmethod(_common_prefix_len)
-
-    def add(self, key: str, obj: T) -> None:
-        self._insert(key, obj)
-
-    def remove(self, key: str) -> None:
-        self._delete(key)
+    # add(key, obj) and remove(key): _RadixTree's, with the key a str
 
     def prefixes_of(self, uri: str) -> list[T]:
         """Values of every key that is a prefix of ``uri``, shortest first."""
@@ -193,7 +190,10 @@ class _WildNode(_RadixNode):
     __slots__ = ("fixed",)
 
     def __init__(self, label: tuple[str, ...], value: tuple | None = None) -> None:
-        super().__init__(label, value)
+        # not super().__init__: one call less per node made
+        self.label = label
+        self.children: dict[str, Any] = {}
+        self.value = value
         self.fixed = "" not in label
 
     def relabel(self, label: tuple[str, ...]) -> None:
@@ -230,10 +230,9 @@ class WildcardTree(_RadixTree, Generic[T]):
 
     def add(self, parts: tuple[str, ...], obj: T) -> None:
         self._seq += 1
-        self._insert(parts, (wildcard_rank(parts), self._seq, obj))
+        _RadixTree.add(self, parts, (wildcard_rank(parts), self._seq, obj))
 
-    def remove(self, parts: tuple[str, ...]) -> None:
-        self._delete(parts)
+    # remove(parts): _RadixTree's
 
     def _matches(self, uri: str) -> list[tuple]:
         parts = uri.split(".")
