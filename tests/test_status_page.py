@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import time
 
 import pytest
 import requests
 from support import scaled, web_node
+from support.browser import chromium, wait_js
 from support.config import realm, wsgi
 from support.ws import RawWamp
 
@@ -29,36 +28,9 @@ def node(start_module_node):
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("chromium and chromedriver are needed (apt-get install chromium "
-                    "chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver = chromium()
     yield driver
     driver.quit()
-
-
-def wait_js(driver, script: str, timeout: float, what: str):
-    """Poll a JS expression in the page until truthy; (value, seconds it took)."""
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    while True:
-        value = driver.execute_script(script)
-        if value:
-            return value, time.monotonic() - t0
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.1f} s waiting for {what}; page:\n"
-                                 + driver.execute_script("return document.body.innerText"))
-        time.sleep(0.02)
 
 
 def row_of(session_id: int) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import threading
 
 import pytest
 import requests
 from support import router_config, scaled, wait_for
+from support.browser import chromium
 from support.config import endpoint
 from support.nodes import ROOT
 from support.wamp import SyncClient
@@ -200,21 +200,6 @@ def test_interrupted_upload_resumed_after_a_restart(start_node):
 
 # -- a real browser: headless Chromium driving Resumable.js --------------------------------------
 
-def _chromium():
-    if not RESUMABLE_JS.exists():
-        pytest.skip("resumable.js not installed (tests/js/install.sh)")
-    if not shutil.which("chromium") or not shutil.which("chromedriver"):
-        pytest.skip("chromium / chromedriver not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
-
-
 PAGE = """<!DOCTYPE html><html><head><script src="resumable.js"></script></head><body>
 <input type="file" id="pick" multiple>
 <script>
@@ -230,11 +215,13 @@ r.on('fileError', function (f, m) { window.log.push('error ' + f.fileName + ' ' 
 
 
 def test_resumablejs_in_headless_chromium(start_node, tmp_path):
+    if not RESUMABLE_JS.exists():   # checked before it is read (a checkout without node_modules)
+        pytest.skip("resumable.js not installed (tests/js/install.sh)")
     chunk = 256 * 1024
     files = {**FILES, "www/index.html": PAGE % chunk,
              "www/resumable.js": RESUMABLE_JS.read_text()}
     node = start_node(config(), files)
-    browser = _chromium()
+    browser = chromium()
     wamp = SyncClient(node.port)
     try:
         events = wamp.subscribe("com.example.browser")

@@ -30,6 +30,7 @@ from geonode.config.model import Endpoint, Transport
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
+    set_nodelay,
     tcp_listener,
     tls_context,
     unix_listener,
@@ -315,11 +316,7 @@ def serve_connection(service: MqttService, sock: socket.socket, address: Any,
                      initial: bytes = b"", channel_type: str | None = None) -> None:
     """Serve one accepted MQTT connection until it ends (blocks this greenlet). ``initial``:
     bytes already read from it (a universal transport's sniffing)."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    set_nodelay(sock)
     if channel_type is None:
         channel_type = "unix" if sock.family == socket.AF_UNIX else (
             "tls" if hasattr(sock, "unwrap") else "tcp")

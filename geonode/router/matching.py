@@ -13,8 +13,8 @@ froze the node for 38 s.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from geonode.uri import infer_match  # noqa: F401  (Crossbar's starred URIs; re-exported)
 
@@ -57,72 +57,98 @@ def _common_prefix_len(a: str, b: str, start: int) -> int:
 _EMPTY = object()
 
 
-class _PrefixNode:
-    """A radix tree node: ``label`` is the text of the edge from its parent."""
+class _RadixNode:
+    """A radix tree node: ``label`` is the key piece on the edge from its parent (a str, or a
+    tuple of components), ``children`` maps a child's first label item to the child."""
 
     __slots__ = ("label", "children", "value")
 
-    def __init__(self, label: str, value: object = _EMPTY) -> None:
+    def __init__(self, label: Any, value: object = _EMPTY) -> None:
         self.label = label
-        self.children: dict[str, _PrefixNode] = {}   # first character of a label -> child
+        self.children: dict[str, Any] = {}
         self.value = value
 
+    def relabel(self, label: Any) -> None:
+        self.label = label
 
-class PrefixTree(Generic[T]):
-    """Prefix patterns in a radix tree (nodes <= 2 x patterns + 1: removal merges).
 
-    A lookup walks one path: one dict lookup and one ``startswith`` per node, the labels it
-    compares adding up to at most ``len(uri)`` characters."""
+class _RadixTree:
+    """The insert and remove walks ``PrefixTree`` and ``WildcardTree`` share: ``add(key,
+    value)`` and ``remove(key)`` (a missing key is no error). The trees differ in the key (a
+    str, or a tuple of components), the node class, the "no value" marker and how the common
+    part of a label and a key is measured. Both walks cost O(len(key)) plus the label
+    comparisons along one path."""
 
     __slots__ = ("root",)
+    #: set by each subclass: its node class (called with a label, and a value unless empty),
+    #: the value of a node that holds none, an empty key (the root's label, never read), and
+    #: ``_common(label, key, start)``: how many leading items of ``label`` equal ``key[start:]``'s
+    _node: type = _RadixNode
+    _empty: object = _EMPTY
+    _root_label: Any = ""
+    _common: Callable[[Any, Any, int], int]
 
     def __init__(self) -> None:
-        self.root: _PrefixNode = _PrefixNode("")
+        self.root: Any = self._node(self._root_label)
 
-    def add(self, key: str, obj: T) -> None:
+    def add(self, key: Any, value: Any) -> None:
+        new_node, common_len = self._node, self._common
         node, pos, n = self.root, 0, len(key)
         while pos < n:
             child = node.children.get(key[pos])
             if child is None:
-                node.children[key[pos]] = _PrefixNode(key[pos:], obj)
+                node.children[key[pos]] = new_node(key[pos:], value)
                 return
             label = child.label
-            common = _common_prefix_len(label, key, pos)
+            common = common_len(label, key, pos)
             if common < len(label):
                 # split the edge: node -> mid (label[:common]) -> child (label[common:])
-                mid = _PrefixNode(label[:common])
-                child.label = label[common:]
+                mid = new_node(label[:common])
+                child.relabel(label[common:])
                 mid.children[child.label[0]] = child
                 node.children[key[pos]] = mid
                 child = mid
             node, pos = child, pos + common
-        node.value = obj
+        node.value = value
 
-    def remove(self, key: str) -> None:
-        path: list[_PrefixNode] = [self.root]
+    def remove(self, key: Any) -> None:
+        path = [self.root]
         node, pos, n = self.root, 0, len(key)
         while pos < n:
             child = node.children.get(key[pos])
-            if child is None or not key.startswith(child.label, pos):
+            if child is None:
                 return
-            pos += len(child.label)
-            node = child
+            end = pos + len(child.label)
+            if key[pos:end] != child.label:
+                return
+            node, pos = child, end
             path.append(node)
-        node.value = _EMPTY
+        node.value = self._empty
         # Drop or merge nodes that no longer hold a value or a branch.
         while len(path) > 1:
             node = path.pop()
             parent = path[-1]
-            if node.value is not _EMPTY:
+            if node.value is not self._empty:
                 break
             if not node.children:
                 del parent.children[node.label[0]]
                 continue          # the parent may now be mergeable too
             if len(node.children) == 1:
                 (only,) = node.children.values()
-                only.label = node.label + only.label
+                only.relabel(node.label + only.label)
                 parent.children[node.label[0]] = only
             break
+
+
+class PrefixTree(_RadixTree, Generic[T]):
+    """Prefix patterns in a radix tree (nodes <= 2 x patterns + 1: removal merges).
+
+    A lookup walks one path: one dict lookup and one ``startswith`` per node, the labels it
+    compares adding up to at most ``len(uri)`` characters."""
+
+    __slots__ = ()
+    _common = staticmethod(_common_prefix_len)
+    # add(key, obj) and remove(key): _RadixTree's, with the key a str
 
     def prefixes_of(self, uri: str) -> list[T]:
         """Values of every key that is a prefix of ``uri``, shortest first."""
@@ -152,22 +178,27 @@ class PrefixTree(Generic[T]):
             if child.value is not _EMPTY:
                 best = child.value
             children = child.children
-        return None if best is _EMPTY else best  # type: ignore[return-value]
+        return None if best is _EMPTY else best
 
 
-class _WildNode:
+class _WildNode(_RadixNode):
     """A node of the wildcard radix tree: ``label`` is the run of components on the edge from
-    its parent ("" = any one component), ``fixed`` whether the run holds no wildcard."""
+    its parent ("" = any one component), ``fixed`` whether the run holds no wildcard;
+    ``children`` is keyed by their first component ("" the wildcard child), ``value`` is (rank,
+    insertion number, object) of the pattern ending here, or None."""
 
-    __slots__ = ("label", "fixed", "children", "value")
+    __slots__ = ("fixed",)
 
     def __init__(self, label: tuple[str, ...], value: tuple | None = None) -> None:
+        # not super().__init__: one call less per node made
+        self.label = label
+        self.children: dict[str, Any] = {}
+        self.value = value
+        self.fixed = "" not in label
+
+    def relabel(self, label: tuple[str, ...]) -> None:
         self.label = label
         self.fixed = "" not in label
-        # first component of a child's label -> child; "" is the wildcard
-        self.children: dict[str, _WildNode] = {}
-        # (rank, insertion number, object) of the pattern ending here
-        self.value = value
 
 
 def _common_run(a: tuple[str, ...], b: tuple[str, ...], start: int) -> int:
@@ -178,7 +209,7 @@ def _common_run(a: tuple[str, ...], b: tuple[str, ...], start: int) -> int:
     return i
 
 
-class WildcardTree(Generic[T]):
+class WildcardTree(_RadixTree, Generic[T]):
     """Wildcard patterns in a radix tree over components (runs of single-child components
     share one node, so a long pattern costs one node, not one per component).
 
@@ -187,58 +218,21 @@ class WildcardTree(Generic[T]):
     that matches the URI so far, so the cost is O(components) per live branch, never a scan of
     every pattern of the URI's length."""
 
-    __slots__ = ("root", "_seq")
+    __slots__ = ("_seq",)
+    _node = _WildNode
+    _empty = None
+    _root_label = ()
+    _common = staticmethod(_common_run)
 
     def __init__(self) -> None:
-        self.root = _WildNode(())
+        super().__init__()
         self._seq = 0
 
     def add(self, parts: tuple[str, ...], obj: T) -> None:
         self._seq += 1
-        value = (wildcard_rank(parts), self._seq, obj)
-        node, pos, n = self.root, 0, len(parts)
-        while pos < n:
-            child = node.children.get(parts[pos])
-            if child is None:
-                node.children[parts[pos]] = _WildNode(parts[pos:], value)
-                return
-            label = child.label
-            common = _common_run(label, parts, pos)
-            if common < len(label):
-                mid = _WildNode(label[:common])
-                child.label = label[common:]
-                child.fixed = "" not in child.label
-                mid.children[child.label[0]] = child
-                node.children[parts[pos]] = mid
-                child = mid
-            node, pos = child, pos + common
-        node.value = value
+        _RadixTree.add(self, parts, (wildcard_rank(parts), self._seq, obj))
 
-    def remove(self, parts: tuple[str, ...]) -> None:
-        path = [self.root]
-        node, pos, n = self.root, 0, len(parts)
-        while pos < n:
-            child = node.children.get(parts[pos])
-            if child is None or parts[pos:pos + len(child.label)] != child.label:
-                return
-            pos += len(child.label)
-            node = child
-            path.append(node)
-        node.value = None
-        while len(path) > 1:
-            node = path.pop()
-            parent = path[-1]
-            if node.value is not None:
-                break
-            if not node.children:
-                del parent.children[node.label[0]]
-                continue
-            if len(node.children) == 1:
-                (only,) = node.children.values()
-                only.label = node.label + only.label
-                only.fixed = only.fixed and node.fixed
-                parent.children[node.label[0]] = only
-            break
+    # remove(parts): _RadixTree's
 
     def _matches(self, uri: str) -> list[tuple]:
         parts = uri.split(".")

@@ -26,6 +26,7 @@ from geonode.config.model import DEFAULT_MAX_MESSAGE_SIZE, Endpoint, Transport
 from geonode.endpoints import (
     ConnectionCap,
     default_max_connections,
+    set_nodelay,
     tcp_listener,
     tls_context,
     unix_listener,
@@ -195,11 +196,7 @@ def connection_handler(transport: Transport, router: Any, framing: str) -> Calla
                   ) -> tuple[ser.WampSerializer, int, bytes] | None:
         """(serializer, client's length exponent, octets after the handshake), or None when
         the connection is done."""
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_nodelay(sock)
         hello = initial
         if len(hello) < 4:
             with gevent.Timeout(HANDSHAKE_TIMEOUT, False):

@@ -29,12 +29,13 @@ from gevent.pywsgi import WSGIHandler
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
+from geonode.endpoints import set_nodelay
 from geonode.web.httprules import RequestError, check_field
 from geonode.web.strict import StrictHTTP
 from geonode.websocket.frames import CLOSE_GOING_AWAY
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
-__all__ = ["Handler", "RequestHeaders", "set_nodelay"]
+__all__ = ["Handler", "RequestHeaders"]
 
 # Response bodies up to this size go out in the same write as the headers.
 _COALESCE_MAX = 256 * 1024
@@ -58,18 +59,6 @@ _CGI_KEYS: dict[str, str] = {}
 _NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 _http_log = logging.getLogger("geonode.http")
-
-
-def set_nodelay(sock: Any) -> None:
-    """Disable Nagle: WAMP messages are small and latency-bound (idempotent, best effort).
-
-    Without it a keep-alive response written in two sends waits ~40 ms for the client's
-    delayed ACK."""
-    try:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any) -> None:

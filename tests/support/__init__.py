@@ -11,6 +11,7 @@
 - ``support.certs``: certificates made on the fly (``pki``: a CA, server and client files).
 - ``support.redis``: a real ``redis-server`` per test (``GEONODE_TEST_REDIS_SERVER=/path/to/
   valkey-server``: another server of the protocol, e.g. Valkey), cluster node configs.
+- ``support.browser``: headless Chromium (Selenium) for the browser tests.
 
 Tests import it as ``support`` (pytest puts tests/ on sys.path); a script elsewhere puts
 ``<repo>/tests`` on sys.path first (bench/common.py, conformance/*.py). The names below are

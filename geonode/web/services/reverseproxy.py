@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote
 from gevent import socket
 
 from geonode.config.model import DEFAULT_PROXY_TIMEOUT, ReverseProxyService
+from geonode.endpoints import set_nodelay
 from geonode.httpstatus import phrase
 from geonode.web.context import BuildContext
 from geonode.web.limits import max_body_size
@@ -351,10 +352,7 @@ class ReverseProxy:
 
     def _connect(self) -> _Conn:
         sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (e.g. an odd resolver answer): fine without it
+        set_nodelay(sock)
         sock.settimeout(self.timeout)
         return _Conn(sock)
 

@@ -33,6 +33,7 @@ from gevent import socket
 
 from geonode.config.services import WsBackend, WsProxyService
 from geonode.config.tls import client_context
+from geonode.endpoints import set_nodelay
 from geonode.web.context import BuildContext
 from geonode.web.services.plain import text_response
 from geonode.websocket import HandshakeError, WebSocketOptions
@@ -83,7 +84,7 @@ class Backend:
                 raise
         else:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_nodelay(sock)
         if self.tls is not None:
             try:
                 sock = self.tls.wrap_socket(sock, server_hostname=self.tls_hostname)
