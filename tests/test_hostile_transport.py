@@ -27,6 +27,7 @@ import zlib
 
 import msgpack
 import pytest
+from support import scaled
 from support.config import router_config, web_transport
 
 pytestmark = pytest.mark.hostile
@@ -419,8 +420,10 @@ def test_http_keeps_answering_during_a_burst(node):
     finally:
         stop.set()
         t.join(30)
-    # each GET waits for the burst at most a few slices (~10 ms), whatever the machine's load
-    assert len(times) >= 5 and max(times) < 0.5, sorted(times)
+    # each GET waits for the burst at most a few slices (~10 ms); the bound is the suite's
+    # one time scale (a loaded machine delays the probe thread itself), still far below the
+    # ~2 s a GET waited before
+    assert len(times) >= 5 and max(times) < scaled(0.5), sorted(times)
     sub.close()
     pub.close()
 
