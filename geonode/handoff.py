@@ -242,10 +242,15 @@ def _resume_waiting() -> None:
         _slice_pass = it
         _slice_end = time.perf_counter() + SLICE
     first = True
-    while _waiting and (first or time.perf_counter() < _slice_end):
-        first = False
-        g = _waiting.popleft()
-        if not g.dead:
-            g.switch()      # runs until it waits again (back here through the hub)
-    if _waiting:
-        _schedule_release(loop)
+    try:
+        while _waiting and (first or time.perf_counter() < _slice_end):
+            first = False
+            g = _waiting.popleft()
+            if not g.dead:
+                try:
+                    g.switch()      # runs until it waits again (back here through the hub)
+                except Exception:   # a raw greenlet's error ends it, not the others' turn
+                    log.exception("a greenlet failed after its turn came")
+    finally:
+        if _waiting:
+            _schedule_release(loop)
