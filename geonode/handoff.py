@@ -225,6 +225,18 @@ def admit() -> None:
         raise
 
 
+def slice_end() -> float:
+    """The ``time.perf_counter()`` at which this pass's slice is used up (a slice starts with
+    the first call in a pass): for hub-side work that bounds itself (the transports' shared
+    writer), so that it and the admitted greenlets share one slice per pass."""
+    global _slice_pass, _slice_end
+    it = get_hub().loop.iteration
+    if it != _slice_pass:
+        _slice_pass = it
+        _slice_end = time.perf_counter() + SLICE
+    return _slice_end
+
+
 def _schedule_release(loop: Any) -> None:
     global _release
     if _release is None:

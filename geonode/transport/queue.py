@@ -38,6 +38,7 @@ from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES
+from geonode.handoff import slice_end
 from geonode.metrics import SOURCES
 from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
 from geonode.transport.serializers import ProtocolError, WampSerializer
@@ -88,8 +89,8 @@ NOT_WRITTEN, WRITTEN, PART_WRITTEN = 0, 1, 2
 # them, a WELCOME to each of 1,000 arriving sessions) are written by one hub callback,
 # _flush, with non-blocking sends: no greenlet is made, woken and retired per peer. Only a
 # peer whose socket does not take everything gets its writer greenlet for the rest. _flush
-# runs in slices of QUANTUM; the rest waits for the next pass of the loop (after its poll:
-# other connections, HTTP, go first).
+# runs in the pass's slice (geonode.handoff.slice_end); the rest waits for the next pass of
+# the loop (after its poll: other connections, HTTP, go first).
 _flushing: deque = deque()
 _flush_due = False
 
@@ -147,7 +148,9 @@ def _flush() -> None:
     """Write the queues of the peers in _flushing (a hub callback; one slice)."""
     global _flush_due
     queue = _flushing
-    deadline = time.perf_counter() + QUANTUM
+    # The pass's slice, shared with the greenlets handoff.admit let run in it; at least 32
+    # peers per pass.
+    deadline = slice_end()
     n = 0
     while queue:
         peer = queue.popleft()
