@@ -528,6 +528,7 @@ class WebSocket:
         if self.close_code is None:
             self.close_code = F.CLOSE_ABNORMAL
         self._dead = True
+        self._wtail = None
         self._shutdown(socket.SHUT_RDWR)
         self._stop_pinger()
         self._stop_handoffs()
