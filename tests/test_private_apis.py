@@ -191,14 +191,14 @@ def test_gevent_socket_wraps_a_nonblocking_os_socket():
     """websocket/connection.py's send_nowait writes through a gevent socket's ``_sock`` (the
     OS socket, non-blocking under gevent): it must raise BlockingIOError when full, never
     block."""
-    import socket as stdlib_socket
+    import _socket
 
     from gevent import socket
 
     a, b = socket.socketpair()
     try:
         raw = a._sock
-        assert isinstance(raw, stdlib_socket.socket)
+        assert isinstance(raw, _socket.socket)
         sent = 0
         with pytest.raises(BlockingIOError):
             for _ in range(100_000):   # bounded: fills any send buffer
