@@ -190,8 +190,19 @@ class WebSocket:
         sock = self._sock
         if type(sock) is not _GeventSocket or self._wtail is not None or self._wlock.locked():
             return 0
-        data = self._encode(messages[0]) if len(messages) == 1 else \
-            b"".join([self._encode(m) for m in messages])
+        if len(messages) == 1:
+            global _last_message, _last_frame
+            msg = messages[0]
+            if msg is _last_message and self._pmd is None:
+                # The same message to many idle connections (an EVENT to every subscriber;
+                # the serializer returns the very same object): framed once.
+                data = _last_frame
+            else:
+                data = self._encode(msg)
+                if self._pmd is None and (type(msg) is str or type(msg) is bytes):
+                    _last_message, _last_frame = msg, data
+        else:
+            data = b"".join([self._encode(m) for m in messages])
         try:
             sent = sock._sock.send(data)     # the OS socket: non-blocking under gevent
         except BlockingIOError:
@@ -440,18 +451,6 @@ class WebSocket:
 
     # ------------------------------------------------------------------ writing
     def _encode(self, data) -> bytes:
-        global _last_message, _last_frame
-        if data is _last_message and self._pmd is None:
-            # The same message to many connections (an EVENT to every subscriber; the
-            # serializer returns the very same object): framed once.
-            return _last_frame
-        if self._pmd is None and (type(data) is str or type(data) is bytes):
-            frame = self._encode_new(data)
-            _last_message, _last_frame = data, frame
-            return frame
-        return self._encode_new(data)
-
-    def _encode_new(self, data) -> bytes:
         if isinstance(data, str):
             opcode, payload = F.OP_TEXT, data.encode("utf-8")
         else:
