@@ -59,45 +59,6 @@ def client_features(roles: dict | None) -> frozenset:
     return shared
 
 
-class _Welcome(m.Welcome):
-    """WELCOME whose roles are marshalled once per set of roles (a realm's), not per join:
-    autobahn walks every feature of every role for each message (~15 µs of a join)."""
-
-    __slots__ = ()
-
-    def marshal(self) -> list:
-        details = dict(self.custom) if self.custom else {}
-        # autobahn's keys, in its order (the same bytes on the wire)
-        if self.realm:
-            details["realm"] = self.realm
-        if self.authid:
-            details["authid"] = self.authid
-        if self.authrole:
-            details["authrole"] = self.authrole
-            details["authmethod"] = self.authmethod
-        if self.authprovider:
-            details["authprovider"] = self.authprovider
-        if self.authextra:
-            details["authextra"] = self.authextra
-        if self.resumed or self.resumable or self.resume_token:
-            return super().marshal()
-        details["roles"] = _marshalled_roles(self.roles)
-        return [m.Welcome.MESSAGE_TYPE, self.session, details]
-
-
-_MARSHALLED_ROLES: dict[int, tuple[dict, dict]] = {}
-
-
-def _marshalled_roles(roles: dict) -> dict:
-    hit = _MARSHALLED_ROLES.get(id(roles))
-    if hit is not None and hit[0] is roles:
-        return hit[1]
-    raw = m.Welcome.marshal(m.Welcome(1, roles))[2]["roles"]
-    if len(_MARSHALLED_ROLES) < 256:   # one per realm (and config reload): bounded anyway
-        _MARSHALLED_ROLES[id(roles)] = (roles, raw)
-    return raw
-
-
 class RouterSession:
     """One client connection's WAMP session (and, after GOODBYE, the next one on it)."""
 
@@ -464,7 +425,7 @@ class RouterSession:
         self._init_joined_state()
         self.state = JOINED
         realm.sent[m.Welcome.MESSAGE_TYPE] += 1
-        self.peer.send(_Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
+        self.peer.send(m.Welcome(self.id, realm.welcome_roles, realm=realm.name, authid=a.authid,
                                  authrole=a.authrole, authmethod=a.authmethod,
                                  authprovider=a.authprovider, authextra=a.authextra or {}))
         realm.join(self)
