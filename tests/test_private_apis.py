@@ -191,6 +191,36 @@ def test_loop_timer_and_callbacks():
         timer.close()
 
 
+def test_gevent_socket_wraps_a_nonblocking_os_socket():
+    """websocket/connection.py's send_nowait writes through a gevent socket's ``_sock`` (the
+    OS socket, non-blocking under gevent): it must raise BlockingIOError when full, never
+    block."""
+    import _socket
+
+    from gevent import socket
+
+    a, b = socket.socketpair()
+    try:
+        raw = a._sock
+        assert isinstance(raw, _socket.socket)
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            for _ in range(100_000):   # bounded: fills any send buffer
+                sent += raw.send(b"x" * 65536)
+        assert sent > 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_loop_iteration_counts_passes():
+    """handoff.admit and queue._pace tell passes of the loop apart by ``loop.iteration``."""
+    loop = gevent.get_hub().loop
+    first = loop.iteration
+    gevent.sleep(0.001)
+    assert isinstance(first, int) and loop.iteration != first
+
+
 def test_threadpool_task_queue_takes_tasks_directly():
     """wsgi_host._submit puts ``(func, args, kwargs, result)`` tuples on the pool's
     task_queue (no ThreadResult per request), reads ``task_queue._queue`` and

@@ -10,6 +10,12 @@ arrive (and the clients' CPU, so a saturated generator shows), HTTP latency of `
 (sequential GETs on a keep-alive connection) while the sessions arrive and once they idle, the
 node's RSS before and after (KiB per session), and the time one PUBLISH takes to reach every
 session (each client process reports when its last EVENT arrived; same clock).
+The load generators share the cores with the node, so the wall-clock figures depend on them:
+also printed are the node process's own CPU per join and per delivered event (CPU seconds /
+count, nearly independent of the load beside it) and the generators' CPU in each phase.
+``--profile DIR`` samples the node with py-spy (``pip install py-spy``) during the arrival and
+during the fan-out: DIR/arrival.txt and DIR/fanout.txt, collapsed stacks (one line per stack,
+its sample count last: ``sort -k2 -t' ' -n``, or any flamegraph tool).
 Loopback only; every loop is bounded (a deadline per phase).
 """
 
@@ -20,6 +26,7 @@ import http.client
 import json
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -75,20 +82,30 @@ def client(port: int, n: int, batch: int) -> None:
         return
     import selectors
     sel = selectors.DefaultSelector()
-    for c in conns:
+    for i, c in enumerate(conns):
         c.sock.setblocking(False)
-        sel.register(c.sock, selectors.EVENT_READ, c)
+        sel.register(c.sock, selectors.EVENT_READ, i)
+    # Lean: one recv per wake-up and no unregister (a socket read empty is not reported
+    # again), so the generators' CPU per event stays small beside the node's.
+    done = bytearray(len(conns))
     left, last = len(conns), 0.0
     deadline = time.time() + PHASE_TIMEOUT
     while left and time.time() < deadline:
         for key, _ in sel.select(1.0):
-            c = key.data
+            i = key.data
             try:
-                c._fill()
+                data = key.fileobj.recv(65536)
             except BlockingIOError:
                 continue
+            if not data:
+                sel.unregister(key.fileobj)   # closed by the node: reported as missing
+                continue
+            if done[i]:
+                continue
+            c = conns[i]
+            c.buf += data
             if b"[36," in c.buf:   # an EVENT (json text frames arrive unmasked)
-                sel.unregister(c.sock)
+                done[i] = 1
                 left -= 1
                 last = time.time()
     print(json.dumps({"last_event": last, "missing": left}), flush=True)
@@ -118,6 +135,23 @@ class Pinger(threading.Thread):
             time.sleep(0.01)
 
 
+class Profiler:
+    """py-spy sampling the node for one phase (collapsed stacks in ``path``)."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        self.proc = subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "-f",
+                                      "raw", "-p", str(pid), "-o", str(path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)   # attached
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def p(samples: list[float], q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
@@ -129,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="client processes")
     ap.add_argument("--batch", type=int, default=250, help="handshakes per client batch")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--client-nice", type=int, default=0, metavar="N",
+                    help="run the client processes at this nice level (they share the cores "
+                         "with the node: with N > 0 the scheduler serves the node first)")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="py-spy the node during the arrival and the fan-out, into DIR")
     ap.add_argument("--client", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
@@ -162,14 +201,25 @@ def main(argv: list[str] | None = None) -> int:
         pinger.start()
         time.sleep(2.0)
         rss0 = rss_kib(node.pid)
+        profile = Path(args.profile) if args.profile else None
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            spy = Profiler(node.pid, profile / "arrival.txt")
+        node_cpu0 = cpu_s(node.pid)
         pinger.phase = "arriving"
         share = [args.n // args.clients + (i < args.n % args.clients) for i in range(args.clients)]
+        nice = args.client_nice
         clients = [subprocess.Popen([sys.executable, __file__, "--client", str(port), str(k),
                                      str(args.batch)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True) for k in share]
+                                    stdout=subprocess.PIPE, text=True,
+                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                   for k in share]
         ready = [json.loads(c.stdout.readline()) for c in clients]
         t_ready = max(r["ready"] for r in ready)
+        node_cpu_join = cpu_s(node.pid) - node_cpu0
         client_cpu = sum(cpu_s(c.pid) for c in clients)
+        if profile is not None:
+            spy.stop()
         t_start = min(r["started"] for r in ready)   # clients' own start-up excluded
         joins = args.n / (t_ready - t_start)
         pinger.phase = "settling"
@@ -183,16 +233,31 @@ def main(argv: list[str] | None = None) -> int:
             c.stdin.write("event\n")
             c.stdin.flush()
         time.sleep(2.0)   # every client process is in its select loop
+        if profile is not None:
+            spy = Profiler(node.pid, profile / "fanout.txt")
+        client_cpu1 = sum(cpu_s(c.pid) for c in clients)
+        node_cpu1 = cpu_s(node.pid)
+        pinger.phase = "fanout"
         t_pub = time.time()
         pub.send([16, 1000, {}, loads.TOPIC, ["x" * 50]])
         results = [json.loads(c.stdout.readline()) for c in clients]
+        node_cpu_event = cpu_s(node.pid) - node_cpu1
+        client_cpu_event = sum(cpu_s(c.pid) for c in clients) - client_cpu1
+        pinger.phase = "after"
+        if profile is not None:
+            spy.stop()
         missing = sum(r["missing"] for r in results)
         fanout_ms = (max(r["last_event"] for r in results) - t_pub) * 1000
         pinger.done = True
         pinger.join(timeout=5)
-        out = {"sessions": args.n, "clients": args.clients,
+        out = {"sessions": args.n, "clients": args.clients, "client_nice": nice,
                "joins_per_s": round(joins), "client_cpu_s": round(client_cpu, 1),
                "arrival_s": round(t_ready - t_start, 1),
+               "node_cpu_per_join_us": round(node_cpu_join / args.n * 1e6, 1),
+               "node_cpu_arrival_s": round(node_cpu_join, 2),
+               "node_cpu_per_event_us": round(node_cpu_event / max(1, args.n - missing) * 1e6,
+                                              2),
+               "client_cpu_fanout_s": round(client_cpu_event, 2),
                "rss_before_mib": round(rss0 / 1024, 1), "rss_after_mib": round(rss1 / 1024, 1),
                "kib_per_session": round((rss1 - rss0) / args.n, 2),
                "fanout_ms": round(fanout_ms), "missing_events": missing,

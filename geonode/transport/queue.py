@@ -3,7 +3,10 @@
 WebSocket (``geonode.transport.websocket``) and RawSocket (``geonode.transport.rawsocket``)
 peers build on it. Writing never happens in the caller of ``send`` (usually the router, busy
 delivering to many peers): messages are serialized right away (autobahn caches the bytes on the
-message, per shared serializer) and queued, and a short-lived writer greenlet flushes
+message, per shared serializer) and queued. A peer without a writer greenlet is written by one
+shared hub callback with non-blocking sends (``_flush``: an event to thousands of idle
+subscribers costs a send each, no greenlet each); what the socket cannot take at once, and
+every queue of a peer that has one, is written by the peer's short-lived writer greenlet,
 everything queued with one write. A peer that does not read fills its queue; past the bound it
 is closed, so a slow consumer costs bounded memory and never stalls the router.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import deque
 from typing import Any
 
 import gevent
@@ -34,6 +38,7 @@ from gevent.event import Event
 from greenlet import GreenletExit, greenlet
 
 from geonode.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_QUEUE_BYTES
+from geonode.handoff import slice_end
 from geonode.metrics import SOURCES
 from geonode.router.errors import INVALID_PAYLOAD, PAYLOAD_SIZE_EXCEEDED, PROTOCOL_VIOLATION
 from geonode.transport.serializers import ProtocolError, WampSerializer
@@ -69,9 +74,20 @@ CHECK_EVERY = 16
 HIGH_SHIFT = 2
 STALL_TIMEOUT = 1.0
 
-# writer greenlet states
-_RUNNING, _SCHEDULED, _PARKED, _RETIRED = 0, 1, 2, 3
+# writer greenlet states; _FLUSHING: no writer greenlet, the peer waits in _flushing
+_RUNNING, _SCHEDULED, _PARKED, _RETIRED, _FLUSHING = 0, 1, 2, 3, 4
 RETIRE_AFTER = 2.0       # seconds a writer may stay parked before it ends
+# what a transport's _write_nowait did
+NOT_WRITTEN, WRITTEN, PART_WRITTEN = 0, 1, 2
+
+# Peers with something queued and no writer greenlet (idle sessions: an event to 19,000 of
+# them, a WELCOME to each of 1,000 arriving sessions) are written by one hub callback,
+# _flush, with non-blocking sends: no greenlet is made, woken and retired per peer. Only a
+# peer whose socket does not take everything gets its writer greenlet for the rest. _flush
+# runs in the pass's slice (geonode.handoff.slice_end); the rest waits for the next pass of
+# the loop (after its poll: other connections, HTTP, go first).
+_flushing: deque = deque()
+_flush_due = False
 
 _parked: dict = {}        # peer -> time it parked (insertion ordered: oldest first)
 _sweeper: Any = None
@@ -123,6 +139,38 @@ def _unpark(peer: MessageQueuePeer) -> None:
     _parked.pop(peer, None)
 
 
+def _flush() -> None:
+    """Write the queues of the peers in _flushing (a hub callback; one slice)."""
+    global _flush_due
+    queue = _flushing
+    # The pass's slice, shared with the greenlets handoff.admit let run in it; at least 32
+    # peers per pass.
+    deadline = slice_end()
+    n = 0
+    while queue:
+        peer = queue.popleft()
+        try:
+            peer._flush_now()
+        except Exception:   # a bug of ours: that connection goes, the others are written
+            log.exception("%s: write failed", peer._who())
+            peer._dead = True
+            peer._wstate = _RUNNING
+            gevent.spawn(peer._abort)   # closing may block: not in the hub
+        n += 1
+        if not n & 31 and time.perf_counter() > deadline:
+            break
+    if queue:
+        timer = get_hub().loop.timer(0)
+        timer.start(_flush_later, timer)
+    else:
+        _flush_due = False
+
+
+def _flush_later(timer: Any) -> None:
+    timer.close()
+    _flush()
+
+
 def _sweep() -> None:
     limit = time.monotonic() - RETIRE_AFTER
     old = []
@@ -152,6 +200,10 @@ class MessageQueuePeer:
     _pressure: set | None = None   # receivers this reader congested: wait for them
     _room: Any = None     # an Event, set when this peer's writer takes its queue
     _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
+    _tail = False                  # _write_nowait left part of a write: the writer sends it
+    #: the transport implements _write_nowait: queues of a peer with no writer greenlet are
+    #: written by _flush
+    direct_writes = False
 
     def __init__(self, serializer: WampSerializer, details: dict,
                  max_queue: int = DEFAULT_MAX_QUEUE,
@@ -240,6 +292,16 @@ class MessageQueuePeer:
     def _kick(self) -> None:
         state = self._wstate
         if self._writer is None:
+            if state == _FLUSHING:
+                return     # _flush will see the queue (or the closing)
+            if self.direct_writes:
+                global _flush_due
+                self._wstate = _FLUSHING
+                _flushing.append(self)
+                if not _flush_due:
+                    _flush_due = True
+                    get_hub().loop.run_callback(_flush)
+                return
             hub = get_hub()
             self._writer = greenlet(self._writer_loop, parent=hub)
             self._wstate = _SCHEDULED
@@ -257,6 +319,31 @@ class MessageQueuePeer:
             get_hub().loop.run_callback(self._resume)
         # _RUNNING / _SCHEDULED: the writer will see the queue before it parks
 
+    def _flush_now(self) -> None:
+        """In _flush: write the queue without blocking, or hand it to a writer greenlet."""
+        if self._wstate != _FLUSHING or self._writer is not None:
+            return
+        if self._dead:
+            self._wstate = _RUNNING
+            return
+        done = WRITTEN
+        items = self._queue
+        if items:
+            done = self._write_nowait(items)
+            if done != NOT_WRITTEN:
+                self._queue, self._queued_bytes = [], 0
+                if self._room is not None:
+                    self._drained()
+        if done == WRITTEN and self._closing is None:
+            self._wstate = _RUNNING    # no writer: the next message comes back here
+            return
+        # The rest (PART_WRITTEN: held by the transport, sent first), the closing: the writer.
+        self._tail = done == PART_WRITTEN
+        hub = get_hub()
+        self._writer = greenlet(self._writer_loop, parent=hub)
+        self._wstate = _SCHEDULED
+        hub.loop.run_callback(self._resume)
+
     def _resume(self) -> None:
         g = self._writer
         if g is not None and self._wstate == _SCHEDULED and not g.dead:
@@ -267,8 +354,9 @@ class MessageQueuePeer:
         hub = get_hub()
         try:
             while True:
-                while self._queue and not self._dead:
+                while (self._queue or self._tail) and not self._dead:
                     items, self._queue, self._queued_bytes = self._queue, [], 0
+                    self._tail = False
                     if self._room is not None:
                         self._drained()
                     self._write(items)
@@ -315,8 +403,8 @@ class MessageQueuePeer:
     def _wait_writer(self, timeout: float) -> None:
         """Give a busy writer time to flush (the session's last words), then let it go."""
         deadline = time.monotonic() + timeout
-        while self._writer is not None and self._wstate != _PARKED \
-                and time.monotonic() < deadline:
+        while ((self._writer is not None and self._wstate != _PARKED)
+               or self._wstate == _FLUSHING) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         self._retire()
 
@@ -499,7 +587,14 @@ class MessageQueuePeer:
         self._close(CLOSE_PROTOCOL_ERROR, "protocol violation")
 
     def _write(self, items: list) -> None:
+        """Write ``items`` (blocking); ``[]``: only what _write_nowait left over."""
         raise NotImplementedError
+
+    def _write_nowait(self, items: list) -> int:
+        """Write ``items`` without blocking (direct_writes): WRITTEN, NOT_WRITTEN (nothing
+        taken: the writer greenlet writes them), or PART_WRITTEN (the transport holds the
+        rest and sends it before anything else; the writer's ``_write([])`` flushes it)."""
+        return NOT_WRITTEN
 
     def _shutdown(self, code: int, reason: str) -> None:
         raise NotImplementedError

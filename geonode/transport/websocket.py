@@ -116,7 +116,17 @@ class WampWebSocketPeer(MessageQueuePeer):
             if not getattr(ws, "closed", True):
                 self._abort(CLOSE_NORMAL, "")
 
+    direct_writes = True
+
+    def _write_nowait(self, items: list) -> int:
+        if self.serializer.batched:
+            return queue.NOT_WRITTEN   # the writer frames the batches
+        return self.ws.send_nowait(items)
+
     def _write(self, items: list) -> None:
+        if not items:
+            self.ws.flush()
+            return
         if self.serializer.batched:
             # One frame per batch, but batches of bounded size: a client's message size limit
             # must not be hit because the router had a lot to say at once.

@@ -30,6 +30,7 @@ from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
 from geonode.endpoints import set_nodelay
+from geonode.handoff import admit
 from geonode.web.httprules import RequestError, check_field
 from geonode.web.strict import StrictHTTP
 from geonode.websocket.frames import CLOSE_GOING_AWAY
@@ -227,7 +228,11 @@ class Handler(StrictHTTP, WebSocketHandler):
     http_stats: Any = None
 
     def handle(self) -> None:
-        # Once per connection, whichever server accepted it (node or gunicorn).
+        # Once per connection, whichever server accepted it (node or gunicorn). Connections
+        # arrive in bursts (a thousand WebSocket handshakes at once): a new one waits for the
+        # next pass of the loop once this one has had its slice, so requests on connections
+        # already open are not held up by the whole burst.
+        admit()
         set_nodelay(self.socket)
         self.http_stats = getattr(self.server, "http_stats", None)
         connections = getattr(self.server, "connections", None)

@@ -37,6 +37,7 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
+from gevent.socket import socket as _GeventSocket
 
 from geonode.handoff import Pump, real_allocate_lock, real_get_ident
 from geonode.websocket import frames as F
@@ -55,6 +56,9 @@ _BIG = 2048      # payloads from here on are read into a bytearray and unmasked 
 # allocate gigabytes by a 14-byte header).
 _PREALLOC_MAX = 16 * 1024 * 1024
 MAX_HANDOFFS = 1000   # calls from other threads queued for the hub before the sender waits
+# The last message framed without compression and its frame (str and bytes only: immutable).
+_last_message: Any = None
+_last_frame = b""
 
 
 class WebSocket:
@@ -66,7 +70,7 @@ class WebSocket:
                  "_close_sent", "_close_received", "_dead", "_reading",
                  "close_code", "close_reason", "_msg_op", "_msg_compressed", "_msg_size",
                  "_parts", "_decoder", "_pong", "_ping_payload", "_rx_frames", "_pinger",
-                 "__weakref__")
+                 "_wtail", "__weakref__")
 
     def __init__(self, sock, rfile, options: WebSocketOptions | None = None,
                  subprotocol: str | None = None, deflate=None, environ: dict | None = None):
@@ -80,6 +84,7 @@ class WebSocket:
         self._max_frame = opts.max_frame_size
         self._validate = opts.validate_utf8
         self._wlock = Semaphore(1)
+        self._wtail: bytes | None = None   # what send_nowait could not write (sent first)
         hub = gevent.get_hub()
         self._loop = hub.loop
         self._hub_thread = _thread_ident()
@@ -174,6 +179,50 @@ class WebSocket:
             if self._close_sent or self._dead:
                 return
             self._sendall(b"".join([self._encode(m) for m in messages]))
+
+    def send_nowait(self, messages: list) -> int:
+        """Send messages without blocking, from the hub's thread: 1 when done (or dropped:
+        closed), 0 when nothing was taken (the socket is being written by someone else, or
+        it is not a plain gevent socket: use ``send_many``), 2 when part of it is left: it
+        goes out first with the next write of any kind (``flush()`` sends it alone)."""
+        if self._close_sent or self._dead:
+            return 1
+        sock = self._sock
+        if type(sock) is not _GeventSocket or self._wtail is not None or self._wlock.locked():
+            return 0
+        if len(messages) == 1:
+            global _last_message, _last_frame
+            msg = messages[0]
+            if msg is _last_message and self._pmd is None:
+                # The same message to many idle connections (an EVENT to every subscriber;
+                # the serializer returns the very same object): framed once.
+                data = _last_frame
+            else:
+                data = self._encode(msg)
+                if self._pmd is None and (type(msg) is str or type(msg) is bytes):
+                    _last_message, _last_frame = msg, data
+        else:
+            data = b"".join([self._encode(m) for m in messages])
+        try:
+            sent = sock._sock.send(data)     # the OS socket: non-blocking under gevent
+        except BlockingIOError:
+            sent = 0
+        except (OSError, ValueError):
+            self._lost()
+            return 1
+        if sent == len(data):
+            return 1
+        # Encoded (deflate's context moved on): it cannot be taken back, only finished.
+        self._wtail = data[sent:]
+        return 2
+
+    def flush(self) -> None:
+        """Send what ``send_nowait`` left, if anything (blocking)."""
+        if self._wtail is None:
+            return
+        with self._wlock:
+            if self._wtail is not None and not self._dead:
+                self._sendall(b"")
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (payload ≤ 125 bytes)."""
@@ -417,6 +466,10 @@ class WebSocket:
         return head + bytes(payload)
 
     def _sendall(self, data: bytes) -> None:
+        tail = self._wtail
+        if tail is not None:
+            self._wtail = None
+            data = tail + data
         try:
             self._sock.sendall(data)
         except (OSError, ValueError):
@@ -474,6 +527,7 @@ class WebSocket:
         if self.close_code is None:
             self.close_code = F.CLOSE_ABNORMAL
         self._dead = True
+        self._wtail = None
         self._shutdown(socket.SHUT_RDWR)
         self._stop_pinger()
         self._stop_handoffs()

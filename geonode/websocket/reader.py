@@ -5,12 +5,18 @@ life; a router holds thousands of idle WebSockets, and that buffer (with the req
 state) was a third of each one's memory. Here the buffer is whatever the last ``recv``
 returned, sized to what arrived, and dropped as soon as it is consumed: an idle connection
 holds none. A busy one still reads up to ``CHUNK`` bytes per ``recv`` and parses many frames
-out of each, so small messages cost no extra system calls.
+out of each, so small messages cost no extra system calls. A read that had to wait goes
+through ``geonode.handoff.admit`` before its data is used, so a burst of connections waking
+at once is spread over passes of the hub's loop.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from gevent import get_hub
+
+from geonode.handoff import admit
 
 __all__ = ["CHUNK", "SocketReader", "take_buffered"]
 
@@ -33,7 +39,12 @@ class SocketReader:
         if pos >= len(buf):
             if n <= 0:
                 return b""
+            loop = get_hub().loop
+            it = loop.iteration
             buf = self.sock.recv(CHUNK)
+            if loop.iteration != it:
+                # It had to wait: it woke with a burst, perhaps (a thousand sessions' HELLOs).
+                admit()
             if not buf:
                 self._buf, self._pos = b"", 0
                 return b""
