@@ -47,11 +47,13 @@ PROC, TOPIC = "com.bench.echo", "com.bench.topic"
 SLOW = 600.0   # s: a node under valgrind on a busy machine answers late, not never
 
 
-def node_config(port: int) -> dict:
-    cfg = web_node({"ws": {"type": "websocket", "serializers": ["json"]},
-                    "json": {"type": "json", "value": {"hello": "world"}}},
-                   realms=[realm(roles=[role(permissions=[allow_all()])])], port=port)
-    return cfg
+def node_config(port: int, metrics: bool = False) -> dict:
+    """``metrics``: with a ``metrics`` path (HTTP requests are counted then)."""
+    paths: dict = {"ws": {"type": "websocket", "serializers": ["json"]},
+                   "json": {"type": "json", "value": {"hello": "world"}}}
+    if metrics:
+        paths["metrics"] = {"type": "metrics"}
+    return web_node(paths, realms=[realm(roles=[role(permissions=[allow_all()])])], port=port)
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
@@ -153,10 +155,11 @@ def make_load(kind: str, port: int):
     raise ValueError(kind)
 
 
-def measure(tree: str, kind: str, ops: int, warm: int, work: Path) -> float:
+def measure(tree: str, kind: str, ops: int, warm: int, work: Path,
+            metrics: bool = False) -> float:
     for _ in range(3):   # a free port can be taken by someone else before the node binds it
         try:
-            return _measure(tree, kind, ops, warm, work)
+            return _measure(tree, kind, ops, warm, work, metrics)
         except PortTaken:
             continue
     raise RuntimeError("no free port after 3 tries")
@@ -166,11 +169,11 @@ class PortTaken(Exception):
     pass
 
 
-def _measure(tree: str, kind: str, ops: int, warm: int, work: Path) -> float:
+def _measure(tree: str, kind: str, ops: int, warm: int, work: Path, metrics: bool) -> float:
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix=f"wi-{kind}-", dir=work))
     cfg = folder / "node.json"
-    cfg.write_text(json.dumps(node_config(port)).replace('"$PORT"', str(port)))
+    cfg.write_text(json.dumps(node_config(port, metrics)).replace('"$PORT"', str(port)))
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()), PYTHONHASHSEED="0")
     log = open(folder / "node.log", "w")
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/cg.%p",
@@ -210,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=2000)
     ap.add_argument("--warm", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=2, help="runs per tree and load (ABAB)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="this tree's node has a metrics path (counting on; base: none)")
     args = ap.parse_args(argv)
     work = ROOT / "bench" / ".work" / "observability"
     work.mkdir(parents=True, exist_ok=True)
@@ -217,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         got: dict[str, list[float]] = {"base": [], "tree": []}
         for _ in range(args.repeat):
             for name, tree in (("base", args.base), ("tree", args.tree)):
-                got[name].append(measure(tree, kind, args.ops, args.warm, work))
+                got[name].append(measure(tree, kind, args.ops, args.warm, work,
+                                         args.metrics and name == "tree"))
         b, t = min(got["base"]), min(got["tree"])
         print(f"{kind:7s} base {b:10.0f}  tree {t:10.0f} instructions/op  tree/base x{t / b:.4f}"
               f"   (runs: base {', '.join(f'{v:.0f}' for v in got['base'])}; "
