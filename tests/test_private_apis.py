@@ -129,6 +129,28 @@ def test_pywsgi_server_hooks():
     assert "self.wrap_socket" in source(server.StreamServer)  # set for TLS in __init__
 
 
+def test_server_closes_the_connection_socket_a_makefile_reader_defers_it():
+    """web/handler.py's detach_websocket: pywsgi closes a handler's socket only while it is
+    set, the server closes the connection's socket when its greenlet ends (do_close), and a
+    gevent socket closes only once the readers ``makefile`` made of it are closed too."""
+    from gevent import baseserver, pywsgi, server, socket
+
+    assert "if self.socket is not None" in source(pywsgi.WSGIHandler.handle)
+    assert "close(*args_tuple)" in source(baseserver._handle_and_close_when_done)
+    assert "sock.close()" in source(server.StreamServer.do_close)
+    a, b = socket.socketpair()
+    try:
+        hold = a.makefile("rb", buffering=0)
+        a.close()   # the server's close: deferred while the reader is open
+        b.sendall(b"x")
+        assert a.recv(1) == b"x"
+        hold.close()
+        assert a.fileno() == -1
+    finally:
+        a.close()
+        b.close()
+
+
 def test_geventwebsocket_handler_is_a_pywsgi_handler():
     """web/handler.py's Handler is a WebSocketHandler for code that checks isinstance."""
     from gevent.pywsgi import WSGIHandler

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -62,13 +61,14 @@ _NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 _http_log = logging.getLogger("geonode.http")
 
 
-def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any) -> None:
+def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any, hold: Any) -> None:
     try:
         run(*args)
     finally:
         if connections is not None:
             connections.discard_websocket(ws)
         ws.release()
+        hold.close()   # the last reference: the descriptor closes now (see detach_websocket)
 
 
 def _noop_write(data) -> None:
@@ -252,31 +252,37 @@ class Handler(StrictHTTP, WebSocketHandler):
 
         The new greenlet takes a slot of the endpoint's pool (``max_connections``) before this
         request's is freed, so the cap still counts the connection; with the pool full the
-        request keeps it instead. The socket moves to a new socket object because the server
-        closes the request's one when the request greenlet ends. Not under TLS: an SSL socket
-        cannot be moved (and a TLS connection's memory is dominated by OpenSSL's anyway)."""
+        request keeps it instead. The socket object goes with it: the server closes it when
+        the request greenlet ends (gevent's ``StreamServer.do_close``), but a socket closes
+        only once the readers ``makefile`` made of it are closed too, so the new greenlet
+        holds one (unbuffered: no memory) for the session's life and closes it last. Not
+        under TLS: there the request keeps the connection (a TLS connection's memory is
+        dominated by OpenSSL's anyway)."""
         sock = self.socket
         env = self.environ
         if type(sock) is not GeventSocket or env.get("CONTENT_LENGTH") \
                 or env.get("HTTP_TRANSFER_ENCODING"):
             return False  # (a body on the upgrade request: pywsgi still reads it afterwards)
-        # A duplicate descriptor, not sock.detach(): a new socket object's event watchers on
-        # the very same descriptor number lost wake-ups now and then (libev's per-descriptor
-        # state); the server closes the original when the request greenlet ends.
-        try:
-            fd = os.dup(sock.fileno())
-        except OSError:
-            return False  # at the descriptor limit: the request keeps the connection
+        # Before: a duplicate descriptor, the server's close of the original deferred by the
+        # request's reader, which lives in a cycle (handler, environ, upgrader): the original
+        # stayed open, the connection's socket with it, until the cyclic GC freed the reader,
+        # minutes after the session on a quiet node (bench/soak.py, issue 13). A new socket
+        # object on the same descriptor lost wake-ups now and then (libev's per-descriptor
+        # state); the very same object has neither problem.
+        hold = sock.makefile("rb", buffering=0)
         connections = getattr(self.server, "connections", None)
-        greenlet = Greenlet(_run_detached, ws, run, args, connections)
+        greenlet = Greenlet(_run_detached, ws, run, args, connections, hold)
         pool = getattr(self.server, "pool", None)
         if pool is not None:
             try:
                 pool.add(greenlet, blocking=False)
             except PoolFull:
-                os.close(fd)
+                hold.close()
                 return False
-        ws.rebind(GeventSocket(sock.family, sock.type, sock.proto, fileno=fd))
+        ws.rebind(sock)
+        # The request's reader (8 KiB of buffer): what it had read ahead went to the
+        # WebSocket at the accept; closed, it no longer holds the socket open.
+        self.rfile.close()
         # pywsgi neither closes nor reads a handler's socket once it is None.
         self.socket = None
         self.close_connection = True

@@ -112,14 +112,16 @@ class WebSocket:
             self._pinger = gevent.spawn(self._auto_ping)
 
     def rebind(self, sock) -> None:
-        """Continue on ``sock``, the same connection in a new socket object (a detach)."""
+        """Continue on ``sock`` (the same connection), owned by this WebSocket from now on
+        (a detach): the request's environ is let go."""
         self._sock = sock
         self._rfile.sock = sock
         self.environ = {}
 
     def release(self) -> None:
         """Close the TCP socket: the connection's owner is done with it (after a detach the
-        WebSocket's greenlet owns it, not pywsgi)."""
+        WebSocket's greenlet owns it, not pywsgi; it also closes the reader it holds, which
+        keeps the socket open until then: ``Handler.detach_websocket``)."""
         try:
             self._sock.close()
         except OSError:
