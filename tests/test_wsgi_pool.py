@@ -36,7 +36,14 @@ def serve(host: WSGIHost, n: int) -> list[bytes]:
         return b"".join(host(dict(ENVIRON), lambda status, headers, exc_info=None: None))
     jobs = [gevent.spawn(one) for _ in range(n)]
     gevent.joinall(jobs, timeout=scaled(30), raise_error=True)
-    assert all(j.successful() for j in jobs), "requests did not finish in time"
+    # The pool's state in the message: this failed once (.ci/stress run 2, the suite's last
+    # test, 2026-12-07) with 40 calls unfinished after 60 s, and never alone since.
+    pool = host.pool
+    assert all(j.successful() for j in jobs), (
+        f"{sum(not j.ready() for j in jobs)} of {n} requests did not finish in time: pool "
+        f"size {pool.size}, pending {len(pool.pending)}, idle {len(pool.idle)}, done "
+        f"{len(pool.done)}, waiting {pool.waiting}, wake scheduled {pool._wake_scheduled}, "
+        f"grow timer {pool._grow_timer}, OS threads {os_threads()}")
     return [j.value for j in jobs]
 
 
