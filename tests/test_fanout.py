@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from pathlib import Path
 
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, make_router
+from support.router import green_wait_for, in_thread, make_router, record_attached
 from support.ws import RawWamp, RawWebSocket
 
 from geonode.config.model import Endpoint, parse_service
@@ -35,14 +34,7 @@ TOPIC = "com.fanout.topic"
 def node():
     """(server, the peers attached so far)"""
     router = make_router()
-    peers: list = []
-    attach = router.attach
-
-    def recording_attach(peer, **kw):
-        peers.append(peer)
-        return attach(peer, **kw)
-
-    router.attach = recording_attach
+    peers = record_attached(router)
     ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
     app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
                         ctx)
@@ -52,21 +44,6 @@ def node():
     yield srv, peers
     srv.stop(timeout=1)
 
-
-def _in_thread(fn):
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # reported to the test below
-            out["error"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    green_wait_for(lambda: not t.is_alive(), scaled(60), "the client thread")
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 def test_an_event_to_idle_sessions_makes_no_writer_greenlet(node):
@@ -83,7 +60,7 @@ def test_an_event_to_idle_sessions_makes_no_writer_greenlet(node):
             clients.append(c)
         return clients
 
-    clients = _in_thread(open_sessions)
+    clients = in_thread(open_sessions, 60)
     try:
         # WELCOME and SUBSCRIBED went out without a writer greenlet.
         assert all(p._writer is None for p in peers)
@@ -92,7 +69,7 @@ def test_an_event_to_idle_sessions_makes_no_writer_greenlet(node):
             pub = clients[0]
             pub.send([16, pub.next_request(), {"exclude_me": False}, TOPIC, ["hi"]])
             return [c.recv() for c in clients]
-        events = _in_thread(publish_and_receive)
+        events = in_thread(publish_and_receive, 60)
         assert [e[0] for e in events] == [36] * n
         assert [e[4] for e in events] == [["hi"]] * n
         assert all(p._writer is None and p._wstate == queue._RUNNING for p in peers)
@@ -130,7 +107,7 @@ def test_a_partial_write_finishes_whole_and_in_order(node, monkeypatch):
         assert json.loads(sub.recv_message()[1])[0] == 33
         return sub
 
-    sub = _in_thread(scenario)
+    sub = in_thread(scenario, 60)
     try:
         green_wait_for(lambda: len(peers) == 1, scaled(10), "the subscriber's session")
         # A small send buffer on the node's side: the first event cannot go out whole.
@@ -144,7 +121,7 @@ def test_a_partial_write_finishes_whole_and_in_order(node, monkeypatch):
             pub.send([16, pub.next_request(), {"acknowledge": True}, "com.other", []])
             assert pub.recv()[0] == 17    # all published
             pub.close()
-        _in_thread(publish)
+        in_thread(publish, 60)
         sub_peer = peers[0]
         green_wait_for(lambda: queue.PART_WRITTEN in results, scaled(10), "a partial write")
         sub.send_frame(1, json.dumps([6, {}, "wamp.close.normal"]).encode())
@@ -159,7 +136,7 @@ def test_a_partial_write_finishes_whole_and_in_order(node, monkeypatch):
                 got.append(msg)
                 if msg[0] == 6:
                     return got
-        got = _in_thread(read_all)
+        got = in_thread(read_all, 60)
         assert [m[0] for m in got] == [36] * count + [6]
         for i, m in enumerate(got[:-1]):
             assert m[4] == [i, str(i) * big]

@@ -14,7 +14,7 @@ import pytest
 from gevent import socket as gsocket
 from gevent.server import StreamServer
 from support import scaled
-from support.router import green_wait_for, make_router, realm
+from support.router import green_wait_for, make_router, realm, record_attached
 
 from geonode.config.model import parse_transport
 from geonode.transport import queue
@@ -48,14 +48,7 @@ def joined():
     """(client socket, the node's peer for it): a RawSocket/JSON session joined to realm1,
     its writer parked (idle) after the WELCOME."""
     router = make_router(realm())
-    peers: list = []
-    attach = router.attach
-
-    def recording_attach(peer, **kw):
-        peers.append(peer)
-        return attach(peer, **kw)
-
-    router.attach = recording_attach
+    peers = record_attached(router)
     server = StreamServer(("127.0.0.1", 0),
                           connection_handler(parse_transport(
                               {"type": "rawsocket", "endpoint": {"type": "tcp", "port": 0},

@@ -9,13 +9,12 @@ process's hub; the clients are real sockets in an OS thread.
 from __future__ import annotations
 
 import gc
-import threading
 from pathlib import Path
 
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, make_router
+from support.router import green_wait_for, in_thread, make_router
 from support.ws import RawWamp
 
 from geonode.config.model import Endpoint, parse_service
@@ -50,22 +49,6 @@ def server():
     srv.stop(timeout=1)
 
 
-def _in_thread(fn):
-    """Run ``fn`` in an OS thread; the hub keeps running while the test waits for it."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # reported to the test below
-            out["error"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    green_wait_for(lambda: not t.is_alive(), scaled(30), "the client thread")
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
-
 
 def test_idle_sessions_keep_no_request_state(server):
     handlers_before, upgraders_before = _alive(Handler), _alive(Upgrader)
@@ -81,7 +64,7 @@ def test_idle_sessions_keep_no_request_state(server):
             clients.append(c)
         return clients
 
-    clients = _in_thread(open_sessions)
+    clients = in_thread(open_sessions, 30)
     try:
         green_wait_for(lambda: len(server.connections._websockets) == N, scaled(10),
                        "every session handed over")
@@ -96,7 +79,7 @@ def test_idle_sessions_keep_no_request_state(server):
             pub = clients[0]
             pub.send([16, pub.next_request(), {"exclude_me": False}, TOPIC, ["hi"]])
             return [c.recv()[0] for c in clients]
-        assert _in_thread(publish_and_receive) == [36] * N
+        assert in_thread(publish_and_receive, 30) == [36] * N
 
         # The graceful stop finds the handed-over WebSockets and closes them with 1001.
         assert server.connections.close_websockets() == N
@@ -108,7 +91,7 @@ def test_idle_sessions_keep_no_request_state(server):
                 frame = c.ws.recv_frame()
                 codes.append(int.from_bytes(frame.data[:2], "big"))
             return codes
-        assert _in_thread(closes) == [1001] * N
+        assert in_thread(closes, 30) == [1001] * N
         green_wait_for(lambda: len(server.pool) == 0, scaled(10), "connections released")
         assert not server.connections._websockets
     finally:

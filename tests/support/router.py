@@ -11,6 +11,10 @@ import txaio
 
 txaio.use_asyncio()
 
+import threading  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
 import gevent  # noqa: E402
 from autobahn.wamp import message as m  # noqa: E402
 from autobahn.wamp import role  # noqa: E402
@@ -21,8 +25,8 @@ from geonode.router import Router  # noqa: E402
 from .config import ALL, realm  # noqa: E402
 from .timing import wait_for  # noqa: E402
 
-__all__ = ["ALL", "ROLES_ALL", "Client", "TestPeer", "green_wait_for", "make_router", "realm",
-           "settle"]
+__all__ = ["ALL", "ROLES_ALL", "Client", "TestPeer", "green_wait_for", "in_thread",
+           "make_router", "realm", "record_attached", "settle"]
 
 _ser = JsonSerializer()
 _client_ser = JsonSerializer()
@@ -38,6 +42,39 @@ def green_wait_for(predicate, timeout: float = 5.0, what: str | None = None,
                    interval: float = 0.001):
     """``wait_for`` on the hub: the router's greenlets and timers run while it polls."""
     return wait_for(predicate, timeout, what, interval=interval, sleep=gevent.sleep)
+
+
+def record_attached(router: Router) -> list:
+    """The peers ``router`` attaches from now on, in order (the list fills as they come)."""
+    peers: list = []
+    attach = router.attach
+
+    def recording_attach(peer, **kw):
+        peers.append(peer)
+        return attach(peer, **kw)
+
+    router.attach = recording_attach  # type: ignore[method-assign]
+    return peers
+
+
+def in_thread(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in an OS thread (a blocking client) while the hub keeps running; its value,
+    or its exception raised here. ``timeout``: nominal seconds, scaled."""
+    from .timing import scaled
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # reported to the caller
+            out["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    green_wait_for(lambda: not t.is_alive(), scaled(timeout), "the client thread")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def settle() -> None:
