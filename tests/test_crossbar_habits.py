@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -63,25 +61,11 @@ def dhparam_pem(prime_hex: str) -> str:
 @pytest.fixture(scope="module")
 def rsa_pair() -> dict[str, str]:
     """A self-signed RSA certificate for 127.0.0.1 (DHE-RSA suites need an RSA key)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from support.certs import self_signed
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return {"server.crt": cert.public_bytes(serialization.Encoding.PEM).decode(),
-            "server.key": key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()).decode()}
+    cert, key = self_signed(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return {"server.crt": cert, "server.key": key}
 
 
 def check_warnings(folder: Path) -> list[str]:

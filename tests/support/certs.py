@@ -62,9 +62,10 @@ def pem(obj: Any) -> str:
                              serialization.NoEncryption()).decode()
 
 
-def self_signed() -> tuple[str, str]:
-    """(certificate PEM, private key PEM) for 127.0.0.1; usable as its own CA (``tls_ca``)."""
-    key = new_key()
+def self_signed(key: Any = None) -> tuple[str, str]:
+    """(certificate PEM, private key PEM) for 127.0.0.1; usable as its own CA (``tls_ca``).
+    ``key``: the private key to certify (default: a new EC key; DHE-RSA suites need RSA)."""
+    key = new_key() if key is None else key
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
