@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +39,8 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "bench" / "wamp"), str(ROOT / "tests")]
 
 from support.config import allow_all, realm, role, web_node  # noqa: E402
-from support.net import free_port  # noqa: E402
+from support.net import free_port, wait_port  # noqa: E402
+from support.timing import WaitTimeout  # noqa: E402
 from wire import Conn  # noqa: E402
 
 PROC, TOPIC = "com.bench.echo", "com.bench.topic"
@@ -54,19 +54,6 @@ def node_config(port: int, metrics: bool = False) -> dict:
     if metrics:
         paths["metrics"] = {"type": "metrics"}
     return web_node(paths, realms=[realm(roles=[role(permissions=[allow_all()])])], port=port)
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"node exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("node did not listen")
 
 
 def control(pid: int, flag: str) -> None:
@@ -181,8 +168,8 @@ def _measure(tree: str, kind: str, ops: int, warm: int, work: Path, metrics: boo
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     try:
         try:
-            wait_port(port, proc)
-        except RuntimeError:
+            wait_port(port, proc, timeout=300)   # python under valgrind starts in ~30 s
+        except WaitTimeout:
             log.flush()
             if "Address already in use" in (folder / "node.log").read_text():
                 raise PortTaken() from None

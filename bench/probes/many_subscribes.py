@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import selectors
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ sys.path.insert(0, str(HERE.parent.parent / "tests"))
 
 import wire  # noqa: E402
 from support import config as support_config  # noqa: E402
-from support.net import free_port  # noqa: E402
+from support.net import free_port, wait_port  # noqa: E402
 
 REALM = "realm1"
 
@@ -97,15 +96,7 @@ def one_run(n: int, timeout: float, workdir: Path, rounds: int = 1) -> list[int]
     conns: list[wire.Conn] = []
     missing: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or node.poll() is not None:
-                    raise RuntimeError("node did not start") from None
-                time.sleep(0.1)
+        wait_port(port, node, timeout=60)
         t0 = time.monotonic()
         for _ in range(n):
             c = wire.Conn("127.0.0.1", port, "/ws", "json")

@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "wamp"), str(HERE.parent), str(HERE.parent.parent / "tests")]
 
 from support import config as support_config  # noqa: E402
-from support.net import free_port  # noqa: E402
+from support.net import free_port, wait_port  # noqa: E402
 
 REALM = "realm1"
 PHASE_TIMEOUT = 600.0
@@ -189,15 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     clients: list[subprocess.Popen] = []
     pinger = Pinger(port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or node.poll() is not None:
-                    raise RuntimeError(f"node did not start: {work / 'node.log'}") from None
-                time.sleep(0.1)
+        wait_port(port, node, timeout=30)
         pinger.start()
         time.sleep(2.0)
         rss0 = rss_kib(node.pid)
