@@ -132,3 +132,21 @@ def test_known_pairs_never_let_a_bad_header_through(handler, headers):
     _respond(handler, "200 OK", [("Content-Type", "text/plain")], "HTTP/1.1", "GET")
     with pytest.raises((ValueError, TypeError, UnicodeError)):
         _respond(handler, "200 OK", headers, "HTTP/1.1", "GET")
+
+
+def test_made_up_header_names_are_not_kept_for_good():
+    """The per-process caches of checked names and their environ keys keep short names only:
+    a client's long made-up names (a 64 KiB header line each) are checked and served, never
+    kept (before: 1,024 of them could pin ~128 MiB in the two caches)."""
+    import io
+
+    from geonode.web import handler as module
+
+    long_names = [f"X-{i}-" + "a" * 20_000 for i in range(3)]
+    head = "".join(f"{n}: v\r\n" for n in long_names) + "X-Short: v\r\n\r\n"
+    headers = RequestHeaders.parse(io.BytesIO(head.encode("latin-1")))
+    env: dict = {}
+    headers.environ_into(env)
+    assert env["HTTP_X_SHORT"] == "v" and sum(k.startswith("HTTP_X_0_") for k in env) == 1
+    assert "X-Short" in module._GOOD_NAMES and "X-Short" in module._CGI_KEYS
+    assert not any(n in module._GOOD_NAMES or n in module._CGI_KEYS for n in long_names)

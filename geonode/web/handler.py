@@ -51,8 +51,12 @@ _MAX_HEADER_BYTES = 65536
 # has not read yet (a 408 to a slow head, a 413 to an upload still being sent).
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
-# Header names already found to be tokens (clients send the same few every time).
+# Header names already found to be tokens (clients send the same few every time). Bounded in
+# count and in name length: a client's made-up names (up to a 64 KiB line each) must not make
+# the process keep megabytes for good.
 _GOOD_NAMES: set[str] = set()
+_CACHED_NAMES = 1024
+_CACHED_NAME_LENGTH = 64
 # Header name -> its environ key (pywsgi's rule, see RequestHeaders.environ_into); "" for the
 # names that get no HTTP_ key. Bounded like _GOOD_NAMES.
 _CGI_KEYS: dict[str, str] = {}
@@ -138,7 +142,7 @@ class RequestHeaders:
             # Known names and printable values pass at C speed; the regexes judge the rest.
             if name not in _GOOD_NAMES or not (value.isprintable() or not value):
                 check_field(name, value)
-                if len(_GOOD_NAMES) < 1024:
+                if len(_GOOD_NAMES) < _CACHED_NAMES and len(name) <= _CACHED_NAME_LENGTH:
                     _GOOD_NAMES.add(name)
             items.append((name, value))
 
@@ -154,7 +158,7 @@ class RequestHeaders:
             if key is None:
                 key = "" if "_" in name else name.replace("-", "_").upper()
                 key = "" if key in _NO_HTTP_KEY or not key else "HTTP_" + key
-                if len(keys) < 1024:
+                if len(keys) < _CACHED_NAMES and len(name) <= _CACHED_NAME_LENGTH:
                     keys[name] = key
             if not key:
                 continue
