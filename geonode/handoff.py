@@ -68,7 +68,8 @@ class Wakeup:
             self._loop.run_callback_threadsafe(self._run)
 
     def reset(self) -> None:
-        """After a fork in the child: the scheduled callback belonged to the parent's loop."""
+        """After a fork in the child (the scheduled callback belonged to the parent's loop), or
+        when a watchdog found the callback lost."""
         self._scheduled = False
 
     def _run(self) -> None:

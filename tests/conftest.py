@@ -75,3 +75,16 @@ def _inprocess_starts_no_process(request, monkeypatch):
                              f"process: {args[0] if args else kwargs.get('args')}")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def pytest_terminal_summary(terminalreporter):
+    # The WSGI pools' watchdog repairs a lost thread-to-hub wake-up with a log line that a
+    # passing test's captured output hides: the suite's own pools are counted here, so a run
+    # with two CPU burners (.ci/stress) shows whether it ever fired.
+    from geonode.web import wsgi_host
+
+    pools = list(wsgi_host._pools or ())
+    rescued = sum(pool.rescued for pool in pools)
+    terminalreporter.write_line(
+        f"WSGI pool watchdog: {rescued} lost wake-up(s) repaired in this process's "
+        f"{len(pools)} pools")

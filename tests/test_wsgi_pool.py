@@ -43,7 +43,7 @@ def serve(host: WSGIHost, n: int) -> list[bytes]:
         f"{sum(not j.ready() for j in jobs)} of {n} requests did not finish in time: pool "
         f"size {pool.size}, pending {len(pool.pending)}, idle {len(pool.idle)}, done "
         f"{len(pool.done)}, waiting {pool.waiting}, wake scheduled {pool._wake_scheduled}, "
-        f"grow timer {pool._grow_timer}, OS threads {os_threads()}")
+        f"grow timer {pool._grow_timer}, watchdog repairs {pool.rescued}, OS threads {os_threads()}")
     return [j.value for j in jobs]
 
 
@@ -73,3 +73,31 @@ def test_pool_grows_for_blocked_calls_and_shrinks_back_to_minthreads():
     assert len(serve(host, 20)) == 20
     assert pool.size > 2
 
+
+
+def test_watchdog_delivers_reports_whose_wake_up_was_lost(caplog):
+    # Every thread-to-hub wake-up of this pool is dropped: only the watchdog delivers.
+    pool = Pool(2, 1)
+    host = WSGIHost(nap, pool)
+    assert len(serve(host, 1)) == 1  # binds the pool to this hub (its wake-up, its watchdog)
+    pool.send = lambda: None
+    with caplog.at_level("WARNING", logger="geonode.wsgi"):
+        assert len(serve(host, 3)) == 3
+    assert pool.rescued >= 1
+    assert "a finished call was not delivered" in caplog.text
+    pool.rescued = 0  # induced here: the suite's summary counts only the unexpected ones
+
+
+def test_watchdog_wakes_a_parked_thread_for_a_call_nobody_woke_it_for(caplog):
+    # The hub's wake-up for a queued call is lost and the backlog timer never starts.
+    pool = Pool(2, 2)
+    host = WSGIHost(nap, pool)
+    assert len(serve(host, 1)) == 1
+    wait_on_hub(lambda: len(pool.idle) == 2, scaled(10), "both threads to park")
+    pool._wake = lambda: setattr(pool, "_wake_scheduled", False)
+    pool._watch_backlog = lambda: None
+    with caplog.at_level("WARNING", logger="geonode.wsgi"):
+        assert len(serve(host, 1)) == 1
+    assert pool.rescued >= 1
+    assert "a queued call woke no thread" in caplog.text
+    pool.rescued = 0

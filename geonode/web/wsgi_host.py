@@ -315,6 +315,13 @@ IDLE_TIMEOUT = 60.0
 STUCK_AFTER = 0.010
 SATURATED = 0.75
 FREE_THREADS = 4
+# The hand-offs above have no timeout: a wake-up lost to a bug (ours, gevent's or libev's)
+# would hang every request of the pool for good. Once per WATCHDOG a hub timer looks for the
+# two states that only a lost wake-up explains (a report nobody delivered, a queued call no
+# parked thread was woken for, both unchanged for a whole period), logs it and repairs it.
+# It failed once in a 20-minute busy-machine suite run (.ci/stress, 2026-12-07) and never
+# reproduced since: this makes such a hang a logged one-second stall instead.
+WATCHDOG = 1.0
 
 # A stream pushes at most this much by itself before the hub takes over pulling.
 _PUSH_CHUNKS = 64
@@ -434,6 +441,12 @@ class Pool:
         self.wakeup: Wakeup | None = None
         self.send: Callable[[], None] = _no_send
         self._grow_timer: Any = None
+        self._watchdog: Any = None
+        self._seen_done: _Call | None = None  # done[0] and pending[0] at the last look
+        self._seen_pending: _Call | None = None
+        self.rescued = 0  # lost wake-ups the watchdog repaired
+        self._deliveries = 0  # runs of _deliver (the watchdog compares two looks)
+        self._seen_deliveries = 0
         if _pools is None:
             _pools = weakref.WeakSet()
             if hasattr(os, "register_at_fork"):
@@ -476,6 +489,9 @@ class Pool:
         self.keepalive.ref = False
         self.wakeup = Wakeup(self.hub.loop, self._deliver)
         self.send = self.wakeup.send
+        # never keeps the loop alive by itself (a waiting greenlet does: ``keepalive``)
+        self._watchdog = self.hub.loop.timer(WATCHDOG, WATCHDOG, ref=False)
+        self._watchdog.start(self._watch)
 
     # ---- hub side ---------------------------------------------------------------------
     def submit(self, call: _Call, task: Callable[[_Call], None]) -> None:
@@ -540,6 +556,7 @@ class Pool:
     def _deliver(self) -> None:
         """The wake-up's callback: resume the greenlet of every call reported so far."""
         done = self.done
+        self._deliveries += 1
         try:
             # Calls reported while this runs come with a send of their own: the next callback.
             for _ in range(len(done)):
@@ -605,6 +622,37 @@ class Pool:
         if timer is not None:
             timer.stop()
             timer.close()
+
+    def _watch(self) -> None:
+        """The watchdog's tick (see ``WATCHDOG``): cheap, once a second, on the hub."""
+        done, pending = self.done, self.pending
+        head_done = done[0] if done else None
+        head_pending = pending[0] if pending else None
+        # a report waiting a whole period with no delivery run meanwhile
+        lost_report = (head_done is not None and head_done is self._seen_done
+                       and self._deliveries == self._seen_deliveries)
+        # a call queued for a whole period while threads sat parked, none finished anything
+        # and no wake-up was on its way: the backlog timer wakes one within GROW_AFTER
+        lost_call = (head_pending is not None and head_pending is self._seen_pending
+                     and bool(self.idle) and not self._wake_scheduled
+                     and _monotonic() - self.last_done >= WATCHDOG)
+        self._seen_done, self._seen_pending = head_done, head_pending
+        self._seen_deliveries = self._deliveries
+        if not (lost_report or lost_call):
+            return
+        self.rescued += 1
+        log.warning("WSGI pool: a lost wake-up repaired after ~%.0f s (%s; %d threads, %d parked, "
+                    "%d queued, %d reported, %d waiting)", WATCHDOG,
+                    "a finished call was not delivered" if lost_report
+                    else "a queued call woke no thread",
+                    self.size, len(self.idle), len(pending), len(done), self.waiting)
+        self._seen_done = self._seen_pending = None
+        if lost_call and not self._wake_one():
+            self._start_thread()
+        if lost_report:
+            if self.wakeup is not None:
+                self.wakeup.reset()  # its flag may be stuck set with no callback on the way
+            self._deliver()
 
     def _start_thread(self) -> None:
         park = self._allocate_lock()
