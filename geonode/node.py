@@ -482,33 +482,7 @@ def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
 
     t0 = time.monotonic()
     node = Node(cfg)
-    try:
-        node.build()
-        node.prestart_workers()
-        node.bind()
-        node.start()
-    except Exception as e:
-        node.stop(grace=0)
-        if isinstance(e, ConfigError):
-            for line in e.errors:
-                log.error("%s", line)
-            _log_cause(e)
-        elif isinstance(e, EndpointError):
-            log.error("%s", e)
-        else:
-            log.exception("the node failed to start")
-        return 1
-    # Everything built so far (modules, apps, routers) lives as long as the process: frozen, the
-    # garbage collector's full collections skip it (~50k objects for the sample node, a hub
-    # stall of 10-40 ms each time one runs while serving).
-    gc.freeze()
-    node.info.state = "up"
-    age = _process_age()
-    log.info("ready in %.2f s%s", time.monotonic() - t0,
-             f" ({age:.2f} s since process start)" if age is not None else "")
-    sdnotify.notify("READY=1\nSTATUS=serving")
     grace = stop_budget(shutdown_timeout)[0]
-
     stopping = Event()
     first_signal = [0.0]
 
@@ -529,10 +503,38 @@ def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
                         "are cut off", name)
             node.force_stop = True
 
-    if node.workers is not None:
-        node.workers.request_stop = lambda why: stopping.set()
+    # Before the first port opens: a SIGTERM that comes as soon as the port answers (docker
+    # stop, a supervisor, a test) is a graceful stop once the node is up, never the default
+    # action (killed, no drain, exit -15).
     handlers = [gevent.signal_handler(s, on_signal, s) for s in (signal.SIGTERM, signal.SIGINT)]
     try:
+        try:
+            node.build()
+            node.prestart_workers()
+            node.bind()
+            node.start()
+        except Exception as e:
+            node.stop(grace=0)
+            if isinstance(e, ConfigError):
+                for line in e.errors:
+                    log.error("%s", line)
+                _log_cause(e)
+            elif isinstance(e, EndpointError):
+                log.error("%s", e)
+            else:
+                log.exception("the node failed to start")
+            return 1
+        # Everything built so far (modules, apps, routers) lives as long as the process:
+        # frozen, the garbage collector's full collections skip it (~50k objects for the
+        # sample node, a hub stall of 10-40 ms each time one runs while serving).
+        gc.freeze()
+        node.info.state = "stopping" if stopping.is_set() else "up"
+        age = _process_age()
+        log.info("ready in %.2f s%s", time.monotonic() - t0,
+                 f" ({age:.2f} s since process start)" if age is not None else "")
+        sdnotify.notify("READY=1\nSTATUS=serving")
+        if node.workers is not None:
+            node.workers.request_stop = lambda why: stopping.set()
         stopping.wait()
         node.stop(shutdown_timeout)
     finally:

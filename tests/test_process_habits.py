@@ -149,6 +149,29 @@ def test_default_shutdown_fits_docker(start_node):
     assert node.proc.wait(scaled(10)) == 0
 
 
+SLOW_IMPORT = r'''
+import os, time
+open("importing", "w").close()  # the test signals the node now, while it is still building
+deadline = time.monotonic() + 60
+while not os.path.exists("go") and time.monotonic() < deadline:
+    time.sleep(0.01)
+''' + APP
+
+
+def test_sigterm_while_starting_is_a_graceful_stop(start_node):
+    # The signal handlers are in place before anything is built or bound: a SIGTERM that comes
+    # while the node starts (docker stop, a supervisor giving up) stops it once it is up, with
+    # exit 0 and the usual drain, instead of killing it with SIGTERM's default action.
+    node = start_node(config(), files={"habitapp.py": SLOW_IMPORT}, wait=False)
+    wait_for(lambda: (node.dir / "importing").exists(), 20, "the app's import to begin",
+             proc=node.proc)
+    node.proc.send_signal(signal.SIGTERM)
+    (node.dir / "go").touch()
+    assert node.proc.wait(scaled(20)) == 0
+    log = node.log()
+    assert "received SIGTERM: stopping" in log and "stopped" in log
+
+
 # ---- systemd readiness ---------------------------------------------------------------------
 
 @pytest.fixture
