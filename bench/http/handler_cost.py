@@ -8,6 +8,7 @@ checks, HEAD, one write per response) shows as the difference (both without a lo
     python bench/http/handler_cost.py                # 20000 requests x 5 rounds per handler
     python bench/http/handler_cost.py --requests 5000 --rounds 3
     python bench/http/handler_cost.py --timeouts     # the server has geonode's default timeouts
+    python bench/http/handler_cost.py --only geonode # geonode's handler alone (for callgrind A/B)
 """
 
 from __future__ import annotations
@@ -99,13 +100,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--timeouts", action="store_true",
                     help="give the server geonode's default timeouts (what a node has)")
+    ap.add_argument("--only", choices=("gevent", "geonode"),
+                    help="one handler only (instructions per request under valgrind: run it "
+                         "with two --requests counts and divide the difference)")
     args = ap.parse_args()
     server = _TimedServer if args.timeouts else _Server
     results = {}
     for name, cls in (("gevent.pywsgi.WSGIHandler", _PlainPywsgi),
                       ("geonode.web.handler.Handler", Handler)):
+        if args.only and args.only not in name:
+            continue
         results[name] = min(one_round(cls, args.requests, server) for _ in range(args.rounds))
         print(f"{name:30s} {results[name]:6.2f} us CPU/request (best of {args.rounds})")
+    if args.only:
+        return
     base, ours = results.values()
     print(f"{'geonode adds':30s} {ours - base:6.2f} us ({(ours / base - 1) * 100:+.0f}%)")
 
