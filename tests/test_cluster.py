@@ -25,7 +25,8 @@ from support.redis import (
     tls_available,
 )
 from support.timing import async_wait_for
-from support.wamp import leave, ws_session
+from support.wamp import SyncClient, leave, wait_subscribed, ws_session
+from support.ws import RawWamp
 
 from geonode.router.errors import POLICY_CONFLICT
 
@@ -324,6 +325,36 @@ def test_remote_call_single_conflict_and_caller_disclosure(pair):
         assert e.value.error == "wamp.error.procedure_already_exists"
 
     run(main, a, b, a)
+
+
+def test_payload_passthrough_call_and_result_across_nodes(pair):
+    """A call in payload passthrough mode (E2E encryption) whose callee is on the other node:
+    the opaque payloads and their enc_* fields reach the callee and the caller unchanged
+    (the RESULT crosses the backplane as its fields, not as a RESULT to parse)."""
+    a, b = pair
+    callee, caller = RawWamp(b.port), RawWamp(a.port)
+    try:
+        assert callee.hello()[0] == 2 and caller.hello()[0] == 2
+        callee.send([64, callee.next_request(), {}, "com.ppt.echo"])
+        assert callee.recv()[0] == 65
+        admin = SyncClient(a.port)
+        try:
+            wait_subscribed(admin, procedures=("com.ppt.echo",))
+        finally:
+            admin.close()
+        enc = {"enc_algo": "cryptobox", "enc_key": "k1", "enc_serializer": "json"}
+        caller.send([48, 7, dict(enc), "com.ppt.echo", "\u0000AQJvcGFxdWU="])
+        inv = callee.recv()
+        assert inv[0] == 68 and inv[4] == "\u0000AQJvcGFxdWU="
+        assert {k: inv[3].get(k) for k in enc} == enc
+        callee.send([70, inv[1], {"enc_algo": "cryptobox", "enc_key": "k2",
+                                  "enc_serializer": "json"}, "\u0000/wA="])
+        res = caller.recv()
+        assert res[:2] == [50, 7] and res[3] == "\u0000/wA="
+        assert (res[2]["enc_algo"], res[2]["enc_key"]) == ("cryptobox", "k2")
+    finally:
+        callee.close()
+        caller.close()
 
 
 def test_shared_roundrobin_picks_callees_on_both_nodes(pair):
@@ -882,6 +913,38 @@ def test_meta_revocations_and_kills_reach_the_other_node(pair):
             assert details.reason == "wamp.close.killed"
 
     run(main, a, b, b)
+
+
+def test_bad_payloads_on_the_backplane_channels_end_nothing(cluster):
+    """Whatever another Redis client publishes on the cluster's channels (truncated,
+    over-long, not msgpack, the old stream format): each is logged and dropped, the link
+    stays up and cross-node calls go on."""
+    import msgpack
+    import redis
+
+    a, b = cluster.pair()
+    r = redis.Redis.from_url(cluster.redis.url)
+    try:
+        channels = [c.decode() for c in r.pubsub_channels("geonode:n:*")]
+        assert len(channels) == 2
+        good = msgpack.packb(["0123456789abcdef", ["H"]])
+        bad = [b"", b"\xc1", good[:-2], good + b"\x01", b"\x90", msgpack.packb("not an array"),
+               msgpack.packb("0123456789abcdef") + msgpack.packb(["H"])]
+        for channel in [*channels, "geonode:all"]:
+            for payload in bad:
+                assert r.publish(channel, payload) >= 1
+    finally:
+        r.close()
+    for n in (a, b):
+        n.wait_log("could not handle a message from Redis")
+
+    async def main(caller, callee):
+        await callee.register(lambda x: x * 2, "com.bad.double")
+        await knows_callees(caller, "com.bad.double")
+        assert await caller.call("com.bad.double", 21) == 42
+
+    run(main, a, b)
+    assert "lost options.backplane" not in a.log() + b.log()
 
 
 def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):

@@ -2,8 +2,8 @@
 
 Outgoing messages are packed (msgpack) when queued, so the queue's bound is in bytes as well
 as in messages; a writer greenlet takes everything queued and sends it as few PUBLISHes as
-possible (one per channel and ~512 KiB, pipelined: one write). A PUBLISH carries
-``packb(node_id)`` followed by the packed messages, so a receiver unpacks a batch as a stream.
+possible (one per channel and ~512 KiB, pipelined: one write). A PUBLISH carries one msgpack
+array: the sender's node id, then the packed messages (one ``unpackb`` call on receipt).
 One write is in flight at a time: the writer reads Redis's replies to it (how many
 subscribers got each PUBLISH: the loss reporting) before it sends what was queued meanwhile,
 so under load the batches grow instead of the writes. A small message sent while nothing is
@@ -57,6 +57,30 @@ BACKOFF_MAX = 5.0
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def array_header(n: int) -> bytes:
+    """msgpack's header of an array of ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def publish_payload(header: bytes, parts: list[bytes]) -> bytes:
+    """A PUBLISH's payload: one msgpack array of the sender's id (``header``, packed) and
+    the packed messages, so the receiver unpacks it with one ``unpackb`` call (a truncated or
+    over-long payload is an error there, not a spoiled stream)."""
+    return array_header(len(parts) + 1) + header + b"".join(parts)
+
+
+def unpack_publish(data: bytes) -> list:
+    """[sender, message, ...] of a PUBLISH's payload."""
+    msgs = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError("a backplane message that is not a non-empty msgpack array")
+    return msgs
 
 
 def resp_publish(channel: bytes, payload: bytes) -> bytes:
@@ -200,7 +224,7 @@ class RedisLink:
         """Write one message from the caller's greenlet: nothing is queued or in flight."""
         self._busy = True
         try:
-            sock.sendall(resp_publish(channel.encode(), self._header + data))
+            sock.sendall(resp_publish(channel.encode(), publish_payload(self._header, [data])))
         except Exception as e:   # noqa: BLE001 - any socket failure
             # The writer deals with the link (not the caller's stack: that would run
             # _on_down's cleanup inside whatever the caller is in the middle of).
@@ -236,7 +260,7 @@ class RedisLink:
                     batches = self._inflight = self._take()
                     try:
                         sock.sendall(b"".join(
-                            resp_publish(channel.encode(), header + b"".join(parts))
+                            resp_publish(channel.encode(), publish_payload(header, parts))
                             for channel, parts, _ in batches))
                     except Exception as e:   # noqa: BLE001 - any Redis/socket failure
                         self._failed_with(sock, batches, e)
@@ -309,6 +333,11 @@ class RedisLink:
                 client.ping()   # connects, authenticates, selects the db
                 assert client.connection is not None  # single_connection_client: made by ping
                 pub_sock = client.connection._sock
+                # No timeout on the hot socket: under gevent each blocking wait for Redis's
+                # reply would arm (and cancel) a timer. A Redis that stops answering is
+                # noticed by our heartbeats not coming back (``reset`` closes the socket,
+                # which wakes the writer with an error), as on the subscriber's socket.
+                pub_sock.settimeout(None)
                 # The subscriber's own client: its socket waits for messages as long as
                 # there are none (a dead Redis is noticed by our heartbeats not returning).
                 listener = redis.Redis.from_url(
@@ -367,7 +396,6 @@ class RedisLink:
         return ""
 
     def _read(self, sock: Any) -> None:
-        unpacker_of = msgpack.Unpacker
         on_batch = self._on_batch
         inbox = self.inbox.encode()
         reader = hiredis.Reader()
@@ -384,21 +412,19 @@ class RedisLink:
                     raise ConnectionError(f"Redis answered: {item}")
                 # ["subscribe", channel, n] confirmations, then ["message", channel, data]
                 if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
-                    self._handle(item[1], item[2], inbox, unpacker_of, on_batch)
+                    self._handle(item[1], item[2], inbox, on_batch)
 
-    def _handle(self, channel: bytes, data: bytes, inbox: bytes, unpacker_of: Any,
-                on_batch: Any) -> None:
+    def _handle(self, channel: bytes, data: bytes, inbox: bytes, on_batch: Any) -> None:
         """One PUBLISH of some node: its id, then its messages."""
         try:
-            unpacker = unpacker_of(raw=False, strict_map_key=False,
-                                   max_buffer_size=len(data) + 1)
-            unpacker.feed(data)
-            sender = next(unpacker)
+            msgs = unpack_publish(data)
+            sender = msgs[0]
             if sender == self.node_id and channel != inbox:
                 # our own broadcast: only heartbeats matter (the link works)
-                on_batch(sender, [msg for msg in unpacker if msg and msg[0] == "H"])
+                on_batch(sender, [msg for msg in msgs[1:] if msg and msg[0] == "H"])
                 return
-            on_batch(sender, list(unpacker))
+            del msgs[0]
+            on_batch(sender, msgs)
         except Exception:   # noqa: BLE001 - a bad message must not end the link
             log.exception("backplane: could not handle a message from Redis")
 
