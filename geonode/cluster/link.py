@@ -332,7 +332,7 @@ class RedisLink:
                     socket_keepalive=True, single_connection_client=True, **tls)
                 client.ping()   # connects, authenticates, selects the db
                 assert client.connection is not None  # single_connection_client: made by ping
-                pub_sock = client.connection._sock
+                pub_sock: Any = client.connection._sock
                 # No timeout on the hot socket: under gevent each blocking wait for Redis's
                 # reply would arm (and cancel) a timer. A Redis that stops answering is
                 # noticed by our heartbeats not coming back (``reset`` closes the socket,
