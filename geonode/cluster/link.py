@@ -9,8 +9,10 @@ subscribers got each PUBLISH: the loss reporting) before it sends what was queue
 so under load the batches grow instead of the writes. A small message sent while nothing is
 queued or in flight does not wait for the writer to be woken: ``send`` writes it from the
 caller's greenlet (the kernel's send buffer is empty then, so the write does not block) and
-leaves the reply to the writer; this saves a hub round and two greenlet switches per hop of a
-cross-node call (``bench/cluster/hop.py``: ~10-20 µs per round trip of two hops).
+leaves the reply to an io watcher's callback, run by the hub when the socket is readable: no
+greenlet is woken to send it or to read Redis's answer (a cross-node call makes four such
+hops; ``bench/cluster/hop.py`` and docs/scaling.md have the figures). Over TLS the writer
+reads that reply (an SSL socket's read may need to wait).
 
 Redis delivers the PUBLISHes of one connection to a subscriber in the order they were sent,
 over all channels: with one publisher connection per node and one subscriber connection,
@@ -40,6 +42,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.ssl
 import hiredis
 import msgpack
 
@@ -143,6 +146,10 @@ class RedisLink:
         self._pubsub: Any = None
         self._pub_sock: Any = None
         self._pub_reader: Any = None
+        # A direct write's reply is read by this io watcher's callback in the hub (no
+        # greenlet is woken for it); None over TLS, whose reads need a greenlet.
+        self._reply_watch: Any = None
+        self._watching = False           # the watcher is waiting for a direct write's reply
         self.dropped = 0
         self._dropping = False
         self._header = pack(node_id)
@@ -176,6 +183,11 @@ class RedisLink:
             self._close_clients()
 
     def _close_clients(self) -> None:
+        watch, self._reply_watch = self._reply_watch, None
+        self._watching = False
+        if watch is not None:
+            watch.stop()   # before its socket closes: no callback on a closed descriptor
+            watch.close()
         for c in (self._pubsub, self._client):
             if c is not None:
                 try:
@@ -230,22 +242,68 @@ class RedisLink:
             # _on_down's cleanup inside whatever the caller is in the middle of).
             if self._pub_sock is sock:
                 self._failed = e
-            return False
-        else:
-            if self._pub_sock is not sock:
-                return False   # the link was lost meanwhile (a write that had to wait)
-            self._inflight = [(channel, [data], [on_lost] if on_lost is not None else [])]
-            return True
-        finally:
             self._busy = False
-            self._wake.set()   # the writer reads the reply (or handles the failure)
+            self._wake.set()
+            return False
+        self._busy = False
+        if self._pub_sock is not sock:
+            self._wake.set()
+            return False   # the link was lost meanwhile (a write that had to wait)
+        batches = self._inflight = [(channel, [data],
+                                     [on_lost] if on_lost is not None else [])]
+        watch = self._reply_watch
+        if watch is not None:
+            self._watching = True
+            watch.start(self._on_reply, watch, sock, batches)
+        else:
+            self._wake.set()   # the writer reads the reply
+        return True
+
+    def _on_reply(self, watch: Any, sock: Any, batches: list) -> None:
+        """The publishing socket is readable after a direct write (in the hub: nothing here
+        may block; what needs a greenlet, the writer or a new one does)."""
+        if self._pub_sock is not sock or not self._watching:
+            watch.stop()   # a connection that is gone (its watcher is stopped anyway)
+            return
+        reader = self._pub_reader
+        try:
+            # the socket under gevent's: a read that would block raises instead of waiting
+            data = sock._sock.recv(65536)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            reply = reader.gets()
+            if isinstance(reply, Exception):
+                raise ConnectionError(f"Redis answered: {reply}")
+        except BlockingIOError:
+            return   # nothing after all: wait on
+        except Exception as e:   # noqa: BLE001 - any socket or protocol failure
+            self._reply_failed(watch, e)
+            return
+        if reply is False:
+            return   # the rest of it later
+        watch.stop()
+        self._watching = False
+        if self._inflight is batches:
+            self._inflight = []
+        self.sent_batches += 1
+        if reply == 0 and batches[0][0] != self.all_channel and batches[0][2]:
+            gevent.spawn(self._report_lost, batches)
+        if self._queue:
+            self._wake.set()
+
+    def _reply_failed(self, watch: Any, e: BaseException) -> None:
+        watch.stop()
+        self._watching = False
+        self._failed = e   # the writer handles the link (and reports the write lost)
+        self._wake.set()
 
     def _writer(self) -> None:
         header = self._header
         while not self._stopping:
             self._wake.wait()
             self._wake.clear()
-            while self.up and not self._busy:
+            while self.up and not self._busy and not self._watching:
                 sock = self._pub_sock
                 if sock is None:
                     break
@@ -350,6 +408,9 @@ class RedisLink:
                 sub_sock.settimeout(None)
                 self._client, self._pubsub = client, pubsub
                 self._pub_sock, self._pub_reader = pub_sock, hiredis.Reader()
+                if not isinstance(pub_sock, gevent.ssl.SSLSocket) and hasattr(pub_sock,
+                                                                               "_sock"):
+                    self._reply_watch = gevent.get_hub().loop.io(pub_sock.fileno(), 1)
             except Exception as e:   # noqa: BLE001 - anything: a wrong URL, auth, not Redis
                 self._close_clients()
                 if not reported:
