@@ -658,6 +658,60 @@ def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
 
 # -- config and bounds ---------------------------------------------------------------------------
 
+STUCK_REDIS_CHILD = """
+from gevent import monkey; monkey.patch_all()
+import json, os, signal, sys, gevent, gevent.event
+from geonode.cluster.link import RedisLink
+from geonode.config.backplane import BackplaneConfig
+port, pid, deadline = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+up, down, got, lost = gevent.event.Event(), gevent.event.Event(), gevent.event.Event(), []
+cfg = BackplaneConfig.from_options({"type": "redis", "url": f"redis://127.0.0.1:{port}/0"})
+link = RedisLink(cfg, "n1", lambda sender, msgs: got.set(), up.set, down.set)
+link.start()
+out = {"up": up.wait(deadline)}
+os.kill(pid, signal.SIGSTOP)
+try:
+    out["sent"] = link.send(link.channel_of("n2"), ("P", 1), lambda: lost.append(1))
+    out["watching"] = link._watching   # the reply is awaited by the hub's watcher
+    up.clear()
+    link.reset("test: Redis stopped answering")   # what the heartbeats do
+    out["down"] = down.wait(deadline)
+    out["lost"] = lost
+finally:
+    os.kill(pid, signal.SIGCONT)
+out["up_again"] = up.wait(deadline)
+got.clear()
+link.send(link.inbox, ("H",))
+out["works"] = got.wait(deadline)
+link.stop()
+print(json.dumps(out))
+"""
+
+
+def test_a_redis_that_stops_answering_loses_the_write_and_the_link_comes_back(tmp_path):
+    """A PUBLISH whose reply never comes (redis-server SIGSTOPped) while its reply is awaited
+    by the hub's io watcher: the heartbeats' reset ends the wait, the write is reported lost
+    (a call would get ERROR), and after SIGCONT the link reconnects and carries messages."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    r = RedisServer(tmp_path / "redis").start()
+    try:
+        assert r.proc is not None
+        out = subprocess.run(
+            [sys.executable, "-c", STUCK_REDIS_CHILD, str(r.port), str(r.proc.pid),
+             str(scaled(20))], capture_output=True, text=True, timeout=scaled(120),
+            env=dict(os.environ))
+    finally:
+        r.stop()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "up": True, "sent": True, "watching": True, "down": True, "lost": [1],
+        "up_again": True, "works": True}, out.stderr
+
+
 @pytest.mark.inprocess
 def test_queue_toward_redis_is_bounded():
     from geonode.cluster.link import RedisLink
