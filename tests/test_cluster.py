@@ -25,7 +25,8 @@ from support.redis import (
     tls_available,
 )
 from support.timing import async_wait_for
-from support.wamp import leave, ws_session
+from support.wamp import SyncClient, leave, wait_subscribed, ws_session
+from support.ws import RawWamp
 
 from geonode.router.errors import POLICY_CONFLICT
 
@@ -324,6 +325,36 @@ def test_remote_call_single_conflict_and_caller_disclosure(pair):
         assert e.value.error == "wamp.error.procedure_already_exists"
 
     run(main, a, b, a)
+
+
+def test_payload_passthrough_call_and_result_across_nodes(pair):
+    """A call in payload passthrough mode (E2E encryption) whose callee is on the other node:
+    the opaque payloads and their enc_* fields reach the callee and the caller unchanged
+    (the RESULT crosses the backplane as its fields, not as a RESULT to parse)."""
+    a, b = pair
+    callee, caller = RawWamp(b.port), RawWamp(a.port)
+    try:
+        assert callee.hello()[0] == 2 and caller.hello()[0] == 2
+        callee.send([64, callee.next_request(), {}, "com.ppt.echo"])
+        assert callee.recv()[0] == 65
+        admin = SyncClient(a.port)
+        try:
+            wait_subscribed(admin, procedures=("com.ppt.echo",))
+        finally:
+            admin.close()
+        enc = {"enc_algo": "cryptobox", "enc_key": "k1", "enc_serializer": "json"}
+        caller.send([48, 7, dict(enc), "com.ppt.echo", "\u0000AQJvcGFxdWU="])
+        inv = callee.recv()
+        assert inv[0] == 68 and inv[4] == "\u0000AQJvcGFxdWU="
+        assert {k: inv[3].get(k) for k in enc} == enc
+        callee.send([70, inv[1], {"enc_algo": "cryptobox", "enc_key": "k2",
+                                  "enc_serializer": "json"}, "\u0000/wA="])
+        res = caller.recv()
+        assert res[:2] == [50, 7] and res[3] == "\u0000/wA="
+        assert (res[2]["enc_algo"], res[2]["enc_key"]) == ("cryptobox", "k2")
+    finally:
+        callee.close()
+        caller.close()
 
 
 def test_shared_roundrobin_picks_callees_on_both_nodes(pair):
@@ -627,6 +658,60 @@ def test_bad_backplane_url_one_line_local_traffic_works(tmp_path, kind):
 
 # -- config and bounds ---------------------------------------------------------------------------
 
+STUCK_REDIS_CHILD = """
+from gevent import monkey; monkey.patch_all()
+import json, os, signal, sys, gevent, gevent.event
+from geonode.cluster.link import RedisLink
+from geonode.config.backplane import BackplaneConfig
+port, pid, deadline = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+up, down, got, lost = gevent.event.Event(), gevent.event.Event(), gevent.event.Event(), []
+cfg = BackplaneConfig.from_options({"type": "redis", "url": f"redis://127.0.0.1:{port}/0"})
+link = RedisLink(cfg, "n1", lambda sender, msgs: got.set(), up.set, down.set)
+link.start()
+out = {"up": up.wait(deadline)}
+os.kill(pid, signal.SIGSTOP)
+try:
+    out["sent"] = link.send(link.channel_of("n2"), ("P", 1), lambda: lost.append(1))
+    out["watching"] = link._watching   # the reply is awaited by the hub's watcher
+    up.clear()
+    link.reset("test: Redis stopped answering")   # what the heartbeats do
+    out["down"] = down.wait(deadline)
+    out["lost"] = lost
+finally:
+    os.kill(pid, signal.SIGCONT)
+out["up_again"] = up.wait(deadline)
+got.clear()
+link.send(link.inbox, ("H",))
+out["works"] = got.wait(deadline)
+link.stop()
+print(json.dumps(out))
+"""
+
+
+def test_a_redis_that_stops_answering_loses_the_write_and_the_link_comes_back(tmp_path):
+    """A PUBLISH whose reply never comes (redis-server SIGSTOPped) while its reply is awaited
+    by the hub's io watcher: the heartbeats' reset ends the wait, the write is reported lost
+    (a call would get ERROR), and after SIGCONT the link reconnects and carries messages."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    r = RedisServer(tmp_path / "redis").start()
+    try:
+        assert r.proc is not None
+        out = subprocess.run(
+            [sys.executable, "-c", STUCK_REDIS_CHILD, str(r.port), str(r.proc.pid),
+             str(scaled(20))], capture_output=True, text=True, timeout=scaled(120),
+            env=dict(os.environ))
+    finally:
+        r.stop()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "up": True, "sent": True, "watching": True, "down": True, "lost": [1],
+        "up_again": True, "works": True}, out.stderr
+
+
 @pytest.mark.inprocess
 def test_queue_toward_redis_is_bounded():
     from geonode.cluster.link import RedisLink
@@ -882,6 +967,38 @@ def test_meta_revocations_and_kills_reach_the_other_node(pair):
             assert details.reason == "wamp.close.killed"
 
     run(main, a, b, b)
+
+
+def test_bad_payloads_on_the_backplane_channels_end_nothing(cluster):
+    """Whatever another Redis client publishes on the cluster's channels (truncated,
+    over-long, not msgpack, the old stream format): each is logged and dropped, the link
+    stays up and cross-node calls go on."""
+    import msgpack
+    import redis
+
+    a, b = cluster.pair()
+    r = redis.Redis.from_url(cluster.redis.url)
+    try:
+        channels = [c.decode() for c in r.pubsub_channels("geonode:n:*")]
+        assert len(channels) == 2
+        good = msgpack.packb(["0123456789abcdef", ["H"]])
+        bad = [b"", b"\xc1", good[:-2], good + b"\x01", b"\x90", msgpack.packb("not an array"),
+               msgpack.packb("0123456789abcdef") + msgpack.packb(["H"])]
+        for channel in [*channels, "geonode:all"]:
+            for payload in bad:
+                assert r.publish(channel, payload) >= 1
+    finally:
+        r.close()
+    for n in (a, b):
+        n.wait_log("could not handle a message from Redis")
+
+    async def main(caller, callee):
+        await callee.register(lambda x: x * 2, "com.bad.double")
+        await knows_callees(caller, "com.bad.double")
+        assert await caller.call("com.bad.double", 21) == 42
+
+    run(main, a, b)
+    assert "lost options.backplane" not in a.log() + b.log()
 
 
 def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):

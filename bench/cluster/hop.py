@@ -4,7 +4,8 @@ Node A sends a message to node B's inbox, B sends one back on receipt, A times t
 trip (two Redis hops, the part a cross-node call adds to a call on one node). ``raw``: two
 processes on blocking sockets with hiredis, no gevent, no geonode (the floor); ``link``:
 two gevent processes joined by ``geonode.cluster.link.RedisLink`` of each checkout given,
-interleaved so a noisy moment hits every variant alike:
+interleaved so a noisy moment hits every variant alike; each also reports the CPU per round
+trip of both processes, and the later checkouts' ratios to the first:
 
     python bench/cluster/hop.py main=/work/main branch=. --rounds 3 --count 2000
 
@@ -75,15 +76,23 @@ def _raw(port: int, n: int) -> list[float]:
         time.sleep(0.05)
     reply(ss, sr)
     out = []
+    c0 = time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         ps.sendall(publish(other, payload))
         reply(ss, sr)
         out.append((time.perf_counter() - t0) * 1e6)
         reply(ps, pr)
+    cpu = time.process_time() - c0
     ps.sendall(publish(other, b"stop"))
     os.waitpid(child, 0)
-    return out
+    return out, cpu, _child_cpu()
+
+
+def _child_cpu() -> float:
+    """CPU seconds of the reaped node B (its whole life after the fork)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _link(port: int, n: int) -> list[float]:
@@ -122,20 +131,27 @@ def _link(port: int, n: int) -> list[float]:
         if got.wait(0.5):
             break
     out = []
+    c0 = time.process_time()
     for _ in range(n):
         got.clear()
         t0 = time.perf_counter()
         link.send(link.channel_of(other), msg)
         got.wait()
         out.append((time.perf_counter() - t0) * 1e6)
+    cpu = time.process_time() - c0
     link.send(link.channel_of(other), ("stop",))
     os.waitpid(child, 0)
-    return out
+    return out, cpu, _child_cpu()
 
 
 def _child(mode: str, port: int, n: int) -> None:
-    out = (_raw if mode == "raw" else _link)(port, n)[SKIP:]
-    print(statistics.median(out), statistics.quantiles(out, n=10)[0])
+    out, cpu_a, cpu_b = (_raw if mode == "raw" else _link)(port, n)
+    out = out[SKIP:]
+    # CPU per round trip: node A's over the timed loop, node B's over its life (set-up
+    # included: a few ms, spread over the round trips). Less disturbed by a busy machine
+    # than the latencies (a process waiting for a core uses none).
+    print(statistics.median(out), statistics.quantiles(out, n=10)[0], cpu_a / n * 1e6,
+          cpu_b / n * 1e6)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     trees = dict(t.split("=", 1) for t in args.trees) or {"this": str(common.ROOT)}
     r = RedisServer(common.WORK / "cluster" / "hop").start()
-    results: dict[str, list[tuple[float, float]]] = {"raw": [], **{k: [] for k in trees}}
+    results: dict[str, list[tuple[float, ...]]] = {"raw": [], **{k: [] for k in trees}}
     try:
         for i in range(args.rounds):
             for name in ["raw", *trees]:
@@ -158,17 +174,25 @@ def main(argv: list[str] | None = None) -> int:
                 env = dict(os.environ, PYTHONPATH=tree)
                 cmd = [sys.executable, __file__, "--count", str(args.count),
                        "--child", "raw" if name == "raw" else "link", str(r.port)]
-                p50, p10 = map(float, subprocess.run(cmd, env=env, check=True, timeout=120,
-                                                     capture_output=True,
-                                                     text=True).stdout.split())
-                results[name].append((p50, p10))
-                print(f"round {i + 1}: {name:>8} p50 {p50:7.1f} µs  p10 {p10:7.1f} µs",
-                      flush=True)
+                p50, p10, cpu_a, cpu_b = map(float, subprocess.run(
+                    cmd, env=env, check=True, timeout=120, capture_output=True,
+                    text=True).stdout.split())
+                results[name].append((p50, p10, cpu_a, cpu_b))
+                print(f"round {i + 1}: {name:>8} p50 {p50:7.1f} µs  p10 {p10:7.1f} µs  "
+                      f"CPU A {cpu_a:6.1f} µs  B {cpu_b:6.1f} µs", flush=True)
     finally:
         r.stop()
     for name, rows in results.items():
-        print(f"{name:>8}: round trip p50 {statistics.median(p for p, _ in rows):.1f} µs, "
-              f"p10 {statistics.median(q for _, q in rows):.1f} µs (median of {len(rows)} rounds)")
+        p50, p10, cpu_a, cpu_b = (statistics.median(r[k] for r in rows) for k in range(4))
+        print(f"{name:>8}: round trip p50 {p50:.1f} µs, p10 {p10:.1f} µs, CPU per round trip "
+              f"A {cpu_a:.1f} µs B {cpu_b:.1f} µs (medians of {len(rows)} rounds)")
+    names = list(trees)
+    for name in names[1:]:
+        ratios = [(b[0] / a[0], (b[2] + b[3]) / (a[2] + a[3]))
+                  for a, b in zip(results[names[0]], results[name], strict=True)]
+        print(f"{name} / {names[0]}: p50 {statistics.median(r for r, _ in ratios):.3f}, "
+              f"CPU A+B {statistics.median(c for _, c in ratios):.3f} (medians of the "
+              f"per-round ratios)")
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
 

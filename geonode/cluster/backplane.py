@@ -20,7 +20,9 @@ Messages (msgpack tuples; ``link.py`` batches them), to all nodes:
   P realm publication publish disclose publisher: a publication
 to one node (its inbox):
   I realm callee invocation / N realm interrupt       a call to / cancel for its callee
-  Y realm result / Z realm error                      its callee's answer to our call
+  Y realm request args kwargs progress payload enc_algo enc_key enc_serializer
+                                                      its callee's result to our call
+  Z realm error                                       its callee's error
   K realm sid reason message                          kill one of its sessions (meta API)
   V/Q realm sid uri match reason                      revoke a registration / subscription
 """
@@ -399,14 +401,12 @@ class Backplane:
         realm = self._realm(msg[1])
         if realm is None:
             return
-        res = m.Result.parse(msg[2])
-        rs = (self.out_calls.get(res.request) if res.progress
-              else self.out_calls.pop(res.request, None))
+        _, _, request, args, kwargs, progress, payload, enc_algo, enc_key, enc_ser = msg
+        rs = self.out_calls.get(request) if progress else self.out_calls.pop(request, None)
         if rs is not None:
-            realm.dealer.yield_(rs, m.Yield(res.request, args=res.args, kwargs=res.kwargs,
-                                            payload=res.payload, progress=res.progress,
-                                            enc_algo=res.enc_algo, enc_key=res.enc_key,
-                                            enc_serializer=res.enc_serializer))
+            realm.dealer.yield_(rs, m.Yield(request, args=args, kwargs=kwargs, payload=payload,
+                                            progress=progress, enc_algo=enc_algo,
+                                            enc_key=enc_key, enc_serializer=enc_ser))
 
     def _h_error(self, sender, node, msg) -> None:
         realm = self._realm(msg[1])

@@ -2,15 +2,17 @@
 
 Outgoing messages are packed (msgpack) when queued, so the queue's bound is in bytes as well
 as in messages; a writer greenlet takes everything queued and sends it as few PUBLISHes as
-possible (one per channel and ~512 KiB, pipelined: one write). A PUBLISH carries
-``packb(node_id)`` followed by the packed messages, so a receiver unpacks a batch as a stream.
+possible (one per channel and ~512 KiB, pipelined: one write). A PUBLISH carries one msgpack
+array: the sender's node id, then the packed messages (one ``unpackb`` call on receipt).
 One write is in flight at a time: the writer reads Redis's replies to it (how many
 subscribers got each PUBLISH: the loss reporting) before it sends what was queued meanwhile,
 so under load the batches grow instead of the writes. A small message sent while nothing is
 queued or in flight does not wait for the writer to be woken: ``send`` writes it from the
 caller's greenlet (the kernel's send buffer is empty then, so the write does not block) and
-leaves the reply to the writer; this saves a hub round and two greenlet switches per hop of a
-cross-node call (``bench/cluster/hop.py``: ~10-20 µs per round trip of two hops).
+leaves the reply to an io watcher's callback, run by the hub when the socket is readable: no
+greenlet is woken to send it or to read Redis's answer (a cross-node call makes four such
+hops; ``bench/cluster/hop.py`` and docs/scaling.md have the figures). Over TLS the writer
+reads that reply (an SSL socket's read may need to wait).
 
 Redis delivers the PUBLISHes of one connection to a subscriber in the order they were sent,
 over all channels: with one publisher connection per node and one subscriber connection,
@@ -40,6 +42,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.ssl
 import hiredis
 import msgpack
 
@@ -57,6 +60,30 @@ BACKOFF_MAX = 5.0
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+def array_header(n: int) -> bytes:
+    """msgpack's header of an array of ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def publish_payload(header: bytes, parts: list[bytes]) -> bytes:
+    """A PUBLISH's payload: one msgpack array of the sender's id (``header``, packed) and
+    the packed messages, so the receiver unpacks it with one ``unpackb`` call (a truncated or
+    over-long payload is an error there, not a spoiled stream)."""
+    return array_header(len(parts) + 1) + header + b"".join(parts)
+
+
+def unpack_publish(data: bytes) -> list:
+    """[sender, message, ...] of a PUBLISH's payload."""
+    msgs = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError("a backplane message that is not a non-empty msgpack array")
+    return msgs
 
 
 def resp_publish(channel: bytes, payload: bytes) -> bytes:
@@ -119,6 +146,10 @@ class RedisLink:
         self._pubsub: Any = None
         self._pub_sock: Any = None
         self._pub_reader: Any = None
+        # A direct write's reply is read by this io watcher's callback in the hub (no
+        # greenlet is woken for it); None over TLS, whose reads need a greenlet.
+        self._reply_watch: Any = None
+        self._watching = False           # the watcher is waiting for a direct write's reply
         self.dropped = 0
         self._dropping = False
         self._header = pack(node_id)
@@ -152,6 +183,11 @@ class RedisLink:
             self._close_clients()
 
     def _close_clients(self) -> None:
+        watch, self._reply_watch = self._reply_watch, None
+        self._watching = False
+        if watch is not None:
+            watch.stop()   # before its socket closes: no callback on a closed descriptor
+            watch.close()
         for c in (self._pubsub, self._client):
             if c is not None:
                 try:
@@ -200,28 +236,74 @@ class RedisLink:
         """Write one message from the caller's greenlet: nothing is queued or in flight."""
         self._busy = True
         try:
-            sock.sendall(resp_publish(channel.encode(), self._header + data))
+            sock.sendall(resp_publish(channel.encode(), publish_payload(self._header, [data])))
         except Exception as e:   # noqa: BLE001 - any socket failure
             # The writer deals with the link (not the caller's stack: that would run
             # _on_down's cleanup inside whatever the caller is in the middle of).
             if self._pub_sock is sock:
                 self._failed = e
-            return False
-        else:
-            if self._pub_sock is not sock:
-                return False   # the link was lost meanwhile (a write that had to wait)
-            self._inflight = [(channel, [data], [on_lost] if on_lost is not None else [])]
-            return True
-        finally:
             self._busy = False
-            self._wake.set()   # the writer reads the reply (or handles the failure)
+            self._wake.set()
+            return False
+        self._busy = False
+        if self._pub_sock is not sock:
+            self._wake.set()
+            return False   # the link was lost meanwhile (a write that had to wait)
+        batches = self._inflight = [(channel, [data],
+                                     [on_lost] if on_lost is not None else [])]
+        watch = self._reply_watch
+        if watch is not None:
+            self._watching = True
+            watch.start(self._on_reply, watch, sock, batches)
+        else:
+            self._wake.set()   # the writer reads the reply
+        return True
+
+    def _on_reply(self, watch: Any, sock: Any, batches: list) -> None:
+        """The publishing socket is readable after a direct write (in the hub: nothing here
+        may block; what needs a greenlet, the writer or a new one does)."""
+        if self._pub_sock is not sock or not self._watching:
+            watch.stop()   # a connection that is gone (its watcher is stopped anyway)
+            return
+        reader = self._pub_reader
+        try:
+            # the socket under gevent's: a read that would block raises instead of waiting
+            data = sock._sock.recv(65536)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            reply = reader.gets()
+            if isinstance(reply, Exception):
+                raise ConnectionError(f"Redis answered: {reply}")
+        except BlockingIOError:
+            return   # nothing after all: wait on
+        except Exception as e:   # noqa: BLE001 - any socket or protocol failure
+            self._reply_failed(watch, e)
+            return
+        if reply is False:
+            return   # the rest of it later
+        watch.stop()
+        self._watching = False
+        if self._inflight is batches:
+            self._inflight = []
+        self.sent_batches += 1
+        if reply == 0 and batches[0][0] != self.all_channel and batches[0][2]:
+            gevent.spawn(self._report_lost, batches)
+        if self._queue:
+            self._wake.set()
+
+    def _reply_failed(self, watch: Any, e: BaseException) -> None:
+        watch.stop()
+        self._watching = False
+        self._failed = e   # the writer handles the link (and reports the write lost)
+        self._wake.set()
 
     def _writer(self) -> None:
         header = self._header
         while not self._stopping:
             self._wake.wait()
             self._wake.clear()
-            while self.up and not self._busy:
+            while self.up and not self._busy and not self._watching:
                 sock = self._pub_sock
                 if sock is None:
                     break
@@ -236,7 +318,7 @@ class RedisLink:
                     batches = self._inflight = self._take()
                     try:
                         sock.sendall(b"".join(
-                            resp_publish(channel.encode(), header + b"".join(parts))
+                            resp_publish(channel.encode(), publish_payload(header, parts))
                             for channel, parts, _ in batches))
                     except Exception as e:   # noqa: BLE001 - any Redis/socket failure
                         self._failed_with(sock, batches, e)
@@ -308,7 +390,12 @@ class RedisLink:
                     socket_keepalive=True, single_connection_client=True, **tls)
                 client.ping()   # connects, authenticates, selects the db
                 assert client.connection is not None  # single_connection_client: made by ping
-                pub_sock = client.connection._sock
+                pub_sock: Any = client.connection._sock
+                # No timeout on the hot socket: under gevent each blocking wait for Redis's
+                # reply would arm (and cancel) a timer. A Redis that stops answering is
+                # noticed by our heartbeats not coming back (``reset`` closes the socket,
+                # which wakes the writer with an error), as on the subscriber's socket.
+                pub_sock.settimeout(None)
                 # The subscriber's own client: its socket waits for messages as long as
                 # there are none (a dead Redis is noticed by our heartbeats not returning).
                 listener = redis.Redis.from_url(
@@ -321,6 +408,9 @@ class RedisLink:
                 sub_sock.settimeout(None)
                 self._client, self._pubsub = client, pubsub
                 self._pub_sock, self._pub_reader = pub_sock, hiredis.Reader()
+                if not isinstance(pub_sock, gevent.ssl.SSLSocket) and hasattr(pub_sock,
+                                                                               "_sock"):
+                    self._reply_watch = gevent.get_hub().loop.io(pub_sock.fileno(), 1)
             except Exception as e:   # noqa: BLE001 - anything: a wrong URL, auth, not Redis
                 self._close_clients()
                 if not reported:
@@ -367,7 +457,6 @@ class RedisLink:
         return ""
 
     def _read(self, sock: Any) -> None:
-        unpacker_of = msgpack.Unpacker
         on_batch = self._on_batch
         inbox = self.inbox.encode()
         reader = hiredis.Reader()
@@ -384,21 +473,19 @@ class RedisLink:
                     raise ConnectionError(f"Redis answered: {item}")
                 # ["subscribe", channel, n] confirmations, then ["message", channel, data]
                 if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
-                    self._handle(item[1], item[2], inbox, unpacker_of, on_batch)
+                    self._handle(item[1], item[2], inbox, on_batch)
 
-    def _handle(self, channel: bytes, data: bytes, inbox: bytes, unpacker_of: Any,
-                on_batch: Any) -> None:
+    def _handle(self, channel: bytes, data: bytes, inbox: bytes, on_batch: Any) -> None:
         """One PUBLISH of some node: its id, then its messages."""
         try:
-            unpacker = unpacker_of(raw=False, strict_map_key=False,
-                                   max_buffer_size=len(data) + 1)
-            unpacker.feed(data)
-            sender = next(unpacker)
+            msgs = unpack_publish(data)
+            sender = msgs[0]
             if sender == self.node_id and channel != inbox:
                 # our own broadcast: only heartbeats matter (the link works)
-                on_batch(sender, [msg for msg in unpacker if msg and msg[0] == "H"])
+                on_batch(sender, [msg for msg in msgs[1:] if msg and msg[0] == "H"])
                 return
-            on_batch(sender, list(unpacker))
+            del msgs[0]
+            on_batch(sender, msgs)
         except Exception:   # noqa: BLE001 - a bad message must not end the link
             log.exception("backplane: could not handle a message from Redis")
 

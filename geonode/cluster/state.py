@@ -115,7 +115,12 @@ class NodeCaller:
     def send(self, msg: Any) -> None:
         # RESULT / ERROR of an invocation; the dealer wrote CALL-type errors with our ID
         if isinstance(msg, m.Result):
-            self.link.send_node(self.node, ("Y", self.realm.name, msg.marshal()))
+            # What the caller's dealer needs of it, not the marshalled RESULT: that node
+            # answers its caller with its own RESULT (its callee disclosure is this node's
+            # stand-in), so parsing a RESULT there only to rebuild a YIELD is wasted.
+            self.link.send_node(self.node, (
+                "Y", self.realm.name, msg.request, msg.args, msg.kwargs, msg.progress,
+                msg.payload, msg.enc_algo, msg.enc_key, msg.enc_serializer))
         elif isinstance(msg, m.Error):
             msg.request_type = m.Invocation.MESSAGE_TYPE
             self.link.send_node(self.node, ("Z", self.realm.name, msg.marshal()))
