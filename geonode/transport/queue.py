@@ -201,6 +201,7 @@ class MessageQueuePeer:
     _room: Any = None     # an Event, set when this peer's writer takes its queue
     _stuck = False                 # a reader waited STALL_TIMEOUT in vain: do not wait again
     _tail = False                  # _write_nowait left part of a write: the writer sends it
+    _sid: int | None = None        # the ended session's id (for log lines after _detach)
     #: the transport implements _write_nowait: queues of a peer with no writer greenlet are
     #: written by _flush
     direct_writes = False
@@ -506,7 +507,7 @@ class MessageQueuePeer:
 
     # -- internals -------------------------------------------------------------------
     def _who(self) -> str:
-        sid = getattr(self.session, "id", None)
+        sid = getattr(self.session, "id", None) or self._sid
         return f"session {sid} ({self.transport_details.get('peer')})"
 
     def _close(self, code: int, reason: str) -> None:
@@ -547,11 +548,17 @@ class MessageQueuePeer:
         if self._detached:
             return
         self._detached = True
-        if self.session is not None:
+        session = self.session
+        if session is not None:
             try:
-                self.session.detach()
+                session.detach()
             except Exception:
                 log.exception("%s: detach failed", self._who())
+            # session.peer <-> peer.session is a reference cycle: broken here, an ended
+            # session is freed by reference counting at once, not by the next full
+            # collection (which walks every live session). Its id stays for log lines.
+            self._sid = session.id
+            self.session = None
 
     def _receive_payload(self, payload: bytes | str) -> bool:
         """Hand one transport message to the session; False when the session must end."""
@@ -561,11 +568,14 @@ class MessageQueuePeer:
             self._violation(str(e)[:300])
             return False
         global _delivering
+        session = self.session
+        if session is None:
+            return False  # ended (detached): what still arrives has nobody to go to
         self.inbound_large = len(payload) >= _large_inbound
         _delivering = self    # receive() never raises here nor switches greenlets
         for msg in msgs:
             try:
-                self.session.receive(msg)
+                session.receive(msg)
             except Exception:
                 log.exception("%s: router failed on %s", self._who(), type(msg).__name__)
                 self._close(CLOSE_INTERNAL_ERROR, "internal error")

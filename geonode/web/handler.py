@@ -402,6 +402,12 @@ class Handler(StrictHTTP, WebSocketHandler):
             if ws is not None and not ws.closed:
                 # The app returned with its WebSocket still open: close it properly.
                 ws.close(CLOSE_GOING_AWAY, "going away")
+            # handler -> environ -> upgrader -> handler (and -> the WebSocket) is a reference
+            # cycle: broken, the request and its WebSocket are freed by reference counting at
+            # once, not whenever the cyclic GC next runs (the node freezes what it built at
+            # start-up, and a full collection walks every live session).
+            upgrader.handler = upgrader.websocket = None
+            env.pop("geonode.websocket", None)
 
     def start_response(self, status, headers, exc_info=None):
         if self.websocket_upgraded:
