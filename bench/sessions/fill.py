@@ -13,6 +13,9 @@ session (each client process reports when its last EVENT arrived; same clock).
 The load generators share the cores with the node, so the wall-clock figures depend on them:
 also printed are the node process's own CPU per join and per delivered event (CPU seconds /
 count, nearly independent of the load beside it) and the generators' CPU in each phase.
+The node runs with a probe of the garbage collector (a ``sitecustomize.py`` on its
+PYTHONPATH recording every middle and full collection's time and duration): printed are those during
+the arrival and their longest pause (each stalls the whole hub).
 ``--profile DIR`` samples the node with py-spy (``pip install py-spy``) during the arrival and
 during the fan-out: DIR/arrival.txt and DIR/fanout.txt, collapsed stacks (one line per stack,
 its sample count last: ``sort -k2 -t' ' -n``, or any flamegraph tool).
@@ -66,6 +69,35 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# The node's probe: one line per middle or full collection,
+# "<time.time()> <generation> <duration in s>".
+GC_PROBE = """\
+import gc, os, time
+_fd = os.open(os.environ["GEONODE_FILL_GC_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+_t0 = [0.0]
+def _probe(phase, info):
+    gen = info.get("generation", 0)
+    if gen == 0:
+        return
+    if phase == "start":
+        _t0[0] = time.perf_counter()
+    else:
+        os.write(_fd, b"%f %d %f\\n" % (time.time(), gen, time.perf_counter() - _t0[0]))
+gc.callbacks.insert(0, _probe)
+"""
+
+
+def collections(path: Path, gen: int, t0: float, t1: float) -> tuple[int, float]:
+    """The node's collections of generation ``gen`` between t0 and t1 (time.time()): how
+    many, the longest in ms."""
+    try:
+        rows = [line.split() for line in path.read_text().splitlines()]
+    except OSError:
+        return 0, 0.0
+    inside = [float(d) for t, g, d in rows if int(g) == gen and t0 <= float(t) <= t1]
+    return len(inside), max(inside, default=0.0) * 1000
 
 
 # ---- a client process ----------------------------------------------------------------------
@@ -182,9 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="geonode-fill-"))
     (work / "node.json").write_text(json.dumps(node_config(port, hard - 100)))
+    (work / "probe").mkdir()
+    (work / "probe" / "sitecustomize.py").write_text(GC_PROBE)
+    gc_log = work / "gc.log"
+    env = dict(os.environ, GEONODE_FILL_GC_LOG=str(gc_log),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(work / "probe"),
+                                                         os.environ.get("PYTHONPATH")])))
     node = subprocess.Popen([sys.executable, "-m", "geonode", "node.json", "--loglevel",
                              "warning"], cwd=work, stdout=open(work / "node.log", "w"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=env)
     clients: list[subprocess.Popen] = []
     pinger = Pinger(port)
     try:
@@ -212,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             spy.stop()
         t_start = min(r["started"] for r in ready)   # clients' own start-up excluded
+        gc_full, gc_full_ms = collections(gc_log, 2, t_start, t_ready)
+        gc_mid, gc_mid_ms = collections(gc_log, 1, t_start, t_ready)
         joins = args.n / (t_ready - t_start)
         pinger.phase = "settling"
         time.sleep(6.0)   # idle writers retire a few seconds after the last message
@@ -246,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                "arrival_s": round(t_ready - t_start, 1),
                "node_cpu_per_join_us": round(node_cpu_join / args.n * 1e6, 1),
                "node_cpu_arrival_s": round(node_cpu_join, 2),
+               "full_gc_arrival": gc_full, "full_gc_max_ms": round(gc_full_ms, 1),
+               "middle_gc_arrival": gc_mid, "middle_gc_max_ms": round(gc_mid_ms, 1),
                "node_cpu_per_event_us": round(node_cpu_event / max(1, args.n - missing) * 1e6,
                                               2),
                "client_cpu_fanout_s": round(client_cpu_event, 2),
