@@ -172,6 +172,26 @@ def test_sigterm_while_starting_is_a_graceful_stop(start_node):
     assert "received SIGTERM: stopping" in log and "stopped" in log
 
 
+def test_a_connection_accepted_just_before_a_stop_gets_its_first_request_served(start_node):
+    # A client cannot retry a request that failed on a fresh connection: one accepted just
+    # before SIGTERM (its request still on the way) is served, then closed.
+    node = start_node(config(), files={"habitapp.py": APP})
+    with socket.create_connection(("127.0.0.1", node.port), timeout=scaled(10)) as sock:
+        warm = socket.create_connection(("127.0.0.1", node.port), timeout=scaled(10))
+        warm.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # the node accepted both by now
+        assert warm.recv(4096).startswith(b"HTTP/1.1 200")
+        node.proc.send_signal(signal.SIGTERM)
+        node.wait_log("received SIGTERM: stopping", 10)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        warm.close()
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hello"), reply
+    assert b"Connection: close" in reply
+    assert node.proc.wait(scaled(10)) == 0
+
+
 # ---- systemd readiness ---------------------------------------------------------------------
 
 @pytest.fixture

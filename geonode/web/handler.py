@@ -227,6 +227,9 @@ class Handler(StrictHTTP, WebSocketHandler):
     #: from a request line read until its response is done; False while the connection waits
     #: for its next request (a graceful stop closes those at once: geonode.web.shutdown)
     in_request = False
+    #: request lines read on this connection: 0 while it waits for its first request (a
+    #: graceful stop gives that one a moment to come: geonode.web.shutdown)
+    requests_read = 0
 
     #: the server's geonode.metrics.HttpStats when the node counts requests, else None
     http_stats: Any = None
@@ -236,13 +239,15 @@ class Handler(StrictHTTP, WebSocketHandler):
         # arrive in bursts (a thousand WebSocket handshakes at once): a new one waits for the
         # next pass of the loop once this one has had its slice, so requests on connections
         # already open are not held up by the whole burst.
-        admit()
-        set_nodelay(self.socket)
-        self.http_stats = getattr(self.server, "http_stats", None)
+        # Tracked before admit(): a graceful stop that comes while this connection waits for
+        # its turn must know it was accepted (its request is served, not dropped).
         connections = getattr(self.server, "connections", None)
         if connections is not None:
             connections.add(self)
         try:
+            admit()
+            set_nodelay(self.socket)
+            self.http_stats = getattr(self.server, "http_stats", None)
             return super().handle()
         finally:
             if connections is not None:
@@ -341,7 +346,11 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     def read_requestline(self):
         line = super().read_requestline()
-        self.in_request = bool(line)
+        if line:
+            self.in_request = True
+            self.requests_read += 1
+        else:
+            self.in_request = False
         # The opening handshake clock (``open_handshake_timeout``) starts with the request line.
         self.request_started = time.monotonic()
         return line

@@ -3,12 +3,16 @@
 Every connection a geonode handler serves is in one of three states, which decide what a stop
 does to it:
 
-idle       between requests (or none sent yet): closed at once, unless bytes of its next
-           request are already waiting (then it is served, with ``Connection: close``). A
-           keep-alive client that sends its next request right after sees the connection
-           close, which HTTP clients handle by retrying on a new one; waiting for it instead
-           would hold the stop for the client's keep-alive timeout (gunicorn: its whole
-           ``graceful_timeout``).
+idle       between requests: closed at once, unless bytes of its next request are already
+           waiting (then it is served, with ``Connection: close``). A keep-alive client that
+           sends its next request right after sees the connection close, which HTTP clients
+           handle by retrying on a new one; waiting for it instead would hold the stop for the
+           client's keep-alive timeout (gunicorn: its whole ``graceful_timeout``).
+new        accepted, no request read yet (its bytes may still be on the way, or its greenlet
+           not yet started): a client cannot retry a request that failed on a fresh
+           connection, so the stop first waits for those requests, at most
+           ``FIRST_REQUEST_SECONDS`` (within the grace), and serves them with
+           ``Connection: close``; a connection still silent then is closed as idle.
 request    a plain HTTP request in flight: it finishes (bounded by the grace period); its
            response is the connection's last (``Connection: close``).
 websocket  upgraded: its session ends when the routers close (WAMP: GOODBYE
@@ -37,6 +41,8 @@ log = logging.getLogger("geonode.web")
 
 #: How long closing WebSockets get for their closing handshakes before connections are dropped.
 CLOSE_SECONDS = 2.0
+#: How long a connection accepted just before a stop gets to send its first request.
+FIRST_REQUEST_SECONDS = 1.0
 
 
 class Connections:
@@ -66,11 +72,19 @@ class Connections:
         """Plain HTTP requests being served (an upgraded connection is not one)."""
         return sum(1 for h in self._handlers if h.in_request and not h.websocket_upgraded)
 
-    def close_idle(self) -> int:
-        """Close every connection waiting for its next request; how many were closed."""
+    def new(self) -> int:
+        """Connections with no request read yet (nor one being read)."""
+        return sum(1 for h in self._handlers
+                   if not h.requests_read and not h.in_request and not h.websocket_upgraded)
+
+    def close_idle(self, spare_new: bool = False) -> int:
+        """Close every connection waiting for its next request (``spare_new``: not those
+        waiting for their first); how many were closed."""
         n = 0
         for h in list(self._handlers):
             if not h.in_request and not h.websocket_upgraded:
+                if spare_new and not h.requests_read:
+                    continue
                 sock = getattr(h, "socket", None)
                 if _has_input(sock):
                     # Its request (or the client's close) is already here: closing now would
@@ -95,6 +109,13 @@ class Connections:
 def connections_of(server: Any) -> Connections | None:
     """The tracker of a server that has one (WebServer, the gunicorn worker's server)."""
     return getattr(server, "connections", None)
+
+
+def _not_started(server: Any, connections: Connections) -> bool:
+    """Greenlets the server spawned for accepted connections that have not yet registered
+    (each registered connection, handler or detached WebSocket, is one greenlet of its pool)."""
+    pool = getattr(server, "pool", None)
+    return pool is not None and len(pool) > len(connections)
 
 
 def _websocket_of(handler: Any) -> Any:
@@ -167,6 +188,16 @@ def graceful_stop(servers: Iterable[Any], grace: float, close_routers: Callable[
     for s in servers:
         if not s.closed:
             s.close()
+    started = time.monotonic()
+
+    def newcomers() -> bool:
+        return any(_not_started(s, c) or c.new() for s, c in tracked)
+
+    # Connections accepted just before the stop: their first request (usually already sent)
+    # is served, not dropped with the connection.
+    _wait(lambda: not newcomers(), min(grace, FIRST_REQUEST_SECONDS), give_up, tick,
+          lambda: [c.close_idle(spare_new=True) for _, c in tracked])
+    grace = max(grace - (time.monotonic() - started), 0.0)
 
     def close_idle() -> None:
         # Again on every poll: a request that finishes leaves its connection idle for a moment
