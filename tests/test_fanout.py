@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, in_thread, make_router, record_attached
-from support.ws import RawWamp, RawWebSocket
+from support.router import green_wait_for, in_thread, make_router, record_attached, websocket_server
+from support.ws import RawWamp, RawWebSocket, subscribed_clients
 
-from geonode.config.model import Endpoint, parse_service
 from geonode.transport import queue
-from geonode.web.context import BuildContext
-from geonode.web.server import WebServer
-from geonode.web.services import websocket as service
 from geonode.websocket.connection import WebSocket
 
 pytestmark = pytest.mark.inprocess
@@ -35,12 +30,7 @@ def node():
     """(server, the peers attached so far)"""
     router = make_router()
     peers = record_attached(router)
-    ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
-    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
-                        ctx)
-    srv = WebServer(Endpoint(port=0, interface="127.0.0.1"), app,
-                    config_dir=Path("."), json_path="transports[0]", max_connections=100)
-    srv.start()
+    srv = websocket_server(router, max_connections=100)
     yield srv, peers
     srv.stop(timeout=1)
 
@@ -50,17 +40,7 @@ def test_an_event_to_idle_sessions_makes_no_writer_greenlet(node):
     srv, peers = node
     n = 8
 
-    def open_sessions():
-        clients = []
-        for _ in range(n):
-            c = RawWamp(srv.server_port, "")
-            assert c.hello()[0] == 2
-            c.send([32, c.next_request(), {}, TOPIC])
-            assert c.recv()[0] == 33
-            clients.append(c)
-        return clients
-
-    clients = in_thread(open_sessions, 60)
+    clients = in_thread(lambda: subscribed_clients(srv.server_port, n, TOPIC), 60)
     try:
         # WELCOME and SUBSCRIBED went out without a writer greenlet.
         assert all(p._writer is None for p in peers)

@@ -14,19 +14,15 @@ import json
 import socket
 import time
 import weakref
-from pathlib import Path
 
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, in_thread, make_router
-from support.ws import RawWamp
+from support.router import green_wait_for, in_thread, make_router, websocket_server
+from support.ws import subscribed_clients
 
-from geonode.config.model import Endpoint, parse_service, parse_transport
+from geonode.config.model import parse_transport
 from geonode.transport import rawsocket
-from geonode.web.context import BuildContext
-from geonode.web.server import WebServer
-from geonode.web.services import websocket as service
 
 pytestmark = pytest.mark.inprocess
 
@@ -37,12 +33,7 @@ TOPIC = "com.teardown.topic"
 @pytest.fixture
 def server():
     router = make_router()
-    ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
-    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
-                        ctx)
-    srv = WebServer(Endpoint(port=0, interface="127.0.0.1"), app,
-                    config_dir=Path("."), json_path="transports[0]", max_connections=N + 5)
-    srv.start()
+    srv = websocket_server(router, max_connections=N + 5)
     yield srv, router
     srv.stop(timeout=1)
 
@@ -63,13 +54,7 @@ def test_ended_sessions_are_freed_without_the_cyclic_gc(server, no_cyclic_gc, en
     port = srv.server_port
 
     def open_sessions():
-        clients = []
-        for _ in range(N):
-            c = RawWamp(port, "")
-            assert c.hello()[0] == 2
-            c.send([32, c.next_request(), {}, TOPIC])
-            assert c.recv()[0] == 33
-            clients.append(c)
+        clients = subscribed_clients(port, N, TOPIC)
         # a message through the router, so the writer path has run too
         pub = clients[0]
         pub.send([16, pub.next_request(), {"exclude_me": False}, TOPIC, ["hi"]])

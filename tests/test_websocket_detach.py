@@ -9,19 +9,14 @@ process's hub; the clients are real sockets in an OS thread.
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, in_thread, make_router
-from support.ws import RawWamp
+from support.router import green_wait_for, in_thread, make_router, websocket_server
+from support.ws import subscribed_clients
 
-from geonode.config.model import Endpoint, parse_service
-from geonode.web.context import BuildContext
 from geonode.web.handler import Handler
-from geonode.web.server import WebServer
-from geonode.web.services import websocket as service
 from geonode.websocket.connection import WebSocket
 from geonode.websocket.handshake import Upgrader
 
@@ -38,33 +33,16 @@ def _alive(cls: type) -> int:
 
 @pytest.fixture
 def server():
-    router = make_router()
-    ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
-    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
-                        ctx)
-    srv = WebServer(Endpoint(port=0, interface="127.0.0.1"), app,
-                    config_dir=Path("."), json_path="transports[0]", max_connections=N + 5)
-    srv.start()
+    srv = websocket_server(make_router(), max_connections=N + 5)
     yield srv
     srv.stop(timeout=1)
-
 
 
 def test_idle_sessions_keep_no_request_state(server):
     handlers_before, upgraders_before = _alive(Handler), _alive(Upgrader)
     port = server.server_port
 
-    def open_sessions():
-        clients = []
-        for _ in range(N):
-            c = RawWamp(port, "")
-            assert c.hello()[0] == 2
-            c.send([32, c.next_request(), {}, TOPIC])
-            assert c.recv()[0] == 33
-            clients.append(c)
-        return clients
-
-    clients = in_thread(open_sessions, 30)
+    clients = in_thread(lambda: subscribed_clients(port, N, TOPIC), 30)
     try:
         green_wait_for(lambda: len(server.connections._websockets) == N, scaled(10),
                        "every session handed over")

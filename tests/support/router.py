@@ -181,3 +181,22 @@ class Client:
         if isinstance(msg, m.Result):
             return msg.args[0] if msg.args else None
         return msg
+
+
+def websocket_server(router: Router, max_connections: int) -> Any:
+    """A started in-process WebServer on 127.0.0.1 (port 0) whose root path is a json
+    ``websocket`` service of ``router``; the caller stops it."""
+    from pathlib import Path
+
+    from geonode.config.model import Endpoint, parse_service
+    from geonode.web.context import BuildContext
+    from geonode.web.server import WebServer
+    from geonode.web.services import websocket as service
+
+    ctx = BuildContext(config_dir=Path("."), json_path="paths.ws", router=router)
+    app = service.build(parse_service({"type": "websocket", "serializers": ["json"]}, "paths.ws"),
+                        ctx)
+    srv = WebServer(Endpoint(port=0, interface="127.0.0.1"), app, config_dir=Path("."),
+                    json_path="transports[0]", max_connections=max_connections)
+    srv.start()
+    return srv

@@ -15,7 +15,7 @@ import websocket  # websocket-client
 
 from .timing import scaled
 
-__all__ = ["KEY", "RawWamp", "RawWebSocket", "close_payload"]
+__all__ = ["KEY", "RawWamp", "RawWebSocket", "close_payload", "subscribed_clients"]
 
 #: a Sec-WebSocket-Key (any 16 bytes, base64)
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -177,3 +177,16 @@ class RawWamp:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def subscribed_clients(port: int, n: int, topic: str) -> list[RawWamp]:
+    """``n`` RawWamp sessions on ``port``'s root path, each joined and subscribed to ``topic``
+    (blocking: call it from an OS thread while the hub serves)."""
+    clients = []
+    for _ in range(n):
+        c = RawWamp(port, "")
+        assert c.hello()[0] == 2
+        c.send([32, c.next_request(), {}, topic])
+        assert c.recv()[0] == 33
+        clients.append(c)
+    return clients
