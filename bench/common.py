@@ -39,6 +39,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # -- Crossbar ---------------------------------------------------------------------------------
 
+def named_trees(specs: list[str]) -> dict[str, str]:
+    """``NAME=CHECKOUT`` arguments (A/B scripts) as {name: absolute path}, in order; a
+    malformed one is a clear error, not a traceback."""
+    trees: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{spec!r}: expected NAME=CHECKOUT (e.g. main=/work/main)")
+        trees[name] = str(Path(path).resolve())
+    return trees
+
+
 def add_crossbar_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crossbar", default=os.environ.get("CROSSBAR"),
                         help="crossbar executable (default: $CROSSBAR, else a venv made under "

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--serializer", default="msgpack")
     args = ap.parse_args(argv)
-    trees = {k: str(Path(v).resolve()) for k, v in (t.split("=", 1) for t in args.trees)}
+    trees = common.named_trees(args.trees)
     work = common.WORK / "cluster" / ("calls-" + time.strftime("%Y%m%d-%H%M%S"))
     pairs: dict[str, tuple[common.Server, common.Server]] = {}
     redises: list[RedisServer] = []

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args.child[0], int(args.child[1]), args.count)
         return 0
-    trees = dict(t.split("=", 1) for t in args.trees) or {"this": str(common.ROOT)}
+    trees = common.named_trees(args.trees) or {"this": str(common.ROOT)}
     r = RedisServer(common.WORK / "cluster" / "hop").start()
     results: dict[str, list[tuple[float, ...]]] = {"raw": [], **{k: [] for k in trees}}
     try:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default="pubsub,rpc")
     ap.add_argument("--serializers", default="json,msgpack")
     args = ap.parse_args(argv)
-    trees = dict(t.split("=", 1) for t in args.trees)
+    trees = common.named_trees(args.trees)
     work = common.WORK / "wamp" / f"ab-{time.strftime('%Y%m%d-%H%M%S')}"
     servers = []
     try:
