@@ -52,6 +52,10 @@ class Connections:
         self._handlers: set[Any] = set()
         # WebSockets whose request ended (``Upgrader.detach``): no handler tracks them any more.
         self._websockets: set[Any] = set()
+        # Sessions of other protocols on this server's connections (a universal transport's
+        # RawSocket and MQTT): the routers end them; counted so that every greenlet of the
+        # server's pool is a known connection (see ``_not_started``).
+        self._sessions: set[Any] = set()
 
     def add(self, handler: Any) -> None:
         self._handlers.add(handler)
@@ -65,8 +69,14 @@ class Connections:
     def discard_websocket(self, ws: Any) -> None:
         self._websockets.discard(ws)
 
+    def add_session(self, sock: Any) -> None:
+        self._sessions.add(sock)
+
+    def discard_session(self, sock: Any) -> None:
+        self._sessions.discard(sock)
+
     def __len__(self) -> int:
-        return len(self._handlers) + len(self._websockets)
+        return len(self._handlers) + len(self._websockets) + len(self._sessions)
 
     def in_flight(self) -> int:
         """Plain HTTP requests being served (an upgraded connection is not one)."""
@@ -113,7 +123,8 @@ def connections_of(server: Any) -> Connections | None:
 
 def _not_started(server: Any, connections: Connections) -> bool:
     """Greenlets the server spawned for accepted connections that have not yet registered
-    (each registered connection, handler or detached WebSocket, is one greenlet of its pool)."""
+    (each registered connection, handler, detached WebSocket or other protocol's session, is one
+    greenlet of its pool)."""
     pool = getattr(server, "pool", None)
     return pool is not None and len(pool) > len(connections)
 

@@ -69,7 +69,12 @@ class UniversalServer(WebServer):
         initial = rfile.read1(_HANDOFF)   # only what is buffered already: no wait
         rfile.close()   # the protocol reads the socket itself from here (the socket stays open)
         sock.settimeout(None)   # RawSocket and MQTT bound their own handshakes; sessions idle
-        handler(sock, address, initial)
+        connections = self.connections
+        connections.add_session(sock)
+        try:
+            handler(sock, address, initial)
+        finally:
+            connections.discard_session(sock)
 
 
 def route_websockets(web_app: Callable, websockets: dict[str, Callable]) -> Callable:
