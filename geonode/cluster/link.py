@@ -112,6 +112,12 @@ def read_replies(sock: Any, reader: Any, n: int) -> list:
         reader.feed(data)
 
 
+def _plain(sock: Any) -> bool:
+    """A gevent socket that is not TLS: its ``_sock`` may be read and written directly
+    (non-blocking); an SSL socket's must not (the bytes are ciphertext)."""
+    return not isinstance(sock, gevent.ssl.SSLSocket) and hasattr(sock, "_sock")
+
+
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:300]
@@ -146,6 +152,7 @@ class RedisLink:
         self._pubsub: Any = None
         self._pub_sock: Any = None
         self._pub_reader: Any = None
+        self._pub_raw: Any = None        # the plain socket under _pub_sock; None over TLS
         # A direct write's reply is read by this io watcher's callback in the hub (no
         # greenlet is woken for it); None over TLS, whose reads need a greenlet.
         self._reply_watch: Any = None
@@ -194,7 +201,7 @@ class RedisLink:
                     c.close()
                 except Exception:   # noqa: BLE001 - closing a broken connection
                     pass
-        self._pubsub = self._client = self._pub_sock = None
+        self._pubsub = self._client = self._pub_sock = self._pub_raw = None
 
     # -- sending --------------------------------------------------------------------------
     def has_room(self) -> bool:
@@ -235,8 +242,20 @@ class RedisLink:
                   on_lost: Callable[[], None] | None) -> bool:
         """Write one message from the caller's greenlet: nothing is queued or in flight."""
         self._busy = True
+        out = resp_publish(channel.encode(), publish_payload(self._header, [data]))
+        raw = self._pub_raw
         try:
-            sock.sendall(resp_publish(channel.encode(), publish_payload(self._header, [data])))
+            if raw is not None:
+                # The plain socket under gevent's: one send, no SO_SNDBUF lookup and no
+                # Python layers of gevent's sendall (the kernel's buffer is empty here).
+                try:
+                    n = raw.send(out)
+                except BlockingIOError:
+                    n = 0
+                if n < len(out):
+                    sock.sendall(out[n:])   # a full buffer after all: wait for room
+            else:
+                sock.sendall(out)
         except Exception as e:   # noqa: BLE001 - any socket failure
             # The writer deals with the link (not the caller's stack: that would run
             # _on_down's cleanup inside whatever the caller is in the middle of).
@@ -408,8 +427,8 @@ class RedisLink:
                 sub_sock.settimeout(None)
                 self._client, self._pubsub = client, pubsub
                 self._pub_sock, self._pub_reader = pub_sock, hiredis.Reader()
-                if not isinstance(pub_sock, gevent.ssl.SSLSocket) and hasattr(pub_sock,
-                                                                               "_sock"):
+                if _plain(pub_sock):
+                    self._pub_raw = pub_sock._sock
                     self._reply_watch = gevent.get_hub().loop.io(pub_sock.fileno(), 1)
             except Exception as e:   # noqa: BLE001 - anything: a wrong URL, auth, not Redis
                 self._close_clients()
@@ -460,8 +479,19 @@ class RedisLink:
         on_batch = self._on_batch
         inbox = self.inbox.encode()
         reader = hiredis.Reader()
+        raw = sock._sock if _plain(sock) else None
         while not self._stopping:
-            data = sock.recv(262144)
+            if raw is not None:
+                # Wait first, then read: after a message the socket is nearly always empty,
+                # and gevent's recv would pay a failed recv before it waits. The wait is on
+                # the socket's own watcher, so closing the socket (reset) still wakes us.
+                sock._wait(sock._read_event)
+                try:
+                    data = raw.recv(262144)
+                except BlockingIOError:
+                    continue
+            else:
+                data = sock.recv(262144)
             if not data:
                 raise ConnectionError("Redis closed the connection")
             reader.feed(data)
