@@ -1001,6 +1001,68 @@ def test_bad_payloads_on_the_backplane_channels_end_nothing(cluster):
     assert "lost options.backplane" not in a.log() + b.log()
 
 
+def test_an_invocation_crosses_as_its_fields_and_a_bad_one_is_dropped(cluster):
+    """Another node's call reaches node B as the INVOCATION's fields (no marshalled
+    INVOCATION to parse): B's callee gets args, kwargs, the caller's disclosure and the
+    request for progressive results, and its answers (progressive, then final) go back to
+    the calling node's inbox; INVOCATIONs of the wrong shape or types (the old marshalled
+    form among them) are logged and dropped, the callee gets none of them, the link stays."""
+    import re
+    import time
+
+    import msgpack
+    import redis
+
+    a, b = cluster.pair()
+    b_id = re.search(r"backplane: connected to \S+ as node (\w+)", b.log()).group(1)
+    me = "f" * 16   # a node of our own: its inbox gets B's answers
+    r = redis.Redis.from_url(cluster.redis.url)
+    inbox = r.pubsub(ignore_subscribe_messages=True)
+    callee = RawWamp(b.port)
+    try:
+        inbox.subscribe(f"geonode:n:{me}")
+        sid = callee.hello(roles={"callee": {"features": {"progressive_call_results": True}}})[1]
+        callee.send([64, callee.next_request(), {}, "com.fields.echo"])
+        registered = callee.recv()
+        assert registered[0] == 65
+        rid = registered[2]
+
+        def invocation(request, args, kwargs=None, progress=None):
+            return ("I", "realm1", sid, request, rid, args, kwargs, None, None, progress,
+                    4242, "alice", "user", None, None, None, None)
+
+        bad = [("I", "realm1", sid, [68, 5, rid, {}, [1]]),   # the old marshalled form
+               invocation(6, "not a list"), invocation("7", [1]), invocation(8, [1], ["x"]),
+               ("I", "realm1", sid)]
+        good = invocation(9, [1, 2], {"k": "v"}, progress=True)
+        assert r.publish(f"geonode:n:{b_id}", msgpack.packb([me, *bad, good],
+                                                             use_bin_type=True)) == 1
+        inv = callee.recv()   # the good one is the first the callee gets
+        assert inv[0] == 68 and inv[2] == rid and inv[4:] == [[1, 2], {"k": "v"}]
+        assert (inv[3]["caller"], inv[3]["caller_authid"], inv[3]["caller_authrole"]) == \
+            (4242, "alice", "user")
+        assert inv[3]["receive_progress"] is True
+        callee.send([70, inv[1], {"progress": True}, ["half"]])
+        callee.send([70, inv[1], {}, ["done"], {"n": 1}])
+        answers: list = []
+        deadline = time.monotonic() + scaled(10)
+        while len(answers) < 2 and time.monotonic() < deadline:
+            got = inbox.get_message(timeout=0.2)
+            if got is not None:
+                sender, *msgs = msgpack.unpackb(got["data"], raw=False)
+                assert sender == b_id
+                answers += msgs
+        assert [(x[0], x[2], x[3], x[4], x[5]) for x in answers] == \
+            [("Y", 9, ["half"], None, True), ("Y", 9, ["done"], {"n": 1}, None)]
+        log = b.wait_log("could not apply a 'I' message")
+        assert log.count("could not apply a 'I' message") == len(bad)
+    finally:
+        callee.close()
+        inbox.close()
+        r.close()
+    assert "lost options.backplane" not in b.log()
+
+
 def test_gunicorn_workers_with_a_backplane_are_one_router(cluster):
     """``gunicorn -w 3`` with ``options.backplane``: whichever worker each client reaches,
     a callee registered through one is called through all (without the backplane 6 callers

@@ -19,7 +19,10 @@ Messages (msgpack tuples; ``link.py`` batches them), to all nodes:
   A realm topic publication publish disclose: a retained event (in a state dump)
   P realm publication publish disclose publisher: a publication
 to one node (its inbox):
-  I realm callee invocation / N realm interrupt       a call to / cancel for its callee
+  I realm callee request registration args kwargs payload timeout receive_progress caller
+    caller_authid caller_authrole procedure enc_algo enc_key enc_serializer
+                                                      a call to its callee
+  N realm interrupt                                   a cancel for its callee
   Y realm request args kwargs progress payload enc_algo enc_key enc_serializer
                                                       its callee's result to our call
   Z realm error                                       its callee's error
@@ -158,8 +161,13 @@ class Backplane:
             inv_id = msg.request
             self.out_calls[inv_id] = rs
             text = f"the backplane cannot reach node {rs.node} now"
-            if not self.send_node(rs.node, ("I", realm.name, rs.id, msg.marshal()),
-                                  lambda: self._fail_call(rs, inv_id, UNAVAILABLE, text)):
+            # its fields, not a marshalled INVOCATION the callee's node would parse
+            if not self.send_node(rs.node, (
+                    "I", realm.name, rs.id, inv_id, msg.registration, msg.args, msg.kwargs,
+                    msg.payload, msg.timeout, msg.receive_progress, msg.caller,
+                    msg.caller_authid, msg.caller_authrole, msg.procedure, msg.enc_algo,
+                    msg.enc_key, msg.enc_serializer),
+                    lambda: self._fail_call(rs, inv_id, UNAVAILABLE, text)):
                 self._fail_call(rs, inv_id, UNAVAILABLE, text)
         elif isinstance(msg, m.Interrupt):
             self.send_node(rs.node, ("N", realm.name, msg.marshal()))
@@ -374,11 +382,24 @@ class Backplane:
                               tuple(disclose) if disclose else None)
 
     def _h_invoke(self, sender, node, msg) -> None:
-        _, name, callee_sid, invocation = msg
+        (_, name, callee_sid, request, registration, args, kwargs, payload, timeout, progress,
+         caller_sid, caller_authid, caller_authrole, procedure, enc_algo, enc_key,
+         enc_ser) = msg
         realm = self._realm(name)
         if realm is None:
             return
-        inv = m.Invocation.parse(invocation)
+        # What Invocation.parse would have refused (its constructor's asserts vanish
+        # under -O): a bad one is dropped here, never sent on to the callee.
+        if not (type(request) is int and type(registration) is int
+                and (args is None or type(args) is list)
+                and (kwargs is None or type(kwargs) is dict)
+                and (payload is None or type(payload) is bytes)):
+            raise ValueError("an INVOCATION with fields of the wrong types")
+        inv = m.Invocation(request, registration, args=args, kwargs=kwargs, payload=payload,
+                           timeout=timeout, receive_progress=progress, caller=caller_sid,
+                           caller_authid=caller_authid, caller_authrole=caller_authrole,
+                           procedure=procedure, enc_algo=enc_algo, enc_key=enc_key,
+                           enc_serializer=enc_ser)
         caller = self._caller(sender, realm)
         callee = realm.sessions.get(callee_sid)
         reg = realm.dealer.state.get(inv.registration)
