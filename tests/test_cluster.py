@@ -734,6 +734,61 @@ def test_queue_toward_redis_is_bounded():
     assert link.send(link.all_channel, ("P", object())) is False
 
 
+def test_a_direct_write_never_waits_even_when_the_socket_takes_part_of_it():
+    """A lone message is written by ``send`` itself, also from a hub callback (the
+    subscriber's reader applies a call's messages there, and their answers are sent from
+    it). When the socket takes only part of it, the writer greenlet sends the rest and reads
+    Redis's reply: the caller never waits, and "Redis" gets each PUBLISH whole, in order."""
+    import socket
+
+    import gevent
+    import gevent.socket
+    import hiredis
+
+    from geonode.cluster.link import DIRECT_BYTES, RedisLink, unpack_publish
+    from geonode.config.backplane import BackplaneConfig
+
+    link = RedisLink(BackplaneConfig(url="redis://127.0.0.1:1/0"), "n1", lambda *a: None,
+                     lambda: None, lambda: None)
+    ours, theirs = gevent.socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    link._pub_sock, link._pub_raw, link._pub_reader = ours, ours._sock, hiredis.Reader()
+    link._reply_watch = gevent.get_hub().loop.io(ours.fileno(), 1)
+    link.up = True
+    writer = None
+    try:
+        sent: list = []
+        big = ("P", "x" * (DIRECT_BYTES - 100))
+        gevent.get_hub().loop.run_callback(
+            lambda: sent.append(link.send(link.channel_of("n2"), big)))
+        with gevent.Timeout(scaled(5)):
+            while not sent:
+                gevent.sleep(0.001)
+        assert sent == [True] and link._rest   # sent from the hub, in part
+        writer = gevent.spawn(link._writer)   # (started now: it takes the rest at once)
+        assert link.send(link.channel_of("n2"), ("P", "second"))   # queued behind it
+        reader, commands = hiredis.Reader(), []
+        with gevent.Timeout(scaled(10)):
+            while len(commands) < 2:
+                reader.feed(theirs.recv(65536))
+                while (command := reader.gets()) is not False:
+                    commands.append(command)
+                    theirs.sendall(b":1\r\n")   # one receiver
+            while link._inflight or link._queue or link._busy:
+                gevent.sleep(0.001)
+        assert [c[:2] for c in commands] == [[b"PUBLISH", b"geonode:n:n2"]] * 2
+        assert [unpack_publish(c[2]) for c in commands] == [["n1", list(big)],
+                                                            ["n1", ["P", "second"]]]
+        assert link.sent_batches == 2 and not link._rest
+    finally:
+        if writer is not None:
+            writer.kill()
+        link._reply_watch.close()
+        ours.close()
+        theirs.close()
+
+
 @pytest.mark.parametrize("backplane, expected", [
     ({"type": "redis"}, "workers[0].options.backplane.url: 'url' is required"),
     ({"type": "redis", "url": "http://x"}, "workers[0].options.backplane.url"),

@@ -54,6 +54,12 @@ BATCH_BYTES = 512 * 1024
 # Messages up to this size may be written by ``send`` itself when the link is idle; larger
 # ones go through the writer, so a caller never blocks on a write that fills the socket.
 DIRECT_BYTES = 16 * 1024
+# What the subscriber's hub callback applies itself when a PUBLISH holds it alone: a
+# call's result, error or invocation and heartbeats. The router's part of these only queues
+# (a peer's send never waits; a dynamic authorizer is asked from a greenlet of its own), and
+# the link's sends never wait (a direct write the kernel does not take whole is finished by
+# the writer). The rest (state, publications: batches that may take long) goes to a greenlet.
+HUB_KINDS = frozenset(("Y", "Z", "I", "H"))
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
@@ -144,6 +150,7 @@ class RedisLink:
         # whoever swaps a list out reports its losses, so each is reported once.
         self._inflight: list[tuple[str, list[bytes], list]] = []
         self._busy = False               # a write to the socket is under way
+        self._rest = b""                 # what a direct write could not send: the writer's
         self._failed: BaseException | None = None   # a direct write failed: for the writer
         self._wake = gevent.event.Event()
         self._stopping = False
@@ -156,6 +163,12 @@ class RedisLink:
         # A direct write's reply is read by this io watcher's callback in the hub (no
         # greenlet is woken for it); None over TLS, whose reads need a greenlet.
         self._reply_watch: Any = None
+        # The subscriber's socket (plain) is read by this io watcher's callback in the hub;
+        # what is not applied there waits in _backlog for the reader greenlet (_sub_wake).
+        self._sub_watch: Any = None
+        self._backlog: deque[tuple[str, list]] = deque()
+        self._sub_wake = gevent.event.Event()
+        self._sub_failed: BaseException | None = None
         self._watching = False           # the watcher is waiting for a direct write's reply
         self.dropped = 0
         self._dropping = False
@@ -190,6 +203,13 @@ class RedisLink:
             self._close_clients()
 
     def _close_clients(self) -> None:
+        sub, self._sub_watch = self._sub_watch, None
+        if sub is not None:
+            sub.stop()   # before its socket closes (as below); the reader is told
+            sub.close()
+            if self._sub_failed is None:
+                self._sub_failed = ConnectionError("the connection was closed")
+            self._sub_wake.set()
         watch, self._reply_watch = self._reply_watch, None
         self._watching = False
         if watch is not None:
@@ -202,6 +222,7 @@ class RedisLink:
                 except Exception:   # noqa: BLE001 - closing a broken connection
                     pass
         self._pubsub = self._client = self._pub_sock = self._pub_raw = None
+        self._rest = b""
 
     # -- sending --------------------------------------------------------------------------
     def has_room(self) -> bool:
@@ -253,7 +274,14 @@ class RedisLink:
                 except BlockingIOError:
                     n = 0
                 if n < len(out):
-                    sock.sendall(out[n:])   # a full buffer after all: wait for room
+                    # The kernel's buffer is full after all: the writer sends the rest and
+                    # reads the reply (no caller waits here, the hub included).
+                    self._rest = out[n:]
+                    self._busy = False
+                    self._inflight = [(channel, [data], [on_lost] if on_lost is not None
+                                       else [])]
+                    self._wake.set()
+                    return True
             else:
                 sock.sendall(out)
         except Exception as e:   # noqa: BLE001 - any socket failure
@@ -331,14 +359,18 @@ class RedisLink:
                     self._lost(e)
                     break
                 batches = self._inflight
-                if not batches:
+                if batches:
+                    out, self._rest = self._rest, b""   # the rest of a direct write, if any
+                else:
                     if not self._queue:
                         break
                     batches = self._inflight = self._take()
+                    out = b"".join(
+                        resp_publish(channel.encode(), publish_payload(header, parts))
+                        for channel, parts, _ in batches)
+                if out:
                     try:
-                        sock.sendall(b"".join(
-                            resp_publish(channel.encode(), publish_payload(header, parts))
-                            for channel, parts, _ in batches))
+                        sock.sendall(out)
                     except Exception as e:   # noqa: BLE001 - any Redis/socket failure
                         self._failed_with(sock, batches, e)
                         break
@@ -476,22 +508,14 @@ class RedisLink:
         return ""
 
     def _read(self, sock: Any) -> None:
-        on_batch = self._on_batch
+        if self._pub_raw is not None and _plain(sock):
+            self._read_in_hub(sock._sock)
+            return
+        # TLS: gevent's socket does the reading (an SSL socket's read may need to wait)
         inbox = self.inbox.encode()
         reader = hiredis.Reader()
-        raw = sock._sock if _plain(sock) else None
         while not self._stopping:
-            if raw is not None:
-                # Wait first, then read: after a message the socket is nearly always empty,
-                # and gevent's recv would pay a failed recv before it waits. The wait is on
-                # the socket's own watcher, so closing the socket (reset) still wakes us.
-                sock._wait(sock._read_event)
-                try:
-                    data = raw.recv(262144)
-                except BlockingIOError:
-                    continue
-            else:
-                data = sock.recv(262144)
+            data = sock.recv(262144)
             if not data:
                 raise ConnectionError("Redis closed the connection")
             reader.feed(data)
@@ -503,19 +527,95 @@ class RedisLink:
                     raise ConnectionError(f"Redis answered: {item}")
                 # ["subscribe", channel, n] confirmations, then ["message", channel, data]
                 if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
-                    self._handle(item[1], item[2], inbox, on_batch)
+                    got = self._unpack(item[1], item[2], inbox)
+                    if got is not None:
+                        self._dispatch(got)
 
-    def _handle(self, channel: bytes, data: bytes, inbox: bytes, on_batch: Any) -> None:
-        """One PUBLISH of some node: its id, then its messages."""
+    def _read_in_hub(self, raw: Any) -> None:
+        """The subscriber's socket (plain) is read by an io watcher's callback in the hub,
+        ``_on_readable``, which also applies a lone call message there (``HUB_KINDS``: what
+        the router does with them never waits, and the link's own sends from the hub do not
+        either); everything else it leaves to this greenlet, in order, and stops reading
+        until this greenlet has applied it (so it may wait, and what is read stays bounded)."""
+        backlog = self._backlog = deque()
+        wake = self._sub_wake
+        wake.clear()
+        self._sub_failed = None
+        watch = self._sub_watch = gevent.get_hub().loop.io(raw.fileno(), 1)
+        args = (watch, raw, hiredis.Reader(), self.inbox.encode())
+        watch.start(self._on_readable, *args)
+        while not self._stopping:
+            wake.wait()
+            wake.clear()
+            while backlog:
+                self._dispatch(backlog[0])   # still queued: the hub applies nothing meanwhile
+                backlog.popleft()
+            if self._sub_failed is not None:
+                raise self._sub_failed
+            if self._sub_watch is watch and not watch.active:
+                watch.start(self._on_readable, *args)
+
+    def _on_readable(self, watch: Any, raw: Any, reader: Any, inbox: bytes) -> None:
+        """The subscriber's socket is readable (in the hub: nothing here may wait)."""
+        if self._sub_watch is not watch:
+            watch.stop()
+            return
+        try:
+            data = raw.recv(262144)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+        except BlockingIOError:
+            return
+        except Exception as e:   # noqa: BLE001 - any socket failure: the reader handles it
+            self._sub_fail(watch, e)
+            return
+        reader.feed(data)
+        backlog = self._backlog
+        while True:
+            item = reader.gets()
+            if item is False:
+                break
+            if isinstance(item, Exception):
+                self._sub_fail(watch, ConnectionError(f"Redis answered: {item}"))
+                break
+            if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
+                got = self._unpack(item[1], item[2], inbox)
+                if got is None:
+                    continue
+                msgs = got[1]
+                if not backlog and self._pub_raw is not None and (
+                        not msgs or (len(msgs) == 1 and type(msgs[0]) is list and msgs[0]
+                                     and msgs[0][0] in HUB_KINDS)):
+                    self._dispatch(got)
+                else:
+                    backlog.append(got)
+        if backlog:
+            watch.stop()
+            self._sub_wake.set()
+
+    def _sub_fail(self, watch: Any, e: BaseException) -> None:
+        watch.stop()
+        if self._sub_failed is None:
+            self._sub_failed = e
+        self._sub_wake.set()
+
+    def _unpack(self, channel: bytes, data: bytes, inbox: bytes) -> tuple[str, list] | None:
+        """(sender, messages) of one PUBLISH of some node; None for a bad one (logged)."""
         try:
             msgs = unpack_publish(data)
             sender = msgs[0]
             if sender == self.node_id and channel != inbox:
                 # our own broadcast: only heartbeats matter (the link works)
-                on_batch(sender, [msg for msg in msgs[1:] if msg and msg[0] == "H"])
-                return
+                return sender, [msg for msg in msgs[1:] if msg and msg[0] == "H"]
             del msgs[0]
-            on_batch(sender, msgs)
+            return sender, msgs
+        except Exception:   # noqa: BLE001 - a bad message must not end the link
+            log.exception("backplane: could not handle a message from Redis")
+            return None
+
+    def _dispatch(self, got: tuple[str, list]) -> None:
+        try:
+            self._on_batch(*got)
         except Exception:   # noqa: BLE001 - a bad message must not end the link
             log.exception("backplane: could not handle a message from Redis")
 
