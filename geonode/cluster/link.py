@@ -12,7 +12,13 @@ caller's greenlet (the kernel's send buffer is empty then, so the write does not
 leaves the reply to an io watcher's callback, run by the hub when the socket is readable: no
 greenlet is woken to send it or to read Redis's answer (a cross-node call makes four such
 hops; ``bench/cluster/hop.py`` and docs/scaling.md have the figures). Over TLS the writer
-reads that reply (an SSL socket's read may need to wait).
+reads that reply (an SSL socket's read may need to wait). A direct write goes to the plain
+socket under gevent's (one ``send``); what the kernel does not take of it, the writer sends.
+
+Receiving works the same way: the subscriber's socket is read by an io watcher's callback in
+the hub, which applies a PUBLISH holding one call message (``HUB_KINDS``) itself; anything
+else (state, publications, batches) goes to the reader greenlet in order, and the callback
+stops reading until that greenlet has applied it. Over TLS the reader greenlet reads.
 
 Redis delivers the PUBLISHes of one connection to a subscriber in the order they were sent,
 over all channels: with one publisher connection per node and one subscriber connection,
