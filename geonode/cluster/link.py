@@ -575,15 +575,17 @@ class RedisLink:
         except Exception as e:   # noqa: BLE001 - any socket failure: the reader handles it
             self._sub_fail(watch, e)
             return
-        reader.feed(data)
         backlog = self._backlog
-        while True:
-            item = reader.gets()
-            if item is False:
-                break
-            if isinstance(item, Exception):
-                self._sub_fail(watch, ConnectionError(f"Redis answered: {item}"))
-                break
+        items: list = []
+        try:
+            reader.feed(data)
+            while (item := reader.gets()) is not False:
+                if isinstance(item, Exception):
+                    raise ConnectionError(f"Redis answered: {item}")
+                items.append(item)
+        except Exception as e:   # noqa: BLE001 - not Redis's protocol: the reader reconnects
+            self._sub_fail(watch, e)   # (what came before it is applied: as it was read)
+        for item in items:
             if isinstance(item, list) and len(item) == 3 and item[0] == b"message":
                 got = self._unpack(item[1], item[2], inbox)
                 if got is None:
@@ -591,10 +593,10 @@ class RedisLink:
                 msgs = got[1]
                 if not backlog and self._pub_raw is not None and (
                         not msgs or (len(msgs) == 1 and type(msgs[0]) is list and msgs[0]
-                                     and msgs[0][0] in HUB_KINDS)):
+                                     and type(msgs[0][0]) is str and msgs[0][0] in HUB_KINDS)):
                     self._dispatch(got)
                 else:
-                    backlog.append(got)
+                    backlog.append(got)   # (a malformed one too: the greenlet logs it)
         if backlog:
             watch.stop()
             self._sub_wake.set()
