@@ -93,7 +93,7 @@ def http_date() -> bytes:
     return _date[1]
 
 
-class _OptionsStar(RequestError):
+class OptionsStar(RequestError):
     """``OPTIONS *``: answered by the server itself (no path service owns ``*``)."""
 
 
@@ -274,7 +274,7 @@ class StrictHTTP(WSGIHandler):
         elif self._absolute_host is not None:
             self._absolute_host = None
         if target == "*":
-            raise _OptionsStar(200, "OPTIONS *")
+            raise OptionsStar(200, "OPTIONS *")
         if self._head_deadline is None:
             headers = self.MessageClass(self.rfile, 0)
         else:
@@ -283,8 +283,14 @@ class StrictHTTP(WSGIHandler):
                     headers = self.MessageClass(self.rfile, 0)
             except TimeoutError as e:
                 raise RequestError(408, str(e)) from None
+        self.take_headers(headers, method, version)
+        return True
+
+    def take_headers(self, headers: Any, method: str, version: str) -> bool:
+        """The request's headers: its framing checked (``RequestError``), ``content_length``
+        and ``close_connection`` set; whether the body is chunked."""
         self.headers = headers
-        length, _ = framing(headers, version)
+        length, chunked = framing(headers, version)
         if length and method == "HEAD":
             raise RequestError(400, "HEAD request with a body")
         self.content_length = length
@@ -298,35 +304,13 @@ class StrictHTTP(WSGIHandler):
                 self.close_connection = "close" in tokens
             else:
                 self.close_connection = "keep-alive" not in tokens
-        return True
+        return chunked
 
     def get_environ(self) -> dict:
-        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
-        headers as parsed (``RequestHeaders``) and with what geonode adds."""
-        env = self.server.get_environ()
-        env["REQUEST_METHOD"] = self.command
-        env["SCRIPT_NAME"] = ""
-        path = self.path
-        if "?" in path:
-            path, query = path.split("?", 1)
-        else:
-            query = ""
-        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
-        env["QUERY_STRING"] = query
-        headers = self.headers
-        fields = headers._map
-        ctype = fields.get("content-type")
-        if ctype is not None:
-            env["CONTENT_TYPE"] = ctype
-        length = fields.get("content-length")
-        if length:
-            env["CONTENT_LENGTH"] = length
-        env["SERVER_PROTOCOL"] = self.request_version
-        client_address = self.client_address
-        if isinstance(client_address, tuple):
-            env["REMOTE_ADDR"] = str(client_address[0])
-            env["REMOTE_PORT"] = str(client_address[1])
-        headers.environ_into(env)
+        """pywsgi's ``WSGIHandler.get_environ``, the same keys, from the headers as parsed
+        (``RequestHeaders``) and with what geonode adds."""
+        env = self.request_environ()
+        fields = self.headers._map
         sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
         coding = env.get("HTTP_TRANSFER_ENCODING")
         chunked = coding is not None and coding.lower() == "chunked"
@@ -353,8 +337,36 @@ class StrictHTTP(WSGIHandler):
             self.wsgi_input = _NoDrainOnClose(self, inp)
         return env
 
+    def request_environ(self) -> dict:
+        """pywsgi's environ of the request read up to ``wsgi.input`` (exclusive)."""
+        env = self.server.get_environ()
+        env["REQUEST_METHOD"] = self.command
+        env["SCRIPT_NAME"] = ""
+        path = self.path
+        if "?" in path:
+            path, query = path.split("?", 1)
+        else:
+            query = ""
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        headers = self.headers
+        fields = headers._map
+        ctype = fields.get("content-type")
+        if ctype is not None:
+            env["CONTENT_TYPE"] = ctype
+        length = fields.get("content-length")
+        if length:
+            env["CONTENT_LENGTH"] = length
+        env["SERVER_PROTOCOL"] = self.request_version
+        client_address = self.client_address
+        if isinstance(client_address, tuple):
+            env["REMOTE_ADDR"] = str(client_address[0])
+            env["REMOTE_PORT"] = str(client_address[1])
+        headers.environ_into(env)
+        return env
+
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
-        if isinstance(ex, _OptionsStar):
+        if isinstance(ex, OptionsStar):
             return "200", _answer(200, "", "Allow: OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE\r\n")
         if isinstance(ex, RequestError):
             status, reason = ex.status, ex.reason
