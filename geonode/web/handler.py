@@ -25,7 +25,7 @@ from typing import Any
 
 from gevent import Greenlet
 from gevent.pool import PoolFull
-from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler
+from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
@@ -55,7 +55,9 @@ _LINGER_BYTES = 1 << 20
 # Header names already found to be tokens (clients send the same few every time). Bounded in
 # count and in name length: a client's made-up names (up to a 64 KiB line each) must not make
 # the process keep megabytes for good.
-_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES: dict[str, str] = {}  # (-> the name in lower case)
+# RequestHeaders.dups of a head without a repeated name (read only)
+_NO_DUPS: set[str] = frozenset()  # type: ignore[assignment]
 _CACHED_NAMES = 1024
 _CACHED_NAME_LENGTH = 64
 # Header name -> its environ key (pywsgi's rule, see RequestHeaders.environ_into); "" for the
@@ -66,7 +68,7 @@ _NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 _http_log = logging.getLogger("geonode.http")
 
 # The methods of pywsgi's per-request chain that Handler._serve does in place of calling them
-_LEAN_STEPS = ("handle_one_response", "run_application", "get_environ", "request_environ",
+_LEAN_STEPS = ("handle_one_response", "run_application", "get_environ",
                "read_request", "read_requestline", "MessageClass", "log_request",
                "take_headers", "_pywsgi_request")
 
@@ -103,7 +105,7 @@ def _add_line(items: list[tuple[str, str]], text: str) -> None:
     if name not in _GOOD_NAMES or not (value.isprintable() or not value):
         check_field(name, value)
         if len(_GOOD_NAMES) < _CACHED_NAMES and len(name) <= _CACHED_NAME_LENGTH:
-            _GOOD_NAMES.add(name)
+            _GOOD_NAMES[name] = name.lower()
     items.append((name, value))
 
 
@@ -162,20 +164,39 @@ class RequestHeaders:
         lines without their line ends (the caller bounds their size; the count is checked
         here, as ``parse`` checks it)."""
         items: list[tuple[str, str]] = []
+        first: dict[str, str] = {}
+        dups: set[str] = _NO_DUPS
         good = _GOOD_NAMES
+        plain = True
         for i in range(start, len(lines)):
             if len(items) >= _MAX_HEADERS:
                 raise RequestError(400, f"more than {_MAX_HEADERS} headers")
             text = lines[i]
             # What _add_line does for a known name and a printable value, inline (a request
-            # has a few such lines); the rest (folding, errors, new names) goes through it.
+            # has a few such lines), and __init__'s map with it; the rest (folding, errors,
+            # new names) goes through _add_line, and then __init__ makes the map.
             name, sep, value = text.partition(":")
             value = value.strip(" \t")
-            if sep and name in good and (value.isprintable() or not value):
+            lname = good.get(name)
+            if lname is not None and sep and (value.isprintable() or not value):
                 items.append((name, value))
+                if lname in first:
+                    if dups is _NO_DUPS:
+                        dups = set()
+                    dups.add(lname)
+                else:
+                    first[lname] = value
             else:
                 _add_line(items, text)
-        return cls(items)
+                plain = False
+        if not plain:
+            return cls(items)
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._map = first
+        headers.dups = dups
+        headers.status = ""
+        return headers
 
     def environ_into(self, env: dict) -> None:
         """The ``HTTP_*`` keys pywsgi's ``WSGIHandler._headers`` gives an environ, from the
@@ -264,6 +285,10 @@ class Handler(StrictHTTP, WebSocketHandler):
 
     #: the server's geonode.metrics.HttpStats when the node counts requests, else None
     http_stats: Any = None
+
+    #: _respond's environ keys shared by every request of the connection (made by its
+    #: first plain request: an upgraded connection's handler does without it)
+    _shared_environ: dict | None = None
 
     #: serve requests through _serve: true unless a subclass overrides one of the steps of
     #: pywsgi's chain that _serve does itself (gunicorn's handler: its get_environ and
@@ -474,14 +499,7 @@ class Handler(StrictHTTP, WebSocketHandler):
         """_serve's answer to a request without a body: WSGIHandler.handle_one_response
         with Handler.run_application's one-chunk write, the same state reset, the same
         error handling, and Handler.handle_one_response's count and graceful-stop close."""
-        env = self.environ = self.request_environ()
-        # No body: an Input that reads nothing and has nothing to drain
-        inp = self.wsgi_input = Input(self.rfile, self.content_length)
-        env["wsgi.input"] = inp
-        env["wsgi.input_terminated"] = True
-        if self._absolute_host is not None:
-            env["HTTP_HOST"] = self._absolute_host  # (see get_environ)
-        env["geonode.client_timeout"] = client_timeout
+        env = self.environ = self._environ(server, client_timeout)
         app = self.application = server.application
         self.status = None
         self.headers_sent = False
@@ -520,6 +538,49 @@ class Handler(StrictHTTP, WebSocketHandler):
                           time.monotonic() - started)
         if server.closed:
             self.close_connection = True  # graceful stop (see handle_one_response)
+
+    def _environ(self, server: Any, client_timeout: float | None) -> dict:
+        """StrictHTTP.get_environ's environ for a request without a body, upgrade or Expect
+        (the same keys, not in pywsgi's order): those every request of the connection shares
+        are made once, the request's own added to a copy."""
+        shared = self._shared_environ
+        if shared is None:
+            shared = server.get_environ()
+            shared["SCRIPT_NAME"] = ""
+            client_address = self.client_address
+            if isinstance(client_address, tuple):
+                shared["REMOTE_ADDR"] = str(client_address[0])
+                shared["REMOTE_PORT"] = str(client_address[1])
+            # No body: an Input that reads nothing and has nothing to drain (the WSGI host
+            # replaces it anyway), so one for the connection
+            shared["wsgi.input"] = Input(self.rfile, None)
+            shared["wsgi.input_terminated"] = True
+            shared["geonode.client_timeout"] = client_timeout
+            self._shared_environ = shared
+        env = shared.copy()
+        env["REQUEST_METHOD"] = self.command
+        path = self.path
+        if "?" in path:
+            path, query = path.split("?", 1)
+        else:
+            query = ""
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        headers = self.headers
+        fields = headers._map
+        ctype = fields.get("content-type")
+        if ctype is not None:
+            env["CONTENT_TYPE"] = ctype
+        if self.content_length is not None:
+            env["CONTENT_LENGTH"] = fields["content-length"]  # ("0": no body)
+            env["wsgi.input"] = Input(self.rfile, 0)
+        env["SERVER_PROTOCOL"] = self.request_version
+        headers.environ_into(env)
+        self.wsgi_input = env["wsgi.input"]
+        if self._absolute_host is not None:
+            # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+            env["HTTP_HOST"] = self._absolute_host
+        return env
 
     def _pywsgi_request(self):
         """One request through pywsgi's chain."""

@@ -307,38 +307,8 @@ class StrictHTTP(WSGIHandler):
         return chunked
 
     def get_environ(self) -> dict:
-        """pywsgi's ``WSGIHandler.get_environ``, the same keys, from the headers as parsed
-        (``RequestHeaders``) and with what geonode adds."""
-        env = self.request_environ()
-        fields = self.headers._map
-        sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
-        coding = env.get("HTTP_TRANSFER_ENCODING")
-        chunked = coding is not None and coding.lower() == "chunked"
-        # pywsgi's _connection_upgrade_requested: such a request reads the raw socket file
-        connection, upgrade = fields.get("connection"), fields.get("upgrade")
-        handling_reads = not ((connection is not None and connection.lower() == "upgrade")
-                              or (upgrade is not None and upgrade.lower() == "websocket"))
-        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock,
-                                chunked_input=chunked)
-        env["wsgi.input"] = self.wsgi_input if handling_reads else self.rfile
-        env["wsgi.input_terminated"] = handling_reads
-        if self._absolute_host is not None:
-            # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
-            env["HTTP_HOST"] = self._absolute_host
-        env["geonode.client_timeout"] = self._client_timeout
-        inp = self.wsgi_input
-        if inp.content_length or inp.chunked_input:
-            if env["wsgi.input"] is not inp:
-                # pywsgi hands an upgrade request the raw socket file, body framing and all,
-                # yet still drains the body afterwards: a POST with "Connection: Upgrade" got
-                # its chunks raw and the next request's first bytes eaten.
-                env["wsgi.input"] = inp
-                env["wsgi.input_terminated"] = True
-            self.wsgi_input = _NoDrainOnClose(self, inp)
-        return env
-
-    def request_environ(self) -> dict:
-        """pywsgi's environ of the request read up to ``wsgi.input`` (exclusive)."""
+        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
+        headers as parsed (``RequestHeaders``) and with what geonode adds."""
         env = self.server.get_environ()
         env["REQUEST_METHOD"] = self.command
         env["SCRIPT_NAME"] = ""
@@ -363,6 +333,30 @@ class StrictHTTP(WSGIHandler):
             env["REMOTE_ADDR"] = str(client_address[0])
             env["REMOTE_PORT"] = str(client_address[1])
         headers.environ_into(env)
+        sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
+        coding = env.get("HTTP_TRANSFER_ENCODING")
+        chunked = coding is not None and coding.lower() == "chunked"
+        # pywsgi's _connection_upgrade_requested: such a request reads the raw socket file
+        connection, upgrade = fields.get("connection"), fields.get("upgrade")
+        handling_reads = not ((connection is not None and connection.lower() == "upgrade")
+                              or (upgrade is not None and upgrade.lower() == "websocket"))
+        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock,
+                                chunked_input=chunked)
+        env["wsgi.input"] = self.wsgi_input if handling_reads else self.rfile
+        env["wsgi.input_terminated"] = handling_reads
+        if self._absolute_host is not None:
+            # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+            env["HTTP_HOST"] = self._absolute_host
+        env["geonode.client_timeout"] = self._client_timeout
+        inp = self.wsgi_input
+        if inp.content_length or inp.chunked_input:
+            if env["wsgi.input"] is not inp:
+                # pywsgi hands an upgrade request the raw socket file, body framing and all,
+                # yet still drains the body afterwards: a POST with "Connection: Upgrade" got
+                # its chunks raw and the next request's first bytes eaten.
+                env["wsgi.input"] = inp
+                env["wsgi.input_terminated"] = True
+            self.wsgi_input = _NoDrainOnClose(self, inp)
         return env
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
