@@ -168,10 +168,10 @@ class RequestHeaders:
         dups: set[str] = _NO_DUPS
         good = _GOOD_NAMES
         plain = True
-        for i in range(start, len(lines)):
-            if len(items) >= _MAX_HEADERS:
+        count = len(lines) - start > _MAX_HEADERS  # (fewer lines: fewer headers)
+        for text in lines[start:]:
+            if count and len(items) >= _MAX_HEADERS:
                 raise RequestError(400, f"more than {_MAX_HEADERS} headers")
-            text = lines[i]
             # What _add_line does for a known name and a printable value, inline (a request
             # has a few such lines), and __init__'s map with it; the rest (folding, errors,
             # new names) goes through _add_line, and then __init__ makes the map.
