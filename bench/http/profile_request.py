@@ -371,6 +371,19 @@ def install(acc: Accounts) -> None:
 
     H.handle = handle
     H.handle_one_response = handle_one_response
+    orig_respond = getattr(H, "_respond", None)
+    if orig_respond is not None:
+        # the lean request loop's response (issue 15, fourth pass): pywsgi's
+        # handle_one_response is not called for the requests it serves
+        def respond(self: Any, *args: Any) -> Any:
+            push("response write")
+            try:
+                return orig_respond(self, *args)
+            finally:
+                acc.responses += 1
+                pop()
+
+        H._respond = respond
     H.start_response = phase("response write", H.start_response)
 
     # Everything the handler calls as "the application" is an app layer; the response write
@@ -391,6 +404,9 @@ def install(acc: Accounts) -> None:
 
     for name in ("check_request_line", "framing", "check_status", "check_response_headers"):
         setattr(strict, name, acc.count(name, getattr(strict, name)))
+    if hasattr(handler_mod, "check_request_line"):  # (the lean loop's own import)
+        handler_mod.check_request_line = acc.count("check_request_line",
+                                                   handler_mod.check_request_line)
     for name in ("clip_body", "check_body_complete"):
         setattr(strict.StrictHTTP, name, acc.count(name, getattr(strict.StrictHTTP, name)))
 

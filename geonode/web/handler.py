@@ -18,20 +18,21 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gevent import Greenlet
 from gevent.pool import PoolFull
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 
 from geonode.endpoints import set_nodelay
 from geonode.handoff import admit
-from geonode.web.httprules import RequestError, check_field
-from geonode.web.strict import StrictHTTP
+from geonode.web.httprules import RequestError, check_field, check_request_line
+from geonode.web.strict import IdleClock, OptionsStar, StrictHTTP
 from geonode.websocket.frames import CLOSE_GOING_AWAY
 from geonode.websocket.handshake import Upgrader, wants_upgrade
 
@@ -54,7 +55,9 @@ _LINGER_BYTES = 1 << 20
 # Header names already found to be tokens (clients send the same few every time). Bounded in
 # count and in name length: a client's made-up names (up to a 64 KiB line each) must not make
 # the process keep megabytes for good.
-_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES: dict[str, str] = {}  # (-> the name in lower case)
+# RequestHeaders.dups of a head without a repeated name (read only)
+_NO_DUPS: set[str] = frozenset()  # type: ignore[assignment]
 _CACHED_NAMES = 1024
 _CACHED_NAME_LENGTH = 64
 # Header name -> its environ key (pywsgi's rule, see RequestHeaders.environ_into); "" for the
@@ -63,6 +66,11 @@ _CGI_KEYS: dict[str, str] = {}
 _NO_HTTP_KEY = ("CONTENT_TYPE", "CONTENT_LENGTH")
 
 _http_log = logging.getLogger("geonode.http")
+
+# The methods of pywsgi's per-request chain that Handler._serve does in place of calling them
+_LEAN_STEPS = ("handle_one_response", "run_application", "get_environ",
+               "read_request", "read_requestline", "MessageClass", "log_request",
+               "take_headers", "_pywsgi_request")
 
 
 def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any, hold: Any) -> None:
@@ -77,6 +85,28 @@ def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any, hold: A
 
 def _noop_write(data) -> None:
     """After an upgrade the socket belongs to the WebSocket: HTTP writes are dropped."""
+
+
+def _add_line(items: list[tuple[str, str]], text: str) -> None:
+    """One header line (its line end removed) onto ``items``, or :class:`RequestError`."""
+    if text[0] in " \t":
+        if not items:
+            raise RequestError(400, "continuation line before any header")
+        name, value = items[-1]
+        folded = text.strip(" \t")
+        check_field(name, folded)
+        items[-1] = (name, f"{value} {folded}")  # obsolete line folding
+        return
+    name, sep, value = text.partition(":")
+    if not sep:
+        raise RequestError(400, f"invalid header line {text[:60]!r}")
+    value = value.strip(" \t")
+    # Known names and printable values pass at C speed; the regexes judge the rest.
+    if name not in _GOOD_NAMES or not (value.isprintable() or not value):
+        check_field(name, value)
+        if len(_GOOD_NAMES) < _CACHED_NAMES and len(name) <= _CACHED_NAME_LENGTH:
+            _GOOD_NAMES[name] = name.lower()
+    items.append((name, value))
 
 
 class RequestHeaders:
@@ -126,25 +156,47 @@ class RequestHeaders:
             if len(items) >= _MAX_HEADERS:
                 raise RequestError(400, f"more than {_MAX_HEADERS} headers")
             text = line.decode("latin-1")
-            text = text[:-2] if text[-2:] == "\r\n" else text[:-1]
-            if text[0] in " \t":
-                if not items:
-                    raise RequestError(400, "continuation line before any header")
-                name, value = items[-1]
-                folded = text.strip(" \t")
-                check_field(name, folded)
-                items[-1] = (name, f"{value} {folded}")  # obsolete line folding
-                continue
+            _add_line(items, text[:-2] if text[-2:] == "\r\n" else text[:-1])
+
+    @classmethod
+    def from_lines(cls, lines: list[str], start: int) -> RequestHeaders:
+        """``parse`` for a head already whole in memory: ``lines[start:]`` are its header
+        lines without their line ends (the caller bounds their size; the count is checked
+        here, as ``parse`` checks it)."""
+        items: list[tuple[str, str]] = []
+        first: dict[str, str] = {}
+        dups: set[str] = _NO_DUPS
+        good = _GOOD_NAMES
+        plain = True
+        count = len(lines) - start > _MAX_HEADERS  # (fewer lines: fewer headers)
+        for text in lines[start:]:
+            if count and len(items) >= _MAX_HEADERS:
+                raise RequestError(400, f"more than {_MAX_HEADERS} headers")
+            # What _add_line does for a known name and a printable value, inline (a request
+            # has a few such lines), and __init__'s map with it; the rest (folding, errors,
+            # new names) goes through _add_line, and then __init__ makes the map.
             name, sep, value = text.partition(":")
-            if not sep:
-                raise RequestError(400, f"invalid header line {text[:60]!r}")
             value = value.strip(" \t")
-            # Known names and printable values pass at C speed; the regexes judge the rest.
-            if name not in _GOOD_NAMES or not (value.isprintable() or not value):
-                check_field(name, value)
-                if len(_GOOD_NAMES) < _CACHED_NAMES and len(name) <= _CACHED_NAME_LENGTH:
-                    _GOOD_NAMES.add(name)
-            items.append((name, value))
+            lname = good.get(name)
+            if lname is not None and sep and (value.isprintable() or not value):
+                items.append((name, value))
+                if lname in first:
+                    if dups is _NO_DUPS:
+                        dups = set()
+                    dups.add(lname)
+                else:
+                    first[lname] = value
+            else:
+                _add_line(items, text)
+                plain = False
+        if not plain:
+            return cls(items)
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._map = first
+        headers.dups = dups
+        headers.status = ""
+        return headers
 
     def environ_into(self, env: dict) -> None:
         """The ``HTTP_*`` keys pywsgi's ``WSGIHandler._headers`` gives an environ, from the
@@ -234,6 +286,19 @@ class Handler(StrictHTTP, WebSocketHandler):
     #: the server's geonode.metrics.HttpStats when the node counts requests, else None
     http_stats: Any = None
 
+    #: _respond's environ keys shared by every request of the connection (made by its
+    #: first plain request: an upgraded connection's handler does without it)
+    _shared_environ: dict | None = None
+
+    #: serve requests through _serve: true unless a subclass overrides one of the steps of
+    #: pywsgi's chain that _serve does itself (gunicorn's handler: its get_environ and
+    #: access log), for it would be skipped there
+    _lean = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._lean = all(getattr(cls, name) is getattr(Handler, name) for name in _LEAN_STEPS)
+
     def handle(self) -> None:
         # Once per connection, whichever server accepted it (node or gunicorn). Connections
         # arrive in bursts (a thousand WebSocket handshakes at once): a new one waits for the
@@ -301,6 +366,224 @@ class Handler(StrictHTTP, WebSocketHandler):
         return True
 
     def handle_one_request(self):
+        # pywsgi's handle() calls this until it returns None; the lean loop serves every
+        # request of the connection in one call (see _serve).
+        if self._lean:
+            return self._serve()
+        return self._pywsgi_request()
+
+    def _serve(self) -> None:  # noqa: C901 - pywsgi's request chain in one loop: a branch per case it hands back to the chain (bench/http, issue 15)
+        """The connection's requests, one after the other, until it is to close (None).
+
+        pywsgi's chain per request (handle_one_request, read_requestline, read_request,
+        MessageClass, get_environ, handle_one_response, run_application, a dozen Python
+        frames and three clock reads) in one loop, for the request every client sends: a
+        head already whole in the read buffer, no body, no upgrade, no ``Expect`` (bench/
+        README.md, issue 15, fourth pass). The checks are the same functions the chain
+        calls (check_request_line, RequestHeaders' line rules and limits, framing), so a
+        request either path refuses gets the same answer. The rest takes pywsgi's chain,
+        for that request only:
+
+        - a head not yet whole in the buffer (trickling in: the request_head_timeout clock,
+          408), empty lines before the request line, a request line of MAX_REQUEST_LINE or
+          more (414): read by pywsgi's chain from the start (nothing is consumed here first);
+        - a body (Content-Length, chunked: pywsgi's Input and its drain, _NoDrainOnClose), an
+          upgrade request (Upgrade, Connection: upgrade: the WebSocket hook) or ``Expect``
+          (100-continue): parsed here, answered by pywsgi's get_environ and
+          handle_one_response.
+        """
+        server = self.server
+        rfile = self.rfile
+        idle = getattr(server, "keepalive_timeout", None)
+        client_timeout = getattr(server, "client_timeout", None)
+        stats = self.http_stats
+        while True:
+            sock = self.socket
+            if sock is None or rfile.closed:
+                return None
+            try:
+                if idle is not None:
+                    # StrictHTTP.read_requestline's wait (keepalive_timeout by the IdleClock)
+                    clock = self._idle
+                    if clock is None:
+                        clock = self._idle = IdleClock(idle)
+                    clock.start_wait()
+                    sock.timeout = None
+                    try:
+                        head = rfile.peek(1)
+                    finally:
+                        clock.waiting = False
+                        sock.timeout = client_timeout
+                else:
+                    head = rfile.peek(1)
+            except OSError:
+                return None  # pywsgi: a socket error while waiting closes quietly
+            if not head:
+                return None
+            # The head's end: the first empty line (CRLF or a bare LF, RFC 9112 2.2).
+            crlf = head.find(b"\n\r\n")
+            lf = head.find(b"\n\n", 0, crlf + 1) if crlf >= 0 else head.find(b"\n\n")
+            if lf >= 0:
+                end, size = lf + 1, lf + 2
+            elif crlf >= 0:
+                end, size = crlf + 1, crlf + 3
+            else:
+                end = size = 0
+            if (not size or head[0] == 13 or head[0] == 10 or size > _MAX_HEADER_BYTES
+                    or head.find(b"\n") + 1 >= MAX_REQUEST_LINE):
+                if self._pywsgi_request() is None:
+                    return None
+                continue
+            if self._head_deadline is not None:
+                self._head_deadline = None
+            self.in_request = True
+            self.requests_read += 1
+            self.response_length = 0
+            text = head[:end].decode("latin-1")
+            rfile.read(size)  # (from the buffer: no wait)
+            try:
+                if text.count("\n") == text.count("\r\n"):
+                    lines = text.split("\r\n")
+                else:
+                    lines = [t[:-1] if t[-1:] == "\r" else t for t in text.split("\n")]
+                lines.pop()  # (after the last line end)
+                line = lines[0]
+                method, target, version, absolute = check_request_line(line)
+                self.requestline = line.rstrip()
+                self.command, self.path, self.request_version = method, target, version
+                if absolute is not None:
+                    self._absolute_host = absolute.host
+                elif self._absolute_host is not None:
+                    self._absolute_host = None
+                if target == "*":
+                    raise OptionsStar(200, "OPTIONS *")
+                headers = RequestHeaders.from_lines(lines, 1)
+                fields = headers._map
+                if (headers.dups or "content-length" in fields or "connection" in fields
+                        or "transfer-encoding" in fields):
+                    chunked = self.take_headers(headers, method, version)
+                else:
+                    # what take_headers concludes for a head without those (most requests)
+                    self.headers = headers
+                    self.content_length = None
+                    self.close_connection = version == "HTTP/1.0"
+                    chunked = False
+            except Exception as ex:  # noqa: BLE001 - pywsgi's: every parse error is the client's
+                self.in_request = False
+                self.status, body = self._handle_client_error(ex)
+                try:
+                    sock.sendall(body)
+                except OSError:
+                    return None  # the client is gone: nothing to linger for
+                self._linger()
+                return None
+            if (chunked or self.content_length or "upgrade" in fields or "expect" in fields
+                    or fields.get("connection", "").lower() == "upgrade"):
+                # pywsgi's environ and response (see the docstring)
+                self.request_started = time.monotonic()  # the opening handshake's clock
+                try:
+                    self.environ = self.get_environ()
+                    self.application = server.application
+                    self.handle_one_response()
+                finally:
+                    self.in_request = False
+            else:
+                self._respond(server, stats, client_timeout)
+                self.in_request = False
+            if self.close_connection:
+                if self.headers_sent and not self.websocket_upgraded and self.socket is not None:
+                    self._linger()
+                return None
+
+    def _respond(self, server: Any, stats: Any, client_timeout: float | None) -> None:
+        """_serve's answer to a request without a body: WSGIHandler.handle_one_response
+        with Handler.run_application's one-chunk write, the same state reset, the same
+        error handling, and Handler.handle_one_response's count and graceful-stop close."""
+        env = self.environ = self._environ(server, client_timeout)
+        app = self.application = server.application
+        self.status = None
+        self.headers_sent = False
+        self.response_use_chunked = False
+        self.connection_upgraded = False
+        started = time.monotonic() if stats is not None else 0.0
+        try:
+            try:
+                result = self.result = app(env, self.checked_start_response)
+                if (type(result) is list and len(result) == 1 and result[0]
+                        and self.status and not self.headers_sent
+                        and self.code != 204 and self.code != 304):
+                    self._write_with_headers(result[0])
+                    if self.response_use_chunked:
+                        self._sendall(b"0\r\n\r\n")
+                    if self._body_left:
+                        self.check_body_complete()
+                else:
+                    self.process_result()
+            finally:
+                close = getattr(self.result, "close", None)
+                try:
+                    if close is not None:
+                        close()
+                finally:
+                    self.result = None
+        except OSError as ex:
+            if ex.args and ex.args[0] in self.ignored_socket_errors:
+                self.close_connection = True  # the client went (pywsgi: quietly)
+            else:
+                self.handle_error(*sys.exc_info())
+        except:  # noqa: E722 - pywsgi's: whatever the app raised is a 500
+            self.handle_error(*sys.exc_info())
+        if stats is not None:
+            stats.observe(env.get("SCRIPT_NAME") or "/", self.code or 0,
+                          time.monotonic() - started)
+        if server.closed:
+            self.close_connection = True  # graceful stop (see handle_one_response)
+
+    def _environ(self, server: Any, client_timeout: float | None) -> dict:
+        """StrictHTTP.get_environ's environ for a request without a body, upgrade or Expect
+        (the same keys, not in pywsgi's order): those every request of the connection shares
+        are made once, the request's own added to a copy."""
+        shared = self._shared_environ
+        if shared is None:
+            shared = server.get_environ()
+            shared["SCRIPT_NAME"] = ""
+            client_address = self.client_address
+            if isinstance(client_address, tuple):
+                shared["REMOTE_ADDR"] = str(client_address[0])
+                shared["REMOTE_PORT"] = str(client_address[1])
+            # No body: an Input that reads nothing and has nothing to drain (the WSGI host
+            # replaces it anyway), so one for the connection
+            shared["wsgi.input"] = Input(self.rfile, None)
+            shared["wsgi.input_terminated"] = True
+            shared["geonode.client_timeout"] = client_timeout
+            self._shared_environ = shared
+        env = shared.copy()
+        env["REQUEST_METHOD"] = self.command
+        path = self.path
+        if "?" in path:
+            path, query = path.split("?", 1)
+        else:
+            query = ""
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        headers = self.headers
+        fields = headers._map
+        ctype = fields.get("content-type")
+        if ctype is not None:
+            env["CONTENT_TYPE"] = ctype
+        if self.content_length is not None:
+            env["CONTENT_LENGTH"] = fields["content-length"]  # ("0": no body)
+            env["wsgi.input"] = Input(self.rfile, 0)
+        env["SERVER_PROTOCOL"] = self.request_version
+        headers.environ_into(env)
+        self.wsgi_input = env["wsgi.input"]
+        if self._absolute_host is not None:
+            # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+            env["HTTP_HOST"] = self._absolute_host
+        return env
+
+    def _pywsgi_request(self):
+        """One request through pywsgi's chain."""
         try:
             result = super().handle_one_request()
         finally:

@@ -93,7 +93,7 @@ def http_date() -> bytes:
     return _date[1]
 
 
-class _OptionsStar(RequestError):
+class OptionsStar(RequestError):
     """``OPTIONS *``: answered by the server itself (no path service owns ``*``)."""
 
 
@@ -274,7 +274,7 @@ class StrictHTTP(WSGIHandler):
         elif self._absolute_host is not None:
             self._absolute_host = None
         if target == "*":
-            raise _OptionsStar(200, "OPTIONS *")
+            raise OptionsStar(200, "OPTIONS *")
         if self._head_deadline is None:
             headers = self.MessageClass(self.rfile, 0)
         else:
@@ -283,8 +283,14 @@ class StrictHTTP(WSGIHandler):
                     headers = self.MessageClass(self.rfile, 0)
             except TimeoutError as e:
                 raise RequestError(408, str(e)) from None
+        self.take_headers(headers, method, version)
+        return True
+
+    def take_headers(self, headers: Any, method: str, version: str) -> bool:
+        """The request's headers: its framing checked (``RequestError``), ``content_length``
+        and ``close_connection`` set; whether the body is chunked."""
         self.headers = headers
-        length, _ = framing(headers, version)
+        length, chunked = framing(headers, version)
         if length and method == "HEAD":
             raise RequestError(400, "HEAD request with a body")
         self.content_length = length
@@ -298,7 +304,7 @@ class StrictHTTP(WSGIHandler):
                 self.close_connection = "close" in tokens
             else:
                 self.close_connection = "keep-alive" not in tokens
-        return True
+        return chunked
 
     def get_environ(self) -> dict:
         """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
@@ -354,7 +360,7 @@ class StrictHTTP(WSGIHandler):
         return env
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
-        if isinstance(ex, _OptionsStar):
+        if isinstance(ex, OptionsStar):
             return "200", _answer(200, "", "Allow: OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE\r\n")
         if isinstance(ex, RequestError):
             status, reason = ex.status, ex.reason
