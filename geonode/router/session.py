@@ -43,13 +43,30 @@ GOODBYE_TIMEOUT = 5.0
 
 
 _FEATURE_SETS: dict[frozenset, frozenset] = {}
+# id(roles) -> (roles, its features): the HELLOs of identical payloads share one parsed message
+# (geonode.transport.serializers), so their roles dict is one object; kept alive here, so its
+# id is not reused while the entry lives. Bounded: cleared when full.
+_BY_ROLES: dict[int, tuple[dict, frozenset]] = {}
 
 
 def client_features(roles: dict | None) -> frozenset:
     """The (role, feature) pairs a client announced, as a shared frozenset: clients of one
     library announce the same roles, so 10,000 sessions hold one set, not 10,000 role objects."""
+    if roles is None:
+        roles = {}
+    known = _BY_ROLES.get(id(roles))
+    if known is not None and known[0] is roles:
+        return known[1]
+    shared = _features(roles)
+    if len(_BY_ROLES) >= 256:
+        _BY_ROLES.clear()
+    _BY_ROLES[id(roles)] = (roles, shared)
+    return shared
+
+
+def _features(roles: dict) -> frozenset:
     pairs = frozenset(
-        (name, k) for name, obj in (roles or {}).items()
+        (name, k) for name, obj in roles.items()
         for k, v in getattr(obj, "__dict__", {}).items() if v is True and not k.startswith("_"))
     shared = _FEATURE_SETS.get(pairs)
     if shared is None:
