@@ -53,6 +53,20 @@ def test_welcome_marshals_as_autobahn_does(meta):
         assert ours == theirs and list(ours[2]) == list(theirs[2])
 
 
+def test_client_features_of_a_shared_hello_are_looked_up_not_rebuilt():
+    from geonode.router import session as rs
+    roles = dict(role.DEFAULT_CLIENT_ROLES)
+    first = rs.client_features(roles)
+    assert rs._BY_ROLES[id(roles)] == (roles, first)   # fails without the lookup
+    assert rs.client_features(roles) is first
+    copy = dict(roles)   # equal, another object (another payload): built, the same set
+    assert rs.client_features(copy) == first
+    assert rs.client_features(None) == frozenset()
+    for _ in range(600):   # bounded
+        rs.client_features({"caller": role.RoleCallerFeatures()})
+    assert len(rs._BY_ROLES) <= 256
+
+
 def test_anonymous_authids_are_autobahn_serial_numbers():
     import re
     router = make_router()

@@ -65,10 +65,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int, user: bool = True) -> float:
+    """The process's CPU seconds (user and system; ``user=False``: the kernel's only)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) * user + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # The node's probe: one line per middle or full collection,
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             spy = Profiler(node.pid, profile / "arrival.txt")
-        node_cpu0 = cpu_s(node.pid)
+        node_cpu0, node_sys0 = cpu_s(node.pid), cpu_s(node.pid, user=False)
         pinger.phase = "arriving"
         share = [args.n // args.clients + (i < args.n % args.clients) for i in range(args.clients)]
         nice = args.client_nice
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         ready = [json.loads(c.stdout.readline()) for c in clients]
         t_ready = max(r["ready"] for r in ready)
         node_cpu_join = cpu_s(node.pid) - node_cpu0
+        node_sys_join = cpu_s(node.pid, user=False) - node_sys0
         client_cpu = sum(cpu_s(c.pid) for c in clients)
         if profile is not None:
             spy.stop()
@@ -286,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                "arrival_s": round(t_ready - t_start, 1),
                "node_cpu_per_join_us": round(node_cpu_join / args.n * 1e6, 1),
                "node_cpu_arrival_s": round(node_cpu_join, 2),
+               "node_kernel_per_join_us": round(node_sys_join / args.n * 1e6, 1),
                "full_gc_arrival": gc_full, "full_gc_max_ms": round(gc_full_ms, 1),
                "middle_gc_arrival": gc_mid, "middle_gc_max_ms": round(gc_mid_ms, 1),
                "node_cpu_per_event_us": round(node_cpu_event / max(1, args.n - missing) * 1e6,
