@@ -80,7 +80,7 @@ class Welcome(m.Welcome):
     """autobahn's WELCOME with the router's roles marshalled once per realm, not per session
     (the loop over every role feature was a twentieth of a join's CPU). ``roles_raw`` is
     what autobahn's ``marshal`` makes of the roles (``marshalled_roles``): the output is the
-    same, key for key."""
+    same, key for key. Sent only to peers that just serialize it (``serializes_only``)."""
 
     __slots__ = ("roles_raw",)
 
@@ -486,10 +486,13 @@ class RouterSession:
         self._init_joined_state()
         self.state = JOINED
         realm.sent[m.Welcome.MESSAGE_TYPE] += 1
-        self.peer.send(Welcome(self.id, realm.welcome_roles, realm.welcome_roles_raw,
-                               realm=realm.name, authid=a.authid, authrole=a.authrole,
-                               authmethod=a.authmethod, authprovider=a.authprovider,
-                               authextra=a.authextra or {}))
+        details = dict(realm=realm.name, authid=a.authid, authrole=a.authrole,
+                       authmethod=a.authmethod, authprovider=a.authprovider,
+                       authextra=a.authextra or {})
+        # In-process peers (components, MQTT sessions) dispatch on the exact message type.
+        self.peer.send(Welcome(self.id, realm.welcome_roles, realm.welcome_roles_raw, **details)
+                       if getattr(self.peer, "serializes_only", False) else
+                       m.Welcome(self.id, realm.welcome_roles, **details))
         realm.join(self)
         ref = getattr(self.peer, "cookie", None)
         if ref is not None and a.authprovider != "cookie" and self.auth_config \
