@@ -15,7 +15,8 @@ includes beside the joins: timers and the garbage collector's collections during
 (the young and middle ones, and a full one when due: ``--n`` large enough amortizes it).
 
 ``--profile``: the node runs without valgrind, with a probe (``sitecustomize.py``) that on
-SIGUSR1 writes the gc-tracked objects (count and by type) and on SIGUSR2 starts/stops cProfile:
+SIGUSR1 writes the gc-tracked objects (count and by type, frozen ones too: everything is
+frozen afterwards) and on SIGUSR2 starts/stops cProfile:
 printed are the functions with the most own time over ``-n`` joins and the gc-tracked objects
 each idle joined session adds (by type): what a full collection walks per session.
 """
@@ -53,8 +54,10 @@ _out = os.environ["GEONODE_JOIN_PROBE"]
 _prof = [None, 0]
 def _objects(signum, frame):
     gc.collect()
+    gc.unfreeze()   # the frozen ones too (start-up's, and the freeze policy's)
     objs = gc.get_objects()
     by = collections.Counter(type(o).__qualname__ for o in objs)
+    gc.freeze()
     with open(_out + ".gc.%d" % len(os.listdir(os.path.dirname(_out))), "w") as f:
         json.dump({"n": len(objs), "by": by}, f)
 def _profile(signum, frame):
