@@ -48,13 +48,16 @@ REALM = "realm1"
 PHASE_TIMEOUT = 600.0
 
 
-def node_config(port: int, max_connections: int) -> dict:
+def node_config(port: int, max_connections: int, gc_policy: str | None = None) -> dict:
     paths = {"ws": {"type": "websocket", "serializers": ["json"]},
              "ping": {"type": "json", "value": "pong"}}
     # The default cap is 80% of the fd limit, which the sessions are meant to fill.
     transport = support_config.web_transport(paths, port, {"max_connections": max_connections})
     transport["endpoint"]["backlog"] = 4096
-    return support_config.node_config([transport], [support_config.realm(REALM)])
+    cfg = support_config.node_config([transport], [support_config.realm(REALM)])
+    if gc_policy is not None:
+        cfg["controller"] = {"options": {"gc": {"policy": gc_policy}}}
+    return cfg
 
 
 def rss_kib(pid: int) -> int:
@@ -200,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                          "with the node: with N > 0 the scheduler serves the node first)")
     ap.add_argument("--profile", metavar="DIR",
                     help="py-spy the node during the arrival and the fan-out, into DIR")
+    ap.add_argument("--gc", choices=("auto", "default", "freeze"),
+                    help="the node's controller.options.gc.policy (a tree that has it; "
+                         "unset: the node's default, which is auto)")
     ap.add_argument("--client", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     import wire
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="geonode-fill-"))
-    (work / "node.json").write_text(json.dumps(node_config(port, hard - 100)))
+    (work / "node.json").write_text(json.dumps(node_config(port, hard - 100, args.gc)))
     (work / "probe").mkdir()
     (work / "probe" / "sitecustomize.py").write_text(GC_PROBE)
     gc_log = work / "gc.log"
@@ -280,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             spy.stop()
         missing = sum(r["missing"] for r in results)
-        fanout_ms = (max(r["last_event"] for r in results) - t_pub) * 1000
+        t_last = max(r["last_event"] for r in results)
+        fanout_ms = (t_last - t_pub) * 1000
+        gc_fan = [collections(gc_log, g, t_pub, t_last) for g in (1, 2)]
         pinger.done = True
         pinger.join(timeout=5)
         out = {"sessions": args.n, "clients": args.clients, "client_nice": nice,
@@ -294,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                "node_cpu_per_event_us": round(node_cpu_event / max(1, args.n - missing) * 1e6,
                                               2),
                "client_cpu_fanout_s": round(client_cpu_event, 2),
+               "middle_full_gc_fanout": [n for n, _ in gc_fan],
+               "gc_fanout_max_ms": round(max(ms for _, ms in gc_fan), 1),
                "rss_before_mib": round(rss0 / 1024, 1), "rss_after_mib": round(rss1 / 1024, 1),
                "kib_per_session": round((rss1 - rss0) / args.n, 2),
                "fanout_ms": round(fanout_ms), "missing_events": missing,
