@@ -16,6 +16,9 @@ count, nearly independent of the load beside it) and the generators' CPU in each
 The node runs with a probe of the garbage collector (a ``sitecustomize.py`` on its
 PYTHONPATH recording every middle and full collection's time and duration): printed are those during
 the arrival and their longest pause (each stalls the whole hub).
+``--gc POLICY`` sets the node's ``controller.options.gc.policy`` (auto, default, freeze), for
+an A/B of the garbage collector's policy in one tree; the collections during the fan-out are
+printed too.
 ``--profile DIR`` samples the node with py-spy (``pip install py-spy``) during the arrival and
 during the fan-out: DIR/arrival.txt and DIR/fanout.txt, collapsed stacks (one line per stack,
 its sample count last: ``sort -k2 -t' ' -n``, or any flamegraph tool).
