@@ -468,6 +468,28 @@ def _log_cause(e: BaseException) -> None:
         log.error("the import failed here:", exc_info=(type(cause), cause, cause.__traceback__))
 
 
+def install_gc(cfg: Config) -> str:
+    """Freeze what the node built (it lives as long as the process), and with the "freeze"
+    policy the survivors of every later full collection too (``controller.options.gc``,
+    geonode.gcpolicy): the policy in force, "freeze" or "default"."""
+    from geonode import gcpolicy
+    from geonode.config.model import hosted_code
+
+    opts = cfg.model.gc
+    policy = opts.policy
+    if policy == "auto":
+        code = hosted_code(cfg.data)
+        policy = "default" if code else "freeze"
+        log.debug("garbage collector: %s policy (auto: %s)", policy,
+                  f"the node runs the user's code: {', '.join(code[:3])}" if code
+                  else "the node runs none of the user's Python code")
+    if policy == "freeze":
+        gcpolicy.install(opts.backstop_interval, opts.backstop_growth)
+    else:
+        gc.freeze()
+    return policy
+
+
 def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         same_stop_window: float = 0.0) -> int:
     """Serve the node described by ``cfg`` until SIGTERM/SIGINT; the process exit code.
@@ -527,7 +549,7 @@ def run(cfg: Config, shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         # Everything built so far (modules, apps, routers) lives as long as the process:
         # frozen, the garbage collector's full collections skip it (~50k objects for the
         # sample node, a hub stall of 10-40 ms each time one runs while serving).
-        gc.freeze()
+        install_gc(cfg)
         node.info.state = "stopping" if stopping.is_set() else "up"
         age = _process_age()
         log.info("ready in %.2f s%s", time.monotonic() - t0,
@@ -593,5 +615,5 @@ def load_app(path: str | Path) -> NodeApp:
         node.stop(grace=0)
         raise
     node.info.state = "up"
-    gc.freeze()  # as in run(): the built node lives as long as the worker
+    install_gc(cfg)  # as in run(): the built node lives as long as the worker
     return NodeApp(node)

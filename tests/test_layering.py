@@ -30,8 +30,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # imported by anything: the version, WAMP URI rules, reason phrases, the thread-to-hub
     # hand-off, log setup
     ("foundation", ("geonode.__version__", "geonode.uri", "geonode.httpstatus",
-                    "geonode.handoff", "geonode.logs", "geonode.metrics", "geonode.sdnotify",
-                    "geonode.pidfile")),
+                    "geonode.handoff", "geonode.gcpolicy", "geonode.logs", "geonode.metrics",
+                    "geonode.sdnotify", "geonode.pidfile")),
     # the config model knows no runtime code; the RFC 6455 library knows no config
     ("config", ("geonode.config", "geonode.websocket", "geonode.init_template")),
     # the WAMP router; listening sockets from endpoint configs

@@ -36,6 +36,47 @@ def test_anonymous_welcome_announces_features():
     assert router.session_count() == 1
 
 
+@pytest.mark.parametrize("meta", [True, False])
+def test_welcome_marshals_as_autobahn_does(meta):
+    """The WELCOME's roles are marshalled once per realm (issue 16): the wire form is still
+    autobahn's, key for key, meta API on or off, with and without authextra."""
+    from geonode.router.session import Welcome
+    router = make_router(realm(enable_meta_api=meta))
+    r = router.realms["realm1"]
+    w = Client(router).join()
+    assert type(w) is m.Welcome   # in-process peers dispatch on the exact type
+    for extra in ({}, {"x": 1}):
+        kw = dict(realm="realm1", authid=w.authid, authrole="anonymous",
+                  authmethod="anonymous", authprovider="static", authextra=extra)
+        ours = Welcome(w.session, r.welcome_roles, r.welcome_roles_raw, **kw).marshal()
+        theirs = m.Welcome(w.session, r.welcome_roles, **kw).marshal()
+        assert ours == theirs and list(ours[2]) == list(theirs[2])
+
+
+def test_client_features_of_a_shared_hello_are_looked_up_not_rebuilt():
+    from geonode.router import session as rs
+    roles = dict(role.DEFAULT_CLIENT_ROLES)
+    first = rs.client_features(roles)
+    assert rs._BY_ROLES[id(roles)] == (roles, first)   # fails without the lookup
+    assert rs.client_features(roles) is first
+    copy = dict(roles)   # equal, another object (another payload): built, the same set
+    assert rs.client_features(copy) == first
+    assert rs.client_features(None) == frozenset()
+    for _ in range(600):   # bounded
+        rs.client_features({"caller": role.RoleCallerFeatures()})
+    assert len(rs._BY_ROLES) <= 256
+
+
+def test_anonymous_authids_are_autobahn_serial_numbers():
+    import re
+    router = make_router()
+    ids = {Client(router).join().authid for _ in range(50)}
+    assert len(ids) == 50
+    for authid in ids:   # autobahn's generate_serial_number format and alphabet
+        assert re.fullmatch(r"[345679ACEFGHJKLMNPQRSTUVWXY]{4}(-[345679ACEFGHJKLMNPQRSTUVWXY]{4}){5}",
+                            authid), authid
+
+
 def test_meta_features_not_announced_when_disabled():
     router = make_router(realm(enable_meta_api=False))
     w = Client(router).join()

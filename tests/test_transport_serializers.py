@@ -117,3 +117,70 @@ def test_import_leaves_numpy_until_first_ubjson_message():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=scaled(60), check=True).stdout.splitlines()
     assert out == ["[]", "[1099511627776, 'x'] True"]
+
+
+# -- the join's shared messages (issue 16: a HELLO parsed once per distinct payload) ----------
+
+HELLO = ('[1,"realm1",{"roles":{"subscriber":{"features":{"payload_transparency":true}},'
+         '"publisher":{},"caller":{},"callee":{}},"authmethods":["anonymous"]}]')
+
+
+@pytest.mark.inprocess
+def test_identical_hello_and_subscribe_payloads_share_one_parsed_message():
+    s = ser.get("json")
+    first, again = s.unserialize(HELLO)[0], s.unserialize(HELLO)[0]
+    assert again is first   # decoded and validated once (fails without the cache)
+    assert first == M.Hello.parse(__import__("json").loads(HELLO))
+    assert sorted(first.roles) == ["callee", "caller", "publisher", "subscriber"]
+    sub = '[32,1,{},"com.example.topic"]'
+    assert s.unserialize(sub)[0] is s.unserialize(sub)[0]
+    # per-client credentials and other messages are parsed every time
+    with_authid = HELLO[:-2] + ',"authid":"alice"}]'
+    assert s.unserialize(with_authid)[0] is not s.unserialize(with_authid)[0]
+    call = '[48,1,{},"com.example.proc"]'
+    assert s.unserialize(call)[0] is not s.unserialize(call)[0]
+    packed = ser.get("msgpack")
+    raw = __import__("msgpack").packb([1, "realm1", {"roles": {"caller": {}}}])
+    assert packed.unserialize(raw)[0] is packed.unserialize(raw)[0]
+
+
+BAD_HELLOS = [
+    '[1,"bad realm!",{"roles":{"caller":{}}}]',               # realm is no URI
+    '[1,"realm1",{"roles":{"caller":{}, "broker":{}}}]',      # a router's role
+    '[1,"realm1",{"roles":{"caller":{"features":{"progressive_call_results":1}}}}]',
+    '[1,"realm1",{"roles":{}}]',
+    '[1,"realm1",{}]',
+    '[1,"realm1",{"roles":{"caller":{}},"authmethods":"anonymous"}]',
+    '[1,"realm1",{"roles":{"caller":{}}},"extra"]',
+    '[1,"realm1",{"roles":{"caller":{}},"authid":7}]',
+    '[1,"realm1",{"roles":{"caller":{}},"x":"' + "y" * 2_000_000 + '"]',  # huge, and invalid
+]
+
+
+@pytest.mark.inprocess
+@pytest.mark.parametrize("bad", BAD_HELLOS, ids=range(len(BAD_HELLOS)))
+def test_a_hello_autobahn_refuses_is_refused_the_same_with_the_cache_warm(bad):
+    s = ser.get("json")
+    s.unserialize(HELLO)   # the common HELLO cached
+    with pytest.raises(ser.ProtocolError) as cold:
+        s._unserialize(bad)
+    for _ in range(2):   # never cached: refused again, with the same words
+        with pytest.raises(ser.ProtocolError) as warm:
+            s.unserialize(bad)
+        assert str(warm.value) == str(cold.value)
+    assert bad not in s._parsed
+
+
+@pytest.mark.inprocess
+def test_a_hello_over_the_cache_size_is_parsed_each_time():
+    s = ser.get("json")
+    big = '[1,"realm1",{"roles":{"caller":{}},"x":"' + "y" * 2000 + '"}]'
+    assert s.unserialize(big)[0] is not s.unserialize(big)[0]
+
+
+@pytest.mark.inprocess
+def test_the_parsed_cache_is_bounded():
+    s = ser.get("json")
+    for i in range(3 * ser._PARSED_MAX):
+        s.unserialize(f'[32,1,{{}},"com.example.t{i}"]')
+        assert len(s._parsed) <= ser._PARSED_MAX

@@ -16,6 +16,9 @@ count, nearly independent of the load beside it) and the generators' CPU in each
 The node runs with a probe of the garbage collector (a ``sitecustomize.py`` on its
 PYTHONPATH recording every middle and full collection's time and duration): printed are those during
 the arrival and their longest pause (each stalls the whole hub).
+``--gc POLICY`` sets the node's ``controller.options.gc.policy`` (auto, default, freeze), for
+an A/B of the garbage collector's policy in one tree; the collections during the fan-out are
+printed too.
 ``--profile DIR`` samples the node with py-spy (``pip install py-spy``) during the arrival and
 during the fan-out: DIR/arrival.txt and DIR/fanout.txt, collapsed stacks (one line per stack,
 its sample count last: ``sort -k2 -t' ' -n``, or any flamegraph tool).
@@ -48,13 +51,16 @@ REALM = "realm1"
 PHASE_TIMEOUT = 600.0
 
 
-def node_config(port: int, max_connections: int) -> dict:
+def node_config(port: int, max_connections: int, gc_policy: str | None = None) -> dict:
     paths = {"ws": {"type": "websocket", "serializers": ["json"]},
              "ping": {"type": "json", "value": "pong"}}
     # The default cap is 80% of the fd limit, which the sessions are meant to fill.
     transport = support_config.web_transport(paths, port, {"max_connections": max_connections})
     transport["endpoint"]["backlog"] = 4096
-    return support_config.node_config([transport], [support_config.realm(REALM)])
+    cfg = support_config.node_config([transport], [support_config.realm(REALM)])
+    if gc_policy is not None:
+        cfg["controller"] = {"options": {"gc": {"policy": gc_policy}}}
+    return cfg
 
 
 def rss_kib(pid: int) -> int:
@@ -65,10 +71,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int, user: bool = True) -> float:
+    """The process's CPU seconds (user and system; ``user=False``: the kernel's only)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) * user + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # The node's probe: one line per middle or full collection,
@@ -199,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                          "with the node: with N > 0 the scheduler serves the node first)")
     ap.add_argument("--profile", metavar="DIR",
                     help="py-spy the node during the arrival and the fan-out, into DIR")
+    ap.add_argument("--gc", choices=("auto", "default", "freeze"),
+                    help="the node's controller.options.gc.policy (a tree that has it; "
+                         "unset: the node's default, which is auto)")
     ap.add_argument("--client", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     import wire
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="geonode-fill-"))
-    (work / "node.json").write_text(json.dumps(node_config(port, hard - 100)))
+    (work / "node.json").write_text(json.dumps(node_config(port, hard - 100, args.gc)))
     (work / "probe").mkdir()
     (work / "probe" / "sitecustomize.py").write_text(GC_PROBE)
     gc_log = work / "gc.log"
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             spy = Profiler(node.pid, profile / "arrival.txt")
-        node_cpu0 = cpu_s(node.pid)
+        node_cpu0, node_sys0 = cpu_s(node.pid), cpu_s(node.pid, user=False)
         pinger.phase = "arriving"
         share = [args.n // args.clients + (i < args.n % args.clients) for i in range(args.clients)]
         nice = args.client_nice
@@ -246,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         ready = [json.loads(c.stdout.readline()) for c in clients]
         t_ready = max(r["ready"] for r in ready)
         node_cpu_join = cpu_s(node.pid) - node_cpu0
+        node_sys_join = cpu_s(node.pid, user=False) - node_sys0
         client_cpu = sum(cpu_s(c.pid) for c in clients)
         if profile is not None:
             spy.stop()
@@ -278,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             spy.stop()
         missing = sum(r["missing"] for r in results)
-        fanout_ms = (max(r["last_event"] for r in results) - t_pub) * 1000
+        t_last = max(r["last_event"] for r in results)
+        fanout_ms = (t_last - t_pub) * 1000
+        gc_fan = [collections(gc_log, g, t_pub, t_last) for g in (1, 2)]
         pinger.done = True
         pinger.join(timeout=5)
         out = {"sessions": args.n, "clients": args.clients, "client_nice": nice,
@@ -286,11 +299,14 @@ def main(argv: list[str] | None = None) -> int:
                "arrival_s": round(t_ready - t_start, 1),
                "node_cpu_per_join_us": round(node_cpu_join / args.n * 1e6, 1),
                "node_cpu_arrival_s": round(node_cpu_join, 2),
+               "node_kernel_per_join_us": round(node_sys_join / args.n * 1e6, 1),
                "full_gc_arrival": gc_full, "full_gc_max_ms": round(gc_full_ms, 1),
                "middle_gc_arrival": gc_mid, "middle_gc_max_ms": round(gc_mid_ms, 1),
                "node_cpu_per_event_us": round(node_cpu_event / max(1, args.n - missing) * 1e6,
                                               2),
                "client_cpu_fanout_s": round(client_cpu_event, 2),
+               "middle_full_gc_fanout": [n for n, _ in gc_fan],
+               "gc_fanout_max_ms": round(max(ms for _, ms in gc_fan), 1),
                "rss_before_mib": round(rss0 / 1024, 1), "rss_after_mib": round(rss1 / 1024, 1),
                "kib_per_session": round((rss1 - rss0) / args.n, 2),
                "fanout_ms": round(fanout_ms), "missing_events": missing,

@@ -346,6 +346,16 @@ class Worker:
 
 
 @dataclass(slots=True)
+class GcOptions:
+    """``controller.options.gc`` (geonode.gcpolicy; docs/sessions.md says when to use which)."""
+
+    #: "auto": "freeze" when the node runs none of the user's Python code, else "default"
+    policy: str = "auto"
+    backstop_interval: float = 3600.0
+    backstop_growth: float = 1.0
+
+
+@dataclass(slots=True)
 class NodeModel:
     workers: list[Worker] = field(default_factory=list)
     title: str | None = None
@@ -353,6 +363,7 @@ class NodeModel:
     shutdown: list[str] = field(default_factory=list)
     #: ``controller.options.shutdown_timeout``: None, geonode.node's default
     shutdown_timeout: float | None = None
+    gc: GcOptions = field(default_factory=GcOptions)
 
 
 # -- builders -----------------------------------------------------------------------------------
@@ -368,8 +379,12 @@ def build_node(data: dict, errors: list[str]) -> NodeModel:
         workers[copy].disabled = True
         workers[copy].served_by = workers[served].json_path
     stop = options.get("shutdown_timeout")
+    gc = _dict(options.get("gc"))
     return NodeModel(workers=workers, title=title if isinstance(title, str) else None,
                      shutdown_timeout=float(stop) if isinstance(stop, int | float) else None,
+                     gc=GcOptions(policy=gc.get("policy", "auto"),
+                                  backstop_interval=float(gc.get("backstop_interval", 3600.0)),
+                                  backstop_growth=float(gc.get("backstop_growth", 1.0))),
                      shutdown=[modes] if isinstance(modes, str)
                      else [m for m in _list(modes) if isinstance(m, str)])
 
@@ -899,6 +914,36 @@ def wamp_without_backplane(model: NodeModel) -> list[str]:
     several processes (--processes, gunicorn's workers) would split into separate routers."""
     return [w.json_path for w in model.workers
             if w.type == "router" and not w.disabled and w.backplane is None and serves_wamp(w)]
+
+
+def _code_in(value: Any, path: str, found: list[str]) -> None:
+    if isinstance(value, dict):
+        if value.get("type") in ("wsgi", "function"):   # a WSGI app, a function authenticator
+            found.append(path)
+            return
+        for k, v in value.items():
+            _code_in(v, f"{path}.{k}", found)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _code_in(v, f"{path}[{i}]", found)
+
+
+def hosted_code(data: dict) -> list[str]:
+    """JSON paths of what runs the user's Python code in the node's own process (a WSGI app,
+    a component, a ``function`` authenticator or authorizer) in a config as written:
+    ``controller.options.gc``'s "auto" freezes long-lived objects only when there is none
+    (geonode.gcpolicy). Container and guest workers run in processes of their own."""
+    found: list[str] = []
+    for i, w in enumerate(_list(data.get("workers"))):
+        w = _dict(w)
+        if w.get("type") not in ("router", "websocket-testee"):
+            continue
+        if _list(w.get("components")):
+            found.append(f"workers[{i}].components")
+        for key in ("transports", "transport", "realms"):
+            if key in w:
+                _code_in(w[key], f"workers[{i}].{key}", found)
+    return found
 
 
 #: the transports an HTTP server serves (the others are stream servers of their own)

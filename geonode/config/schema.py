@@ -620,6 +620,13 @@ SCHEMA: dict = {
                 "enable_parallel_worker_start": BOOL,
                 # geonode: the whole graceful stop, seconds (--shutdown-timeout; geonode.node)
                 "shutdown_timeout": {"type": "number", "minimum": 0, "maximum": 3600},
+                # geonode: the garbage collector's policy (geonode.gcpolicy, docs/sessions.md)
+                "gc": obj({
+                    "policy": {"enum": ["auto", "default", "freeze"]},
+                    "backstop_interval": {"type": "number", "minimum": 1, "maximum": 604800},
+                    "backstop_growth": {"type": "number", "exclusiveMinimum": 0,
+                                        "maximum": 100},
+                }),
             }),
             # Crossbar FX's uplink to its management master: accepted, not acted on (there is
             # no master to connect to; geonode.config.semantic.warnings says so)

@@ -18,7 +18,7 @@ from geonode.router.broker import Broker
 from geonode.router.dealer import Dealer
 from geonode.router.errors import TIMEOUT
 from geonode.router.meta import PROCEDURES, MetaAPI
-from geonode.router.session import JOINED, RouterSession
+from geonode.router.session import JOINED, RouterSession, marshalled_roles
 from geonode.router.state import SessionState, new_id
 from geonode.uri import checker
 
@@ -143,6 +143,7 @@ class Realm:
         }
         self.meta = MetaAPI(self)
         self.welcome_roles = welcome_roles(self.meta_enabled, bool(cfg.history))
+        self.welcome_roles_raw = marshalled_roles(self.welcome_roles)
         self.service = ServiceSession(router, self)
         if backplane is not None:
             backplane.attach(self)

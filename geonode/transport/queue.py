@@ -190,6 +190,10 @@ class MessageQueuePeer:
     ``_shutdown(code, reason)`` (close the transport politely) and ``_abort()`` (drop it now).
     """
 
+    # The router's messages are only serialized here, never told apart by their exact type:
+    # the router may send a subclass that differs in how it marshals (router.session.Welcome).
+    serializes_only = True
+
     # True while the transport message being handed to the router is big enough (at least
     # 1/EXPANSION of the smallest queue bound of any peer) for one of its events to be too
     # big for some subscriber's queue: only then does the broker check, per subscriber

@@ -48,6 +48,16 @@ _URI_INDEX = {1: 1, 3: 2, 6: 2, 8: 4, 16: 3, 32: 3, 48: 3, 64: 3}
 _URI_ATTR = {16: "topic", 32: "topic", 48: "procedure", 64: "procedure"}
 _REASON_IN_DICT = (35, 67, 69)   # UNSUBSCRIBED, UNREGISTERED, INTERRUPT: details/options.reason
 
+# The join's messages, parsed once per distinct payload (WampSerializer.unserialize): a fleet
+# of clients of one library sends byte-identical HELLOs (no authid/authextra) and first
+# SUBSCRIBEs, and decoding plus autobahn's validation of a HELLO (its role objects, the realm's
+# regex) is a tenth of a join's CPU. Only what autobahn accepted is kept, so an identical
+# payload gets an identical (and shared, never mutated) message, and everything else is parsed
+# and refused as before. Bounded: at most _PARSED_MAX payloads of at most _PARSED_SIZE each,
+# per serializer; when full it starts over.
+_PARSED_SIZE = 1024
+_PARSED_MAX = 128
+
 _BATCH_SEP = "\x18"  # WAMP JSON batching: each message followed by ASCII "cancel"
 _LEN = struct.Struct("!L")
 
@@ -205,6 +215,7 @@ class WampSerializer:
         self.batched = batched
         self.rawsocket_id = rawsocket_id       # RawSocket handshake serializer number
         self.obj = obj                         # key of autobahn's per-message cache
+        self._parsed: dict[bytes | str, Any] = {}   # payload -> its shared message (HELLO...)
 
     def serialize(self, msg: Any) -> bytes | str:
         """The wire form of ``msg`` (str for JSON = text frame). Cached on the message."""
@@ -216,6 +227,20 @@ class WampSerializer:
 
     def unserialize(self, payload: bytes | str) -> list:
         """Parse one transport message into autobahn messages; ProtocolError when invalid."""
+        kind = type(payload)
+        if (kind is str or kind is bytes) and len(payload) <= _PARSED_SIZE:
+            known = self._parsed.get(payload)
+            if known is not None:
+                return [known]
+            msgs = self._unserialize(payload)
+            if len(msgs) == 1 and _shareable(msgs[0]):
+                if len(self._parsed) >= _PARSED_MAX:
+                    self._parsed.clear()
+                self._parsed[payload] = msgs[0]
+            return msgs
+        return self._unserialize(payload)
+
+    def _unserialize(self, payload: bytes | str) -> list:
         try:
             raws = self.obj.unserialize(payload)
         except RecursionError:
@@ -242,6 +267,15 @@ class WampSerializer:
 
     def __repr__(self) -> str:
         return f"<WampSerializer {self.name}>"
+
+
+def _shareable(msg: Any) -> bool:
+    """A message that sessions may share (they only read incoming messages): the join's
+    HELLO without per-client credentials, and SUBSCRIBE."""
+    kind = type(msg)
+    if kind is _message.Hello:
+        return msg.authid is None and msg.authextra is None
+    return kind is _message.Subscribe
 
 
 def _parse_guarded(cls: Any, raw: list) -> Any:

@@ -9,6 +9,7 @@ the router learns about the connection (``transport_details``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -37,14 +38,17 @@ def peer_address(environ: dict) -> str:
 
 
 def http_headers(environ: dict) -> dict[str, str]:
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            headers[key[5:].replace("_", "-").lower()] = value
+    headers = {_header_name(key): value for key, value in environ.items()
+               if key[:5] == "HTTP_"}
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     return headers
+
+
+@functools.lru_cache(maxsize=512)   # the same few header names on every upgrade
+def _header_name(key: str) -> str:
+    return key[5:].replace("_", "-").lower()
 
 
 def _extensions(ext: Any) -> list[str]:

@@ -73,14 +73,15 @@ _LEAN_STEPS = ("handle_one_response", "run_application", "get_environ",
                "take_headers", "_pywsgi_request")
 
 
-def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any, hold: Any) -> None:
+def _run_detached(ws: Any, run: Callable, args: tuple, connections: Any, sock: Any) -> None:
     try:
         run(*args)
     finally:
         if connections is not None:
             connections.discard_websocket(ws)
         ws.release()
-        hold.close()   # the last reference: the descriptor closes now (see detach_websocket)
+        # the last reference: the descriptor closes now (see detach_websocket)
+        sock._decref_socketios()
 
 
 def _noop_write(data) -> None:
@@ -329,7 +330,9 @@ class Handler(StrictHTTP, WebSocketHandler):
         request keeps it instead. The socket object goes with it: the server closes it when
         the request greenlet ends (gevent's ``StreamServer.do_close``), but a socket closes
         only once the readers ``makefile`` made of it are closed too, so the new greenlet
-        holds one (unbuffered: no memory) for the session's life and closes it last. Not
+        holds the socket as such a reader does (its count of them, ``_io_refs``; the reader
+        itself was ~0.4 KiB and 4 objects for the cyclic GC per session) for the session's
+        life and lets go of it last. Not
         under TLS: there the request keeps the connection (a TLS connection's memory is
         dominated by OpenSSL's anyway)."""
         sock = self.socket
@@ -343,16 +346,17 @@ class Handler(StrictHTTP, WebSocketHandler):
         # minutes after the session on a quiet node (bench/soak.py, issue 13). A new socket
         # object on the same descriptor lost wake-ups now and then (libev's per-descriptor
         # state); the very same object has neither problem.
-        hold = sock.makefile("rb", buffering=0)
         connections = getattr(self.server, "connections", None)
-        greenlet = Greenlet(_run_detached, ws, run, args, connections, hold)
+        greenlet = Greenlet(_run_detached, ws, run, args, connections, sock)
         pool = getattr(self.server, "pool", None)
         if pool is not None:
             try:
                 pool.add(greenlet, blocking=False)
             except PoolFull:
-                hold.close()
                 return False
+        # What makefile() does for its reader (socket.socket's own protocol): the server's
+        # close() of the socket, when this request ends, waits for _decref_socketios().
+        sock._io_refs += 1
         ws.rebind(sock)
         # The request's reader (8 KiB of buffer): what it had read ahead went to the
         # WebSocket at the accept; closed, it no longer holds the socket open.

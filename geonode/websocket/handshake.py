@@ -192,7 +192,11 @@ class Upgrader:
         sock = handler.socket
         # An HTTP idle timeout must not cut a long-lived WebSocket: liveness is auto-ping's job.
         sock.settimeout(None)
-        sock.sendall(head)
+        # One send takes the whole 101 but for a full socket buffer (gevent's sendall loops in
+        # Python even for that one call).
+        sent = sock.send(head)
+        if sent < len(head):
+            sock.sendall(head[sent:])
         self._mark_upgraded(len(head))
         # From here the WebSocket reads the socket itself (no per-connection buffer); what
         # the request's reader already holds of the client's first frames goes with it.

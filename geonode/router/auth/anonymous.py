@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from autobahn.util import generate_serial_number
-
-from geonode.router.auth import Accept, PendingAuth
+from geonode.router.auth import Accept, PendingAuth, serial_number
 
 
 class StaticAuth(PendingAuth):
@@ -17,7 +15,7 @@ class StaticAuth(PendingAuth):
         # cookie tracking one stable per cookie (auth/cookie.py).
         ref = getattr(self.session.peer, "cookie", None)
         authid = (self.cfg.get("authid") or (ref.anonymous_authid() if ref is not None else None)
-                  or generate_serial_number())
+                  or serial_number())
         return Accept(realm, authid, self.cfg.get("role", "anonymous"), self.method, self.provider)
 
 
@@ -31,4 +29,4 @@ class DynamicAuth(PendingAuth):
             principal = self.call_authenticator(msg.authid, {})
         except Exception as e:
             return self.deny_from_error(e)
-        return self.accept_principal(principal, generate_serial_number())
+        return self.accept_principal(principal, serial_number())
