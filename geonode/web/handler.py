@@ -455,8 +455,10 @@ class Handler(StrictHTTP, WebSocketHandler):
         client_timeout = getattr(server, "client_timeout", None)
         stats = self.http_stats
         # the read buffer is known to be empty (the last request was all it held): wait for
-        # the socket to be readable before reading (_Readable)
+        # the socket to be readable before reading (_Readable). Not under TLS: OpenSSL may
+        # hold the rest of a record the kernel no longer reports readable.
         drained = False
+        plain = type(self.socket) is GeventSocket
         while True:
             sock = self.socket
             if sock is None or rfile.closed:
@@ -480,7 +482,8 @@ class Handler(StrictHTTP, WebSocketHandler):
                         clock.waiting = False
                         sock.timeout = client_timeout
                 else:
-                    if drained:
+                    # (a socket timeout, client_timeout, bounds this wait: gevent's read keeps it)
+                    if drained and sock.timeout is None:
                         readable = self._readable
                         if readable is None:
                             readable = self._readable = _Readable(sock.fileno())
@@ -566,7 +569,7 @@ class Handler(StrictHTTP, WebSocketHandler):
                 self._respond(server, stats, client_timeout)
                 self.in_request = False
                 # (no body: the app read nothing from rfile; peek returned all it held)
-                drained = len(head) == size
+                drained = plain and len(head) == size
             if self.close_connection:
                 if self.headers_sent and not self.websocket_upgraded and self.socket is not None:
                     self._linger()
