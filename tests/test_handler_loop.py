@@ -187,6 +187,40 @@ def test_http10(server, lean_calls, keepalive):
     assert lean_calls == (["/old", "/again"] if keepalive else ["/old"])
 
 
+def test_idle_keepalive_waits_before_reading(server, lean_calls, monkeypatch):
+    """Once a request was all the read buffer held, the loop waits for the next one on its
+    own watcher (handler._Readable) instead of a read that finds nothing and gevent's wait on
+    the socket (issue 15, fifth pass); a pipelined burst between pauses (a readiness while
+    the connection is busy stops that watcher) is still served, in order."""
+    from gevent.socket import socket as GeventSocket
+
+    waits: list[int] = []
+    wait = GeventSocket._wait
+
+    def counted(sock, watcher, *args, **kwargs):
+        if watcher is sock._read_event and sock.getsockname()[1] == server.server_port:
+            waits.append(1)  # the server's side of a connection waiting to read
+        return wait(sock, watcher, *args, **kwargs)
+
+    monkeypatch.setattr(GeventSocket, "_wait", counted)
+    sock = _connect(server)
+    buf = bytearray()
+    paths = []
+    for i in range(6):
+        if i == 3:
+            sock.sendall(b"GET /b1 HTTP/1.1\r\nHost: x\r\n\r\nGET /b2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            paths.append(json.loads(_read_response(sock, buf)[2])["PATH_INFO"])
+        else:
+            sock.sendall(b"GET /i%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        paths.append(json.loads(_read_response(sock, buf)[2])["PATH_INFO"])
+        gevent.sleep(0.01)  # the scenario: a keep-alive client pausing between requests
+    sock.close()
+    assert paths == ["/i0", "/i1", "/i2", "/b1", "/b2", "/i4", "/i5"]
+    assert lean_calls == paths
+    # (the connection's first read may wait gevent's way; none after a drained request)
+    assert len(waits) <= 1, waits
+
+
 def test_request_split_across_small_writes(server, lean_calls):
     sock = _connect(server)
     request = b"GET /slow?q=1 HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 200 + b"\r\n\r\n"

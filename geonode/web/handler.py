@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gevent import Greenlet
+from gevent import Greenlet, get_hub
 from gevent.pool import PoolFull
 from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
+from greenlet import getcurrent
 
 from geonode.endpoints import set_nodelay
 from geonode.handoff import admit
@@ -259,6 +260,54 @@ class RequestHeaders:
         return self._map.get("content-type")
 
 
+class _Readable:
+    """The lean loop's wait for a keep-alive connection's next request, once its read buffer
+    is empty: one libev io watcher per connection, left started between waits.
+
+    Reading first and waiting on EAGAIN (gevent's socket) costs a request a recv that finds
+    nothing (the system call, an exception, gevent's wait: a watcher started and stopped per
+    wait) and an ``epoll_ctl`` that fails (libev re-adding a descriptor a stopped watcher
+    left in its epoll set): at -c10 the hello request's next recv found nothing ~98 % of the
+    time (bench/README.md, issue 15, fifth pass). A readiness that comes while the
+    connection is not waiting (a pipelined request, read by then from the buffer) stops the
+    watcher, so a level-triggered event cannot spin the loop; the next wait starts it
+    again."""
+
+    __slots__ = ("greenlet", "hub", "watcher", "waiting")
+
+    def __init__(self, fd: int) -> None:
+        self.greenlet = getcurrent()
+        self.hub = get_hub()
+        self.watcher = self.hub.loop.io(fd, 1)
+        self.waiting = False
+
+    def wait(self) -> None:
+        """Until the socket is readable (or an EOF, a reset) or the greenlet is thrown at
+        (IdleClock's timeout, a kill); may return early: the read after it is gevent's."""
+        watcher = self.watcher
+        if not watcher.active:
+            watcher.start(self._ready)
+        self.waiting = True
+        try:
+            self.hub.switch()
+        finally:
+            self.waiting = False
+
+    def _ready(self) -> None:
+        if self.waiting:
+            self.greenlet.switch()
+        else:
+            self.watcher.stop()
+
+    def stop(self) -> None:
+        """Before the socket is read or waited on another way (pywsgi's chain, an upgrade)."""
+        self.watcher.stop()
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.watcher.close()
+
+
 # Why gevent-websocket's WebSocketHandler is the base (the design's upgrade hook) although none
 # of its code runs here: the methods of it that pywsgi calls (run_application, start_response,
 # log_request) are overridden below, skipping it for WSGIHandler's (or doing nothing), so it
@@ -290,6 +339,8 @@ class Handler(StrictHTTP, WebSocketHandler):
     #: _respond's environ keys shared by every request of the connection (made by its
     #: first plain request: an upgraded connection's handler does without it)
     _shared_environ: dict | None = None
+    #: the lean loop's wait for the next request (made by its first wait on an empty buffer)
+    _readable: _Readable | None = None
 
     #: serve requests through _serve: true unless a subclass overrides one of the steps of
     #: pywsgi's chain that _serve does itself (gunicorn's handler: its get_environ and
@@ -373,7 +424,13 @@ class Handler(StrictHTTP, WebSocketHandler):
         # pywsgi's handle() calls this until it returns None; the lean loop serves every
         # request of the connection in one call (see _serve).
         if self._lean:
-            return self._serve()
+            try:
+                return self._serve()
+            finally:
+                readable = self._readable
+                if readable is not None:
+                    self._readable = None
+                    readable.close()  # before pywsgi closes the socket
         return self._pywsgi_request()
 
     def _serve(self) -> None:  # noqa: C901 - pywsgi's request chain in one loop: a branch per case it hands back to the chain (bench/http, issue 15)
@@ -401,6 +458,11 @@ class Handler(StrictHTTP, WebSocketHandler):
         idle = getattr(server, "keepalive_timeout", None)
         client_timeout = getattr(server, "client_timeout", None)
         stats = self.http_stats
+        # the read buffer is known to be empty (the last request was all it held): wait for
+        # the socket to be readable before reading (_Readable). Not under TLS: OpenSSL may
+        # hold the rest of a record the kernel no longer reports readable.
+        drained = False
+        plain = type(self.socket) is GeventSocket
         while True:
             sock = self.socket
             if sock is None or rfile.closed:
@@ -414,14 +476,26 @@ class Handler(StrictHTTP, WebSocketHandler):
                     clock.start_wait()
                     sock.timeout = None
                     try:
+                        if drained:
+                            readable = self._readable
+                            if readable is None:
+                                readable = self._readable = _Readable(sock.fileno())
+                            readable.wait()
                         head = rfile.peek(1)
                     finally:
                         clock.waiting = False
                         sock.timeout = client_timeout
                 else:
+                    # (a socket timeout, client_timeout, bounds this wait: gevent's read keeps it)
+                    if drained and sock.timeout is None:
+                        readable = self._readable
+                        if readable is None:
+                            readable = self._readable = _Readable(sock.fileno())
+                        readable.wait()
                     head = rfile.peek(1)
             except OSError:
                 return None  # pywsgi: a socket error while waiting closes quietly
+            drained = False
             if not head:
                 return None
             # The head's end: the first empty line (CRLF or a bare LF, RFC 9112 2.2).
@@ -435,6 +509,8 @@ class Handler(StrictHTTP, WebSocketHandler):
                 end = size = 0
             if (not size or head[0] == 13 or head[0] == 10 or size > _MAX_HEADER_BYTES
                     or head.find(b"\n") + 1 >= MAX_REQUEST_LINE):
+                if self._readable is not None:
+                    self._readable.stop()
                 if self._pywsgi_request() is None:
                     return None
                 continue
@@ -484,6 +560,8 @@ class Handler(StrictHTTP, WebSocketHandler):
             if (chunked or self.content_length or "upgrade" in fields or "expect" in fields
                     or fields.get("connection", "").lower() == "upgrade"):
                 # pywsgi's environ and response (see the docstring)
+                if self._readable is not None:
+                    self._readable.stop()
                 self.request_started = time.monotonic()  # the opening handshake's clock
                 try:
                     self.environ = self.get_environ()
@@ -494,6 +572,8 @@ class Handler(StrictHTTP, WebSocketHandler):
             else:
                 self._respond(server, stats, client_timeout)
                 self.in_request = False
+                # (no body: the app read nothing from rfile; peek returned all it held)
+                drained = plain and len(head) == size
             if self.close_connection:
                 if self.headers_sent and not self.websocket_upgraded and self.socket is not None:
                     self._linger()
