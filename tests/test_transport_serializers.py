@@ -184,3 +184,32 @@ def test_the_parsed_cache_is_bounded():
     for i in range(3 * ser._PARSED_MAX):
         s.unserialize(f'[32,1,{{}},"com.example.t{i}"]')
         assert len(s._parsed) <= ser._PARSED_MAX
+
+
+class _CountingDict(dict):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, key, default=None):
+        self.gets += 1
+        return super().get(key, default)
+
+
+@pytest.mark.inprocess
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_only_what_can_be_a_hello_or_subscribe_is_looked_up(name, monkeypatch):
+    # every other message would pay for hashing its payload (a PUBLISH, a CALL: the hot path)
+    s = ser.get(name)
+    parsed = _CountingDict()
+    monkeypatch.setattr(s, "_parsed", parsed)
+    enc = (lambda m: __import__("json").dumps(m, separators=(",", ":"))) if name == "json" \
+        else __import__("msgpack").packb
+    for msg in ([16, 7, {}, "com.example.topic", [1, 2]], [48, 9, {}, "com.example.proc"],
+                [70, 3, {}, ["ok"]]):
+        s.unserialize(enc(msg))
+    assert parsed.gets == 0
+    for msg in ([1, "realm1", {"roles": {"caller": {}}}], [32, 1, {}, "com.example.topic"],
+                [32, 70_000, {}, "com.example.topic"]):
+        assert s.unserialize(enc(msg))[0] is s.unserialize(enc(msg))[0]
+    assert parsed.gets == 6

@@ -57,6 +57,16 @@ _REASON_IN_DICT = (35, 67, 69)   # UNSUBSCRIBED, UNREGISTERED, INTERRUPT: detail
 # per serializer; when full it starts over.
 _PARSED_SIZE = 1024
 _PARSED_MAX = 128
+# The first three bytes a HELLO or SUBSCRIBE can begin with: JSON's compact form ("[1," and
+# "[32"); msgpack's fixarray of 3 with type 1 and the realm's string header, or of 4 with
+# type 32 and the request id's integer header. Only such payloads are looked up (one slice,
+# one set lookup), so every other message (a PUBLISH, a CALL) does not pay for hashing its
+# payload. Another spelling ("[ 1, ...") is parsed as before, only not shared.
+_JOIN_HEADS = frozenset((
+    "[1,", "[32", b"[1,", b"[32",
+    *(bytes((0x93, 1, b)) for b in (*range(0xA0, 0xC0), 0xD9, 0xDA)),
+    *(bytes((0x94, 32, b)) for b in (*range(0x80), 0xCC, 0xCD, 0xCE, 0xCF)),
+))
 
 _BATCH_SEP = "\x18"  # WAMP JSON batching: each message followed by ASCII "cancel"
 _LEN = struct.Struct("!L")
@@ -228,7 +238,8 @@ class WampSerializer:
     def unserialize(self, payload: bytes | str) -> list:
         """Parse one transport message into autobahn messages; ProtocolError when invalid."""
         kind = type(payload)
-        if (kind is str or kind is bytes) and len(payload) <= _PARSED_SIZE:
+        if (kind is str or kind is bytes) and payload[:3] in _JOIN_HEADS \
+                and len(payload) <= _PARSED_SIZE:
             known = self._parsed.get(payload)
             if known is not None:
                 return [known]
