@@ -19,10 +19,9 @@ from pathlib import Path
 import gevent
 import pytest
 from support import geonode_cmd, scaled
-from support.router import green_wait_for, make_router, websocket_server
+from support.router import green_wait_for, make_router, rawsocket_server, websocket_server
 
 from geonode.config.model import hosted_code
-from geonode.transport import rawsocket
 
 TESTS = str(Path(__file__).resolve().parent)
 
@@ -160,15 +159,9 @@ def test_the_wamp_paths_leave_no_cyclic_garbage():
     error), errors of the client's, protocol violations, GOODBYE and abrupt ends. With the
     cyclic GC off, a collection afterwards finds nothing unreachable of the node's: the freeze
     policy strands no garbage of ours (fails when a cycle is made per session or message)."""
-    from geonode.config.model import parse_transport
-
     router = make_router()
     ws = websocket_server(router, max_connections=100)
-    transport = parse_transport({"type": "rawsocket", "serializers": ["json"],
-                                 "endpoint": {"type": "tcp", "port": 0,
-                                              "interface": "127.0.0.1"}}, "transports[0]")
-    rs = rawsocket.serve(transport, router, None)
-    rs.start()
+    rs = rawsocket_server(router)
     try:
         _workload(ws.server_port, rs.server_port, 4)   # warm: module-level caches fill
         green_wait_for(lambda: not router.sessions, scaled(10), "every session ended")

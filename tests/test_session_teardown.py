@@ -18,11 +18,14 @@ import weakref
 import gevent
 import pytest
 from support import scaled
-from support.router import green_wait_for, in_thread, make_router, websocket_server
+from support.router import (
+    green_wait_for,
+    in_thread,
+    make_router,
+    rawsocket_server,
+    websocket_server,
+)
 from support.ws import subscribed_clients
-
-from geonode.config.model import parse_transport
-from geonode.transport import rawsocket
 
 pytestmark = pytest.mark.inprocess
 
@@ -105,11 +108,7 @@ def _raw_wamp(port: int) -> socket.socket:
 
 def test_ended_rawsocket_sessions_are_freed_without_the_cyclic_gc(no_cyclic_gc):
     router = make_router()
-    transport = parse_transport({"type": "rawsocket", "serializers": ["json"],
-                                 "endpoint": {"type": "tcp", "port": 0,
-                                              "interface": "127.0.0.1"}}, "transports[0]")
-    srv = rawsocket.serve(transport, router, None)
-    srv.start()
+    srv = rawsocket_server(router)
     try:
         port = srv.server_port
         clients = in_thread(lambda: [_raw_wamp(port) for _ in range(N)], 30)

@@ -183,13 +183,19 @@ def _measure(tree: str, kind: str, ops: int, warm: int, work: Path, metrics: boo
         control(proc.pid, "-d")
         return dumped_total(folder, proc.pid) / ops
     finally:
-        proc.terminate()
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_node(proc)
         log.close()
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``timeout`` (under valgrind a node's
+    graceful stop takes long)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ import loads  # noqa: E402
 import wire  # noqa: E402
 from fill import node_config  # noqa: E402
 from support.net import free_port, wait_port  # noqa: E402
-from wire_instructions import control, dumped_total  # noqa: E402
+from wire_instructions import control, dumped_total, stop_node  # noqa: E402
 
 SLOW = 600.0   # s: a node under valgrind on a busy machine answers late, not never
 
@@ -93,15 +93,6 @@ def start_node(tree: str, folder: Path, valgrind: bool) -> tuple[subprocess.Pope
     return proc, port
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def open_sessions(port: int, n: int, batch: int) -> list:
     wire.TIMEOUT = SLOW   # read at each connection's open
     return loads.idle_sessions(("127.0.0.1", port, "/ws"), "json", n, batch)
@@ -120,7 +111,7 @@ def instructions(tree: str, n: int, warm: int, batch: int, work: Path) -> float:
     finally:
         for c in held:
             c.sock.close()
-        stop(proc)
+        stop_node(proc)
 
 
 def _wait_file(folder: Path, pattern: str, count: int, proc: subprocess.Popen) -> list[Path]:
@@ -165,7 +156,7 @@ def profile(tree: str, n: int, warm: int, batch: int, work: Path, top: int) -> N
     finally:
         for c in held:
             c.sock.close()
-        stop(proc)
+        stop_node(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from gevent import Greenlet, get_hub
 from gevent.pool import PoolFull
-from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler, unquote_latin1
+from gevent.pywsgi import MAX_REQUEST_LINE, Input, WSGIHandler
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 from greenlet import getcurrent
@@ -591,25 +591,7 @@ class Handler(StrictHTTP, WebSocketHandler):
         self.connection_upgraded = False
         started = time.monotonic() if stats is not None else 0.0
         try:
-            try:
-                result = self.result = app(env, self.checked_start_response)
-                if (type(result) is list and len(result) == 1 and result[0]
-                        and self.status and not self.headers_sent
-                        and self.code != 204 and self.code != 304):
-                    self._write_with_headers(result[0])
-                    if self.response_use_chunked:
-                        self._sendall(b"0\r\n\r\n")
-                    if self._body_left:
-                        self.check_body_complete()
-                else:
-                    self.process_result()
-            finally:
-                close = getattr(self.result, "close", None)
-                try:
-                    if close is not None:
-                        close()
-                finally:
-                    self.result = None
+            self._call_app(app, env)
         except OSError as ex:
             if ex.args and ex.args[0] in self.ignored_socket_errors:
                 self.close_connection = True  # the client went (pywsgi: quietly)
@@ -643,23 +625,12 @@ class Handler(StrictHTTP, WebSocketHandler):
             self._shared_environ = shared
         env = shared.copy()
         env["REQUEST_METHOD"] = self.command
-        path = self.path
-        if "?" in path:
-            path, query = path.split("?", 1)
-        else:
-            query = ""
-        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
-        env["QUERY_STRING"] = query
-        headers = self.headers
-        fields = headers._map
-        ctype = fields.get("content-type")
-        if ctype is not None:
-            env["CONTENT_TYPE"] = ctype
+        fields = self._target_into(env)
         if self.content_length is not None:
             env["CONTENT_LENGTH"] = fields["content-length"]  # ("0": no body)
             env["wsgi.input"] = Input(self.rfile, 0)
         env["SERVER_PROTOCOL"] = self.request_version
-        headers.environ_into(env)
+        self.headers.environ_into(env)
         self.wsgi_input = env["wsgi.input"]
         if self._absolute_host is not None:
             # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
@@ -744,13 +715,17 @@ class Handler(StrictHTTP, WebSocketHandler):
         env = self.environ
         if "HTTP_UPGRADE" in env and wants_upgrade(env):  # (most requests ask for none)
             return self._run_upgradable(env)
-        # pywsgi's run_application with its process_result's usual case inlined: a response
-        # of one non-empty chunk (what the WSGI host returns for every response it got whole)
-        # goes out through _write_with_headers as pywsgi's write() would send it, three
-        # Python calls fewer per request (bench/README.md, issue 15). No upgrader, no upgrade:
-        # start_response's WebSocket case cannot arise, the checks are the app's directly.
+        self._call_app(self.application, env)
+
+    def _call_app(self, app: Any, env: dict) -> None:
+        """pywsgi's run_application with its process_result's usual case inlined: a response
+        of one non-empty chunk (what the WSGI host returns for every response it got whole)
+        goes out through _write_with_headers as pywsgi's write() would send it, three Python
+        calls fewer per request (bench/README.md, issue 15). For a request that asks for no
+        upgrade (run_application's and _serve's): start_response's WebSocket case cannot
+        arise, so the app gets the checked start_response directly."""
         try:
-            result = self.result = self.application(env, self.checked_start_response)
+            result = self.result = app(env, self.checked_start_response)
             if (type(result) is list and len(result) == 1 and result[0] and self.status
                     and not self.headers_sent and self.code != 204 and self.code != 304):
                 self._write_with_headers(result[0])

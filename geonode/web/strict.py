@@ -306,12 +306,9 @@ class StrictHTTP(WSGIHandler):
                 self.close_connection = "keep-alive" not in tokens
         return chunked
 
-    def get_environ(self) -> dict:
-        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
-        headers as parsed (``RequestHeaders``) and with what geonode adds."""
-        env = self.server.get_environ()
-        env["REQUEST_METHOD"] = self.command
-        env["SCRIPT_NAME"] = ""
+    def _target_into(self, env: dict) -> dict:
+        """PATH_INFO, QUERY_STRING and CONTENT_TYPE of the request into ``env`` (pywsgi's
+        rules; get_environ's and the lean loop's, geonode.web.handler); its header map."""
         path = self.path
         if "?" in path:
             path, query = path.split("?", 1)
@@ -319,11 +316,19 @@ class StrictHTTP(WSGIHandler):
             query = ""
         env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
         env["QUERY_STRING"] = query
-        headers = self.headers
-        fields = headers._map
+        fields = self.headers._map
         ctype = fields.get("content-type")
         if ctype is not None:
             env["CONTENT_TYPE"] = ctype
+        return fields
+
+    def get_environ(self) -> dict:
+        """pywsgi's ``WSGIHandler.get_environ``, the same keys in the same order, from the
+        headers as parsed (``RequestHeaders``) and with what geonode adds."""
+        env = self.server.get_environ()
+        env["REQUEST_METHOD"] = self.command
+        env["SCRIPT_NAME"] = ""
+        fields = self._target_into(env)
         length = fields.get("content-length")
         if length:
             env["CONTENT_LENGTH"] = length
@@ -332,7 +337,7 @@ class StrictHTTP(WSGIHandler):
         if isinstance(client_address, tuple):
             env["REMOTE_ADDR"] = str(client_address[0])
             env["REMOTE_PORT"] = str(client_address[1])
-        headers.environ_into(env)
+        self.headers.environ_into(env)
         sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
         coding = env.get("HTTP_TRANSFER_ENCODING")
         chunked = coding is not None and coding.lower() == "chunked"

@@ -200,3 +200,17 @@ def websocket_server(router: Router, max_connections: int) -> Any:
                     json_path="transports[0]", max_connections=max_connections)
     srv.start()
     return srv
+
+
+def rawsocket_server(router: Router) -> Any:
+    """A started RawSocket server (json) of ``router`` on 127.0.0.1 (port 0); the caller stops
+    it."""
+    from geonode.config.model import parse_transport
+    from geonode.transport import rawsocket
+
+    transport = parse_transport({"type": "rawsocket", "serializers": ["json"],
+                                 "endpoint": {"type": "tcp", "port": 0,
+                                              "interface": "127.0.0.1"}}, "transports[0]")
+    srv = rawsocket.serve(transport, router, None)
+    srv.start()
+    return srv
